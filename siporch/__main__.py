@@ -1,0 +1,3 @@
+from siporch.cli import main
+
+main()

@@ -1,0 +1,79 @@
+"""The siporch command line. The only layer that prints or exits.
+
+Each command lives in its own module, ``siporch/cli/cmd_<name>.py``, exposing a click
+command (or group) named ``cli``; modules are imported only when their command runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from siporch import __version__
+from siporch.errors import SiporchError
+
+COMMANDS: dict[str, str] = {
+    "validate": "Validate the trunk model; every problem with its file and field.",
+    "render": "Render a release bundle from the trunk model.",
+    "diff": "What a deploy would change (exit 1 when something would).",
+    "route": "Show how a dialled number is normalized and routed.",
+    "schema": "Print the JSON Schema of the trunk model.",
+    "lab": "Build, inspect, impair and tear down the lab.",
+    "deploy": "Deploy the trunk model with Ansible.",
+    "releases": "List the releases on each host.",
+    "rollback": "Roll every host back to the previous or a named release.",
+    "status": "Live calls, trunk health and utilisation.",
+    "exporter": "Serve Prometheus metrics.",
+}
+
+
+class LazyGroup(click.Group):
+    """Loads ``siporch.cli.cmd_<name>`` only when that command is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if _module_exists(name)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS or not _module_exists(cmd_name):
+            return None
+        module = importlib.import_module(f"siporch.cli.cmd_{cmd_name}")
+        command: click.Command = module.cli
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _module_exists(name: str) -> bool:
+    return importlib.util.find_spec(f"siporch.cli.cmd_{name}") is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="siporch")
+def cli() -> None:
+    """siporch: SIP trunks on Kamailio, Asterisk and rtpengine."""
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console entry point: maps siporch errors to messages and exit codes."""
+    try:
+        rv = cli.main(args=argv, prog_name="siporch", standalone_mode=False)
+    except SiporchError as exc:
+        click.echo(f"siporch: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("siporch: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("siporch: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
