@@ -1,0 +1,243 @@
+"""Cross-checks the types alone cannot express: references, overlaps, resilience.
+
+Each finding is ``(loc, message, severity)``; the loader turns it into a Problem with the
+file and line. Pure functions over a validated Model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from siporch.model.schema import Model
+
+Finding = tuple[tuple[Any, ...], str, str]
+
+
+def _err(loc: tuple[Any, ...], msg: str) -> Finding:
+    return (loc, msg, "error")
+
+
+def _warn(loc: tuple[Any, ...], msg: str) -> Finding:
+    return (loc, msg, "warning")
+
+
+def _choices(names: Any) -> str:
+    names = sorted(names)
+    return ", ".join(names) if names else "none defined"
+
+
+def check_model(model: Model) -> list[Finding]:
+    out: list[Finding] = []
+    for check in (_refs, _names, _dids, _sources, _tls, _resilience, _capacity):
+        out.extend(check(model))
+    return out
+
+
+def _refs(m: Model) -> Iterator[Finding]:
+    sites, hosts, trunks = m.sites, m.hosts, m.trunks
+    for name, site in sites.items():
+        if site.backup_site is not None:
+            if site.backup_site not in sites:
+                yield _err(
+                    ("sites", name, "backup_site"),
+                    f"unknown site '{site.backup_site}' (sites: {_choices(sites)})",
+                )
+            elif site.backup_site == name:
+                yield _err(("sites", name, "backup_site"), "a site cannot be its own backup")
+    for name, host in hosts.items():
+        if host.site not in sites:
+            yield _err(
+                ("hosts", name, "site"), f"unknown site '{host.site}' (sites: {_choices(sites)})"
+            )
+        if host.role == "pbx" and host.ami is None:
+            yield _warn(
+                ("hosts", name, "ami"), "PBX host without AMI: `siporch status` cannot see it"
+            )
+    for name, trunk in trunks.items():
+        if trunk.site not in sites:
+            yield _err(
+                ("trunks", name, "site"), f"unknown site '{trunk.site}' (sites: {_choices(sites)})"
+            )
+        elif not m.hosts_with_role("edge", trunk.site):
+            yield _err(
+                ("trunks", name, "site"),
+                f"site '{trunk.site}' has no edge host to carry this trunk",
+            )
+        if trunk.auth.type == "register" and not trunk.auth.password.get_secret_value():
+            yield _err(("trunks", name, "auth", "password"), "registration needs a password")
+        if trunk.caller_id.policy != "fixed" and trunk.caller_id.number:
+            yield _warn(
+                ("trunks", name, "caller_id", "number"), "number is used only with policy 'fixed'"
+            )
+    for i, did in enumerate(m.inbound):
+        d = did.destination
+        if d.host is not None:
+            if d.host not in hosts:
+                yield _err(
+                    ("inbound", i, "destination", "host"),
+                    f"unknown host '{d.host}' (hosts: {_choices(hosts)})",
+                )
+            elif hosts[d.host].role != "pbx":
+                yield _err(
+                    ("inbound", i, "destination", "host"),
+                    f"host '{d.host}' is an {hosts[d.host].role}, not a pbx",
+                )
+        if d.trunk is not None and d.trunk not in trunks:
+            yield _err(
+                ("inbound", i, "destination", "trunk"),
+                f"unknown trunk '{d.trunk}' (trunks: {_choices(trunks)})",
+            )
+    for i, route in enumerate(m.routes):
+        for j, s in enumerate(route.sites):
+            if s not in sites:
+                yield _err(
+                    ("routes", i, "sites", j), f"unknown site '{s}' (sites: {_choices(sites)})"
+                )
+        for j, t in enumerate(route.trunks):
+            if t not in trunks:
+                yield _err(
+                    ("routes", i, "trunks", j), f"unknown trunk '{t}' (trunks: {_choices(trunks)})"
+                )
+        if len(set(route.trunks)) != len(route.trunks):
+            yield _err(("routes", i, "trunks"), "a trunk is listed twice")
+        for t in route.weights:
+            if t not in route.trunks:
+                yield _err(
+                    ("routes", i, "weights", t),
+                    f"'{t}' is not one of this route's trunks ({', '.join(route.trunks)})",
+                )
+        if route.weights and route.strategy != "weighted":
+            yield _warn(("routes", i, "weights"), "weights are used only with strategy 'weighted'")
+
+
+def _names(m: Model) -> Iterator[Finding]:
+    for section, items in (("inbound", m.inbound), ("routes", m.routes)):
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            if item.name in seen:
+                yield _err(
+                    (section, i, "name"),
+                    f"duplicate name '{item.name}' (also {section}[{seen[item.name]}])",
+                )
+            else:
+                seen[item.name] = i
+    ids: dict[int, str] = {}
+    for name, trunk in m.trunks.items():
+        if trunk.id is not None:
+            if trunk.id in ids:
+                yield _err(
+                    ("trunks", name, "id"), f"id {trunk.id} is also used by trunk '{ids[trunk.id]}'"
+                )
+            ids[trunk.id] = name
+    addrs: dict[Any, str] = {}
+    for name, host in m.hosts.items():
+        key = (host.address, host.role)
+        if key in addrs:
+            yield _err(
+                ("hosts", name, "address"),
+                f"address {host.address} is also host '{addrs[key]}' ({host.role})",
+            )
+        addrs[key] = name
+    for name, trunk in m.trunks.items():
+        seen_peer: set[tuple[Any, int]] = set()
+        for i, p in enumerate(trunk.peers):
+            key2 = (p.address, p.effective_port)
+            if key2 in seen_peer:
+                yield _err(
+                    ("trunks", name, "peers", i),
+                    f"peer {p.address}:{p.effective_port} is listed twice",
+                )
+            seen_peer.add(key2)
+
+
+def _dids(m: Model) -> Iterator[Finding]:
+    ranges = [(i, d.range) for i, d in enumerate(m.inbound) if d.range is not None]
+    ranges.sort(key=lambda x: (len(x[1].start), int(x[1].start[1:])))
+    for (i, a), (j, b) in zip(ranges, ranges[1:], strict=False):
+        if len(a.start) == len(b.start) and int(b.start[1:]) <= int(a.end[1:]):
+            yield _err(
+                ("inbound", j, "range"),
+                f"{b.start}..{b.end} overlaps inbound[{i}] '{m.inbound[i].name}' ({a.start}..{a.end})",
+            )
+
+
+def _sources(m: Model) -> Iterator[Finding]:
+    claimed: list[tuple[str, Any]] = []
+    for name, trunk in m.trunks.items():
+        for net in trunk.sources():
+            for other, onet in claimed:
+                if other != name and net.version == onet.version and net.overlaps(onet):
+                    yield _err(
+                        ("trunks", name),
+                        f"source {net} is also claimed by trunk '{other}' ({onet}): "
+                        "an address must identify one trunk",
+                    )
+            claimed.append((name, net))
+    for hname, host in m.hosts.items():
+        for name, trunk in m.trunks.items():
+            if any(
+                host.address in net
+                for net in trunk.sources()
+                if net.version == host.address.version
+            ):
+                yield _err(
+                    ("trunks", name), f"source networks include host '{hname}' ({host.address})"
+                )
+
+
+def _tls(m: Model) -> Iterator[Finding]:
+    for name, host in m.hosts.items():
+        protos = {t.protocol for t in host.transports}
+        if "tls" in protos and host.tls is None:
+            yield _err(("hosts", name, "tls"), "a tls transport needs certificate and private_key")
+        seen: set[tuple[str, int]] = set()
+        for i, t in enumerate(host.transports):
+            if (t.protocol, t.port) in seen:
+                yield _err(
+                    ("hosts", name, "transports", i), f"{t.protocol}/{t.port} is listed twice"
+                )
+            seen.add((t.protocol, t.port))
+    for name, trunk in m.trunks.items():
+        edges = m.hosts_with_role("edge", trunk.site)
+        for i, p in enumerate(trunk.peers):
+            if p.transport != "udp" and edges:
+                missing = [
+                    e
+                    for e in edges
+                    if p.transport not in {t.protocol for t in m.hosts[e].transports}
+                ]
+                if missing:
+                    yield _err(
+                        ("trunks", name, "peers", i, "transport"),
+                        f"{p.transport} peer, but edge(s) {', '.join(missing)} have no {p.transport} transport",
+                    )
+        if trunk.media.srtp != "off" and not any(p.transport == "tls" for p in trunk.peers):
+            yield _warn(
+                ("trunks", name, "media", "srtp"),
+                "SRTP keys (SDES) would travel unencrypted: use a tls peer",
+            )
+
+
+def _resilience(m: Model) -> Iterator[Finding]:
+    for sname, site in m.sites.items():
+        if site.kind != "branch":
+            continue
+        routes = m.routes_for_site(sname)
+        if not routes:
+            yield _warn(("sites", sname), "branch site has no outbound route")
+            continue
+        backup = any(t in m.trunks and m.trunks[t].site != sname for r in routes for t in r.trunks)
+        if not backup:
+            yield _warn(
+                ("sites", sname),
+                "branch site has no backup route: no route of this site uses another site's trunk",
+            )
+
+
+def _capacity(m: Model) -> Iterator[Finding]:
+    for i, route in enumerate(m.routes):
+        if route.strategy == "weighted":
+            for t in route.trunks:
+                if t in m.trunks and t not in route.weights:
+                    yield _warn(("routes", i, "weights"), f"no weight for '{t}': it gets weight 1")

@@ -1,0 +1,370 @@
+"""Load the trunk model from an Ansible inventory directory.
+
+The model is the ``siporch`` variable in ``<inventory>/group_vars/all/*.yml`` (one file
+holds it). Other files there may hold secrets, whole-file encrypted with Ansible Vault or as
+inline ``!vault`` values; the model refers to them as ``"{{ vault_name }}"``. Every problem
+is collected and reported with its file, line and field path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import SecretStr, ValidationError
+
+from siporch.errors import ModelError, Problem
+from siporch.model.schema import Model
+
+MODEL_VAR = "siporch"
+VAULT_HEADER = b"$ANSIBLE_VAULT;"
+_REF = re.compile(r"^\s*\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\s*$")
+
+
+@dataclass
+class LoadedModel:
+    """A validated model with where it came from."""
+
+    model: Model
+    source: Path
+    inventory: Path
+    model_hash: str
+    warnings: list[Problem] = field(default_factory=list)
+
+
+class _Vault:
+    """Decrypts Ansible Vault data lazily, so a model without secrets needs no password."""
+
+    def __init__(self, password_file: Path | None) -> None:
+        self._password_file = password_file
+        self._lib: Any = None
+
+    def decrypt(self, data: bytes, where: str) -> bytes:
+        if self._lib is None:
+            self._lib = self._open(where)
+        from ansible.errors import AnsibleError
+
+        try:
+            plain: bytes = self._lib.decrypt(data)
+        except AnsibleError as exc:
+            raise ModelError(
+                problems=[Problem(where, "", f"cannot decrypt Ansible Vault data: {exc}")]
+            ) from None
+        return plain
+
+    def _open(self, where: str) -> Any:
+        path = self._password_file
+        if path is None:
+            env = os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE")
+            path = Path(env) if env else None
+        if path is None:
+            raise ModelError(
+                problems=[
+                    Problem(
+                        where,
+                        "",
+                        "holds Ansible Vault data but no vault password file is given "
+                        "(use --vault-password-file or ANSIBLE_VAULT_PASSWORD_FILE, "
+                        "or put one at <inventory>/../.vault-pass)",
+                    )
+                ]
+            )
+        if not path.exists():
+            raise ModelError(
+                problems=[Problem(str(path), "", "vault password file does not exist")]
+            )
+        from ansible.parsing.dataloader import DataLoader
+        from ansible.parsing.vault import VaultLib, get_file_vault_secret
+
+        secret = get_file_vault_secret(filename=str(path), loader=DataLoader())
+        secret.load()
+        return VaultLib([("default", secret)])
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that keeps node positions and decrypts inline ``!vault`` values."""
+
+    vault: _Vault
+    filename: str
+    duplicates: list[tuple[str, int]]
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    self.duplicates.append((key_node.value, key_node.start_mark.line + 1))
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _vault_constructor(loader: _Loader, node: yaml.Node) -> str:
+    text = loader.construct_scalar(node)  # type: ignore[arg-type]
+    where = f"{loader.filename}:{node.start_mark.line + 1}"
+    return loader.vault.decrypt(str(text).encode(), where).decode()
+
+
+_Loader.add_constructor("!vault", _vault_constructor)
+
+
+def _read_yaml(path: Path, vault: _Vault) -> tuple[Any, yaml.Node | None]:
+    raw = path.read_bytes()
+    if raw.startswith(VAULT_HEADER):
+        raw = vault.decrypt(raw, str(path))
+    text = raw.decode("utf-8")
+
+    def make_loader(stream: str) -> _Loader:
+        loader = _Loader(stream)
+        loader.vault = vault
+        loader.filename = str(path)
+        loader.duplicates = []
+        return loader
+
+    try:
+        loader = make_loader(text)
+        try:
+            data = loader.get_single_data()
+            duplicates = loader.duplicates
+        finally:
+            loader.dispose()
+        loader = make_loader(text)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ModelError(
+            problems=[Problem(str(path), "", f"not valid YAML{line}: {problem}")]
+        ) from None
+    if duplicates:
+        raise ModelError(
+            problems=[
+                Problem(f"{path}:{line}", key, "duplicate key: the later one would silently win")
+                for key, line in duplicates
+            ]
+        )
+    return data, node
+
+
+def format_path(loc: tuple[Any, ...]) -> str:
+    """``("trunks", "acme", "peers", 1, "port")`` -> ``trunks.acme.peers[1].port``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The line of the deepest YAML node along ``loc`` (1-based)."""
+    line = None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        nxt = None
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.value == str(part):
+                    nxt = v
+                    line = k.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if 0 <= part < len(node.value):
+                nxt = node.value[part]
+                line = nxt.start_mark.line + 1
+        node = nxt
+    return line
+
+
+class _Locator:
+    def __init__(self, source: Path, root: yaml.Node | None) -> None:
+        self.source = source
+        self.root = root
+
+    def problem(self, loc: tuple[Any, ...], message: str, severity: str = "error") -> Problem:
+        line = _line_of(self.root, (MODEL_VAR, *loc))
+        where = f"{self.source}:{line}" if line else str(self.source)
+        return Problem(where, format_path(loc), message, severity)
+
+
+def _resolve_refs(
+    value: Any,
+    variables: dict[str, Any],
+    loc: tuple[Any, ...],
+    out: list[tuple[tuple[Any, ...], str]],
+) -> Any:
+    """Replace ``"{{ name }}"`` strings by the variable's value; collect undefined names."""
+    if isinstance(value, dict):
+        return {k: _resolve_refs(v, variables, (*loc, k), out) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_refs(v, variables, (*loc, i), out) for i, v in enumerate(value)]
+    if isinstance(value, str) and "{{" in value:
+        m = _REF.match(value)
+        if not m:
+            out.append((loc, "only a plain variable reference like '{{ vault_name }}' is allowed"))
+            return value
+        name = m.group(1)
+        if name not in variables:
+            out.append(
+                (loc, f"undefined variable '{name}' (define it in group_vars/all/, e.g. the vault)")
+            )
+            return value
+        return variables[name]
+    return value
+
+
+def _describe(err: dict[str, Any]) -> str:
+    msg = str(err["msg"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; see docs/model.md)"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error":
+        return msg.replace("Input should be", "must be")
+    if kind == "union_tag_invalid":
+        return msg.replace("Input tag", "type").replace(
+            "does not match any of the expected tags", "is not one of"
+        )
+    msg = msg.replace("Value error, ", "")
+    return msg[:1].lower() + msg[1:]
+
+
+def _errors_loc(err: dict[str, Any]) -> tuple[Any, ...]:
+    loc = list(err["loc"])
+    # Drop pydantic's union/discriminator tags so the path is the YAML path.
+    return tuple(
+        p
+        for p in loc
+        if p not in ("ip", "register", "IPv4Address", "IPv6Address", "IPv4Network", "IPv6Network")
+        and not (isinstance(p, str) and p.startswith(("function-", "tagged-union")))
+    )
+
+
+def model_hash(model: Model) -> str:
+    """A stable hash of the model; secrets enter only as their own hashes."""
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, SecretStr):
+            return "sha256:" + hashlib.sha256(obj.get_secret_value().encode()).hexdigest()
+        return str(obj)
+
+    data = model.model_dump(mode="python")
+    blob = json.dumps(data, sort_keys=True, default=default, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def find_vault_password_file(inventory: Path) -> Path | None:
+    for candidate in (inventory / ".vault-pass", inventory.parent / ".vault-pass"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def load_model(inventory: Path, vault_password_file: Path | None = None) -> LoadedModel:
+    """Load, decrypt, resolve and validate the model of one inventory directory."""
+    inventory = Path(inventory)
+    gv = inventory / "group_vars" / "all"
+    if not inventory.is_dir():
+        raise ModelError(
+            problems=[Problem(str(inventory), "", "inventory directory does not exist")]
+        )
+    files = sorted(
+        [p for p in gv.iterdir() if p.suffix in (".yml", ".yaml") and p.is_file()]
+        if gv.is_dir()
+        else []
+    )
+    if not files:
+        raise ModelError(
+            problems=[
+                Problem(str(gv), "", f"no YAML files; the model is the '{MODEL_VAR}' variable here")
+            ]
+        )
+    vault = _Vault(vault_password_file or find_vault_password_file(inventory))
+    variables: dict[str, Any] = {}
+    holders: list[tuple[Path, yaml.Node | None]] = []
+    problems: list[Problem] = []
+    for path in files:
+        try:
+            data, node = _read_yaml(path, vault)
+        except ModelError as exc:
+            problems.extend(exc.problems)
+            continue
+        if data is None:
+            continue
+        if not isinstance(data, dict):
+            problems.append(Problem(str(path), "", "must be a mapping of variable names"))
+            continue
+        if MODEL_VAR in data:
+            holders.append((path, node))
+        for k, v in data.items():
+            if k == MODEL_VAR and MODEL_VAR in variables:
+                continue
+            variables[k] = v
+    if problems:
+        raise ModelError(problems=problems)
+    if not holders:
+        raise ModelError(
+            problems=[Problem(str(gv), MODEL_VAR, "no file defines the trunk model variable")]
+        )
+    if len(holders) > 1:
+        raise ModelError(
+            problems=[
+                Problem(str(p), MODEL_VAR, "the model is defined in more than one file")
+                for p, _ in holders
+            ]
+        )
+    source, root = holders[0]
+    loc8 = _Locator(source, root)
+    raw = variables[MODEL_VAR]
+    if not isinstance(raw, dict):
+        raise ModelError(problems=[loc8.problem((), "must be a mapping")])
+    unresolved: list[tuple[tuple[Any, ...], str]] = []
+    resolved = _resolve_refs(raw, variables, (), unresolved)
+    problems = [loc8.problem(loc, msg) for loc, msg in unresolved]
+    try:
+        model = Model.model_validate(resolved)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            loc = _errors_loc(err)
+            problems.append(loc8.problem(loc, _describe(err)))
+        raise ModelError(problems=_dedupe(problems)) from None
+    if problems:
+        raise ModelError(problems=problems)
+
+    from siporch.model.checks import check_model
+
+    found = [loc8.problem(loc, msg, sev) for loc, msg, sev in check_model(model)]
+    errors = [p for p in found if p.severity == "error"]
+    if errors:
+        raise ModelError(problems=found)
+    return LoadedModel(
+        model=model,
+        source=source,
+        inventory=inventory,
+        model_hash=model_hash(model),
+        warnings=[p for p in found if p.severity == "warning"],
+    )
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: set[tuple[str, str, str]] = set()
+    out = []
+    for p in problems:
+        key = (p.file, p.path, p.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out

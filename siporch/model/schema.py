@@ -1,0 +1,464 @@
+"""The trunk model: typed, documented, and exported as JSON Schema.
+
+Field names are the YAML keys under ``siporch:`` in ``inventory/<env>/group_vars/all/``.
+Each class documents its fields; ``docs/model.md`` is the reference built from the same text.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+Name = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$"),
+    Field(description="lower-case letters, digits and '-', at most 63 characters"),
+]
+E164 = Annotated[
+    str,
+    StringConstraints(pattern=r"^\+[1-9]\d{1,14}$"),
+    Field(description="an E.164 number with its leading '+', e.g. +12025550100"),
+]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _check_regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"regular expression does not compile: {exc}") from None
+    return value
+
+
+class Strict(BaseModel):
+    """Every model object rejects unknown keys, so a typo is an error, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class NumberRule(Strict):
+    """One number rule: when ``match`` matches the whole number, it becomes ``replace``.
+
+    Rules are tried in order and the first that matches wins. ``match`` is a regular
+    expression (Python/PCRE syntax, matched against the whole number); ``replace`` may use
+    ``\\1``..``\\9`` for the groups of ``match``.
+    """
+
+    name: str = Field(description="a label shown by `siporch route`")
+    match: str = Field(description="regular expression matched against the whole number")
+    replace: str = Field(description="replacement, with \\1..\\9 for groups of `match`")
+
+    _match = field_validator("match")(classmethod(lambda cls, v: _check_regex(v)))
+
+    @model_validator(mode="after")
+    def _groups_exist(self) -> NumberRule:
+        groups = re.compile(self.match).groups
+        for ref in re.findall(r"\\(\d)", self.replace):
+            if int(ref) > groups:
+                raise ValueError(f"replace refers to group \\{ref} but match has {groups} group(s)")
+        return self
+
+
+class Site(Strict):
+    """A site: the central site, or a branch site with its own edge and trunk."""
+
+    kind: Literal["central", "branch"] = Field(description="central or branch")
+    description: str = ""
+    country_code: Annotated[str, StringConstraints(pattern=r"^[1-9]\d{0,2}$")] = Field(
+        description="the site's country calling code, e.g. '1' or '44'"
+    )
+    backup_site: Name | None = Field(
+        default=None, description="the site whose trunks take over when this site's are down"
+    )
+    normalization: list[NumberRule] = Field(
+        default_factory=list, description="dial plan: dialled number -> E.164, first match wins"
+    )
+
+
+class Transport(Strict):
+    """A SIP listener of an edge or PBX host."""
+
+    protocol: Literal["udp", "tcp", "tls"]
+    port: int = Field(ge=1, le=65535)
+
+
+class TlsFiles(Strict):
+    """Certificate files on the host (paths on the target, not secrets in the model)."""
+
+    certificate: str = Field(description="PEM certificate chain path on the host")
+    private_key: str = Field(description="PEM private key path on the host")
+    ca: str | None = Field(default=None, description="PEM CA bundle to verify peers")
+    verify_peer: bool = Field(default=False, description="require and verify peer certificates")
+
+
+class KamailioSettings(Strict):
+    """Process sizing of Kamailio on an edge host."""
+
+    shm_mb: int = Field(default=256, ge=64, le=65536, description="shared memory, MB (-m)")
+    pkg_mb: int = Field(
+        default=16, ge=4, le=1024, description="private memory per process, MB (-M)"
+    )
+    children: int = Field(default=8, ge=1, le=256, description="worker processes per listener")
+
+
+class RtpengineSettings(Strict):
+    """rtpengine on an edge host."""
+
+    ng_port: int = Field(default=2223, ge=1, le=65535, description="ng control port on 127.0.0.1")
+    port_min: int = Field(default=30000, ge=1024, le=65535)
+    port_max: int = Field(default=39999, ge=1024, le=65535)
+
+    @model_validator(mode="after")
+    def _range(self) -> RtpengineSettings:
+        if self.port_min >= self.port_max:
+            raise ValueError("port_min must be lower than port_max")
+        return self
+
+
+class AsteriskSettings(Strict):
+    """Asterisk on a PBX host."""
+
+    rtp_port_min: int = Field(default=10000, ge=1024, le=65535)
+    rtp_port_max: int = Field(default=20000, ge=1024, le=65535)
+
+
+class Ami(Strict):
+    """Asterisk Manager Interface of a PBX host, used by `siporch status`."""
+
+    bind: IPAddress | None = Field(default=None, description="defaults to the host address")
+    port: int = Field(default=5038, ge=1, le=65535)
+    user: Name
+    secret: SecretStr = Field(description="keep it in Ansible Vault")
+    permit: list[IPNetwork] = Field(
+        default_factory=list, description="networks allowed to log in (127.0.0.1 always is)"
+    )
+
+
+class Host(Strict):
+    """A host siporch configures: an `edge` (Kamailio + rtpengine) or a `pbx` (Asterisk)."""
+
+    site: Name
+    role: Literal["edge", "pbx"]
+    address: IPAddress = Field(description="the address SIP listens on")
+    public_address: IPAddress | None = Field(
+        default=None, description="address to advertise when the host is behind NAT"
+    )
+    transports: list[Transport] = Field(
+        default_factory=lambda: [Transport(protocol="udp", port=5060)]
+    )
+    tls: TlsFiles | None = None
+    kamailio: KamailioSettings = Field(default_factory=KamailioSettings)
+    rtpengine: RtpengineSettings = Field(default_factory=RtpengineSettings)
+    asterisk: AsteriskSettings = Field(default_factory=AsteriskSettings)
+    ami: Ami | None = None
+
+
+class Peer(Strict):
+    """One SBC or gateway address of a trunk (termination: where calls are sent)."""
+
+    address: IPAddress
+    port: int | None = Field(default=None, ge=1, le=65535, description="5060, or 5061 for TLS")
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    priority: int = Field(default=1, ge=0, le=1000, description="lower is tried first")
+    weight: int = Field(default=50, ge=1, le=100, description="share among equal priorities")
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (5061 if self.transport == "tls" else 5060)
+
+
+class IpAuth(Strict):
+    """The ITSP recognises the organisation by its source address (and vice versa)."""
+
+    type: Literal["ip"]
+
+
+class RegisterAuth(Strict):
+    """Digest registration to the ITSP's registrar."""
+
+    type: Literal["register"]
+    username: str = Field(min_length=1)
+    password: SecretStr = Field(description="keep it in Ansible Vault")
+    realm: str | None = None
+    expiry: int = Field(default=3600, ge=60, le=86400, description="seconds")
+    registrar: str | None = Field(default=None, description="defaults to the first peer")
+
+
+class Media(Strict):
+    """How media flows for a trunk."""
+
+    mode: Literal["anchor", "bypass"] = Field(
+        default="anchor", description="anchor: through rtpengine on the edge; bypass: end to end"
+    )
+    srtp: Literal["off", "optional", "required"] = "off"
+    symmetric_rtp: bool = Field(default=True, description="latch RTP to where it comes from")
+
+    @field_validator("srtp", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false.
+        return "off" if value is False else value
+
+
+class SessionTimers(Strict):
+    """RFC 4028 session timers."""
+
+    mode: Literal["accept", "originate", "always", "no"] = "accept"
+    expires: int = Field(default=1800, ge=90, le=86400)
+    min_se: int = Field(default=90, ge=90, le=86400)
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        return "no" if value is False else value
+
+
+class Probe(Strict):
+    """OPTIONS probing of each peer."""
+
+    enabled: bool = True
+    interval: int = Field(default=30, ge=5, le=3600, description="seconds between probes")
+    threshold: int = Field(default=3, ge=1, le=10, description="failures before a peer is down")
+
+
+class Translation(Strict):
+    """Per-trunk number translation between E.164 and the ITSP's format."""
+
+    outbound: list[NumberRule] = Field(
+        default_factory=list, description="E.164 -> the number sent to the trunk"
+    )
+    inbound: list[NumberRule] = Field(
+        default_factory=list, description="the number received from the trunk -> E.164"
+    )
+
+
+class CallerId(Strict):
+    """What calling number the trunk presents."""
+
+    policy: Literal["passthrough", "fixed", "anonymous"] = "passthrough"
+    number: E164 | None = None
+
+    @model_validator(mode="after")
+    def _fixed(self) -> CallerId:
+        if self.policy == "fixed" and not self.number:
+            raise ValueError("policy 'fixed' needs a number")
+        return self
+
+
+class TrunkSecurity(Strict):
+    """Who may send calls on this trunk."""
+
+    allowed_sources: list[IPNetwork] = Field(
+        default_factory=list,
+        description="source networks; empty means the trunk's peers and inbound_addresses",
+    )
+
+
+class Trunk(Strict):
+    """A SIP trunk: to an ITSP (`itsp`) or a direct SIP connection to an internal PBX or
+    PSTN gateway (`direct`)."""
+
+    description: str = ""
+    id: int | None = Field(default=None, ge=1, le=65535, description="stable numeric id")
+    site: Name
+    kind: Literal["itsp", "direct"]
+    peers: list[Peer] = Field(min_length=1, description="termination: where calls are sent")
+    inbound_addresses: list[IPAddress] = Field(
+        default_factory=list, description="origination addresses other than the peers"
+    )
+    auth: Annotated[IpAuth | RegisterAuth, Field(discriminator="type")] = Field(
+        default_factory=lambda: IpAuth(type="ip")
+    )
+    codecs: list[Literal["pcmu", "pcma", "g722", "g729", "opus", "gsm"]] = Field(
+        default_factory=lambda: ["pcmu", "pcma"], min_length=1, description="in order of preference"
+    )
+    dtmf: Literal["rfc4733", "inband", "info", "auto"] = "rfc4733"
+    media: Media = Field(default_factory=Media)
+    t38: bool = False
+    session_timers: SessionTimers = Field(default_factory=SessionTimers)
+    refer: bool = Field(default=False, description="pass REFER (transfers) to the trunk")
+    max_early_dialogs: int = Field(default=10, ge=1, le=1000)
+    pai: Literal["forward", "strip"] = Field(
+        default="forward", description="forward or strip P-Asserted-Identity"
+    )
+    strip_plus: bool = Field(default=False, description="remove a leading '+' from URIs sent")
+    from_user: str | None = None
+    from_domain: str | None = None
+    max_channels: int | None = Field(default=None, ge=1, le=100000, description="None: no limit")
+    at_capacity: Literal["failover", "reject"] = Field(
+        default="failover", description="at max_channels: try the next trunk, or answer 503"
+    )
+    probe: Probe = Field(default_factory=Probe)
+    translation: Translation = Field(default_factory=Translation)
+    caller_id: CallerId = Field(default_factory=CallerId)
+    security: TrunkSecurity = Field(default_factory=TrunkSecurity)
+
+    def sources(self) -> list[IPNetwork]:
+        """The source networks this trunk's calls may come from."""
+        if self.security.allowed_sources:
+            return list(self.security.allowed_sources)
+        addresses = [p.address for p in self.peers] + list(self.inbound_addresses)
+        seen: dict[str, IPNetwork] = {}
+        for a in addresses:
+            net = ipaddress.ip_network(a)
+            seen.setdefault(str(net), net)
+        return list(seen.values())
+
+
+class DidRange(Strict):
+    """A block of E.164 numbers, both ends included, of the same length."""
+
+    start: E164
+    end: E164
+
+    @model_validator(mode="after")
+    def _order(self) -> DidRange:
+        if len(self.start) != len(self.end):
+            raise ValueError("start and end must have the same number of digits")
+        if int(self.start[1:]) > int(self.end[1:]):
+            raise ValueError("start is after end")
+        return self
+
+    def __contains__(self, number: str) -> bool:
+        return (
+            len(number) == len(self.start)
+            and number.startswith("+")
+            and number[1:].isdigit()
+            and int(self.start[1:]) <= int(number[1:]) <= int(self.end[1:])
+        )
+
+
+class Destination(Strict):
+    """Where an inbound call goes: a context on a PBX host, or a direct connection."""
+
+    host: Name | None = None
+    context: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,79}$")] | None = None
+    trunk: Name | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Destination:
+        if (self.host is None) == (self.trunk is None):
+            raise ValueError("give either host (with context) or trunk")
+        if self.host is not None and self.context is None:
+            raise ValueError("a host destination needs a context")
+        if self.trunk is not None and self.context is not None:
+            raise ValueError("a trunk destination takes no context")
+        return self
+
+
+class Did(Strict):
+    """Inbound numbers (a range or a pattern) and their destination."""
+
+    name: Name
+    range: DidRange | None = None
+    pattern: str | None = Field(default=None, description="regex over the E.164 number")
+    destination: Destination
+
+    _pattern = field_validator("pattern")(
+        classmethod(lambda cls, v: v if v is None else _check_regex(v))
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> Did:
+        if (self.range is None) == (self.pattern is None):
+            raise ValueError("give either range or pattern")
+        return self
+
+    def matches(self, number: str) -> bool:
+        if self.range is not None:
+            return number in self.range
+        assert self.pattern is not None
+        return re.fullmatch(self.pattern, number) is not None
+
+
+FailoverOn = Annotated[
+    str,
+    StringConstraints(pattern=r"^(5xx|6xx|timeout|unreachable|capacity|[3-6]\d\d)$"),
+    Field(description="5xx, 6xx, timeout, unreachable, capacity, or a response code"),
+]
+
+
+class Route(Strict):
+    """An outbound route: numbers (after normalization) -> trunks."""
+
+    name: Name
+    sites: list[Name] = Field(default_factory=list, description="empty: every site")
+    pattern: str = Field(description="regex over the normalized number")
+    exceptions: list[str] = Field(default_factory=list, description="regexes that skip the route")
+    trunks: list[Name] = Field(min_length=1, description="in failover order")
+    strategy: Literal["failover", "weighted"] = "failover"
+    weights: dict[Name, int] = Field(default_factory=dict, description="for `weighted`")
+    failover_on: list[FailoverOn] = Field(
+        default_factory=lambda: ["5xx", "timeout", "unreachable", "capacity"]
+    )
+    failover_timeout: int = Field(
+        default=10, ge=1, le=120, description="seconds without an answer before the next peer"
+    )
+
+    _pattern = field_validator("pattern")(classmethod(lambda cls, v: _check_regex(v)))
+
+    @field_validator("exceptions")
+    @classmethod
+    def _exceptions(cls, value: list[str]) -> list[str]:
+        for v in value:
+            _check_regex(v)
+        return value
+
+    def matches(self, number: str) -> bool:
+        return re.fullmatch(self.pattern, number) is not None and not any(
+            re.fullmatch(e, number) for e in self.exceptions
+        )
+
+
+class Flood(Strict):
+    """Flood protection (Kamailio pike): more than `density` requests from one source in
+    `sampling_time` seconds blocks it for `block_seconds`."""
+
+    density: int = Field(default=30, ge=1, le=100000)
+    sampling_time: int = Field(default=2, ge=1, le=300)
+    block_seconds: int = Field(default=300, ge=1, le=86400)
+
+
+class Security(Strict):
+    """Edge-wide security policy."""
+
+    flood: Flood = Field(default_factory=Flood)
+    blocked_user_agents: list[str] = Field(
+        default_factory=lambda: ["friendly-scanner", "sipvicious", "sipcli", "VaxSIPUserAgent"],
+        description="User-Agent substrings dropped without an answer (case-insensitive)",
+    )
+    topology_hiding: bool = True
+
+
+class Model(Strict):
+    """The whole trunk model of an organisation."""
+
+    version: Literal[1] = 1
+    organisation: str = ""
+    domain: str = Field(description="the organisation's SIP domain")
+    sites: dict[Name, Site] = Field(min_length=1)
+    hosts: dict[Name, Host] = Field(min_length=1)
+    trunks: dict[Name, Trunk] = Field(default_factory=dict)
+    inbound: list[Did] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+    security: Security = Field(default_factory=Security)
+
+    def hosts_with_role(self, role: str, site: str | None = None) -> list[str]:
+        return [
+            n for n, h in self.hosts.items() if h.role == role and (site is None or h.site == site)
+        ]
+
+    def routes_for_site(self, site: str) -> list[Route]:
+        return [r for r in self.routes if not r.sites or site in r.sites]
