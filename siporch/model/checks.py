@@ -6,6 +6,7 @@ file and line. Pure functions over a validated Model.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -154,7 +155,7 @@ def _names(m: Model) -> Iterator[Finding]:
 def _dids(m: Model) -> Iterator[Finding]:
     ranges = [(i, d.range) for i, d in enumerate(m.inbound) if d.range is not None]
     ranges.sort(key=lambda x: (len(x[1].start), int(x[1].start[1:])))
-    for (i, a), (j, b) in zip(ranges, ranges[1:], strict=False):
+    for (i, a), (j, b) in itertools.pairwise(ranges):
         if len(a.start) == len(b.start) and int(b.start[1:]) <= int(a.end[1:]):
             yield _err(
                 ("inbound", j, "range"),

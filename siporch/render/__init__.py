@@ -1,0 +1,57 @@
+"""Pure renderers: model -> {host: {relative path: bytes}}.
+
+Each daemon module (``kamailio``, ``rtpengine``, ``asterisk``) has
+``render(model, host) -> {relpath: text}`` and ``RELOADS``: which reload a changed file
+needs. Rendering happens once, on the controller; roles ship the result.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from types import ModuleType
+
+from siporch.model.schema import Model
+
+#: Which renderer modules serve which host role, in order.
+ROLE_RENDERERS: dict[str, tuple[str, ...]] = {
+    "edge": ("kamailio", "rtpengine"),
+    "pbx": ("asterisk",),
+}
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(f"siporch.render.{name}")
+
+
+def render_host(model: Model, host: str) -> dict[str, bytes]:
+    """Every file of one host, relative to its release root."""
+    files: dict[str, bytes] = {}
+    for name in ROLE_RENDERERS[model.hosts[host].role]:
+        for path, text in _module(name).render(model, host).items():
+            if path in files:
+                raise ValueError(f"{name} renders {path} which another renderer also renders")
+            files[path] = text.encode("utf-8")
+    return dict(sorted(files.items()))
+
+
+def render_release(model: Model) -> dict[str, dict[str, bytes]]:
+    """Every host's files. Same model, same bytes."""
+    return {host: render_host(model, host) for host in sorted(model.hosts)}
+
+
+def reload_action(role: str, path: str) -> str:
+    """The reload a change of ``path`` needs on a host of ``role``."""
+    for name in ROLE_RENDERERS[role]:
+        for pattern, action in _module(name).RELOADS:
+            if fnmatch.fnmatchcase(path, pattern):
+                return str(action)
+    return "none"
+
+
+def secret_files(role: str) -> set[str]:
+    """Paths that carry secrets (deployed 0640, never shown in diffs)."""
+    out: set[str] = set()
+    for name in ROLE_RENDERERS[role]:
+        out.update(getattr(_module(name), "SECRET_FILES", []))
+    return out
