@@ -1,0 +1,188 @@
+"""What a change does, as data: a semantic summary, the file changes and the reloads.
+
+Pure functions over sanitized models (``siporch.release.sanitized_model``) and manifests.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+#: Order in which reloads run; a restart of a daemon makes its runtime reloads redundant.
+ACTION_ORDER = [
+    "kamailio:restart",
+    "kamailio:tls.reload",
+    "kamailio:permissions.addressReload",
+    "kamailio:htable.reload",
+    "kamailio:dialplan.reload",
+    "kamailio:dispatcher.reload",
+    "rtpengine:restart",
+    "asterisk:restart",
+    "asterisk:manager reload",
+    "asterisk:pjsip reload",
+    "asterisk:dialplan reload",
+]
+
+_COLLECTIONS = {"sites": "site", "hosts": "host", "trunks": "trunk"}
+_NAMED_LISTS = {"inbound": "DID", "routes": "route"}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, str) and value.startswith("sha256:"):
+        return "(secret)"
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    if value is None:
+        return "unset"
+    return str(value)
+
+
+def _peer_key(p: dict[str, Any]) -> str:
+    port = p.get("port") or (5061 if p.get("transport") == "tls" else 5060)
+    return f"{p.get('address')}:{port}/{p.get('transport', 'udp')}"
+
+
+def _leaf_diff(label: str, path: str, old: Any, new: Any, out: list[str]) -> None:
+    if old == new:
+        return
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            sub = f"{path}.{key}" if path else key
+            if key not in new:
+                out.append(f"{label}: {sub} removed")
+            elif key not in old:
+                out.append(f"{label}: {sub} set to {_fmt(new[key])}")
+            else:
+                _leaf_diff(label, sub, old[key], new[key], out)
+        return
+    if path.endswith("peers") and isinstance(old, list) and isinstance(new, list):
+        o = {_peer_key(p): p for p in old}
+        n = {_peer_key(p): p for p in new}
+        for k in n:
+            if k not in o:
+                out.append(f"{label}: peer {n[k]['address']} added")
+        for k in o:
+            if k not in n:
+                out.append(f"{label}: peer {o[k]['address']} removed")
+        for k in n:
+            if k in o and o[k] != n[k]:
+                _leaf_diff(label, f"peer {n[k]['address']}", o[k], n[k], out)
+        return
+    if isinstance(old, str) and old.startswith("sha256:"):
+        out.append(f"{label}: {path} changed (secret)")
+        return
+    out.append(f"{label}: {path} {_fmt(old)} -> {_fmt(new)}")
+
+
+def semantic_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """Human lines such as ``trunk acme: peer 203.0.113.7 added``. Empty when equal."""
+    old = old or {}
+    out: list[str] = []
+    for key, noun in _COLLECTIONS.items():
+        o, n = old.get(key, {}) or {}, new.get(key, {}) or {}
+        for name in n:
+            if name not in o:
+                out.append(f"{noun} {name} added")
+        for name in o:
+            if name not in n:
+                out.append(f"{noun} {name} removed")
+        for name in n:
+            if name in o:
+                _leaf_diff(f"{noun} {name}", "", o[name], n[name], out)
+    for key, noun in _NAMED_LISTS.items():
+        o = {i["name"]: i for i in old.get(key, []) or []}
+        n = {i["name"]: i for i in new.get(key, []) or []}
+        for name in n:
+            if name not in o:
+                out.append(f"{noun} {name} added")
+        for name in o:
+            if name not in n:
+                out.append(f"{noun} {name} removed")
+        for name in n:
+            if name in o:
+                _leaf_diff(f"{noun} {name}", "", o[name], n[name], out)
+        common_old = [x for x in o if x in n]
+        common_new = [x for x in n if x in o]
+        if common_old != common_new:
+            out.append(f"{key} reordered: {', '.join(common_old)} -> {', '.join(common_new)}")
+    for key in sorted(set(old) | set(new)):
+        if key in _COLLECTIONS or key in _NAMED_LISTS:
+            continue
+        if old and key in old and key not in new:
+            out.append(f"{key} removed")
+        elif old:
+            _leaf_diff("model", key, old.get(key), new.get(key), out)
+    return out
+
+
+def changed_files(
+    old_files: dict[str, Any] | None, new_files: dict[str, Any]
+) -> dict[str, str]:
+    """``{path: added|removed|modified}`` from two manifests' ``files`` maps."""
+    old_files = old_files or {}
+    out: dict[str, str] = {}
+    for path, meta in new_files.items():
+        if path not in old_files:
+            out[path] = "added"
+        elif old_files[path]["sha256"] != meta["sha256"]:
+            out[path] = "modified"
+    for path in old_files:
+        if path not in new_files:
+            out[path] = "removed"
+    return dict(sorted(out.items()))
+
+
+def reload_actions(
+    old_host_manifest: dict[str, Any] | None, new_host_manifest: dict[str, Any]
+) -> list[str]:
+    """The least set of reloads to go from one host release to another, in run order."""
+    old_files = (old_host_manifest or {}).get("files", {})
+    new_files = new_host_manifest["files"]
+    actions: set[str] = set()
+    fresh = old_host_manifest is None
+    for path in changed_files(old_files, new_files):
+        meta = new_files.get(path) or old_files.get(path)
+        action = meta.get("reload", "none")
+        if action and action != "none":
+            actions.add(action)
+    if fresh:
+        # A host with no release yet: start each daemon once.
+        daemons = {a.split(":", 1)[0] for a in actions}
+        actions = {f"{d}:restart" for d in daemons}
+    for daemon in ("kamailio", "asterisk", "rtpengine"):
+        if f"{daemon}:restart" in actions:
+            actions = {a for a in actions if not a.startswith(f"{daemon}:") or a.endswith(":restart")}
+
+    def order(a: str) -> tuple[int, str]:
+        base = a if a in ACTION_ORDER else a.rsplit(":", 1)[0]
+        return (ACTION_ORDER.index(base) if base in ACTION_ORDER else len(ACTION_ORDER), a)
+
+    return sorted(actions, key=order)
+
+
+def file_diff(
+    old: dict[str, bytes], new: dict[str, bytes], secret: set[str], label_old: str, label_new: str
+) -> str:
+    """A unified diff of two file trees; files with secrets are named, never shown."""
+    chunks: list[str] = []
+    for path in sorted(set(old) | set(new)):
+        a, b = old.get(path), new.get(path)
+        if a == b:
+            continue
+        if path in secret:
+            state = "added" if a is None else "removed" if b is None else "changed"
+            chunks.append(f"--- {label_old}/{path}\n+++ {label_new}/{path}\n(file with secrets {state}; content not shown)\n")
+            continue
+        a_lines = (a or b"").decode("utf-8", "replace").splitlines(keepends=True)
+        b_lines = (b or b"").decode("utf-8", "replace").splitlines(keepends=True)
+        chunks.append(
+            "".join(
+                difflib.unified_diff(
+                    a_lines,
+                    b_lines,
+                    fromfile=f"{label_old}/{path}" if a is not None else "/dev/null",
+                    tofile=f"{label_new}/{path}" if b is not None else "/dev/null",
+                )
+            )
+        )
+    return "".join(c if c.endswith("\n") else c + "\n" for c in chunks)

@@ -1,0 +1,212 @@
+"""Release bundles: ``build/releases/<id>/<host>/...`` plus manifests.
+
+A release is what one render of the model produced for every host. Its id is the UTC time
+of the render and the start of the model hash; rendering an unchanged model again reuses
+the release that already holds the same files, so deploys stay idempotent.
+
+Layout::
+
+    build/releases/<id>/manifest.json          every host, no secrets
+    build/releases/<id>/model.json             the model with secrets replaced by hashes
+    build/releases/<id>/<host>/manifest.json   that host's part (shipped with its files)
+    build/releases/<id>/<host>/<relpath>       the rendered files
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from siporch import __version__
+from siporch.errors import SiporchError
+from siporch.model.loader import LoadedModel
+from siporch.model.schema import Model
+from siporch.render import reload_action, render_release, secret_files
+
+DEFAULT_OUT = Path("build/releases")
+KEEP = 20
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Release:
+    id: str
+    path: Path
+    manifest: dict[str, Any]
+    reused: bool = False
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sanitized_model(model: Model) -> dict[str, Any]:
+    """The model as JSON data, each secret replaced by ``sha256:<hash>``."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return "sha256:" + sha256(value.get_secret_value().encode())
+        if isinstance(value, dict):
+            return {str(k): walk(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(v) for v in value]
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
+        return str(value)
+
+    return walk(model.model_dump(mode="python"))  # type: ignore[no-any-return]
+
+
+def content_hash(files: dict[str, dict[str, bytes]]) -> str:
+    h = hashlib.sha256()
+    for host in sorted(files):
+        for path in sorted(files[host]):
+            h.update(f"{host}\0{path}\0{sha256(files[host][path])}\n".encode())
+    return h.hexdigest()
+
+
+def new_release_id(model_hash: str, now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{model_hash[:8]}"
+
+
+def host_manifest(
+    model: Model, host: str, files: dict[str, bytes], release_id: str, model_hash: str
+) -> dict[str, Any]:
+    role = model.hosts[host].role
+    secrets = secret_files(role)
+    return {
+        "id": release_id,
+        "host": host,
+        "role": role,
+        "site": model.hosts[host].site,
+        "model_hash": model_hash,
+        "siporch_version": __version__,
+        "files": {
+            path: {
+                "sha256": sha256(data),
+                "mode": "0640" if path in secrets else "0644",
+                "reload": reload_action(role, path),
+                "secret": path in secrets,
+            }
+            for path, data in sorted(files.items())
+        },
+    }
+
+
+def list_releases(out_dir: Path = DEFAULT_OUT) -> list[dict[str, Any]]:
+    """Manifests of the releases on the controller, oldest first."""
+    out = []
+    if out_dir.is_dir():
+        for d in sorted(out_dir.iterdir()):
+            m = d / MANIFEST
+            if d.is_dir() and m.is_file():
+                try:
+                    out.append(json.loads(m.read_text()))
+                except (OSError, json.JSONDecodeError):
+                    continue
+    out.sort(key=lambda m: (m.get("created", ""), m.get("id", "")))
+    return out
+
+
+def load_release(release_id: str, out_dir: Path = DEFAULT_OUT) -> dict[str, Any]:
+    path = out_dir / release_id / MANIFEST
+    if not path.is_file():
+        known = ", ".join(m["id"] for m in list_releases(out_dir)[-5:]) or "none"
+        raise SiporchError(f"no release '{release_id}' in {out_dir} (newest: {known})")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def read_release_files(release_id: str, out_dir: Path = DEFAULT_OUT) -> dict[str, dict[str, bytes]]:
+    manifest = load_release(release_id, out_dir)
+    root = out_dir / release_id
+    return {
+        host: {p: (root / host / p).read_bytes() for p in hm["files"]}
+        for host, hm in manifest["hosts"].items()
+    }
+
+
+def build_release(
+    loaded: LoadedModel,
+    out_dir: Path = DEFAULT_OUT,
+    release_id: str | None = None,
+    *,
+    files: dict[str, dict[str, bytes]] | None = None,
+    keep: int = KEEP,
+) -> Release:
+    """Render (unless ``files`` is given) and write a release bundle; reuse an identical one."""
+    model = loaded.model
+    files = render_release(model) if files is None else files
+    chash = content_hash(files)
+    inventory = str(loaded.inventory)
+    previous = [m for m in list_releases(out_dir) if m.get("inventory") == inventory]
+    if release_id is None:
+        for m in reversed(previous):
+            if m.get("content_hash") == chash and m.get("model_hash") == loaded.model_hash:
+                return Release(m["id"], out_dir / m["id"], m, reused=True)
+    rid = release_id or new_release_id(loaded.model_hash)
+    final = out_dir / rid
+    if final.exists():
+        raise SiporchError(f"release {rid} already exists in {out_dir}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{rid}.", dir=out_dir))
+    try:
+        hosts: dict[str, Any] = {}
+        for host, hfiles in files.items():
+            for rel, data in hfiles.items():
+                target = tmp / host / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+                if rel in secret_files(model.hosts[host].role):
+                    os.chmod(target, 0o600)
+            hm = host_manifest(model, host, hfiles, rid, loaded.model_hash)
+            (tmp / host / MANIFEST).write_text(json.dumps(hm, indent=2, sort_keys=True) + "\n")
+            hosts[host] = hm
+        sanitized = sanitized_model(model)
+        manifest = {
+            "id": rid,
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "inventory": inventory,
+            "model_hash": loaded.model_hash,
+            "content_hash": chash,
+            "siporch_version": __version__,
+            "previous": previous[-1]["id"] if previous else None,
+            "changes": _changes(previous[-1] if previous else None, out_dir, sanitized),
+            "hosts": hosts,
+        }
+        (tmp / "model.json").write_text(json.dumps(sanitized, indent=2, sort_keys=True) + "\n")
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _prune(out_dir, inventory, keep)
+    return Release(rid, final, manifest)
+
+
+def _changes(prev: dict[str, Any] | None, out_dir: Path, sanitized: dict[str, Any]) -> list[str]:
+    from siporch.plan import semantic_diff
+
+    old = None
+    if prev is not None:
+        try:
+            old = json.loads((out_dir / prev["id"] / "model.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            old = None
+    return semantic_diff(old, sanitized)
+
+
+def _prune(out_dir: Path, inventory: str, keep: int) -> None:
+    mine = [m for m in list_releases(out_dir) if m.get("inventory") == inventory]
+    for m in mine[:-keep] if keep > 0 else []:
+        shutil.rmtree(out_dir / m["id"], ignore_errors=True)
