@@ -210,3 +210,29 @@ def _prune(out_dir: Path, inventory: str, keep: int) -> None:
     mine = [m for m in list_releases(out_dir) if m.get("inventory") == inventory]
     for m in mine[:-keep] if keep > 0 else []:
         shutil.rmtree(out_dir / m["id"], ignore_errors=True)
+
+
+def _state_file(inventory: Path, out_dir: Path) -> Path:
+    slug = str(inventory).strip("/").replace("/", "_") or "root"
+    return out_dir.parent / "state" / f"{slug}.json"
+
+
+def mark_deployed(inventory: Path, release_id: str, out_dir: Path = DEFAULT_OUT) -> None:
+    """Record the release a deploy (or rollback) of ``inventory`` left running."""
+    path = _state_file(inventory, out_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"deployed": release_id}) + "\n")
+    os.replace(tmp, path)
+
+
+def deployed_release(inventory: Path, out_dir: Path = DEFAULT_OUT) -> str | None:
+    """The release last deployed from ``inventory`` by this controller, if known."""
+    path = _state_file(inventory, out_dir)
+    try:
+        rid = json.loads(path.read_text()).get("deployed")
+    except (OSError, json.JSONDecodeError):
+        return None
+    if rid and (out_dir / rid / MANIFEST).is_file():
+        return str(rid)
+    return None

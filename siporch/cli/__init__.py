@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from siporch import __version__
-from siporch.errors import SiporchError
+from siporch.errors import ModelError, SiporchError
 
 COMMANDS: dict[str, str] = {
     "validate": "Validate the trunk model; every problem with its file and field.",
@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> Any:
     """Console entry point: maps siporch errors to messages and exit codes."""
     try:
         rv = cli.main(args=argv, prog_name="siporch", standalone_mode=False)
+    except ModelError as exc:
+        from siporch.cli.common import print_model_error
+
+        print_model_error(exc)
+        sys.exit(exc.exit_code)
     except SiporchError as exc:
         click.echo(f"siporch: {exc}", err=True)
         sys.exit(exc.exit_code)

@@ -1,0 +1,49 @@
+"""siporch render"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from siporch.cli.common import console, inventory_options, load
+from siporch.release import DEFAULT_OUT, build_release
+
+
+@click.command()
+@inventory_options
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_OUT,
+    show_default=True,
+    help="Directory of release bundles.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print {id, path, reused, changes} as JSON.")
+def cli(inventory: Path, vault_password_file: Path | None, out: Path, as_json: bool) -> int:
+    """Render every host's configs into a release bundle.
+
+    An unchanged model reuses the release that already holds the same files.
+    """
+    loaded = load(inventory, vault_password_file)
+    release = build_release(loaded, out)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "id": release.id,
+                    "path": str(release.path),
+                    "reused": release.reused,
+                    "model_hash": loaded.model_hash,
+                    "hosts": sorted(release.manifest["hosts"]),
+                    "changes": release.manifest.get("changes", []),
+                }
+            )
+        )
+        return 0
+    verb = "unchanged, reusing" if release.reused else "rendered"
+    console.print(f"{verb} release {release.id} at {release.path}", soft_wrap=True)
+    for host, hm in sorted(release.manifest["hosts"].items()):
+        console.print(f"  {host} ({hm['role']}): {len(hm['files'])} files")
+    return 0

@@ -1,0 +1,43 @@
+"""siporch validate"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from siporch.cli.common import console, inventory_options, load
+
+
+@click.command()
+@inventory_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def cli(inventory: Path, vault_password_file: Path | None, as_json: bool) -> int:
+    """Validate the trunk model: types, references, overlaps, resilience.
+
+    Exit 0 when valid (warnings allowed), 2 with every problem listed otherwise.
+    """
+    loaded = load(inventory, vault_password_file)
+    m = loaded.model
+    summary = {
+        "valid": True,
+        "source": str(loaded.source),
+        "model_hash": loaded.model_hash,
+        "sites": len(m.sites),
+        "hosts": len(m.hosts),
+        "trunks": len(m.trunks),
+        "routes": len(m.routes),
+        "dids": len(m.inbound),
+        "warnings": [str(w) for w in loaded.warnings],
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        console.print(
+            f"ok: {loaded.source}: {len(m.sites)} sites, {len(m.hosts)} hosts, "
+            f"{len(m.trunks)} trunks, {len(m.routes)} routes, {len(m.inbound)} DID entries"
+            + (f", {len(loaded.warnings)} warning(s)" if loaded.warnings else ""),
+            soft_wrap=True,
+        )
+    return 0

@@ -1,0 +1,61 @@
+"""Options and helpers shared by the commands."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from siporch.errors import ModelError
+from siporch.model import LoadedModel, load_model
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_INVENTORY = "inventory/example"
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def inventory_options(func: F) -> F:
+    """``-i/--inventory`` and ``--vault-password-file``."""
+    func = click.option(
+        "--vault-password-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        envvar="ANSIBLE_VAULT_PASSWORD_FILE",
+        help="Ansible Vault password file (default: <inventory>/../.vault-pass).",
+    )(func)
+    func = click.option(
+        "-i",
+        "--inventory",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=lambda: os.environ.get("SIPORCH_INVENTORY", DEFAULT_INVENTORY),
+        show_default=DEFAULT_INVENTORY,
+        help="Inventory directory holding the trunk model (env SIPORCH_INVENTORY).",
+    )(func)
+    return func
+
+
+def load(inventory: Path, vault_password_file: Path | None) -> LoadedModel:
+    """Load the model; print its warnings to stderr."""
+    loaded = load_model(inventory, vault_password_file)
+    for w in loaded.warnings:
+        err_console.print(f"[yellow]{escape(str(w))}[/yellow]", soft_wrap=True)
+    return loaded
+
+
+def print_model_error(exc: ModelError) -> None:
+    for p in exc.problems:
+        colour = "red" if p.severity == "error" else "yellow"
+        where = escape(p.file) + (f": [bold]{escape(p.path)}[/bold]" if p.path else "")
+        err_console.print(
+            f"[{colour}]{p.severity}[/{colour}]: {where}: {escape(p.message)}", soft_wrap=True
+        )
+    n = sum(1 for p in exc.problems if p.severity == "error")
+    err_console.print(f"siporch: the trunk model has {n} error(s); nothing was changed", soft_wrap=True)
