@@ -115,9 +115,7 @@ def semantic_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
     return out
 
 
-def changed_files(
-    old_files: dict[str, Any] | None, new_files: dict[str, Any]
-) -> dict[str, str]:
+def changed_files(old_files: dict[str, Any] | None, new_files: dict[str, Any]) -> dict[str, str]:
     """``{path: added|removed|modified}`` from two manifests' ``files`` maps."""
     old_files = old_files or {}
     out: dict[str, str] = {}
@@ -151,7 +149,9 @@ def reload_actions(
         actions = {f"{d}:restart" for d in daemons}
     for daemon in ("kamailio", "asterisk", "rtpengine"):
         if f"{daemon}:restart" in actions:
-            actions = {a for a in actions if not a.startswith(f"{daemon}:") or a.endswith(":restart")}
+            actions = {
+                a for a in actions if not a.startswith(f"{daemon}:") or a.endswith(":restart")
+            }
 
     def order(a: str) -> tuple[int, str]:
         base = a if a in ACTION_ORDER else a.rsplit(":", 1)[0]
@@ -171,7 +171,9 @@ def file_diff(
             continue
         if path in secret:
             state = "added" if a is None else "removed" if b is None else "changed"
-            chunks.append(f"--- {label_old}/{path}\n+++ {label_new}/{path}\n(file with secrets {state}; content not shown)\n")
+            chunks.append(
+                f"--- {label_old}/{path}\n+++ {label_new}/{path}\n(file with secrets {state}; content not shown)\n"
+            )
             continue
         a_lines = (a or b"").decode("utf-8", "replace").splitlines(keepends=True)
         b_lines = (b or b"").decode("utf-8", "replace").splitlines(keepends=True)

@@ -7,6 +7,8 @@ command (or group) named ``cli``; modules are imported only when their command r
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import sys
 from typing import Any
 
@@ -81,4 +83,17 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         click.echo("siporch: interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        click.echo(f"siporch: {exc.strerror or exc}{where}", err=True)
+        sys.exit(2)
+    except Exception as exc:
+        if os.environ.get("SIPORCH_DEBUG"):
+            raise
+        click.echo(
+            f"siporch: internal error: {type(exc).__name__}: {exc} "
+            "(set SIPORCH_DEBUG=1 to see where)",
+            err=True,
+        )
+        sys.exit(70)
     sys.exit(rv if isinstance(rv, int) else 0)

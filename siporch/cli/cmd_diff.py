@@ -80,7 +80,10 @@ def cli(
     changed = bool(summary) or any(h["files"] or h.get("removed") for h in hosts.values())
     if as_json:
         click.echo(
-            json.dumps({"against": base_id, "changed": changed, "summary": summary, "hosts": hosts}, indent=2)
+            json.dumps(
+                {"against": base_id, "changed": changed, "summary": summary, "hosts": hosts},
+                indent=2,
+            )
         )
         return 1 if changed else 0
     p = console.print
@@ -102,11 +105,19 @@ def cli(
         assert isinstance(reloads, list)
         restart = [r for r in reloads if r.endswith(":restart")]
         note = "  [yellow](restart)[/yellow]" if restart and not h.get("new_host") else ""
-        p(f"[bold]{host}[/bold]: {len(files)} file(s); reloads: {', '.join(reloads) or 'none'}{note}")
+        p(
+            f"[bold]{host}[/bold]: {len(files)} file(s); reloads: {', '.join(reloads) or 'none'}{note}"
+        )
         for path, state in files.items():
             p(f"    {state:8} {path}")
         if not stat:
             role = model.hosts[host].role
-            text = file_diff(base_files.get(host, {}), new_files[host], secret_files(role), base_id or "empty", "candidate")
+            text = file_diff(
+                base_files.get(host, {}),
+                new_files[host],
+                secret_files(role),
+                base_id or "empty",
+                "candidate",
+            )
             click.echo(text, nl=False)
     return 1

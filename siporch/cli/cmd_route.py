@@ -35,7 +35,9 @@ def cli(
     Exit 0 when routed, 1 when no route or DID matches.
     """
     if site and from_trunk:
-        raise SiporchError("--site and --from cannot be combined: an inbound call's site is its trunk's")
+        raise SiporchError(
+            "--site and --from cannot be combined: an inbound call's site is its trunk's"
+        )
     model = load(inventory, vault_password_file).model
     if from_trunk:
         trace = numbers.inbound(model, number, from_trunk)
@@ -64,7 +66,9 @@ def cli(
     if trace.route is None:
         p(f"  [red]no route matches {escape(trace.number)}[/red]: the edge answers 404")
         return 1
-    p(f"  route      {escape(trace.route)} ({trace.strategy}; fails over on {', '.join(trace.failover_on)})")
+    p(
+        f"  route      {escape(trace.route)} ({trace.strategy}; fails over on {', '.join(trace.failover_on)})"
+    )
     table = Table(box=None, pad_edge=False)
     for col in ("#", "trunk", "site", "number sent", "peers (by priority)", "via"):
         table.add_column(col)

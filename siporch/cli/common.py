@@ -58,4 +58,6 @@ def print_model_error(exc: ModelError) -> None:
             f"[{colour}]{p.severity}[/{colour}]: {where}: {escape(p.message)}", soft_wrap=True
         )
     n = sum(1 for p in exc.problems if p.severity == "error")
-    err_console.print(f"siporch: the trunk model has {n} error(s); nothing was changed", soft_wrap=True)
+    err_console.print(
+        f"siporch: the trunk model has {n} error(s); nothing was changed", soft_wrap=True
+    )

@@ -180,10 +180,13 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
                     nxt = v
                     line = k.start_mark.line + 1
                     break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if 0 <= part < len(node.value):
-                nxt = node.value[part]
-                line = nxt.start_mark.line + 1
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            nxt = node.value[part]
+            line = nxt.start_mark.line + 1
         node = nxt
     return line
 
@@ -225,6 +228,16 @@ def _resolve_refs(
     return value
 
 
+_PATTERN_HELP = {
+    r"^[a-z0-9][a-z0-9-]{0,62}$": "names are lower-case letters, digits and '-' (at most 63)",
+    r"^\+[1-9]\d{1,14}$": "must be an E.164 number with its '+', like +12025550100",
+    r"^(5xx|6xx|timeout|unreachable|capacity|[3-6]\d\d)$": (
+        "must be 5xx, 6xx, timeout, unreachable, capacity or a response code like 486"
+    ),
+    r"^[1-9]\d{0,2}$": "must be a country calling code like '1' or '44'",
+}
+
+
 def _describe(err: dict[str, Any]) -> str:
     msg = str(err["msg"])
     kind = err["type"]
@@ -234,23 +247,33 @@ def _describe(err: dict[str, Any]) -> str:
         return "required field is missing"
     if kind == "literal_error":
         return msg.replace("Input should be", "must be")
+    if kind == "string_pattern_mismatch":
+        pattern = err.get("ctx", {}).get("pattern", "")
+        return _PATTERN_HELP.get(pattern, msg[:1].lower() + msg[1:])
     if kind == "union_tag_invalid":
-        return msg.replace("Input tag", "type").replace(
-            "does not match any of the expected tags", "is not one of"
-        )
+        ctx = err.get("ctx", {})
+        return f"type '{ctx.get('tag')}' is not one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return "a 'type' is required"
     msg = msg.replace("Value error, ", "")
     return msg[:1].lower() + msg[1:]
 
 
+_UNION_TAGS = {"IPv4Address", "IPv6Address", "IPv4Network", "IPv6Network"}
+
+
 def _errors_loc(err: dict[str, Any]) -> tuple[Any, ...]:
-    loc = list(err["loc"])
-    # Drop pydantic's union/discriminator tags so the path is the YAML path.
-    return tuple(
-        p
-        for p in loc
-        if p not in ("ip", "register", "IPv4Address", "IPv6Address", "IPv4Network", "IPv6Network")
-        and not (isinstance(p, str) and p.startswith(("function-", "tagged-union")))
-    )
+    """Pydantic's location without its union/discriminator tags: the YAML path."""
+    out: list[Any] = []
+    for p in err["loc"]:
+        if p == "[key]" or p in _UNION_TAGS:
+            continue
+        if isinstance(p, str) and p.startswith(("function-", "tagged-union")):
+            continue
+        if out and out[-1] == "auth" and p in ("ip", "register"):
+            continue
+        out.append(p)
+    return tuple(out)
 
 
 def model_hash(model: Model) -> str:
