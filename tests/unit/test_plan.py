@@ -1,0 +1,128 @@
+"""The plan: semantic summary and the least reloads."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+from siporch.model import load_model
+from siporch.plan import changed_files, file_diff, reload_actions, semantic_diff
+from siporch.release import sanitized_model
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "example"
+
+
+def _model() -> dict:  # type: ignore[type-arg]
+    return sanitized_model(load_model(EXAMPLE).model)
+
+
+def test_no_change_is_empty() -> None:
+    assert semantic_diff(_model(), _model()) == []
+
+
+def test_peer_added_and_removed() -> None:
+    old = _model()
+    new = copy.deepcopy(old)
+    new["trunks"]["itsp-a"]["peers"].append(
+        dict(new["trunks"]["itsp-a"]["peers"][0], address="203.0.113.7")
+    )
+    del new["trunks"]["itsp-a"]["peers"][0]
+    assert semantic_diff(old, new) == [
+        "trunk itsp-a: peer 203.0.113.7 added",
+        "trunk itsp-a: peer 203.0.113.10 removed",
+    ]
+
+
+def test_trunks_routes_and_secrets() -> None:
+    old = _model()
+    new = copy.deepcopy(old)
+    new["trunks"]["itsp-c"] = new["trunks"].pop("itsp-branch")
+    new["trunks"]["itsp-a"]["max_channels"] = 40
+    new["trunks"]["itsp-b"]["auth"]["password"] = "sha256:00"
+    new["routes"].reverse()
+    lines = semantic_diff(old, new)
+    assert "trunk itsp-c added" in lines
+    assert "trunk itsp-branch removed" in lines
+    assert "trunk itsp-a: max_channels 30 -> 40" in lines
+    assert "trunk itsp-b: auth.password changed (secret)" in lines
+    assert any(line.startswith("routes reordered:") for line in lines)
+    assert not any("sha256" in line for line in lines)
+
+
+def _hm(**files: tuple[str, str]) -> dict:  # type: ignore[type-arg]
+    return {"files": {p: {"sha256": h, "reload": a} for p, (h, a) in files.items()}}
+
+
+def test_reload_actions_least_needed() -> None:
+    old = _hm(
+        **{
+            "kamailio/kamailio.cfg": ("a", "kamailio:restart"),
+            "kamailio/db/dispatcher": ("b", "kamailio:dispatcher.reload"),
+        }
+    )
+    new = _hm(
+        **{
+            "kamailio/kamailio.cfg": ("a", "kamailio:restart"),
+            "kamailio/db/dispatcher": ("c", "kamailio:dispatcher.reload"),
+        }
+    )
+    assert reload_actions(old, new) == ["kamailio:dispatcher.reload"]
+    assert reload_actions(old, old) == []
+
+
+def test_restart_supersedes_runtime_reloads() -> None:
+    old = _hm(
+        **{
+            "kamailio/kamailio.cfg": ("a", "kamailio:restart"),
+            "kamailio/db/dialplan": ("b", "kamailio:dialplan.reload"),
+            "asterisk/x": ("q", "asterisk:pjsip reload"),
+        }
+    )
+    new = _hm(
+        **{
+            "kamailio/kamailio.cfg": ("z", "kamailio:restart"),
+            "kamailio/db/dialplan": ("c", "kamailio:dialplan.reload"),
+            "asterisk/x": ("r", "asterisk:pjsip reload"),
+        }
+    )
+    assert reload_actions(old, new) == ["kamailio:restart", "asterisk:pjsip reload"]
+
+
+def test_fresh_host_starts_each_daemon_once() -> None:
+    new = _hm(
+        **{
+            "kamailio/kamailio.cfg": ("a", "kamailio:restart"),
+            "kamailio/db/dialplan": ("b", "kamailio:dialplan.reload"),
+            "rtpengine/rtpengine.conf": ("c", "rtpengine:restart"),
+        }
+    )
+    assert reload_actions(None, new) == ["kamailio:restart", "rtpengine:restart"]
+
+
+def test_changed_files_and_diff_hides_secrets() -> None:
+    assert changed_files(
+        {"a": {"sha256": "1"}, "b": {"sha256": "2"}},
+        {"a": {"sha256": "1"}, "b": {"sha256": "3"}, "c": {"sha256": "4"}},
+    ) == {"b": "modified", "c": "added"}
+    text = file_diff(
+        {"x.conf": b"a\n", "s.conf": b"password=old\n"},
+        {"x.conf": b"b\n", "s.conf": b"password=new\n"},
+        {"s.conf"},
+        "old",
+        "new",
+    )
+    assert "-a\n+b\n" in text
+    assert "password" not in text and "content not shown" in text
+
+
+def test_bad_inventory_exits_2_without_traceback(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "siporch", "validate", "-i", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2
+    assert "inventory directory does not exist" in r.stderr
+    assert "Traceback" not in r.stderr
