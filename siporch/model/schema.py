@@ -75,7 +75,7 @@ class Site(Strict):
     """A site: the central site, or a branch site with its own edge and trunk."""
 
     kind: Literal["central", "branch"] = Field(description="central or branch")
-    description: str = ""
+    description: str = Field(default="", description="free text")
     country_code: Annotated[str, StringConstraints(pattern=r"^[1-9]\d{0,2}$")] = Field(
         description="the site's country calling code, e.g. '1' or '44'"
     )
@@ -90,8 +90,8 @@ class Site(Strict):
 class Transport(Strict):
     """A SIP listener of an edge or PBX host."""
 
-    protocol: Literal["udp", "tcp", "tls"]
-    port: int = Field(ge=1, le=65535)
+    protocol: Literal["udp", "tcp", "tls"] = Field(description="SIP transport")
+    port: int = Field(ge=1, le=65535, description="listening port")
 
 
 class TlsFiles(Strict):
@@ -149,8 +149,10 @@ class Ami(Strict):
 class Host(Strict):
     """A host siporch configures: an `edge` (Kamailio + rtpengine) or a `pbx` (Asterisk)."""
 
-    site: Name
-    role: Literal["edge", "pbx"]
+    site: Name = Field(description="the site the host belongs to")
+    role: Literal["edge", "pbx"] = Field(
+        description="edge: Kamailio + rtpengine at the border; pbx: Asterisk"
+    )
     address: IPAddress = Field(description="the address SIP listens on")
     public_address: IPAddress | None = Field(
         default=None, description="address to advertise when the host is behind NAT"
@@ -168,9 +170,9 @@ class Host(Strict):
 class Peer(Strict):
     """One SBC or gateway address of a trunk (termination: where calls are sent)."""
 
-    address: IPAddress
+    address: IPAddress = Field(description="IP address of the SBC or gateway")
     port: int | None = Field(default=None, ge=1, le=65535, description="5060, or 5061 for TLS")
-    transport: Literal["udp", "tcp", "tls"] = "udp"
+    transport: Literal["udp", "tcp", "tls"] = Field(default="udp", description="SIP transport")
     priority: int = Field(default=1, ge=0, le=1000, description="lower is tried first")
     weight: int = Field(default=50, ge=1, le=100, description="share among equal priorities")
 
@@ -191,7 +193,7 @@ class RegisterAuth(Strict):
     type: Literal["register"]
     username: str = Field(min_length=1)
     password: SecretStr = Field(description="keep it in Ansible Vault")
-    realm: str | None = None
+    realm: str | None = Field(default=None, description="digest realm, if the ITSP needs it")
     expiry: int = Field(default=3600, ge=60, le=86400, description="seconds")
     registrar: str | None = Field(default=None, description="defaults to the first peer")
 
@@ -202,7 +204,9 @@ class Media(Strict):
     mode: Literal["anchor", "bypass"] = Field(
         default="anchor", description="anchor: through rtpengine on the edge; bypass: end to end"
     )
-    srtp: Literal["off", "optional", "required"] = "off"
+    srtp: Literal["off", "optional", "required"] = Field(
+        default="off", description="SRTP (SDES) toward the trunk"
+    )
     symmetric_rtp: bool = Field(default=True, description="latch RTP to where it comes from")
 
     @field_validator("srtp", mode="before")
@@ -215,7 +219,9 @@ class Media(Strict):
 class SessionTimers(Strict):
     """RFC 4028 session timers."""
 
-    mode: Literal["accept", "originate", "always", "no"] = "accept"
+    mode: Literal["accept", "originate", "always", "no"] = Field(
+        default="accept", description="as Asterisk's `timers`: accept, originate, always, no"
+    )
     expires: int = Field(default=1800, ge=90, le=86400)
     min_se: int = Field(default=90, ge=90, le=86400)
 
@@ -228,7 +234,7 @@ class SessionTimers(Strict):
 class Probe(Strict):
     """OPTIONS probing of each peer."""
 
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="probe peers with OPTIONS")
     interval: int = Field(default=30, ge=5, le=3600, description="seconds between probes")
     threshold: int = Field(default=3, ge=1, le=10, description="failures before a peer is down")
 
@@ -247,8 +253,10 @@ class Translation(Strict):
 class CallerId(Strict):
     """What calling number the trunk presents."""
 
-    policy: Literal["passthrough", "fixed", "anonymous"] = "passthrough"
-    number: E164 | None = None
+    policy: Literal["passthrough", "fixed", "anonymous"] = Field(
+        default="passthrough", description="keep the caller's number, send `number`, or hide it"
+    )
+    number: E164 | None = Field(default=None, description="for policy `fixed`")
 
     @model_validator(mode="after")
     def _fixed(self) -> CallerId:
@@ -270,10 +278,12 @@ class Trunk(Strict):
     """A SIP trunk: to an ITSP (`itsp`) or a direct SIP connection to an internal PBX or
     PSTN gateway (`direct`)."""
 
-    description: str = ""
+    description: str = Field(default="", description="free text shown by status")
     id: int | None = Field(default=None, ge=1, le=65535, description="stable numeric id")
     site: Name
-    kind: Literal["itsp", "direct"]
+    kind: Literal["itsp", "direct"] = Field(
+        description="itsp: a provider beyond the firewall; direct: an internal PBX or gateway"
+    )
     peers: list[Peer] = Field(min_length=1, description="termination: where calls are sent")
     inbound_addresses: list[IPAddress] = Field(
         default_factory=list, description="origination addresses other than the peers"
@@ -284,9 +294,11 @@ class Trunk(Strict):
     codecs: list[Literal["pcmu", "pcma", "g722", "g729", "opus", "gsm"]] = Field(
         default_factory=lambda: ["pcmu", "pcma"], min_length=1, description="in order of preference"
     )
-    dtmf: Literal["rfc4733", "inband", "info", "auto"] = "rfc4733"
+    dtmf: Literal["rfc4733", "inband", "info", "auto"] = Field(
+        default="rfc4733", description="how DTMF digits are sent"
+    )
     media: Media = Field(default_factory=Media)
-    t38: bool = False
+    t38: bool = Field(default=False, description="allow T.38 fax re-INVITEs")
     session_timers: SessionTimers = Field(default_factory=SessionTimers)
     refer: bool = Field(default=False, description="pass REFER (transfers) to the trunk")
     max_early_dialogs: int = Field(default=10, ge=1, le=1000)
@@ -294,8 +306,8 @@ class Trunk(Strict):
         default="forward", description="forward or strip P-Asserted-Identity"
     )
     strip_plus: bool = Field(default=False, description="remove a leading '+' from URIs sent")
-    from_user: str | None = None
-    from_domain: str | None = None
+    from_user: str | None = Field(default=None, description="user part of From sent")
+    from_domain: str | None = Field(default=None, description="host part of From sent")
     max_channels: int | None = Field(default=None, ge=1, le=100000, description="None: no limit")
     at_capacity: Literal["failover", "reject"] = Field(
         default="failover", description="at max_channels: try the next trunk, or answer 503"
@@ -343,9 +355,11 @@ class DidRange(Strict):
 class Destination(Strict):
     """Where an inbound call goes: a context on a PBX host, or a direct connection."""
 
-    host: Name | None = None
-    context: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,79}$")] | None = None
-    trunk: Name | None = None
+    host: Name | None = Field(default=None, description="a PBX host")
+    context: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,79}$")] | None = Field(
+        default=None, description="Asterisk dialplan context on that host"
+    )
+    trunk: Name | None = Field(default=None, description="a `direct` trunk to relay to")
 
     @model_validator(mode="after")
     def _one(self) -> Destination:
@@ -361,8 +375,8 @@ class Destination(Strict):
 class Did(Strict):
     """Inbound numbers (a range or a pattern) and their destination."""
 
-    name: Name
-    range: DidRange | None = None
+    name: Name = Field(description="unique label")
+    range: DidRange | None = Field(default=None, description="a block of numbers")
     pattern: str | None = Field(default=None, description="regex over the E.164 number")
     destination: Destination
 
@@ -393,12 +407,14 @@ FailoverOn = Annotated[
 class Route(Strict):
     """An outbound route: numbers (after normalization) -> trunks."""
 
-    name: Name
+    name: Name = Field(description="unique label")
     sites: list[Name] = Field(default_factory=list, description="empty: every site")
     pattern: str = Field(description="regex over the normalized number")
     exceptions: list[str] = Field(default_factory=list, description="regexes that skip the route")
     trunks: list[Name] = Field(min_length=1, description="in failover order")
-    strategy: Literal["failover", "weighted"] = "failover"
+    strategy: Literal["failover", "weighted"] = Field(
+        default="failover", description="trunks in order, or spread by weight"
+    )
     weights: dict[Name, int] = Field(default_factory=dict, description="for `weighted`")
     failover_on: list[FailoverOn] = Field(
         default_factory=lambda: ["5xx", "timeout", "unreachable", "capacity"]
@@ -439,14 +455,16 @@ class Security(Strict):
         default_factory=lambda: ["friendly-scanner", "sipvicious", "sipcli", "VaxSIPUserAgent"],
         description="User-Agent substrings dropped without an answer (case-insensitive)",
     )
-    topology_hiding: bool = True
+    topology_hiding: bool = Field(
+        default=True, description="no internal address in what the edge sends to a trunk"
+    )
 
 
 class Model(Strict):
     """The whole trunk model of an organisation."""
 
-    version: Literal[1] = 1
-    organisation: str = ""
+    version: Literal[1] = Field(default=1, description="model format version")
+    organisation: str = Field(default="", description="shown by status")
     domain: str = Field(description="the organisation's SIP domain")
     sites: dict[Name, Site] = Field(min_length=1)
     hosts: dict[Name, Host] = Field(min_length=1)
