@@ -26,4 +26,4 @@ def test_schema_command_prints_json_schema() -> None:
     assert schema["$schema"].endswith("2020-12/schema")
     assert {"Trunk", "Route", "Did", "Host", "Site"} <= set(schema["$defs"])
     assert schema["additionalProperties"] is False
-    assert schema["$defs"]["Peer"]["properties"]["port"]["maximum"] == 65535
+    assert schema["$defs"]["Transport"]["properties"]["port"]["maximum"] == 65535
