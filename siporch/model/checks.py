@@ -164,17 +164,27 @@ def _dids(m: Model) -> Iterator[Finding]:
 
 
 def _sources(m: Model) -> Iterator[Finding]:
-    claimed: list[tuple[str, Any]] = []
+    """One source address must identify one trunk: a sweep over sorted address intervals."""
+    intervals = []
     for name, trunk in m.trunks.items():
         for net in trunk.sources():
-            for other, onet in claimed:
-                if other != name and net.version == onet.version and net.overlaps(onet):
-                    yield _err(
-                        ("trunks", name),
-                        f"source {net} is also claimed by trunk '{other}' ({onet}): "
-                        "an address must identify one trunk",
-                    )
-            claimed.append((name, net))
+            first, last = int(net.network_address), int(net.broadcast_address)
+            intervals.append((net.version, first, last, name, net))
+    intervals.sort(key=lambda x: (x[0], x[1], -x[2]))
+    reported: set[tuple[str, str]] = set()
+    widest: tuple[int, int, str, Any] | None = None  # (version, last, trunk, net)
+    for version, first, last, name, net in intervals:
+        if widest is not None and widest[0] == version and first <= widest[1]:
+            other, onet = widest[2], widest[3]
+            if other != name and (name, other) not in reported:
+                reported.add((name, other))
+                yield _err(
+                    ("trunks", name),
+                    f"source {net} is also claimed by trunk '{other}' ({onet}): "
+                    "an address must identify one trunk",
+                )
+        if widest is None or widest[0] != version or last > widest[1]:
+            widest = (version, last, name, net)
     for hname, host in m.hosts.items():
         for name, trunk in m.trunks.items():
             if any(

@@ -87,8 +87,12 @@ class _Vault:
         return VaultLib([("default", secret)])
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps node positions and decrypts inline ``!vault`` values."""
+_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """Safe loader (libyaml when present) that keeps node positions, reports duplicate
+    keys and decrypts inline ``!vault`` values."""
 
     vault: _Vault
     filename: str
@@ -129,13 +133,9 @@ def _read_yaml(path: Path, vault: _Vault) -> tuple[Any, yaml.Node | None]:
     try:
         loader = make_loader(text)
         try:
-            data = loader.get_single_data()
-            duplicates = loader.duplicates
-        finally:
-            loader.dispose()
-        loader = make_loader(text)
-        try:
             node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+            duplicates = loader.duplicates
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
