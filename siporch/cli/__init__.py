@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "route": "Show how a dialled number is normalized and routed.",
     "schema": "Print the JSON Schema of the trunk model.",
     "lab": "Build, inspect, impair and tear down the lab.",
+    "call": "Place test calls from a lab host with SIPp.",
     "deploy": "Deploy the trunk model with Ansible.",
     "releases": "List the releases on each host.",
     "rollback": "Roll every host back to the previous or a named release.",
