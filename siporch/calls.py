@@ -57,6 +57,8 @@ def lab_hosts(inventory: Path) -> dict[str, dict[str, Any]]:
 
 def default_target(model: Model, hosts: dict[str, dict[str, Any]], source: str) -> str:
     """The edge a source host's calls go to: its trunk's site edge, or its own site's."""
+    if source not in hosts:
+        raise SiporchError(f"unknown lab host '{source}' (hosts: {', '.join(hosts)})")
     address = ipaddress.ip_address(hosts[source]["lab_address"])
     site = model.hosts[source].site if source in model.hosts else None
     if site is None:
