@@ -1,0 +1,640 @@
+"""Asterisk on PBX hosts: PJSIP trunks, the DID dialplan, AMI for `siporch status`.
+
+Every call between Asterisk and the outside world passes through an edge host:
+
+* inbound, the edge relays the call with ``X-Siporch-Trunk: <trunk>``; each trunk has an
+  endpoint identified by that header (``identify`` with ``match_header``), so the trunk's
+  media, DTMF, timer and caller-ID options apply, and context ``siporch-inbound`` sends the
+  DID to its destination context;
+* outbound, context ``siporch-outbound`` dials ``PJSIP/<number>@siporch-edge-<edge>``, the
+  endpoint of the site's edge; the edge picks the route and the trunk, and reports the
+  trunk back in the ``X-Siporch-Trunk`` header of its responses.
+
+The files use ``astetcdir`` ``/etc/siporch/current/asterisk`` so that
+``asterisk -C /etc/siporch/current/asterisk/asterisk.conf`` runs the current release.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+
+from siporch.errors import SiporchError
+from siporch.model.schema import Host, Model, Trunk
+from siporch.render.env import render_template
+
+ASTETCDIR = "/etc/siporch/current/asterisk"
+
+#: glob of a rendered path -> reload action; the first match wins.
+RELOADS: list[tuple[str, str]] = [
+    # PJSIP transports are not reloadable (allow_reload=no): a change needs a restart.
+    ("asterisk/pjsip_transports.conf", "asterisk:restart"),
+    ("asterisk/pjsip.conf", "asterisk:pjsip reload"),
+    ("asterisk/extensions.conf", "asterisk:dialplan reload"),
+    ("asterisk/manager.conf", "asterisk:manager reload"),
+    ("asterisk/*", "asterisk:restart"),
+]
+
+#: Files that carry secrets: deployed with mode 0640, never shown in diffs.
+SECRET_FILES: list[str] = ["asterisk/pjsip.conf", "asterisk/manager.conf"]
+
+#: Model codec name -> Asterisk format name.
+CODECS: dict[str, str] = {
+    "pcmu": "ulaw",
+    "pcma": "alaw",
+    "g722": "g722",
+    "g729": "g729",
+    "opus": "opus",
+    "gsm": "gsm",
+}
+
+#: Model session timer mode -> PJSIP ``timers``.
+TIMERS: dict[str, str] = {"no": "no", "accept": "yes", "originate": "always", "always": "required"}
+
+#: Model DTMF mode -> PJSIP ``dtmf_mode``.
+DTMF: dict[str, str] = {"rfc4733": "rfc4733", "inband": "inband", "info": "info", "auto": "auto"}
+
+#: Channel variables AMI adds to every channel event (``channelvars``), for `siporch status`.
+CHANNEL_VARS: list[str] = ["SIPORCH_TRUNK", "SIPORCH_DIRECTION"]
+
+#: Protocols the PBX may use toward an edge, in order of preference.
+_EDGE_PROTOCOLS = ("udp", "tcp")
+
+
+class AsteriskRenderError(SiporchError):
+    """The model cannot be rendered into an Asterisk configuration."""
+
+
+# --------------------------------------------------------------------------------------
+# DID ranges and patterns -> Asterisk extension patterns
+# --------------------------------------------------------------------------------------
+
+
+def _digit_class(lo: str, hi: str) -> str:
+    """One pattern position covering the digits lo..hi."""
+    if lo == hi:
+        return lo
+    if lo == "0" and hi == "9":
+        return "X"
+    return f"[{lo}-{hi}]"
+
+
+def _range_digits(lo: str, hi: str) -> list[str]:
+    """Patterns (without the leading ``_``) that cover exactly the digit strings lo..hi.
+
+    Both are digit strings of the same length with lo <= hi. Each result is a fixed prefix,
+    at most one digit class, then ``X`` for every remaining position: the blocks of a
+    greedy split, which is the least number of such blocks.
+    """
+    if lo == hi:
+        return [lo]
+    i = 0
+    while lo[i] == hi[i]:
+        i += 1
+    prefix, a, b = lo[:i], lo[i], hi[i]
+    rest_lo, rest_hi = lo[i + 1 :], hi[i + 1 :]
+    n = len(rest_lo)
+    low_full = rest_lo == "0" * n
+    high_full = rest_hi == "9" * n
+    out: list[str] = []
+    first, last = a, b
+    if not low_full:
+        out += [prefix + a + p for p in _range_digits(rest_lo, "9" * n)]
+        first = chr(ord(a) + 1)
+    tail: list[str] = []
+    if not high_full:
+        tail = [prefix + b + p for p in _range_digits("0" * n, rest_hi)]
+        last = chr(ord(b) - 1)
+    if first <= last:
+        out.append(prefix + _digit_class(first, last) + "X" * n)
+    return out + tail
+
+
+def did_range_patterns(start: str, end: str) -> list[str]:
+    """Asterisk extension patterns matching exactly the numbers start..end (both included).
+
+    ``start`` and ``end`` have the same length and may share a non-digit prefix such as
+    ``+``. A block of one number is returned as the plain number.
+    """
+    if len(start) != len(end):
+        raise AsteriskRenderError(f"DID range {start}..{end}: ends differ in length")
+    lead = 0
+    while lead < len(start) and not start[lead].isdigit() and start[lead] == end[lead]:
+        lead += 1
+    head, lo, hi = start[:lead], start[lead:], end[lead:]
+    if not (lo.isdigit() and hi.isdigit()):
+        raise AsteriskRenderError(f"DID range {start}..{end}: not a range of numbers")
+    if lo > hi:
+        raise AsteriskRenderError(f"DID range {start}..{end}: start is after end")
+    out = []
+    for p in _range_digits(lo, hi):
+        literal = all(c.isdigit() for c in p)
+        out.append(head + p if literal else "_" + head + p)
+    return out
+
+
+_ESCAPES = {"d": "[0-9]", "+": "[+]", "*": "[*]", ".": "[.]", "#": "#", "-": "-"}
+
+
+def regex_to_posix(pattern: str) -> str:
+    """A model DID regex (matched against the whole number) as a POSIX ERE for REGEX().
+
+    Asterisk's ``REGEX()`` uses POSIX extended regular expressions; the model's are Python.
+    The common subset converts (``\\d``, escaped ``+ * . # -``, classes, groups,
+    alternation, counted repeats); anything else is refused rather than guessed. The result
+    holds no backslash, quote or semicolon, so it needs no escaping in extensions.conf.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            nxt = pattern[i + 1] if i + 1 < len(pattern) else ""
+            if nxt not in _ESCAPES:
+                raise AsteriskRenderError(
+                    f"DID pattern {pattern!r}: '\\{nxt}' has no POSIX equivalent here; "
+                    "use \\d, character classes or escaped + * . # -"
+                )
+            out.append(_ESCAPES[nxt])
+            i += 2
+            continue
+        if c in "\"';$`" and not (c == "$" and i == len(pattern) - 1):
+            raise AsteriskRenderError(f"DID pattern {pattern!r}: character {c!r} is not allowed")
+        if c == "(" and pattern[i + 1 : i + 2] == "?":
+            raise AsteriskRenderError(
+                f"DID pattern {pattern!r}: '(?' extensions have no POSIX equivalent"
+            )
+        if c == "?" and i > 0 and pattern[i - 1] in "*+?}":
+            raise AsteriskRenderError(
+                f"DID pattern {pattern!r}: lazy quantifiers have no POSIX equivalent"
+            )
+        out.append(c)
+        i += 1
+    body = "".join(out)
+    if body.startswith("^"):
+        body = body[1:]
+    if body.endswith("$"):
+        body = body[:-1]
+    return f"^({body})$"
+
+
+# --------------------------------------------------------------------------------------
+# The view the templates read
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class TransportView:
+    name: str
+    protocol: str
+    bind: str
+    tls: dict[str, str] | None = None
+    external_address: str | None = None
+
+
+@dataclass
+class EndpointView:
+    name: str
+    comment: str
+    transport: str
+    codecs: list[str]
+    dtmf_mode: str
+    direct_media: bool
+    rtp_symmetric: bool
+    media_encryption: str
+    media_encryption_optimistic: bool
+    timers: str
+    timers_min_se: int
+    timers_sess_expires: int
+    allow_transfer: bool
+    trust_id_inbound: bool
+    trust_id_outbound: bool
+    send_pai: bool
+    t38: bool
+    permit: list[str]
+    accountcode: str | None = None
+    set_vars: list[tuple[str, str]] = field(default_factory=list)
+    from_user: str | None = None
+    from_domain: str | None = None
+    outbound_auth: str | None = None
+    aor_contact: str | None = None
+    qualify_frequency: int = 0
+    identify_match: list[str] = field(default_factory=list)
+    identify_header: str | None = None
+
+
+@dataclass
+class RegistrationView:
+    name: str
+    endpoint: str
+    transport: str
+    auth: str
+    username: str
+    password: str
+    realm: str | None
+    server_uri: str
+    client_uri: str
+    outbound_proxy: str
+    expiration: int
+
+
+@dataclass
+class DidView:
+    name: str
+    comment: str
+    context: str
+    patterns: list[str]
+    regex: str | None = None
+
+
+@dataclass
+class AsteriskView:
+    host: str
+    site: str
+    address: str
+    transports: list[TransportView]
+    edge_transport: str
+    acl_permit: list[str]
+    trunks: list[EndpointView]
+    edges: list[EndpointView]
+    outbound_edges: list[str]
+    registrations: list[RegistrationView]
+    dids: list[DidView]
+    pattern_dids: list[DidView]
+    destination_contexts: list[str]
+    ami: dict[str, object] | None
+    rtp_port_min: int
+    rtp_port_max: int
+    channel_vars: list[str]
+    entity_id: str
+
+
+def _acl_entry(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """An Asterisk ACL entry: address/netmask for IPv4, address/prefix for IPv6."""
+    if net.version == 4:
+        return net.with_netmask
+    return net.with_prefixlen
+
+
+def _host_net(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return _acl_entry(ipaddress.ip_network(address))
+
+
+def _uri_host(address: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> str:
+    text = str(address)
+    return f"[{text}]" if ":" in text else text
+
+
+def _transport_name(protocol: str, port: int) -> str:
+    return f"transport-{protocol}-{port}"
+
+
+def _transports(name: str, host: Host) -> list[TransportView]:
+    out = []
+    seen: set[str] = set()
+    for t in host.transports:
+        tname = _transport_name(t.protocol, t.port)
+        if tname in seen:
+            raise AsteriskRenderError(f"host {name}: transport {t.protocol}/{t.port} twice")
+        seen.add(tname)
+        tls = None
+        if t.protocol == "tls":
+            if host.tls is None:
+                raise AsteriskRenderError(f"host {name}: a TLS transport needs hosts.{name}.tls")
+            tls = {
+                "cert_file": host.tls.certificate,
+                "priv_key_file": host.tls.private_key,
+                "ca_list_file": host.tls.ca or "",
+                "verify_server": "yes" if host.tls.verify_peer else "no",
+                "verify_client": "yes" if host.tls.verify_peer else "no",
+            }
+        out.append(
+            TransportView(
+                name=tname,
+                protocol=t.protocol,
+                bind=f"{_uri_host(host.address)}:{t.port}",
+                tls=tls,
+                external_address=str(host.public_address) if host.public_address else None,
+            )
+        )
+    return out
+
+
+def _edge_hop(model: Model, pbx_name: str, pbx: Host, edge_name: str) -> tuple[str, str]:
+    """(transport section of the PBX, SIP URI of the edge) for the PBX -> edge leg."""
+    edge = model.hosts[edge_name]
+    for proto in _EDGE_PROTOCOLS:
+        ours = [t for t in pbx.transports if t.protocol == proto]
+        theirs = [t for t in edge.transports if t.protocol == proto]
+        if ours and theirs:
+            uri = f"sip:{_uri_host(edge.address)}:{theirs[0].port}"
+            if proto != "udp":
+                uri += f";transport={proto}"
+            return _transport_name(proto, ours[0].port), uri
+    raise AsteriskRenderError(
+        f"host {pbx_name} and edge {edge_name} share no UDP or TCP transport "
+        "(the PBX reaches its edge over UDP or TCP)"
+    )
+
+
+def _outbound_edges(model: Model, pbx: Host) -> list[str]:
+    """The edges a PBX sends its outbound calls to: its site's, else its backup site's."""
+    edges = model.hosts_with_role("edge", pbx.site)
+    if not edges:
+        backup = model.sites[pbx.site].backup_site
+        if backup is not None:
+            edges = model.hosts_with_role("edge", backup)
+    return edges
+
+
+def _media_encryption(trunk: Trunk) -> tuple[str, bool]:
+    """(media_encryption, optimistic) of a trunk's endpoint.
+
+    With ``bypass`` the PBX is the media end point toward the trunk, so it applies the
+    trunk's SRTP policy itself. With ``anchor`` the edge's rtpengine faces the trunk and
+    enforces the policy there; the PBX offers and accepts SDES-SRTP but also takes plain RTP
+    from the edge (optimistic), whichever way the edge bridges the two legs.
+    """
+    if trunk.media.srtp == "off":
+        return "no", False
+    if trunk.media.mode == "bypass" and trunk.media.srtp == "required":
+        return "sdes", False
+    return "sdes", True
+
+
+def _escape_value(value: str, what: str) -> str:
+    """A value for a .conf line: ';' is escaped; line breaks are refused."""
+    if "\n" in value or "\r" in value:
+        raise AsteriskRenderError(f"{what}: a line break cannot go into an Asterisk config")
+    return value.replace(";", "\\;")
+
+
+def _trunk_endpoint(
+    model: Model, name: str, trunk: Trunk, transport: str, permit: list[str]
+) -> EndpointView:
+    encryption, optimistic = _media_encryption(trunk)
+    set_vars = [("SIPORCH_TRUNK", name)]
+    if trunk.max_channels is not None:
+        set_vars.append(("SIPORCH_MAX_CHANNELS", str(trunk.max_channels)))
+    forward_pai = trunk.pai == "forward"
+    return EndpointView(
+        name=name,
+        comment=trunk.description or f"trunk {name}",
+        transport=transport,
+        codecs=[CODECS[c] for c in trunk.codecs],
+        dtmf_mode=DTMF[trunk.dtmf],
+        direct_media=trunk.media.mode == "bypass",
+        rtp_symmetric=trunk.media.symmetric_rtp,
+        media_encryption=encryption,
+        media_encryption_optimistic=optimistic,
+        timers=TIMERS[trunk.session_timers.mode],
+        timers_min_se=trunk.session_timers.min_se,
+        timers_sess_expires=trunk.session_timers.expires,
+        allow_transfer=trunk.refer,
+        trust_id_inbound=forward_pai,
+        trust_id_outbound=forward_pai,
+        send_pai=forward_pai,
+        t38=trunk.t38,
+        permit=permit,
+        accountcode=name,
+        set_vars=set_vars,
+        from_user=_escape_value(trunk.from_user, f"trunks.{name}.from_user")
+        if trunk.from_user
+        else None,
+        from_domain=_escape_value(trunk.from_domain, f"trunks.{name}.from_domain")
+        if trunk.from_domain
+        else None,
+        outbound_auth=f"{name}-auth" if trunk.auth.type == "register" else None,
+        identify_header=f"X-Siporch-Trunk: {name}",
+    )
+
+
+def _edge_endpoint(
+    model: Model, pbx_name: str, pbx: Host, edge_name: str, codecs: list[str], permit: list[str]
+) -> EndpointView:
+    edge = model.hosts[edge_name]
+    transport, uri = _edge_hop(model, pbx_name, pbx, edge_name)
+    return EndpointView(
+        name=f"siporch-edge-{edge_name}",
+        comment=f"edge {edge_name} (site {edge.site})",
+        transport=transport,
+        codecs=codecs,
+        dtmf_mode="rfc4733",
+        direct_media=False,
+        rtp_symmetric=True,
+        media_encryption="no",
+        media_encryption_optimistic=False,
+        timers="yes",
+        timers_min_se=90,
+        timers_sess_expires=1800,
+        allow_transfer=False,
+        trust_id_inbound=True,
+        trust_id_outbound=True,
+        send_pai=True,
+        t38=False,
+        permit=permit,
+        aor_contact=uri,
+        qualify_frequency=30,
+        identify_match=[_host_net(edge.address)],
+    )
+
+
+def _registering_pbx(model: Model, trunk: Trunk) -> list[str]:
+    """PBX hosts that keep a `register` trunk registered: those of the trunk's site, else
+    the first PBX host by name (one registration per trunk and PBX)."""
+    own = model.hosts_with_role("pbx", trunk.site)
+    if own:
+        return own
+    every = sorted(model.hosts_with_role("pbx"))
+    return every[:1]
+
+
+def _registration(
+    model: Model, pbx_name: str, pbx: Host, name: str, trunk: Trunk
+) -> RegistrationView:
+    auth = trunk.auth
+    assert auth.type == "register"
+    edges = model.hosts_with_role("edge", trunk.site) or _outbound_edges(model, pbx)
+    if not edges:
+        raise AsteriskRenderError(
+            f"trunk {name} registers through an edge, but site {trunk.site} has none"
+        )
+    transport, edge_uri = _edge_hop(model, pbx_name, pbx, edges[0])
+    peer = trunk.peers[0]
+    if auth.registrar:
+        server = auth.registrar if auth.registrar.startswith("sip") else f"sip:{auth.registrar}"
+    else:
+        server = f"sip:{_uri_host(peer.address)}:{peer.effective_port}"
+        if peer.transport != "udp":
+            server += f";transport={peer.transport}"
+    domain = auth.realm or server.split(":", 1)[1].split(";", 1)[0]
+    where = f"trunks.{name}.auth"
+    return RegistrationView(
+        name=f"{name}-reg",
+        endpoint=name,
+        transport=transport,
+        auth=f"{name}-auth",
+        username=_escape_value(auth.username, f"{where}.username"),
+        password=_escape_value(auth.password.get_secret_value(), f"{where}.password"),
+        realm=_escape_value(auth.realm, f"{where}.realm") if auth.realm else None,
+        server_uri=_escape_value(server, f"{where}.registrar"),
+        client_uri=_escape_value(f"sip:{auth.username}@{domain}", f"{where}.username"),
+        outbound_proxy=_escape_value(edge_uri + ";lr", "edge"),
+        expiration=auth.expiry,
+    )
+
+
+def _dids(model: Model, host: str) -> tuple[list[DidView], list[DidView], list[str]]:
+    ranges: list[DidView] = []
+    patterns: list[DidView] = []
+    contexts: list[str] = []
+    for did in model.inbound:
+        dest = did.destination
+        if dest.host != host:
+            continue
+        assert dest.context is not None
+        if dest.context not in contexts:
+            contexts.append(dest.context)
+        if did.range is not None:
+            ranges.append(
+                DidView(
+                    name=did.name,
+                    comment=f"{did.range.start}..{did.range.end}",
+                    context=dest.context,
+                    patterns=did_range_patterns(did.range.start, did.range.end),
+                )
+            )
+        else:
+            assert did.pattern is not None
+            patterns.append(
+                DidView(
+                    name=did.name,
+                    comment=did.pattern,
+                    context=dest.context,
+                    patterns=[],
+                    regex=regex_to_posix(did.pattern),
+                )
+            )
+    clash = [c for c in contexts if c.startswith("siporch-")]
+    if clash:
+        raise AsteriskRenderError(
+            f"host {host}: DID destination context {clash[0]!r}: names starting with "
+            "'siporch-' are reserved for the rendered dialplan"
+        )
+    return ranges, patterns, contexts
+
+
+def build_view(model: Model, host: str) -> AsteriskView:
+    """Everything the Asterisk templates need, computed once from the model."""
+    pbx = model.hosts[host]
+    if pbx.role != "pbx":
+        raise AsteriskRenderError(f"host {host} is not a pbx host")
+    edges_all = model.hosts_with_role("edge")
+    outbound_edges = _outbound_edges(model, pbx)
+    if not outbound_edges:
+        raise AsteriskRenderError(
+            f"host {host}: site {pbx.site} has no edge host (nor has its backup site); "
+            "the PBX sends every call through an edge"
+        )
+    transports = _transports(host, pbx)
+    edge_transport, _ = _edge_hop(model, host, pbx, outbound_edges[0])
+    permit = [_host_net(model.hosts[e].address) for e in edges_all]
+    permit_local = [*permit, "127.0.0.1/255.255.255.255"]
+
+    codecs: list[str] = []
+    for trunk in model.trunks.values():
+        for c in trunk.codecs:
+            if CODECS[c] not in codecs:
+                codecs.append(CODECS[c])
+    if not codecs:
+        codecs = ["ulaw", "alaw"]
+
+    trunks = [
+        _trunk_endpoint(model, name, trunk, edge_transport, permit_local)
+        for name, trunk in model.trunks.items()
+    ]
+    edges = [_edge_endpoint(model, host, pbx, e, codecs, permit_local) for e in edges_all]
+    registrations = [
+        _registration(model, host, pbx, name, trunk)
+        for name, trunk in model.trunks.items()
+        if trunk.auth.type == "register" and host in _registering_pbx(model, trunk)
+    ]
+    ranges, patterns, contexts = _dids(model, host)
+
+    ami = None
+    if pbx.ami is not None:
+        ami_permit = [_acl_entry(n) for n in pbx.ami.permit]
+        if "127.0.0.1/255.255.255.255" not in ami_permit:
+            ami_permit.append("127.0.0.1/255.255.255.255")
+        ami = {
+            "bind": str(pbx.ami.bind or pbx.address),
+            "port": pbx.ami.port,
+            "user": pbx.ami.user,
+            "secret": _escape_value(pbx.ami.secret.get_secret_value(), f"hosts.{host}.ami.secret"),
+            "permit": ami_permit,
+        }
+
+    return AsteriskView(
+        host=host,
+        site=pbx.site,
+        address=str(pbx.address),
+        transports=transports,
+        edge_transport=edge_transport,
+        acl_permit=permit_local,
+        trunks=trunks,
+        edges=edges,
+        outbound_edges=[f"siporch-edge-{e}" for e in outbound_edges],
+        registrations=registrations,
+        dids=ranges,
+        pattern_dids=patterns,
+        destination_contexts=contexts,
+        ami=ami,
+        rtp_port_min=pbx.asterisk.rtp_port_min,
+        rtp_port_max=pbx.asterisk.rtp_port_max,
+        channel_vars=CHANNEL_VARS,
+        entity_id=_entity_id(host),
+    )
+
+
+def _entity_id(host: str) -> str:
+    """A stable, locally administered MAC-style id derived from the host name."""
+    digest = hashlib.sha256(host.encode("utf-8")).digest()[:5]
+    return ":".join(["02", *(f"{b:02x}" for b in digest)])
+
+
+FILES: list[str] = [
+    "asterisk.conf",
+    "modules.conf",
+    "logger.conf",
+    "rtp.conf",
+    "pjsip.conf",
+    "pjsip_transports.conf",
+    "extensions.conf",
+    "manager.conf",
+    # what the loaded modules read at start; without them Asterisk logs errors
+    "acl.conf",
+    "ccss.conf",
+    "cdr.conf",
+    "cel.conf",
+    "features.conf",
+    "indications.conf",
+    "pjproject.conf",
+    "stasis.conf",
+    "udptl.conf",
+]
+
+
+def render(model: Model, host: str) -> dict[str, str]:
+    """The Asterisk files of a PBX host, relative to its release root."""
+    view = build_view(model, host)
+    return {
+        f"asterisk/{name}": render_template(
+            f"asterisk/{name}.j2",
+            v=view,
+            file=name,
+            astetcdir=ASTETCDIR,
+            ami_enabled=view.ami is not None,
+        )
+        for name in FILES
+    }
