@@ -1,0 +1,160 @@
+"""What `siporch status` looks at, taken from the trunk model.
+
+The monitor works on this small, plain description rather than on the pydantic model, so
+the call-state handler and the reporters can be driven from recorded data in tests.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+#: PJSIP endpoint prefix of the outbound path from a PBX to its site's edge.
+EDGE_ENDPOINT_PREFIX = "siporch-edge-"
+#: Channel variable the dialplan sets to the trunk that carries the call.
+TRUNK_VARIABLE = "SIPORCH_TRUNK"
+#: Where the Kamailio JSON-RPC (jsonrpcs over xhttp) of an edge is reached, by default.
+DEFAULT_KAMAILIO_RPC = "http://{address}:5071/RPC"
+#: Where the rtpengine ng control socket of an edge is reached, by default.
+DEFAULT_RTPENGINE_NG = "{address}:{ng_port}"
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    address: str
+    port: int
+    transport: str = "udp"
+
+
+@dataclass(frozen=True)
+class TrunkInfo:
+    name: str
+    site: str
+    kind: str = "itsp"
+    auth: str = "ip"  # "ip" | "register"
+    max_channels: int | None = None
+    peers: tuple[PeerInfo, ...] = ()
+    set_id: int | None = None  # dispatcher set / numeric trunk id
+
+
+@dataclass(frozen=True)
+class PbxTarget:
+    name: str
+    site: str
+    address: str
+    port: int
+    user: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class EdgeTarget:
+    name: str
+    site: str
+    address: str
+    ng_port: int
+    kamailio_rpc: str  # URL
+    rtpengine_ng: tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Topology:
+    sites: tuple[str, ...]
+    trunks: dict[str, TrunkInfo]
+    pbxs: tuple[PbxTarget, ...]
+    edges: tuple[EdgeTarget, ...]
+    ssh: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> ansible vars
+
+    def trunk_by_peer(self, address: str) -> TrunkInfo | None:
+        for trunk in self.trunks.values():
+            for peer in trunk.peers:
+                if peer.address == address:
+                    return trunk
+        return None
+
+
+def _hostport(template: str, address: str, ng_port: int) -> tuple[str, int]:
+    text = template.format(address=address, ng_port=ng_port)
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _trunk_ids(model: Any) -> dict[str, int]:
+    try:
+        from siporch.model.numbering import trunk_ids
+    except ImportError:  # numbering not available: explicit ids, then name order
+        ids: dict[str, int] = {}
+        used = {t.id for t in model.trunks.values() if t.id}
+        n = 1
+        for name in sorted(model.trunks):
+            if model.trunks[name].id:
+                ids[name] = model.trunks[name].id
+                continue
+            while n in used:
+                n += 1
+            ids[name] = n
+            used.add(n)
+        return ids
+    result: dict[str, int] = trunk_ids(model)
+    return result
+
+
+def from_model(
+    model: Any,
+    *,
+    kamailio_rpc: str = DEFAULT_KAMAILIO_RPC,
+    rtpengine_ng: str = DEFAULT_RTPENGINE_NG,
+    hosts_filter: set[str] | None = None,
+) -> Topology:
+    """Build the monitor's view of a validated `siporch.model.schema.Model`."""
+    ids = _trunk_ids(model)
+    trunks: dict[str, TrunkInfo] = {}
+    for name, t in model.trunks.items():
+        trunks[name] = TrunkInfo(
+            name=name,
+            site=t.site,
+            kind=t.kind,
+            auth=t.auth.type,
+            max_channels=t.max_channels,
+            peers=tuple(PeerInfo(str(p.address), p.effective_port, p.transport) for p in t.peers),
+            set_id=ids.get(name),
+        )
+    pbxs: list[PbxTarget] = []
+    edges: list[EdgeTarget] = []
+    for name, h in model.hosts.items():
+        if hosts_filter and name not in hosts_filter:
+            continue
+        if h.role == "pbx" and h.ami is not None:
+            bind = h.ami.bind
+            address = str(h.address)
+            if bind is not None and not ipaddress.ip_address(bind).is_unspecified:
+                address = str(bind)
+            pbxs.append(
+                PbxTarget(
+                    name=name,
+                    site=h.site,
+                    address=address,
+                    port=h.ami.port,
+                    user=h.ami.user,
+                    secret=h.ami.secret.get_secret_value(),
+                )
+            )
+        elif h.role == "edge":
+            address = str(h.address)
+            edges.append(
+                EdgeTarget(
+                    name=name,
+                    site=h.site,
+                    address=address,
+                    ng_port=h.rtpengine.ng_port,
+                    kamailio_rpc=kamailio_rpc.format(address=address),
+                    rtpengine_ng=_hostport(rtpengine_ng, address, h.rtpengine.ng_port),
+                )
+            )
+    return Topology(
+        sites=tuple(model.sites),
+        trunks=trunks,
+        pbxs=tuple(pbxs),
+        edges=tuple(edges),
+    )

@@ -1,0 +1,316 @@
+"""AMI transport: one panoramisk `Manager` per Asterisk host.
+
+`AmiConnection.snapshot()` logs in, asks the host for its channels, contacts, registrations
+and endpoints, feeds the answers to the host's `CallStateHandler` and logs out.
+`AmiConnection.watch()` stays connected and feeds every AMI event to the handler;
+panoramisk reconnects by itself after the connection drops (an Asterisk restart), the
+connection shows `reconnecting` meanwhile, and after each login the host's state is read
+afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from panoramisk import Manager
+from panoramisk.message import Message
+
+from siporch.errors import MonitorError
+from siporch.monitor.handler import CallStateHandler
+from siporch.monitor.topology import TRUNK_VARIABLE, PbxTarget
+
+LOG = logging.getLogger("siporch.monitor.ami")
+LOG.addHandler(logging.NullHandler())
+
+#: Host connection states shown by `status`.
+UP = "up"
+CONNECTING = "connecting"
+RECONNECTING = "reconnecting"
+UNREACHABLE = "unreachable"
+AUTH_FAILED = "auth_failed"
+CLOSED = "closed"
+
+#: Actions whose event lists describe the host; each entry is fed to the handler.
+SYNC_ACTIONS: tuple[dict[str, str], ...] = (
+    {"Action": "Status", "Variables": TRUNK_VARIABLE, "AllVariables": "false"},
+    {"Action": "PJSIPShowContacts"},
+    {"Action": "PJSIPShowRegistrationsOutbound"},
+    {"Action": "PJSIPShowEndpoints"},
+)
+
+
+class UnreachableError(MonitorError):
+    """The host did not accept a TCP connection to its AMI port in time."""
+
+
+class AuthError(MonitorError):
+    """The host refused the AMI credentials."""
+
+
+class _Manager(Manager):  # type: ignore[misc]
+    """panoramisk's Manager that stops reconnecting once it is closed."""
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self.closing = False
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        if self.closing:
+            return None
+        return super().connect(*args, **kwargs)
+
+    def connection_lost(self, exc: Any) -> None:
+        if self.closing:
+            return
+        super().connection_lost(exc)
+
+    def close(self) -> None:
+        self.closing = True
+        super().close()
+
+
+def _events(answer: Any) -> list[Message]:
+    """The list entries of an event-list action (without the response and *Complete)."""
+    if isinstance(answer, list):
+        return [
+            m for m in answer if "event" in m and not str(m.get("Event", "")).endswith("Complete")
+        ]
+    return []
+
+
+class AmiConnection:
+    """The AMI session with one Asterisk host."""
+
+    def __init__(
+        self,
+        target: PbxTarget,
+        handler: CallStateHandler,
+        *,
+        timeout: float = 3.0,
+        ping_interval: int = 5,
+        reconnect_after: int = 1,
+        on_state: Callable[[AmiConnection], None] | None = None,
+        secret: str | None = None,
+    ) -> None:
+        self.target = target
+        self.handler = handler
+        self.timeout = timeout
+        self.ping_interval = ping_interval
+        self.reconnect_after = reconnect_after
+        self.on_state = on_state
+        self.secret = target.secret if secret is None else secret
+        self.state = CONNECTING
+        self.error: str | None = None
+        self.version: str | None = None
+        self.manager: _Manager | None = None
+        self._sync_task: asyncio.Task[None] | None = None
+        self._logged_in: asyncio.Event | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    # ------------------------------------------------------------------------------ state
+
+    def _set_state(self, state: str, error: str | None = None) -> None:
+        self.state = state
+        self.error = error
+        if self.on_state is not None:
+            self.on_state(self)
+
+    @property
+    def where(self) -> str:
+        return f"{self.target.address}:{self.target.port}"
+
+    # ------------------------------------------------------------------------ connecting
+
+    def _manager(self, events: bool) -> _Manager:
+        return _Manager(
+            loop=asyncio.get_running_loop(),
+            host=self.target.address,
+            port=self.target.port,
+            username=self.target.user,
+            secret=self.secret,
+            events="on" if events else "off",
+            ping_delay=self.ping_interval,
+            ping_interval=self.ping_interval,
+            reconnect_timeout=self.reconnect_after,
+            log=LOG,
+            on_login=self._on_login,
+            on_disconnect=self._on_disconnect,
+        )
+
+    async def open(self, *, events: bool = False) -> None:
+        """Connect and log in; raises `UnreachableError` or `AuthError`."""
+        self._set_state(CONNECTING)
+        manager = self._manager(events)
+        self.manager = manager
+        try:
+            async with asyncio.timeout(self.timeout):
+                await manager.connect()
+                future = manager.authenticated_future
+                if future is None:  # pragma: no cover - panoramisk always sends Login
+                    raise OSError("no login was sent")
+                answer = await future
+        except TimeoutError:
+            manager.close()
+            msg = (
+                f"{self.target.name}: AMI at {self.where} did not answer within {self.timeout:g} s"
+            )
+            self._set_state(UNREACHABLE, msg)
+            raise UnreachableError(msg) from None
+        except OSError as exc:
+            manager.close()
+            reason = exc.strerror or str(exc)
+            msg = f"{self.target.name}: cannot connect to AMI at {self.where}: {reason}"
+            self._set_state(UNREACHABLE, msg)
+            raise UnreachableError(msg) from None
+        if not answer.success:
+            manager.close()
+            reason = answer.get("Message") or "login refused"
+            msg = (
+                f"{self.target.name}: AMI at {self.where} refused user {self.target.user!r}: "
+                f"{reason}"
+            )
+            self._set_state(AUTH_FAILED, msg)
+            raise AuthError(
+                msg, hint="check hosts.<name>.ami.user/secret in the model and the vault"
+            )
+        self._set_state(UP)
+
+    def close(self) -> None:
+        if self.manager is not None:
+            self.manager.close()
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+        self._set_state(CLOSED, self.error)
+
+    # ------------------------------------------------------------------------- actions
+
+    async def action(self, action: Mapping[str, str]) -> Any:
+        if self.manager is None:
+            raise MonitorError(f"{self.target.name}: not connected")
+        try:
+            return await asyncio.wait_for(
+                self.manager.send_action(dict(action)), timeout=self.timeout
+            )
+        except TimeoutError:
+            raise UnreachableError(
+                f"{self.target.name}: AMI action {action['Action']} got no answer "
+                f"within {self.timeout:g} s"
+            ) from None
+
+    async def sync(self) -> None:
+        """Read the host's channels, contacts, registrations and endpoints afresh."""
+        answers = await asyncio.gather(*(self.action(a) for a in SYNC_ACTIONS))
+        # static contacts (a trunk's peers, the edge) are listed only per endpoint
+        endpoints = [
+            e.get("ObjectName", "")
+            for answer in answers
+            for e in _events(answer)
+            if e.get("Event") == "EndpointList" and self.handler.watches(e.get("ObjectName", ""))
+        ]
+        details = await self._endpoint_details(endpoints)
+        self.handler.reset()
+        for answer in [*answers, *details]:
+            for event in _events(answer):
+                self.handler.on_event(event)
+        settings = await self.action({"Action": "CoreSettings"})
+        if isinstance(settings, Message):
+            self.version = settings.get("AsteriskVersion") or None
+
+    async def _endpoint_details(self, endpoints: list[str], parallel: int = 32) -> list[Any]:
+        limit = asyncio.Semaphore(parallel)
+
+        async def one(name: str) -> Any:
+            async with limit:
+                return await self.action({"Action": "PJSIPShowEndpoint", "Endpoint": name})
+
+        return list(await asyncio.gather(*(one(n) for n in endpoints)))
+
+    async def snapshot(self) -> None:
+        """Connect, read the host's state into the handler, disconnect."""
+        await self.open(events=False)
+        try:
+            await self.sync()
+        finally:
+            self.close()
+            if self.state == CLOSED and self.error is None:
+                self.state = UP
+
+    # -------------------------------------------------------------------------- watching
+
+    async def watch(self, stop: asyncio.Event, *, retry_auth_after: float = 10.0) -> None:
+        """Stay connected until `stop` is set, feeding every event to the handler."""
+        self._logged_in = asyncio.Event()
+        while not stop.is_set():
+            try:
+                await self.open(events=True)
+                break
+            except UnreachableError:
+                delay = float(self.reconnect_after)
+            except AuthError:
+                delay = retry_auth_after
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+        if stop.is_set():
+            self.close()
+            return
+        assert self.manager is not None
+        self.manager.register_event("*", self._on_event)
+        # the first login happened inside open(); read the state now
+        self._schedule_sync()
+        await stop.wait()
+        self.close()
+
+    def _on_event(self, manager: Any, event: Message) -> None:
+        self.handler.on_event(event)
+        name = event.get("Event")
+        if name == "Shutdown":
+            self._on_disconnect(manager, None)
+        elif name == "Newstate" and event.get("ChannelStateDesc") == "Up":
+            uid = event.get("Uniqueid", "")
+            if uid in self.handler.channels:
+                task = asyncio.ensure_future(self._codec(event.get("Channel", "")))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _codec(self, channel: str) -> None:
+        try:
+            answer = await self.action(
+                {"Action": "Status", "Channel": channel, "Variables": TRUNK_VARIABLE}
+            )
+        except MonitorError:
+            return
+        for event in _events(answer):
+            self.handler.on_event(event)
+
+    def _on_login(self, manager: Any) -> None:
+        if self.state != UP:
+            self._set_state(UP)
+        if self._logged_in is not None and self._logged_in.is_set():
+            # a reconnect: forget the calls of the previous connection, read them again
+            self.handler.reset_calls()
+            self._schedule_sync()
+        if self._logged_in is not None:
+            self._logged_in.set()
+
+    def _on_disconnect(self, manager: Any, exc: Any) -> None:
+        if self.manager is not None and self.manager.closing:
+            return
+        if self.state != RECONNECTING:
+            self._set_state(RECONNECTING, f"{self.target.name}: connection lost, reconnecting")
+
+    def _schedule_sync(self) -> None:
+        async def run() -> None:
+            try:
+                await self.sync()
+                if self.state != UP:
+                    self._set_state(UP)
+                if self.on_state is not None:
+                    self.on_state(self)
+            except MonitorError as exc:
+                self._set_state(RECONNECTING, str(exc))
+
+        self._sync_task = asyncio.ensure_future(run())
