@@ -1,0 +1,377 @@
+#!/usr/bin/env python3
+"""Host-side helper for the kamailio_edge role (standard library only).
+
+Subcommands:
+  check-tree RELEASE_DIR   check a release with the real kamailio (`kamailio -c -f`) before it
+                           goes live: the tree is copied to a scratch directory and every
+                           reference to the live release path is pointed at the copy, so the
+                           includes and db_text tables checked are those of RELEASE_DIR.
+  rpc METHOD [PARAM...]    one JSON-RPC call; prints the result as JSON.
+  reload ACTION            one runtime reload (dispatcher.reload, permissions.addressReload,
+                           dialplan.reload, htable.reload:<table>, tls.reload); reloads of one
+                           table are serialised with a lock and spaced by the reload interval.
+  dispatcher-check DB      every destination of the dispatcher table DB is loaded in Kamailio.
+  options HOST PORT        the edge answers a SIP OPTIONS over UDP.
+Exit status: 0 on success, 1 on a failed check, 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+LIVE_ROOT = "/etc/siporch/current"
+LOCK_DIR = Path("/run/siporch")
+DEFAULT_RUNTIME_DIR = "/run/kamailio"
+
+
+class Failure(Exception):
+    """A check failed; the message says why."""
+
+
+# ---------------------------------------------------------------- configuration discovery
+
+
+def _modparams(cfg_text: str, module: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    pattern = re.compile(
+        r'^\s*modparam\(\s*"' + re.escape(module) + r'"\s*,\s*"([^"]+)"\s*,\s*"?([^")]*)"?\s*\)',
+        re.MULTILINE,
+    )
+    for name, value in pattern.findall(cfg_text):
+        found[name] = value.strip()
+    return found
+
+
+def _cfg_text(cfg: Path) -> str:
+    """kamailio.cfg with its include_file/import_file siblings, as one text."""
+    seen: set[Path] = set()
+    parts: list[str] = []
+
+    def walk(path: Path) -> None:
+        if path in seen or not path.is_file():
+            return
+        seen.add(path)
+        text = path.read_text(errors="replace")
+        parts.append(text)
+        for inc in re.findall(r'^\s*#?!?(?:include_file|import_file)\s+"([^"]+)"', text, re.M):
+            target = Path(inc) if inc.startswith("/") else path.parent / inc
+            walk(target)
+
+    walk(cfg)
+    return "\n".join(parts)
+
+
+def rpc_endpoint(cfg: Path) -> tuple[str, str]:
+    """(kind, address) of the JSON-RPC endpoint the rendered kamailio.cfg exposes."""
+    text = _cfg_text(cfg) if cfg.is_file() else ""
+    runtime = DEFAULT_RUNTIME_DIR
+    m = re.search(r'^\s*runtime_dir\s*=\s*"([^"]+)"', text, re.M)
+    if m:
+        runtime = m.group(1)
+    params = _modparams(text, "jsonrpcs")
+    transport = int(params.get("transport", "0") or 0)
+    if "jsonrpcs.so" in text or 'loadmodule "jsonrpcs' in text:
+        if transport in (0, 4, 5, 6, 7):
+            sock = params.get("dgram_socket", "kamailio_rpc.sock")
+            if sock.startswith("udp:"):
+                return "udp", sock[4:]
+            if not sock.startswith("/"):
+                sock = f"{runtime}/{sock}"
+            return "unix", sock
+    if "ctl.so" in text:
+        return "kamcmd", ""
+    return "unix", f"{runtime}/kamailio_rpc.sock"
+
+
+def rpc(cfg: Path, method: str, params: list[object] | None = None, timeout: float = 5.0) -> object:
+    kind, address = rpc_endpoint(cfg)
+    request = {"jsonrpc": "2.0", "method": method, "id": 1}
+    if params:
+        request["params"] = params
+    payload = json.dumps(request).encode()
+    if kind == "kamcmd":
+        args = ["kamcmd", method, *(str(p) for p in params or [])]
+        out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+        if out.returncode != 0:
+            raise Failure(f"kamcmd {method}: {out.stderr.strip() or out.stdout.strip()}")
+        return out.stdout.strip()
+    if kind == "udp":
+        host, _, port = address.rpartition(":")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(timeout)
+            sock.sendto(payload, (host or "127.0.0.1", int(port)))
+            data = sock.recv(1 << 20)
+    else:
+        reply_path = Path(tempfile.gettempdir()) / f"siporch-rpc-{uuid.uuid4().hex[:12]}.sock"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(str(reply_path))
+            try:
+                os.chmod(reply_path, 0o666)
+                sock.settimeout(timeout)
+                try:
+                    sock.sendto(payload, address)
+                except OSError as exc:
+                    raise Failure(f"Kamailio JSON-RPC socket {address}: {exc}") from exc
+                try:
+                    data = sock.recv(1 << 20)
+                except TimeoutError as exc:
+                    raise Failure(f"no answer from Kamailio JSON-RPC on {address}") from exc
+            finally:
+                reply_path.unlink(missing_ok=True)
+    reply = json.loads(data.decode(errors="replace"))
+    if "error" in reply:
+        err = reply["error"]
+        raise Failure(f"{method}: {err.get('code')} {err.get('message')}")
+    return reply.get("result")
+
+
+# ---------------------------------------------------------------- check before going live
+
+
+def _db_text_problems(db_dir: Path) -> list[str]:
+    problems: list[str] = []
+    if not db_dir.is_dir():
+        return problems
+    for table in sorted(db_dir.iterdir()):
+        if not table.is_file() or table.name.startswith("."):
+            continue
+        lines = table.read_text(errors="replace").splitlines()
+        if not lines:
+            problems.append(f"{table.name}: empty table file (no header)")
+            continue
+        columns = lines[0].split()
+        for col in columns:
+            if not re.fullmatch(r"\w+\((int|double|string|str|datetime|blob)(,(auto|null))*\)", col):
+                problems.append(f"{table.name}: bad column header {col!r}")
+        for number, line in enumerate(lines[1:], start=2):
+            if not line.strip():
+                continue
+            fields = re.split(r"(?<!\\):", line)
+            if len(fields) != len(columns):
+                problems.append(
+                    f"{table.name}:{number}: {len(fields)} fields, header has {len(columns)}"
+                )
+    return problems
+
+
+def check_tree(release: Path, kamailio: str) -> str:
+    cfg = release / "kamailio" / "kamailio.cfg"
+    if not cfg.is_file():
+        raise Failure(f"{cfg} is missing")
+    scratch = Path(tempfile.mkdtemp(prefix="siporch-check-"))
+    try:
+        copy = scratch / "current"
+        shutil.copytree(release, copy, symlinks=True)
+        for path in copy.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                try:
+                    text = path.read_text()
+                except UnicodeDecodeError:
+                    continue
+                if LIVE_ROOT in text:
+                    path.write_text(text.replace(LIVE_ROOT, str(copy)))
+        out = subprocess.run(
+            [kamailio, "-c", "-f", str(copy / "kamailio" / "kamailio.cfg")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        log = (out.stdout + out.stderr).replace(str(copy), LIVE_ROOT)
+        if out.returncode != 0:
+            errors = [line for line in log.splitlines() if "ERROR" in line or "error" in line]
+            raise Failure("kamailio -c failed: " + " | ".join(errors[-8:] or log.splitlines()[-8:]))
+        problems = _db_text_problems(copy / "kamailio" / "db")
+        if problems:
+            raise Failure("db_text tables: " + "; ".join(problems[:10]))
+        return "kamailio -c: config file ok"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- reloads
+
+
+RELOAD_METHODS = {
+    "dispatcher.reload": ("dispatcher", "dispatcher.reload", []),
+    "permissions.addressReload": ("permissions", "permissions.addressReload", []),
+    "dialplan.reload": ("dialplan", "dialplan.reload", []),
+    "tls.reload": ("tls", "tls.reload", []),
+}
+
+
+def reload(cfg: Path, action: str, interval: float, retry_for: float) -> str:
+    if action.startswith("htable.reload:"):
+        table = action.split(":", 1)[1]
+        key, method, params = f"htable-{table}", "htable.reload", [table]
+    elif action in RELOAD_METHODS:
+        key, method, params = RELOAD_METHODS[action]
+    else:
+        raise Failure(f"unknown reload action {action!r}")
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = LOCK_DIR / f"kamailio-{key}.last"
+    with open(LOCK_DIR / f"kamailio-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one reload of a table at a time
+        if stamp.exists():
+            wait = interval - (time.time() - stamp.stat().st_mtime)
+            if wait > 0:
+                time.sleep(min(wait, interval))
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                result = rpc(cfg, method, list(params))
+                break
+            except Failure as exc:
+                # Kamailio refuses a reload inside its reload interval ("Ongoing reload").
+                if "ongoing" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+        stamp.touch()
+    return f"{action}: {result}"
+
+
+# ---------------------------------------------------------------- health
+
+
+def _destinations(db_file: Path) -> set[str]:
+    lines = db_file.read_text(errors="replace").splitlines()
+    if not lines:
+        return set()
+    columns = [c.split("(")[0] for c in lines[0].split()]
+    if "destination" not in columns:
+        raise Failure(f"{db_file}: no destination column")
+    index = columns.index("destination")
+    found = set()
+    for line in lines[1:]:
+        if line.strip():
+            fields = re.split(r"(?<!\\):", line)
+            found.add(fields[index].replace("\\:", ":"))
+    return found
+
+
+def _loaded_destinations(result: object) -> dict[str, str]:
+    loaded: dict[str, str] = {}
+    if not isinstance(result, dict):
+        return loaded
+    for record in result.get("RECORDS", []) or []:
+        for target in (record.get("SET") or {}).get("TARGETS", []) or []:
+            dest = target.get("DEST") or {}
+            loaded[dest.get("URI", "")] = dest.get("FLAGS", "")
+    return loaded
+
+
+def dispatcher_check(cfg: Path, db_file: Path, wait: float) -> str:
+    expected = _destinations(db_file)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            loaded = _loaded_destinations(rpc(cfg, "dispatcher.list"))
+        except Failure as exc:
+            if "no destination sets" in str(exc).lower() and not expected:
+                return "dispatcher: no destinations expected, none loaded"
+            raise
+        missing = sorted(expected - set(loaded))
+        extra = sorted(set(loaded) - expected)
+        disabled = sorted(uri for uri, flags in loaded.items() if flags.startswith("D"))
+        if not missing and not extra and not disabled:
+            return f"dispatcher: {len(loaded)} destination(s) loaded as expected"
+        if time.monotonic() > deadline:
+            raise Failure(
+                "dispatcher not in the expected state:"
+                + (f" missing {missing}" if missing else "")
+                + (f" unexpected {extra}" if extra else "")
+                + (f" administratively disabled {disabled}" if disabled else "")
+            )
+        time.sleep(0.5)
+
+
+def options(host: str, port: int, timeout: float, attempts: int) -> str:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind(("", 0))
+        local_port = sock.getsockname()[1]
+        sock.settimeout(timeout)
+        for attempt in range(attempts):
+            branch = "z9hG4bK-siporch-" + uuid.uuid4().hex[:16]
+            call_id = uuid.uuid4().hex
+            msg = (
+                f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {host}:{local_port};branch={branch};rport\r\n"
+                "Max-Forwards: 70\r\n"
+                f"From: <sip:health@{host}>;tag={uuid.uuid4().hex[:10]}\r\n"
+                f"To: <sip:{host}:{port}>\r\n"
+                f"Call-ID: {call_id}\r\n"
+                f"CSeq: {attempt + 1} OPTIONS\r\n"
+                "User-Agent: siporch-health\r\n"
+                "Content-Length: 0\r\n\r\n"
+            )
+            sock.sendto(msg.encode(), (host, port))
+            try:
+                while True:
+                    data = sock.recv(65535).decode(errors="replace")
+                    if call_id in data and data.startswith("SIP/2.0 "):
+                        status = data.split("\r\n", 1)[0]
+                        return f"OPTIONS sip:{host}:{port}: {status[8:]}"
+            except TimeoutError:
+                continue
+    raise Failure(f"no answer to OPTIONS on {host}:{port} after {attempts} attempt(s)")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="siporch_kamailio")
+    parser.add_argument("--cfg", default=f"{LIVE_ROOT}/kamailio/kamailio.cfg")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("check-tree")
+    p.add_argument("release")
+    p.add_argument("--kamailio", default="kamailio")
+    p = sub.add_parser("rpc")
+    p.add_argument("method")
+    p.add_argument("params", nargs="*")
+    p = sub.add_parser("reload")
+    p.add_argument("action")
+    p.add_argument("--interval", type=float, default=5.0)
+    p.add_argument("--retry-for", type=float, default=15.0)
+    p = sub.add_parser("dispatcher-check")
+    p.add_argument("db")
+    p.add_argument("--wait", type=float, default=10.0)
+    p = sub.add_parser("options")
+    p.add_argument("host")
+    p.add_argument("port", type=int)
+    p.add_argument("--timeout", type=float, default=1.0)
+    p.add_argument("--attempts", type=int, default=5)
+    args = parser.parse_args(argv)
+    cfg = Path(args.cfg)
+    try:
+        if args.cmd == "check-tree":
+            print(check_tree(Path(args.release), args.kamailio))
+        elif args.cmd == "rpc":
+            print(json.dumps(rpc(cfg, args.method, list(args.params)), indent=1))
+        elif args.cmd == "reload":
+            print(reload(cfg, args.action, args.interval, args.retry_for))
+        elif args.cmd == "dispatcher-check":
+            print(dispatcher_check(cfg, Path(args.db), args.wait))
+        elif args.cmd == "options":
+            print(options(args.host, args.port, args.timeout, args.attempts))
+    except Failure as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        print(f"{args.cmd}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Host-side helper for the rtpengine_media role (standard library only).
+
+Subcommands:
+  check-tree RELEASE_DIR  the real rtpengine parses the release's rtpengine.conf
+                          (`rtpengine --config-file F --version` fails on bad values) and every
+                          key of the section is an option that this rtpengine knows.
+  ping                    the ng control port of the live config answers `ping`.
+  sessions                print the number of sessions rtpengine carries now.
+Exit status: 0 on success, 1 on a failed check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import re
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+LIVE_ROOT = "/etc/siporch/current"
+SECTION = "rtpengine"
+
+
+class Failure(Exception):
+    """A check failed; the message says why."""
+
+
+def _read(conf: Path) -> configparser.SectionProxy:
+    parser = configparser.ConfigParser(interpolation=None, comment_prefixes=("#", ";"))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        parser.read_string(conf.read_text())
+    except configparser.Error as exc:
+        raise Failure(f"{conf.name}: {exc}") from exc
+    if SECTION not in parser:
+        raise Failure(f"{conf.name}: no [{SECTION}] section")
+    return parser[SECTION]
+
+
+def check_tree(release: Path, binary: str) -> str:
+    conf = release / "rtpengine" / "rtpengine.conf"
+    if not conf.is_file():
+        raise Failure(f"{conf} is missing")
+    section = _read(conf)
+    helptext = subprocess.run(
+        [binary, "--help"], capture_output=True, text=True, timeout=30, check=False
+    )
+    known = set(re.findall(r"--([a-z0-9-]+)", helptext.stdout + helptext.stderr))
+    unknown = sorted(k for k in section if known and k not in known)
+    if unknown:
+        raise Failure(f"rtpengine.conf: options this rtpengine does not know: {unknown}")
+    out = subprocess.run(
+        [binary, "--config-file", str(conf), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if out.returncode != 0:
+        detail = (out.stderr or out.stdout).strip()
+        raise Failure(
+            f"rtpengine rejected {conf.name} (exit {out.returncode}){': ' + detail if detail else ''}"
+        )
+    return f"rtpengine accepts {conf.name} ({len(section)} option(s))"
+
+
+# ---------------------------------------------------------------- ng protocol (bencode)
+
+
+def bencode(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return str(len(value)).encode() + b":" + value
+    if isinstance(value, str):
+        return bencode(value.encode())
+    if isinstance(value, int):
+        return b"i%de" % value
+    if isinstance(value, list):
+        return b"l" + b"".join(bencode(v) for v in value) + b"e"
+    if isinstance(value, dict):
+        items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in value.items())
+        return b"d" + b"".join(bencode(k) + bencode(v) for k, v in items) + b"e"
+    raise TypeError(type(value))
+
+
+def bdecode(data: bytes, pos: int = 0) -> tuple[object, int]:
+    c = data[pos : pos + 1]
+    if c == b"i":
+        end = data.index(b"e", pos)
+        return int(data[pos + 1 : end]), end + 1
+    if c in (b"l", b"d"):
+        pos += 1
+        items: list[object] = []
+        while data[pos : pos + 1] != b"e":
+            item, pos = bdecode(data, pos)
+            items.append(item)
+        if c == b"l":
+            return items, pos + 1
+        return {
+            (k.decode() if isinstance(k, bytes) else k): v
+            for k, v in zip(items[::2], items[1::2], strict=True)
+        }, pos + 1
+    colon = data.index(b":", pos)
+    length = int(data[pos:colon])
+    start = colon + 1
+    return data[start : start + length], start + length
+
+
+def ng_address(conf: Path) -> tuple[str, int]:
+    section = _read(conf)
+    listen = section.get("listen-ng", "")
+    if not listen:
+        raise Failure(f"{conf.name}: no listen-ng")
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return host, int(port)
+
+
+def ng(conf: Path, command: dict[str, object], timeout: float = 2.0) -> dict[str, object]:
+    host, port = ng_address(conf)
+    cookie = uuid.uuid4().hex[:12].encode()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        for _ in range(3):
+            sock.sendto(cookie + b" " + bencode(command), (host, port))
+            try:
+                while True:
+                    data = sock.recv(1 << 20)
+                    if data.startswith(cookie + b" "):
+                        reply, _ = bdecode(data, len(cookie) + 1)
+                        if not isinstance(reply, dict):
+                            raise Failure("rtpengine: malformed ng reply")
+                        return reply
+            except TimeoutError:
+                continue
+    raise Failure(f"rtpengine ng on {host}:{port} does not answer")
+
+
+def sessions(conf: Path) -> int:
+    reply = ng(conf, {"command": "statistics"})
+    stats = reply.get("statistics")
+    if isinstance(stats, dict):
+        current = stats.get("currentstatistics")
+        if isinstance(current, dict):
+            own = current.get("sessionsown", 0)
+            foreign = current.get("sessionsforeign", 0)
+            if isinstance(own, int) and isinstance(foreign, int):
+                return own + foreign
+    listed = ng(conf, {"command": "list", "limit": "100000"}).get("calls")
+    if isinstance(listed, list):
+        return len(listed)
+    raise Failure("rtpengine: cannot read the session count")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="siporch_rtpengine")
+    parser.add_argument("--conf", default=f"{LIVE_ROOT}/rtpengine/rtpengine.conf")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("check-tree")
+    p.add_argument("release")
+    p.add_argument("--rtpengine", default="rtpengine")
+    sub.add_parser("ping")
+    sub.add_parser("sessions")
+    args = parser.parse_args(argv)
+    conf = Path(args.conf)
+    try:
+        if args.cmd == "check-tree":
+            print(check_tree(Path(args.release), args.rtpengine))
+        elif args.cmd == "ping":
+            reply = ng(conf, {"command": "ping"})
+            if reply.get("result") != b"pong":
+                raise Failure(f"rtpengine answered ping with {reply!r}")
+            print("rtpengine ng: pong")
+        elif args.cmd == "sessions":
+            print(sessions(conf))
+    except Failure as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        print(f"{args.cmd}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
