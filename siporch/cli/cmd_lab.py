@@ -1,0 +1,243 @@
+"""siporch lab: build, inspect, impair and tear down the lab."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from siporch.errors import LabError
+from siporch.lab import impair as impairments
+from siporch.lab import lab
+from siporch.lab.spec import LabPaths
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+DEFAULT_EXAMPLE = "inventory/example"
+
+
+def _host_table(hosts: list[lab.HostStatus]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for col in ("host", "address", "netns", "root", "sshd", "daemons", "problem"):
+        table.add_column(col)
+
+    def yn(flag: bool) -> str:
+        return "[green]yes[/green]" if flag else "[red]no[/red]"
+
+    for h in hosts:
+        daemons = " ".join(f"{k}({len(v)})" for k, v in sorted(h.daemons.items()) if k != "sshd")
+        sshd = yn(h.sshd_running and h.ssh_port)
+        problem = h.problem()
+        table.add_row(
+            h.name,
+            h.address,
+            yn(h.netns and h.veth),
+            yn(h.mounted),
+            sshd,
+            daemons or "-",
+            f"[red]{escape(problem)}[/red]" if problem else "",
+        )
+    return table
+
+
+@click.group()
+def cli() -> None:
+    """Real edge, PBX and ITSP hosts on this machine (needs root). See docs/lab.md."""
+
+
+@cli.command()
+@click.option(
+    "-i",
+    "--inventory",
+    "example",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=lambda: os.environ.get("SIPORCH_INVENTORY", DEFAULT_EXAMPLE),
+    show_default=DEFAULT_EXAMPLE,
+    help="Inventory the lab mirrors (its hosts and trunk model).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where to write the lab inventory [default: <inventory>/../lab].",
+)
+@click.option("--rebuild", is_flag=True, help="Rebuild the root file system first.")
+@click.option("--recreate", is_flag=True, help="Tear down and start again even if up.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def up(example: Path, out: Path | None, rebuild: bool, recreate: bool, as_json: bool) -> int:
+    """Build the root file system if needed, start every host, write inventory/lab.
+
+    Exit 0 when every host is up, 1 when some host failed (see the problem column).
+    """
+    out = out or example.parent / "lab"
+
+    def progress(msg: str) -> None:
+        if not as_json:
+            err_console.print(escape(msg), soft_wrap=True)
+
+    result = lab.up(example, out, rebuild=rebuild, recreate=recreate, progress=progress)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": result.ok,
+                    "already_up": result.already_up,
+                    "repaired": result.repaired,
+                    "rootfs": str(result.rootfs),
+                    "inventory": str(result.inventory),
+                    "seconds": round(result.seconds, 2),
+                    "timings": {k: round(v, 3) for k, v in result.timings.items()},
+                    "cleaned": result.cleaned.__dict__ if result.cleaned else None,
+                    "hosts": {h.name: {"ok": h.ok, "problem": h.problem()} for h in result.hosts},
+                },
+                indent=2,
+            )
+        )
+        return 0 if result.ok else 1
+    if result.cleaned and result.cleaned.removed_anything:
+        c = result.cleaned
+        err_console.print(
+            f"cleaned leftovers of an earlier lab: {len(c.processes)} process(es), "
+            f"{len(c.mounts)} mount(s), {len(c.network)} network object(s)"
+        )
+    console.print(_host_table(result.hosts))
+    if result.repaired:
+        console.print("restarted sshd on: " + ", ".join(result.repaired))
+    state = "already up" if result.already_up else f"up in {result.seconds:.1f} s"
+    good = sum(1 for h in result.hosts if h.ok)
+    console.print(
+        f"lab {state}: {good}/{len(result.hosts)} hosts; inventory {escape(str(result.inventory))}",
+        soft_wrap=True,
+    )
+    if result.ok:
+        console.print(f"try: ansible -i {escape(str(result.inventory))} all -m ping")
+        return 0
+    err_console.print("siporch: some hosts failed; `siporch lab down` cleans up")
+    return 1
+
+
+@cli.command()
+@click.option("--keep-state", is_flag=True, help="Keep the hosts' overlay layers (their files).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed as JSON.")
+def down(keep_state: bool, as_json: bool) -> int:
+    """Stop every lab process, unmount, remove namespaces, veths and the bridge.
+
+    Idempotent, and it works on a half-built lab.
+    """
+    result = lab.down(keep_state=keep_state)
+    if as_json:
+        click.echo(json.dumps(result.__dict__, indent=2))
+        return 0
+    if not result.removed_anything:
+        console.print("the lab is down (nothing to remove)")
+        return 0
+    console.print(
+        f"lab down: stopped {len(result.processes)} process(es), unmounted "
+        f"{len(result.mounts)} file system(s), removed {len(result.network)} network "
+        f"object(s) and {len(result.directories)} host director(ies)"
+    )
+    return 0
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(as_json: bool) -> int:
+    """Per host: namespace, root, sshd, daemons, and why a host is not up.
+
+    Exit 0 when every host is up, 1 otherwise.
+    """
+    lab.require_root()
+    st = lab.status()
+    if as_json:
+        click.echo(json.dumps(st.to_json(), indent=2))
+        return 0 if st.up else 1
+    if st.down:
+        console.print("the lab is down; start it with `siporch lab up`")
+        return 1
+    console.print(_host_table(st.hosts))
+    if not st.bridge:
+        console.print(f"[red]bridge {lab.topology.BRIDGE} is missing[/red]")
+    for item in st.impairments:
+        console.print(f"impairment: {escape(item)}")
+    console.print(
+        f"rootfs {escape(str(st.rootfs))}; inventory {escape(str(st.inventory))}", soft_wrap=True
+    )
+    good = sum(1 for h in st.hosts if h.ok)
+    console.print(("lab up" if st.up else "lab NOT up") + f": {good}/{len(st.hosts)} hosts")
+    return 0 if st.up else 1
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("host")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def shell(host: str, command: tuple[str, ...]) -> int:
+    """Run a login shell, or COMMAND, inside HOST (its namespace and root).
+
+    Example: siporch lab shell pbx-central -- asterisk -rx "core show version"
+    """
+    cmd = list(command)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    argv = lab.shell_argv(host, cmd)
+    env: dict[str, Any] = dict(lab.hostfs.HOST_ENV)
+    try:
+        return subprocess.run(argv, env=env, check=False).returncode
+    except KeyboardInterrupt:
+        return 130
+
+
+@cli.command()
+@click.argument("a", required=False)
+@click.argument("b", required=False)
+@click.option("--delay", help="Delay each packet between A and B, e.g. 200ms.")
+@click.option("--loss", help="Drop this share of packets between A and B, e.g. 30%.")
+@click.option("--partition", is_flag=True, help="Drop every packet between A and B.")
+@click.option("--one-way", is_flag=True, help="Only packets from A to B (default: both ways).")
+@click.option("--clear", is_flag=True, help="Remove the impairment of A and B (or all of A's).")
+def impair(
+    a: str | None,
+    b: str | None,
+    delay: str | None,
+    loss: str | None,
+    partition: bool,
+    one_way: bool,
+    clear: bool,
+) -> int:
+    """Inject faults between lab hosts A and B: delay, loss or a partition.
+
+    Applies to both directions unless --one-way; a new impairment of A and B replaces
+    the old one. `impair --clear` with no hosts removes every impairment.
+    """
+    lab.require_root()
+    paths = LabPaths.default()
+    if clear:
+        if delay or loss or partition:
+            raise LabError("--clear cannot be combined with --delay, --loss or --partition")
+        removed = impairments.clear(paths, a, b)
+        if not removed:
+            console.print("no impairment to clear")
+        for item in removed:
+            console.print(f"cleared: {escape(item.describe())}")
+        return 0
+    if not (a and b):
+        raise LabError(
+            "impair needs two hosts, A and B", hint="siporch lab impair A B --delay 200ms"
+        )
+    item = impairments.impair(
+        paths,
+        a,
+        b,
+        delay_ms=impairments.parse_delay(delay) if delay else 0.0,
+        loss_percent=impairments.parse_loss(loss) if loss else 0.0,
+        partition=partition,
+        one_way=one_way,
+    )
+    console.print(f"impaired: {escape(item.describe())}")
+    return 0

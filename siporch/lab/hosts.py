@@ -1,0 +1,402 @@
+"""A lab host's file system and processes: overlay root, kernel file systems, keys, sshd.
+
+Layout under ``/var/lib/siporch/lab/hosts/<host>/``: ``upper/`` and ``work/`` (the
+overlay's writable layer; the cached root file system is its lower layer) and ``root/``
+(the merged view the host runs in). Inside ``root``: ``/proc``, a ``/sys`` of the host's
+own namespace, a small ``/dev`` (tmpfs with the usual nodes and a private devpts), and
+a tmpfs ``/run``. Commands run in a host with ``ip netns exec sipo-<host> chroot ROOT``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from siporch.errors import LabError
+from siporch.lab.spec import HOSTS, LabHost, LabPaths
+
+HOST_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+    "TERM": os.environ.get("TERM", "xterm"),
+}
+_DEVICES = {  # name: (major, minor)
+    "null": (1, 3),
+    "zero": (1, 5),
+    "full": (1, 7),
+    "random": (1, 8),
+    "urandom": (1, 9),
+    "tty": (5, 0),
+}
+
+
+def _run(cmd: Sequence[str], what: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+    if proc.returncode != 0:
+        err = (proc.stderr or proc.stdout).strip().splitlines()
+        raise LabError(f"{what} failed: {' '.join(cmd)}: {err[-1] if err else proc.returncode}")
+    result: subprocess.CompletedProcess[str] = proc
+    return result
+
+
+# --- mounts -------------------------------------------------------------------------
+
+
+def _unescape(path: str) -> str:
+    return path.encode().decode("unicode_escape") if "\\" in path else path
+
+
+def mount_points() -> list[str]:
+    """Every mount point of this mount namespace, in mount order."""
+    points: list[str] = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            points.append(_unescape(line.split()[4]))
+    return points
+
+
+def lab_mounts(paths: LabPaths) -> list[str]:
+    base = str(paths.state)
+    return [p for p in mount_points() if p == base or p.startswith(base + "/")]
+
+
+def is_mounted(path: Path) -> bool:
+    return str(path) in mount_points()
+
+
+def _mount(args: Sequence[str], target: Path, what: str) -> None:
+    _run(["mount", *args, str(target)], what)
+
+
+def unmount_all(paths: LabPaths) -> list[str]:
+    """Unmount everything under the lab's state directory, deepest first."""
+    removed: list[str] = []
+    for _ in range(3):
+        mounts = lab_mounts(paths)
+        if not mounts:
+            break
+        for point in sorted(set(mounts), key=lambda p: p.count("/"), reverse=True):
+            proc = subprocess.run(["umount", point], capture_output=True, check=False)
+            if proc.returncode != 0:
+                proc = subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+            if proc.returncode == 0:
+                removed.append(point)
+    return removed
+
+
+def _make_dev(root: Path) -> None:
+    dev = root / "dev"
+    _mount(["-t", "tmpfs", "-o", "mode=0755,nosuid,size=4m", "tmpfs"], dev, "mount /dev")
+    for name, (major, minor) in _DEVICES.items():
+        os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        os.chmod(dev / name, 0o666)
+    for name, target in {
+        "fd": "/proc/self/fd",
+        "stdin": "/proc/self/fd/0",
+        "stdout": "/proc/self/fd/1",
+        "stderr": "/proc/self/fd/2",
+        "ptmx": "pts/ptmx",
+    }.items():
+        (dev / name).symlink_to(target)
+    (dev / "pts").mkdir()
+    (dev / "shm").mkdir()
+    _mount(
+        ["-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620,gid=5", "devpts"],
+        dev / "pts",
+        "mount /dev/pts",
+    )
+    _mount(["-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs"], dev / "shm", "mount shm")
+
+
+def mount_host(host: LabHost, paths: LabPaths, lower: Path) -> Path:
+    """Overlay root plus /proc, /sys, /dev, /run. Returns the host's root path."""
+    hdir = paths.host_dir(host.name)
+    root = paths.host_root(host.name)
+    for sub in ("upper", "work", "root"):
+        (hdir / sub).mkdir(parents=True, exist_ok=True)
+    opts = f"lowerdir={lower},upperdir={hdir / 'upper'},workdir={hdir / 'work'}"
+    _mount(["-t", "overlay", "-o", opts, "overlay"], root, f"{host.name}: overlay mount")
+    _mount(["-t", "proc", "-o", "nosuid,nodev,noexec", "proc"], root / "proc", "mount /proc")
+    # sysfs shows the network devices of the namespace that mounts it.
+    _run(
+        [
+            "nsenter",
+            f"--net=/run/netns/{host.netns}",
+            "mount",
+            "-t",
+            "sysfs",
+            "-o",
+            "ro,nosuid,nodev,noexec",
+            "sysfs",
+            str(root / "sys"),
+        ],
+        f"{host.name}: mount /sys",
+    )
+    _make_dev(root)
+    _mount(["-t", "tmpfs", "-o", "mode=0755,nosuid,nodev,size=64m", "tmpfs"], root / "run", "run")
+    for sub in ("sshd", "asterisk", "kamailio", "rtpengine", "lock"):
+        (root / "run" / sub).mkdir(exist_ok=True)
+    return root
+
+
+# --- keys and certificates ----------------------------------------------------------
+
+
+def ensure_ssh_key(paths: LabPaths) -> Path:
+    """The lab's SSH key pair (kept across `lab down`, so inventories stay valid)."""
+    key = paths.ssh_key
+    if not key.exists() or not key.with_suffix(".pub").exists():
+        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for stale in (key, key.with_suffix(".pub")):
+            stale.unlink(missing_ok=True)
+        _run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "siporch-lab", "-f", str(key)],
+            "making the lab SSH key",
+        )
+    return key
+
+
+def ensure_host_keys(host: LabHost, paths: LabPaths) -> Path:
+    """SSH host keys of ``host``, made once with ``ssh-keygen -A`` and kept."""
+    prefix = paths.state / "hostkeys" / host.name
+    if not list((prefix / "etc/ssh").glob("ssh_host_*_key")):
+        (prefix / "etc/ssh").mkdir(parents=True, exist_ok=True)
+        _run(["ssh-keygen", "-A", "-f", str(prefix)], f"{host.name}: ssh-keygen -A")
+    return prefix / "etc/ssh"
+
+
+def ensure_ca(paths: LabPaths) -> tuple[Path, Path]:
+    """A lab certificate authority (EC P-256), kept across `lab down`."""
+    ca = paths.ca_dir
+    crt, key = ca / "ca.crt", ca / "ca.key"
+    if crt.exists() and key.exists():
+        return crt, key
+    ca.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            "/O=siporch lab/CN=siporch lab CA",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+        ],
+        "making the lab CA",
+    )
+    return crt, key
+
+
+def ensure_host_cert(host: LabHost, paths: LabPaths) -> tuple[Path, Path]:
+    """A certificate for ``host`` (its name and addresses), signed by the lab CA."""
+    ca_crt, ca_key = ensure_ca(paths)
+    crt = paths.ca_dir / f"{host.name}.crt"
+    key = paths.ca_dir / f"{host.name}.key"
+    if crt.exists() and key.exists():
+        return crt, key
+    san = ",".join([f"DNS:{host.name}", *[f"IP:{a}" for a in host.addresses]])
+    csr = paths.ca_dir / f"{host.name}.csr"
+    _run(
+        [
+            "openssl",
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            f"/O=siporch lab/CN={host.name}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(csr),
+        ],
+        f"{host.name}: certificate request",
+    )
+    ext = paths.ca_dir / f"{host.name}.ext"
+    ext.write_text(f"subjectAltName={san}\nextendedKeyUsage=serverAuth,clientAuth\n")
+    _run(
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca_crt),
+            "-CAkey",
+            str(ca_key),
+            "-set_serial",
+            str(secrets.randbits(63)),
+            "-days",
+            "3650",
+            "-extfile",
+            str(ext),
+            "-out",
+            str(crt),
+        ],
+        f"{host.name}: signing its certificate",
+    )
+    csr.unlink(missing_ok=True)
+    ext.unlink(missing_ok=True)
+    return crt, key
+
+
+def install_files(host: LabHost, root: Path, paths: LabPaths) -> None:
+    """Identity, SSH access and TLS material of ``host`` inside its root."""
+    (root / "etc/hostname").write_text(host.name + "\n")
+    lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{host.name}"]
+    lines += [f"{h.address}\t{h.name}" for h in HOSTS]
+    (root / "etc/hosts").write_text("\n".join(lines) + "\n")
+    ssh = root / "root/.ssh"
+    ssh.mkdir(mode=0o700, exist_ok=True)
+    auth = ssh / "authorized_keys"
+    auth.write_text(paths.ssh_key.with_suffix(".pub").read_text())
+    auth.chmod(0o600)
+    for src in ensure_host_keys(host, paths).iterdir():
+        shutil.copy2(src, root / "etc/ssh" / src.name)
+    tls = root / "etc/siporch/tls"
+    tls.mkdir(parents=True, exist_ok=True)
+    crt, key = ensure_host_cert(host, paths)
+    shutil.copy2(paths.ca_dir / "ca.crt", tls / "ca.crt")
+    shutil.copy2(crt, tls / f"{host.name}.crt")
+    shutil.copy2(key, tls / f"{host.name}.key")
+    (tls / f"{host.name}.key").chmod(0o640)
+
+
+# --- processes ------------------------------------------------------------------------
+
+
+def host_argv(host: LabHost, paths: LabPaths, cmd: Sequence[str]) -> list[str]:
+    """argv that runs ``cmd`` inside ``host``: its namespace, its root and, while its
+    sshd runs, its host name (the UTS namespace sshd was started in)."""
+    argv = ["ip", "netns", "exec", host.netns]
+    pid = sshd_pid(host, paths)
+    if pid is not None:
+        argv += ["nsenter", f"--uts=/proc/{pid}/ns/uts"]
+    return [*argv, "chroot", str(paths.host_root(host.name)), *cmd]
+
+
+def run_in_host(
+    host: LabHost, paths: LabPaths, cmd: Sequence[str], timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in ``host`` and capture its output."""
+    try:
+        return subprocess.run(
+            host_argv(host, paths, cmd),
+            capture_output=True,
+            text=True,
+            env=HOST_ENV,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"{host.name}: {' '.join(cmd)} did not finish in {timeout:g} s") from exc
+
+
+def start_sshd(host: LabHost, paths: LabPaths) -> None:
+    """Start the host's sshd (it daemonises; its pid file is /run/sshd.pid in the host)."""
+    cmd = [
+        "/usr/sbin/sshd",
+        "-o",
+        "PidFile=/run/sshd.pid",
+        "-o",
+        "UseDNS=no",
+        "-o",
+        "PermitRootLogin=prohibit-password",
+        "-E",
+        "/var/log/sshd.log",
+    ]
+    # In its own UTS namespace, so the host (and everything started over SSH) has its name.
+    script = 'hostname "$1" && shift && exec chroot "$@"'
+    argv = ["ip", "netns", "exec", host.netns, "unshare", "--uts", "sh", "-c", script, "sh"]
+    argv += [host.name, str(paths.host_root(host.name)), *cmd]
+    try:
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            env=HOST_ENV,
+            timeout=20,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"{host.name}: sshd did not start in 20 s") from exc
+    if proc.returncode != 0:
+        log = paths.host_root(host.name) / "var/log/sshd.log"
+        detail = (proc.stderr.strip() or _tail(log)) or f"exit code {proc.returncode}"
+        raise LabError(f"{host.name}: sshd did not start: {detail}")
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def sshd_pid(host: LabHost, paths: LabPaths) -> int | None:
+    try:
+        pid = int((paths.host_root(host.name) / "run/sshd.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
+
+
+def tcp_open(address: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_tcp(address: str, port: int, deadline: float) -> bool:
+    while True:
+        if tcp_open(address, port, timeout=0.3):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def sshd_log_tail(host: LabHost, paths: LabPaths) -> str:
+    """Last line of the host's sshd log (why it stopped, usually)."""
+    return _tail(paths.host_root(host.name) / "var/log/sshd.log", lines=1)
+
+
+def remove_host_dirs(paths: LabPaths) -> list[str]:
+    """Delete the per-host overlay layers (only once nothing is mounted there)."""
+    removed: list[str] = []
+    if not paths.hosts_dir.is_dir():
+        return removed
+    mounted = set(lab_mounts(paths))
+    for hdir in sorted(paths.hosts_dir.iterdir()):
+        if any(m.startswith(str(hdir) + "/") or m == str(hdir) for m in mounted):
+            continue
+        with contextlib.suppress(OSError):
+            shutil.rmtree(hdir)
+            removed.append(str(hdir))
+    return removed

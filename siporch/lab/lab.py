@@ -1,0 +1,455 @@
+"""Bring the lab up, take it down, say how it is. Library code: returns data, raises
+``LabError``; the CLI prints."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from siporch.errors import LabError
+from siporch.lab import hosts as hostfs
+from siporch.lab import impair, procs, rootfs, topology
+from siporch.lab.inventory import write_inventory
+from siporch.lab.spec import HOSTS, LabHost, LabPaths, host_by_name
+
+Progress = Callable[[str], None]
+DAEMONS = ("sshd", "kamailio", "asterisk", "rtpengine", "sipp")
+SSH_WAIT_S = 10.0
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError(
+            "the lab needs root (network namespaces, mounts, chroot)",
+            hint="run it as root, e.g. `sudo siporch lab up`",
+        )
+
+
+@contextlib.contextmanager
+def _lock(paths: LabPaths) -> Iterator[None]:
+    paths.state.mkdir(parents=True, exist_ok=True)
+    with paths.lock_file.open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def get_host(name: str) -> LabHost:
+    host = host_by_name(name)
+    if host is None:
+        raise LabError(
+            f"no lab host named {name!r}", hint="lab hosts: " + ", ".join(h.name for h in HOSTS)
+        )
+    return host
+
+
+# --- state ----------------------------------------------------------------------------
+
+
+def read_state(paths: LabPaths) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(paths.state_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data
+
+
+def _write_state(paths: LabPaths, state: dict[str, Any]) -> None:
+    tmp = paths.state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, paths.state_file)
+
+
+# --- status ---------------------------------------------------------------------------
+
+
+@dataclass
+class HostStatus:
+    name: str
+    address: str
+    netns: bool
+    veth: bool
+    mounted: bool
+    sshd_running: bool
+    ssh_port: bool
+    daemons: dict[str, list[int]] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.netns and self.veth and self.mounted and self.sshd_running and self.ssh_port
+
+    def problem(self) -> str | None:
+        """Why the host is not usable, or None."""
+        if self.ok:
+            return None
+        why = []
+        if not self.netns:
+            why.append("namespace missing")
+        if not self.veth:
+            why.append("veth missing")
+        if not self.mounted:
+            why.append("root not mounted")
+        if not self.sshd_running:
+            why.append("sshd not running")
+        elif not self.ssh_port:
+            why.append("sshd not answering on port 22")
+        text = ", ".join(why)
+        return f"{text} ({self.error})" if self.error else text
+
+
+@dataclass
+class LabStatus:
+    hosts: list[HostStatus]
+    bridge: bool
+    rootfs: str | None
+    inventory: str | None
+    impairments: list[str]
+    leftovers: dict[str, list[str]]
+
+    @property
+    def up(self) -> bool:
+        return self.bridge and all(h.ok for h in self.hosts)
+
+    @property
+    def down(self) -> bool:
+        return not any(self.leftovers.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "up": self.up,
+            "bridge": self.bridge,
+            "rootfs": self.rootfs,
+            "inventory": self.inventory,
+            "impairments": self.impairments,
+            "leftovers": self.leftovers,
+            "hosts": {
+                h.name: {**asdict(h), "ok": h.ok, "problem": h.problem()} for h in self.hosts
+            },
+        }
+
+
+def _roots(paths: LabPaths) -> dict[str, Path]:
+    names = {h.name for h in HOSTS}
+    if paths.hosts_dir.is_dir():
+        names |= {p.name for p in paths.hosts_dir.iterdir()}
+    return {n: paths.host_root(n) for n in names}
+
+
+def _netns_inodes() -> dict[str, int]:
+    out: dict[str, int] = {}
+    for ns in topology.lab_namespaces():
+        inode = topology.netns_inode(ns)
+        if inode is not None:
+            out[ns[len("sipo-") :]] = inode
+    return out
+
+
+def lab_processes(paths: LabPaths) -> dict[str, list[procs.LabProcess]]:
+    return procs.find_lab_processes(_roots(paths), _netns_inodes())
+
+
+def leftovers(paths: LabPaths) -> dict[str, list[str]]:
+    """What of the lab exists now: namespaces, links, mounts, processes."""
+    found = lab_processes(paths)
+    return {
+        "namespaces": topology.lab_namespaces(),
+        "links": topology.lab_links(),
+        "mounts": hostfs.lab_mounts(paths),
+        "processes": sorted(f"{p.pid} {p.comm} ({h})" for h, ps in found.items() for p in ps),
+    }
+
+
+def status(paths: LabPaths | None = None) -> LabStatus:
+    paths = paths or LabPaths.default()
+    state = read_state(paths)
+    errors: dict[str, str] = {
+        n: e for n, e in (state.get("errors") or {}).items() if isinstance(e, str)
+    }
+    mounts = set(hostfs.mount_points())
+    links = set(topology.lab_links())
+    running = lab_processes(paths)
+
+    def one(host: LabHost) -> HostStatus:
+        daemons: dict[str, list[int]] = {}
+        for p in running.get(host.name, []):
+            if p.comm in DAEMONS:  # exact: an "sshd-session" is not the listener
+                daemons.setdefault(p.comm, []).append(p.pid)
+        pid = hostfs.sshd_pid(host, paths)
+        st = HostStatus(
+            name=host.name,
+            address=host.address,
+            netns=Path(f"/run/netns/{host.netns}").exists(),
+            veth=host.veth in links,
+            mounted=str(paths.host_root(host.name)) in mounts,
+            sshd_running=pid is not None or bool(daemons.get("sshd")),
+            ssh_port=False,
+            daemons={k: sorted(v) for k, v in daemons.items()},
+            error=errors.get(host.name),
+        )
+        if st.netns and st.veth:
+            st.ssh_port = hostfs.tcp_open(host.address, 22, timeout=0.5)
+        if not st.ok and st.error is None and st.mounted and not st.sshd_running:
+            st.error = hostfs.sshd_log_tail(host, paths) or None
+        return st
+
+    with ThreadPoolExecutor(max_workers=len(HOSTS)) as pool:
+        host_status = list(pool.map(one, HOSTS))
+    current = paths.cache / "current"
+    return LabStatus(
+        hosts=host_status,
+        bridge=topology.BRIDGE in links,
+        rootfs=os.path.realpath(current) if current.exists() else None,
+        inventory=state.get("inventory"),
+        impairments=[i.describe() for i in impair.load(paths)],
+        leftovers=leftovers(paths),
+    )
+
+
+# --- down -----------------------------------------------------------------------------
+
+
+@dataclass
+class DownResult:
+    processes: list[str]
+    mounts: list[str]
+    network: list[str]
+    directories: list[str]
+    survivors: list[str]
+
+    @property
+    def removed_anything(self) -> bool:
+        return bool(self.processes or self.mounts or self.network or self.directories)
+
+
+def _down(paths: LabPaths, keep_state: bool) -> DownResult:
+    found = lab_processes(paths)
+    listed = [(p.pid, f"{p.pid} {p.comm} ({h})") for h, ps in found.items() for p in ps]
+    survivors = procs.kill_processes([pid for pid, _ in listed])
+    # A process can fork while we kill; a second pass catches its children.
+    again = lab_processes(paths)
+    survivors += procs.kill_processes([p.pid for ps in again.values() for p in ps])
+    mounts = hostfs.unmount_all(paths)
+    network = topology.teardown_network()
+    impair.forget(paths)
+    directories = [] if keep_state else hostfs.remove_host_dirs(paths)
+    with contextlib.suppress(OSError):
+        paths.state_file.unlink()
+    left = [f"{p.pid} {p.comm} ({h})" for h, ps in lab_processes(paths).items() for p in ps]
+    return DownResult(
+        processes=[label for _, label in listed],
+        mounts=mounts,
+        network=network,
+        directories=directories,
+        survivors=left,
+    )
+
+
+def down(paths: LabPaths | None = None, *, keep_state: bool = False) -> DownResult:
+    """Stop every lab process, unmount, remove namespaces, veths and bridge. Idempotent;
+    works on a half-built lab. With ``keep_state`` the hosts' overlay layers survive."""
+    require_root()
+    paths = paths or LabPaths.default()
+    with _lock(paths):
+        result = _down(paths, keep_state)
+    if result.survivors:
+        raise LabError(
+            "lab processes survived SIGKILL: " + ", ".join(result.survivors),
+            hint="look at them with `ps -o pid,stat,cmd -p PID`",
+        )
+    return result
+
+
+# --- up -------------------------------------------------------------------------------
+
+
+@dataclass
+class UpResult:
+    hosts: list[HostStatus]
+    cleaned: DownResult | None
+    already_up: bool
+    rootfs: Path
+    inventory: Path
+    seconds: float
+    timings: dict[str, float]
+    repaired: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(h.ok for h in self.hosts)
+
+
+def _repair(paths: LabPaths, before: LabStatus) -> dict[str, str | None]:
+    """Restart sshd on hosts whose namespace and root are fine but whose sshd is not.
+    Returns host -> error (None when the restart worked)."""
+    out: dict[str, str | None] = {}
+    for hs in before.hosts:
+        if hs.ok:
+            continue
+        host = get_host(hs.name)
+        pid = hostfs.sshd_pid(host, paths)
+        if pid is not None:
+            procs.kill_processes([pid], grace=1.0)
+        try:
+            hostfs.start_sshd(host, paths)
+        except LabError as exc:
+            out[hs.name] = str(exc)
+            continue
+        deadline = time.monotonic() + SSH_WAIT_S
+        out[hs.name] = (
+            None if hostfs.wait_tcp(host.address, 22, deadline) else "sshd did not answer"
+        )
+    return out
+
+
+def _start_host(host: LabHost, paths: LabPaths, lower: Path) -> None:
+    root = hostfs.mount_host(host, paths, lower)
+    hostfs.install_files(host, root, paths)
+    hostfs.start_sshd(host, paths)
+
+
+def up(
+    example: Path,
+    out: Path,
+    paths: LabPaths | None = None,
+    *,
+    rebuild: bool = False,
+    recreate: bool = False,
+    progress: Progress = lambda _msg: None,
+) -> UpResult:
+    """Build (or reuse) the root file system, start every host, write the inventory."""
+    require_root()
+    paths = paths or LabPaths.default()
+    t0 = time.monotonic()
+    timings: dict[str, float] = {}
+    lower = rootfs.ensure_rootfs(paths, rebuild=rebuild, progress=progress)
+    timings["rootfs"] = time.monotonic() - t0
+    with _lock(paths):
+        before = status(paths)
+        if before.up and not recreate and not rebuild:
+            inv = write_inventory(example, out, paths)
+            state = read_state(paths)
+            state["inventory"] = str(inv.resolve())
+            _write_state(paths, state)
+            return UpResult(before.hosts, None, True, lower, inv, time.monotonic() - t0, timings)
+        structural_ok = before.bridge and all(
+            h.netns and h.veth and h.mounted for h in before.hosts
+        )
+        if structural_ok and not recreate and not rebuild:
+            repaired = _repair(paths, before)
+            inv = write_inventory(example, out, paths)
+            state = read_state(paths)
+            state["inventory"] = str(inv.resolve())
+            state["errors"] = {n: e for n, e in repaired.items() if e}
+            _write_state(paths, state)
+            after = status(paths)
+            timings["total"] = time.monotonic() - t0
+            return UpResult(
+                after.hosts, None, False, lower, inv, timings["total"], timings, sorted(repaired)
+            )
+        cleaned = None
+        if not before.down:
+            progress("removing what is left of an earlier lab")
+            cleaned = _down(paths, keep_state=False)
+            if cleaned.survivors:
+                raise LabError("lab processes survived SIGKILL: " + ", ".join(cleaned.survivors))
+        t1 = time.monotonic()
+        paths.hosts_dir.mkdir(parents=True, exist_ok=True)
+        hostfs.ensure_ssh_key(paths)
+        hostfs.ensure_ca(paths)
+        with ThreadPoolExecutor(max_workers=len(HOSTS)) as pool:
+            list(pool.map(lambda h: hostfs.ensure_host_cert(h, paths), HOSTS))
+            list(pool.map(lambda h: hostfs.ensure_host_keys(h, paths), HOSTS))
+        timings["keys"] = time.monotonic() - t1
+        t2 = time.monotonic()
+        topology.create_bridge()
+        errors: dict[str, str] = {}
+        for host in HOSTS:
+            try:
+                topology.create_host_network(host)
+            except LabError as exc:
+                errors[host.name] = str(exc)
+        timings["network"] = time.monotonic() - t2
+        t3 = time.monotonic()
+        state: dict[str, Any] = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "rootfs": str(lower),
+            "inventory": None,
+            "errors": errors,
+        }
+        _write_state(paths, state)
+
+        def start(host: LabHost) -> tuple[str, str | None]:
+            if host.name in errors:
+                return host.name, errors[host.name]
+            try:
+                _start_host(host, paths, lower)
+            except (LabError, OSError) as exc:
+                return host.name, str(exc)
+            return host.name, None
+
+        with ThreadPoolExecutor(max_workers=len(HOSTS)) as pool:
+            for name, err in pool.map(start, HOSTS):
+                if err:
+                    errors[name] = err
+        deadline = time.monotonic() + SSH_WAIT_S
+        with ThreadPoolExecutor(max_workers=len(HOSTS)) as pool:
+            answered = dict(
+                zip(
+                    [h.name for h in HOSTS],
+                    pool.map(
+                        lambda h: h.name not in errors and hostfs.wait_tcp(h.address, 22, deadline),
+                        HOSTS,
+                    ),
+                    strict=True,
+                )
+            )
+        for host in HOSTS:
+            if host.name not in errors and not answered[host.name]:
+                tail = hostfs.sshd_log_tail(host, paths)
+                errors[host.name] = f"sshd did not answer on port 22 in {SSH_WAIT_S:g} s" + (
+                    f": {tail}" if tail else ""
+                )
+        timings["hosts"] = time.monotonic() - t3
+        inv = write_inventory(example, out, paths)
+        state["errors"] = errors
+        state["inventory"] = str(inv.resolve())
+        _write_state(paths, state)
+    after = status(paths)
+    timings["total"] = time.monotonic() - t0
+    return UpResult(after.hosts, cleaned, False, lower, inv, timings["total"], timings)
+
+
+# --- running things in hosts ------------------------------------------------------------
+
+
+def shell_argv(name: str, cmd: Sequence[str], paths: LabPaths | None = None) -> list[str]:
+    """argv that runs ``cmd`` (or a login shell) inside host ``name``."""
+    require_root()
+    paths = paths or LabPaths.default()
+    host = get_host(name)
+    if not Path(f"/run/netns/{host.netns}").exists() or not hostfs.is_mounted(
+        paths.host_root(name)
+    ):
+        raise LabError(f"{name} is not up", hint="run `siporch lab up` first")
+    return hostfs.host_argv(host, paths, list(cmd) or ["/bin/bash", "-l"])
+
+
+def run(name: str, cmd: Sequence[str], paths: LabPaths | None = None, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+    """Run ``cmd`` inside host ``name``; returns the CompletedProcess."""
+    paths = paths or LabPaths.default()
+    shell_argv(name, cmd, paths)  # checks the host is up
+    return hostfs.run_in_host(get_host(name), paths, cmd, timeout=timeout)

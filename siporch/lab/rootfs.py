@@ -1,0 +1,192 @@
+"""The lab's root filesystem: built once with debootstrap from Debian sid, then cached.
+
+The cache key is a hash of the suite, variant and package list, so the root is rebuilt
+only when that list changes. A build goes into a temporary directory next to the cache
+and is renamed into place when complete; ``current`` is a symlink to the newest build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from siporch.errors import LabError
+from siporch.lab.spec import LabPaths
+
+SUITE = "sid"
+VARIANT = "minbase"
+MIRROR = os.environ.get("SIPORCH_LAB_MIRROR", "http://deb.debian.org/debian")
+PACKAGES: tuple[str, ...] = (
+    "asterisk",
+    "asterisk-modules",
+    "ca-certificates",
+    "iproute2",
+    "iputils-ping",
+    "kamailio",
+    "kamailio-extra-modules",
+    "kamailio-tls-modules",
+    "kamailio-utils-modules",
+    "openssh-server",
+    "openssl",
+    "procps",
+    "python3",
+    "rtpengine-daemon",
+    "sip-tester",
+)
+MARKER = "etc/siporch-lab-rootfs.json"
+# Executables a usable root must hold; checked after a build and before every use.
+REQUIRED = (
+    "usr/sbin/sshd",
+    "usr/sbin/kamailio",
+    "usr/sbin/asterisk",
+    "usr/bin/rtpengine",
+    "usr/bin/sipp",
+    "usr/bin/python3",
+    "usr/bin/ssh-keygen",
+)
+
+Progress = Callable[[str], None]
+
+
+def rootfs_key(packages: tuple[str, ...] = PACKAGES, suite: str = SUITE) -> str:
+    """Cache key of a root built from ``packages``: stable under reordering."""
+    spec = {"suite": suite, "variant": VARIANT, "packages": sorted(set(packages))}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def debootstrap_command(target: Path, packages: tuple[str, ...] = PACKAGES) -> list[str]:
+    return [
+        "debootstrap",
+        f"--variant={VARIANT}",
+        "--include=" + ",".join(sorted(set(packages))),
+        SUITE,
+        str(target),
+        MIRROR,
+    ]
+
+
+def cached_root(paths: LabPaths, packages: tuple[str, ...] = PACKAGES) -> Path | None:
+    """The cached root for ``packages`` if it is complete, else None."""
+    root = paths.cache / rootfs_key(packages)
+    if (root / MARKER).is_file() and all((root / r).exists() for r in REQUIRED):
+        return root
+    return None
+
+
+def check_prerequisites() -> None:
+    """Raise a LabError with the fix when debootstrap or the mirror is missing."""
+    if shutil.which("debootstrap") is None:
+        raise LabError(
+            "debootstrap is not installed; the lab builds its root filesystem with it",
+            hint="apt-get install -y debootstrap",
+        )
+    url = f"{MIRROR}/dists/{SUITE}/Release"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10):
+            pass
+    except (urllib.error.URLError, OSError) as exc:
+        raise LabError(
+            f"the Debian mirror {MIRROR} does not answer ({url}: {exc})",
+            hint="check the network or set SIPORCH_LAB_MIRROR to a reachable Debian mirror "
+            "that carries sid, e.g. SIPORCH_LAB_MIRROR=http://deb.debian.org/debian",
+        ) from exc
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def finalize(tmp: Path, paths: LabPaths, packages: tuple[str, ...] = PACKAGES) -> Path:
+    """Prepare a finished debootstrap tree and move it into the cache atomically."""
+    missing = [r for r in REQUIRED if not (tmp / r).exists()]
+    if missing:
+        raise LabError(
+            f"the root filesystem in {tmp} lacks {', '.join(missing)}",
+            hint="remove it and run `siporch lab up --rebuild`",
+        )
+    subprocess.run(["chroot", str(tmp), "apt-get", "clean"], check=False, capture_output=True)
+    # No init system in lab hosts: host keys are made per host at start, not baked in.
+    for key in (tmp / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (tmp / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
+    (tmp / "var/run/asterisk").mkdir(parents=True, exist_ok=True)
+    marker = {
+        "suite": SUITE,
+        "variant": VARIANT,
+        "mirror": MIRROR,
+        "packages": sorted(set(packages)),
+        "key": rootfs_key(packages),
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    final = paths.cache / rootfs_key(packages)
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _point_current(paths, final)
+    return final
+
+
+def _point_current(paths: LabPaths, final: Path) -> None:
+    link = paths.cache / "current"
+    tmp_link = paths.cache / f".current-{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        tmp_link.unlink()
+    tmp_link.symlink_to(final.name)
+    os.replace(tmp_link, link)
+
+
+def ensure_rootfs(
+    paths: LabPaths,
+    *,
+    rebuild: bool = False,
+    packages: tuple[str, ...] = PACKAGES,
+    progress: Progress = lambda _msg: None,
+) -> Path:
+    """The cached root for ``packages``, built first when missing (or when ``rebuild``)."""
+    with _locked(paths.cache / ".lock"):
+        root = None if rebuild else cached_root(paths, packages)
+        if root is not None:
+            if os.path.realpath(paths.cache / "current") != str(root):
+                _point_current(paths, root)
+            return root
+        check_prerequisites()
+        key = rootfs_key(packages)
+        tmp = paths.cache / f".build-{key}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        for stale in paths.cache.glob(f".build-{key}-*"):
+            if stale != tmp:
+                shutil.rmtree(stale, ignore_errors=True)
+        cmd = debootstrap_command(tmp, packages)
+        progress(f"building the root filesystem (a few minutes): {' '.join(cmd)}")
+        log = paths.cache / f"build-{key}.log"
+        with log.open("w") as fh:
+            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+        if proc.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise LabError(
+                f"debootstrap failed with exit code {proc.returncode}; last lines of {log}:\n"
+                + "\n".join(f"    {line}" for line in tail),
+                hint=f"fix the cause and run `siporch lab up --rebuild`; full log in {log}",
+            )
+        return finalize(tmp, paths, packages)

@@ -1,0 +1,138 @@
+"""What the lab is made of: its hosts, addresses, names and where it keeps its state.
+
+Every name the lab creates starts with ``sipo``, every address is in 198.18.0.0/15
+(reserved for benchmarking, RFC 2544), and every file lives under the two directories
+below, so the lab can find, and remove, everything it made and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LAB_NETWORK = "198.18.0.0/15"
+PREFIXLEN = 15
+BRIDGE = "sipo-br0"
+CONTROLLER_ADDRESS = "198.18.0.1"
+NETNS_PREFIX = "sipo-"
+VETH_PREFIX = "sv-"
+IFNAMSIZ = 15
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """One lab host: a network namespace, an overlay root and an sshd."""
+
+    name: str
+    address: str
+    groups: tuple[str, ...]
+    role: str
+    description: str
+    extra_addresses: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def netns(self) -> str:
+        return f"{NETNS_PREFIX}{self.name}"
+
+    @property
+    def veth(self) -> str:
+        """Name of the controller-side end of this host's veth (on the bridge)."""
+        return f"{VETH_PREFIX}{self.name}"[:IFNAMSIZ]
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return (self.address, *self.extra_addresses)
+
+
+HOSTS: tuple[LabHost, ...] = (
+    LabHost(
+        "edge-central",
+        "198.18.0.10",
+        ("siporch_edge",),
+        "edge",
+        "central edge: Kamailio + rtpengine",
+    ),
+    LabHost(
+        "edge-branch",
+        "198.18.0.11",
+        ("siporch_edge",),
+        "edge",
+        "branch edge: Kamailio + rtpengine",
+    ),
+    LabHost("pbx-central", "198.18.0.20", ("siporch_pbx",), "pbx", "central PBX: Asterisk"),
+    LabHost(
+        "pstn-gw",
+        "198.18.0.50",
+        ("lab_peers",),
+        "peer",
+        "internal PSTN gateway (direct SIP connection)",
+    ),
+    LabHost(
+        "itsp-a1",
+        "198.18.1.10",
+        ("lab_peers",),
+        "peer",
+        "ITSP A, first SBC; also ITSP A's origination address",
+        ("198.18.1.20",),
+    ),
+    LabHost("itsp-a2", "198.18.1.11", ("lab_peers",), "peer", "ITSP A, second SBC"),
+    LabHost("itsp-b", "198.18.1.30", ("lab_peers",), "peer", "ITSP B registrar (TLS)"),
+    LabHost("itsp-branch", "198.18.1.50", ("lab_peers",), "peer", "branch ITSP"),
+)
+
+
+def host_by_name(name: str) -> LabHost | None:
+    for host in HOSTS:
+        if host.name == name:
+            return host
+    return None
+
+
+def host_names() -> list[str]:
+    return [h.name for h in HOSTS]
+
+
+@dataclass(frozen=True)
+class LabPaths:
+    """Where the lab keeps things. Both roots can be moved with environment variables."""
+
+    state: Path
+    cache: Path
+
+    @classmethod
+    def default(cls) -> LabPaths:
+        return cls(
+            state=Path(os.environ.get("SIPORCH_LAB_STATE", "/var/lib/siporch/lab")),
+            cache=Path(os.environ.get("SIPORCH_LAB_CACHE", "/var/cache/siporch/rootfs")),
+        )
+
+    @property
+    def hosts_dir(self) -> Path:
+        return self.state / "hosts"
+
+    def host_dir(self, host: str) -> Path:
+        return self.hosts_dir / host
+
+    def host_root(self, host: str) -> Path:
+        return self.host_dir(host) / "root"
+
+    @property
+    def ssh_key(self) -> Path:
+        return self.state / "ssh" / "id_ed25519"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.state / "ca"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state / "state.json"
+
+    @property
+    def impair_dir(self) -> Path:
+        return self.state / "impair"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state / ".lock"
