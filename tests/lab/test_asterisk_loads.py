@@ -211,6 +211,7 @@ def test_reload_commands(pbx: AsteriskUnderTest) -> None:
     assert "Endpoint:  itsp-a " in pbx.rx("pjsip show endpoints")
     out = pbx.rx("manager show user siporch")
     assert "127.0.0.1/255.255.255.255" in out and "system" in out
+    assert "deny - ::/::" in out, out
 
 
 # --------------------------------------------------------------------------------------
@@ -271,7 +272,12 @@ Content-Length: 0
 
 
 def sipp_calls(
-    pbx: AsteriskUnderTest, trunk: str, number: str, calls: int, hold_ms: int
+    pbx: AsteriskUnderTest,
+    trunk: str,
+    number: str,
+    calls: int,
+    hold_ms: int,
+    source: str = "127.0.0.10",
 ) -> dict[str, int]:
     """Place `calls` concurrent calls as the edge; count the final responses to INVITE."""
     if shutil.which("sipp") is None:
@@ -282,7 +288,7 @@ def sipp_calls(
         old.unlink()
     run = pbx.in_netns(
         "sipp", "127.0.0.1:5060", "-sf", "uac.xml", "-inf", "fields.csv", "-s", number,
-        "-i", "127.0.0.10", "-p", "5090", "-m", str(calls), "-l", str(calls), "-r", "50",
+        "-i", source, "-p", "5090", "-m", str(calls), "-l", str(calls), "-r", "50",
         "-d", str(hold_ms), "-timeout", "30", "-trace_msg", "-nostdin",
         timeout=45,
     )  # fmt: skip
@@ -303,6 +309,13 @@ def sipp_calls(
 def test_inbound_did_is_answered_on_its_trunk(pbx: AsteriskUnderTest) -> None:
     counts = sipp_calls(pbx, "itsp-a", "+12025550150", calls=1, hold_ms=3000)
     assert counts.get("200", 0) >= 1, counts
+
+
+def test_only_edges_may_send_calls(pbx: AsteriskUnderTest) -> None:
+    """A source that is no edge is refused even with a valid trunk header and DID."""
+    counts = sipp_calls(pbx, "itsp-a", "+12025550150", calls=1, hold_ms=100, source="127.0.0.5")
+    assert counts and "200" not in counts, counts
+    assert set(counts) <= {"401", "403"}, counts
 
 
 def test_inbound_unknown_did_is_refused(pbx: AsteriskUnderTest) -> None:

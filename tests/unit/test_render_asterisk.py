@@ -263,7 +263,7 @@ def test_trunk_options() -> None:
     assert a["media_encryption"] == ["no"]
     assert a["timers"] == ["yes"] and a["timers_sess_expires"] == ["1800"]
     assert "set_var" in a and "SIPORCH_MAX_CHANNELS=30" in a["set_var"]
-    assert a["deny"] == ["0.0.0.0/0.0.0.0"]
+    assert a["deny"] == ["0.0.0.0/0.0.0.0", "::/0"]
     assert "192.0.2.10/255.255.255.255" in a["permit"]
     b = of_type(pjsip, "itsp-b", "endpoint")
     assert b["allow"] == ["alaw,ulaw"]
@@ -344,7 +344,7 @@ def test_manager() -> None:
     assert general["channelvars"] == ["SIPORCH_TRUNK,SIPORCH_DIRECTION"]
     user = mgr["siporch"][0]
     assert user["permit"] == ["192.0.2.0/255.255.255.0", "127.0.0.1/255.255.255.255"]
-    assert user["deny"] == ["0.0.0.0/0.0.0.0"]
+    assert user["deny"] == ["0.0.0.0/0.0.0.0", "::/0"]
     for perm in ("system", "call", "reporting", "command"):
         assert perm in user["read"][0].split(",")
     ami = example().hosts["pbx-central"].ami
