@@ -23,7 +23,7 @@ for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
             manifest = json.load(fh)
     except (OSError, ValueError):
         pass
-    installed = datetime.fromtimestamp(os.stat(path).st_mtime, timezone.utc)
+    installed = datetime.fromtimestamp(os.stat(path).st_mtime, timezone.utc)  # noqa: UP017
     releases.append(
         {
             "id": name,

@@ -43,14 +43,25 @@ class Failure(Exception):
 # ---------------------------------------------------------------- configuration discovery
 
 
+def _defines(cfg_text: str) -> dict[str, str]:
+    """``#!define NAME value`` (and ``#!substdef``-free) preprocessor definitions."""
+    found: dict[str, str] = {}
+    for name, value in re.findall(r"^\s*#!(?:define|trydef)\s+(\w+)\s+(.+?)\s*$", cfg_text, re.M):
+        found.setdefault(name, value.strip().strip('"'))
+    return found
+
+
 def _modparams(cfg_text: str, module: str) -> dict[str, str]:
+    """modparam values of ``module``, with preprocessor names resolved."""
+    defines = _defines(cfg_text)
     found: dict[str, str] = {}
     pattern = re.compile(
-        r'^\s*modparam\(\s*"' + re.escape(module) + r'"\s*,\s*"([^"]+)"\s*,\s*"?([^")]*)"?\s*\)',
+        r'^\s*modparam\(\s*"' + re.escape(module) + r'"\s*,\s*"([^"]+)"\s*,\s*([^)]*)\)',
         re.MULTILINE,
     )
     for name, value in pattern.findall(cfg_text):
-        found[name] = value.strip()
+        value = value.strip()
+        found[name] = value.strip('"') if value.startswith('"') else defines.get(value, value)
     return found
 
 
@@ -82,14 +93,14 @@ def rpc_endpoint(cfg: Path) -> tuple[str, str]:
         runtime = m.group(1)
     params = _modparams(text, "jsonrpcs")
     transport = int(params.get("transport", "0") or 0)
-    if "jsonrpcs.so" in text or 'loadmodule "jsonrpcs' in text:
-        if transport in (0, 4, 5, 6, 7):
-            sock = params.get("dgram_socket", "kamailio_rpc.sock")
-            if sock.startswith("udp:"):
-                return "udp", sock[4:]
-            if not sock.startswith("/"):
-                sock = f"{runtime}/{sock}"
-            return "unix", sock
+    if "jsonrpcs.so" in text and transport in (0, 4, 5, 6, 7):
+        sock = params.get("dgram_socket", "kamailio_rpc.sock")
+        if sock.startswith("udp:"):
+            return "udp", sock[4:]
+        sock = sock.removeprefix("unix:")
+        if not sock.startswith("/"):
+            sock = f"{runtime}/{sock}"
+        return "unix", sock
     if "ctl.so" in text:
         return "kamcmd", ""
     return "unix", f"{runtime}/kamailio_rpc.sock"
@@ -153,7 +164,9 @@ def _db_text_problems(db_dir: Path) -> list[str]:
             continue
         columns = lines[0].split()
         for col in columns:
-            if not re.fullmatch(r"\w+\((int|double|string|str|datetime|blob)(,(auto|null))*\)", col):
+            if not re.fullmatch(
+                r"\w+\((int|double|string|str|datetime|blob)(,(auto|null))*\)", col
+            ):
                 problems.append(f"{table.name}: bad column header {col!r}")
         for number, line in enumerate(lines[1:], start=2):
             if not line.strip():

@@ -1,0 +1,54 @@
+"""siporch releases"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from siporch.cli.common import console, err_console, inventory_options
+from siporch.deploy import runner
+from siporch.deploy.releases import collect
+
+
+@click.command()
+@inventory_options
+@click.option("--limit", metavar="HOSTS", help="Only these hosts (Ansible host pattern).")
+@click.option("--json", "as_json", is_flag=True, help="Print the releases of every host as JSON.")
+def cli(inventory: Path, vault_password_file: Path | None, limit: str | None, as_json: bool) -> int:
+    """The releases on each host: id, time, model hash, what it changed, which is current."""
+    vault = runner.vault_password_file(inventory, vault_password_file)
+    rows, errors = collect(inventory, vault, limit)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "hosts": {h: [asdict(r) for r in rs] for h, rs in rows.items()},
+                    "errors": errors,
+                },
+                indent=2,
+            )
+        )
+        return 1 if errors else 0
+    for host, releases in rows.items():
+        table = Table(title=host, title_justify="left")
+        for col in ("", "id", "time", "model hash", "changed"):
+            table.add_column(col)
+        for r in releases:
+            table.add_row(
+                "[green]*[/green]" if r.current else "",
+                r.id,
+                r.time,
+                r.model_hash,
+                escape(", ".join(r.changes)),
+            )
+        if not releases:
+            table.add_row("", "(no release)", "", "", "")
+        console.print(table)
+    for host, error in errors.items():
+        err_console.print(f"[red]{escape(host)}[/red]: {escape(error)}", soft_wrap=True)
+    return 1 if errors else 0

@@ -1,0 +1,215 @@
+"""Run siporch's playbooks with ansible-playbook and turn their output into data.
+
+The playbooks write a JSON summary (``siporch_report_file``); this module builds the
+command line, streams the output to a progress callback (play, task, host results) and
+returns a :class:`RunResult`. Nothing here prints: the CLI renders the events.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from siporch.errors import DeployError, SiporchError
+
+#: The repository holding ansible.cfg, playbooks/ and roles/ (this package's parent).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+_PLAY = re.compile(r"^PLAY \[(?P<name>.*)\] \*+")
+_TASK = re.compile(r"^TASK \[(?P<name>.*)\] \*+")
+_HOST = re.compile(
+    r"^(?P<status>ok|changed|fatal|failed|skipping|unreachable|included|rescued)"
+    r": \[(?P<host>[^\]\s]+)"
+)
+_RECAP = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)"
+    r"(?:\s+skipped=(?P<skipped>\d+))?(?:\s+rescued=(?P<rescued>\d+))?"
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of progress: kind is play, task, host or recap."""
+
+    kind: str
+    name: str
+    host: str = ""
+    status: str = ""
+
+
+@dataclass
+class RunResult:
+    returncode: int
+    recap: dict[str, dict[str, int]] = field(default_factory=dict)
+    report: dict[str, Any] | None = None
+    output: list[str] = field(default_factory=list)
+    duration: float = 0.0
+
+    @property
+    def changed(self) -> int:
+        return sum(r.get("changed", 0) for r in self.recap.values())
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def failures(self) -> list[dict[str, str]]:
+        hosts = (self.report or {}).get("hosts", [])
+        return [
+            {"host": h["host"], **h["failure"], "rollback": h.get("rollback", "")}
+            for h in hosts
+            if "failure" in h
+        ]
+
+
+def playbook_path(name: str) -> Path:
+    path = PROJECT_ROOT / "playbooks" / name
+    if not path.is_file():
+        raise SiporchError(
+            f"playbook {path} is missing", hint="reinstall siporch from its repository"
+        )
+    return path
+
+
+def vault_password_file(inventory: Path, given: Path | None) -> Path | None:
+    """The vault password file: the one given, else <inventory>/.vault-pass or its parent's."""
+    if given is not None:
+        if not given.is_file():
+            raise SiporchError(f"vault password file {given} does not exist")
+        return given
+    for candidate in (inventory / ".vault-pass", inventory.parent / ".vault-pass"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def build_command(
+    playbook: str,
+    inventory: Path,
+    *,
+    check: bool = False,
+    diff: bool = False,
+    limit: str | None = None,
+    extra_vars: dict[str, Any] | None = None,
+    vault_file: Path | None = None,
+    report_file: Path | None = None,
+    verbose: int = 0,
+) -> list[str]:
+    """The ansible-playbook command line for one of siporch's playbooks."""
+    exe = shutil.which("ansible-playbook")
+    if exe is None:
+        raise SiporchError(
+            "ansible-playbook is not installed", hint="pip install 'ansible-core>=2.19,<2.20'"
+        )
+    if not inventory.exists():
+        raise SiporchError(f"inventory {inventory} does not exist")
+    variables: dict[str, Any] = {"siporch_inventory": str(inventory.resolve())}
+    siporch_exe = shutil.which("siporch")
+    if siporch_exe:
+        variables["siporch_command"] = siporch_exe
+    if vault_file is not None:
+        variables["siporch_vault_password_file"] = str(vault_file.resolve())
+    if report_file is not None:
+        variables["siporch_report_file"] = str(report_file)
+    variables.update(extra_vars or {})
+    cmd = [exe, "-i", str(inventory.resolve()), str(playbook_path(playbook))]
+    if vault_file is not None:
+        cmd += ["--vault-password-file", str(vault_file.resolve())]
+    if check:
+        cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
+    if limit:
+        cmd += ["--limit", limit]
+    cmd += ["-e", json.dumps(variables, sort_keys=True)]
+    if verbose:
+        cmd.append("-" + "v" * min(verbose, 4))
+    return cmd
+
+
+def parse_line(line: str) -> Event | None:
+    """Turn one line of ansible-playbook's default output into an event."""
+    if m := _PLAY.match(line):
+        return Event("play", m["name"])
+    if m := _TASK.match(line):
+        return Event("task", m["name"])
+    if m := _HOST.match(line):
+        return Event("host", "", m["host"], m["status"])
+    if m := _RECAP.match(line):
+        return Event("recap", line.strip(), m["host"])
+    return None
+
+
+def parse_recap(lines: Sequence[str]) -> dict[str, dict[str, int]]:
+    recap: dict[str, dict[str, int]] = {}
+    for line in lines:
+        if m := _RECAP.match(line):
+            recap[m["host"]] = {
+                k: int(v) for k, v in m.groupdict().items() if k != "host" and v is not None
+            }
+    return recap
+
+
+def run(
+    cmd: list[str],
+    report_file: Path | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run ansible-playbook, streaming events; read the JSON report it writes."""
+    import time
+
+    env = dict(os.environ)
+    env["ANSIBLE_CONFIG"] = str(PROJECT_ROOT / "ansible.cfg")
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    if report_file is not None:
+        report_file.unlink(missing_ok=True)
+    started = time.monotonic()
+    output: list[str] = []
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+    except OSError as exc:
+        raise DeployError(f"cannot run ansible-playbook: {exc}") from exc
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.rstrip("\n")
+        output.append(line)
+        if on_line is not None:
+            on_line(line)
+        event = parse_line(line)
+        if event is not None and on_event is not None:
+            on_event(event)
+    rc = proc.wait()
+    report = None
+    if report_file is not None and report_file.is_file():
+        try:
+            report = json.loads(report_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            report = None
+    return RunResult(rc, parse_recap(output), report, output, time.monotonic() - started)
+
+
+def report_path() -> Path:
+    """A fresh file for the playbook's JSON summary."""
+    fd, name = tempfile.mkstemp(prefix="siporch-run-", suffix=".json")
+    os.close(fd)
+    return Path(name)
