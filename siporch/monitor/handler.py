@@ -152,6 +152,7 @@ class CallStateHandler:
             "VarSet": self._on_varset,
             "DialBegin": self._on_dialbegin,
             "DialEnd": self._on_dialend,
+            "BridgeEnter": self._on_bridgeenter,
             "Hangup": self._on_hangup,
             "Status": self._on_status,
             "CoreShowChannel": self._on_status,
@@ -278,6 +279,30 @@ class CallStateHandler:
         self.channels[uid] = ch
         return ch
 
+    def _chanvars(self, ch: ChannelState, event: Event, header: str = "ChanVariable") -> None:
+        """Pick the trunk from `channelvars` headers (manager.conf) on a channel event."""
+        values = event.get(header)
+        if not values:
+            return
+        for item in values if isinstance(values, list) else (values,):
+            if item.startswith(TRUNK_VARIABLE + "="):
+                value = item[len(TRUNK_VARIABLE) + 1 :]
+                if value and value != "(null)" and value != ch.trunk:
+                    self._set_trunk(ch, value)
+                return
+
+    def _set_trunk(self, ch: ChannelState, value: str) -> None:
+        first_time = ch.trunk is None
+        ch.trunk = value
+        if first_time:
+            c = self._count(value)
+            c.attempts += 1
+            if ch.answered is not None:
+                c.answered += 1
+            if ch.failed:
+                c.failures += 1
+        self._changed("calls")
+
     def _get(self, uid: str) -> ChannelState | None:
         ch = self.channels.get(uid)
         if ch is None and uid not in self._ignored:
@@ -299,6 +324,7 @@ class CallStateHandler:
             return
         if ch.trunk is not None:
             self._count(ch.trunk).attempts += 1
+        self._chanvars(ch, event)
         self._changed("calls")
 
     def _on_newstate(self, event: Event) -> None:
@@ -319,6 +345,7 @@ class CallStateHandler:
                 self._count(ch.trunk).answered += 1
         if ch.direction == "inbound" and not ch.caller:
             ch.caller = _number(event.get("CallerIDNum"))
+        self._chanvars(ch, event)
         self._changed("calls")
 
     def _on_newcallerid(self, event: Event) -> None:
@@ -335,14 +362,7 @@ class CallStateHandler:
         value = event.get("Value", "")
         if not value or value == ch.trunk:
             return
-        first_time = ch.trunk is None
-        ch.trunk = value
-        if first_time:
-            c = self._count(value)
-            c.attempts += 1
-            if ch.answered is not None:
-                c.answered += 1
-        self._changed("calls")
+        self._set_trunk(ch, value)
 
     def _on_dialbegin(self, event: Event) -> None:
         dest = self.channels.get(event.get("DestUniqueid", ""))
@@ -360,9 +380,15 @@ class CallStateHandler:
         dest = self.channels.get(event.get("DestUniqueid", ""))
         if dest is None:
             return
+        self._chanvars(dest, event, "DestChanVariable")
         if event.get("DialStatus", "") in FAILED_DIAL and not dest.failed:
             dest.failed = True
             self._count(dest.trunk).failures += 1
+
+    def _on_bridgeenter(self, event: Event) -> None:
+        ch = self.channels.get(event.get("Uniqueid", ""))
+        if ch is not None and ch.trunk is None:
+            self._chanvars(ch, event)
 
     def _on_hangup(self, event: Event) -> None:
         uid = event.get("Uniqueid", "")
@@ -373,6 +399,8 @@ class CallStateHandler:
             else:
                 self.stats.missing += 1
             return
+        if ch.trunk is None:
+            self._chanvars(ch, event)
         if ch.answered is None and not ch.failed and event.get("Cause", "0") not in USER_CAUSES:
             ch.failed = True
             self._count(ch.trunk).failures += 1
@@ -397,11 +425,12 @@ class CallStateHandler:
             ch.state = state
         if ch.state == "Up" and ch.answered is None:
             ch.answered = now
+        self._chanvars(ch, event)
         variables = event.get("Variable")
         if variables:
             for item in variables if isinstance(variables, list) else [variables]:
                 key, _, value = item.partition("=")
-                if key == TRUNK_VARIABLE and value:
+                if key == TRUNK_VARIABLE and value and value != "(null)":
                     ch.trunk = value
         codec = event.get("Writeformat") or event.get("Readformat") or ""
         if codec:

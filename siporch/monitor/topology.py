@@ -148,7 +148,7 @@ def from_model(
                     site=h.site,
                     address=address,
                     ng_port=h.rtpengine.ng_port,
-                    kamailio_rpc=kamailio_rpc.format(address=address),
+                    kamailio_rpc=kamailio_rpc.format(address=address, name=name),
                     rtpengine_ng=_hostport(rtpengine_ng, address, h.rtpengine.ng_port),
                 )
             )

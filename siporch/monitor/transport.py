@@ -269,10 +269,14 @@ class AmiConnection:
         name = event.get("Event")
         if name == "Shutdown":
             self._on_disconnect(manager, None)
-        elif name == "Newstate" and event.get("ChannelStateDesc") == "Up":
-            uid = event.get("Uniqueid", "")
+        elif (name == "Newstate" and event.get("ChannelStateDesc") == "Up") or (
+            name == "DialEnd" and event.get("DialStatus") == "ANSWER"
+        ):
+            # the codec (and, for outbound calls, the trunk) is known once answered
+            uid = event.get("DestUniqueid" if name == "DialEnd" else "Uniqueid", "")
             if uid in self.handler.channels:
-                task = asyncio.ensure_future(self._codec(event.get("Channel", "")))
+                channel = event.get("DestChannel" if name == "DialEnd" else "Channel", "")
+                task = asyncio.ensure_future(self._codec(channel))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 

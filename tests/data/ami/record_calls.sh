@@ -3,15 +3,16 @@
 # holding an Asterisk 22 whose AMI listens on 127.0.0.1:5038, with pjsip.conf endpoints
 # itsp-a (inbound trunk, identified by X-Siporch-Trunk), siporch-edge-edge-central
 # (contact 127.0.0.1:5070), phone-100 (127.0.0.1:5080, context dialling the edge) and a
-# registration itsp-b -> 127.0.0.1:5095.  Usage: record_calls.sh SECRET OUTDIR
+# registration itsp-b -> 127.0.0.1:5095.  Usage: record_calls.sh SECRET OUTDIR [PREFIX]
 set -eu
 SECRET=$1
 OUT=$2
+P=${3:-}  # prefix of the stream files
 HERE=$(dirname "$0")
 SIPP="sipp -i 127.0.0.1 -nostdin -trace_err -error_file /dev/null"
 
 # calls.json: 3 inbound calls on itsp-a and 2 outbound calls via the edge (carried by itsp-a)
-python3 "$HERE/record.py" --secret "$SECRET" --seconds 16 --out "$OUT/calls.json" &
+python3 "$HERE/record.py" --secret "$SECRET" --seconds 16 --out "$OUT/${P}calls.json" &
 REC=$!
 sleep 1
 timeout 20 $SIPP -p 5070 -mp 16000 -sf "$HERE/sipp/edge_uas.xml" -key trunk itsp-a >/dev/null 2>&1 &
@@ -29,7 +30,7 @@ kill $EDGE 2>/dev/null || true
 wait $REC
 
 # live.json: the same calls, recorded while they are up (the Status answers list them)
-python3 "$HERE/record.py" --secret "$SECRET" --seconds 5 --out "$OUT/live.json" &
+python3 "$HERE/record.py" --secret "$SECRET" --seconds 5 --out "$OUT/${P}live.json" &
 REC=$!
 sleep 1
 timeout 25 $SIPP -p 5070 -mp 16000 -sf "$HERE/sipp/edge_uas.xml" -key trunk itsp-a >/dev/null 2>&1 &
@@ -48,7 +49,7 @@ kill $EDGE 2>/dev/null || true
 
 # registration.json: registrar down (itsp-b rejected), registrar up (registered),
 # registrar gone and the registration removed by hand (unregistered)
-python3 "$HERE/record.py" --secret "$SECRET" --seconds 14 --out "$OUT/registration.json" &
+python3 "$HERE/record.py" --secret "$SECRET" --seconds 14 --out "$OUT/${P}registration.json" &
 REC=$!
 sleep 5
 timeout 8 $SIPP -p 5095 -mp 16300 -sf "$HERE/sipp/registrar.xml" >/dev/null 2>&1 &

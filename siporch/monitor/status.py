@@ -1,0 +1,488 @@
+"""Gather the state of every host at once and assemble the status report.
+
+The report is a plain dict following the documented schema `siporch.status/1`
+(docs/status.md); the reporters (table, JSON, Prometheus) only read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from siporch.errors import MonitorError
+from siporch.monitor import kamailio, rtpengine
+from siporch.monitor.handler import CallStateHandler
+from siporch.monitor.topology import EdgeTarget, PbxTarget, Topology
+from siporch.monitor.transport import UP, AmiConnection
+
+SCHEMA = "siporch.status/1"
+EXIT_HEALTHY = 0
+EXIT_DEGRADED = 1
+EXIT_UNREACHABLE = 2
+
+
+@dataclass
+class PbxResult:
+    target: PbxTarget
+    handler: CallStateHandler
+    state: str = "unknown"
+    error: str | None = None
+    version: str | None = None
+    release: str | None = None
+
+
+@dataclass
+class EdgeResult:
+    target: EdgeTarget
+    kamailio_state: str = "unknown"
+    kamailio_error: str | None = None
+    targets: list[kamailio.DispatcherTarget] = field(default_factory=list)
+    dialogs: dict[str, int] | None = None
+    rtpengine_state: str = "unknown"
+    rtpengine_error: str | None = None
+    rtpengine_stats: dict[str, Any] | None = None
+    release: str | None = None
+
+
+def new_handler(topology: Topology, target: PbxTarget) -> CallStateHandler:
+    return CallStateHandler(target.name, topology.trunks)
+
+
+# --------------------------------------------------------------------------- gathering
+
+
+async def query_pbx(
+    topology: Topology, target: PbxTarget, *, timeout: float, secret: str | None = None
+) -> PbxResult:
+    handler = new_handler(topology, target)
+    result = PbxResult(target, handler)
+    conn = AmiConnection(target, handler, timeout=timeout, secret=secret)
+    try:
+        async with asyncio.timeout(timeout * 3):
+            await conn.snapshot()
+        result.state = UP
+        result.version = conn.version
+    except MonitorError as exc:
+        state = conn.state
+        conn.close()
+        result.state = state if state not in ("up", "closed", "connecting") else "unreachable"
+        result.error = str(exc).split("\n", 1)[0]
+    except TimeoutError:
+        conn.close()
+        result.state = "unreachable"
+        result.error = f"{target.name}: no complete answer from AMI within {timeout * 3:g} s"
+    return result
+
+
+async def query_edge(target: EdgeTarget, *, timeout: float) -> EdgeResult:
+    result = EdgeResult(target)
+    host, port = target.rtpengine_ng
+
+    async def kam() -> None:
+        try:
+            result.targets = await kamailio.dispatcher_list(target.kamailio_rpc, timeout=timeout)
+            result.kamailio_state = "up"
+        except MonitorError as exc:
+            result.kamailio_state = "unreachable"
+            result.kamailio_error = f"{target.name}: {exc}"
+            return
+        try:
+            result.dialogs = await kamailio.dialog_stats(target.kamailio_rpc, timeout=timeout)
+        except MonitorError:
+            result.dialogs = None  # dialog module not loaded: not an error
+
+    async def rtp() -> None:
+        try:
+            result.rtpengine_stats = await rtpengine.statistics(host, port, timeout=timeout)
+            result.rtpengine_state = "up"
+        except MonitorError as exc:
+            result.rtpengine_state = "unreachable"
+            result.rtpengine_error = f"{target.name}: {exc}"
+
+    await asyncio.gather(kam(), rtp())
+    return result
+
+
+def _ssh_vars(inventory: Path | None, host: str) -> dict[str, str] | None:
+    if inventory is None:
+        return None
+    path = inventory / "hosts.yml"
+    try:
+        import yaml
+
+        data = yaml.safe_load(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+    def walk(node: Any) -> dict[str, str] | None:
+        if not isinstance(node, dict):
+            return None
+        hosts = node.get("hosts")
+        if isinstance(hosts, dict) and host in hosts:
+            return {str(k): str(v) for k, v in (hosts[host] or {}).items()}
+        for child in (node.get("children") or {}).values():
+            found = walk(child)
+            if found is not None:
+                return found
+        for key, child in node.items():
+            if key not in ("hosts", "children", "vars") and isinstance(child, dict):
+                found = walk(child)
+                if found is not None:
+                    return found
+        return None
+
+    return walk(data)
+
+
+async def read_release(
+    inventory: Path | None, host: str, address: str, *, timeout: float
+) -> str | None:
+    """The release a host runs (`/etc/siporch/current`), over SSH; None when unknown."""
+    v = _ssh_vars(inventory, host)
+    if v is None:
+        return None
+    cmd = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(timeout))}"]
+    cmd += ["-o", "StrictHostKeyChecking=accept-new"]
+    if v.get("ansible_ssh_private_key_file"):
+        cmd += ["-i", v["ansible_ssh_private_key_file"]]
+    if v.get("ansible_port"):
+        cmd += ["-p", v["ansible_port"]]
+    if v.get("ansible_ssh_common_args"):
+        cmd += shlex.split(v["ansible_ssh_common_args"])
+    user = v.get("ansible_user")
+    target = v.get("ansible_host", address)
+    cmd += [f"{user}@{target}" if user else target, "readlink /etc/siporch/current"]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError:
+        return None
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None
+    text = out.decode(errors="replace").strip()
+    if proc.returncode != 0 or not text:
+        return None
+    return text.rstrip("/").rsplit("/", 1)[-1]
+
+
+async def collect(
+    topology: Topology,
+    *,
+    timeout: float = 3.0,
+    edges: bool = True,
+    releases: bool = False,
+    inventory: Path | None = None,
+    secret_override: str | None = None,
+) -> tuple[list[PbxResult], list[EdgeResult]]:
+    """Query every PBX and edge concurrently, each with its own timeout."""
+    pbx_tasks = [
+        query_pbx(topology, t, timeout=timeout, secret=secret_override) for t in topology.pbxs
+    ]
+    edge_tasks = [query_edge(e, timeout=timeout) for e in topology.edges] if edges else []
+    release_tasks: list[Any] = []
+    if releases:
+        names = [(t.name, t.address) for t in topology.pbxs]
+        if edges:
+            names += [(e.name, e.address) for e in topology.edges]
+        release_tasks = [read_release(inventory, n, a, timeout=timeout) for n, a in names]
+    results = await asyncio.gather(*pbx_tasks, *edge_tasks, *release_tasks)
+    pbx = list(results[: len(pbx_tasks)])
+    edge = list(results[len(pbx_tasks) : len(pbx_tasks) + len(edge_tasks)])
+    if releases:
+        rel = results[len(pbx_tasks) + len(edge_tasks) :]
+        for item, release in zip([*pbx, *edge], rel, strict=True):
+            item.release = release
+    return pbx, edge  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------- assembling
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _uri_host(uri: str) -> str:
+    rest = uri.split(":", 1)[1] if ":" in uri else uri
+    rest = rest.split("@", 1)[-1].split(";", 1)[0]
+    if rest.startswith("["):
+        return rest[1 : rest.index("]")]
+    return rest.split(":", 1)[0]
+
+
+def build_report(
+    topology: Topology,
+    pbx: Iterable[PbxResult],
+    edges: Iterable[EdgeResult],
+    *,
+    now: float | None = None,
+    counters: bool = False,
+    counters_since: float | None = None,
+) -> dict[str, Any]:
+    """The status report (schema `siporch.status/1`) from the gathered results."""
+    now = time.time() if now is None else now
+    pbx = list(pbx)
+    edges = list(edges)
+    problems: list[dict[str, Any]] = []
+    hosts: list[dict[str, Any]] = []
+    for r in pbx:
+        hosts.append(
+            {
+                "name": r.target.name,
+                "site": r.target.site,
+                "role": "pbx",
+                "address": r.target.address,
+                "state": r.state,
+                "error": r.error,
+                "version": r.version,
+                "release": r.release,
+            }
+        )
+        if r.state != UP:
+            problems.append(_problem("unreachable", r.error or r.state, host=r.target.name))
+    for e in edges:
+        state = "up"
+        errors = [x for x in (e.kamailio_error, e.rtpengine_error) if x]
+        if e.kamailio_state != "up" or e.rtpengine_state != "up":
+            state = (
+                "unreachable"
+                if e.kamailio_state != "up" and e.rtpengine_state != "up"
+                else ("partial")
+            )
+        hosts.append(
+            {
+                "name": e.target.name,
+                "site": e.target.site,
+                "role": "edge",
+                "address": e.target.address,
+                "state": state,
+                "error": "; ".join(errors) or None,
+                "version": None,
+                "release": e.release,
+            }
+        )
+        for err in errors:
+            problems.append(_problem("unreachable", err, host=e.target.name))
+
+    up_pbx = [r for r in pbx if r.state == UP]
+    calls: list[dict[str, Any]] = []
+    active: dict[str, int] = {}
+    for r in up_pbx:
+        for ch in r.handler.calls():
+            calls.append(
+                {
+                    "host": r.target.name,
+                    "site": r.target.site,
+                    "uniqueid": ch.uniqueid,
+                    "channel": ch.channel,
+                    "direction": ch.direction,
+                    "trunk": ch.trunk,
+                    "caller": ch.caller,
+                    "callee": ch.callee,
+                    "state": ch.state,
+                    "duration": round(ch.duration(now), 1),
+                    "answered": ch.answered is not None,
+                    "codec": ch.codec or None,
+                }
+            )
+            key = ch.trunk or ""
+            active[key] = active.get(key, 0) + 1
+
+    edge_targets = [(e, t) for e in edges if e.kamailio_state == "up" for t in e.targets]
+    trunks: list[dict[str, Any]] = []
+    for name, info in topology.trunks.items():
+        peers = []
+        for peer in info.peers:
+            pjsip_states = [
+                c.status
+                for r in up_pbx
+                for c in r.handler.contacts_for(name)
+                if _uri_host(c.uri) == peer.address
+            ]
+            edge_states = [
+                t.state
+                for e, t in edge_targets
+                if e.target.site == info.site
+                and t.host == peer.address
+                and (info.set_id is None or t.set_id == info.set_id)
+            ]
+            peers.append(
+                {
+                    "address": peer.address,
+                    "port": peer.port,
+                    "transport": peer.transport,
+                    "pjsip": _merge_pjsip(pjsip_states),
+                    "edge": _merge_edge(edge_states),
+                }
+            )
+        registration: str | None = None
+        if info.auth == "register":
+            registration = _registration(name, up_pbx)
+        n_active = active.get(name, 0)
+        attempts = failures = None
+        if counters:
+            attempts = sum(r.handler.counters.get(name, _ZERO).attempts for r in pbx)
+            failures = sum(r.handler.counters.get(name, _ZERO).failures for r in pbx)
+        health = "ok"
+        reasons: list[str] = []
+        known_edge = [p["edge"] for p in peers if p["edge"] is not None]
+        known_pjsip = [p["pjsip"] for p in peers if p["pjsip"] not in (None, "unknown")]
+        if (known_edge and all(s != "up" for s in known_edge)) or (
+            known_pjsip and all(s == "unreachable" for s in known_pjsip)
+        ):
+            health = "down"
+            reasons.append(f"trunk {name}: every peer is down")
+        if registration is not None and registration not in ("registered", "unknown"):
+            health = "unregistered" if health == "ok" else health
+            reasons.append(f"trunk {name}: registration is {registration}")
+        if info.max_channels is not None and n_active >= info.max_channels:
+            health = "at_capacity" if health == "ok" else health
+            reasons.append(f"trunk {name}: at capacity ({n_active}/{info.max_channels} calls)")
+        if not up_pbx and not edge_targets:
+            health = "unknown"
+        for reason in reasons:
+            problems.append(_problem("degraded", reason, trunk=name))
+        trunks.append(
+            {
+                "name": name,
+                "site": info.site,
+                "kind": info.kind,
+                "auth": info.auth,
+                "registration": registration,
+                "peers": peers,
+                "active_calls": n_active,
+                "max_channels": info.max_channels,
+                "attempts": attempts,
+                "failures": failures,
+                "health": health,
+            }
+        )
+
+    edge_reports = []
+    for e in edges:
+        edge_reports.append(
+            {
+                "name": e.target.name,
+                "site": e.target.site,
+                "address": e.target.address,
+                "kamailio": {
+                    "url": e.target.kamailio_rpc,
+                    "state": e.kamailio_state,
+                    "error": e.kamailio_error,
+                    "dialogs": e.dialogs,
+                    "targets": [
+                        {
+                            "set": t.set_id,
+                            "trunk": _trunk_of_target(topology, e.target.site, t),
+                            "uri": t.uri,
+                            "state": t.state,
+                            "flags": t.flags,
+                        }
+                        for t in e.targets
+                    ],
+                },
+                "rtpengine": {
+                    "address": f"{e.target.rtpengine_ng[0]}:{e.target.rtpengine_ng[1]}",
+                    "state": e.rtpengine_state,
+                    "error": e.rtpengine_error,
+                    **(e.rtpengine_stats or {}),
+                },
+            }
+        )
+
+    code = EXIT_HEALTHY
+    if any(p["severity"] == "degraded" for p in problems):
+        code = EXIT_DEGRADED
+    if any(p["severity"] == "unreachable" for p in problems):
+        code = EXIT_UNREACHABLE
+    return {
+        "schema": SCHEMA,
+        "generated_at": _iso(now),
+        "health": {0: "healthy", 1: "degraded", 2: "unreachable"}[code],
+        "exit_code": code,
+        "counters_since": _iso(counters_since) if counters and counters_since else None,
+        "problems": problems,
+        "sites": list(topology.sites),
+        "hosts": hosts,
+        "trunks": trunks,
+        "calls": calls,
+        "edges": edge_reports,
+    }
+
+
+class _Zero:
+    attempts = 0
+    failures = 0
+
+
+_ZERO: Any = _Zero()
+
+
+def _problem(
+    severity: str, message: str, *, host: str | None = None, trunk: str | None = None
+) -> dict[str, Any]:
+    return {"severity": severity, "host": host, "trunk": trunk, "message": message}
+
+
+def _merge_pjsip(states: list[str]) -> str | None:
+    if not states:
+        return None
+    norm = [s.lower() for s in states]
+    if "reachable" in norm:
+        return "reachable"
+    if "unreachable" in norm:
+        return "unreachable"
+    if "nonqualified" in norm:
+        return "not_qualified"
+    return "unknown"
+
+
+def _merge_edge(states: list[str]) -> str | None:
+    if not states:
+        return None
+    if "up" in states:
+        return "up"
+    return states[0]
+
+
+def _registration(trunk: str, pbx: list[PbxResult]) -> str:
+    seen: list[str] = []
+    for r in pbx:
+        reg = r.handler.registration_for(trunk)
+        if reg is not None:
+            seen.append(reg.status.lower())
+    if not pbx:
+        return "unknown"
+    if not seen:
+        return "missing"
+    if "registered" in seen:
+        return "registered"
+    return seen[0]
+
+
+def _trunk_of_target(topology: Topology, site: str, t: kamailio.DispatcherTarget) -> str | None:
+    for name, info in topology.trunks.items():
+        if info.set_id is not None and info.set_id == t.set_id:
+            return name
+    for name, info in topology.trunks.items():
+        if any(p.address == t.host for p in info.peers) and info.site == site:
+            return name
+    return None
+
+
+def exit_code(report: Mapping[str, Any]) -> int:
+    return int(report["exit_code"])
