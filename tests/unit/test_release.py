@@ -1,0 +1,94 @@
+"""Release bundles: deterministic, reusable, manifest without secrets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from siporch.model import load_model
+from siporch.release import build_release, list_releases, read_release_files
+from siporch.render import render_release
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "example"
+SECRETS = ["ami-example-secret", "itsp-b-example-password"]
+
+
+def test_render_twice_is_byte_identical() -> None:
+    a = render_release(load_model(EXAMPLE).model)
+    b = render_release(load_model(EXAMPLE).model)
+    assert a == b
+    assert set(a) == {"edge-central", "edge-branch", "pbx-central"}
+
+
+def test_every_host_gets_its_daemons() -> None:
+    files = render_release(load_model(EXAMPLE).model)
+    assert "kamailio/kamailio.cfg" in files["edge-central"]
+    assert "rtpengine/rtpengine.conf" in files["edge-central"]
+    assert "asterisk/pjsip.conf" in files["pbx-central"]
+    assert not any(p.startswith("asterisk/") for p in files["edge-central"])
+
+
+def test_bundle_manifest_and_reuse(tmp_path: Path) -> None:
+    loaded = load_model(EXAMPLE)
+    out = tmp_path / "releases"
+    rel = build_release(loaded, out)
+    assert not rel.reused
+    manifest = json.loads((rel.path / "manifest.json").read_text())
+    assert manifest["id"] == rel.id and manifest["model_hash"] == loaded.model_hash
+    assert manifest["changes"]  # first release: everything is added
+    for host, hm in manifest["hosts"].items():
+        for path, meta in hm["files"].items():
+            data = (rel.path / host / path).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == meta["sha256"]
+            if path != "kamailio/db/version":  # read at start only
+                assert meta["reload"] != "none", f"{host}:{path} has no reload action"
+    text = "".join(p.read_text() for p in rel.path.rglob("*.json"))
+    for secret in SECRETS:
+        assert secret not in text
+    # An unchanged model reuses the release.
+    again = build_release(load_model(EXAMPLE), out)
+    assert again.reused and again.id == rel.id
+    assert read_release_files(rel.id, out) == render_release(loaded.model)
+
+
+def test_secret_files_are_private_and_listed(tmp_path: Path) -> None:
+    rel = build_release(load_model(EXAMPLE), tmp_path / "r")
+    hm = rel.manifest["hosts"]["pbx-central"]["files"]
+    secret = [p for p, m in hm.items() if m["secret"]]
+    assert secret, "the PBX has files with secrets (AMI, registration auth)"
+    for p in secret:
+        assert hm[p]["mode"] == "0640"
+        assert (rel.path / "pbx-central" / p).stat().st_mode & 0o077 == 0
+    everything = {p: (rel.path / "pbx-central" / p).read_text() for p in hm}
+    for secret_value in SECRETS:
+        holders = [p for p, t in everything.items() if secret_value in t]
+        assert all(hm[p]["secret"] for p in holders), holders
+
+
+def test_changed_model_makes_a_new_release_with_changes(tmp_path: Path) -> None:
+    inv = tmp_path / "inv"
+    shutil.copytree(EXAMPLE, inv)
+    shutil.copy(EXAMPLE.parent / ".vault-pass", tmp_path / ".vault-pass")
+    out = tmp_path / "releases"
+    first = build_release(load_model(inv), out)
+    path = inv / "group_vars/all/siporch.yml"
+    data = yaml.safe_load(path.read_text())
+    data["siporch"]["trunks"]["itsp-a"]["peers"].append({"address": "203.0.113.7"})
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    second = build_release(load_model(inv), out, release_id="20990101T000000Z-test")
+    assert second.manifest["previous"] == first.id
+    assert second.manifest["changes"] == ["trunk itsp-a: peer 203.0.113.7 added"]
+    assert [m["id"] for m in list_releases(out)] == [first.id, second.id]
+
+
+def test_release_id_clash_is_an_error(tmp_path: Path) -> None:
+    from siporch.errors import SiporchError
+
+    build_release(load_model(EXAMPLE), tmp_path, release_id="x")
+    with pytest.raises(SiporchError, match="already exists"):
+        build_release(load_model(EXAMPLE), tmp_path, release_id="x")
