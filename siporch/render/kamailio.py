@@ -1,0 +1,472 @@
+"""Kamailio edge renderer: model -> ``kamailio/`` tree of one edge host.
+
+``kamailio.cfg`` is the same for every edge and every model: the routing logic only.
+``host.cfg`` holds what differs per host (listeners, TLS, rtpengine socket, flood limits,
+data paths). Everything per trunk, route and DID goes to db_text tables under ``db/``
+that Kamailio reloads over RPC. docs/kamailio.md documents the tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+
+from siporch.errors import SiporchError
+from siporch.model.numbering import trunk_ids
+from siporch.model.schema import Host, Model, NumberRule, Peer, Probe, Route, Trunk
+from siporch.render.env import environment
+
+#: Where the deployed tree lives on an edge host (through the ``current`` symlink).
+DEFAULT_ROOT = "/etc/siporch/current"
+#: Where Kamailio's RPC sockets go.
+DEFAULT_RUN_DIR = "/run/kamailio"
+
+#: Changed file -> reload action (first match wins).
+RELOADS: list[tuple[str, str]] = [
+    ("kamailio/kamailio.cfg", "kamailio:restart"),
+    ("kamailio/host.cfg", "kamailio:restart"),
+    ("kamailio/kamailio.env", "kamailio:restart"),
+    ("kamailio/tls.cfg", "kamailio:tls.reload"),
+    ("kamailio/db/dispatcher", "kamailio:dispatcher.reload"),
+    ("kamailio/db/address", "kamailio:permissions.addressReload"),
+    ("kamailio/db/dialplan", "kamailio:dialplan.reload"),
+    ("kamailio/db/trunks", "kamailio:htable.reload:trunks"),
+    ("kamailio/db/routes", "kamailio:htable.reload:routes"),
+    ("kamailio/db/dids", "kamailio:htable.reload:dids"),
+    ("kamailio/db/security", "kamailio:htable.reload:security"),
+    ("kamailio/db/version", "none"),
+]
+
+# Numbering shared with kamailio.cfg: keep both in step.
+GROUP_LOCAL_PBX = 100001  #: permissions group of this site's PBX hosts
+GROUP_EDGE = 100002  #: permissions group of the other edge hosts
+GROUP_OTHER_PBX = 100003  #: PBX hosts of other sites (in-dialog requests only)
+SET_HOST_BASE = 100000  #: dispatcher set of a PBX host: base + position in sorted host names
+SET_SITE_EDGES_BASE = 200000  #: dispatcher set of a site's edges: base + position of the site
+DP_NORMALIZE = 1
+DP_ROUTES = 2
+DP_DID_PATTERNS = 3
+DP_TRUNK_IN_BASE = 1_000_000
+DP_TRUNK_OUT_BASE = 2_000_000
+MAX_TRUNK_ID = 99_999
+
+TABLE_VERSIONS = {
+    "address": 6,
+    "dialplan": 2,
+    "dispatcher": 4,
+    "dids": 2,
+    "routes": 2,
+    "security": 2,
+    "trunks": 2,
+}
+
+_HEADERS = {
+    "address": "id(int,auto) grp(int) ip_addr(string) mask(int) port(int) tag(string,null)",
+    "dialplan": (
+        "id(int,auto) dpid(int) pr(int) match_op(int) match_exp(string) match_len(int) "
+        "subst_exp(string) repl_exp(string) attrs(string)"
+    ),
+    "dispatcher": (
+        "id(int,auto) setid(int) destination(string) flags(int) priority(int) "
+        "attrs(string) description(string)"
+    ),
+    "htable": (
+        "id(int,auto) key_name(string) key_type(int) value_type(int) key_value(string) expires(int)"
+    ),
+    "version": "id(int,auto) table_name(string) table_version(int)",
+}
+
+_RTP_BASE = "replace-origin replace-session-connection ICE=remove"
+_SRTP_TOWARD_TRUNK = {
+    "off": "RTP/AVP",
+    "optional": "RTP/AVP OSRTP-offer",
+    "required": "RTP/SAVP",
+}
+_REPLACE_OK = re.compile(r"^(?:[^\\$]|\\[0-9])*$")
+
+
+class KamailioRenderError(SiporchError):
+    """The model cannot be expressed in the edge's data tables."""
+
+
+Row = Sequence[object]
+
+
+def render(
+    model: Model,
+    host: str,
+    *,
+    root: str = DEFAULT_ROOT,
+    run_dir: str = DEFAULT_RUN_DIR,
+) -> dict[str, str]:
+    """The ``kamailio/`` tree of edge ``host``. ``root`` is where the tree is read from on
+    the host (tests point it at a temporary directory); ``run_dir`` holds the RPC sockets."""
+    if host not in model.hosts:
+        raise KamailioRenderError(f"unknown host '{host}'")
+    h = model.hosts[host]
+    if h.role != "edge":
+        raise KamailioRenderError(f"host '{host}' has role '{h.role}', not 'edge'")
+    data = _EdgeData(model, host)
+    env = environment()
+    files: dict[str, str] = {
+        "kamailio/kamailio.cfg": env.get_template("kamailio/kamailio.cfg").render(),
+        "kamailio/host.cfg": env.get_template("kamailio/host.cfg.j2").render(
+            **_host_context(model, host, h, root, run_dir)
+        ),
+        "kamailio/kamailio.env": env.get_template("kamailio/kamailio.env.j2").render(
+            shm_mb=h.kamailio.shm_mb, pkg_mb=h.kamailio.pkg_mb
+        ),
+    }
+    if _has_tls(h):
+        files["kamailio/tls.cfg"] = env.get_template("kamailio/tls.cfg.j2").render(
+            host=host, tls=h.tls
+        )
+
+    def db(name: str, header: str, rows: Iterable[Row]) -> None:
+        lines = [header]
+        lines.extend(f"{i}:{':'.join(map(_cell, row))}" for i, row in enumerate(rows, 1))
+        lines.append("")
+        files[f"kamailio/db/{name}"] = "\n".join(lines)
+
+    db("address", _HEADERS["address"], data.address_rows())
+    db("dispatcher", _HEADERS["dispatcher"], data.dispatcher_rows())
+    db("dialplan", _HEADERS["dialplan"], data.dialplan_rows())
+    for name, items in (
+        ("trunks", data.trunk_items()),
+        ("routes", data.route_items()),
+        ("dids", data.did_items()),
+        ("security", data.security_items()),
+    ):
+        files[f"kamailio/db/{name}"] = _htable_text(items)
+    versions = [("version", 1), *sorted(TABLE_VERSIONS.items())]
+    db("version", _HEADERS["version"], versions)
+    return dict(sorted(files.items()))
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+_ESCAPE = str.maketrans({"\\": "\\\\", ":": "\\:"})
+
+
+def _cell(value: object) -> str:
+    """One db_text column value: '\\' and ':' escaped; control characters refused."""
+    cls = value.__class__
+    if cls is int:
+        return str(value)
+    if cls is bool:
+        return "1" if value else "0"
+    text = str(value)
+    if "\n" in text or "\r" in text or "\t" in text or "\0" in text:
+        raise KamailioRenderError(f"value {text!r} contains a control character")
+    if ":" in text or "\\" in text:
+        return text.translate(_ESCAPE)
+    return text
+
+
+def _htable_text(items: Iterable[tuple[str, str | int]]) -> str:
+    """An htable db_text file: key, key_type 0, value_type 0 (string) or 1 (integer),
+    value, expires 0."""
+    lines = [_HEADERS["htable"]]
+    for i, (key, value) in enumerate(items, 1):
+        vtype = 1 if value.__class__ is int else 0
+        lines.append(f"{i}:{_cell(key)}:0:{vtype}:{_cell(value)}:0")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _has_tls(h: Host) -> bool:
+    return any(t.protocol == "tls" for t in h.transports)
+
+
+def _hostport(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> str:
+    a = f"[{address}]" if address.version == 6 else str(address)
+    return f"{a}:{port}"
+
+
+def _sip_uri(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, proto: str) -> str:
+    return f"sip:{_hostport(address, port)};transport={proto}"
+
+
+def _host_context(model: Model, name: str, h: Host, root: str, run_dir: str) -> dict[str, object]:
+    advertised = h.public_address or h.address
+    listens = []
+    for t in h.transports:
+        line = f"{t.protocol}:{_hostport(h.address, t.port)}"
+        if h.public_address is not None:
+            line += f" advertise {_hostport(h.public_address, t.port)}"
+        listens.append(line)
+    key = hashlib.sha256(f"siporch-topoh:{model.domain}".encode()).hexdigest()[:32]
+    probe = Probe()
+    return {
+        "host": name,
+        "db_dir": f"{root}/kamailio/db",
+        "run_dir": run_dir,
+        "advertised": str(advertised),
+        "rtpengine_port": h.rtpengine.ng_port,
+        "probe_interval": probe.interval,
+        "probe_threshold": probe.threshold,
+        "flood": model.security.flood,
+        "topology_hiding": model.security.topology_hiding,
+        "topoh_key": key,
+        "tls": _has_tls(h),
+        "tls_config": f"{root}/kamailio/tls.cfg",
+        "tcp": any(t.protocol in ("tcp", "tls") for t in h.transports),
+        "children": h.kamailio.children,
+        "listens": listens,
+    }
+
+
+def whole(regex: str) -> str:
+    """A regex that matches exactly what ``re.fullmatch(regex, s)`` matches (group numbers
+    unchanged), for Kamailio dialplan (PCRE)."""
+    return f"^(?:{regex})$"
+
+
+def route_regex(route: Route) -> str:
+    """The route's pattern with its exceptions folded in as negative lookaheads."""
+    excepts = "".join(f"(?!(?:{e})$)" for e in route.exceptions)
+    return f"^{excepts}(?:{route.pattern})$"
+
+
+def range_prefixes(start: str, end: str) -> list[str]:
+    """Digit-string prefixes that cover ``start``..``end`` (same length) exactly, each
+    standing for every string of that length starting with it."""
+    if len(start) != len(end) or not (start.isdigit() and end.isdigit()) or start > end:
+        raise KamailioRenderError(f"bad number range {start}..{end}")
+    out: list[str] = []
+
+    def cover(lo: str, hi: str, prefix: str) -> None:
+        common = 0
+        while common < len(lo) and lo[common] == hi[common]:
+            common += 1
+        if common:
+            prefix, lo, hi = prefix + lo[:common], lo[common:], hi[common:]
+        if not lo:
+            out.append(prefix)
+            return
+        if lo == "0" * len(lo) and hi == "9" * len(hi):
+            out.append(prefix)
+            return
+        a, b = int(lo[0]), int(hi[0])
+        if a == b:
+            cover(lo[1:], hi[1:], prefix + lo[0])
+            return
+        n = len(lo) - 1
+        cover(lo[1:], "9" * n, prefix + lo[0])
+        for d in range(a + 1, b):
+            out.append(prefix + str(d))
+        cover("0" * n, hi[1:], prefix + hi[0])
+
+    cover(start, end, "")
+    return out
+
+
+def _check_replace(rule: NumberRule, where: str) -> None:
+    if not _REPLACE_OK.match(rule.replace):
+        raise KamailioRenderError(
+            f"{where}: rule '{rule.name}': replace {rule.replace!r} may only hold literal "
+            "characters and \\1..\\9 (no '$', no other backslash) for the Kamailio dialplan"
+        )
+
+
+def _peer_order(peers: Sequence[Peer]) -> list[Peer]:
+    """Priority ascending (lower first), then the higher weight, then model order."""
+    return [
+        p
+        for _, p in sorted(enumerate(peers), key=lambda ip: (ip[1].priority, -ip[1].weight, ip[0]))
+    ]
+
+
+def _rtp_flags(trunk: Trunk) -> tuple[str, str]:
+    toward_trunk = f"{_RTP_BASE} {_SRTP_TOWARD_TRUNK[trunk.media.srtp]}"
+    toward_inside = f"{_RTP_BASE} RTP/AVP"
+    return toward_trunk, toward_inside
+
+
+class _EdgeData:
+    """What one edge host needs from the model, as table rows."""
+
+    def __init__(self, model: Model, host: str) -> None:
+        self.model = model
+        self.host = host
+        self.site = model.hosts[host].site
+        self.ids = trunk_ids(model)
+        for name, tid in self.ids.items():
+            if not 1 <= tid <= MAX_TRUNK_ID:
+                raise KamailioRenderError(
+                    f"trunks.{name}.id: {tid} is outside 1..{MAX_TRUNK_ID} used by the edge"
+                )
+        self.routes = model.routes_for_site(self.site)
+        self.local = [n for n, t in model.trunks.items() if t.site == self.site]
+        used: list[str] = []
+        for r in self.routes:
+            used.extend(r.trunks)
+        used.extend(d.destination.trunk for d in model.inbound if d.destination.trunk)
+        self.remote = sorted({n for n in used if model.trunks[n].site != self.site})
+        hosts = sorted(model.hosts)
+        self.host_set = {n: SET_HOST_BASE + i for i, n in enumerate(hosts, 1)}
+        self.site_set = {n: SET_SITE_EDGES_BASE + i for i, n in enumerate(sorted(model.sites), 1)}
+
+    # -- permissions
+    def address_rows(self) -> list[Row]:
+        rows: list[Row] = []
+        for name in self.local:
+            tid = self.ids[name]
+            for net in self.model.trunks[name].sources():
+                rows.append((tid, net.network_address, net.prefixlen, 0, name))
+        for name, h in self.model.hosts.items():
+            if name == self.host:
+                continue
+            if h.role == "pbx":
+                group = GROUP_LOCAL_PBX if h.site == self.site else GROUP_OTHER_PBX
+            else:
+                group = GROUP_EDGE
+            rows.append((group, h.address, h.address.max_prefixlen, 0, name))
+        return rows
+
+    # -- dispatcher
+    def dispatcher_rows(self) -> list[Row]:
+        rows: list[Row] = []
+        for name in self.local:
+            t = self.model.trunks[name]
+            peers = _peer_order(t.peers)
+            flags = 8 if t.probe.enabled else 0
+            for pos, p in enumerate(peers):
+                uri = _sip_uri(p.address, p.effective_port, p.transport)
+                rows.append(
+                    (self.ids[name], uri, flags, len(peers) - pos, f"weight={p.weight}", name)
+                )
+        for name in sorted(self.model.hosts):
+            h = self.model.hosts[name]
+            if h.role != "pbx":
+                continue
+            rows.append((self.host_set[name], self._host_uri(h), 8, 1, "", name))
+        for site in sorted(self._remote_sites()):
+            edges = self.model.hosts_with_role("edge", site)
+            for pos, e in enumerate(edges):
+                h = self.model.hosts[e]
+                rows.append((self.site_set[site], self._host_uri(h), 8, len(edges) - pos, "", e))
+        return rows
+
+    def _remote_sites(self) -> set[str]:
+        return {self.model.trunks[n].site for n in self.remote}
+
+    @staticmethod
+    def _host_uri(h: Host) -> str:
+        t = h.transports[0]
+        return _sip_uri(h.address, t.port, t.protocol)
+
+    # -- dialplan
+    def dialplan_rows(self) -> list[Row]:
+        rows: list[Row] = []
+
+        def rules(dpid: int, rs: Sequence[NumberRule], where: str) -> None:
+            for pr, r in enumerate(rs, 1):
+                _check_replace(r, where)
+                rx = whole(r.match)
+                rows.append((dpid, pr, 1, rx, 0, rx, r.replace, r.name))
+
+        rules(DP_NORMALIZE, self.model.sites[self.site].normalization, f"sites.{self.site}")
+        for i, r in enumerate(self.routes, 1):
+            rows.append((DP_ROUTES, i, 1, route_regex(r), 0, "", "", str(i)))
+        for i, d in enumerate(self.model.inbound, 1):
+            if d.pattern is not None:
+                rows.append((DP_DID_PATTERNS, i, 1, whole(d.pattern), 0, "", "", str(i)))
+        for name in self.local:
+            t = self.model.trunks[name]
+            tid = self.ids[name]
+            rules(DP_TRUNK_IN_BASE + tid, t.translation.inbound, f"trunks.{name}")
+            rules(DP_TRUNK_OUT_BASE + tid, t.translation.outbound, f"trunks.{name}")
+        return rows
+
+    # -- htables
+    def trunk_items(self) -> list[tuple[str, str | int]]:
+        items: list[tuple[str, str | int]] = []
+        for name in self.local:
+            t = self.model.trunks[name]
+            tid = self.ids[name]
+            toward_trunk, toward_inside = _rtp_flags(t)
+            items += [
+                (f"{tid}.name", name),
+                (f"{tid}.local", 1),
+                (f"{tid}.set", tid),
+                (f"{tid}.max", t.max_channels or 0),
+                (f"{tid}.cap", t.at_capacity),
+                (f"{tid}.anchor", int(t.media.mode == "anchor")),
+                (f"{tid}.rtpt", toward_trunk),
+                (f"{tid}.rtpi", toward_inside),
+                (f"{tid}.plus", int(t.strip_plus)),
+                (f"{tid}.pai", t.pai),
+            ]
+            if t.from_user:
+                items.append((f"{tid}.fu", t.from_user))
+            if t.from_domain:
+                items.append((f"{tid}.fd", t.from_domain))
+            items.append((f"n.{name}", tid))
+        for name in self.remote:
+            tid = self.ids[name]
+            site = self.model.trunks[name].site
+            if not self.model.hosts_with_role("edge", site):
+                raise KamailioRenderError(
+                    f"trunks.{name}: used at site '{self.site}' but site '{site}' has no edge"
+                )
+            items += [
+                (f"{tid}.name", name),
+                (f"{tid}.local", 0),
+                (f"{tid}.via", self.site_set[site]),
+                (f"n.{name}", tid),
+            ]
+        return items
+
+    def route_items(self) -> list[tuple[str, str | int]]:
+        items: list[tuple[str, str | int]] = []
+        for i, r in enumerate(self.routes, 1):
+            items += [
+                (f"{i}.name", r.name),
+                (f"{i}.n", len(r.trunks)),
+                (f"{i}.fo", "," + ",".join(r.failover_on) + ","),
+                (f"{i}.fr", r.failover_timeout * 1000),
+            ]
+            wsum = 0
+            for j, name in enumerate(r.trunks):
+                items.append((f"{i}.t{j}", self.ids[name]))
+                if r.strategy == "weighted":
+                    w = r.weights.get(name, 1)
+                    wsum += w
+                    items.append((f"{i}.w{j}", w))
+            items.append((f"{i}.wsum", wsum))
+        return items
+
+    def did_items(self) -> list[tuple[str, str | int]]:
+        items: list[tuple[str, str | int]] = []
+        for i, d in enumerate(self.model.inbound, 1):
+            dest = d.destination
+            if dest.trunk is not None:
+                items.append((f"{i}.tid", self.ids[dest.trunk]))
+            else:
+                assert dest.host is not None
+                if self.model.hosts[dest.host].role != "pbx":
+                    raise KamailioRenderError(
+                        f"inbound.{d.name}: destination host '{dest.host}' is not a pbx host"
+                    )
+                items.append((f"{i}.set", self.host_set[dest.host]))
+            if d.range is not None:
+                start, end = d.range.start, d.range.end
+                suffix = f"/{len(start)}"
+                items.extend((f"p+{p}{suffix}", i) for p in range_prefixes(start[1:], end[1:]))
+        return items
+
+    def security_items(self) -> list[tuple[str, str | int]]:
+        agents = self.model.security.blocked_user_agents
+        if not agents:
+            return []
+        alternatives = "|".join(_posix_escape(a.lower()) for a in agents)
+        return [("ua", f"({alternatives})")]
+
+
+def _posix_escape(text: str) -> str:
+    """Escape a literal for a POSIX extended regular expression."""
+    return re.sub(r"([.\[\](){}*+?|^$\\])", r"\\\1", text)
