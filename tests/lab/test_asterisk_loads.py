@@ -224,7 +224,7 @@ UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: <sip:+12025559999@[local_ip]:[local_port]>;tag=[pid]T[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>
+To: <sip:[field1]@[remote_ip]:[remote_port]>
 Call-ID: [call_id]
 CSeq: 1 INVITE
 Contact: <sip:edge@[local_ip]:[local_port]>
@@ -249,7 +249,7 @@ a=rtpmap:0 PCMU/8000
 ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: <sip:+12025559999@[local_ip]:[local_port]>;tag=[pid]T[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+To: <sip:[field1]@[remote_ip]:[remote_port]>[peer_tag_param]
 Call-ID: [call_id]
 CSeq: 1 ACK
 Max-Forwards: 70
@@ -260,7 +260,7 @@ Content-Length: 0
 BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
 Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: <sip:+12025559999@[local_ip]:[local_port]>;tag=[pid]T[call_number]
-To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+To: <sip:[field1]@[remote_ip]:[remote_port]>[peer_tag_param]
 Call-ID: [call_id]
 CSeq: 2 BYE
 Max-Forwards: 70
@@ -278,12 +278,13 @@ def sipp_calls(
     calls: int,
     hold_ms: int,
     source: str = "127.0.0.10",
+    to: str | None = None,
 ) -> dict[str, int]:
     """Place `calls` concurrent calls as the edge; count the final responses to INVITE."""
     if shutil.which("sipp") is None:
         pytest.skip("sipp is not installed")
     (pbx.work / "uac.xml").write_text(UAC)
-    (pbx.work / "fields.csv").write_text(f"SEQUENTIAL\n{trunk};\n")
+    (pbx.work / "fields.csv").write_text(f"SEQUENTIAL\n{trunk};{to or number};\n")
     for old in pbx.work.glob("uac_*_messages.log"):
         old.unlink()
     run = pbx.in_netns(
@@ -316,6 +317,14 @@ def test_only_edges_may_send_calls(pbx: AsteriskUnderTest) -> None:
     counts = sipp_calls(pbx, "itsp-a", "+12025550150", calls=1, hold_ms=100, source="127.0.0.5")
     assert counts and "200" not in counts, counts
     assert set(counts) <= {"401", "403"}, counts
+
+
+def test_call_to_registration_contact_uses_the_to_number(pbx: AsteriskUnderTest) -> None:
+    """A call to a registration's contact has user `s`; the DID comes from To."""
+    answered = sipp_calls(pbx, "itsp-b", "s", calls=1, hold_ms=500, to="+12025550160")
+    assert set(answered) == {"200"}, answered
+    refused = sipp_calls(pbx, "itsp-b", "s", calls=1, hold_ms=100, to="+19995550160")
+    assert set(refused) == {"404"}, refused
 
 
 def test_inbound_unknown_did_is_refused(pbx: AsteriskUnderTest) -> None:

@@ -440,3 +440,23 @@ def test_golden(name: str) -> None:
             tofile="rendered",
         )
         pytest.fail("rendered file differs from the golden file:\n" + "".join(diff))
+
+
+def test_two_edges_tried_in_order() -> None:
+    hosts = example().model_dump()["hosts"]
+    hosts["edge-central-2"] = {**hosts["edge-central"], "address": "192.0.2.11"}
+    ext = asterisk.render(variant(hosts=hosts), "pbx-central")["asterisk/extensions.conf"]
+    first = ext.index("Dial(PJSIP/${EXTEN}@siporch-edge-edge-central,")
+    second = ext.index("Dial(PJSIP/${EXTEN}@siporch-edge-edge-central-2,")
+    between = ext[first:second]
+    assert '"${DIALSTATUS}" != "CHANUNAVAIL"' in between and "?done)" in between
+    pjsip = asterisk.render(variant(hosts=hosts), "pbx-central")["asterisk/pjsip.conf"]
+    assert "permit = 192.0.2.11/255.255.255.255" in pjsip
+
+
+def test_branch_pbx_uses_backup_site_edges() -> None:
+    hosts = example().model_dump()["hosts"]
+    del hosts["edge-branch"]
+    hosts["pbx-branch"] = {**hosts["pbx-central"], "site": "branch", "address": "198.51.100.20"}
+    ext = asterisk.render(variant(hosts=hosts), "pbx-branch")["asterisk/extensions.conf"]
+    assert "Dial(PJSIP/${EXTEN}@siporch-edge-edge-central," in ext
