@@ -52,7 +52,8 @@ def print_result(result: runner.RunResult, what: str) -> int:
     if not result.failures():
         tail = "\n".join(result.output[-25:])
         err_console.print(tail, markup=False, highlight=False)
-    raise DeployError(f"{what} failed; every host of the run is back on its previous release")
+        raise DeployError(f"{what} failed (ansible-playbook exited {result.returncode})")
+    raise DeployError(f"{what} failed; the hosts of the run went back to their previous release")
 
 
 @click.command()

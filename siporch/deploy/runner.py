@@ -129,7 +129,8 @@ def build_command(
     if diff:
         cmd.append("--diff")
     if limit:
-        cmd += ["--limit", limit]
+        # The controller plays (render, report) run on localhost: keep it in the run.
+        cmd += ["--limit", f"{limit},localhost"]
     cmd += ["-e", json.dumps(variables, sort_keys=True)]
     if verbose:
         cmd.append("-" + "v" * min(verbose, 4))

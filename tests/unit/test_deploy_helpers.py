@@ -1,0 +1,211 @@
+"""The host-side helpers of the roles, run on the controller against real files and,
+where installed, the real daemons (kamailio -c, rtpengine's own option parser)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import socket
+import threading
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load(role: str, name: str) -> ModuleType:
+    path = REPO / "roles" / role / "files" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+kam = _load("kamailio_edge", "siporch_kamailio")
+rtp = _load("rtpengine_media", "siporch_rtpengine")
+ast = _load("asterisk_pbx", "siporch_asterisk")
+
+CFG = """#!KAMAILIO
+#!define RPC_DGRAM "unix:/run/kamailio/kamailio_rpc.sock"
+#!define DBURL "text:///etc/siporch/current/kamailio/db"
+listen=udp:127.0.0.1:25060
+loadmodule "jsonrpcs.so"
+loadmodule "sl.so"
+loadmodule "db_text.so"
+loadmodule "dispatcher.so"
+modparam("jsonrpcs", "transport", 0)
+modparam("jsonrpcs", "dgram_socket", RPC_DGRAM)
+modparam("dispatcher", "db_url", DBURL)
+request_route { sl_send_reply("200", "OK"); }
+"""
+DISPATCHER = (
+    "id(int,auto) setid(int) destination(string) flags(int) priority(int) "
+    "attrs(string,null) description(string)\n"
+    "1:1:sip\\:198.18.1.10\\:5060:0:1::itsp-a\n"
+    "2:1:sip\\:198.18.1.11\\:5060:0:2::itsp-a\n"
+)
+
+
+def _tree(tmp: Path, cfg: str = CFG, dispatcher: str = DISPATCHER) -> Path:
+    release = tmp / "release"
+    (release / "kamailio" / "db").mkdir(parents=True)
+    (release / "kamailio" / "kamailio.cfg").write_text(cfg)
+    (release / "kamailio" / "db" / "dispatcher").write_text(dispatcher)
+    (release / "kamailio" / "db" / "version").write_text(
+        "table_name(string) table_version(int)\ndispatcher:4\n"
+    )
+    return release
+
+
+def test_rpc_endpoint_resolves_defines(tmp_path: Path) -> None:
+    release = _tree(tmp_path)
+    kind, address = kam.rpc_endpoint(release / "kamailio" / "kamailio.cfg")
+    assert (kind, address) == ("unix", "/run/kamailio/kamailio_rpc.sock")
+    udp = CFG.replace('"unix:/run/kamailio/kamailio_rpc.sock"', '"udp:127.0.0.1:8090"')
+    (release / "kamailio" / "kamailio.cfg").write_text(udp)
+    assert kam.rpc_endpoint(release / "kamailio" / "kamailio.cfg") == ("udp", "127.0.0.1:8090")
+
+
+def test_destinations_from_db_text(tmp_path: Path) -> None:
+    release = _tree(tmp_path)
+    assert kam._destinations(release / "kamailio" / "db" / "dispatcher") == {
+        "sip:198.18.1.10:5060",
+        "sip:198.18.1.11:5060",
+    }
+    loaded = {
+        "RECORDS": [
+            {
+                "SET": {
+                    "ID": 1,
+                    "TARGETS": [{"DEST": {"URI": "sip:198.18.1.10:5060", "FLAGS": "AP"}}],
+                }
+            }
+        ]
+    }
+    assert kam._loaded_destinations(loaded) == {"sip:198.18.1.10:5060": "AP"}
+
+
+def test_db_text_problems(tmp_path: Path) -> None:
+    release = _tree(tmp_path, dispatcher=DISPATCHER + "3:1:sip\\:x\n")
+    problems = kam._db_text_problems(release / "kamailio" / "db")
+    assert problems == ["dispatcher:4: 3 fields, header has 7"]
+
+
+@pytest.mark.skipif(shutil.which("kamailio") is None, reason="kamailio is not installed")
+def test_check_tree_with_kamailio(tmp_path: Path) -> None:
+    assert "ok" in kam.check_tree(_tree(tmp_path / "good"), "kamailio")
+    bad_cfg = CFG.replace('sl_send_reply("200", "OK");', "no_such_function();")
+    with pytest.raises(kam.Failure, match="kamailio -c failed"):
+        kam.check_tree(_tree(tmp_path / "bad", cfg=bad_cfg), "kamailio")
+    with pytest.raises(kam.Failure, match="db_text"):
+        kam.check_tree(_tree(tmp_path / "baddb", dispatcher=DISPATCHER + "9:9\n"), "kamailio")
+
+
+def test_options_probe_on_loopback() -> None:
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    server.settimeout(5)
+
+    def answer() -> None:
+        data, peer = server.recvfrom(65535)
+        call_id = next(ln for ln in data.decode().split("\r\n") if ln.startswith("Call-ID:"))
+        server.sendto(f"SIP/2.0 200 OK\r\n{call_id}\r\nContent-Length: 0\r\n\r\n".encode(), peer)
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    try:
+        assert kam.options("127.0.0.1", port, 2.0, 1) == f"OPTIONS sip:127.0.0.1:{port}: 200 OK"
+    finally:
+        thread.join()
+        server.close()
+    with pytest.raises(kam.Failure, match="no answer"):
+        kam.options("127.0.0.1", port, 0.2, 2)
+
+
+def test_bencode_round_trip() -> None:
+    value = {"command": "statistics", "list": [1, b"x", {"a": -3}]}
+    decoded, end = rtp.bdecode(rtp.bencode(value))
+    assert end == len(rtp.bencode(value))
+    assert decoded == {"command": b"statistics", "list": [1, b"x", {"a": -3}]}
+
+
+@pytest.mark.skipif(shutil.which("rtpengine") is None, reason="rtpengine is not installed")
+def test_rtpengine_check(tmp_path: Path) -> None:
+    conf = tmp_path / "rtpengine" / "rtpengine.conf"
+    conf.parent.mkdir()
+    conf.write_text("[rtpengine]\ntable = -1\ninterface = 127.0.0.1\nlisten-ng = 127.0.0.1:22222\n")
+    assert "accepts" in rtp.check_tree(tmp_path, "rtpengine")
+    conf.write_text(conf.read_text() + "no-such-option = 1\n")
+    with pytest.raises(rtp.Failure, match="no-such-option"):
+        rtp.check_tree(tmp_path, "rtpengine")
+    conf.write_text("[rtpengine]\ntable = -1\ninterface = 127.0.0.1\nport-min = many\n")
+    with pytest.raises(rtp.Failure, match="rejected"):
+        rtp.check_tree(tmp_path, "rtpengine")
+
+
+def _asterisk_tree(tmp: Path) -> Path:
+    base = tmp / "asterisk"
+    base.mkdir(parents=True)
+    (base / "asterisk.conf").write_text(
+        "[directories]\nastetcdir => /etc/siporch/current/asterisk\n[options]\nverbose = 0\n"
+    )
+    (base / "pjsip.conf").write_text(
+        "#include pjsip_transports.conf\n[itsp-a](!)\ntype = endpoint\n"
+        "[itsp-a-ep](itsp-a)\ncontext = from-trunk ; comment\n"
+    )
+    (base / "pjsip_transports.conf").write_text("[udp]\ntype = transport\nprotocol = udp\n")
+    (base / "extensions.conf").write_text("[from-trunk]\nexten => _X.,1,Answer()\n")
+    (base / "manager.conf").write_text("[general]\nenabled = yes\n[siporch]\nsecret = s3cret\n")
+    return tmp
+
+
+def test_asterisk_check_tree(tmp_path: Path) -> None:
+    release = _asterisk_tree(tmp_path)
+    assert "5 file(s)" in ast.check_tree(release)
+    (release / "asterisk" / "pjsip.conf").write_text("#include missing.conf\n[x]\ntype = bogus\n")
+    with pytest.raises(ast.Failure) as err:
+        ast.check_tree(release)
+    assert "missing.conf does not exist" in str(err.value)
+    assert "unknown type 'bogus'" in str(err.value)
+
+
+def test_asterisk_manager_credentials(tmp_path: Path) -> None:
+    release = _asterisk_tree(tmp_path)
+    assert ast._manager(release / "asterisk" / "manager.conf") == (
+        "127.0.0.1",
+        5038,
+        "siporch",
+        "s3cret",
+    )
+
+
+def test_reload_filters() -> None:
+    import sys
+
+    sys.path.insert(0, str(REPO / "roles" / "siporch_release" / "filter_plugins"))
+    try:
+        plugin = importlib.import_module("siporch_release")
+    finally:
+        sys.path.pop(0)
+    filters = plugin.FilterModule().filters()
+    old = {
+        "files": {
+            "kamailio/kamailio.cfg": {"sha256": "a", "reload": "kamailio:restart"},
+            "kamailio/db/dispatcher": {"sha256": "b", "reload": "kamailio:dispatcher.reload"},
+            "asterisk/pjsip.conf": {"sha256": "c", "reload": "asterisk:pjsip reload"},
+        }
+    }
+    new = {
+        "files": {
+            **old["files"],
+            "kamailio/db/dispatcher": {**old["files"]["kamailio/db/dispatcher"], "sha256": "x"},
+        }
+    }
+    assert filters["siporch_reload_actions"](new, old) == ["kamailio:dispatcher.reload"]
+    assert filters["siporch_reload_actions"](old, old) == []
+    assert filters["siporch_changed_files"](new, old) == {"kamailio/db/dispatcher": "modified"}
+    assert filters["siporch_daemons"](new) == ["asterisk", "kamailio"]

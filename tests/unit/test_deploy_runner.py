@@ -1,0 +1,132 @@
+"""siporch.deploy.runner and siporch.deploy.releases: command lines and output parsing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from siporch.deploy import runner
+from siporch.deploy.releases import host_releases, release_time
+from siporch.errors import DeployError, SiporchError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_parse_lines() -> None:
+    assert runner.parse_line("PLAY [Deploy the release host by host] ****") == runner.Event(
+        "play", "Deploy the release host by host"
+    )
+    assert runner.parse_line("TASK [kamailio_edge : Reload Kamailio data over RPC] ***") == (
+        runner.Event("task", "kamailio_edge : Reload Kamailio data over RPC")
+    )
+    assert runner.parse_line("changed: [edge-central] => (item=x)") == runner.Event(
+        "host", "", "edge-central", "changed"
+    )
+    assert runner.parse_line("fatal: [pbx-central]: FAILED! => ") == runner.Event(
+        "host", "", "pbx-central", "fatal"
+    )
+    assert runner.parse_line("some other line") is None
+
+
+def test_parse_recap() -> None:
+    lines = [
+        "PLAY RECAP *****",
+        "edge-central               : ok=64   changed=0    unreachable=0    failed=0    "
+        "skipped=17   rescued=0    ignored=0   ",
+        "localhost                  : ok=6    changed=2    unreachable=0    failed=1    "
+        "skipped=0    rescued=0    ignored=0   ",
+    ]
+    recap = runner.parse_recap(lines)
+    assert recap["edge-central"]["ok"] == 64
+    assert recap["localhost"]["failed"] == 1
+    assert runner.RunResult(0, recap).changed == 2
+
+
+def test_build_command(tmp_path: Path) -> None:
+    vault = tmp_path / ".vault-pass"
+    vault.write_text("x\n")
+    cmd = runner.build_command(
+        "deploy-trunk.yml",
+        tmp_path,
+        check=True,
+        diff=True,
+        limit="edge-central",
+        extra_vars={"siporch_force": True},
+        vault_file=vault,
+        report_file=tmp_path / "r.json",
+    )
+    assert cmd[-2] == "-e"
+    extra = json.loads(cmd[-1])
+    assert extra["siporch_force"] is True
+    assert extra["siporch_inventory"] == str(tmp_path.resolve())
+    assert extra["siporch_report_file"] == str(tmp_path / "r.json")
+    assert "--check" in cmd and "--diff" in cmd
+    # The controller plays must stay in a limited run.
+    assert cmd[cmd.index("--limit") + 1] == "edge-central,localhost"
+    assert cmd[cmd.index("--vault-password-file") + 1] == str(vault.resolve())
+    assert cmd[3] == str(REPO / "playbooks" / "deploy-trunk.yml")
+
+
+def test_build_command_errors(tmp_path: Path) -> None:
+    with pytest.raises(SiporchError, match="does not exist"):
+        runner.build_command("deploy-trunk.yml", tmp_path / "missing")
+    with pytest.raises(SiporchError, match="is missing"):
+        runner.build_command("nope.yml", tmp_path)
+
+
+def test_vault_password_file(tmp_path: Path) -> None:
+    inv = tmp_path / "lab"
+    inv.mkdir()
+    assert runner.vault_password_file(inv, None) is None
+    (tmp_path / ".vault-pass").write_text("pw\n")
+    assert runner.vault_password_file(inv, None) == tmp_path / ".vault-pass"
+    (inv / ".vault-pass").write_text("pw\n")
+    assert runner.vault_password_file(inv, None) == inv / ".vault-pass"
+    with pytest.raises(SiporchError):
+        runner.vault_password_file(inv, tmp_path / "nope")
+
+
+def _entry(rid: str, files: dict[str, str]) -> dict[str, object]:
+    reloads = {
+        "kamailio/kamailio.cfg": "kamailio:restart",
+        "kamailio/db/dispatcher": "kamailio:dispatcher.reload",
+        "kamailio/db/address": "kamailio:permissions.addressReload",
+    }
+    return {
+        "id": rid,
+        "installed": "2026-01-01T00:00:00Z",
+        "model_hash": "ab" * 32,
+        "files": files,
+        "reloads": {p: reloads[p] for p in files},
+    }
+
+
+def test_host_releases_changes_and_current() -> None:
+    base = {"kamailio/kamailio.cfg": "c1", "kamailio/db/dispatcher": "d1"}
+    listing = {
+        "current": "20260102T000000Z-bbbbbbbb",
+        "releases": [
+            _entry("20260103T000000Z-cccccccc", {**base, "kamailio/kamailio.cfg": "c2"}),
+            _entry("20260101T000000Z-aaaaaaaa", base),
+            _entry("20260102T000000Z-bbbbbbbb", {**base, "kamailio/db/dispatcher": "d2"}),
+        ],
+    }
+    rows = host_releases("edge-central", listing)
+    assert [r.id[:8] for r in rows] == ["20260101", "20260102", "20260103"]
+    assert rows[0].changes == ["first release on this host"]
+    assert rows[1].changes == ["kamailio:dispatcher.reload"]
+    assert rows[2].changes == ["kamailio:restart"]
+    assert [r.current for r in rows] == [False, True, False]
+    assert rows[1].time == "2026-01-02T00:00:00Z"
+    assert rows[0].model_hash == "ab" * 6
+
+
+def test_host_releases_error() -> None:
+    with pytest.raises(DeployError, match="unreachable"):
+        host_releases("x", {"error": "unreachable"})
+
+
+def test_release_time_fallback() -> None:
+    assert release_time("not-an-id", "2026-01-01T00:00:00Z") == "2026-01-01T00:00:00Z"
