@@ -95,7 +95,7 @@ def render_tables(report: Report, *, max_calls: int = 200) -> RenderableType:
                 if i:
                     peers.append("\n")
                 peers.append(f"{p['address']}:{p['port']} ")
-                peers.append_text(_styled(p["edge"] if p["edge"] is not None else p["pjsip"]))
+                peers.append_text(_styled(p["state"]))
             cap = t["max_channels"] if t["max_channels"] is not None else "inf"
             counters = "-" if t["attempts"] is None else f"{t['attempts']}/{t['failures']}"
             table.add_row(

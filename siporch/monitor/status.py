@@ -216,12 +216,21 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _uri_host(uri: str) -> str:
-    rest = uri.split(":", 1)[1] if ":" in uri else uri
-    rest = rest.split("@", 1)[-1].split(";", 1)[0]
+def _uri_hostport(uri: str) -> tuple[str, int | None]:
+    """`sip:user@host:port;params` -> (host, port or None)."""
+    rest = uri.split(":", 1)[1] if uri.startswith(("sip:", "sips:")) else uri
+    rest = rest.split("@", 1)[-1].split(";", 1)[0].split(">", 1)[0]
     if rest.startswith("["):
-        return rest[1 : rest.index("]")]
-    return rest.split(":", 1)[0]
+        host, _, tail = rest[1:].partition("]")
+        port = tail[1:] if tail.startswith(":") else ""
+    else:
+        host, _, port = rest.partition(":")
+    return host, int(port) if port.isdigit() else None
+
+
+def _same_peer(uri: str, address: str, port: int) -> bool:
+    host, p = _uri_hostport(uri)
+    return host == address and (p is None or p == port)
 
 
 def build_report(
@@ -311,22 +320,25 @@ def build_report(
                 c.status
                 for r in up_pbx
                 for c in r.handler.contacts_for(name)
-                if _uri_host(c.uri) == peer.address
+                if _same_peer(c.uri, peer.address, peer.port)
             ]
             edge_states = [
                 t.state
                 for e, t in edge_targets
                 if e.target.site == info.site
-                and t.host == peer.address
+                and _same_peer(t.uri, peer.address, peer.port)
                 and (info.set_id is None or t.set_id == info.set_id)
             ]
+            pjsip = _merge_pjsip(pjsip_states)
+            edge = _merge_edge(edge_states)
             peers.append(
                 {
                     "address": peer.address,
                     "port": peer.port,
                     "transport": peer.transport,
-                    "pjsip": _merge_pjsip(pjsip_states),
-                    "edge": _merge_edge(edge_states),
+                    "state": _peer_state(edge, pjsip),
+                    "pjsip": pjsip,
+                    "edge": edge,
                 }
             )
         registration: str | None = None
@@ -339,11 +351,8 @@ def build_report(
             failures = sum(r.handler.counters.get(name, _ZERO).failures for r in pbx)
         health = "ok"
         reasons: list[str] = []
-        known_edge = [p["edge"] for p in peers if p["edge"] is not None]
-        known_pjsip = [p["pjsip"] for p in peers if p["pjsip"] not in (None, "unknown")]
-        if (known_edge and all(s != "up" for s in known_edge)) or (
-            known_pjsip and all(s == "unreachable" for s in known_pjsip)
-        ):
+        known = [p["state"] for p in peers if p["state"] != "unknown"]
+        if known and all(s == "down" for s in known):
             health = "down"
             reasons.append(f"trunk {name}: every peer is down")
         if registration is not None and registration not in ("registered", "unknown"):
@@ -448,6 +457,17 @@ def _merge_pjsip(states: list[str]) -> str | None:
         return "unreachable"
     if "nonqualified" in norm:
         return "not_qualified"
+    return "unknown"
+
+
+def _peer_state(edge: str | None, pjsip: str | None) -> str:
+    """The edge's dispatcher decides where calls go: its view wins over PJSIP qualify."""
+    if edge is not None:
+        return "up" if edge == "up" else "down"
+    if pjsip == "reachable":
+        return "up"
+    if pjsip == "unreachable":
+        return "down"
     return "unknown"
 
 

@@ -160,3 +160,35 @@ def test_bad_stream_file_is_a_clear_error(tmp_path: Path) -> None:
         load_stream(bad)
     with pytest.raises(MonitorError, match="cannot read"):
         load_stream(tmp_path / "missing.json")
+
+
+def test_channelvars_give_the_trunk_without_dialplan_events() -> None:
+    """manager.conf as siporch renders it: `channelvars`, no `dialplan` read class."""
+    events = list(events_only(stream("chanvars-calls")))
+    assert not any(e["Event"] == "VarSet" for e in events)
+    last_dial = max(i for i, e in enumerate(events) if e["Event"] == "DialEnd")
+    h = replay(events[: last_dial + 1], handler())
+    calls = h.calls()
+    assert sorted(c.direction for c in calls) == ["inbound"] * 3 + ["outbound"] * 2
+    assert {c.trunk for c in calls} == {"itsp-a"}
+    replay(events[last_dial + 1 :], h)
+    assert h.channels == {}
+    assert (h.counters["itsp-a"].attempts, h.counters["itsp-a"].answered) == (5, 5)
+
+
+def test_calls_refused_before_the_trunk_are_not_trunk_calls() -> None:
+    """chanvars-live: the edge did not answer OPTIONS yet, so Asterisk refused the phone's
+    outbound calls (cause 3) before any channel toward the edge existed."""
+    events = stream("chanvars-live")
+    refused = [i for i, e in enumerate(events) if e["Event"] == "Hangup"]
+    h = replay(events[: refused[-1] + 1], handler())
+
+    def edge() -> list[str]:
+        return [c.status for c in h.contacts.values() if c.aor == "siporch-edge-edge-central"]
+
+    assert edge() == ["Unreachable"]
+    assert all(events[i]["Cause"] == "3" for i in refused)
+    replay(events[refused[-1] + 1 :], h)
+    assert [c.direction for c in h.calls()] == ["inbound"] * 3
+    assert h.counters["itsp-a"].failures == 0
+    assert edge() == ["Reachable"]
