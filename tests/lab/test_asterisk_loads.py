@@ -126,8 +126,8 @@ def pbx() -> Iterator[AsteriskUnderTest]:
         mounted.append(merged / "proc")
         subprocess.run(["mount", "--bind", "/dev", str(merged / "dev")], check=True)
         mounted.append(merged / "dev")
-        for d in ("var/run/asterisk", "var/log/asterisk", "var/lib/asterisk", "var/spool/asterisk"):
-            (merged / d).mkdir(parents=True, exist_ok=True)
+        for sub in ("run", "log", "lib", "spool"):
+            (merged / "var" / sub / "asterisk").mkdir(parents=True, exist_ok=True)
         etc = merged / asterisk.ASTETCDIR.lstrip("/")
         for rel, text in asterisk.render(model, PBX).items():
             path = etc.parent / rel

@@ -460,3 +460,12 @@ def test_branch_pbx_uses_backup_site_edges() -> None:
     hosts["pbx-branch"] = {**hosts["pbx-central"], "site": "branch", "address": "198.51.100.20"}
     ext = asterisk.render(variant(hosts=hosts), "pbx-branch")["asterisk/extensions.conf"]
     assert "Dial(PJSIP/${EXTEN}@siporch-edge-edge-central," in ext
+
+
+def test_pbx_without_ami() -> None:
+    hosts = example().model_dump()["hosts"]
+    hosts["pbx-central"]["ami"] = None
+    mgr = asterisk.render(variant(hosts=hosts), "pbx-central")["asterisk/manager.conf"]
+    parsed = sections(mgr)
+    assert parsed["general"][0]["enabled"] == ["no"]
+    assert list(parsed) == ["general"]
