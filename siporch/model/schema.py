@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -317,8 +318,16 @@ class Trunk(Strict):
     caller_id: CallerId = Field(default_factory=CallerId)
     security: TrunkSecurity = Field(default_factory=TrunkSecurity)
 
+    @cached_property
+    def source_networks(self) -> tuple[IPNetwork, ...]:
+        """The source networks this trunk's calls may come from (computed once)."""
+        return tuple(self._sources())
+
     def sources(self) -> list[IPNetwork]:
         """The source networks this trunk's calls may come from."""
+        return list(self.source_networks)
+
+    def _sources(self) -> list[IPNetwork]:
         if self.security.allowed_sources:
             return list(self.security.allowed_sources)
         addresses = [p.address for p in self.peers] + list(self.inbound_addresses)
