@@ -120,24 +120,22 @@ def _ssh_vars(inventory: Path | None, host: str) -> dict[str, str] | None:
     except (OSError, ValueError):
         return None
 
-    def walk(node: Any) -> dict[str, str] | None:
+    def walk(node: Any, inherited: dict[str, str]) -> dict[str, str] | None:
         if not isinstance(node, dict):
             return None
+        merged = dict(inherited)
+        merged.update({str(k): str(v) for k, v in (node.get("vars") or {}).items()})
         hosts = node.get("hosts")
         if isinstance(hosts, dict) and host in hosts:
-            return {str(k): str(v) for k, v in (hosts[host] or {}).items()}
+            merged.update({str(k): str(v) for k, v in (hosts[host] or {}).items()})
+            return merged
         for child in (node.get("children") or {}).values():
-            found = walk(child)
+            found = walk(child, merged)
             if found is not None:
                 return found
-        for key, child in node.items():
-            if key not in ("hosts", "children", "vars") and isinstance(child, dict):
-                found = walk(child)
-                if found is not None:
-                    return found
         return None
 
-    return walk(data)
+    return walk(data.get("all", data) if isinstance(data, dict) else None, {})
 
 
 async def read_release(
