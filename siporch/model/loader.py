@@ -217,7 +217,7 @@ class _Locator:
             self._node, self._composed = self._root(), True
         line = _line_of(self._node, (MODEL_VAR, *loc))
         where = f"{self.source}:{line}" if line else str(self.source)
-        return Problem(where, format_path(loc), message, severity)
+        return Problem(where, format_path(loc) or MODEL_VAR, message, severity)
 
 
 def _resolve_refs(
@@ -369,13 +369,23 @@ def load_model(inventory: Path, vault_password_file: Path | None = None) -> Load
             ]
         )
     source, root = holders[0]
+    return validate_data(variables[MODEL_VAR], source, inventory, variables, root)
+
+
+def validate_data(
+    raw: Any,
+    source: Path = Path("<data>"),
+    inventory: Path | None = None,
+    variables: dict[str, Any] | None = None,
+    root: Callable[[], yaml.Node | None] = lambda: None,
+) -> LoadedModel:
+    """Validate the value of the ``siporch`` variable (already read from YAML)."""
     loc8 = _Locator(source, root)
-    raw = variables[MODEL_VAR]
     if not isinstance(raw, dict):
         raise ModelError(problems=[loc8.problem((), "must be a mapping")])
     unresolved: list[tuple[tuple[Any, ...], str]] = []
     has_refs = "{{" in json.dumps(raw, default=str)
-    resolved = _resolve_refs(raw, variables, (), unresolved) if has_refs else raw
+    resolved = _resolve_refs(raw, variables or {}, (), unresolved) if has_refs else raw
     problems = [loc8.problem(loc, msg) for loc, msg in unresolved]
     try:
         model = Model.model_validate(resolved)
@@ -396,7 +406,7 @@ def load_model(inventory: Path, vault_password_file: Path | None = None) -> Load
     return LoadedModel(
         model=model,
         source=source,
-        inventory=inventory,
+        inventory=inventory if inventory is not None else source.parent,
         model_hash=model_hash(model),
         warnings=[p for p in found if p.severity == "warning"],
     )
