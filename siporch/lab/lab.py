@@ -17,7 +17,7 @@ from typing import Any
 from siporch.errors import LabError
 from siporch.lab import hosts as hostfs
 from siporch.lab import impair, procs, rootfs, topology
-from siporch.lab.inventory import write_inventory
+from siporch.lab.inventory import lab_hosts_document, write_inventory
 from siporch.lab.spec import HOSTS, LabHost, LabPaths, host_by_name
 
 Progress = Callable[[str], None]
@@ -333,6 +333,7 @@ def up(
     """Build (or reuse) the root file system, start every host, write the inventory."""
     require_root()
     paths = paths or LabPaths.default()
+    lab_hosts_document(example, paths.ssh_key)  # a bad example fails before anything starts
     t0 = time.monotonic()
     timings: dict[str, float] = {}
     lower = rootfs.ensure_rootfs(paths, rebuild=rebuild, progress=progress)

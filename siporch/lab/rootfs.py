@@ -113,7 +113,12 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def finalize(tmp: Path, paths: LabPaths, packages: tuple[str, ...] = PACKAGES) -> Path:
+def finalize(
+    tmp: Path,
+    paths: LabPaths,
+    packages: tuple[str, ...] = PACKAGES,
+    build_seconds: float | None = None,
+) -> Path:
     """Prepare a finished debootstrap tree and move it into the cache atomically."""
     missing = [r for r in REQUIRED if not (tmp / r).exists()]
     if missing:
@@ -134,6 +139,7 @@ def finalize(tmp: Path, paths: LabPaths, packages: tuple[str, ...] = PACKAGES) -
         "packages": sorted(set(packages)),
         "key": rootfs_key(packages),
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "build_seconds": round(build_seconds, 1) if build_seconds is not None else None,
     }
     (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     final = paths.cache / rootfs_key(packages)
@@ -179,6 +185,7 @@ def ensure_rootfs(
         cmd = debootstrap_command(tmp, packages)
         progress(f"building the root filesystem (a few minutes): {' '.join(cmd)}")
         log = paths.cache / f"build-{key}.log"
+        started = time.monotonic()
         with log.open("w") as fh:
             proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
         if proc.returncode != 0:
@@ -189,4 +196,4 @@ def ensure_rootfs(
                 + "\n".join(f"    {line}" for line in tail),
                 hint=f"fix the cause and run `siporch lab up --rebuild`; full log in {log}",
             )
-        return finalize(tmp, paths, packages)
+        return finalize(tmp, paths, packages, build_seconds=time.monotonic() - started)
