@@ -29,6 +29,7 @@ HOST_ENV = {
     "LANG": "C.UTF-8",
     "TERM": os.environ.get("TERM", "xterm"),
 }
+START_MARK = "--- siporch lab: sshd start"
 _DEVICES = {  # name: (major, minor)
     "null": (1, 3),
     "zero": (1, 5),
@@ -328,6 +329,9 @@ def start_sshd(host: LabHost, paths: LabPaths) -> None:
         "-E",
         "/var/log/sshd.log",
     ]
+    log = paths.host_root(host.name) / "var/log/sshd.log"
+    with log.open("a") as fh:
+        fh.write(f"{START_MARK} {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
     # In its own UTS namespace, so the host (and everything started over SSH) has its name.
     script = 'hostname "$1" && shift && exec chroot "$@"'
     argv = ["ip", "netns", "exec", host.netns, "unshare", "--uts", "sh", "-c", script, "sh"]
@@ -345,16 +349,19 @@ def start_sshd(host: LabHost, paths: LabPaths) -> None:
     except subprocess.TimeoutExpired as exc:
         raise LabError(f"{host.name}: sshd did not start in 20 s") from exc
     if proc.returncode != 0:
-        log = paths.host_root(host.name) / "var/log/sshd.log"
-        detail = (proc.stderr.strip() or _tail(log)) or f"exit code {proc.returncode}"
+        since = _since_last_start(log)
+        detail = (proc.stderr.strip() or since) or f"exit code {proc.returncode}"
         raise LabError(f"{host.name}: sshd did not start: {detail}")
 
 
-def _tail(path: Path, lines: int = 3) -> str:
+def _since_last_start(path: Path, lines: int = 3) -> str:
+    """The last ``lines`` lines the host's sshd logged since its last start."""
     try:
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+        text = path.read_text(errors="replace")
     except OSError:
         return ""
+    recent = text.rsplit(START_MARK, 1)[-1].splitlines()[1:]
+    return " | ".join(line for line in recent[-lines:] if line.strip())
 
 
 def sshd_pid(host: LabHost, paths: LabPaths) -> int | None:
@@ -383,8 +390,8 @@ def wait_tcp(address: str, port: int, deadline: float) -> bool:
 
 
 def sshd_log_tail(host: LabHost, paths: LabPaths) -> str:
-    """Last line of the host's sshd log (why it stopped, usually)."""
-    return _tail(paths.host_root(host.name) / "var/log/sshd.log", lines=1)
+    """Last line the host's sshd logged since its last start (why it stopped, usually)."""
+    return _since_last_start(paths.host_root(host.name) / "var/log/sshd.log", lines=1)
 
 
 def remove_host_dirs(paths: LabPaths) -> list[str]:

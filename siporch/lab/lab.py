@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -338,6 +339,7 @@ def up(
     timings: dict[str, float] = {}
     lower = rootfs.ensure_rootfs(paths, rebuild=rebuild, progress=progress)
     timings["rootfs"] = time.monotonic() - t0
+    state: dict[str, Any]
     with _lock(paths):
         before = status(paths)
         if before.up and not recreate and not rebuild:
@@ -385,7 +387,7 @@ def up(
                 errors[host.name] = str(exc)
         timings["network"] = time.monotonic() - t2
         t3 = time.monotonic()
-        state: dict[str, Any] = {
+        state = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "rootfs": str(lower),
             "inventory": None,
@@ -449,7 +451,9 @@ def shell_argv(name: str, cmd: Sequence[str], paths: LabPaths | None = None) -> 
     return hostfs.host_argv(host, paths, list(cmd) or ["/bin/bash", "-l"])
 
 
-def run(name: str, cmd: Sequence[str], paths: LabPaths | None = None, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+def run(
+    name: str, cmd: Sequence[str], paths: LabPaths | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
     """Run ``cmd`` inside host ``name``; returns the CompletedProcess."""
     paths = paths or LabPaths.default()
     shell_argv(name, cmd, paths)  # checks the host is up

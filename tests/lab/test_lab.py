@@ -274,3 +274,37 @@ def test_up_down_up_leaves_no_leftovers_and_cleans_a_half_built_lab(lab) -> None
     after_procs = [p for p in _lab_processes() if p.endswith(":sshd")]
     assert sorted(set(after_procs)) == sorted(set(before_procs))
     assert topology.lab_namespaces() == sorted(h.netns for h in HOSTS)
+
+
+def test_a_host_that_fails_to_start_is_named_with_its_reason_and_down_cleans_up(lab) -> None:  # type: ignore[no-untyped-def]
+    paths = LabPaths.default()
+    proc = siporch("lab", "down", "--keep-state")
+    assert proc.returncode == 0, proc.stderr
+    # A broken sshd configuration left in one host's overlay layer.
+    conf = paths.host_dir("itsp-a2") / "upper" / "etc" / "ssh" / "sshd_config"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text("ThisIsNotAnOption yes\n")
+    try:
+        proc = siporch("lab", "up", "--json")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        hosts = json.loads(proc.stdout)["hosts"]
+        assert not hosts["itsp-a2"]["ok"]
+        assert "ThisIsNotAnOption" in hosts["itsp-a2"]["problem"], hosts["itsp-a2"]
+        assert all(h["ok"] for name, h in hosts.items() if name != "itsp-a2")
+        status = json.loads(siporch("lab", "status", "--json").stdout)
+        assert "ThisIsNotAnOption" in status["hosts"]["itsp-a2"]["problem"]
+        text = siporch("lab", "status")
+        assert text.returncode == 1 and "itsp-a2" in text.stdout
+    finally:
+        proc = siporch("lab", "down")
+    assert proc.returncode == 0, proc.stderr
+    assert lab_mod.leftovers(paths) == {
+        "namespaces": [],
+        "links": [],
+        "mounts": [],
+        "processes": [],
+    }
+    assert not paths.host_dir("itsp-a2").exists()
+    proc = siporch("lab", "up")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert lab_mod.status().up
