@@ -1,0 +1,494 @@
+"""The rendered edge with the real Kamailio.
+
+* ``kamailio -c`` accepts the rendered tree for both example edges and a generated
+  1,000-trunk model (Debian 12's 5.6 on the host; sid's 6.1 in the lab root when built).
+* Marked ``lab``: the example edge runs for real on loopback (127.0.88.x) with rtpengine,
+  and SIPp calls go through it: outbound, inbound, failover, 4xx relayed, unknown source,
+  scanner, the dial plan against ``siporch.numbers``, and a data reload after a release
+  switch.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from siporch import numbers
+from siporch.model import load_model
+from siporch.model.schema import Model
+from siporch.render.kamailio import render
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "inventory" / "example"
+SCENARIOS = REPO / "tests" / "data" / "kamailio"
+UAC = REPO / "siporch" / "sipp" / "uac_rr.xml"
+ROOTFS = Path("/var/cache/siporch/rootfs/current")
+
+sys.path.insert(0, str(REPO))
+from bench.genmodel import generate  # noqa: E402
+
+KAMAILIO = shutil.which("kamailio")
+needs_kamailio = pytest.mark.skipif(KAMAILIO is None, reason="kamailio is not installed")
+
+
+def write_tree(files: dict[str, str], root: Path) -> Path:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (root / "run").mkdir(exist_ok=True)
+    return root / "kamailio" / "kamailio.cfg"
+
+
+def check(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+
+@functools.cache
+def example() -> Model:
+    return load_model(EXAMPLE).model
+
+
+# ------------------------------------------------------------------------- kamailio -c
+
+
+@needs_kamailio
+@pytest.mark.parametrize("host", ["edge-central", "edge-branch"])
+def test_example_passes_kamailio_check(host: str, tmp_path: Path) -> None:
+    cfg = write_tree(render(example(), host, root=str(tmp_path)), tmp_path)
+    result = check([str(KAMAILIO), "-c", "-f", str(cfg)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "config file ok" in result.stdout + result.stderr
+
+
+@needs_kamailio
+def test_generated_1000_trunks_pass_kamailio_check(tmp_path: Path) -> None:
+    model = Model.model_validate(generate(1000))
+    files = render(model, "edge-central", root=str(tmp_path))
+    assert files["kamailio/db/dispatcher"].count("\n") > 1800
+    cfg = write_tree(files, tmp_path)
+    result = check([str(KAMAILIO), "-c", "-f", str(cfg)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_kamailio
+def test_broken_cfg_is_refused(tmp_path: Path) -> None:
+    """The check above can fail: a config with an unknown function is rejected."""
+    cfg = write_tree(render(example(), "edge-central", root=str(tmp_path)), tmp_path)
+    cfg.write_text(cfg.read_text().replace("route(REQINIT);", "no_such_function();", 1))
+    result = check([str(KAMAILIO), "-c", "-f", str(cfg)])
+    assert result.returncode != 0
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not (ROOTFS / "usr/sbin/kamailio").exists(), reason="no lab root built")
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot needs root")
+@pytest.mark.parametrize("host", ["edge-central", "edge-branch"])
+def test_example_passes_kamailio_6_check(host: str) -> None:
+    inner = Path(tempfile.mkdtemp(prefix="siporch-kcheck-", dir=ROOTFS / "tmp"))
+    try:
+        rel = "/" + str(inner.relative_to(ROOTFS))
+        write_tree(render(example(), host, root=rel), inner)
+        result = check(
+            ["chroot", str(ROOTFS), "kamailio", "-c", "-f", f"{rel}/kamailio/kamailio.cfg"]
+        )
+        version = check(["chroot", str(ROOTFS), "kamailio", "-v"]).stdout
+        assert result.returncode == 0, version + result.stdout + result.stderr
+    finally:
+        shutil.rmtree(inner, ignore_errors=True)
+
+
+# ----------------------------------------------------------------- a real edge on loopback
+
+NET = "127.0.88"
+ADDRESSES = {
+    "192.0.2.10": f"{NET}.10",
+    "198.51.100.10": f"{NET}.11",
+    "192.0.2.20": f"{NET}.20",
+    "203.0.113.10": f"{NET}.30",
+    "203.0.113.11": f"{NET}.31",
+    "203.0.113.20": f"{NET}.32",
+    "203.0.113.30": f"{NET}.40",
+    "203.0.113.50": f"{NET}.60",
+    "192.0.2.50": f"{NET}.50",
+    "192.0.2.0/24": f"{NET}.0/24",
+}
+EDGE, PBX, PEER1, PEER2, STRANGER = (f"{NET}.{n}" for n in (10, 20, 30, 31, 99))
+NG_PORT = 22388
+
+
+def loopback_model(peer_port_shift: int = 0) -> Model:
+    """The example with its addresses on 127.0.88.x, UDP only, no TLS."""
+    text = (EXAMPLE / "group_vars" / "all" / "siporch.yml").read_text()
+    for a, b in ADDRESSES.items():
+        text = text.replace(a, b)
+    text = re.sub(r'"\{\{ *vault_\w+ *\}\}"', '"not-a-secret"', text)
+    data: dict[str, Any] = yaml.safe_load(text)["siporch"]
+    for h in data["hosts"].values():
+        h["transports"] = [{"protocol": "udp", "port": 5060}]
+        h.pop("tls", None)
+        h["rtpengine"] = {"ng_port": NG_PORT}
+        h["kamailio"] = {"shm_mb": 128, "pkg_mb": 8, "children": 2}
+    for t in data["trunks"].values():
+        for p in t["peers"]:
+            p["transport"] = "udp"
+            p["port"] = 5060 + peer_port_shift
+    return Model.model_validate(data)
+
+
+@dataclass
+class Edge:
+    base: Path
+    ctl: str
+
+    def rpc(self, *args: str) -> str:
+        out = check(["kamcmd", "-s", self.ctl, *args])
+        return out.stdout + out.stderr
+
+
+def _wait(predicate: Any, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _rtpengine_up() -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.3)
+        s.sendto(b"c1 d7:command4:pinge", ("127.0.0.1", NG_PORT))
+        try:
+            return b"pong" in s.recv(1000)
+        except OSError:
+            return False
+
+
+def _release(base: Path, name: str, model: Model) -> None:
+    """Write release ``name`` (again) and point ``current`` at it. The data files get a new
+    mtime either way: db_text re-reads a table only when its file is newer."""
+    files = render(model, "edge-central", root=str(base / "current"), run_dir=str(base / "run"))
+    write_tree(files, base / "releases" / name)
+    now = time.time()
+    for path in (base / "releases" / name / "kamailio" / "db").iterdir():
+        os.utime(path, (now, now))
+    link = base / "current.new"
+    link.unlink(missing_ok=True)
+    link.symlink_to(Path("releases") / name)
+    link.replace(base / "current")
+
+
+@pytest.fixture(scope="module")
+def edge() -> Iterator[Edge]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    for tool in ("kamailio", "kamcmd", "rtpengine", "sipp"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    base = Path(tempfile.mkdtemp(prefix="siporch-edge-"))
+    (base / "run").mkdir()
+    _release(base, "a", loopback_model())
+    env = dict(
+        line.split("=", 1) for line in (base / "current/kamailio/kamailio.env").read_text().split()
+    )
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        rtp_log = open(base / "rtpengine.log", "wb")  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(
+                [
+                    "rtpengine",
+                    "--table=-1",
+                    "--interface=127.0.0.1",
+                    f"--listen-ng=127.0.0.1:{NG_PORT}",
+                    "-f",
+                    "-E",
+                    "--port-min=40000",
+                    "--port-max=40200",
+                ],
+                stdout=rtp_log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        if not _wait(_rtpengine_up, 10):
+            pytest.fail("rtpengine did not start:\n" + (base / "rtpengine.log").read_text())
+        kam_log = open(base / "kamailio.log", "wb")  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(
+                [
+                    "kamailio",
+                    "-DD",
+                    "-E",
+                    "-f",
+                    str(base / "current/kamailio/kamailio.cfg"),
+                    "-m",
+                    env["SHM_MB"],
+                    "-M",
+                    env["PKG_MB"],
+                ],
+                stdout=kam_log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        e = Edge(base, f"unix:{base}/run/kamailio_ctl")
+        if not _wait(lambda: "kamailio" in e.rpc("core.version"), 15):
+            pytest.fail("kamailio did not start:\n" + (base / "kamailio.log").read_text()[-3000:])
+        yield e
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass
+class Call:
+    rc: int
+    uac: str
+    uas: dict[str, str]
+
+
+def received(log: str) -> list[str]:
+    """The messages a SIPp instance received, from its -trace_msg log."""
+    parts = re.split(r"^-{20,}.*$", log, flags=re.M)
+    return [p.split("\n", 2)[2].lstrip() for p in parts if "message received" in p]
+
+
+def sipp_call(
+    edge: Edge,
+    src: str,
+    number: str,
+    uas: dict[str, Path],
+    user_agent: str | None = None,
+    timeout: int = 12,
+) -> Call:
+    work = Path(tempfile.mkdtemp(dir=edge.base))
+    servers = {}
+    for ip, scenario in uas.items():
+        servers[ip] = subprocess.Popen(
+            [
+                "sipp",
+                "-sf",
+                str(scenario),
+                "-i",
+                ip,
+                "-p",
+                "5060",
+                "-m",
+                "1",
+                "-trace_msg",
+                "-message_file",
+                str(work / f"uas-{ip}.log"),
+                "-nostdin",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=work,
+        )
+    time.sleep(0.5)
+    uac = UAC
+    if user_agent is not None:
+        uac = work / "uac.xml"
+        uac.write_text(
+            UAC.read_text().replace("User-Agent: siporch-test", f"User-Agent: {user_agent}")
+        )
+    try:
+        rc = subprocess.run(
+            [
+                "sipp",
+                "-sf",
+                str(uac),
+                "-i",
+                src,
+                "-p",
+                "5060",
+                f"{EDGE}:5060",
+                "-s",
+                number,
+                "-m",
+                "1",
+                "-d",
+                "300",
+                "-timeout",
+                str(timeout),
+                "-timeout_error",
+                "-trace_msg",
+                "-message_file",
+                str(work / "uac.log"),
+                "-nostdin",
+            ],
+            capture_output=True,
+            timeout=timeout + 10,
+            cwd=work,
+            check=False,
+        ).returncode
+    finally:
+        time.sleep(0.3)
+        for p in servers.values():
+            p.terminate()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    read = lambda p: p.read_text(errors="replace") if p.exists() else ""  # noqa: E731
+    return Call(rc, read(work / "uac.log"), {ip: read(work / f"uas-{ip}.log") for ip in uas})
+
+
+def reject_scenario(edge: Edge, code: int) -> Path:
+    path = edge.base / f"uas_{code}.xml"
+    text = (SCENARIOS / "uas_reject.xml").read_text()
+    path.write_text(text.replace("SIP/2.0 503 Rejected", f"SIP/2.0 {code} Rejected"))
+    return path
+
+
+def first_line(messages: list[str], start: str) -> str:
+    return next((m for m in messages if m.startswith(start)), "")
+
+
+@pytest.mark.lab
+def test_outbound_call(edge: Edge) -> None:
+    call = sipp_call(edge, PBX, "3125550100", {PEER1: SCENARIOS / "uas_rr.xml"})
+    assert call.rc == 0, call.uac[-2000:]
+    at_itsp = received(call.uas[PEER1])
+    invite = first_line(at_itsp, "INVITE ")
+    # normalized to +13125550100, route "national", itsp-a's outbound rule strips the '+'
+    assert invite.startswith(f"INVITE sip:13125550100@{PEER1}:5060"), invite
+    assert re.search(rf"^From: .*<sip:2125550111@{EDGE}>", invite, re.M), invite
+    assert any(m.startswith("BYE ") for m in at_itsp), "the BYE did not pass the edge"
+    for m in at_itsp:
+        assert PBX not in m, f"internal address leaked to the ITSP:\n{m}"
+    at_pbx = received(call.uac)
+    ok = first_line(at_pbx, "SIP/2.0 200 OK")
+    assert "X-Siporch-Trunk: itsp-a" in ok
+    assert "c=IN IP4 127.0.0.1" in ok, "media of an anchored trunk goes through rtpengine"
+
+
+@pytest.mark.lab
+def test_inbound_call(edge: Edge) -> None:
+    call = sipp_call(edge, PEER1, "2025550123", {PBX: SCENARIOS / "uas_rr.xml"})
+    assert call.rc == 0, call.uac[-2000:]
+    invite = first_line(received(call.uas[PBX]), "INVITE ")
+    assert invite.startswith(f"INVITE sip:+12025550123@{PBX}:5060"), invite
+    assert "X-Siporch-Trunk: itsp-a" in invite
+    for m in received(call.uac):
+        assert PBX not in m, f"internal address leaked to the ITSP:\n{m}"
+
+
+@pytest.mark.lab
+def test_inbound_unknown_did_is_404(edge: Edge) -> None:
+    call = sipp_call(edge, PEER1, "3125550100", {PBX: SCENARIOS / "uas_rr.xml"}, timeout=5)
+    assert first_line(received(call.uac), "SIP/2.0 404")
+    assert not received(call.uas[PBX])
+
+
+@pytest.mark.lab
+def test_failover_on_503_to_next_peer(edge: Edge) -> None:
+    call = sipp_call(
+        edge,
+        PBX,
+        "3125550100",
+        {PEER1: reject_scenario(edge, 503), PEER2: SCENARIOS / "uas_rr.xml"},
+    )
+    assert call.rc == 0, call.uac[-2000:]
+    assert first_line(received(call.uas[PEER1]), "INVITE ")
+    assert first_line(received(call.uas[PEER2]), "INVITE sip:13125550100@")
+
+
+@pytest.mark.lab
+def test_486_is_relayed_without_failover(edge: Edge) -> None:
+    call = sipp_call(
+        edge,
+        PBX,
+        "3125550100",
+        {PEER1: reject_scenario(edge, 486), PEER2: SCENARIOS / "uas_rr.xml"},
+        timeout=6,
+    )
+    assert first_line(received(call.uac), "SIP/2.0 486")
+    assert not received(call.uas[PEER2])
+
+
+@pytest.mark.lab
+def test_unknown_source_gets_403(edge: Edge) -> None:
+    call = sipp_call(edge, STRANGER, "3125550100", {PEER1: SCENARIOS / "uas_rr.xml"}, timeout=5)
+    assert first_line(received(call.uac), "SIP/2.0 403")
+    assert not received(call.uas[PEER1])
+
+
+@pytest.mark.lab
+def test_scanner_is_dropped(edge: Edge) -> None:
+    call = sipp_call(
+        edge,
+        PEER1,
+        "2025550123",
+        {PBX: SCENARIOS / "uas_rr.xml"},
+        user_agent="friendly-scanner",
+        timeout=4,
+    )
+    assert received(call.uac) == []
+    assert not received(call.uas[PBX])
+
+
+@pytest.mark.lab
+def test_dial_plan_agrees_with_siporch_route(edge: Edge) -> None:
+    model = loopback_model()
+    dialled = [
+        "911",
+        "112",
+        "01144207123456",
+        "13125550100",
+        "3125550100",
+        "5550123",
+        "+442071234567",
+        "12",
+        "+19005550100",
+    ]
+    for number in dialled:
+        trace = numbers.outbound(model, number, "central")
+        out = edge.rpc("dialplan.translate", "1", f"s:{number}")
+        m = re.search(r"Output: (\S*)", out)
+        assert (m.group(1) if m else number) == trace.number, (number, out)
+        routed = edge.rpc("dialplan.translate", "2", f"s:{trace.number}")
+        m = re.search(r"Attributes: (\d+)", routed)
+        names = [r.name for r in model.routes_for_site("central")]
+        got = names[int(m.group(1)) - 1] if m else None
+        assert got == trace.route, (number, trace.number, routed)
+
+
+@pytest.mark.lab
+def test_release_switch_and_reload(edge: Edge) -> None:
+    assert f"{PEER1}:5060" in edge.rpc("dispatcher.list")
+    time.sleep(1.1)  # db_text notices a changed file by its mtime
+    _release(edge.base, "b", loopback_model(peer_port_shift=2))
+    assert "error" not in edge.rpc("dispatcher.reload").lower()
+    listing = edge.rpc("dispatcher.list")
+    assert f"{PEER1}:5062" in listing and f"{PEER1}:5060" not in listing
+    time.sleep(1.1)
+    _release(edge.base, "a", loopback_model())  # a rollback: files touched again
+    refused = edge.rpc("dispatcher.reload")  # within reload_delta (5 s) of the last one
+    assert "error" in refused.lower(), refused
+    time.sleep(5)
+    assert "error" not in edge.rpc("dispatcher.reload").lower()
+    assert f"{PEER1}:5060" in edge.rpc("dispatcher.list")
+    for cmd in (["permissions.addressReload"], ["dialplan.reload"], ["htable.reload", "trunks"]):
+        out = edge.rpc(*cmd)
+        assert "error" not in out.lower(), (cmd, out)

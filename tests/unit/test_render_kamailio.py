@@ -1,0 +1,334 @@
+"""The Kamailio edge renderer: golden files, determinism, a kamailio.cfg that does not
+depend on the trunk count, and the data tables' semantics against the model's own."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import functools
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from siporch.model import load_model
+from siporch.model.schema import DidRange, Model, Route
+from siporch.render import kamailio
+from siporch.render.kamailio import (
+    KamailioRenderError,
+    range_prefixes,
+    render,
+    route_regex,
+    whole,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "inventory" / "example"
+GOLDEN = REPO / "tests" / "golden" / "kamailio"
+EDGES = ("edge-central", "edge-branch")
+
+sys.path.insert(0, str(REPO))
+from bench.genmodel import generate  # noqa: E402
+
+
+@functools.cache
+def example() -> Model:
+    return load_model(EXAMPLE).model
+
+
+@functools.cache
+def generated(n: int) -> Model:
+    return Model.model_validate(generate(n, dids_per_trunk=2))
+
+
+def variant(**changes: Any) -> Model:
+    data = example().model_dump(mode="json")
+    for h in data["hosts"].values():
+        if h.get("ami"):
+            h["ami"]["secret"] = "s"
+    for t in data["trunks"].values():
+        if t["auth"]["type"] == "register":
+            t["auth"]["password"] = "p"
+    data.update(changes)
+    return Model.model_validate(data)
+
+
+# ------------------------------------------------------------------------- golden files
+
+
+@pytest.mark.parametrize("host", EDGES)
+def test_golden(host: str) -> None:
+    files = render(example(), host)
+    root = GOLDEN / host
+    if os.environ.get("SIPORCH_UPDATE_GOLDEN") == "1":
+        for old in sorted(root.rglob("*"), reverse=True):
+            if old.is_file():
+                old.unlink()
+        for rel, text in files.items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    on_disk = {str(p.relative_to(root)): p.read_text() for p in root.rglob("*") if p.is_file()}
+    assert sorted(on_disk) == sorted(files), "rendered file list differs from the golden one"
+    diffs = []
+    for rel, text in files.items():
+        if text != on_disk[rel]:
+            diffs.append(
+                "".join(
+                    difflib.unified_diff(
+                        on_disk[rel].splitlines(keepends=True),
+                        text.splitlines(keepends=True),
+                        f"golden/{host}/{rel}",
+                        f"rendered/{host}/{rel}",
+                    )
+                )
+            )
+    assert not diffs, "\n".join(diffs) + "\n(SIPORCH_UPDATE_GOLDEN=1 rewrites the golden files)"
+
+
+@pytest.mark.parametrize("host", EDGES)
+def test_deterministic(host: str) -> None:
+    assert render(example(), host) == render(example(), host)
+    assert render(variant(), host) == render(example(), host)
+
+
+# ------------------------------------------------------------- what lives where
+
+
+def test_cfg_is_the_same_for_every_host_and_trunk_count() -> None:
+    cfgs = {render(example(), h)["kamailio/kamailio.cfg"] for h in EDGES}
+    cfgs |= {render(generated(n), "edge-central")["kamailio/kamailio.cfg"] for n in (10, 1000)}
+    assert len(cfgs) == 1
+
+
+def test_host_cfg_does_not_depend_on_trunks() -> None:
+    small, big = generated(10), generated(1000)
+    for host in EDGES:
+        a, b = render(small, host), render(big, host)
+        assert a["kamailio/host.cfg"] == b["kamailio/host.cfg"]
+        assert a["kamailio/kamailio.env"] == b["kamailio/kamailio.env"]
+        assert a["kamailio/db/dispatcher"] != b["kamailio/db/dispatcher"]
+
+
+def test_host_cfg_carries_the_host_settings() -> None:
+    files = render(example(), "edge-central", root="/srv/x", run_dir="/tmp/r")
+    host_cfg = files["kamailio/host.cfg"]
+    assert '#!define DBURL "text:///srv/x/kamailio/db"' in host_cfg
+    assert "listen=tls:192.0.2.10:5061" in host_cfg
+    assert "#!define WITH_TLS" in host_cfg
+    assert "#!define WITH_TOPOH" in host_cfg
+    assert '#!define RTPENGINE_SOCK "udp:127.0.0.1:2223"' in host_cfg
+    assert "children=8" in host_cfg
+    assert files["kamailio/kamailio.env"] == "SHM_MB=512\nPKG_MB=16\n"
+    branch = render(example(), "edge-branch")
+    assert "kamailio/tls.cfg" not in branch
+    assert "disable_tcp=yes" in branch["kamailio/host.cfg"]
+    assert "WITH_TLS" not in branch["kamailio/host.cfg"]
+
+
+def test_topology_hiding_can_be_switched_off() -> None:
+    data = example().model_dump(mode="json")["security"]
+    data["topology_hiding"] = False
+    files = render(variant(security=data), "edge-central")
+    assert "WITH_TOPOH" not in files["kamailio/host.cfg"]
+
+
+def test_every_file_has_a_reload_action() -> None:
+    for host in EDGES:
+        for rel in render(example(), host):
+            actions = [a for g, a in kamailio.RELOADS if fnmatch.fnmatchcase(rel, g)]
+            assert actions, f"{rel} has no reload action"
+    table = dict(kamailio.RELOADS)
+    assert table["kamailio/kamailio.cfg"] == "kamailio:restart"
+    assert table["kamailio/db/dispatcher"] == "kamailio:dispatcher.reload"
+    assert table["kamailio/db/trunks"] == "kamailio:htable.reload:trunks"
+
+
+def test_pbx_host_is_refused() -> None:
+    with pytest.raises(KamailioRenderError, match="not 'edge'"):
+        render(example(), "pbx-central")
+    with pytest.raises(KamailioRenderError, match="unknown host"):
+        render(example(), "nope")
+
+
+# ------------------------------------------------------------- table contents
+
+
+def table(files: dict[str, str], name: str) -> list[list[str]]:
+    """Rows of a db_text table, unescaped."""
+    rows = []
+    for line in files[f"kamailio/db/{name}"].splitlines()[1:]:
+        cells, cur, i = [], "", 0
+        while i < len(line):
+            c = line[i]
+            if c == "\\":
+                cur += line[i + 1]
+                i += 2
+                continue
+            if c == ":":
+                cells.append(cur)
+                cur = ""
+            else:
+                cur += c
+            i += 1
+        cells.append(cur)
+        rows.append(cells)
+    return rows
+
+
+def htable(files: dict[str, str], name: str) -> dict[str, str]:
+    return {r[1]: r[4] for r in table(files, name)}
+
+
+def test_permissions_groups() -> None:
+    rows = table(render(example(), "edge-central"), "address")
+    by_ip = {r[2]: (int(r[1]), r[5]) for r in rows}
+    assert by_ip["203.0.113.10"] == (1, "itsp-a")
+    assert by_ip["203.0.113.20"] == (1, "itsp-a")  # inbound_addresses
+    assert by_ip["192.0.2.20"] == (kamailio.GROUP_LOCAL_PBX, "pbx-central")
+    assert by_ip["198.51.100.10"] == (kamailio.GROUP_EDGE, "edge-branch")
+    assert "203.0.113.50" not in by_ip  # the branch trunk calls the branch edge
+    branch = {r[2]: int(r[1]) for r in table(render(example(), "edge-branch"), "address")}
+    assert branch["203.0.113.50"] == 3
+    assert branch["192.0.2.20"] == kamailio.GROUP_OTHER_PBX
+    assert branch["192.0.2.10"] == kamailio.GROUP_EDGE
+
+
+def test_dispatcher_order_and_probing() -> None:
+    rows = table(render(example(), "edge-central"), "dispatcher")
+    itsp_a = [r for r in rows if r[1] == "1"]
+    # higher dispatcher priority is tried first: the model's priority 1 peer
+    first = max(itsp_a, key=lambda r: int(r[4]))
+    assert first[2] == "sip:203.0.113.10:5060;transport=udp"
+    assert all(r[3] == "8" for r in itsp_a)
+    itsp_b = next(r for r in rows if r[6] == "itsp-b")
+    assert itsp_b[1:3] == ["2", "sip:203.0.113.30:5061;transport=tls"]
+    data = example().model_dump(mode="json")["trunks"]
+    data["itsp-a"]["probe"] = {"enabled": False}
+    data["itsp-b"]["auth"]["password"] = "p"
+    off = table(render(variant(trunks=data), "edge-central"), "dispatcher")
+    assert {r[3] for r in off if r[1] == "1"} == {"0"}
+
+
+def test_branch_reaches_remote_trunk_through_central_edge() -> None:
+    files = render(example(), "edge-branch")
+    trunks = htable(files, "trunks")
+    assert trunks["1.name"] == "itsp-a" and trunks["1.local"] == "0"
+    via = trunks["1.via"]
+    edges = [r for r in table(files, "dispatcher") if r[1] == via]
+    assert [r[2] for r in edges] == ["sip:192.0.2.10:5060;transport=udp"]
+    routes = htable(files, "routes")
+    expected = [r.name for r in example().routes_for_site("branch")]
+    names = [routes[f"{i}.name"] for i in range(1, len(expected) + 1)]
+    assert names == expected
+    national = names.index("branch-national") + 1
+    assert routes[f"{national}.fo"] == ",5xx,timeout,unreachable,486,"
+    assert f"{len(expected) + 1}.name" not in routes
+
+
+def test_weighted_route() -> None:
+    routes = htable(render(example(), "edge-central"), "routes")
+    names = [r.name for r in example().routes_for_site("central")]
+    i = names.index("international") + 1
+    assert routes[f"{i}.name"] == "international"
+    assert (routes[f"{i}.w0"], routes[f"{i}.w1"], routes[f"{i}.wsum"]) == ("70", "30", "100")
+    assert routes["1.wsum"] == "0"
+
+
+def test_did_ranges_as_prefixes() -> None:
+    dids = htable(render(example(), "edge-central"), "dids")
+    assert dids["p+120255501/12"] == "1"
+    assert dids["1.set"] == str(
+        kamailio.SET_HOST_BASE + sorted(example().hosts).index("pbx-central") + 1
+    )
+    assert dids["2.tid"] == "4"
+    assert {k for k, v in dids.items() if v == "3" and k.startswith("p")} == {
+        f"p+120655501{d}/12" for d in range(5)
+    }
+
+
+def test_replace_with_dollar_is_refused() -> None:
+    sites = example().model_dump(mode="json")["sites"]
+    sites["central"]["normalization"].append({"name": "bad", "match": "^(1)$", "replace": "$1"})
+    with pytest.raises(KamailioRenderError, match=r"sites\.central: rule 'bad'"):
+        render(variant(sites=sites), "edge-central")
+
+
+def test_db_text_escaping() -> None:
+    rows = table(render(example(), "edge-central"), "dialplan")
+    raw = render(example(), "edge-central")["kamailio/db/dialplan"]
+    assert r"^(?\:^011(\\d{7,15})$)$" in raw
+    assert [r[4] for r in rows if r[8] == "international"] == [r"^(?:^011(\d{7,15})$)$"]
+
+
+# ------------------------------------------------------- numbers: same as the model's
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    width=st.integers(min_value=1, max_value=4),
+    data=st.data(),
+)
+def test_range_prefixes_cover_exactly(width: int, data: st.DataObject) -> None:
+    lo = data.draw(st.integers(min_value=0, max_value=10**width - 1))
+    hi = data.draw(st.integers(min_value=lo, max_value=10**width - 1))
+    a, b = str(lo).zfill(width), str(hi).zfill(width)
+    prefixes = range_prefixes(a, b)
+    covered = set()
+    for n in range(10**width):
+        s = str(n).zfill(width)
+        hits = [p for p in prefixes if s.startswith(p)]
+        assert len(hits) <= 1
+        if hits:
+            covered.add(s)
+    assert covered == {str(n).zfill(width) for n in range(lo, hi + 1)}
+
+
+def test_range_prefixes_agree_with_the_model() -> None:
+    r = DidRange(start="+12065550100", end="+12065550149")
+    prefixes = ["+" + p for p in range_prefixes(r.start[1:], r.end[1:])]
+    for n in range(12065550000, 12065550300):
+        number = f"+{n}"
+        assert (number in r) == any(number.startswith(p) for p in prefixes)
+
+
+NUMBERS = [
+    "911",
+    "112",
+    "+19005550123",
+    "+19765550123",
+    "+13125550100",
+    "+12025550123",
+    "+442071234567",
+    "+1312555010",
+    "+33123456789",
+    "",
+    "+",
+    "abc",
+    "+1900555012",
+]
+
+
+@pytest.mark.parametrize("route", example().routes, ids=lambda r: r.name)
+def test_route_regex_equals_route_matches(route: Route) -> None:
+    rx = re.compile(route_regex(route))
+    for number in NUMBERS:
+        assert bool(rx.search(number)) == route.matches(number), number
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.from_regex(r"\+?[0-9]{0,16}", fullmatch=True))
+def test_route_regex_equals_route_matches_generated(number: str) -> None:
+    for route in example().routes:
+        assert bool(re.search(route_regex(route), number)) == route.matches(number)
+
+
+def test_whole_is_fullmatch() -> None:
+    for rx in (r"1|12", r"^\+(\d+)$", r"(91)?1"):
+        for s in ("1", "12", "123", "+12", "911", "9111"):
+            assert bool(re.search(whole(rx), s)) == bool(re.fullmatch(rx, s))
