@@ -43,6 +43,8 @@ RELOADS: list[tuple[str, str]] = [
 GROUP_LOCAL_PBX = 100001  #: permissions group of this site's PBX hosts
 GROUP_EDGE = 100002  #: permissions group of the other edge hosts
 GROUP_OTHER_PBX = 100003  #: PBX hosts of other sites (in-dialog requests only)
+GROUP_MANAGEMENT = 100009  #: who may use JSON-RPC over HTTP: loopback + AMI permit networks
+RPC_HTTP_PORT = 5071  #: JSON-RPC over HTTP: http://<edge address>:5071/RPC
 SET_HOST_BASE = 100000  #: dispatcher set of a PBX host: base + position in sorted host names
 SET_SITE_EDGES_BASE = 200000  #: dispatcher set of a site's edges: base + position of the site
 DP_NORMALIZE = 1
@@ -213,7 +215,8 @@ def _host_context(model: Model, name: str, h: Host, root: str, run_dir: str) -> 
         "topoh_key": key,
         "tls": _has_tls(h),
         "tls_config": f"{root}/kamailio/tls.cfg",
-        "tcp": any(t.protocol in ("tcp", "tls") for t in h.transports),
+        "rpc_port": RPC_HTTP_PORT,
+        "rpc_listen": _hostport(h.address, RPC_HTTP_PORT),
         "children": h.kamailio.children,
         "listens": listens,
     }
@@ -325,6 +328,12 @@ class _EdgeData:
             else:
                 group = GROUP_EDGE
             rows.append((group, h.address, h.address.max_prefixlen, 0, name))
+        management: dict[str, tuple[object, int]] = {"127.0.0.0/8": ("127.0.0.0", 8)}
+        for h in self.model.hosts.values():
+            for net in h.ami.permit if h.ami else []:
+                management.setdefault(str(net), (net.network_address, net.prefixlen))
+        for address, prefix in management.values():
+            rows.append((GROUP_MANAGEMENT, address, prefix, 0, "management"))
         return rows
 
     # -- dispatcher

@@ -492,3 +492,13 @@ def test_release_switch_and_reload(edge: Edge) -> None:
     for cmd in (["permissions.addressReload"], ["dialplan.reload"], ["htable.reload", "trunks"]):
         out = edge.rpc(*cmd)
         assert "error" not in out.lower(), (cmd, out)
+
+
+@pytest.mark.lab
+def test_json_rpc_over_http(edge: Edge) -> None:
+    import json
+    import urllib.request
+
+    body = json.dumps({"jsonrpc": "2.0", "method": "core.version", "id": 1}).encode()
+    with urllib.request.urlopen(f"http://{EDGE}:5071/RPC", body, timeout=5) as reply:
+        assert "kamailio" in json.load(reply)["result"]

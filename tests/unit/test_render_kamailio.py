@@ -127,7 +127,7 @@ def test_host_cfg_carries_the_host_settings() -> None:
     assert files["kamailio/kamailio.env"] == "SHM_MB=512\nPKG_MB=16\n"
     branch = render(example(), "edge-branch")
     assert "kamailio/tls.cfg" not in branch
-    assert "disable_tcp=yes" in branch["kamailio/host.cfg"]
+    assert "listen=tcp:198.51.100.10:5071" in branch["kamailio/host.cfg"]  # JSON-RPC
     assert "WITH_TLS" not in branch["kamailio/host.cfg"]
 
 
