@@ -257,12 +257,14 @@ class CallStateHandler:
             self._ignored.add(uid)
             return None
         endpoint, direction, trunk = kind
-        caller = _number(event.get("CallerIDNum"))
-        callee = ""
         if direction == "inbound":
+            caller = _number(event.get("CallerIDNum"))
             callee = event.get("Exten", "") or ""
         else:
-            caller = caller or _number(event.get("ConnectedLineNum"))
+            # an outgoing channel shows the remote party (the number dialled) as its caller
+            # id, and the calling party as its connected line
+            caller = _number(event.get("ConnectedLineNum"))
+            callee = _number(event.get("CallerIDNum"))
         ch = ChannelState(
             uniqueid=uid,
             channel=event.get("Channel", ""),
@@ -343,8 +345,11 @@ class CallStateHandler:
             ch.answered = self._timestamp(event)
             if ch.trunk is not None:
                 self._count(ch.trunk).answered += 1
-        if ch.direction == "inbound" and not ch.caller:
-            ch.caller = _number(event.get("CallerIDNum"))
+        if ch.direction == "inbound":
+            ch.caller = ch.caller or _number(event.get("CallerIDNum"))
+        else:
+            ch.callee = ch.callee or _number(event.get("CallerIDNum"))
+            ch.caller = ch.caller or _number(event.get("ConnectedLineNum"))
         self._chanvars(ch, event)
         self._changed("calls")
 
@@ -435,10 +440,9 @@ class CallStateHandler:
         codec = event.get("Writeformat") or event.get("Readformat") or ""
         if codec:
             ch.codec = codec
-        if ch.direction == "outbound" and not ch.callee:
-            ch.callee = _number(event.get("ConnectedLineNum")) or ch.callee
-            caller = _number(event.get("EffectiveConnectedLineNum"))
-            ch.caller = ch.caller or caller
+        if ch.direction == "outbound":
+            ch.callee = ch.callee or _number(event.get("CallerIDNum"))
+            ch.caller = ch.caller or _number(event.get("ConnectedLineNum"))
         self._changed("calls")
 
     def _on_contactstatus(self, event: Event) -> None:

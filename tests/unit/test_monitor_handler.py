@@ -74,6 +74,13 @@ def test_status_snapshot_alone_gives_the_same_calls() -> None:
     assert {c.trunk for c in calls} == {"itsp-a"}
     assert {c.codec for c in calls} == {"ulaw"}
     assert all(c.duration(h.clock()) >= 1 for c in calls)
+    # an outgoing channel's caller id is the number dialled, its connected line the caller
+    assert {(c.caller, c.callee) for c in calls if c.direction == "outbound"} == {
+        ("100", "+12025550123")
+    }
+    assert {(c.caller, c.callee) for c in calls if c.direction == "inbound"} == {
+        ("+15551230001", "+12025550100")
+    }
     # the edge answered OPTIONS while the calls were up
     edge = [c for c in h.contacts.values() if c.aor == "siporch-edge-edge-central"]
     assert [c.status for c in edge] == ["Reachable"]

@@ -1,0 +1,440 @@
+"""`siporch status` against a real Asterisk 22 running the configuration siporch renders.
+
+The PBX runs from the lab's Debian sid root (a private overlay), inside a network namespace
+of its own where every host of the example model lives on a loopback address: the PBX on
+127.0.0.1 (AMI there too), edge-central on 127.0.0.10, edge-branch on 127.0.0.11. SIPp
+plays the edge: it relays inbound trunk calls (X-Siporch-Trunk) from 127.0.0.10, answers
+the outbound calls Asterisk sends to the edge, and stands in for the registrar that the
+registration trunk reaches through the edge. `siporch status` runs inside the namespace
+on a copy of the example inventory with those addresses, exactly as a user runs it.
+
+The last test looks at the shared lab's PBX (198.18.0.20) when its AMI answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.lab
+
+REPO = Path(__file__).resolve().parents[2]
+ROOTFS = Path(os.environ.get("SIPORCH_ROOTFS", "/var/cache/siporch/rootfs/current"))
+SIPP_DIR = REPO / "tests" / "data" / "ami" / "sipp"
+PBX = "pbx-central"
+EDGE = "127.0.0.10"
+ADDRESSES = {"192.0.2.20": "127.0.0.1", "192.0.2.10": EDGE, "198.51.100.10": "127.0.0.11"}
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (mounts and network namespaces)"
+    if not (ROOTFS / "usr" / "sbin" / "asterisk").exists():
+        return f"no Asterisk root filesystem at {ROOTFS} (build the lab root first)"
+    for tool in ("ip", "mount", "umount", "chroot", "sipp"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None
+
+
+def copy_inventory(dest: Path, *, secret: str | None = None) -> Path:
+    """The example inventory with loopback addresses (and, optionally, another AMI secret)."""
+    inv = dest / "inventory"
+    shutil.copytree(REPO / "inventory" / "example", inv)
+    vault_pass = REPO / "inventory" / ".vault-pass"
+    if vault_pass.exists():
+        shutil.copy(vault_pass, dest / ".vault-pass")
+    model = inv / "group_vars" / "all" / "siporch.yml"
+    text = model.read_text()
+    for old, new in ADDRESSES.items():
+        text = text.replace(f"address: {old}\n", f"address: {new}\n")
+    if secret is not None:
+        text = text.replace('secret: "{{ vault_ami_secret }}"', f'secret: "{secret}"')
+    model.write_text(text)
+    return inv
+
+
+@dataclass
+class StatusLab:
+    netns: str
+    root: Path
+    work: Path
+    inventory: Path
+    console: Path
+    conf: str
+
+    @property
+    def chroot(self) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, "chroot", str(self.root)]
+
+    def rx(self, command: str, timeout: float = 15) -> str:
+        out = subprocess.run(
+            [*self.chroot, "asterisk", "-C", self.conf, "-rx", command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        return out.stdout
+
+    def status(
+        self, *args: str, inventory: Path | None = None, timeout: float = 60
+    ) -> tuple[int, dict[str, Any] | None, str]:
+        cmd = [sys.executable, "-m", "siporch", "status", "--no-edges", "--no-releases"]
+        cmd += ["-i", str(inventory or self.inventory), *args]
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.netns, *cmd],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=REPO,
+        )
+        report = None
+        if "--json" in args and proc.stdout.strip():
+            report = json.loads(proc.stdout)
+        return proc.returncode, report, proc.stderr
+
+    def sipp(self, *args: str, seconds: float) -> subprocess.Popen[bytes]:
+        argv = ["ip", "netns", "exec", self.netns, "timeout", str(int(seconds)), "sipp"]
+        argv += ["-nostdin", "-error_file", "/dev/null", *args]
+        return subprocess.Popen(
+            argv, cwd=self.work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def slab() -> Iterator[StatusLab]:
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from siporch.model import load_model
+    from siporch.render import asterisk
+
+    work = Path(tempfile.mkdtemp(prefix="status-lab-"))
+    inventory = copy_inventory(work)
+    model = load_model(inventory).model
+    upper, ovl_work, merged = work / "upper", work / "ovlwork", work / "merged"
+    for d in (upper, ovl_work, merged):
+        d.mkdir()
+    netns = f"statuslab-{os.getpid()}"
+    conf = f"{asterisk.ASTETCDIR}/asterisk.conf"
+    chroot = ["ip", "netns", "exec", netns, "chroot", str(merged)]
+    mounted: list[Path] = []
+    proc: subprocess.Popen[bytes] | None = None
+    console = work / "console.log"
+    try:
+        lower = f"lowerdir={ROOTFS.resolve()},upperdir={upper},workdir={ovl_work}"
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", lower, str(merged)], check=True)
+        mounted.append(merged)
+        subprocess.run(["mount", "-t", "proc", "proc", str(merged / "proc")], check=True)
+        mounted.append(merged / "proc")
+        subprocess.run(["mount", "--bind", "/dev", str(merged / "dev")], check=True)
+        mounted.append(merged / "dev")
+        for sub in ("run", "log", "lib", "spool"):
+            (merged / "var" / sub / "asterisk").mkdir(parents=True, exist_ok=True)
+        etc = merged / asterisk.ASTETCDIR.lstrip("/")
+        for rel, text in asterisk.render(model, PBX).items():
+            path = etc.parent / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        subprocess.run(["ip", "netns", "add", netns], check=True)
+        subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], check=True)
+        with console.open("wb") as out:
+            proc = subprocess.Popen(
+                [*chroot, "asterisk", "-C", conf, "-f"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        handle = StatusLab(netns, merged, work, inventory, console, conf)
+        deadline = time.monotonic() + 30
+        while "fully booted" not in handle.rx("core waitfullybooted", timeout=15):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("Asterisk did not start:\n" + console.read_text(errors="replace"))
+            time.sleep(0.5)
+        yield handle
+    finally:
+        if proc is not None and proc.poll() is None:
+            subprocess.run(
+                [*chroot, "asterisk", "-C", conf, "-rx", "core stop now"],
+                capture_output=True,
+                timeout=15,
+                check=False,
+            )
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)
+        for m in reversed(mounted):
+            subprocess.run(["umount", "-l", str(m)], capture_output=True, check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def wait_for(
+    slab: StatusLab, predicate: Any, seconds: float, *args: str
+) -> tuple[int, dict[str, Any]]:
+    """Run `status --json` until predicate(report) holds; the last result either way."""
+    deadline = time.monotonic() + seconds
+    while True:
+        code, report, err = slab.status("--json", *args)
+        assert report is not None, err
+        if predicate(report) or time.monotonic() > deadline:
+            return code, report
+        time.sleep(0.5)
+
+
+def kinds(report: dict[str, Any]) -> Counter[tuple[str, str | None]]:
+    return Counter((c["direction"], c["trunk"]) for c in report["calls"])
+
+
+def test_calls_are_listed_with_trunks_and_directions_then_gone(slab: StatusLab) -> None:
+    edge = slab.sipp(
+        "-i", EDGE, "-p", "5060", "-mp", "41000", "-sf", str(SIPP_DIR / "edge_uas.xml"),
+        "-key", "trunk", "itsp-a", seconds=60,
+    )  # fmt: skip
+    calls: list[subprocess.Popen[bytes]] = []
+    try:
+        time.sleep(0.5)
+        slab.rx("pjsip qualify siporch-edge-edge-central")
+        time.sleep(1)
+        for trunk, did, n, port, media in (
+            ("itsp-a", "+12025550100", 3, "5098", "42000"),
+            ("itsp-branch", "+12065550120", 2, "5097", "42100"),
+        ):
+            calls.append(
+                slab.sipp(
+                    "-i",
+                    EDGE,
+                    "-p",
+                    port,
+                    "-mp",
+                    media,
+                    "-sf",
+                    str(SIPP_DIR / "trunk_uac.xml"),
+                    "-key",
+                    "trunk",
+                    trunk,
+                    "-key",
+                    "caller",
+                    "+15551230001",
+                    "-s",
+                    did,
+                    "-m",
+                    str(n),
+                    "-l",
+                    str(n),
+                    "-r",
+                    "10",
+                    "-d",
+                    "14000",
+                    "127.0.0.1:5060",
+                    seconds=40,
+                )
+            )
+        for _ in range(2):
+            out = slab.rx(
+                "channel originate Local/+12025551234@siporch-outbound application Wait 14"
+            )
+            assert "rror" not in out, out
+        expected = Counter(
+            {("inbound", "itsp-a"): 3, ("inbound", "itsp-branch"): 2, ("outbound", "itsp-a"): 2}
+        )
+        _, report = wait_for(slab, lambda r: kinds(r) == expected, 10)
+        assert kinds(report) == expected, report["calls"]
+        assert len(report["calls"]) == 7
+        inbound_a = [
+            c for c in report["calls"] if c["trunk"] == "itsp-a" and c["direction"] == "inbound"
+        ]
+        assert {(c["caller"], c["callee"]) for c in inbound_a} == {("+15551230001", "+12025550100")}
+        outbound = [c for c in report["calls"] if c["direction"] == "outbound"]
+        assert {c["callee"] for c in outbound} == {"+12025551234"}
+        assert all(c["state"] == "Up" and c["codec"] for c in report["calls"])
+        trunks = {t["name"]: t for t in report["trunks"]}
+        assert trunks["itsp-a"]["active_calls"] == 5
+        assert trunks["itsp-branch"]["active_calls"] == 2
+        # hung up (SIPp's BYE inbound, the end of Wait outbound) -> gone
+        _, report = wait_for(slab, lambda r: not r["calls"], 30)
+        assert report["calls"] == []
+        assert all(t["active_calls"] == 0 for t in report["trunks"])
+    finally:
+        for p in [*calls, edge]:
+            stop(p)
+        slab.rx("channel request hangup all")
+
+
+def test_registrar_stops_then_exit_1_and_trunk_unregistered(slab: StatusLab) -> None:
+    # the registration trunk registers through the edge: the stand-in registrar listens there
+    registrar = slab.sipp(
+        "-i", EDGE, "-p", "5060", "-mp", "43000", "-sf", str(SIPP_DIR / "registrar.xml"),
+        seconds=60,
+    )  # fmt: skip
+    try:
+        time.sleep(0.5)
+        slab.rx("pjsip send register itsp-b-reg")
+
+        def itsp_b(r: dict[str, Any]) -> dict[str, Any]:
+            return next(t for t in r["trunks"] if t["name"] == "itsp-b")
+
+        code, report = wait_for(slab, lambda r: itsp_b(r)["registration"] == "registered", 15)
+        assert itsp_b(report)["registration"] == "registered", itsp_b(report)
+        assert code == 0, report["problems"]
+        assert report["health"] == "healthy"
+    finally:
+        stop(registrar)
+    # the registrar is gone; the next REGISTER gets no answer (PJSIP gives up after 32 s)
+    slab.rx("pjsip send register itsp-b-reg")
+    code, report = wait_for(slab, lambda r: r["exit_code"] == 1, 60)
+    trunk = itsp_b(report)
+    assert code == 1, report
+    assert trunk["registration"] in ("rejected", "unregistered", "failed"), trunk
+    assert trunk["health"] == "unregistered"
+    assert any(p["trunk"] == "itsp-b" for p in report["problems"])
+    # the human view says so too
+    code, _, _ = slab.status()
+    assert code == 1
+
+
+def test_wrong_ami_secret_is_exit_2_with_a_clear_message(slab: StatusLab) -> None:
+    wrong = copy_inventory(Path(tempfile.mkdtemp(dir=slab.work)), secret="not-the-secret")
+    code, report, err = slab.status("--json", inventory=wrong)
+    assert code == 2
+    assert report is not None
+    assert report["hosts"][0]["state"] == "auth_failed"
+    assert "AMI at 127.0.0.1:5038 refused user 'siporch': Authentication failed" in err
+    assert "Traceback" not in err
+    code, _, err = slab.status(inventory=wrong)
+    assert code == 2 and "Traceback" not in err
+
+
+def test_unreachable_host_is_exit_2(slab: StatusLab) -> None:
+    code, report, err = slab.status("--json", "--timeout", "1")
+    assert code in (0, 1), err  # reachable now
+    # another port: nothing listens there
+    other = copy_inventory(Path(tempfile.mkdtemp(dir=slab.work)))
+    model = other / "group_vars" / "all" / "siporch.yml"
+    model.write_text(model.read_text().replace("port: 5038", "port: 5039"))
+    code, report, err = slab.status("--json", "--timeout", "1", inventory=other)
+    assert code == 2
+    assert report is not None and report["hosts"][0]["state"] == "unreachable"
+    assert "cannot connect to AMI at 127.0.0.1:5039" in err
+
+
+def test_watch_reconnects_after_an_asterisk_restart(slab: StatusLab) -> None:
+    cmd = [sys.executable, "-m", "siporch", "status", "--no-edges", "--no-releases"]
+    cmd += ["-i", str(slab.inventory), "--watch", "--json", "--duration", "45"]
+    watch = subprocess.Popen(
+        ["ip", "netns", "exec", slab.netns, *cmd],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    assert watch.stdout is not None
+    states: list[str] = []
+    calls_after_restart = 0
+    restarted = False
+    call: subprocess.Popen[bytes] | None = None
+    deadline = time.monotonic() + 55
+    try:
+        for line in watch.stdout:
+            report = json.loads(line)
+            state = report["hosts"][0]["state"]
+            if not states or states[-1] != state:
+                states.append(state)
+            if state == "up" and not restarted:
+                restarted = True
+                slab.rx("core restart now")
+            elif restarted and "reconnecting" in states and state == "up" and call is None:
+                # carries on: a call placed after the restart shows up in the stream
+                deadline_boot = time.monotonic() + 20
+                while "fully booted" not in slab.rx("core waitfullybooted"):
+                    assert time.monotonic() < deadline_boot
+                    time.sleep(0.5)
+                call = slab.sipp(
+                    "-i",
+                    EDGE,
+                    "-p",
+                    "5098",
+                    "-mp",
+                    "44000",
+                    "-sf",
+                    str(SIPP_DIR / "trunk_uac.xml"),
+                    "-key",
+                    "trunk",
+                    "itsp-a",
+                    "-key",
+                    "caller",
+                    "+15551230001",
+                    "-s",
+                    "+12025550101",
+                    "-m",
+                    "1",
+                    "-d",
+                    "6000",
+                    "127.0.0.1:5060",
+                    seconds=20,
+                )
+            if call is not None and report["calls"]:
+                calls_after_restart = len(report["calls"])
+                break
+            if time.monotonic() > deadline:
+                break
+    finally:
+        watch.send_signal(signal.SIGTERM)
+        try:
+            watch.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            watch.kill()
+            watch.wait()
+        if call is not None:
+            stop(call)
+        slab.rx("channel request hangup all")
+    assert states[:3] == ["up", "reconnecting", "up"], states
+    assert calls_after_restart == 1
+    assert watch.returncode in (0, 1), watch.stderr.read() if watch.stderr else ""
+
+
+def test_shared_lab_pbx(lab: Any) -> None:
+    """The lab's own PBX (198.18.0.20), when the deployed Asterisk answers on AMI."""
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(2)
+        if s.connect_ex((lab.address(PBX), 5038)) != 0:
+            pytest.skip(f"no AMI at {lab.address(PBX)}:5038: Asterisk is not deployed in the lab")
+    proc = subprocess.run(
+        [sys.executable, "-m", "siporch", "status", "--json", "-i", str(lab.inventory),
+         "--no-edges"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=REPO, env=lab.ansible_env,
+    )  # fmt: skip
+    report = json.loads(proc.stdout)
+    pbx = next(h for h in report["hosts"] if h["name"] == PBX)
+    assert pbx["state"] == "up", (pbx, proc.stderr)
+    assert pbx["release"], "the release the PBX runs is read over SSH"
+    assert {t["name"] for t in report["trunks"]} >= {"itsp-a", "itsp-b", "pstn-gw"}
