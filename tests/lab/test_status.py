@@ -438,3 +438,99 @@ def test_shared_lab_pbx(lab: Any) -> None:
     assert pbx["state"] == "up", (pbx, proc.stderr)
     assert pbx["release"], "the release the PBX runs is read over SSH"
     assert {t["name"] for t in report["trunks"]} >= {"itsp-a", "itsp-b", "pstn-gw"}
+
+
+KAMAILIO_CFG = """#!KAMAILIO
+debug=1
+log_stderror=yes
+children=1
+tcp_children=1
+listen=udp:{edge}:5062
+listen=tcp:{edge}:5071
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "xhttp.so"
+loadmodule "jsonrpcs.so"
+loadmodule "dialog.so"
+loadmodule "dispatcher.so"
+modparam("jsonrpcs", "transport", 1)
+modparam("dispatcher", "list_file", "{work}/dispatcher.list")
+modparam("dispatcher", "ds_ping_interval", 0)
+request_route {{ sl_send_reply("404", "nothing here"); }}
+event_route[xhttp:request] {{
+    if ($hu =~ "^/RPC") {{ jsonrpc_dispatch(); exit; }}
+    xhttp_reply("404", "Not Found", "text/plain", "");
+}}
+"""
+
+
+def test_edges_from_kamailio_and_rtpengine(slab: StatusLab) -> None:
+    """Kamailio (xhttp JSON-RPC on the edge address) and rtpengine (ng on the edge address)
+    of this machine's Debian 12 stand in for edge-central: a trunk whose dispatcher targets
+    are all inactive is down (exit 1); rtpengine's sessions and Kamailio's dialogs show."""
+    from siporch.model import load_model
+    from siporch.monitor.topology import from_model
+
+    for tool in ("kamailio", "rtpengine"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    topo = from_model(load_model(slab.inventory).model)
+    a, gw = topo.trunks["itsp-a"], topo.trunks["pstn-gw"]
+    rows = [f"{a.set_id} sip:{p.address}:{p.port} 0 {p.port % 10}" for p in a.peers]
+    rows += [f"{gw.set_id} sip:{p.address}:{p.port} 1 0" for p in gw.peers]  # 1: inactive
+    (slab.work / "dispatcher.list").write_text("\n".join(rows) + "\n")
+    cfg = slab.work / "kamailio.cfg"
+    cfg.write_text(KAMAILIO_CFG.format(edge=EDGE, work=slab.work))
+    netns = ["ip", "netns", "exec", slab.netns]
+    kamailio = subprocess.Popen(
+        [*netns, "kamailio", "-f", str(cfg), "-DD", "-E", "-m", "64", "-M", "8"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    rtpengine = subprocess.Popen(
+        [*netns, "rtpengine", "--table=-1", f"--interface={EDGE}",
+         f"--listen-ng={EDGE}:2223", "--foreground", "--log-stderr", "-m", "45000",
+         "-M", "45100", f"--pidfile={slab.work}/rtpengine.pid"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        args = ["--host", PBX, "--host", "edge-central", "--timeout", "2"]
+        code, report, err = 2, None, ""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            proc = subprocess.run(
+                [*netns, sys.executable, "-m", "siporch", "status", "--json", "--no-releases",
+                 "-i", str(slab.inventory), *args],
+                capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
+            )  # fmt: skip
+            code, report, err = proc.returncode, json.loads(proc.stdout), proc.stderr
+            edge = report["edges"][0]
+            if edge["kamailio"]["state"] == "up" and edge["rtpengine"]["state"] == "up":
+                break
+            time.sleep(0.5)
+        assert report is not None
+        edge = report["edges"][0]
+        assert edge["kamailio"]["state"] == "up", err
+        assert edge["rtpengine"]["state"] == "up", err
+        assert edge["rtpengine"]["sessions"] == 0
+        assert edge["kamailio"]["dialogs"]["all"] == 0
+        by_trunk = Counter(t["trunk"] for t in edge["kamailio"]["targets"])
+        assert by_trunk == {"itsp-a": 2, "pstn-gw": 1}
+        trunks = {t["name"]: t for t in report["trunks"]}
+        assert [p["edge"] for p in trunks["itsp-a"]["peers"]] == ["up", "up"]
+        assert trunks["pstn-gw"]["health"] == "down"
+        assert [p["state"] for p in trunks["pstn-gw"]["peers"]] == ["down"]
+        assert code == 1
+        assert any(p["message"] == "trunk pstn-gw: every peer is down" for p in report["problems"])
+        assert [h["name"] for h in report["hosts"]] == [PBX, "edge-central"]
+    finally:
+        for p in (kamailio, rtpengine):
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
