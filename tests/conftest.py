@@ -81,3 +81,12 @@ def lab() -> Iterator[LabHandle]:
     yield handle
     if os.environ.get("SIPORCH_LAB_TEARDOWN") == "1":
         lab_mod.down()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that take the lab (or a host's daemons) down and up again run last, so they
+    never pull the lab away from tests, or session fixtures, that use it. Such tests set
+    ``lab_restarts = True`` on their function (see ``restarts_lab`` in tests/lab)."""
+    items.sort(
+        key=lambda item: bool(getattr(getattr(item, "function", None), "lab_restarts", False))
+    )

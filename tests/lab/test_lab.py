@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -21,8 +23,15 @@ from siporch.lab import topology
 from siporch.lab.spec import BRIDGE, HOSTS, LabPaths
 
 pytestmark = pytest.mark.lab
+F = TypeVar("F", bound=Callable[..., Any])
 
 SIPORCH = [sys.executable, "-m", "siporch"]
+
+
+def restarts_lab(fn: F) -> F:
+    """Marks a test that takes the lab down and up: tests/conftest.py runs it last."""
+    fn.lab_restarts = True  # type: ignore[attr-defined]
+    return fn
 
 
 def siporch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -213,6 +222,7 @@ def _lab_processes() -> list[str]:
     return sorted(f"{h}:{p.comm}" for h, ps in found.items() for p in ps)
 
 
+@restarts_lab
 def test_up_down_up_leaves_no_leftovers_and_cleans_a_half_built_lab(lab) -> None:  # type: ignore[no-untyped-def]
     paths = LabPaths.default()
     before_up = _snapshot()
@@ -276,6 +286,7 @@ def test_up_down_up_leaves_no_leftovers_and_cleans_a_half_built_lab(lab) -> None
     assert topology.lab_namespaces() == sorted(h.netns for h in HOSTS)
 
 
+@restarts_lab
 def test_a_host_that_fails_to_start_is_named_with_its_reason_and_down_cleans_up(lab) -> None:  # type: ignore[no-untyped-def]
     paths = LabPaths.default()
     proc = siporch("lab", "down", "--keep-state")

@@ -9,7 +9,8 @@ import asyncio
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from panoramisk import Manager
@@ -20,6 +21,14 @@ from siporch.model.loader import find_vault_password_file
 from siporch.render import render_release
 
 pytestmark = pytest.mark.lab
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def restarts_lab(fn: F) -> F:
+    """Marks a test that stops daemons of lab hosts: tests/conftest.py runs it last."""
+    fn.lab_restarts = True  # type: ignore[attr-defined]
+    return fn
+
 
 RELEASE = "lab-model-test"
 AST_CONF = "/etc/siporch/current/asterisk/asterisk.conf"
@@ -115,6 +124,7 @@ async def _ami_endpoints(address: str, port: int, user: str, secret: str) -> lis
     return [m.ObjectName for m in messages if m.get("Event") == "EndpointList"]
 
 
+@restarts_lab
 def test_asterisk_loads_the_rendered_config_and_ami_lists_every_trunk(
     lab, release, asterisk
 ) -> None:  # type: ignore[no-untyped-def]
@@ -133,6 +143,7 @@ def test_asterisk_loads_the_rendered_config_and_ami_lists_every_trunk(
     assert "/etc/siporch/current/asterisk" in shown.stdout
 
 
+@restarts_lab
 def test_kamailio_and_rtpengine_start_on_the_edge_with_the_rendered_config(lab, release) -> None:  # type: ignore[no-untyped-def]
     host = "edge-central"
     _stop(lab, host, "kamailio")
