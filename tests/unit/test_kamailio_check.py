@@ -152,7 +152,8 @@ def loopback_model(peer_port_shift: int = 0) -> Model:
 
 @dataclass
 class Edge:
-    base: Path
+    base: Path  # the edge's directory as the test sees it
+    inner: Path  # the same directory as Kamailio sees it (inside the chroot for 6.x)
     ctl: str
 
     def rpc(self, *args: str) -> str:
@@ -179,30 +180,43 @@ def _rtpengine_up() -> bool:
             return False
 
 
-def _release(base: Path, name: str, model: Model) -> None:
+def _release(edge: Edge, name: str, model: Model) -> None:
     """Write release ``name`` (again) and point ``current`` at it. The data files get a new
     mtime either way: db_text re-reads a table only when its file is newer."""
-    files = render(model, "edge-central", root=str(base / "current"), run_dir=str(base / "run"))
-    write_tree(files, base / "releases" / name)
+    files = render(
+        model, "edge-central", root=str(edge.inner / "current"), run_dir=str(edge.inner / "run")
+    )
+    write_tree(files, edge.base / "releases" / name)
     now = time.time()
-    for path in (base / "releases" / name / "kamailio" / "db").iterdir():
+    for path in (edge.base / "releases" / name / "kamailio" / "db").iterdir():
         os.utime(path, (now, now))
-    link = base / "current.new"
+    link = edge.base / "current.new"
     link.unlink(missing_ok=True)
     link.symlink_to(Path("releases") / name)
-    link.replace(base / "current")
+    link.replace(edge.base / "current")
 
 
-@pytest.fixture(scope="module")
-def edge() -> Iterator[Edge]:
+@pytest.fixture(scope="module", params=["host", "lab-root"])
+def edge(request: pytest.FixtureRequest) -> Iterator[Edge]:
+    """The example edge on loopback: Debian 12's Kamailio 5.6 (``host``), or sid's 6.x run
+    from the lab root with chroot (``lab-root``)."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
     for tool in ("kamailio", "kamcmd", "rtpengine", "sipp"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
-    base = Path(tempfile.mkdtemp(prefix="siporch-edge-"))
+    if request.param == "host":
+        base = Path(tempfile.mkdtemp(prefix="siporch-edge-"))
+        inner, prefix = base, []
+    else:
+        if not (ROOTFS / "usr/sbin/kamailio").exists():
+            pytest.skip("no lab root built")
+        root = ROOTFS.resolve()
+        base = Path(tempfile.mkdtemp(prefix="siporch-edge-", dir=root / "tmp"))
+        inner, prefix = Path("/") / base.relative_to(root), ["chroot", str(root)]
     (base / "run").mkdir()
-    _release(base, "a", loopback_model())
+    e = Edge(base, inner, f"unix:{base}/run/kamailio_ctl")
+    _release(e, "a", loopback_model())
     env = dict(
         line.split("=", 1) for line in (base / "current/kamailio/kamailio.env").read_text().split()
     )
@@ -220,6 +234,7 @@ def edge() -> Iterator[Edge]:
                     "-E",
                     "--port-min=40000",
                     "--port-max=40200",
+                    f"--listen-cli=127.0.0.1:{NG_PORT + 1}",
                 ],
                 stdout=rtp_log,
                 stderr=subprocess.STDOUT,
@@ -231,11 +246,12 @@ def edge() -> Iterator[Edge]:
         procs.append(
             subprocess.Popen(
                 [
+                    *prefix,
                     "kamailio",
                     "-DD",
                     "-E",
                     "-f",
-                    str(base / "current/kamailio/kamailio.cfg"),
+                    str(inner / "current/kamailio/kamailio.cfg"),
                     "-m",
                     env["SHM_MB"],
                     "-M",
@@ -245,7 +261,6 @@ def edge() -> Iterator[Edge]:
                 stderr=subprocess.STDOUT,
             )
         )
-        e = Edge(base, f"unix:{base}/run/kamailio_ctl")
         if not _wait(lambda: "kamailio" in e.rpc("core.version"), 15):
             pytest.fail("kamailio did not start:\n" + (base / "kamailio.log").read_text()[-3000:])
         yield e
@@ -478,12 +493,12 @@ def test_dial_plan_agrees_with_siporch_route(edge: Edge) -> None:
 def test_release_switch_and_reload(edge: Edge) -> None:
     assert f"{PEER1}:5060" in edge.rpc("dispatcher.list")
     time.sleep(1.1)  # db_text notices a changed file by its mtime
-    _release(edge.base, "b", loopback_model(peer_port_shift=2))
+    _release(edge, "b", loopback_model(peer_port_shift=2))
     assert "error" not in edge.rpc("dispatcher.reload").lower()
     listing = edge.rpc("dispatcher.list")
     assert f"{PEER1}:5062" in listing and f"{PEER1}:5060" not in listing
     time.sleep(1.1)
-    _release(edge.base, "a", loopback_model())  # a rollback: files touched again
+    _release(edge, "a", loopback_model())  # a rollback: files touched again
     refused = edge.rpc("dispatcher.reload")  # within reload_delta (5 s) of the last one
     assert "error" in refused.lower(), refused
     time.sleep(5)
