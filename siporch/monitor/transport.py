@@ -184,7 +184,8 @@ class AmiConnection:
             self.manager.close()
         if self._sync_task is not None:
             self._sync_task.cancel()
-        self._set_state(CLOSED, self.error)
+        if self.state not in (AUTH_FAILED, UNREACHABLE):
+            self._set_state(CLOSED, self.error)
 
     # ------------------------------------------------------------------------- actions
 
@@ -204,6 +205,8 @@ class AmiConnection:
     async def sync(self) -> None:
         """Read the host's channels, contacts, registrations and endpoints afresh."""
         answers = await asyncio.gather(*(self.action(a) for a in SYNC_ACTIONS))
+        for action, answer in zip(SYNC_ACTIONS, answers, strict=True):
+            self._check_permission(action, answer)
         # static contacts (a trunk's peers, the edge) are listed only per endpoint
         endpoints = [
             e.get("ObjectName", "")
@@ -219,6 +222,20 @@ class AmiConnection:
         settings = await self.action({"Action": "CoreSettings"})
         if isinstance(settings, Message):
             self.version = settings.get("AsteriskVersion") or None
+
+    def _check_permission(self, action: Mapping[str, str], answer: Any) -> None:
+        """An action refused for lack of rights is a credentials problem, not "no calls"."""
+        if isinstance(answer, Message) and not answer.success:
+            message = str(answer.get("Message", ""))
+            if "permission" in message.lower():
+                msg = (
+                    f"{self.target.name}: AMI user {self.target.user!r} may not run "
+                    f"{action['Action']}: {message}"
+                )
+                self._set_state(AUTH_FAILED, msg)
+                raise AuthError(
+                    msg, hint="the AMI user needs read=system,call and write=system,call,reporting"
+                )
 
     async def _endpoint_details(self, endpoints: list[str], parallel: int = 32) -> list[Any]:
         limit = asyncio.Semaphore(parallel)

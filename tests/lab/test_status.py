@@ -332,6 +332,29 @@ def test_wrong_ami_secret_is_exit_2_with_a_clear_message(slab: StatusLab) -> Non
     assert code == 2 and "Traceback" not in err
 
 
+def test_ami_user_without_rights_is_exit_2(slab: StatusLab) -> None:
+    """Logged in but not allowed to list channels: not "no calls", a credentials problem."""
+    from siporch.render import asterisk
+
+    conf = slab.root / asterisk.ASTETCDIR.lstrip("/") / "manager.conf"
+    original = conf.read_text()
+    lines = [
+        "write = command" if line.startswith("write =") else line for line in original.splitlines()
+    ]
+    conf.write_text("\n".join(lines) + "\n")
+    try:
+        slab.rx("manager reload")
+        code, report, err = slab.status("--json")
+        assert code == 2
+        assert report is not None and report["hosts"][0]["state"] == "auth_failed"
+        assert "AMI user 'siporch' may not run" in err and "Permission denied" in err
+    finally:
+        conf.write_text(original)
+        slab.rx("manager reload")
+    code, report, err = slab.status("--json")
+    assert report is not None and report["hosts"][0]["state"] == "up", err
+
+
 def test_unreachable_host_is_exit_2(slab: StatusLab) -> None:
     code, report, err = slab.status("--json", "--timeout", "1")
     assert code in (0, 1), err  # reachable now
