@@ -138,11 +138,18 @@ def check_tree(release: Path) -> str:
     return f"asterisk configs parse: {len(parsed)} file(s), {total} section(s)"
 
 
-def _manager(conf: Path) -> tuple[str, int, str, str]:
+def _manager(conf: Path) -> tuple[str, int, str, str] | None:
+    """(host, port, user, secret) of the AMI, or None when the release disables it."""
     problems: list[str] = []
     sections = parse_conf(conf, conf.parent.parent, problems)
     host, port, user, secret = "127.0.0.1", 5038, "", ""
     for name, options in sections:
+        if name == "general" and (options.get("enabled") or ["no"])[-1].lower() not in (
+            "yes",
+            "true",
+            "1",
+        ):
+            return None
         if name == "general":
             host = (options.get("bindaddr") or [host])[-1]
             port = int((options.get("port") or [str(port)])[-1])
@@ -156,7 +163,10 @@ def _manager(conf: Path) -> tuple[str, int, str, str]:
 
 
 def ami_login(conf: Path, timeout: float) -> str:
-    host, port, user, secret = _manager(conf)
+    manager = _manager(conf)
+    if manager is None:
+        return "AMI is disabled in this release"
+    host, port, user, secret = manager
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:

@@ -1,0 +1,193 @@
+"""Deploy benchmarks on the lab (root, `siporch lab up`); prints Markdown for docs/benchmarks.md.
+
+    python bench/deploy_bench.py [--only noop scale drops] [--trunks 1000] [--calls 20]
+
+* noop: wall time of a deploy of an unchanged model (after one deploy of it).
+* scale: a model with --trunks trunks (bench/genmodel.py, the lab's hosts): time of its first
+  deploy, then of a deploy that adds one peer to one trunk, and the reloads that needed.
+* drops: --calls long SIPp calls through the edge (siporch call, Record-Route aware), then a
+  deploy that adds a peer to the calls' trunk; once with siporch's least reloads, once with
+  every changed daemon restarted (siporch_restart_on_change); calls whose BYE got no 200 OK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.genmodel import generate  # noqa: E402
+from siporch.deploy import runner  # noqa: E402
+
+LAB_INVENTORY = REPO / "inventory" / "lab"
+QUIET = {"asterisk_pbx_health_registrations": False}  # no registrar behind itsp-b in the lab
+
+
+def copy_inventory(dest: Path) -> Path:
+    inv = dest / "inv"
+    shutil.copytree(LAB_INVENTORY, inv)
+    vault = LAB_INVENTORY.parent / ".vault-pass"
+    if vault.exists():
+        shutil.copy(vault, dest / ".vault-pass")
+    return inv
+
+
+def edit_model(inv: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    path = inv / "group_vars" / "all" / "siporch.yml"
+    doc = yaml.safe_load(path.read_text())
+    edit(doc["siporch"])
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def deploy(inv: Path, **extra: Any) -> tuple[float, runner.RunResult]:
+    report = runner.report_path()
+    cmd = runner.build_command(
+        "deploy-trunk.yml",
+        inv,
+        vault_file=runner.vault_password_file(inv, None),
+        report_file=report,
+        extra_vars={**QUIET, **extra},
+    )
+    started = time.monotonic()
+    try:
+        result = runner.run(cmd, report)
+    finally:
+        report.unlink(missing_ok=True)
+    if not result.ok:
+        tail = "\n".join(result.output[-30:])
+        raise SystemExit(f"deploy of {inv} failed:\n{tail}")
+    return time.monotonic() - started, result
+
+
+def reloads(result: runner.RunResult) -> str:
+    hosts = (result.report or {}).get("hosts", [])
+    return "; ".join(f"{h['host']}: {', '.join(h['reloads']) or 'none'}" for h in hosts)
+
+
+def bench_noop(tmp: Path, repeat: int) -> list[str]:
+    inv = copy_inventory(tmp / "noop")
+    deploy(inv)
+    times = []
+    changed = []
+    for _ in range(repeat):
+        t, result = deploy(inv)
+        times.append(t)
+        changed.append(result.changed)
+    return [
+        "| no-op deploy (3 lab hosts, unchanged model) | "
+        f"{statistics.median(times):.1f} s median of {repeat} (min {min(times):.1f}, max {max(times):.1f}) | "
+        f"changed={max(changed)} |"
+    ]
+
+
+def bench_scale(tmp: Path, trunks: int) -> list[str]:
+    inv = copy_inventory(tmp / "scale")
+    lab_hosts = yaml.safe_load((inv / "group_vars" / "all" / "siporch.yml").read_text())
+    model = generate(trunks)
+    model["hosts"] = lab_hosts["siporch"]["hosts"]
+    (inv / "group_vars" / "all" / "siporch.yml").write_text(
+        yaml.safe_dump({"siporch": model}, sort_keys=False)
+    )
+    t_first, first = deploy(inv)
+    first_trunk = next(iter(model["trunks"]))
+    edit_model(
+        inv,
+        lambda m: m["trunks"][first_trunk]["peers"].append(
+            {"address": "198.19.255.250", "port": 5060, "transport": "udp", "priority": 3}
+        ),
+    )
+    t_change, change = deploy(inv)
+    return [
+        f"| first deploy of a {trunks}-trunk model | {t_first:.1f} s | {reloads(first)} |",
+        f"| one trunk change (a peer added) with {trunks} trunks | {t_change:.1f} s | "
+        f"{reloads(change)} |",
+    ]
+
+
+def place_calls(inv: Path, calls: int, duration: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "siporch", "call", "+12025550100", "-i", str(inv),
+            "--from", "itsp-a1", "--calls", str(calls), "--rate", "5",
+            "--duration", str(duration), "--timeout", str(duration + 120), "--json",
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+
+
+def bench_drops(tmp: Path, calls: int) -> list[str]:
+    base = copy_inventory(tmp / "drops-base")
+    peer = copy_inventory(tmp / "drops-peer")
+    edit_model(
+        peer,
+        lambda m: m["trunks"]["itsp-a"]["peers"].append(
+            {"address": "198.18.1.12", "port": 5060, "transport": "udp", "priority": 3}
+        ),
+    )
+    rows = []
+    for label, extra in (
+        ("siporch (least reloads)", {}),
+        ("restart on change", {"siporch_restart_on_change": True}),
+    ):
+        deploy(base)
+        proc = place_calls(base, calls, 45)
+        time.sleep(calls / 5 + 4)
+        t, result = deploy(peer, **extra)
+        out, err = proc.communicate(timeout=400)
+        try:
+            calls_result = json.loads(out)
+        except json.JSONDecodeError:
+            raise SystemExit(f"siporch call failed: {err or out}") from None
+        dropped = calls_result["attempted"] - calls_result["successful"]
+        rows.append(
+            f"| {label} | {calls_result['attempted']} | {dropped} | {t:.1f} s | {reloads(result)} |"
+        )
+    deploy(base)
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", nargs="+", choices=["noop", "scale", "drops"])
+    ap.add_argument("--trunks", type=int, default=1000)
+    ap.add_argument("--calls", type=int, default=20)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    if not (LAB_INVENTORY / "lab.json").is_file():
+        raise SystemExit("the lab is not up: run `siporch lab up` first")
+    which = set(args.only or ["noop", "scale", "drops"])
+    with tempfile.TemporaryDirectory(prefix="siporch-deploy-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        if which & {"noop", "scale"}:
+            print("| deploy | time | reloads / changes |\n|---|---|---|")
+            if "noop" in which:
+                print("\n".join(bench_noop(tmp, args.repeat)), flush=True)
+            if "scale" in which:
+                print("\n".join(bench_scale(tmp, args.trunks)), flush=True)
+            print()
+        if "drops" in which:
+            print(
+                "| deploy of a peer change under load | calls | dropped | deploy time | reloads |"
+            )
+            print("|---|---|---|---|---|")
+            print("\n".join(bench_drops(tmp, args.calls)), flush=True)
+        # leave the lab on the lab's own model
+        deploy(copy_inventory(tmp / "restore"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
