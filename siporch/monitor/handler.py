@@ -145,6 +145,7 @@ class CallStateHandler:
         self.counters: dict[str, TrunkCounters] = {t: TrunkCounters() for t in self.trunks}
         self.stats = HandlerStats()
         self._ignored: set[str] = set()  # uniqueids of channels that are not trunk-side
+        self._hung_up: set[str] | None = None  # during a sync: channels gone meanwhile
         self.HANDLERS: dict[str, Callable[[Event], None]] = {
             "Newchannel": self._on_newchannel,
             "Newstate": self._on_newstate,
@@ -193,6 +194,14 @@ class CallStateHandler:
         self.contacts.clear()
         self.registrations.clear()
         self.endpoints.clear()
+
+    def begin_sync(self) -> None:
+        """A fresh view of the host follows (action answers), while events may go on."""
+        self.reset()
+        self._hung_up = set()
+
+    def end_sync(self) -> None:
+        self._hung_up = None
 
     def calls(self) -> list[ChannelState]:
         return sorted(self.channels.values(), key=lambda c: (c.created, c.uniqueid))
@@ -397,6 +406,8 @@ class CallStateHandler:
 
     def _on_hangup(self, event: Event) -> None:
         uid = event.get("Uniqueid", "")
+        if self._hung_up is not None:
+            self._hung_up.add(uid)
         ch = self.channels.pop(uid, None)
         if ch is None:
             if uid in self._ignored:
@@ -414,6 +425,8 @@ class CallStateHandler:
     def _on_status(self, event: Event) -> None:
         """A `Status` (or `CoreShowChannel`) list entry: the channel as it is now."""
         uid = event.get("Uniqueid", "")
+        if self._hung_up is not None and uid in self._hung_up:
+            return  # the entry is older than the Hangup event already applied
         now = self.clock()
         seconds = event.get("Seconds") or event.get("Duration") or "0"
         try:

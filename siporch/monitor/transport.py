@@ -203,22 +203,29 @@ class AmiConnection:
             ) from None
 
     async def sync(self) -> None:
-        """Read the host's channels, contacts, registrations and endpoints afresh."""
-        answers = await asyncio.gather(*(self.action(a) for a in SYNC_ACTIONS))
-        for action, answer in zip(SYNC_ACTIONS, answers, strict=True):
-            self._check_permission(action, answer)
-        # static contacts (a trunk's peers, the edge) are listed only per endpoint
-        endpoints = [
-            e.get("ObjectName", "")
-            for answer in answers
-            for e in _events(answer)
-            if e.get("Event") == "EndpointList" and self.handler.watches(e.get("ObjectName", ""))
-        ]
-        details = await self._endpoint_details(endpoints)
-        self.handler.reset()
-        for answer in [*answers, *details]:
-            for event in _events(answer):
-                self.handler.on_event(event)
+        """Read the host's channels, contacts, registrations and endpoints afresh.
+
+        While connected with events on, events keep arriving during the sync; the handler
+        is reset first, so they apply on top, and channels that hang up meanwhile are not
+        brought back by the (older) `Status` entries.
+        """
+        self.handler.begin_sync()
+        try:
+            answers = await asyncio.gather(*(self.action(a) for a in SYNC_ACTIONS))
+            for action, answer in zip(SYNC_ACTIONS, answers, strict=True):
+                self._check_permission(action, answer)
+            for answer in answers:
+                for event in _events(answer):
+                    self.handler.on_event(event)
+            # static contacts (a trunk's peers, the edge) are listed only per endpoint
+            endpoints = [
+                name for name, _ in self.handler.endpoints.items() if self.handler.watches(name)
+            ]
+            for answer in await self._endpoint_details(endpoints):
+                for event in _events(answer):
+                    self.handler.on_event(event)
+        finally:
+            self.handler.end_sync()
         settings = await self.action({"Action": "CoreSettings"})
         if isinstance(settings, Message):
             self.version = settings.get("AsteriskVersion") or None

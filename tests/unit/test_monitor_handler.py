@@ -199,3 +199,19 @@ def test_calls_refused_before_the_trunk_are_not_trunk_calls() -> None:
     assert [c.direction for c in h.calls()] == ["inbound"] * 3
     assert h.counters["itsp-a"].failures == 0
     assert edge() == ["Reachable"]
+
+
+def test_hangup_during_a_sync_is_not_undone_by_the_older_status_entry() -> None:
+    """Watching: events go on while the answers to the sync's actions come in."""
+    h = handler()
+    entries = snapshot_entries("live")
+    gone = next(e for e in entries if e["Event"] == "Status" and "itsp-a" in str(e["Channel"]))
+    h.begin_sync()
+    h.on_event({"Event": "Hangup", "Uniqueid": gone["Uniqueid"], "Cause": "16"})
+    replay(entries, h)
+    h.end_sync()
+    assert gone["Uniqueid"] not in h.channels
+    assert len(h.calls()) == 4
+    # outside a sync, a Status entry describes the channel as it is
+    replay(entries, h)
+    assert len(h.calls()) == 5
