@@ -84,7 +84,7 @@ def kill_processes(pids: list[int], grace: float = 3.0) -> list[int]:
     deadline = time.monotonic() + grace
     alive = list(pids)
     while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if _alive(p)]
+        alive = [p for p in alive if is_alive(p)]
         if alive:
             time.sleep(0.05)
     for pid in alive:
@@ -92,13 +92,13 @@ def kill_processes(pids: list[int], grace: float = 3.0) -> list[int]:
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 2.0
     while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if _alive(p)]
+        alive = [p for p in alive if is_alive(p)]
         if alive:
             time.sleep(0.05)
     return alive
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
     stat = _read(pid, "stat")
     if stat is None:
         return False

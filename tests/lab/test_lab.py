@@ -19,7 +19,7 @@ import yaml
 
 from siporch.lab import hosts as hostfs
 from siporch.lab import lab as lab_mod
-from siporch.lab import topology
+from siporch.lab import procs, topology
 from siporch.lab.spec import BRIDGE, HOSTS, LabPaths
 
 pytestmark = pytest.mark.lab
@@ -237,6 +237,11 @@ def test_up_down_up_leaves_no_leftovers_and_cleans_a_half_built_lab(lab) -> None
     try:
         # A daemon started inside a host after `lab up`, as a deploy would.
         lab.run("itsp-a2", "setsid sleep 300 >/dev/null 2>&1 < /dev/null &", check=True)
+        # An impairment, with its delay processes.
+        proc = siporch("lab", "impair", "itsp-a2", "itsp-b", "--delay", "10ms")
+        assert proc.returncode == 0, proc.stderr
+        delayers = [int(p.read_text()) for p in paths.impair_dir.glob("*.pid")]
+        assert len(delayers) == 2 and all(Path(f"/proc/{pid}").exists() for pid in delayers)
         proc = siporch("lab", "down")
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert sleeper.wait(timeout=10) != 0  # killed by `lab down`
@@ -245,6 +250,7 @@ def test_up_down_up_leaves_no_leftovers_and_cleans_a_half_built_lab(lab) -> None
             sleeper.kill()
         subprocess.run(["ip", "netns", "del", "sipo-ghost"], capture_output=True, check=False)
     down = _snapshot()
+    assert not [pid for pid in delayers if procs.is_alive(pid)]  # exited (a zombie at most)
     left = lab_mod.leftovers(paths)
     assert left == {"namespaces": [], "links": [], "mounts": [], "processes": []}, left
     assert not [n for n in down["netns"] if n.startswith("sipo-")]
