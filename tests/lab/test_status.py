@@ -574,3 +574,57 @@ def test_release_of_each_lab_host_over_ssh(lab: Any) -> None:
         checked += expected is not None
     if not checked:
         pytest.skip("no release deployed on the lab hosts yet (nothing to compare)")
+
+
+def test_exporter_serves_metrics_from_ami_events(slab: StatusLab) -> None:
+    port = "19810"
+    cmd = [sys.executable, "-m", "siporch", "exporter", "--no-edges", "--no-releases"]
+    cmd += ["-i", str(slab.inventory), "--listen", f"127.0.0.1:{port}", "--duration", "40"]
+    exporter = subprocess.Popen(
+        ["ip", "netns", "exec", slab.netns, *cmd],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    scrape = [
+        "ip", "netns", "exec", slab.netns, sys.executable, "-c",
+        f"import urllib.request; print(urllib.request.urlopen("
+        f"'http://127.0.0.1:{port}/metrics', timeout=5).read().decode())",
+    ]  # fmt: skip
+    call: subprocess.Popen[bytes] | None = None
+
+    def metrics() -> str:
+        out = subprocess.run(scrape, capture_output=True, text=True, timeout=15, check=False)
+        return out.stdout
+
+    active = 'siporch_trunk_active_calls{site="central",trunk="itsp-a"}'
+    try:
+        deadline = time.monotonic() + 15
+        while f"{active} 0.0" not in metrics():
+            assert time.monotonic() < deadline, "the exporter did not come up"
+            time.sleep(0.5)
+        call = slab.sipp(
+            "-i", EDGE, "-p", "5098", "-mp", "46000", "-sf", str(SIPP_DIR / "trunk_uac.xml"),
+            "-key", "trunk", "itsp-a", "-key", "caller", "+15551230001",
+            "-s", "+12025550102", "-m", "1", "-d", "8000", "127.0.0.1:5060", seconds=20,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        text = metrics()
+        while f"{active} 1.0" not in text:
+            assert time.monotonic() < deadline, text
+            time.sleep(0.3)
+            text = metrics()
+        assert 'siporch_trunk_call_attempts_total{site="central",trunk="itsp-a"} 1.0' in text
+        assert 'siporch_host_up{host="pbx-central",role="pbx",site="central"} 1.0' in text
+    finally:
+        if call is not None:
+            stop(call)
+        exporter.send_signal(signal.SIGTERM)
+        try:
+            exporter.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            exporter.kill()
+            exporter.wait()
+        slab.rx("channel request hangup all")
+    assert exporter.returncode == 0, exporter.stderr.read() if exporter.stderr else ""
