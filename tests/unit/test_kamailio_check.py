@@ -128,6 +128,7 @@ ADDRESSES = {
     "192.0.2.0/24": f"{NET}.0/24",
 }
 EDGE, PBX, PEER1, PEER2, STRANGER = (f"{NET}.{n}" for n in (10, 20, 30, 31, 99))
+ITSP_B, PSTN_GW = f"{NET}.40", f"{NET}.50"
 NG_PORT = 22388
 
 
@@ -147,6 +148,7 @@ def loopback_model(peer_port_shift: int = 0) -> Model:
         for p in t["peers"]:
             p["transport"] = "udp"
             p["port"] = 5060 + peer_port_shift
+    data["trunks"]["itsp-a"]["max_channels"] = 1  # so that a second call finds it full
     return Model.model_validate(data)
 
 
@@ -517,3 +519,107 @@ def test_json_rpc_over_http(edge: Edge) -> None:
     body = json.dumps({"jsonrpc": "2.0", "method": "core.version", "id": 1}).encode()
     with urllib.request.urlopen(f"http://{EDGE}:5071/RPC", body, timeout=5) as reply:
         assert "kamailio" in json.load(reply)["result"]
+
+
+@pytest.mark.lab
+def test_inbound_did_to_direct_trunk(edge: Edge) -> None:
+    """hq-fax's DIDs go to the pstn-gw trunk (bypass), the media stays anchored for itsp-a."""
+    call = sipp_call(edge, PEER1, "2025550205", {PSTN_GW: SCENARIOS / "uas_rr.xml"})
+    assert call.rc == 0, call.uac[-2000:]
+    invite = first_line(received(call.uas[PSTN_GW]), "INVITE ")
+    assert invite.startswith(f"INVITE sip:+12025550205@{PSTN_GW}:5060"), invite
+    assert "c=IN IP4 127.0.0.1" in invite
+
+
+@pytest.mark.lab
+def test_full_trunk_fails_over_to_the_next(edge: Edge) -> None:
+    """itsp-a has max_channels 1 here: with one call up, the next goes to itsp-b."""
+    work = Path(tempfile.mkdtemp(dir=edge.base))
+    servers = [
+        subprocess.Popen(
+            [
+                "sipp",
+                "-sf",
+                str(SCENARIOS / "uas_rr.xml"),
+                "-i",
+                ip,
+                "-p",
+                "5060",
+                "-m",
+                "1",
+                "-trace_msg",
+                "-message_file",
+                str(work / f"uas-{ip}.log"),
+                "-nostdin",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=work,
+        )
+        for ip in (PEER1, ITSP_B)
+    ]
+    time.sleep(0.5)
+
+    def uac(port: int, hold_ms: int) -> list[str]:
+        return [
+            "sipp",
+            "-sf",
+            str(UAC),
+            "-i",
+            PBX,
+            "-p",
+            str(port),
+            f"{EDGE}:5060",
+            "-s",
+            "3125550100",
+            "-m",
+            "1",
+            "-d",
+            str(hold_ms),
+            "-timeout",
+            "15",
+            "-timeout_error",
+            "-trace_msg",
+            "-message_file",
+            str(work / f"uac-{port}.log"),
+            "-nostdin",
+        ]
+
+    try:
+        first = subprocess.Popen(
+            uac(5060, 4000), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work
+        )
+        time.sleep(1.5)
+        second = subprocess.run(
+            uac(5062, 300), capture_output=True, timeout=25, cwd=work, check=False
+        )
+        assert first.wait(timeout=25) == 0
+        assert second.returncode == 0, (work / "uac-5062.log").read_text()[-2000:]
+    finally:
+        for p in servers:
+            p.terminate()
+            p.wait(timeout=10)
+    at_b = received((work / f"uas-{ITSP_B}.log").read_text())
+    assert first_line(at_b, "INVITE sip:+13125550100@"), at_b[:1]
+    assert (
+        first_line(received((work / "uac-5062.log").read_text()), "SIP/2.0 200 OK").count(
+            "X-Siporch-Trunk: itsp-b"
+        )
+        == 1
+    )
+
+
+@pytest.mark.lab
+def test_weighted_route(edge: Edge) -> None:
+    """International is weighted 70/30 between itsp-a and itsp-b: the call takes one."""
+    call = sipp_call(
+        edge,
+        PBX,
+        "011442071234567",
+        {PEER1: SCENARIOS / "uas_rr.xml", ITSP_B: SCENARIOS / "uas_rr.xml"},
+    )
+    assert call.rc == 0, call.uac[-2000:]
+    invites = [first_line(received(call.uas[ip]), "INVITE ") for ip in (PEER1, ITSP_B)]
+    assert invites[0].startswith("INVITE sip:442071234567@") or invites[1].startswith(
+        "INVITE sip:+442071234567@"
+    ), invites
