@@ -337,6 +337,9 @@ def up(
     lab_hosts_document(example, paths.ssh_key)  # a bad example fails before anything starts
     t0 = time.monotonic()
     timings: dict[str, float] = {}
+    if rebuild:
+        # The running hosts use the old tree as their lower layer: stop them first.
+        down(paths)
     lower = rootfs.ensure_rootfs(paths, rebuild=rebuild, progress=progress)
     timings["rootfs"] = time.monotonic() - t0
     state: dict[str, Any]

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from siporch.errors import LabError
+from siporch.lab.hosts import mount_points
 from siporch.lab.spec import LabPaths
 
 SUITE = "sid"
@@ -102,6 +103,23 @@ def check_prerequisites() -> None:
         ) from exc
 
 
+def remove_tree(path: Path) -> None:
+    """Delete a root file system tree, but never through a mount point: a build that was
+    interrupted can leave /proc, /sys or even a bind of /dev mounted inside it. Those are
+    unmounted first; if one stays, nothing is deleted."""
+    base = str(path)
+    inside = [m for m in mount_points() if m == base or m.startswith(base + "/")]
+    for point in sorted(inside, key=lambda p: p.count("/"), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    left = [m for m in mount_points() if m == base or m.startswith(base + "/")]
+    if left:
+        raise LabError(
+            f"{path} still has file systems mounted inside: {', '.join(left)}",
+            hint=f"unmount them (umount -R {path}) and try again",
+        )
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,8 +162,14 @@ def finalize(
     (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     final = paths.cache / rootfs_key(packages)
     if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
+        # A rebuild replaces the old tree: move it aside first, so `final` is never
+        # half there, then delete it (the lab was taken down before a rebuild).
+        old = paths.cache / f".old-{final.name}-{os.getpid()}"
+        os.rename(final, old)
+        os.rename(tmp, final)
+        remove_tree(old)
+    else:
+        os.rename(tmp, final)
     _point_current(paths, final)
     return final
 
@@ -177,11 +201,11 @@ def ensure_rootfs(
         key = rootfs_key(packages)
         tmp = paths.cache / f".build-{key}-{os.getpid()}"
         if tmp.exists():
-            shutil.rmtree(tmp)
+            remove_tree(tmp)
         tmp.mkdir(parents=True)
-        for stale in paths.cache.glob(f".build-{key}-*"):
+        for stale in [*paths.cache.glob(f".build-{key}-*"), *paths.cache.glob(".old-*")]:
             if stale != tmp:
-                shutil.rmtree(stale, ignore_errors=True)
+                remove_tree(stale)
         cmd = debootstrap_command(tmp, packages)
         progress(f"building the root filesystem (a few minutes): {' '.join(cmd)}")
         log = paths.cache / f"build-{key}.log"
@@ -189,7 +213,7 @@ def ensure_rootfs(
         with log.open("w") as fh:
             proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
         if proc.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
             tail = log.read_text(errors="replace").strip().splitlines()[-5:]
             raise LabError(
                 f"debootstrap failed with exit code {proc.returncode}; last lines of {log}:\n"

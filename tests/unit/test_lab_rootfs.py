@@ -86,3 +86,36 @@ def test_finalize_moves_the_build_into_place_and_points_current(tmp_path: Path) 
     assert (paths.cache / "current").resolve() == final.resolve()
     assert not (final / "etc/ssh/ssh_host_ed25519_key").exists()
     assert rootfs.cached_root(paths) == final
+
+
+def test_remove_tree_never_deletes_through_a_mount(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = tmp_path / ".build-x"
+    (tree / "dev").mkdir(parents=True)
+    (tree / "dev" / "null").write_text("pretend device")
+    monkeypatch.setattr(rootfs, "mount_points", lambda: ["/", str(tree / "dev")])
+    monkeypatch.setattr(rootfs.subprocess, "run", lambda *a, **k: None)  # umount "fails"
+    with pytest.raises(LabError, match="still has file systems mounted"):
+        rootfs.remove_tree(tree)
+    assert (tree / "dev" / "null").exists()
+    monkeypatch.setattr(rootfs, "mount_points", lambda: ["/"])
+    rootfs.remove_tree(tree)
+    assert not tree.exists()
+
+
+def test_finalize_replaces_an_earlier_build_of_the_same_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rootfs, "mount_points", lambda: ["/"])
+    paths = LabPaths(state=tmp_path / "s", cache=tmp_path / "c")
+    for generation in ("first", "second"):
+        tmp = paths.cache / f".build-{generation}"
+        for rel in rootfs.REQUIRED:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).touch()
+        (tmp / "root").mkdir()
+        (tmp / "generation").write_text(generation)
+        final = rootfs.finalize(tmp, paths)
+    assert (final / "generation").read_text() == "second"
+    assert sorted(p.name for p in paths.cache.iterdir()) == sorted([final.name, "current"])
