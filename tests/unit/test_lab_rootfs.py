@@ -115,6 +115,7 @@ def test_finalize_replaces_an_earlier_build_of_the_same_key(
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).touch()
         (tmp / "root").mkdir()
+        (tmp / "etc").mkdir(exist_ok=True)
         (tmp / "generation").write_text(generation)
         final = rootfs.finalize(tmp, paths)
     assert (final / "generation").read_text() == "second"
