@@ -479,7 +479,9 @@ loadmodule "xhttp.so"
 loadmodule "jsonrpcs.so"
 loadmodule "dialog.so"
 loadmodule "dispatcher.so"
-modparam("jsonrpcs", "transport", 1)
+modparam("jsonrpcs", "transport", 0)
+modparam("jsonrpcs", "dgram_socket", "{work}/kamailio_rpc.sock")
+modparam("jsonrpcs", "fifo_name", "{work}/kamailio_rpc.fifo")
 modparam("dispatcher", "list_file", "{work}/dispatcher.list")
 modparam("dispatcher", "ds_ping_interval", 0)
 request_route {{ sl_send_reply("404", "nothing here"); }}
@@ -488,6 +490,40 @@ event_route[xhttp:request] {{
     xhttp_reply("404", "Not Found", "text/plain", "");
 }}
 """
+
+
+def check_edges(slab: StatusLab, rpc: str) -> None:
+    args = ["--host", PBX, "--host", "edge-central", "--timeout", "2", "--kamailio-rpc", rpc]
+    netns = ["ip", "netns", "exec", slab.netns]
+    code, report, err = 2, None, ""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        proc = subprocess.run(
+            [*netns, sys.executable, "-m", "siporch", "status", "--json", "--no-releases",
+             "-i", str(slab.inventory), *args],
+            capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
+        )  # fmt: skip
+        code, report, err = proc.returncode, json.loads(proc.stdout), proc.stderr
+        edge = report["edges"][0]
+        if edge["kamailio"]["state"] == "up" and edge["rtpengine"]["state"] == "up":
+            break
+        time.sleep(0.5)
+    assert report is not None
+    edge = report["edges"][0]
+    assert edge["kamailio"]["state"] == "up", err
+    assert edge["rtpengine"]["state"] == "up", err
+    assert edge["rtpengine"]["sessions"] == 0
+    assert edge["kamailio"]["dialogs"]["all"] == 0
+    by_trunk = Counter(t["trunk"] for t in edge["kamailio"]["targets"])
+    assert by_trunk == {"itsp-a": 2, "pstn-gw": 1}
+    trunks = {t["name"]: t for t in report["trunks"]}
+    assert [p["edge"] for p in trunks["itsp-a"]["peers"]] == ["up", "up"]
+    assert trunks["pstn-gw"]["health"] == "down"
+    assert [p["state"] for p in trunks["pstn-gw"]["peers"]] == ["down"]
+    assert code == 1
+    assert any(p["message"] == "trunk pstn-gw: every peer is down" for p in report["problems"])
+    assert [h["name"] for h in report["hosts"]] == [PBX, "edge-central"]
+    assert edge["kamailio"]["url"] == rpc.format(address=EDGE)
 
 
 def test_edges_from_kamailio_and_rtpengine(slab: StatusLab) -> None:
@@ -520,35 +556,8 @@ def test_edges_from_kamailio_and_rtpengine(slab: StatusLab) -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        args = ["--host", PBX, "--host", "edge-central", "--timeout", "2"]
-        code, report, err = 2, None, ""
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            proc = subprocess.run(
-                [*netns, sys.executable, "-m", "siporch", "status", "--json", "--no-releases",
-                 "-i", str(slab.inventory), *args],
-                capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
-            )  # fmt: skip
-            code, report, err = proc.returncode, json.loads(proc.stdout), proc.stderr
-            edge = report["edges"][0]
-            if edge["kamailio"]["state"] == "up" and edge["rtpengine"]["state"] == "up":
-                break
-            time.sleep(0.5)
-        assert report is not None
-        edge = report["edges"][0]
-        assert edge["kamailio"]["state"] == "up", err
-        assert edge["rtpengine"]["state"] == "up", err
-        assert edge["rtpengine"]["sessions"] == 0
-        assert edge["kamailio"]["dialogs"]["all"] == 0
-        by_trunk = Counter(t["trunk"] for t in edge["kamailio"]["targets"])
-        assert by_trunk == {"itsp-a": 2, "pstn-gw": 1}
-        trunks = {t["name"]: t for t in report["trunks"]}
-        assert [p["edge"] for p in trunks["itsp-a"]["peers"]] == ["up", "up"]
-        assert trunks["pstn-gw"]["health"] == "down"
-        assert [p["state"] for p in trunks["pstn-gw"]["peers"]] == ["down"]
-        assert code == 1
-        assert any(p["message"] == "trunk pstn-gw: every peer is down" for p in report["problems"])
-        assert [h["name"] for h in report["hosts"]] == [PBX, "edge-central"]
+        for rpc in ("http://{address}:5071/RPC", f"unix:{slab.work}/kamailio_rpc.sock"):
+            check_edges(slab, rpc)
     finally:
         for p in (kamailio, rtpengine):
             p.terminate()
