@@ -145,14 +145,16 @@ async def read_release(
     v = _ssh_vars(inventory, host)
     if v is None:
         return None
-    cmd = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(timeout))}"]
+    cmd = ["ssh"]
+    # ssh keeps the first value of an option: the inventory's own settings go first
+    if v.get("ansible_ssh_common_args"):
+        cmd += shlex.split(v["ansible_ssh_common_args"])
+    cmd += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(timeout))}"]
     cmd += ["-o", "StrictHostKeyChecking=accept-new"]
     if v.get("ansible_ssh_private_key_file"):
         cmd += ["-i", v["ansible_ssh_private_key_file"]]
     if v.get("ansible_port"):
         cmd += ["-p", v["ansible_port"]]
-    if v.get("ansible_ssh_common_args"):
-        cmd += shlex.split(v["ansible_ssh_common_args"])
     user = v.get("ansible_user")
     target = v.get("ansible_host", address)
     cmd += [f"{user}@{target}" if user else target, "readlink /etc/siporch/current"]
