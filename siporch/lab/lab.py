@@ -345,6 +345,11 @@ def up(
     state: dict[str, Any]
     with _lock(paths):
         before = status(paths)
+        # Hosts running on another root (the package list changed) are started again.
+        same_root = read_state(paths).get("rootfs") == str(lower)
+        if not same_root and not before.down:
+            progress(f"the root file system changed to {lower}: starting the hosts again")
+            recreate = True
         if before.up and not recreate and not rebuild:
             inv = write_inventory(example, out, paths)
             state = read_state(paths)
