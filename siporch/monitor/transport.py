@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -152,7 +153,9 @@ class AmiConnection:
                 future = manager.authenticated_future
                 if future is None:  # pragma: no cover - panoramisk always sends Login
                     raise OSError("no login was sent")
-                answer = await future
+                # shielded: on timeout panoramisk's own login callback must not see a
+                # cancelled future
+                answer = await asyncio.shield(future)
         except TimeoutError:
             manager.close()
             msg = (
@@ -162,7 +165,7 @@ class AmiConnection:
             raise UnreachableError(msg) from None
         except OSError as exc:
             manager.close()
-            reason = exc.strerror or str(exc)
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             msg = f"{self.target.name}: cannot connect to AMI at {self.where}: {reason}"
             self._set_state(UNREACHABLE, msg)
             raise UnreachableError(msg) from None

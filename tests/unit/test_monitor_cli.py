@@ -74,3 +74,17 @@ def test_refused_ami_is_exit_2_and_printed(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Trunks of site central" in proc.stdout
     assert f"unreachable: pbx-central: cannot connect to AMI at 127.0.0.1:{port}" in proc.stdout
+
+
+def test_silent_ami_times_out_cleanly(tmp_path: Path) -> None:
+    """A port that accepts but never answers the login: a timeout, not a traceback."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        inv = loopback_inventory(tmp_path, port)
+        proc = run("status", "--json", "--no-edges", "--no-releases", "--timeout", "0.5",
+                   "-i", str(inv))  # fmt: skip
+    assert proc.returncode == 2
+    assert f"AMI at 127.0.0.1:{port} did not answer within 0.5 s" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception" not in proc.stderr
