@@ -444,23 +444,61 @@ def test_watch_reconnects_after_an_asterisk_restart(slab: StatusLab) -> None:
 
 
 def test_shared_lab_pbx(lab: Any) -> None:
-    """The lab's own PBX (198.18.0.20), when the deployed Asterisk answers on AMI."""
+    """The lab's own PBX (198.18.0.20) once the deploy runs Asterisk there: calls from ITSP A's
+    first SBC through the central edge's Kamailio are listed on trunk itsp-a, then gone."""
     import socket
 
     with socket.socket() as s:
         s.settimeout(2)
         if s.connect_ex((lab.address(PBX), 5038)) != 0:
             pytest.skip(f"no AMI at {lab.address(PBX)}:5038: Asterisk is not deployed in the lab")
-    proc = subprocess.run(
-        [sys.executable, "-m", "siporch", "status", "--json", "-i", str(lab.inventory),
-         "--no-edges"],
-        capture_output=True, text=True, timeout=60, check=False, cwd=REPO, env=lab.ansible_env,
-    )  # fmt: skip
-    report = json.loads(proc.stdout)
+
+    def status() -> tuple[int, dict[str, Any], str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "siporch", "status", "--json", "-i", str(lab.inventory),
+             "--no-edges"],
+            capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
+            env=lab.ansible_env,
+        )  # fmt: skip
+        return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+    _, report, err = status()
     pbx = next(h for h in report["hosts"] if h["name"] == PBX)
-    assert pbx["state"] == "up", (pbx, proc.stderr)
+    assert pbx["state"] == "up", (pbx, err)
     assert pbx["release"], "the release the PBX runs is read over SSH"
     assert {t["name"] for t in report["trunks"]} >= {"itsp-a", "itsp-b", "pstn-gw"}
+    before = len(report["calls"])
+    sbc = lab.address("itsp-a1")
+    edge = lab.address("edge-central")
+    n = 3
+    sipp = subprocess.Popen(
+        ["ip", "netns", "exec", lab.netns("itsp-a1"), "timeout", "40", "sipp", "-nostdin",
+         "-i", sbc, "-p", "5099", "-mp", "47600", "-sf", str(SIPP_DIR / "trunk_uac.xml"),
+         "-key", "trunk", "itsp-a", "-key", "caller", "2025559876", "-s", "2025550100",
+         "-m", str(n), "-l", str(n), "-r", "10", "-d", "12000", f"{edge}:5060"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            _, report, err = status()
+            mine = [c for c in report["calls"] if c["caller"] == "2025559876"]
+            if len(mine) == n or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert len(mine) == n, (report["calls"], err)
+        assert {(c["direction"], c["trunk"], c["callee"]) for c in mine} == {
+            ("inbound", "itsp-a", "+12025550100")
+        }
+        deadline = time.monotonic() + 30
+        while mine and time.monotonic() < deadline:
+            time.sleep(1)
+            _, report, _ = status()
+            mine = [c for c in report["calls"] if c["caller"] == "2025559876"]
+        assert mine == []
+        assert len(report["calls"]) <= before
+    finally:
+        stop(sipp)
 
 
 KAMAILIO_CFG = """#!KAMAILIO
