@@ -36,8 +36,11 @@ def cli(inventory: Path, vault_password_file: Path | None, limit: str | None, as
         return 1 if errors else 0
     for host, releases in rows.items():
         table = Table(title=host, title_justify="left")
-        for col in ("", "id", "time", "model hash", "changed"):
-            table.add_column(col)
+        table.add_column("")
+        table.add_column("id", no_wrap=True)
+        table.add_column("time", no_wrap=True)
+        table.add_column("model hash", no_wrap=True)
+        table.add_column("changed")
         for r in releases:
             table.add_row(
                 "[green]*[/green]" if r.current else "",

@@ -174,6 +174,9 @@ def run(
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["ANSIBLE_NOCOLOR"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
+    # SSH master connections of this run only: never share (and lose) another run's masters.
+    control_dir = tempfile.mkdtemp(prefix="siporch-cp-")
+    env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = control_dir
     if report_file is not None:
         report_file.unlink(missing_ok=True)
     started = time.monotonic()
@@ -200,6 +203,7 @@ def run(
         if event is not None and on_event is not None:
             on_event(event)
     rc = proc.wait()
+    shutil.rmtree(control_dir, ignore_errors=True)
     report = None
     if report_file is not None and report_file.is_file():
         try:
