@@ -123,6 +123,8 @@ def main() -> int:
     ap.add_argument("--trunk", default="itsp-a")
     ap.add_argument("--did", default="+12025550100")
     ap.add_argument("--rate", type=int, default=200, help="calls per second")
+    ap.add_argument("--hold", type=int, default=40, help="seconds each call is held")
+    ap.add_argument("--caller", default="2025559877", help="caller number of the calls")
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
 
@@ -197,7 +199,7 @@ def measure_status(args: argparse.Namespace) -> str:
         seen = 0
         while time.monotonic() < deadline:
             _, report = status_json(args.inventory, args.status_netns, args.status_arg)
-            seen = sum(1 for c in report["calls"] if c["trunk"] == args.trunk)
+            seen = sum(1 for c in report["calls"] if c["caller"].endswith(args.caller))
             if seen >= args.calls or proc.poll() is not None:
                 break
             time.sleep(1)
@@ -205,25 +207,26 @@ def measure_status(args: argparse.Namespace) -> str:
         for _ in range(args.runs):
             t, report = status_json(args.inventory, args.status_netns, args.status_arg)
             times.append(t)
-        listed = len(report["calls"])
+        listed = sum(1 for c in report["calls"] if c["caller"].endswith(args.caller))
         rows.append(
             f"| `siporch status --json` with {listed} calls listed ({args.calls} placed), "
             f"median of {args.runs} | {statistics.median(times):.2f} s "
             f"(min {min(times):.2f}, max {max(times):.2f}) | < 1 s with 1,000 calls |"
         )
     finally:
-        proc.terminate()
+        # SIPp hangs its calls up itself (BYE) once --hold has passed
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=args.hold + 60)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        hangup(args)
+            hangup(args)
     return "\n".join(rows)
 
 
 def hangup(args: argparse.Namespace) -> None:
-    """Hang up the benchmark's calls on every PBX (AMI Hangup with a channel regex)."""
+    """Last resort when SIPp did not end its calls: hang up every call of the trunk on
+    every PBX (AMI Hangup with a channel regex)."""
     code = f"""
 import asyncio
 from pathlib import Path
