@@ -129,6 +129,13 @@ def _print_problems(report: dict[str, Any]) -> None:
     help="With --watch: stop after this many seconds.",
 )
 @click.option(
+    "--interval",
+    type=float,
+    default=None,
+    help="Follow AMI events for this many seconds, then report once, with the call "
+    "attempts and failures of that interval.",
+)
+@click.option(
     "--edge-interval",
     type=float,
     default=10.0,
@@ -148,6 +155,7 @@ def cli(
     as_json: bool,
     watch: bool,
     duration: float | None,
+    interval: float | None,
     edge_interval: float,
 ) -> int:
     """Live calls, trunk health and utilisation of every host, at once.
@@ -159,7 +167,9 @@ def cli(
         raise click.BadParameter("must be > 0", param_hint="--timeout")
     topology = load_topology(inventory, vault_password_file, hosts, kamailio_rpc, rtpengine_ng)
     secret = _secret_override(ami_secret_file)
-    if watch:
+    if interval is not None and (interval <= 0 or watch):
+        raise click.BadParameter("must be > 0, and not with --watch", param_hint="--interval")
+    if watch or interval is not None:
         return _watch(
             topology,
             inventory=inventory,
@@ -167,9 +177,10 @@ def cli(
             edges=not no_edges,
             releases=releases,
             as_json=as_json,
-            duration=duration,
+            duration=interval if interval is not None else duration,
             edge_interval=edge_interval,
             secret=secret,
+            quiet=interval is not None,
         )
     from siporch.monitor.reporters import render_tables, to_json
     from siporch.monitor.status import build_report, collect
@@ -206,7 +217,9 @@ def _watch(
     duration: float | None,
     edge_interval: float,
     secret: str | None,
+    quiet: bool = False,
 ) -> int:
+    """Follow the hosts; `quiet`: print only the final report (for --interval)."""
     from siporch.monitor.reporters import render_tables
     from siporch.monitor.watch import Watcher
 
@@ -230,7 +243,7 @@ def _watch(
 
         def changed() -> None:
             # coalesce bursts of events into at most one redraw every 0.2 s
-            if not pending:
+            if not pending and not quiet:
                 pending.append(loop.call_later(0.2, draw))
 
         watcher = Watcher(
@@ -245,7 +258,7 @@ def _watch(
         )
         if duration is not None:
             loop.call_later(duration, stop.set)
-        if not as_json and sys.stdout.isatty():
+        if not as_json and not quiet and sys.stdout.isatty():
             from rich.live import Live
 
             with Live(render_tables(watcher.report()), auto_refresh=False) as lv:
@@ -256,7 +269,9 @@ def _watch(
         for handle in pending:
             handle.cancel()
         report = watcher.report()
-        if as_json:
+        if as_json and quiet:
+            sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        elif as_json:
             sys.stdout.write(json.dumps(report, separators=(",", ":")) + "\n")
         elif not live:
             from rich.console import Console

@@ -288,6 +288,38 @@ def test_calls_are_listed_with_trunks_and_directions_then_gone(slab: StatusLab) 
         slab.rx("channel request hangup all")
 
 
+def test_interval_counts_attempts_and_failures(slab: StatusLab) -> None:
+    """`--interval`: follow events for a while, then one report with that interval's counts.
+    itsp-branch allows 10 channels: the 11th call is refused by the dialplan (cause 34)."""
+    cmd = [sys.executable, "-m", "siporch", "status", "--no-edges", "--no-releases"]
+    cmd += ["-i", str(slab.inventory), "--json", "--interval", "10"]
+    status = subprocess.Popen(
+        ["ip", "netns", "exec", slab.netns, *cmd],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    time.sleep(2.5)
+    call = slab.sipp(
+        "-i", EDGE, "-p", "5098", "-mp", "48000", "-sf", str(SIPP_DIR / "trunk_uac.xml"),
+        "-key", "trunk", "itsp-branch", "-key", "caller", "+15551230001",
+        "-s", "+12065550120", "-m", "11", "-l", "11", "-r", "20", "-d", "3000",
+        "127.0.0.1:5060", seconds=20,
+    )  # fmt: skip
+    try:
+        out, err = status.communicate(timeout=40)
+    finally:
+        stop(call)
+    report = json.loads(out)
+    trunk = next(t for t in report["trunks"] if t["name"] == "itsp-branch")
+    assert (trunk["attempts"], trunk["failures"]) == (11, 1), (trunk, err)
+    other = next(t for t in report["trunks"] if t["name"] == "itsp-a")
+    assert (other["attempts"], other["failures"]) == (0, 0)
+    assert report["counters_since"] is not None
+    assert report["calls"] == []
+
+
 def test_registrar_stops_then_exit_1_and_trunk_unregistered(slab: StatusLab) -> None:
     # the registration trunk registers through the edge: the stand-in registrar listens there
     registrar = slab.sipp(
