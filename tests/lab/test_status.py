@@ -707,3 +707,28 @@ def test_exporter_serves_metrics_from_ami_events(slab: StatusLab) -> None:
             exporter.wait()
         slab.rx("channel request hangup all")
     assert exporter.returncode == 0, exporter.stderr.read() if exporter.stderr else ""
+
+
+def test_shared_lab_edges(lab: Any) -> None:
+    """The lab's edges once deployed: Kamailio's dispatcher (JSON-RPC over HTTP on :5071)
+    maps every target of the central edge to a trunk of the model or a PBX."""
+    import socket
+
+    edge = lab.address("edge-central")
+    with socket.socket() as s:
+        s.settimeout(2)
+        if s.connect_ex((edge, 5071)) != 0:
+            pytest.skip(f"no Kamailio JSON-RPC at {edge}:5071: the edge is not deployed")
+    proc = subprocess.run(
+        [sys.executable, "-m", "siporch", "status", "--json", "-i", str(lab.inventory),
+         "--host", "edge-central", "--no-releases"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=REPO, env=lab.ansible_env,
+    )  # fmt: skip
+    report = json.loads(proc.stdout)
+    (e,) = report["edges"]
+    assert e["kamailio"]["state"] == "up", proc.stderr
+    targets = e["kamailio"]["targets"]
+    central = {t["name"] for t in report["trunks"] if t["site"] == "central"}
+    assert {t["trunk"] for t in targets if t["trunk"]} == central
+    assert all(t["trunk"] or t["set"] >= 100000 for t in targets), targets
+    assert e["kamailio"]["dialogs"] is not None
