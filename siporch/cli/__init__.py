@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "rollback": "Roll every host back to the previous or a named release.",
     "status": "Live calls, trunk health and utilisation.",
     "exporter": "Serve Prometheus metrics.",
+    "drift": "Compare what runs with the model and the last deploy.",
 }
 
 
