@@ -1,0 +1,92 @@
+"""`siporch drift`: what runs against the model and the last deploy (exit 0 / 1 / 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from siporch.cli.common import console, err_console, inventory_options
+from siporch.release import DEFAULT_OUT
+
+
+@click.command(name="drift")
+@inventory_options
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_OUT,
+    show_default=True,
+    help="Directory of release bundles on the controller.",
+)
+@click.option(
+    "--kamailio-rpc",
+    default="http://{address}:5071/RPC",
+    envvar="SIPORCH_KAMAILIO_RPC",
+    show_default=True,
+    help="Kamailio JSON-RPC of an edge: an http(s) URL or unix:PATH; {address} and {name} "
+    "are replaced.",
+)
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Per-host timeout, s.")
+@click.option(
+    "--files-only", is_flag=True, help="Compare release files only (no Kamailio, no AMI)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def cli(
+    inventory: Path,
+    vault_password_file: Path | None,
+    out: Path,
+    kamailio_rpc: str,
+    timeout: float,
+    files_only: bool,
+    as_json: bool,
+) -> int:
+    """Compare what runs with the model and the last deploy.
+
+    Per host: the release /etc/siporch/current points to and the sha256 of each of its
+    files against the release manifest; the model against the release deployed
+    (undeployed changes); the edges' dispatcher destinations (Kamailio RPC) and the PBXs'
+    PJSIP endpoints and registrations (AMI) against the model.
+
+    Exit 0: no drift; 1: drift (one line per difference); 2: a host could not be reached
+    or bad input.
+    """
+    from siporch.drift import check
+    from siporch.errors import ModelError
+
+    if not inventory.is_dir():
+        err_console.print(f"siporch: inventory {escape(str(inventory))} not found")
+        return 2
+    try:
+        report = check(
+            inventory,
+            vault_password_file,
+            out_dir=out,
+            kamailio_rpc=kamailio_rpc,
+            timeout=timeout,
+            runtime=not files_only,
+        )
+    except ModelError:
+        raise
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        for e in report.errors:
+            click.echo(f"siporch: {e}", err=True)
+        return report.exit_code
+    ref = (
+        f"last deploy {report.reference}"
+        if report.reference
+        else "no deploy recorded: each host against the release it runs"
+    )
+    console.print(f"reference: {escape(ref)}", soft_wrap=True)
+    for d in report.drift:
+        console.print(escape(str(d)), soft_wrap=True)
+    for e in report.errors:
+        err_console.print(f"siporch: {escape(e)}", soft_wrap=True)
+    if report.exit_code == 0:
+        console.print(f"no drift ({len(report.hosts)} hosts)")
+    elif report.drift:
+        console.print(f"{len(report.drift)} difference(s)")
+    return report.exit_code

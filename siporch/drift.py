@@ -1,0 +1,573 @@
+"""Drift: what runs on the hosts compared with the model and the last deploy.
+
+Three sources are compared, per host:
+
+* files: the release ``/etc/siporch/current`` points to and the sha256 of every file in it
+  (read over SSH with the inventory's settings, like ``siporch status``) against the
+  manifest of the release the controller last deployed; when the controller has no record
+  of a deploy, against the manifest of the release the host runs (controller copy first,
+  else the one shipped with the release);
+* the model: what the model renders to now against that release (an "undeployed change");
+* runtime state: the edge's dispatcher destinations (Kamailio JSON-RPC, `dispatcher.list`)
+  against the rendered dispatcher table, and the PBX's PJSIP endpoints and outbound
+  registrations (AMI) against the rendered ``pjsip.conf``.
+
+The comparisons are pure functions over plain data (`compare_*`), so they are tested
+without hosts; `check()` gathers the data and runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from siporch.errors import MonitorError, SiporchError
+from siporch.release import DEFAULT_OUT, MANIFEST, deployed_release, sha256
+
+SCHEMA = "siporch.drift/1"
+CURRENT = "/etc/siporch/current"
+DISPATCHER = "kamailio/db/dispatcher"
+PJSIP = "asterisk/pjsip.conf"
+MARKER = "@@siporch@@"
+
+EXIT_CLEAN = 0
+EXIT_DRIFT = 1
+EXIT_ERROR = 2
+
+#: Kinds of drift, as they appear in the report.
+RELEASE = "release"
+MODIFIED = "modified"
+MISSING = "missing"
+EXTRA = "extra"
+UNDEPLOYED = "undeployed change"
+DISPATCHER_KIND = "dispatcher"
+ENDPOINT = "endpoint"
+REGISTRATION = "registration"
+
+
+class DriftError(SiporchError):
+    """Drift could not be checked (bad input, no release to compare with)."""
+
+
+@dataclass(frozen=True)
+class Drift:
+    host: str
+    kind: str
+    subject: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.host}: {self.message}"
+
+
+@dataclass(frozen=True)
+class HostFiles:
+    """What a host runs: its release id, file hashes and its own manifest (None = none)."""
+
+    release: str | None
+    files: dict[str, str]
+    manifest: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DispatcherEntry:
+    set_id: int
+    uri: str
+    description: str = ""
+
+
+@dataclass
+class DriftReport:
+    reference: str | None
+    reference_source: str  # "deployed" | "host"
+    drift: list[Drift] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        if self.errors:
+            return EXIT_ERROR
+        return EXIT_DRIFT if self.drift else EXIT_CLEAN
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "reference": self.reference,
+            "reference_source": self.reference_source,
+            "exit_code": self.exit_code,
+            "drift": [asdict(d) for d in self.drift],
+            "errors": list(self.errors),
+            "hosts": self.hosts,
+        }
+
+
+# ------------------------------------------------------------------------------ parsing
+
+
+def short(digest: str) -> str:
+    return digest[:12] + "…" if len(digest) > 12 else digest
+
+
+def parse_sha256sum(text: str) -> dict[str, str]:
+    """`sha256sum` output (``<hex>  ./path``) -> {relative path: hex}."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        digest, sep, path = line.partition("  ")
+        if not sep or len(digest) != 64:
+            continue
+        path = path[2:] if path.startswith("./") else path
+        out[path] = digest
+    return out
+
+
+def parse_host_probe(text: str) -> HostFiles:
+    """The output of `probe_command()`: link, hashes, manifest, separated by marker lines."""
+    parts: list[str] = [""]
+    for line in text.splitlines():
+        if line == MARKER:
+            parts.append("")
+        else:
+            parts[-1] += line + "\n"
+    if len(parts) < 3:
+        raise DriftError("unexpected answer from the host (no release probe output)")
+    link = parts[0].strip()
+    if not link:
+        return HostFiles(None, {})
+    release = link.rstrip("/").rsplit("/", 1)[-1]
+    files = parse_sha256sum(parts[1])
+    try:
+        manifest = json.loads(parts[2]) if parts[2].strip() else None
+    except json.JSONDecodeError:
+        manifest = None
+    return HostFiles(release, files, manifest if isinstance(manifest, dict) else None)
+
+
+def probe_command() -> str:
+    """Shell run on a host: readlink of current, sha256 of each file, the release manifest."""
+    return (
+        f"readlink {CURRENT} || true; echo; echo @@siporch@@; "
+        f"if [ -d {CURRENT}/ ]; then cd {CURRENT}/ && "
+        "find . -type f -print0 | sort -z | xargs -0 -r sha256sum; fi; "
+        f"echo @@siporch@@; cat {CURRENT}/{MANIFEST} 2>/dev/null || true"
+    )
+
+
+def _db_text_fields(line: str) -> list[str]:
+    """One db_text row: fields separated by ``:``, ``\\:`` is a literal colon."""
+    fields, cur, i = [], [], 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\" and i + 1 < len(line):
+            nxt = line[i + 1]
+            cur.append({"n": "\n", "r": "\r", "t": "\t", "0": "\0"}.get(nxt, nxt))
+            i += 2
+            continue
+        if ch == ":":
+            fields.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    fields.append("".join(cur))
+    return fields
+
+
+def parse_dispatcher_table(text: str) -> list[DispatcherEntry]:
+    """Kamailio's db_text `dispatcher` table -> its destinations."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return []
+    header = [h.split("(", 1)[0] for h in lines[0].split()]
+    try:
+        i_set, i_dst = header.index("setid"), header.index("destination")
+    except ValueError:
+        raise DriftError("the dispatcher table has no setid/destination columns") from None
+    i_desc = header.index("description") if "description" in header else None
+    out = []
+    for line in lines[1:]:
+        f = _db_text_fields(line)
+        if len(f) <= max(i_set, i_dst):
+            continue
+        try:
+            set_id = int(f[i_set])
+        except ValueError:
+            continue
+        desc = f[i_desc] if i_desc is not None and i_desc < len(f) else ""
+        out.append(DispatcherEntry(set_id, f[i_dst], desc))
+    return out
+
+
+def parse_pjsip_objects(text: str) -> dict[str, set[str]]:
+    """Rendered `pjsip.conf` -> {object type: section names}; templates `(!)` are skipped,
+    a section without `type` takes its template's."""
+    templates: dict[str, str] = {}
+    sections: list[tuple[str, bool, list[str], str | None]] = []
+    name: str | None = None
+    is_template, parents, typ = False, [], None
+
+    def close() -> None:
+        if name is not None:
+            sections.append((name, is_template, parents, typ))
+
+    for raw in text.splitlines():
+        line = raw.split(";", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("[") and "]" in line:
+            close()
+            name = line[1 : line.index("]")].strip()
+            options = line[line.index("]") + 1 :].strip()
+            opts = [o.strip() for o in options.strip("()").split(",") if o.strip()]
+            is_template = "!" in opts
+            parents = [o for o in opts if o not in ("!", "+")]
+            typ = None
+            continue
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "type" and name is not None:
+            typ = value.lstrip(">").strip()
+    close()
+    for n, tmpl, _, t in sections:
+        if tmpl and t:
+            templates[n] = t
+    out: dict[str, set[str]] = {}
+    for n, tmpl, pars, t in sections:
+        if tmpl:
+            continue
+        kind = t or next((templates[p] for p in pars if p in templates), None)
+        if kind:
+            out.setdefault(kind, set()).add(n)
+    return out
+
+
+# ---------------------------------------------------------------------------- comparing
+
+
+def compare_release(
+    host: str, running: str | None, reference: str | None, *, deployed: bool = True
+) -> list[Drift]:
+    """The release a host runs against the one last deployed (or, when no deploy is
+    recorded, the newest release any host of the inventory runs)."""
+    if running is None:
+        return [Drift(host, RELEASE, CURRENT, f"no release: {CURRENT} does not exist")]
+    if reference is not None and running != reference:
+        other = "the last deploy was" if deployed else "other hosts run"
+        return [Drift(host, RELEASE, CURRENT, f"runs release {running}, {other} {reference}")]
+    return []
+
+
+def compare_files(
+    host: str, on_host: Mapping[str, str], expected: Mapping[str, str], release: str
+) -> list[Drift]:
+    """File hashes on a host against the manifest hashes of the release it should run."""
+    out: list[Drift] = []
+    for path in sorted(set(on_host) | set(expected)):
+        if path == MANIFEST:
+            continue
+        have, want = on_host.get(path), expected.get(path)
+        if have == want:
+            continue
+        if want is None:
+            out.append(Drift(host, EXTRA, path, f"{path} on host is not in release {release}"))
+        elif have is None:
+            out.append(Drift(host, MISSING, path, f"{path} of release {release} missing on host"))
+        else:
+            out.append(
+                Drift(
+                    host,
+                    MODIFIED,
+                    path,
+                    f"{path} modified on host (sha256 {short(have)}, "
+                    f"release {release} has {short(want)})",
+                )
+            )
+    return out
+
+
+def compare_model(
+    host: str, rendered: Mapping[str, str] | None, deployed: Mapping[str, str] | None, release: str
+) -> list[Drift]:
+    """What the model renders now against the release deployed: undeployed changes."""
+    if rendered is None:
+        return [
+            Drift(host, UNDEPLOYED, "", f"undeployed change: no longer in the model ({release})")
+        ]
+    if deployed is None:
+        return [Drift(host, UNDEPLOYED, "", "undeployed change: new host, never deployed")]
+    out = []
+    for path in sorted(set(rendered) | set(deployed)):
+        if path == MANIFEST or rendered.get(path) == deployed.get(path):
+            continue
+        what = "added" if path not in deployed else "removed" if path not in rendered else "changed"
+        out.append(
+            Drift(
+                host,
+                UNDEPLOYED,
+                path,
+                f"undeployed change: {path} {what} in the model since release {release}",
+            )
+        )
+    return out
+
+
+def _uri_key(uri: str) -> str:
+    return uri.strip().lower()
+
+
+def compare_dispatcher(
+    host: str, expected: Iterable[DispatcherEntry], running: Iterable[tuple[int, str]]
+) -> list[Drift]:
+    """Dispatcher destinations the edge runs ((set, uri)) against the model's table."""
+    want = {(e.set_id, _uri_key(e.uri)): e for e in expected}
+    have = {(s, _uri_key(u)): u for s, u in running}
+    out = []
+    for key in sorted(set(want) - set(have)):
+        e = want[key]
+        peer = f" ({e.description})" if e.description else ""
+        out.append(
+            Drift(
+                host,
+                DISPATCHER_KIND,
+                e.uri,
+                f"dispatcher set {e.set_id}: destination {e.uri}{peer} of the model is not "
+                "loaded in Kamailio",
+            )
+        )
+    for key in sorted(set(have) - set(want)):
+        out.append(
+            Drift(
+                host,
+                DISPATCHER_KIND,
+                have[key],
+                f"dispatcher set {key[0]}: destination {have[key]} is loaded in Kamailio but "
+                "not in the model",
+            )
+        )
+    return out
+
+
+def compare_pjsip(
+    host: str,
+    expected: Mapping[str, set[str]],
+    endpoints: Iterable[str],
+    registrations: Iterable[str],
+) -> list[Drift]:
+    """PJSIP endpoints and outbound registrations on Asterisk against the rendered config."""
+    out = []
+    for kind, label, have in (
+        (ENDPOINT, "endpoint", set(endpoints)),
+        (REGISTRATION, "registration", set(registrations)),
+    ):
+        want = set(expected.get(label, set()))
+        for name in sorted(want - have):
+            out.append(Drift(host, kind, name, f"PJSIP {label} {name} of the model is not loaded"))
+        for name in sorted(have - want):
+            out.append(
+                Drift(host, kind, name, f"PJSIP {label} {name} is loaded but not in the model")
+            )
+    return out
+
+
+# ---------------------------------------------------------------------------- gathering
+
+
+def _ssh_command(inventory: Path, host: str, address: str, timeout: float) -> list[str]:
+    from siporch.monitor.status import _ssh_vars
+
+    v = _ssh_vars(inventory, host)
+    if v is None:
+        raise DriftError(f"{host}: not in {inventory / 'hosts.yml'}")
+    cmd = ["ssh"]
+    if v.get("ansible_ssh_common_args"):
+        cmd += shlex.split(v["ansible_ssh_common_args"])
+    cmd += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(timeout))}"]
+    cmd += ["-o", "StrictHostKeyChecking=accept-new"]
+    if v.get("ansible_ssh_private_key_file"):
+        cmd += ["-i", v["ansible_ssh_private_key_file"]]
+    if v.get("ansible_port"):
+        cmd += ["-p", v["ansible_port"]]
+    user = v.get("ansible_user")
+    target = v.get("ansible_host", address)
+    return [*cmd, f"{user}@{target}" if user else target, probe_command()]
+
+
+async def read_host(inventory: Path, host: str, address: str, timeout: float) -> HostFiles:
+    """Probe one host over SSH; raises `MonitorError` when it cannot be reached."""
+    cmd = _ssh_command(inventory, host, address, timeout)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        raise MonitorError(f"{host}: cannot run ssh: {exc.strerror or exc}") from None
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout * 2)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise MonitorError(f"{host}: no answer over SSH within {timeout * 2:g} s") from None
+    if proc.returncode != 0:
+        reason = err.decode(errors="replace").strip().splitlines()
+        raise MonitorError(
+            f"{host}: SSH failed (exit {proc.returncode}): {reason[-1] if reason else ''}"
+        )
+    try:
+        return parse_host_probe(out.decode(errors="replace"))
+    except DriftError as exc:
+        raise MonitorError(f"{host}: {exc}") from None
+
+
+def fleet_release(probes: Iterable[object]) -> str | None:
+    """The newest release id any reachable host runs (ids start with the UTC time)."""
+    ids = [p.release for p in probes if isinstance(p, HostFiles) and p.release]
+    return max(ids) if ids else None
+
+
+def _manifest_files(manifest: Mapping[str, Any] | None) -> dict[str, str] | None:
+    if not manifest:
+        return None
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return None
+    return {p: str(f.get("sha256", "")) for p, f in files.items() if isinstance(f, dict)}
+
+
+def _controller_host_manifest(out_dir: Path, release: str, host: str) -> dict[str, Any] | None:
+    path = out_dir / release / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    hm = data.get("hosts", {}).get(host) if isinstance(data, dict) else None
+    return hm if isinstance(hm, dict) else None
+
+
+def check(
+    inventory: Path,
+    vault_password_file: Path | None = None,
+    *,
+    out_dir: Path = DEFAULT_OUT,
+    kamailio_rpc: str = "http://{address}:5071/RPC",
+    timeout: float = 5.0,
+    runtime: bool = True,
+) -> DriftReport:
+    """Gather everything and compare; errors reaching hosts land in `report.errors`."""
+    return asyncio.run(
+        _check(
+            inventory,
+            vault_password_file,
+            out_dir=out_dir,
+            kamailio_rpc=kamailio_rpc,
+            timeout=timeout,
+            runtime=runtime,
+        )
+    )
+
+
+async def _check(
+    inventory: Path,
+    vault_password_file: Path | None,
+    *,
+    out_dir: Path,
+    kamailio_rpc: str,
+    timeout: float,
+    runtime: bool,
+) -> DriftReport:
+    from siporch.model import load_model
+    from siporch.monitor import kamailio
+    from siporch.monitor.status import query_pbx
+    from siporch.monitor.topology import from_model
+    from siporch.render import render_release
+
+    loaded = load_model(inventory, vault_password_file)
+    model = loaded.model
+    rendered = render_release(model)
+    rendered_hashes = {h: {p: sha256(b) for p, b in f.items()} for h, f in rendered.items()}
+    reference = deployed_release(inventory, out_dir) or deployed_release(
+        inventory.resolve(), out_dir
+    )
+    report = DriftReport(reference, "deployed" if reference else "host")
+    hosts = [h for h, spec in model.hosts.items() if spec.role in ("edge", "pbx")]
+
+    probes = await asyncio.gather(
+        *(read_host(inventory, h, str(model.hosts[h].address), timeout) for h in hosts),
+        return_exceptions=True,
+    )
+    for host, probe in zip(hosts, probes, strict=True):
+        if isinstance(probe, SiporchError):
+            report.errors.append(str(probe))
+            report.hosts[host] = {"reachable": False}
+            continue
+        if isinstance(probe, BaseException):
+            raise probe
+        report.hosts[host] = {"reachable": True, "release": probe.release}
+        if reference is not None:
+            report.drift += compare_release(host, probe.release, reference)
+        else:
+            report.drift += compare_release(
+                host, probe.release, fleet_release(probes), deployed=False
+            )
+        if probe.release is None:
+            continue
+        # the files must match the release the host claims to run
+        hm = _controller_host_manifest(out_dir, probe.release, host) or probe.manifest
+        expected = _manifest_files(hm)
+        if expected is None:
+            report.errors.append(
+                f"{host}: release {probe.release} has no manifest on the host or the controller"
+            )
+        else:
+            report.drift += compare_files(host, probe.files, expected, probe.release)
+        # the model against the release last deployed (or, unknown, the one running)
+        base_id = reference or probe.release
+        base = _manifest_files(_controller_host_manifest(out_dir, base_id, host))
+        if base is None and base_id == probe.release:
+            base = expected
+        if base is not None:
+            report.drift += compare_model(host, rendered_hashes.get(host), base, base_id)
+
+    if runtime:
+        topology = from_model(model, kamailio_rpc=kamailio_rpc)
+
+        async def edge(target: Any) -> list[Drift]:
+            try:
+                targets = await kamailio.dispatcher_list(target.kamailio_rpc, timeout=timeout)
+            except MonitorError as exc:
+                report.errors.append(f"{target.name}: {exc}")
+                return []
+            report.hosts.setdefault(target.name, {})["dispatcher_targets"] = len(targets)
+            table = rendered.get(target.name, {}).get(DISPATCHER, b"").decode()
+            return compare_dispatcher(
+                target.name, parse_dispatcher_table(table), [(t.set_id, t.uri) for t in targets]
+            )
+
+        async def pbx(target: Any) -> list[Drift]:
+            result = await query_pbx(topology, target, timeout=timeout)
+            if result.error:
+                report.errors.append(result.error)
+                return []
+            info = report.hosts.setdefault(target.name, {})
+            info["pjsip_endpoints"] = len(result.handler.endpoints)
+            info["pjsip_registrations"] = len(result.handler.registrations)
+            conf = rendered.get(target.name, {}).get(PJSIP, b"").decode()
+            return compare_pjsip(
+                target.name,
+                parse_pjsip_objects(conf),
+                result.handler.endpoints,
+                result.handler.registrations,
+            )
+
+        found = await asyncio.gather(
+            *(edge(e) for e in topology.edges), *(pbx(p) for p in topology.pbxs)
+        )
+        for items in found:
+            report.drift += items
+    return report
