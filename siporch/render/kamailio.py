@@ -86,7 +86,7 @@ _SRTP_TOWARD_TRUNK = {
     "optional": "RTP/AVP OSRTP-offer",
     "required": "RTP/SAVP",
 }
-_REPLACE_OK = re.compile(r"^(?:[^\\$]|\\[0-9])*$")
+_REPLACE_OK = re.compile(r"^(?:[^\\$\x00-\x1f]|\\[0-9])+$")
 
 
 class KamailioRenderError(SiporchError):
@@ -150,22 +150,29 @@ def render(
 # ----------------------------------------------------------------------------- helpers
 
 
-_ESCAPE = str.maketrans({"\\": "\\\\", ":": "\\:"})
+_ESCAPE = str.maketrans(
+    {"\\": "\\\\", ":": "\\:", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
+)
+_NEEDS_ESCAPE = re.compile(r"[\\:\n\r\t\0]")
+_ATTRS_MAX = 100  # the dialplan keeps at most 128 bytes of attributes
 
 
 def _cell(value: object) -> str:
-    """One db_text column value: '\\' and ':' escaped; control characters refused."""
+    """One db_text column value, with '\\', ':' and control characters escaped."""
     cls = value.__class__
     if cls is int:
         return str(value)
     if cls is bool:
         return "1" if value else "0"
     text = str(value)
-    if "\n" in text or "\r" in text or "\t" in text or "\0" in text:
-        raise KamailioRenderError(f"value {text!r} contains a control character")
-    if ":" in text or "\\" in text:
+    if _NEEDS_ESCAPE.search(text):
         return text.translate(_ESCAPE)
     return text
+
+
+def _label(name: str) -> str:
+    """A rule name as dialplan attributes: printable, short."""
+    return "".join(c if c.isprintable() else " " for c in name)[:_ATTRS_MAX]
 
 
 def _htable_text(items: Iterable[tuple[str, str | int]]) -> str:
@@ -270,8 +277,9 @@ def range_prefixes(start: str, end: str) -> list[str]:
 def _check_replace(rule: NumberRule, where: str) -> None:
     if not _REPLACE_OK.match(rule.replace):
         raise KamailioRenderError(
-            f"{where}: rule '{rule.name}': replace {rule.replace!r} may only hold literal "
-            "characters and \\1..\\9 (no '$', no other backslash) for the Kamailio dialplan"
+            f"{where}: rule '{rule.name}': replace {rule.replace!r} cannot go into the Kamailio "
+            "dialplan: it may only hold printable characters other than '$' and '\\', and "
+            "\\1..\\9, and must not be empty"
         )
 
 
@@ -376,7 +384,7 @@ class _EdgeData:
             for pr, r in enumerate(rs, 1):
                 _check_replace(r, where)
                 rx = whole(r.match)
-                rows.append((dpid, pr, 1, rx, 0, rx, r.replace, r.name))
+                rows.append((dpid, pr, 1, rx, 0, rx, r.replace, _label(r.name)))
 
         rules(DP_NORMALIZE, self.model.sites[self.site].normalization, f"sites.{self.site}")
         for i, r in enumerate(self.routes, 1):

@@ -167,7 +167,7 @@ def table(files: dict[str, str], name: str) -> list[list[str]]:
         while i < len(line):
             c = line[i]
             if c == "\\":
-                cur += line[i + 1]
+                cur += {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}.get(line[i + 1], line[i + 1])
                 i += 2
                 continue
             if c == ":":
@@ -257,6 +257,20 @@ def test_replace_with_dollar_is_refused() -> None:
     sites["central"]["normalization"].append({"name": "bad", "match": "^(1)$", "replace": "$1"})
     with pytest.raises(KamailioRenderError, match=r"sites\.central: rule 'bad'"):
         render(variant(sites=sites), "edge-central")
+    sites["central"]["normalization"][-1]["replace"] = ""
+    with pytest.raises(KamailioRenderError, match="must not be empty"):
+        render(variant(sites=sites), "edge-central")
+
+
+def test_control_characters_are_escaped_not_refused() -> None:
+    sites = example().model_dump(mode="json")["sites"]
+    rule = {"name": "odd\nname:x", "match": "^7\t$", "replace": "8"}
+    sites["central"]["normalization"].append(rule)
+    files = render(variant(sites=sites), "edge-central")
+    rows = table(files, "dialplan")
+    assert all(len(r) == 9 for r in rows)  # no row broken by the newline or the ':'
+    odd = next(r for r in rows if r[8] == "odd name:x")
+    assert odd[4] == "^(?:^7\t$)$"
 
 
 def test_db_text_escaping() -> None:
