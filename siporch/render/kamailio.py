@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import socket
 from collections.abc import Iterable, Sequence
 
 from siporch.errors import SiporchError
@@ -178,10 +179,16 @@ def _label(name: str) -> str:
 def _htable_text(items: Iterable[tuple[str, str | int]]) -> str:
     """An htable db_text file: key, key_type 0, value_type 0 (string) or 1 (integer),
     value, expires 0."""
+    needs = _NEEDS_ESCAPE.search
     lines = [_HEADERS["htable"]]
+    append = lines.append
     for i, (key, value) in enumerate(items, 1):
-        vtype = 1 if value.__class__ is int else 0
-        lines.append(f"{i}:{_cell(key)}:0:{vtype}:{_cell(value)}:0")
+        if needs(key):
+            key = key.translate(_ESCAPE)
+        if value.__class__ is int:
+            append(f"{i}:{key}:0:1:{value}:0")
+        else:
+            append(f"{i}:{key}:0:0:{_cell(value)}:0")
     lines.append("")
     return "\n".join(lines)
 
@@ -190,9 +197,26 @@ def _has_tls(h: Host) -> bool:
     return any(t.protocol == "tls" for t in h.transports)
 
 
+def _ip(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """str() of an address; IPv4 the fast way (this runs once per peer and source)."""
+    if address.version == 4:
+        return socket.inet_ntoa(address.packed)
+    return str(address)
+
+
 def _hostport(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> str:
-    a = f"[{address}]" if address.version == 6 else str(address)
+    a = f"[{address}]" if address.version == 6 else _ip(address)
     return f"{a}:{port}"
+
+
+def _sources(trunk: Trunk) -> list[tuple[str, int]]:
+    """(address, prefix length) of the trunk's sources, as ``Trunk.sources()`` gives them."""
+    if trunk.security.allowed_sources:
+        return [(_ip(n.network_address), n.prefixlen) for n in trunk.security.allowed_sources]
+    seen: dict[str, int] = {}
+    for a in [p.address for p in trunk.peers] + list(trunk.inbound_addresses):
+        seen.setdefault(_ip(a), a.max_prefixlen)
+    return list(seen.items())
 
 
 def _sip_uri(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, proto: str) -> str:
@@ -326,8 +350,8 @@ class _EdgeData:
         rows: list[Row] = []
         for name in self.local:
             tid = self.ids[name]
-            for net in self.model.trunks[name].sources():
-                rows.append((tid, net.network_address, net.prefixlen, 0, name))
+            for address, prefix in _sources(self.model.trunks[name]):
+                rows.append((tid, address, prefix, 0, name))
         for name, h in self.model.hosts.items():
             if name == self.host:
                 continue
