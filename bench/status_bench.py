@@ -169,7 +169,7 @@ def measure_status(args: argparse.Namespace) -> str:
         args.trunk,
         "-key",
         "caller",
-        "+15551230001",
+        args.caller,
         "-s",
         args.did,
         "-m",
@@ -179,7 +179,7 @@ def measure_status(args: argparse.Namespace) -> str:
         "-r",
         str(args.rate),
         "-d",
-        "600000",
+        str(args.hold * 1000),
         "-p",
         str(args.sipp_port),
         "-mp",
@@ -225,21 +225,26 @@ def measure_status(args: argparse.Namespace) -> str:
 
 
 def hangup(args: argparse.Namespace) -> None:
-    """Last resort when SIPp did not end its calls: hang up every call of the trunk on
-    every PBX (AMI Hangup with a channel regex)."""
+    """Last resort when SIPp did not end its calls: hang up, on every PBX, the inbound
+    channels of the trunk whose caller is the benchmark's (and no other call)."""
     code = f"""
 import asyncio
 from pathlib import Path
 from siporch.model import load_model
 from siporch.monitor.topology import from_model
 from siporch.monitor.handler import CallStateHandler
-from siporch.monitor.transport import AmiConnection
+from siporch.monitor.transport import AmiConnection, _events
 topo = from_model(load_model(Path({str(args.inventory)!r})).model)
 async def main():
     for t in topo.pbxs:
         c = AmiConnection(t, CallStateHandler(t.name, ()), timeout=10)
         await c.open()
-        await c.action({{"Action": "Hangup", "Channel": "/^PJSIP/{args.trunk}-.*$/"}})
+        for e in _events(await c.action({{"Action": "Status"}})):
+            chan = e.get("Channel", "")
+            if chan.startswith("PJSIP/{args.trunk}-") and e.get("CallerIDNum", "").endswith(
+                {args.caller!r}
+            ):
+                await c.action({{"Action": "Hangup", "Channel": chan}})
         c.close()
 asyncio.run(main())
 """
