@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -116,35 +117,48 @@ def test_example_passes_kamailio_6_check(host: str) -> None:
 # ----------------------------------------------------------------- a real edge on loopback
 
 NET = "127.0.88"
-ADDRESSES = {
-    "192.0.2.10": f"{NET}.10",
-    "198.51.100.10": f"{NET}.11",
-    "192.0.2.20": f"{NET}.20",
-    "203.0.113.10": f"{NET}.30",
-    "203.0.113.11": f"{NET}.31",
-    "203.0.113.20": f"{NET}.32",
-    "203.0.113.30": f"{NET}.40",
-    "203.0.113.50": f"{NET}.60",
-    "192.0.2.50": f"{NET}.50",
-    "192.0.2.0/24": f"{NET}.0/24",
-}
+
+
+def addresses(net: str) -> dict[str, str]:
+    """The example's documentation addresses -> loopback addresses in ``net``."""
+    return {
+        "192.0.2.10": f"{net}.10",
+        "198.51.100.10": f"{net}.11",
+        "192.0.2.20": f"{net}.20",
+        "203.0.113.10": f"{net}.30",
+        "203.0.113.11": f"{net}.31",
+        "203.0.113.20": f"{net}.32",
+        "203.0.113.30": f"{net}.40",
+        "203.0.113.50": f"{net}.60",
+        "192.0.2.50": f"{net}.50",
+        "192.0.2.0/24": f"{net}.0/24",
+    }
+
+
 EDGE, PBX, PEER1, PEER2, STRANGER = (f"{NET}.{n}" for n in (10, 20, 30, 31, 99))
 ITSP_B, PSTN_GW = f"{NET}.40", f"{NET}.50"
 NG_PORT = 22388
 
 
-def loopback_model(peer_port_shift: int = 0, changed: bool = False) -> Model:
-    """The example with its addresses on 127.0.88.x, UDP only, no TLS. ``changed``: a
-    release later, with one change in each data table."""
+def loopback_model(
+    peer_port_shift: int = 0,
+    changed: bool = False,
+    net: str = NET,
+    ng_port: int = NG_PORT,
+    branch_pbx: bool = False,
+) -> Model:
+    """The example with its addresses on ``net``.x, UDP only, no TLS. ``changed``: a
+    release later, with one change in each data table. ``branch_pbx``: with a PBX host at
+    the branch site (``net``.21) that sends calls to the branch edge."""
     text = (EXAMPLE / "group_vars" / "all" / "siporch.yml").read_text()
-    for a, b in ADDRESSES.items():
+    for a, b in addresses(net).items():
         text = text.replace(a, b)
     text = re.sub(r'"\{\{ *vault_\w+ *\}\}"', '"not-a-secret"', text)
     data: dict[str, Any] = yaml.safe_load(text)["siporch"]
     for h in data["hosts"].values():
         h["transports"] = [{"protocol": "udp", "port": 5060}]
         h.pop("tls", None)
-        h["rtpengine"] = {"ng_port": NG_PORT}
+        h["rtpengine"] = {"ng_port": ng_port}
         h["kamailio"] = {"shm_mb": 128, "pkg_mb": 8, "children": 2}
     for t in data["trunks"].values():
         for p in t["peers"]:
@@ -155,10 +169,12 @@ def loopback_model(peer_port_shift: int = 0, changed: bool = False) -> Model:
         for p in data["trunks"]["itsp-a"]["peers"]:
             p["port"] = 5062
         data["trunks"]["itsp-a"]["max_channels"] = 7
-        data["trunks"]["itsp-a"]["inbound_addresses"].append(f"{NET}.33")
+        data["trunks"]["itsp-a"]["inbound_addresses"].append(f"{net}.33")
         for rule in data["sites"]["central"]["normalization"]:
             if rule["name"] == "local-7-digit":
                 rule["replace"] = r"+1303\1"
+    if branch_pbx:
+        data["hosts"]["pbx-branch"] = {"site": "branch", "role": "pbx", "address": f"{net}.21"}
     return Model.model_validate(data)
 
 
@@ -182,22 +198,20 @@ def _wait(predicate: Any, seconds: float) -> bool:
     return False
 
 
-def _rtpengine_up() -> bool:
+def _rtpengine_up(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(0.3)
-        s.sendto(b"c1 d7:command4:pinge", ("127.0.0.1", NG_PORT))
+        s.sendto(b"c1 d7:command4:pinge", ("127.0.0.1", port))
         try:
             return b"pong" in s.recv(1000)
         except OSError:
             return False
 
 
-def _release(edge: Edge, name: str, model: Model) -> None:
+def _release(edge: Edge, name: str, model: Model, host: str = "edge-central") -> None:
     """Write release ``name`` (again) and point ``current`` at it. The data files get a new
     mtime either way: db_text re-reads a table only when its file is newer."""
-    files = render(
-        model, "edge-central", root=str(edge.inner / "current"), run_dir=str(edge.inner / "run")
-    )
+    files = render(model, host, root=str(edge.inner / "current"), run_dir=str(edge.inner / "run"))
     write_tree(files, edge.base / "releases" / name)
     now = time.time()
     for path in (edge.base / "releases" / name / "kamailio" / "db").iterdir():
@@ -208,15 +222,90 @@ def _release(edge: Edge, name: str, model: Model) -> None:
     link.replace(edge.base / "current")
 
 
-@pytest.fixture(scope="module", params=["host", "lab-root"])
-def edge(request: pytest.FixtureRequest) -> Iterator[Edge]:
-    """The example edge on loopback: Debian 12's Kamailio 5.6 (``host``), or sid's 6.x run
-    from the lab root with chroot (``lab-root``)."""
+def _need_tools() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root")
     for tool in ("kamailio", "kamcmd", "rtpengine", "sipp"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
+
+
+@contextlib.contextmanager
+def _running(edges: list[Edge], prefix: list[str], ng_port: int, logs: Path) -> Iterator[None]:
+    """rtpengine on 127.0.0.1:``ng_port`` and one Kamailio per edge (its ``current``
+    release), stopped afterwards with every process they started."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        rtp_log = open(logs / "rtpengine.log", "wb")  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(
+                [
+                    "rtpengine",
+                    "--config-file=none",  # not /etc/rtpengine/rtpengine.conf
+                    "--table=-1",
+                    "--interface=127.0.0.1",
+                    f"--listen-ng=127.0.0.1:{ng_port}",
+                    "-f",
+                    "-E",
+                    f"--port-min={40000 + (ng_port % 10) * 400}",
+                    f"--port-max={40399 + (ng_port % 10) * 400}",
+                    f"--listen-cli=127.0.0.1:{ng_port + 1}",
+                ],
+                stdout=rtp_log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        if not _wait(lambda: _rtpengine_up(ng_port), 10):
+            pytest.fail("rtpengine did not start:\n" + (logs / "rtpengine.log").read_text())
+        for e in edges:
+            env = dict(
+                line.split("=", 1)
+                for line in (e.base / "current/kamailio/kamailio.env").read_text().split()
+            )
+            kam_log = open(e.base / "kamailio.log", "wb")  # noqa: SIM115
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *prefix,
+                        "kamailio",
+                        "-DD",
+                        "-E",
+                        "-f",
+                        str(e.inner / "current/kamailio/kamailio.cfg"),
+                        "-m",
+                        env["SHM_MB"],
+                        "-M",
+                        env["PKG_MB"],
+                    ],
+                    stdout=kam_log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        for e in edges:
+            if not _wait(lambda e=e: re.search(r"kamailio \d", e.rpc("core.version")), 15):
+                log = (e.base / "kamailio.log").read_text()[-3000:]
+                pytest.fail("kamailio did not start:\n" + log)
+        yield
+    finally:
+        # Kamailio runs in its own session, so its workers go with it even if it dies early
+        for p in reversed(procs):
+            _signal(p, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                _signal(p, signal.SIGKILL)
+                p.wait(timeout=5)
+        for p in procs[1:]:
+            _signal(p, signal.SIGKILL)  # a worker left behind, if any
+
+
+@pytest.fixture(scope="module", params=["host", "lab-root"])
+def edge(request: pytest.FixtureRequest) -> Iterator[Edge]:
+    """The example edge on loopback: Debian 12's Kamailio 5.6 (``host``), or sid's 6.x run
+    from the lab root with chroot (``lab-root``)."""
+    _need_tools()
     if request.param == "host":
         base = Path(tempfile.mkdtemp(prefix="siporch-edge-"))
         inner, prefix = base, []
@@ -228,67 +317,11 @@ def edge(request: pytest.FixtureRequest) -> Iterator[Edge]:
         inner, prefix = Path("/") / base.relative_to(root), ["chroot", str(root)]
     (base / "run").mkdir()
     e = Edge(base, inner, f"unix:{base}/run/kamailio_ctl")
-    _release(e, "a", loopback_model())
-    env = dict(
-        line.split("=", 1) for line in (base / "current/kamailio/kamailio.env").read_text().split()
-    )
-    procs: list[subprocess.Popen[bytes]] = []
     try:
-        rtp_log = open(base / "rtpengine.log", "wb")  # noqa: SIM115
-        procs.append(
-            subprocess.Popen(
-                [
-                    "rtpengine",
-                    "--table=-1",
-                    "--interface=127.0.0.1",
-                    f"--listen-ng=127.0.0.1:{NG_PORT}",
-                    "-f",
-                    "-E",
-                    "--port-min=40000",
-                    "--port-max=40200",
-                    f"--listen-cli=127.0.0.1:{NG_PORT + 1}",
-                ],
-                stdout=rtp_log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-        if not _wait(_rtpengine_up, 10):
-            pytest.fail("rtpengine did not start:\n" + (base / "rtpengine.log").read_text())
-        kam_log = open(base / "kamailio.log", "wb")  # noqa: SIM115
-        procs.append(
-            subprocess.Popen(
-                [
-                    *prefix,
-                    "kamailio",
-                    "-DD",
-                    "-E",
-                    "-f",
-                    str(inner / "current/kamailio/kamailio.cfg"),
-                    "-m",
-                    env["SHM_MB"],
-                    "-M",
-                    env["PKG_MB"],
-                ],
-                stdout=kam_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-        if not _wait(lambda: re.search(r"kamailio \d", e.rpc("core.version")), 15):
-            pytest.fail("kamailio did not start:\n" + (base / "kamailio.log").read_text()[-3000:])
-        yield e
+        _release(e, "a", loopback_model())
+        with _running([e], prefix, NG_PORT, base):
+            yield e
     finally:
-        # Kamailio runs in its own session, so its workers go with it even if it dies early
-        for p in reversed(procs):
-            _signal(p, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                _signal(p, signal.SIGKILL)
-                p.wait(timeout=5)
-        if len(procs) == 2:
-            _signal(procs[1], signal.SIGKILL)  # a worker left behind, if any
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -322,6 +355,7 @@ def sipp_call(
     uas: dict[str, Path],
     user_agent: str | None = None,
     timeout: int = 12,
+    target: str = EDGE,
 ) -> Call:
     work = Path(tempfile.mkdtemp(dir=edge.base))
     servers = {}
@@ -363,7 +397,7 @@ def sipp_call(
                 src,
                 "-p",
                 "5060",
-                f"{EDGE}:5060",
+                f"{target}:5060",
                 "-s",
                 number,
                 "-m",
@@ -669,3 +703,43 @@ def test_weighted_route(edge: Edge) -> None:
     assert invites[0].startswith("INVITE sip:442071234567@") or invites[1].startswith(
         "INVITE sip:+442071234567@"
     ), invites
+
+
+NET2 = "127.0.89"
+
+
+@pytest.mark.lab
+def test_branch_call_fails_over_to_central_trunk_through_central_edge() -> None:
+    """Two edges running: a branch call whose own trunk answers 503 leaves through
+    itsp-a, relayed to the central edge, which uses exactly that trunk."""
+    _need_tools()
+    ng_port = 22392
+    model = loopback_model(net=NET2, ng_port=ng_port, branch_pbx=True)
+    work = Path(tempfile.mkdtemp(prefix="siporch-edges-"))
+    edges = []
+    for host in ("edge-central", "edge-branch"):
+        base = work / host
+        (base / "run").mkdir(parents=True)
+        e = Edge(base, base, f"unix:{base}/run/kamailio_ctl")
+        _release(e, "a", model, host)
+        edges.append(e)
+    _central, branch = edges
+    branch_edge, branch_pbx, branch_peer, central_peer = (f"{NET2}.{n}" for n in (11, 21, 60, 30))
+    try:
+        with _running(edges, [], ng_port, work):
+            call = sipp_call(
+                branch,
+                branch_pbx,
+                "3125550100",
+                {branch_peer: reject_scenario(branch, 503), central_peer: SCENARIOS / "uas_rr.xml"},
+                target=branch_edge,
+            )
+            assert call.rc == 0, call.uac[-2000:]
+            assert first_line(received(call.uas[branch_peer]), "INVITE sip:+13125550100@")
+            invite = first_line(received(call.uas[central_peer]), "INVITE ")
+            assert invite.startswith(f"INVITE sip:13125550100@{central_peer}:5060"), invite
+            assert "X-Siporch" not in invite
+            ok = first_line(received(call.uac), "SIP/2.0 200 OK")
+            assert "X-Siporch-Trunk: itsp-a" in ok
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
