@@ -705,6 +705,49 @@ def test_weighted_route(edge: Edge) -> None:
     ), invites
 
 
+FLOODER = f"{NET}.98"
+
+
+def _options(i: int, src: str, dst: str) -> bytes:
+    return (
+        f"OPTIONS sip:{dst}:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {src}:5099;branch=z9hG4bK-flood-{i}\r\n"
+        f"From: <sip:flood@{src}>;tag=f{i}\r\nTo: <sip:{dst}>\r\n"
+        f"Call-ID: flood-{i}@{src}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+@pytest.mark.lab
+def test_flood_is_blocked_while_trunk_calls_go_on(edge: Edge) -> None:
+    """80 requests in about a second from one unknown source (density 30 per 2 s): the
+    first get 403, then pike bans the source and the edge stops answering it; a trunk's
+    call still completes."""
+    answers = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((FLOODER, 5099))
+        s.settimeout(0.05)
+        for i in range(80):
+            s.sendto(_options(i, FLOODER, EDGE), (EDGE, 5060))
+            time.sleep(0.01)
+            with contextlib.suppress(TimeoutError):
+                while s.recv(4000).startswith(b"SIP/2.0 403"):
+                    answers += 1
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            with contextlib.suppress(TimeoutError):
+                if s.recv(4000).startswith(b"SIP/2.0 403"):
+                    answers += 1
+        assert 0 < answers < 80, answers
+        s.settimeout(1.0)
+        s.sendto(_options(999, FLOODER, EDGE), (EDGE, 5060))
+        with pytest.raises(TimeoutError):
+            s.recv(4000)
+    assert f"{FLOODER}" in edge.rpc("htable.dump", "ipban")
+    call = sipp_call(edge, PEER1, "2025550123", {PBX: SCENARIOS / "uas_rr.xml"})
+    assert call.rc == 0, call.uac[-2000:]
+
+
 NET2 = "127.0.89"
 
 
