@@ -1,0 +1,191 @@
+"""The edge under torture: every RFC 4475-style message over UDP from an ITSP peer and from
+an unknown source, a dozen over TCP, each batch interleaved with real calls.
+
+Asserts: Kamailio on edge-central keeps its pid; every real call completes; no torture
+message reaches the PBX (captured on pbx-central's interface and looked for in Asterisk's
+channels); the edge never answers a torture INVITE with a 2xx.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from siporch.deploy import runner
+from siporch.torture import MARKER, load_cases
+from siporch.torture.lab import EDGE, batches, kamailio_pid, send_from
+
+pytestmark = pytest.mark.lab
+
+REPO = Path(__file__).resolve().parents[2]
+PBX = "pbx-central"
+DID = "+12025550100"
+ASTERISK = "asterisk -C /etc/siporch/current/asterisk/asterisk.conf -rx"
+
+
+def _asterisk_runs(lab: Any) -> bool:
+    return lab.run(PBX, f"{ASTERISK} 'core show version'", timeout=15).returncode == 0
+
+
+def _deploy(lab: Any) -> None:
+    report = runner.report_path()
+    cmd = runner.build_command(
+        "deploy-trunk.yml",
+        lab.inventory,
+        vault_file=runner.vault_password_file(lab.inventory, None),
+        report_file=report,
+        extra_vars={"asterisk_pbx_health_registrations": False},
+    )
+    try:
+        result = runner.run(cmd, report)
+    finally:
+        report.unlink(missing_ok=True)
+    assert result.returncode == 0, "\n".join(result.output[-40:])
+
+
+def _calls(lab: Any, count: int = 5) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "siporch",
+            "call",
+            DID,
+            "--from",
+            "itsp-a1",
+            "-i",
+            str(lab.inventory),
+            "--calls",
+            str(count),
+            "--rate",
+            "2",
+            "--duration",
+            "2",
+            "--timeout",
+            "60",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=lab.ansible_env,
+    )
+
+
+def _capture(lab: Any, path: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            lab.netns(PBX),
+            "tshark",
+            "-q",
+            "-i",
+            "eth0",
+            "-f",
+            "port 5060",
+            "-a",
+            "duration:600",
+            "-w",
+            str(path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(2)  # tshark starts capturing
+    return proc
+
+
+def _invites(path: Path) -> list[bytes]:
+    """Every SIP INVITE in the capture, as raw text (request line and headers)."""
+    out = subprocess.run(
+        [
+            "tshark",
+            "-r",
+            str(path),
+            "-Y",
+            'sip.Method == "INVITE"',
+            "-T",
+            "fields",
+            "-e",
+            "sip.msg_hdr",
+            "-e",
+            "sip.Request-Line",
+            "-e",
+            "sip.Call-ID",
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def test_edge_survives_torture_and_keeps_routing(lab: Any, tmp_path: Path) -> None:
+    info = lab.info
+    if kamailio_pid(info) is None or not _asterisk_runs(lab):
+        _deploy(lab)
+    pid = kamailio_pid(info)
+    assert pid is not None, "Kamailio does not run on edge-central"
+    names = [c.name for c in load_cases()]
+    pcap = tmp_path / "pbx.pcap"
+    capture = _capture(lab, pcap)
+    results: list[dict[str, Any]] = []
+    calls_ok: list[dict[str, Any]] = []
+    try:
+        for batch in batches(names):
+            calls = _calls(lab)
+            todo = names if batch.names is None else batch.names
+            outcomes = send_from(info, batch.host, EDGE, batch.transport, todo)
+            out, err = calls.communicate(timeout=120)
+            assert calls.returncode == 0, f"{batch.label}: calls failed: {out} {err}"
+            result = json.loads(out)
+            assert result["successful"] == result["attempted"] == 5, result
+            calls_ok.append(result)
+            for o in outcomes:
+                o["batch"] = batch.label
+            results += outcomes
+            assert kamailio_pid(info) == pid, f"Kamailio restarted or died during {batch.label}"
+    finally:
+        capture.send_signal(signal.SIGINT)
+        capture.wait(30)
+
+    # every message was sent, from both sources and (some) over TCP
+    assert len(results) == 2 * len(names) + len([n for n in names if n in batches(names)[2].names])
+    assert not [o for o in results if o["error"]], [o for o in results if o["error"]]
+
+    # the edge never accepted a torture INVITE
+    answered = [
+        (o["batch"], o["case"], o["replies"])
+        for o in results
+        if o["method"] == "INVITE" and any(r[:1] == "2" for r in o["replies"])
+    ]
+    assert answered == []
+
+    # from an unknown source, nothing but a refusal (or silence) for every request
+    unknown = [
+        (o["case"], o["verdict"])
+        for o in results
+        if "unknown" in o["batch"] and o["method"] and o["final"] and o["final"][:1] != "4"
+    ]
+    assert unknown == []
+
+    # nothing of it reached the PBX; the real calls did (the capture works)
+    invites = _invites(pcap)
+    assert len(invites) >= 15, invites
+    leaked = [i for i in invites if MARKER.encode() in i.lower()]
+    assert leaked == []
+    channels = lab.run(PBX, f"{ASTERISK} 'core show channels verbose'", timeout=15)
+    assert channels.returncode == 0
+    assert MARKER not in channels.stdout.lower()
+
+    assert kamailio_pid(info) == pid
