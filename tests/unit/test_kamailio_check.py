@@ -705,6 +705,28 @@ def test_weighted_route(edge: Edge) -> None:
     ), invites
 
 
+@pytest.mark.lab
+def test_srtp_toward_the_srtp_trunk(edge: Edge) -> None:
+    """itsp-b has srtp: required: after both itsp-a peers answer 503, the offer to itsp-b
+    is RTP/SAVP with SDES keys, and the PBX side stays plain RTP/AVP."""
+    call = sipp_call(
+        edge,
+        PBX,
+        "3125550100",
+        {
+            PEER1: reject_scenario(edge, 503),
+            PEER2: reject_scenario(edge, 503),
+            ITSP_B: SCENARIOS / "uas_rr.xml",
+        },
+    )
+    invite = first_line(received(call.uas[ITSP_B]), "INVITE ")
+    assert invite.startswith(f"INVITE sip:+13125550100@{ITSP_B}:5060"), invite
+    assert "RTP/SAVP" in invite and "a=crypto:" in invite, invite
+    ok = first_line(received(call.uac), "SIP/2.0 200 OK")
+    assert "X-Siporch-Trunk: itsp-b" in ok
+    assert "m=audio" in ok and "RTP/AVP" in ok and "a=crypto" not in ok, ok
+
+
 FLOODER = f"{NET}.98"
 
 
