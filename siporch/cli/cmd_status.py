@@ -86,10 +86,11 @@ def common_options(f: Any) -> Any:
         ),
         click.option(
             "--rtpengine-ng",
-            default="{address}:{ng_port}",
+            default="ssh",
             envvar="SIPORCH_RTPENGINE_NG",
             show_default=True,
-            help="rtpengine ng address of an edge, HOST:PORT; {address}, {ng_port} replaced.",
+            help="How to reach an edge's rtpengine: 'ssh' (its 127.0.0.1:ng_port through "
+            "SSH with the inventory's settings) or HOST:PORT ({address}, {ng_port} replaced).",
         ),
         click.option(
             "--ami-secret-file",

@@ -90,10 +90,10 @@ class _Client(asyncio.DatagramProtocol):
         self.waiting: dict[bytes, asyncio.Future[bytes]] = {}
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        cookie, _, body = data.partition(b" ")
+        cookie, _, _ = data.partition(b" ")
         fut = self.waiting.pop(cookie, None)
         if fut is not None and not fut.done():
-            fut.set_result(body)
+            fut.set_result(data)
 
     def error_received(self, exc: Exception) -> None:
         for fut in self.waiting.values():
@@ -111,37 +111,25 @@ async def ng_request(
         transport, proto = await loop.create_datagram_endpoint(_Client, remote_addr=(host, port))
     except OSError as exc:
         raise MonitorError(f"rtpengine ng at {host}:{port}: {exc.strerror or exc}") from None
+    where = f"{host}:{port}"
     try:
-        payload = bencode(command)
         for attempt in range(retries + 1):
-            cookie = os.urandom(6).hex().encode()
+            cookie, packet = ng_packet(command)
             fut: asyncio.Future[bytes] = loop.create_future()
             proto.waiting[cookie] = fut
-            transport.sendto(cookie + b" " + payload)
+            transport.sendto(packet)
             try:
-                body = await asyncio.wait_for(fut, timeout=timeout / (retries + 1))
+                data = await asyncio.wait_for(fut, timeout=timeout / (retries + 1))
             except TimeoutError:
                 proto.waiting.pop(cookie, None)
                 if attempt == retries:
                     raise MonitorError(
-                        f"rtpengine ng at {host}:{port} did not answer within {timeout:g} s"
+                        f"rtpengine ng at {where} did not answer within {timeout:g} s"
                     ) from None
                 continue
             except OSError as exc:
-                raise MonitorError(
-                    f"rtpengine ng at {host}:{port}: {exc.strerror or exc}"
-                ) from None
-            try:
-                reply = bdecode(body)
-            except (BencodeError, ValueError) as exc:
-                raise MonitorError(f"rtpengine ng at {host}:{port}: bad reply: {exc}") from None
-            if not isinstance(reply, dict):
-                raise MonitorError(f"rtpengine ng at {host}:{port}: reply is not a dictionary")
-            if reply.get("result") == "error":
-                raise MonitorError(
-                    f"rtpengine ng at {host}:{port}: {reply.get('error-reason', 'error')}"
-                )
-            return reply
+                raise MonitorError(f"rtpengine ng at {where}: {exc.strerror or exc}") from None
+            return parse_reply(cookie, data, where)
         raise AssertionError("unreachable")  # pragma: no cover
     finally:
         transport.close()
@@ -155,6 +143,42 @@ async def ping(host: str, port: int, *, timeout: float = 2.0) -> bool:
 async def statistics(host: str, port: int, *, timeout: float = 2.0) -> dict[str, Any]:
     """The `currentstatistics` part of rtpengine's `statistics`: sessions and rates."""
     reply = await ng_request(host, port, {"command": "statistics"}, timeout=timeout)
+    return current_statistics(reply)
+
+
+#: Run on the edge host over SSH: one ng request to 127.0.0.1, reply printed as hex.
+#: rtpengine's ng protocol has no authentication, so it listens on loopback only and the
+#: controller reaches it through SSH, as Ansible does.
+REMOTE_NG = (
+    "import socket,sys;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
+    "s.settimeout(float(sys.argv[2]));"
+    "s.sendto(bytes.fromhex(sys.argv[3]),('127.0.0.1',int(sys.argv[1])));"
+    "sys.stdout.write(s.recv(65535).hex())"
+)
+
+
+def ng_packet(command: dict[str, Any]) -> tuple[bytes, bytes]:
+    """(cookie, datagram) of one ng request."""
+    cookie = os.urandom(6).hex().encode()
+    return cookie, cookie + b" " + bencode(command)
+
+
+def parse_reply(cookie: bytes, data: bytes, where: str) -> dict[str, Any]:
+    head, _, body = data.partition(b" ")
+    if head != cookie:
+        raise MonitorError(f"rtpengine ng at {where}: reply for another request")
+    try:
+        reply = bdecode(body)
+    except (BencodeError, ValueError) as exc:
+        raise MonitorError(f"rtpengine ng at {where}: bad reply: {exc}") from None
+    if not isinstance(reply, dict):
+        raise MonitorError(f"rtpengine ng at {where}: reply is not a dictionary")
+    if reply.get("result") == "error":
+        raise MonitorError(f"rtpengine ng at {where}: {reply.get('error-reason', 'error')}")
+    return reply
+
+
+def current_statistics(reply: dict[str, Any]) -> dict[str, Any]:
     stats = reply.get("statistics", {})
     current = stats.get("currentstatistics", {}) if isinstance(stats, dict) else {}
     return {

@@ -80,7 +80,9 @@ async def query_pbx(
     return result
 
 
-async def query_edge(target: EdgeTarget, *, timeout: float) -> EdgeResult:
+async def query_edge(
+    target: EdgeTarget, *, timeout: float, inventory: Path | None = None
+) -> EdgeResult:
     result = EdgeResult(target)
     host, port = target.rtpengine_ng
 
@@ -99,7 +101,12 @@ async def query_edge(target: EdgeTarget, *, timeout: float) -> EdgeResult:
 
     async def rtp() -> None:
         try:
-            result.rtpengine_stats = await rtpengine.statistics(host, port, timeout=timeout)
+            if host == "ssh":
+                result.rtpengine_stats = await _rtpengine_over_ssh(
+                    inventory, target, port, timeout=timeout
+                )
+            else:
+                result.rtpengine_stats = await rtpengine.statistics(host, port, timeout=timeout)
             result.rtpengine_state = "up"
         except MonitorError as exc:
             result.rtpengine_state = "unreachable"
@@ -138,13 +145,7 @@ def _ssh_vars(inventory: Path | None, host: str) -> dict[str, str] | None:
     return walk(data.get("all", data) if isinstance(data, dict) else None, {})
 
 
-async def read_release(
-    inventory: Path | None, host: str, address: str, *, timeout: float
-) -> str | None:
-    """The release a host runs (`/etc/siporch/current`), over SSH; None when unknown."""
-    v = _ssh_vars(inventory, host)
-    if v is None:
-        return None
+def _ssh_argv(v: dict[str, str], address: str, timeout: float) -> list[str]:
     cmd = ["ssh"]
     # ssh keeps the first value of an option: the inventory's own settings go first
     if v.get("ansible_ssh_common_args"):
@@ -157,24 +158,67 @@ async def read_release(
         cmd += ["-p", v["ansible_port"]]
     user = v.get("ansible_user")
     target = v.get("ansible_host", address)
-    cmd += [f"{user}@{target}" if user else target, "readlink /etc/siporch/current"]
+    return [*cmd, f"{user}@{target}" if user else target]
+
+
+async def ssh_run(
+    inventory: Path | None, host: str, address: str, remote: list[str], *, timeout: float
+) -> tuple[int, bytes, bytes] | None:
+    """Run a command on a host over SSH with the inventory's settings; None if impossible."""
+    v = _ssh_vars(inventory, host)
+    if v is None:
+        return None
+    argv = [*_ssh_argv(v, address, timeout), shlex.join(remote)]
     try:
         proc = await asyncio.create_subprocess_exec(
-            *cmd,
+            *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
     except OSError:
         return None
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
     except TimeoutError:
         proc.kill()
         await proc.wait()
         return None
+    return proc.returncode or 0, out, err
+
+
+async def _rtpengine_over_ssh(
+    inventory: Path | None, target: EdgeTarget, port: int, *, timeout: float
+) -> dict[str, Any]:
+    where = f"{target.name} 127.0.0.1:{port} (over ssh)"
+    cookie, packet = rtpengine.ng_packet({"command": "statistics"})
+    remote = ["python3", "-c", rtpengine.REMOTE_NG, str(port), str(timeout / 2), packet.hex()]
+    res = await ssh_run(inventory, target.name, target.address, remote, timeout=timeout)
+    if res is None:
+        raise MonitorError(f"rtpengine ng at {where}: no SSH access to {target.name}")
+    code, out, err = res
+    if code != 0:
+        last = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {code}"]
+        raise MonitorError(f"rtpengine ng at {where}: {last[0][:200]}")
+    try:
+        data = bytes.fromhex(out.decode().strip())
+    except ValueError:
+        raise MonitorError(f"rtpengine ng at {where}: unreadable answer") from None
+    return rtpengine.current_statistics(rtpengine.parse_reply(cookie, data, where))
+
+
+async def read_release(
+    inventory: Path | None, host: str, address: str, *, timeout: float
+) -> str | None:
+    """The release a host runs (`/etc/siporch/current`), over SSH; None when unknown."""
+    res = await ssh_run(
+        inventory, host, address, ["readlink", "/etc/siporch/current"], timeout=timeout
+    )
+    if res is None:
+        return None
+    code, out, _ = res
     text = out.decode(errors="replace").strip()
-    if proc.returncode != 0 or not text:
+    if code != 0 or not text:
         return None
     return text.rstrip("/").rsplit("/", 1)[-1]
 
@@ -192,7 +236,11 @@ async def collect(
     pbx_tasks = [
         query_pbx(topology, t, timeout=timeout, secret=secret_override) for t in topology.pbxs
     ]
-    edge_tasks = [query_edge(e, timeout=timeout) for e in topology.edges] if edges else []
+    edge_tasks = (
+        [query_edge(e, timeout=timeout, inventory=inventory) for e in topology.edges]
+        if edges
+        else []
+    )
     release_tasks: list[Any] = []
     if releases:
         names = [(t.name, t.address) for t in topology.pbxs]
@@ -405,7 +453,11 @@ def build_report(
                     ],
                 },
                 "rtpengine": {
-                    "address": f"{e.target.rtpengine_ng[0]}:{e.target.rtpengine_ng[1]}",
+                    "address": (
+                        f"ssh:127.0.0.1:{e.target.rtpengine_ng[1]}"
+                        if e.target.rtpengine_ng[0] == "ssh"
+                        else f"{e.target.rtpengine_ng[0]}:{e.target.rtpengine_ng[1]}"
+                    ),
                     "state": e.rtpengine_state,
                     "error": e.rtpengine_error,
                     **(e.rtpengine_stats or {}),

@@ -17,7 +17,9 @@ TRUNK_VARIABLE = "SIPORCH_TRUNK"
 #: Where the Kamailio JSON-RPC (jsonrpcs over xhttp) of an edge is reached, by default.
 DEFAULT_KAMAILIO_RPC = "http://{address}:5071/RPC"
 #: Where the rtpengine ng control socket of an edge is reached, by default.
-DEFAULT_RTPENGINE_NG = "{address}:{ng_port}"
+#: "ssh": ask rtpengine on 127.0.0.1:<ng_port> of the edge through SSH (its ng protocol has
+#: no authentication, so it never listens beyond loopback); or an "ADDR:PORT" template.
+DEFAULT_RTPENGINE_NG = "ssh"
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class Topology:
 
 
 def _hostport(template: str, address: str, ng_port: int) -> tuple[str, int]:
+    if template == "ssh":
+        return "ssh", ng_port
     text = template.format(address=address, ng_port=ng_port)
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port)

@@ -563,7 +563,8 @@ event_route[xhttp:request] {{
 
 
 def check_edges(slab: StatusLab, rpc: str) -> None:
-    args = ["--host", PBX, "--host", "edge-central", "--timeout", "2", "--kamailio-rpc", rpc]
+    args = ["--host", PBX, "--host", "edge-central", "--timeout", "2", "--kamailio-rpc", rpc,
+            "--rtpengine-ng", "{address}:{ng_port}"]  # fmt: skip
     netns = ["ip", "netns", "exec", slab.netns]
     code, report, err = 2, None, ""
     deadline = time.monotonic() + 20
