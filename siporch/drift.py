@@ -209,7 +209,9 @@ def parse_pjsip_objects(text: str) -> dict[str, set[str]]:
     templates: dict[str, str] = {}
     sections: list[tuple[str, bool, list[str], str | None]] = []
     name: str | None = None
-    is_template, parents, typ = False, [], None
+    is_template = False
+    parents: list[str] = []
+    typ: str | None = None
 
     def close() -> None:
         if name is not None:
