@@ -808,3 +808,90 @@ def test_branch_call_fails_over_to_central_trunk_through_central_edge() -> None:
             assert "X-Siporch-Trunk: itsp-a" in ok
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+NET3 = "127.0.90"
+
+
+def _make_certs(d: Path, ips: list[str]) -> None:
+    """A lab CA and certificates for the edge and a peer, signed by it."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=siporch lab CA",
+        "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
+    (d / "ext").write_text("subjectAltName=" + ",".join(f"IP:{ip}" for ip in ips) + "\n")
+    for name in ("edge", "peer"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr")  # fmt: skip
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", "ext", "-out", f"{name}.crt")  # fmt: skip
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+@pytest.mark.parametrize("trusted", [True, False], ids=["lab-ca", "self-signed"])
+def test_tls_trunk(trusted: bool) -> None:
+    """itsp-b over TLS: the edge (TLS listener, certificate from a lab CA) connects to the
+    peer, verifies it against the CA and sends the INVITE (RTP/SAVP) over TLS; a peer whose
+    certificate the CA did not sign gets nothing. The peer is `openssl s_server`, which
+    prints what it receives."""
+    _need_tools()
+    ng_port = 22398
+    work = Path(tempfile.mkdtemp(prefix="siporch-tls-"))
+    _make_certs(work, [f"{NET3}.10", f"{NET3}.40"])
+    if not trusted:
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", "/CN=stranger", "-keyout", "peer.key", "-out", "peer.crt"],
+            cwd=work, check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+    data = loopback_model(net=NET3, ng_port=ng_port).model_dump(mode="json")
+    data["hosts"]["pbx-central"]["ami"]["secret"] = "x"
+    data["trunks"]["itsp-b"]["auth"]["password"] = "x"
+    data["hosts"]["edge-central"]["transports"] = [
+        {"protocol": "udp", "port": 5060},
+        {"protocol": "tls", "port": 5061},
+    ]
+    data["hosts"]["edge-central"]["tls"] = {
+        "certificate": str(work / "edge.crt"),
+        "private_key": str(work / "edge.key"),
+        "ca": str(work / "ca.crt"),
+    }
+    data["trunks"]["itsp-b"]["peers"] = [
+        {"address": f"{NET3}.40", "port": 5061, "transport": "tls"}
+    ]
+    base = work / "edge"
+    (base / "run").mkdir(parents=True)
+    e = Edge(base, base, f"unix:{base}/run/kamailio_ctl")
+    _release(e, "a", Model.model_validate(data))
+    out = work / "peer.out"
+    peer = subprocess.Popen(
+        ["stdbuf", "-o0", "openssl", "s_server", "-accept", f"{NET3}.40:5061",
+         "-cert", str(work / "peer.crt"), "-key", str(work / "peer.key"), "-msg"],
+        stdout=out.open("wb"), stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        with _running([e], [], ng_port, work):
+            rejecting = reject_scenario(e, 503)
+            sipp_call(
+                e,
+                f"{NET3}.20",
+                "3125550100",
+                {f"{NET3}.30": rejecting, f"{NET3}.31": rejecting},
+                target=f"{NET3}.10",
+                timeout=4,
+            )
+            _wait(lambda: b"INVITE" in out.read_bytes(), 5)
+    finally:
+        peer.terminate()
+        peer.wait(timeout=10)
+        text = out.read_text(errors="replace")
+        shutil.rmtree(work, ignore_errors=True)
+    if not trusted:
+        assert "INVITE" not in text, text[-2000:]
+        return
+    assert f"INVITE sip:+13125550100@{NET3}.40:5061;transport=tls SIP/2.0" in text, text[-2000:]
+    assert "Via: SIP/2.0/TLS" in text
+    assert "RTP/SAVP" in text
