@@ -90,7 +90,7 @@ def _pids(lab: Any) -> dict[str, str]:
 def _dispatcher_uris(lab: Any) -> set[str]:
     proc = lab.run(EDGE, [HELPER, "rpc", "dispatcher.list"], check=True)
     data = json.loads(proc.stdout)
-    return {t["DEST"]["URI"] for r in data["RECORDS"] for t in r["SET"]["TARGETS"]}
+    return {t["DEST"]["URI"].split(";")[0] for r in data["RECORDS"] for t in r["SET"]["TARGETS"]}
 
 
 def _ok(result: runner.RunResult) -> None:
