@@ -8,10 +8,12 @@ a release that fails its on-host check, rollbacks, and calls that survive it all
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,27 @@ def _dispatcher_uris(lab: Any) -> set[str]:
 
 def _ok(result: runner.RunResult) -> None:
     assert result.ok, "\n".join(result.output[-60:])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def exclusive() -> Iterator[None]:
+    """Hold the controller's deploy lock across the module: other deploys wait for it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "deploy_lock", REPO / "playbooks" / "files" / "deploy_lock.py"
+    )
+    assert spec and spec.loader
+    lock_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lock_mod)
+    lock = REPO / "build" / "deploy.lock"
+    token = lock_mod.acquire(lock, 1200, os.getpid())
+    os.environ["SIPORCH_DEPLOY_LOCK"] = token
+    try:
+        yield
+    finally:
+        os.environ.pop("SIPORCH_DEPLOY_LOCK", None)
+        lock_mod.release(lock, token)
 
 
 @pytest.fixture(scope="module")

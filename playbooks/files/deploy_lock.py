@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""One deploy or rollback at a time per controller: a lock directory with its owner.
+
+  deploy_lock.py acquire LOCK [--wait S]   prints the token it took ("" when the lock is
+                                           already held by the caller's SIPORCH_DEPLOY_LOCK)
+  deploy_lock.py release LOCK TOKEN
+
+The owner is the ansible-playbook process (found among the caller's ancestors) or, for a
+caller holding the lock across several runs, the process that took it; a lock whose owner
+no longer runs is taken over. Exit status 1 when the lock stays held for --wait seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def owner_pid() -> int:
+    """The ansible-playbook process this runs under, else the parent process."""
+    pid = os.getppid()
+    probe = pid
+    while probe > 1:
+        try:
+            cmdline = Path(f"/proc/{probe}/cmdline").read_bytes()
+        except OSError:
+            break
+        if b"ansible-playbook" in cmdline:
+            return probe
+        probe = _parent(probe)
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_owner(lock: Path) -> dict[str, object]:
+    try:
+        data = json.loads((lock / "owner.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def acquire(lock: Path, wait: float, pid: int, held: str = "") -> str:
+    deadline = time.monotonic() + wait
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            lock.mkdir()
+        except FileExistsError:
+            owner = read_owner(lock)
+            if held and owner.get("token") == held:
+                return ""
+            owner_pid = owner.get("pid")
+            started = float(owner.get("time", 0) or 0)
+            dead = isinstance(owner_pid, int) and not _alive(owner_pid)
+            unreadable = not owner and time.time() - lock.stat().st_mtime > 30
+            if dead or unreadable or (started and time.time() - started > 6 * 3600):
+                shutil.rmtree(lock, ignore_errors=True)
+                continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"another deploy (pid {owner_pid}) holds {lock} since "
+                    f"{time.strftime('%H:%M:%S', time.localtime(started))}"
+                ) from None
+            time.sleep(1.0)
+            continue
+        token = uuid.uuid4().hex
+        (lock / "owner.json").write_text(
+            json.dumps({"pid": pid, "token": token, "time": time.time()})
+        )
+        return token
+
+
+def release(lock: Path, token: str) -> None:
+    if token and read_owner(lock).get("token") == token:
+        shutil.rmtree(lock, ignore_errors=True)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[0] not in ("acquire", "release"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    lock = Path(argv[1])
+    if argv[0] == "release":
+        release(lock, argv[2] if len(argv) > 2 else "")
+        return 0
+    wait = float(argv[argv.index("--wait") + 1]) if "--wait" in argv else 900.0
+    try:
+        print(acquire(lock, wait, owner_pid(), os.environ.get("SIPORCH_DEPLOY_LOCK", "")))
+    except TimeoutError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
