@@ -838,7 +838,7 @@ def test_tls_trunk(trusted: bool) -> None:
     certificate the CA did not sign gets nothing. The peer is `openssl s_server`, which
     prints what it receives."""
     _need_tools()
-    ng_port = 22398
+    ng_port = 22396
     work = Path(tempfile.mkdtemp(prefix="siporch-tls-"))
     _make_certs(work, [f"{NET3}.10", f"{NET3}.40"])
     if not trusted:
