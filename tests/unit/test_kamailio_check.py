@@ -356,6 +356,7 @@ def sipp_call(
     user_agent: str | None = None,
     timeout: int = 12,
     target: str = EDGE,
+    uac_scenario: Path = UAC,
 ) -> Call:
     work = Path(tempfile.mkdtemp(dir=edge.base))
     servers = {}
@@ -381,7 +382,7 @@ def sipp_call(
             cwd=work,
         )
     time.sleep(0.5)
-    uac = UAC
+    uac = uac_scenario
     if user_agent is not None:
         uac = work / "uac.xml"
         uac.write_text(
@@ -725,6 +726,28 @@ def test_srtp_toward_the_srtp_trunk(edge: Edge) -> None:
     ok = first_line(received(call.uac), "SIP/2.0 200 OK")
     assert "X-Siporch-Trunk: itsp-b" in ok
     assert "m=audio" in ok and "RTP/AVP" in ok and "a=crypto" not in ok, ok
+
+
+@pytest.mark.lab
+def test_reinvite_keeps_media_anchored(edge: Edge) -> None:
+    """A re-INVITE inside an anchored call: the new offer toward the trunk and the answer
+    back to the PBX both go through rtpengine, from the Record-Route parameters alone."""
+    call = sipp_call(
+        edge,
+        PBX,
+        "3125550100",
+        {PEER1: SCENARIOS / "uas_reinvite.xml"},
+        uac_scenario=SCENARIOS / "uac_reinvite.xml",
+    )
+    assert call.rc == 0, call.uac[-2000:]
+    invites = [m for m in received(call.uas[PEER1]) if m.startswith("INVITE ")]
+    assert len(invites) == 2, invites
+    assert "a=sendonly" in invites[1] and "c=IN IP4 127.0.0.1" in invites[1], invites[1]
+    assert PBX not in invites[1]
+    oks = [
+        m for m in received(call.uac) if m.startswith("SIP/2.0 200 OK") and "CSeq: 2 INVITE" in m
+    ]
+    assert oks and "a=recvonly" in oks[0] and "c=IN IP4 127.0.0.1" in oks[0], oks
 
 
 FLOODER = f"{NET}.98"
