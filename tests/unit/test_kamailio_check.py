@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -591,14 +593,15 @@ def test_release_switch_and_reload(edge: Edge) -> None:
     assert state() == (False, False, "+12025550123", "1")
 
 
+def _http_rpc(address: str, method: str) -> Any:
+    body = json.dumps({"jsonrpc": "2.0", "method": method, "id": 1}).encode()
+    with urllib.request.urlopen(f"http://{address}:5071/RPC", body, timeout=10) as reply:
+        return json.load(reply)["result"]
+
+
 @pytest.mark.lab
 def test_json_rpc_over_http(edge: Edge) -> None:
-    import json
-    import urllib.request
-
-    body = json.dumps({"jsonrpc": "2.0", "method": "core.version", "id": 1}).encode()
-    with urllib.request.urlopen(f"http://{EDGE}:5071/RPC", body, timeout=5) as reply:
-        assert "kamailio" in json.load(reply)["result"]
+    assert "kamailio" in _http_rpc(EDGE, "core.version")
 
 
 @pytest.mark.lab
@@ -918,3 +921,36 @@ def test_tls_trunk(trusted: bool) -> None:
     assert f"INVITE sip:+13125550100@{NET3}.40:5061;transport=tls SIP/2.0" in text, text[-2000:]
     assert "Via: SIP/2.0/TLS" in text
     assert "RTP/SAVP" in text
+
+
+@pytest.mark.lab
+def test_generated_1000_trunks_load_live() -> None:
+    """The 1,000-trunk model's data loads into a running Kamailio: every peer in the
+    dispatcher, every source in the ACL, DID prefixes and routes answer."""
+    _need_tools()
+    data = generate(1000)
+    for name, address in (("edge-central", "10"), ("edge-branch", "11"), ("pbx-central", "20")):
+        data["hosts"][name]["address"] = f"127.0.91.{address}"
+    data["hosts"]["edge-central"]["rtpengine"] = {"ng_port": 22390}
+    model = Model.model_validate(data)
+    work = Path(tempfile.mkdtemp(prefix="siporch-gen-"))
+    base = work / "edge"
+    (base / "run").mkdir(parents=True)
+    e = Edge(base, base, f"unix:{base}/run/kamailio_ctl")
+    _release(e, "a", model)
+    local = [n for n, t in model.trunks.items() if t.site == "central"]
+    try:
+        started = time.monotonic()
+        with _running([e], [], 22390, work):
+            load_s = time.monotonic() - started
+            listing = json.dumps(_http_rpc("127.0.91.10", "dispatcher.list"))
+            assert listing.count('"URI": "sip:198.19.') == 2 * len(local)
+            acl = json.dumps(_http_rpc("127.0.91.10", "permissions.addressDump"))
+            assert acl.count('"ip": "198.19.') == 2 * len(local)
+            # trunk 0's first DID range, and a generated route
+            assert "value: 1" in e.rpc("htable.get", "dids", "p+120000000/12")
+            routed = e.rpc("dialplan.translate", "2", "s:+440000012345")
+            assert "Attributes: 2" in routed, routed
+            assert load_s < 15, load_s
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
