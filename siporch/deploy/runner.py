@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -113,9 +114,8 @@ def build_command(
     if not inventory.exists():
         raise SiporchError(f"inventory {inventory} does not exist")
     variables: dict[str, Any] = {"siporch_inventory": str(inventory.resolve())}
-    siporch_exe = shutil.which("siporch")
-    if siporch_exe:
-        variables["siporch_command"] = siporch_exe
+    # Render with this very siporch (the interpreter and package running now).
+    variables["siporch_command"] = [sys.executable, "-m", "siporch"]
     if vault_file is not None:
         variables["siporch_vault_password_file"] = str(vault_file.resolve())
     if report_file is not None:

@@ -110,7 +110,7 @@ def exclusive() -> Iterator[None]:
     assert spec and spec.loader
     lock_mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(lock_mod)
-    lock = REPO / "build" / "deploy.lock"
+    lock = Path("/tmp/siporch-deploy.lock")
     token = lock_mod.acquire(lock, 1200, os.getpid())
     os.environ["SIPORCH_DEPLOY_LOCK"] = token
     try:
