@@ -69,8 +69,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", type=Path, help="Also write the figures here (for bench/plots.py).")
     args = ap.parse_args()
     rows = {n: run(n, args.repeat) for n in args.sizes}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({str(n): r for n, r in rows.items()}, indent=2) + "\n")
     print(
         "| trunks | DID ranges | validate (s) | render (s) | validate + render (s) | write bundle (s) | files | MB written | peak RSS (MB) |"
     )
