@@ -145,6 +145,16 @@ def render(
         files[f"kamailio/db/{name}"] = _htable_text(items)
     versions = [("version", 1), *sorted(TABLE_VERSIONS.items())]
     db("version", _HEADERS["version"], versions)
+    limit = db_max_rows(h)
+    for path, text in files.items():
+        rows = text.count("\n") - 1
+        if path.startswith("kamailio/db/") and rows > limit:
+            need = -(-rows * 8 * 4 // (1024 * 1024))
+            raise KamailioRenderError(
+                f"hosts.{host}.kamailio.pkg_mb: {path} has {rows} rows, more than "
+                f"{h.kamailio.pkg_mb} MB of private memory lets Kamailio load; give it at least "
+                f"{need}"
+            )
     return dict(sorted(files.items()))
 
 
@@ -239,6 +249,7 @@ def _host_context(model: Model, name: str, h: Host, root: str, run_dir: str) -> 
         "run_dir": run_dir,
         "advertised": str(advertised),
         "rtpengine_port": h.rtpengine.ng_port,
+        "db_max_rows": db_max_rows(h),
         "probe_interval": probe.interval,
         "probe_threshold": probe.threshold,
         "flood": model.security.flood,
@@ -251,6 +262,12 @@ def _host_context(model: Model, name: str, h: Host, root: str, run_dir: str) -> 
         "children": h.kamailio.children,
         "listens": listens,
     }
+
+
+def db_max_rows(h: Host) -> int:
+    """db_text's max_result_rows: it allocates that many row pointers (8 bytes) in private
+    memory for each query, so a quarter of pkg_mb goes to them."""
+    return h.kamailio.pkg_mb * 1024 * 1024 // 8 // 4
 
 
 def whole(regex: str) -> str:

@@ -346,3 +346,15 @@ def test_whole_is_fullmatch() -> None:
     for rx in (r"1|12", r"^\+(\d+)$", r"(91)?1"):
         for s in ("1", "12", "123", "+12", "911", "9111"):
             assert bool(re.search(whole(rx), s)) == bool(re.fullmatch(rx, s))
+
+
+def test_tables_must_fit_private_memory() -> None:
+    hosts = example().model_dump(mode="json")["hosts"]
+    assert "#!define DB_MAX_ROWS 524288" in render(example(), "edge-branch")["kamailio/host.cfg"]
+    hosts["edge-central"]["kamailio"]["pkg_mb"] = 4
+    files = render(variant(hosts=hosts), "edge-central")
+    assert "#!define DB_MAX_ROWS 131072" in files["kamailio/host.cfg"]
+    data = generate(1000, dids_per_trunk=100)
+    data["hosts"]["edge-central"]["kamailio"]["pkg_mb"] = 4
+    with pytest.raises(KamailioRenderError, match=r"hosts\.edge-central\.kamailio\.pkg_mb: .*dids"):
+        render(Model.model_validate(data), "edge-central")
