@@ -377,12 +377,12 @@ class _EdgeData:
             else:
                 group = GROUP_EDGE
             rows.append((group, h.address, h.address.max_prefixlen, 0, name))
-        management: dict[str, tuple[object, int]] = {"127.0.0.0/8": ("127.0.0.0", 8)}
+        management: dict[str, tuple[str, int]] = {"127.0.0.0/8": ("127.0.0.0", 8)}
         for h in self.model.hosts.values():
             for net in h.ami.permit if h.ami else []:
-                management.setdefault(str(net), (net.network_address, net.prefixlen))
-        for address, prefix in management.values():
-            rows.append((GROUP_MANAGEMENT, address, prefix, 0, "management"))
+                management.setdefault(str(net), (_ip(net.network_address), net.prefixlen))
+        for network, length in management.values():
+            rows.append((GROUP_MANAGEMENT, network, length, 0, "management"))
         return rows
 
     # -- dispatcher
