@@ -113,4 +113,3 @@ def test_helpers_installed(lab: Any, deployed: str) -> None:
     ):
         f = _host(lab, name).file(f"/usr/local/lib/siporch/{helper}")
         assert f.is_file and f.mode == 0o755
-
