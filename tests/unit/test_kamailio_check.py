@@ -359,6 +359,7 @@ def sipp_call(
     timeout: int = 12,
     target: str = EDGE,
     uac_scenario: Path = UAC,
+    uac_keys: dict[str, str] | None = None,
 ) -> Call:
     work = Path(tempfile.mkdtemp(dir=edge.base))
     servers = {}
@@ -410,6 +411,7 @@ def sipp_call(
                 "-timeout",
                 str(timeout),
                 "-timeout_error",
+                *[a for k, v in (uac_keys or {}).items() for a in ("-key", k, v)],
                 "-trace_msg",
                 "-message_file",
                 str(work / "uac.log"),
@@ -751,6 +753,52 @@ def test_reinvite_keeps_media_anchored(edge: Edge) -> None:
         m for m in received(call.uac) if m.startswith("SIP/2.0 200 OK") and "CSeq: 2 INVITE" in m
     ]
     assert oks and "a=recvonly" in oks[0] and "c=IN IP4 127.0.0.1" in oks[0], oks
+
+
+@pytest.mark.lab
+def test_registration_trunk(edge: Edge) -> None:
+    """The PBX registers itsp-b through the edge (the Contact becomes the edge), then the
+    ITSP calls that contact with the DID in To: the call reaches the PBX as E.164."""
+    reg = sipp_call(
+        edge,
+        PBX,
+        "examplecorp",
+        {ITSP_B: SCENARIOS / "uas_registrar.xml"},
+        uac_scenario=SCENARIOS / "uac_register.xml",
+        uac_keys={"registrar": f"{ITSP_B}:5060"},
+    )
+    assert reg.rc == 0, reg.uac[-2000:]
+    register = first_line(received(reg.uas[ITSP_B]), "REGISTER ")
+    assert register.startswith(f"REGISTER sip:{ITSP_B}:5060 SIP/2.0"), register
+    m = re.search(r"^Contact: <([^>]+)>", register, re.M)
+    assert m and m.group(1) == f"sip:examplecorp@{EDGE};transport=udp", register
+    call = sipp_call(
+        edge,
+        ITSP_B,
+        "+12025550123",
+        {PBX: SCENARIOS / "uas_rr.xml"},
+        uac_scenario=SCENARIOS / "uac_to_contact.xml",
+        uac_keys={"contact": m.group(1)},
+    )
+    assert call.rc == 0, call.uac[-2000:]
+    invite = first_line(received(call.uas[PBX]), "INVITE ")
+    assert invite.startswith(f"INVITE sip:+12025550123@{PBX}:5060"), invite
+    assert "X-Siporch-Trunk: itsp-b" in invite
+
+
+@pytest.mark.lab
+def test_register_to_a_stranger_is_refused(edge: Edge) -> None:
+    reg = sipp_call(
+        edge,
+        PBX,
+        "examplecorp",
+        {STRANGER: SCENARIOS / "uas_registrar.xml"},
+        uac_scenario=SCENARIOS / "uac_register.xml",
+        uac_keys={"registrar": f"{STRANGER}:5060"},
+        timeout=4,
+    )
+    assert first_line(received(reg.uac), "SIP/2.0 404")
+    assert not received(reg.uas[STRANGER])
 
 
 FLOODER = f"{NET}.98"
