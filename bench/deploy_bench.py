@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -169,6 +170,21 @@ def main() -> int:
     if not (LAB_INVENTORY / "lab.json").is_file():
         raise SystemExit("the lab is not up: run `siporch lab up` first")
     which = set(args.only or ["noop", "scale", "drops"])
+    # Hold the controller's deploy lock for the whole benchmark: no other deploy in between.
+    sys.path.insert(0, str(REPO / "playbooks" / "files"))
+    import deploy_lock
+
+    lock = Path("/tmp/siporch-deploy.lock")
+    token = deploy_lock.acquire(lock, 1800, os.getpid())
+    os.environ["SIPORCH_DEPLOY_LOCK"] = token
+    try:
+        run_benchmarks(which, args)
+    finally:
+        deploy_lock.release(lock, token)
+    return 0
+
+
+def run_benchmarks(which: set[str], args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="siporch-deploy-bench-") as tmp_name:
         tmp = Path(tmp_name)
         if which & {"noop", "scale"}:
@@ -186,7 +202,6 @@ def main() -> int:
             print("\n".join(bench_drops(tmp, args.calls)), flush=True)
         # leave the lab on the lab's own model
         deploy(copy_inventory(tmp / "restore"))
-    return 0
 
 
 if __name__ == "__main__":
