@@ -73,7 +73,8 @@ def acquire(lock: Path, wait: float, pid: int, held: str = "") -> str:
             if held and owner.get("token") == held:
                 return ""
             owner_pid = owner.get("pid")
-            started = float(owner.get("time", 0) or 0)
+            raw_time = owner.get("time", 0)
+            started = float(raw_time) if isinstance(raw_time, int | float) else 0.0
             dead = isinstance(owner_pid, int) and not _alive(owner_pid)
             unreadable = not owner and time.time() - lock.stat().st_mtime > 30
             if dead or unreadable or (started and time.time() - started > 6 * 3600):

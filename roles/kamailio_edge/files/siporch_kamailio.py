@@ -217,7 +217,7 @@ def check_tree(release: Path, kamailio: str) -> str:
 # ---------------------------------------------------------------- reloads
 
 
-RELOAD_METHODS = {
+RELOAD_METHODS: dict[str, tuple[str, str, list[str]]] = {
     "dispatcher.reload": ("dispatcher", "dispatcher.reload", []),
     "permissions.addressReload": ("permissions", "permissions.addressReload", []),
     "dialplan.reload": ("dialplan", "dialplan.reload", []),
