@@ -61,6 +61,7 @@ def test_bad_model_contacts_no_host(tmp_path: Path) -> None:
         shutil.copy(vault_pass, tmp_path / ".vault-pass")
         cmd += ["--vault-password-file", str(vault_pass)]
     cmd += ["-e", f"siporch_release_out={tmp_path / 'build'}"]
+    cmd += ["-e", f"siporch_deploy_lock={tmp_path / 'lock'}"]
     proc = subprocess.run(
         cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120, check=False
     )
