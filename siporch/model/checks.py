@@ -30,7 +30,7 @@ def _choices(names: Any) -> str:
 
 def check_model(model: Model) -> list[Finding]:
     out: list[Finding] = []
-    for check in (_refs, _names, _dids, _sources, _tls, _resilience, _capacity):
+    for check in (_refs, _names, _dids, _sources, _tls, _pbx_edges, _resilience, _capacity):
         out.extend(check(model))
     return out
 
@@ -228,6 +228,20 @@ def _tls(m: Model) -> Iterator[Finding]:
                 ("trunks", name, "media", "srtp"),
                 "SRTP keys (SDES) would travel unencrypted: use a tls peer",
             )
+
+
+def _pbx_edges(m: Model) -> Iterator[Finding]:
+    """Every PBX reaches every edge over UDP or TCP (the PBX <-> edge leg)."""
+    for pname in m.hosts_with_role("pbx"):
+        ours = {t.protocol for t in m.hosts[pname].transports} - {"tls"}
+        for ename in m.hosts_with_role("edge"):
+            theirs = {t.protocol for t in m.hosts[ename].transports} - {"tls"}
+            if not ours & theirs:
+                yield _err(
+                    ("hosts", pname, "transports"),
+                    f"no UDP or TCP transport in common with edge '{ename}' "
+                    f"({', '.join(sorted(theirs)) or 'none'}): the PBX reaches its edges over them",
+                )
 
 
 def _resilience(m: Model) -> Iterator[Finding]:

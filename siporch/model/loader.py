@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from siporch import gcpause
 from siporch.errors import ModelError, Problem
 from siporch.model.schema import Model
 
@@ -317,6 +318,11 @@ def find_vault_password_file(inventory: Path) -> Path | None:
 
 def load_model(inventory: Path, vault_password_file: Path | None = None) -> LoadedModel:
     """Load, decrypt, resolve and validate the model of one inventory directory."""
+    with gcpause.paused():
+        return _load_model(inventory, vault_password_file)
+
+
+def _load_model(inventory: Path, vault_password_file: Path | None) -> LoadedModel:
     inventory = Path(inventory)
     gv = inventory / "group_vars" / "all"
     if not inventory.is_dir():

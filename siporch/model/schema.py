@@ -65,6 +65,12 @@ class NumberRule(Strict):
 
     @model_validator(mode="after")
     def _groups_exist(self) -> NumberRule:
+        if not self.replace:
+            raise ValueError("replace must not be empty")
+        if "$" in self.replace:
+            raise ValueError("replace takes \\1..\\9 for groups, not '$'")
+        if re.search(r"\\(?!\d)", self.replace):
+            raise ValueError("a backslash in replace must be followed by a group number 1..9")
         groups = re.compile(self.match).groups
         for ref in re.findall(r"\\(\d)", self.replace):
             if int(ref) > groups:

@@ -11,6 +11,7 @@ import fnmatch
 import importlib
 from types import ModuleType
 
+from siporch import gcpause
 from siporch.model.schema import Model
 
 #: Which renderer modules serve which host role, in order.
@@ -37,7 +38,8 @@ def render_host(model: Model, host: str) -> dict[str, bytes]:
 
 def render_release(model: Model) -> dict[str, dict[str, bytes]]:
     """Every host's files. Same model, same bytes."""
-    return {host: render_host(model, host) for host in sorted(model.hosts)}
+    with gcpause.paused():
+        return {host: render_host(model, host) for host in sorted(model.hosts)}
 
 
 def reload_action(role: str, path: str) -> str:
