@@ -285,12 +285,52 @@ def _loaded_destinations(result: object) -> dict[str, str]:
     return loaded
 
 
+def ctl_socket(cfg: Path) -> str:
+    """The binrpc socket of the ctl module (kamcmd), from the rendered kamailio.cfg."""
+    params = _modparams(_cfg_text(cfg), "ctl")
+    return params.get("binrpc", "unix:/run/kamailio/kamailio_ctl")
+
+
+def _kamcmd_destinations(cfg: Path) -> dict[str, str]:
+    """dispatcher.list over kamcmd: no datagram size limit (large dispatcher tables)."""
+    out = subprocess.run(
+        ["kamcmd", "-s", ctl_socket(cfg), "dispatcher.list"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise Failure(f"kamcmd dispatcher.list: {(out.stderr or out.stdout).strip()}")
+    loaded: dict[str, str] = {}
+    uri = ""
+    for line in out.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("URI:"):
+            uri = line.split(":", 1)[1].strip()
+        elif line.startswith("FLAGS:") and uri:
+            loaded[uri] = line.split(":", 1)[1].strip()
+            uri = ""
+    return loaded
+
+
+def loaded_destinations(cfg: Path) -> dict[str, str]:
+    """URI -> flags of every destination Kamailio's dispatcher holds."""
+    try:
+        return _loaded_destinations(rpc(cfg, "dispatcher.list"))
+    except Failure as exc:
+        # A reply larger than one datagram never arrives: ask over the ctl stream socket.
+        if "no answer" in str(exc) and "ctl.so" in _cfg_text(cfg):
+            return _kamcmd_destinations(cfg)
+        raise
+
+
 def dispatcher_check(cfg: Path, db_file: Path, wait: float) -> str:
     expected = _destinations(db_file)
     deadline = time.monotonic() + wait
     while True:
         try:
-            loaded = _loaded_destinations(rpc(cfg, "dispatcher.list"))
+            loaded = loaded_destinations(cfg)
         except Failure as exc:
             if "no destination sets" in str(exc).lower() and not expected:
                 return "dispatcher: no destinations expected, none loaded"
