@@ -14,20 +14,22 @@ Every call logs its own events (INVITE sent, 200 received, 200 to BYE received) 
 time, so each failed or dropped call is matched to what was happening at that moment.
 
 Timeline, one step after the other, with a pause of a third of the hold time in between:
-deploy (max_channels of itsp-a 30 -> 40: htable reload), deploy (weights of itsp-a's peers:
-dispatcher reload), Asterisk `module reload res_pjsip.so` + `dialplan reload`, rollback,
-partition itsp-a1 <-> edge-central and heal, deploy (Kamailio children: restart), deploy
-(children back: restart) during which Kamailio is killed by its pid file at the start of
-the edge's health gate, and a last deploy of the lab model unchanged. The changed models are
+deploy (max_channels of itsp-a 30 -> 40: Kamailio htable reload, Asterisk pjsip.conf and
+dialplan reloads), deploy (weights of itsp-a's peers: dispatcher reload), Asterisk
+`module reload res_pjsip.so` + `dialplan reload`, rollback to the release the run started
+on, partition itsp-a1 <-> edge-central and heal, deploy (Kamailio children 6: restart),
+deploy (children 5: restart) during which Kamailio is killed by its pid file at the start
+of the edge's health gate, and a last deploy of the lab model unchanged. The changed models are
 written into a temporary copy of inventory/lab; inventory/lab itself is never edited.
 
 The deploy lock of the controller (/tmp/siporch-deploy.lock) is held for the whole run, so
 no other deploy changes the hosts in between (they wait for it).
 
 Prints a Markdown report (for docs/benchmarks.md) and, with --json, the same as data.
-Exit 0 when no call was dropped outside the Kamailio-kill fault and every siporch host ends
-on the release the last deploy reported (the lab model's); 1 otherwise, with the reason;
-2 when the run could not start (not root, no lab, lock held).
+Exit 0 when no call was dropped by a deploy, a rollback or a reload (the Kamailio kill and
+the partition are faults: their failed and dropped calls are counted apart) and every
+siporch host ends on the release the last deploy reported (the lab model's); 1 otherwise,
+with the reason; 2 when the run could not start (not root, no lab, lock held).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ ASTERISK_CONF = "/etc/siporch/current/asterisk/asterisk.conf"
 # SIPp takes "-p 0" for "unset" and then binds 5060 when it is free: an explicit port keeps
 # 5060 of itsp-a1 for the UAS that answers outbound calls (and for the edge's probes).
 UAC_PORT = 25060
+SOAK_CALLER = "siporch soak"  # the display name of the soak's calls
 RESTART_TASK = "Start or restart Kamailio"  # the edge's apply step
 HEALTH_TASK = "Look at the running Kamailio"  # first task of the edge's health gate
 # A BYE is retransmitted for about 20 s (500 ms doubling, capped at 4 s, 7 times) and a
@@ -375,6 +378,37 @@ def kill_kamailio() -> str:
     )
     proc = lab_mod.run(EDGE, ["/bin/sh", "-c", script], timeout=10)
     return proc.stdout.strip() if proc.returncode == 0 else f"kill failed: {proc.stderr.strip()}"
+
+
+def asterisk(command: str) -> str:
+    proc = lab_mod.run(PBX, ["asterisk", "-C", ASTERISK_CONF, "-rx", command], timeout=30)
+    return proc.stdout
+
+
+def trunk_channels() -> dict[str, str]:
+    """Asterisk's PJSIP channels on pbx-central: name -> caller ID name."""
+    out: dict[str, str] = {}
+    for line in asterisk("core show channels concise").splitlines():
+        name = line.split("!", 1)[0]
+        if not name.startswith("PJSIP/"):
+            continue
+        caller = ""
+        for row in asterisk(f"core show channel {name}").splitlines():
+            key, _, value = row.partition(":")
+            if key.strip() == "Caller ID Name":
+                caller = value.strip()
+        out[name] = caller
+    return out
+
+
+def hangup_soak_channels() -> int:
+    """Hang up the Asterisk channels of this benchmark's calls ("siporch soak" callers)
+    that their caller gave up: a drop at the edge leaves them up (Echo, no media timeout),
+    holding channels of the trunk's max_channels. Returns how many."""
+    mine = [name for name, caller in trunk_channels().items() if caller == SOAK_CALLER]
+    for name in mine:
+        asterisk(f"channel request hangup {name}")
+    return len(mine)
 
 
 def sipp_bin() -> str:
@@ -681,7 +715,6 @@ def set_max_channels(value: int) -> Callable[[dict[str, Any]], None]:
 
 def peer_weights(first: int, second: int) -> Callable[[dict[str, Any]], None]:
     def edit(model: dict[str, Any]) -> None:
-        model["trunks"]["itsp-a"]["max_channels"] = 40
         peers = model["trunks"]["itsp-a"]["peers"]
         peers[0]["weight"], peers[1]["weight"] = first, second
 
@@ -956,6 +989,14 @@ def markdown(r: dict[str, Any]) -> str:
             )
         if len(bad) > 40:
             lines.append(f"| ... {len(bad) - 40} more in the JSON | | | | | |")
+    ch = r.get("asterisk_channels", {})
+    if ch:
+        lines.append(
+            f"Asterisk channels: {ch['other_calls_at_start']} other call(s) up at the start; "
+            f"{ch['soak_leftovers_at_end_hung_up']} channel(s) of dropped soak calls still up "
+            f"at the end (hung up by the soak); {ch['soak_leftovers_at_start_hung_up']} left "
+            "by an earlier run hung up at the start."
+        )
     if r.get("outbound_skipped"):
         lines.append(f"Outbound calls skipped: {r['outbound_skipped']}.")
     if r.get("lock_lost_before"):
@@ -1004,6 +1045,12 @@ def soak(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]
             if not first.ok:
                 raise SoakError(f"the starting deploy failed: {first.detail}")
             start_release = first.release
+            stale = hangup_soak_channels()
+            others = len(trunk_channels())
+            if stale:
+                log(f"hung up {stale} Asterisk channel(s) left by an earlier soak")
+            if others:
+                log(f"{others} other call(s) up on pbx-central (other tests)")
             tl.steps.clear()  # the starting point, not an event under traffic
             edge = f"{hosts[EDGE]['address']}:5060"
             inbound = Flow(
@@ -1051,12 +1098,19 @@ def soak(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]
             for f in flows:
                 stop_flow(f, args.hold)
             t_end = now()
+            time.sleep(2.0)
+            leftover = hangup_soak_channels()
             final = {h: host_release(h) for h in SIPORCH_HOSTS}
             report = analyse(
                 flows, tl.steps, args.hold, t0, t_end, final, expected, model_hash, args
             )
             report["outbound_skipped"] = skipped
             report["lock_lost_before"] = tl.lock_lost
+            report["asterisk_channels"] = {
+                "soak_leftovers_at_start_hung_up": stale,
+                "other_calls_at_start": others,
+                "soak_leftovers_at_end_hung_up": leftover,
+            }
             return report
     finally:
         for f in flows:
