@@ -314,15 +314,70 @@ def _kamcmd_destinations(cfg: Path) -> dict[str, str]:
     return loaded
 
 
+def rpc_fifo(cfg: Path, method: str, timeout: float = 10.0) -> object:
+    """One JSON-RPC call over the jsonrpcs FIFO: no size limit on the reply."""
+    import select
+
+    text = _cfg_text(cfg)
+    params = _modparams(text, "jsonrpcs")
+    runtime = DEFAULT_RUNTIME_DIR
+    fifo = params.get("fifo_name", "kamailio_rpc.fifo")
+    if not fifo.startswith("/"):
+        fifo = f"{runtime}/{fifo}"
+    reply_dir = Path(params.get("fifo_reply_dir", "/tmp/"))
+    name = f"siporch_reply_{uuid.uuid4().hex[:12]}"
+    reply = reply_dir / name
+    os.mkfifo(reply, 0o666)
+    try:
+        os.chmod(reply, 0o666)
+        # Read end opened read-write: no end of file before Kamailio has written.
+        rfd = os.open(reply, os.O_RDWR | os.O_NONBLOCK)
+        try:
+            request = {"jsonrpc": "2.0", "method": method, "id": 1, "reply_name": name}
+            try:
+                wfd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                raise Failure(f"Kamailio JSON-RPC FIFO {fifo}: {exc}") from exc
+            try:
+                os.write(wfd, (json.dumps(request) + "\n").encode())
+            finally:
+                os.close(wfd)
+            data = b""
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([rfd], [], [], 0.5)
+                if not ready:
+                    continue
+                data += os.read(rfd, 1 << 20)
+                try:
+                    answer = json.loads(data.decode(errors="replace"))
+                except ValueError:
+                    continue
+                if "error" in answer:
+                    err = answer["error"]
+                    raise Failure(f"{method}: {err.get('code')} {err.get('message')}")
+                return answer.get("result")
+            raise Failure(f"no answer from Kamailio JSON-RPC FIFO {fifo}")
+        finally:
+            os.close(rfd)
+    finally:
+        reply.unlink(missing_ok=True)
+
+
 def loaded_destinations(cfg: Path) -> dict[str, str]:
     """URI -> flags of every destination Kamailio's dispatcher holds."""
     try:
         return _loaded_destinations(rpc(cfg, "dispatcher.list"))
     except Failure as exc:
-        # A reply larger than one datagram never arrives: ask over the ctl stream socket.
-        if "no answer" in str(exc) and "ctl.so" in _cfg_text(cfg):
-            return _kamcmd_destinations(cfg)
-        raise
+        # A reply larger than one datagram never arrives: ask over the FIFO, then kamcmd.
+        if "no answer" not in str(exc):
+            raise
+        try:
+            return _loaded_destinations(rpc_fifo(cfg, "dispatcher.list"))
+        except Failure:
+            if "ctl.so" not in _cfg_text(cfg):
+                raise
+        return _kamcmd_destinations(cfg)
 
 
 def dispatcher_check(cfg: Path, db_file: Path, wait: float) -> str:
