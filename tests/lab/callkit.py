@@ -1,0 +1,516 @@
+"""Helpers for real calls in the lab: SIPp peers in the ITSP hosts, SIPp callers, raw SIP
+requests, captures with tshark, Asterisk's CLI and the deployed edge's JSON-RPC.
+
+Every process runs in a lab host's network namespace and talks only to lab addresses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from siporch.deploy import runner
+from siporch.sipp import scenario
+
+REPO = Path(__file__).resolve().parents[2]
+LOCK = Path("/tmp/siporch-deploy.lock")
+KAMAILIO_HELPER = "/usr/local/lib/siporch/siporch_kamailio.py"
+ASTERISK_CONF = "/etc/siporch/current/asterisk/asterisk.conf"
+EDGE_CENTRAL = "edge-central"
+EDGE_BRANCH = "edge-branch"
+PBX = "pbx-central"
+
+
+class Lab:
+    """Names -> (namespace, address) from the lab's description, plus a run helper."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def ns(self, host: str) -> str:
+        ns: str = self.handle.netns(host)
+        return ns
+
+    def addr(self, host: str) -> str:
+        addr: str = self.handle.address(host)
+        return addr
+
+    def run(self, host: str, cmd: str | list[str], timeout: float = 60.0) -> str:
+        proc = self.handle.run(host, cmd, timeout=timeout)
+        return str(proc.stdout) + str(proc.stderr)
+
+    def asterisk(self, command: str) -> str:
+        return self.run(PBX, ["asterisk", "-C", ASTERISK_CONF, "-rx", command], timeout=30)
+
+    def rpc(self, edge: str, *args: str) -> Any:
+        proc = self.handle.run(edge, [KAMAILIO_HELPER, "rpc", *args], timeout=30)
+        try:
+            return json.loads(proc.stdout)
+        except ValueError:
+            return proc.stdout + proc.stderr
+
+    def unban(self, edge: str, address: str) -> None:
+        """Lift a flood ban of ``address`` (the edge keeps it block_seconds otherwise)."""
+        self.rpc(edge, "htable.delete", "ipban", address)
+
+
+def sipp() -> str:
+    exe = shutil.which("sipp")
+    if exe is None:
+        raise RuntimeError("sipp is not installed (apt-get install sip-tester)")
+    return exe
+
+
+# ------------------------------------------------------------------------ deploy lock
+
+
+def _lock_module() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "deploy_lock", REPO / "playbooks" / "files" / "deploy_lock.py"
+    )
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@contextlib.contextmanager
+def deploy_lock(wait: float) -> Iterator[str]:
+    """Hold the controller's deploy lock (no deploy changes the lab under the calls)."""
+    mod = _lock_module()
+    deadline = time.monotonic() + wait
+    while True:
+        token = mod.acquire(LOCK, max(1.0, deadline - time.monotonic()), os.getpid())
+        time.sleep(2.0)
+        try:
+            owner = json.loads((LOCK / "owner.json").read_text())
+        except (OSError, ValueError):
+            owner = {}
+        if owner.get("token") == token:
+            break
+    os.environ["SIPORCH_DEPLOY_LOCK"] = token
+    try:
+        yield token
+    finally:
+        os.environ.pop("SIPORCH_DEPLOY_LOCK", None)
+        mod.release(LOCK, token)
+
+
+def model_hash(inventory: Path) -> str:
+    """The 8 hex digits of the model hash that end a release id of ``inventory``."""
+    with tempfile.TemporaryDirectory(prefix="siporch-render-") as out:
+        proc = subprocess.run(
+            ["siporch", "render", "-i", str(inventory), "--out", out, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    if proc.returncode != 0:
+        raise RuntimeError(f"siporch render failed: {proc.stdout}{proc.stderr}")
+    rid: str = json.loads(proc.stdout)["id"]
+    return rid.rsplit("-", 1)[1]
+
+
+def current_release(lab: Lab, host: str) -> str:
+    return lab.run(host, "readlink /etc/siporch/current 2>/dev/null || true").strip()
+
+
+def ensure_deployed(lab: Lab, inventory: Path, hosts: tuple[str, ...]) -> str:
+    """Deploy the lab inventory unless every host already runs its current model.
+    Returns "" when nothing was needed, else the playbook's last lines."""
+    want = model_hash(inventory)
+    if all(current_release(lab, h).endswith(f"-{want}") for h in hosts):
+        return ""
+    report = runner.report_path()
+    vault = runner.vault_password_file(inventory, None)
+    # the registration gate needs a registrar behind itsp-b, which the lab lacks by default
+    cmd = runner.build_command(
+        "deploy-trunk.yml",
+        inventory,
+        vault_file=vault,
+        report_file=report,
+        extra_vars={"asterisk_pbx_health_registrations": False},
+    )
+    try:
+        result = runner.run(cmd, report)
+    finally:
+        report.unlink(missing_ok=True)
+    if not result.ok:
+        raise RuntimeError("deploy failed:\n" + "\n".join(result.output[-40:]))
+    return "\n".join(result.output[-5:])
+
+
+# ------------------------------------------------------------------------------ SIPp
+
+
+@dataclass
+class Uas:
+    """A SIPp UAS listening on ``host``:``port``."""
+
+    host: str
+    address: str
+    port: int
+    transport: str
+    workdir: Path
+    proc: subprocess.Popen[str] | None = None
+
+    @property
+    def message_file(self) -> Path:
+        return self.workdir / f"uas-{self.host}-{self.port}.msg"
+
+    def _chunks(self, kind: str) -> list[str]:
+        try:
+            text = self.message_file.read_text(errors="replace")
+        except OSError:
+            return []
+        return split_messages(text, kind)
+
+    def messages(self) -> list[str]:
+        """Every SIP message the UAS received (text, first line first)."""
+        return self._chunks("received")
+
+    def sent(self) -> list[str]:
+        return self._chunks("sent")
+
+    def invite_times(self) -> list[float]:
+        try:
+            text = self.message_file.read_text(errors="replace")
+        except OSError:
+            return []
+        return [w for w, m in timed_messages(text, "received") if m.startswith("INVITE ")]
+
+    def invites(self) -> list[str]:
+        return [m for m in self.messages() if m.startswith("INVITE ")]
+
+    def invite_users(self) -> list[str]:
+        """The request-URI user of every INVITE received."""
+        users = []
+        for m in self.invites():
+            match = re.match(r"INVITE sips?:([^@;> ]+)@", m)
+            users.append(match.group(1) if match else "")
+        return users
+
+
+@contextlib.contextmanager
+def uas(
+    lab: Lab,
+    host: str,
+    name: str = "uas_peer",
+    *,
+    port: int = 5060,
+    transport: str = "u1",
+    rtp_echo: bool = False,
+    limit_s: int = 300,
+    wait_s: float = 60.0,
+    address: str | None = None,
+) -> Iterator[Uas]:
+    """SIPp running ``siporch/sipp/<name>.xml`` on the host, recording what it receives.
+    Waits (bounded) while the port is taken by another run."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"siporch-uas-{host}-"))
+    addr = address or lab.addr(host)
+    u = Uas(host, addr, port, transport, workdir)
+    argv = [
+        "ip", "netns", "exec", lab.ns(host), sipp(),
+        "-sf", str(scenario(name)), "-i", addr, "-mi", addr, "-p", str(port),
+        "-t", transport, "-m", "100000", "-nostdin", "-timeout", f"{limit_s}s",
+        "-trace_msg", "-message_file", str(u.message_file), "-max_socket", "200",
+    ]  # fmt: skip
+    if rtp_echo:
+        argv.append("-rtp_echo")
+    deadline = time.monotonic() + wait_s
+    err = ""
+    while True:
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=workdir
+        )
+        time.sleep(1.0)
+        if proc.poll() is None:
+            u.proc = proc
+            break
+        err = proc.stderr.read().strip() if proc.stderr else ""
+        if time.monotonic() > deadline:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise RuntimeError(f"SIPp UAS on {host}:{port} did not start: {err[-300:]}")
+        time.sleep(3.0)
+    try:
+        yield u
+    finally:
+        stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def split_messages(text: str, kind: str) -> list[str]:
+    """The messages of a SIPp -trace_msg file that were ``kind`` ("received" or "sent")."""
+    return [m for _, m in timed_messages(text, kind)]
+
+
+def timed_messages(text: str, kind: str) -> list[tuple[float, str]]:
+    """(UNIX time, message) of each ``kind`` message of a SIPp -trace_msg file."""
+    out = []
+    parts = re.split(r"-{5,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\n", text)
+    for stamp, chunk in zip(parts[1::2], parts[2::2], strict=False):
+        first, _, rest = chunk.partition("\n")
+        if re.search(rf"message {kind}", first):
+            when = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+            out.append((when, rest.strip("\n")))
+    return out
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@dataclass
+class UacResult:
+    successful: int
+    failed: int
+    exit_code: int
+    stderr: str
+    messages: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def uac(
+    lab: Lab,
+    host: str,
+    target: str,
+    number: str,
+    *,
+    name: str = "uac_rr",
+    calls: int = 1,
+    rate: float = 10.0,
+    limit: int | None = None,
+    duration_ms: int = 2000,
+    timeout_s: int = 60,
+    transport: str = "u1",
+    address: str | None = None,
+    port: int = 0,
+) -> UacResult:
+    """Place ``calls`` calls with ``siporch/sipp/<name>.xml`` from ``host`` and wait."""
+    addr = address or lab.addr(host)
+    with tempfile.TemporaryDirectory(prefix="siporch-uac-") as tmp:
+        stat = Path(tmp) / "stat.csv"
+        msg = Path(tmp) / "msg.log"
+        argv = [
+            "ip", "netns", "exec", lab.ns(host), sipp(),
+            "-sf", str(scenario(name)), "-s", number,
+            "-i", addr, "-mi", addr, "-p", str(port), "-t", transport,
+            "-m", str(calls), "-r", f"{rate:g}", "-l", str(limit or calls),
+            "-d", str(duration_ms), "-recv_timeout", "15000",
+            "-timeout", f"{timeout_s}s", "-timeout_error", "-nostdin",
+            "-trace_stat", "-stf", str(stat), "-fd", "1",
+            "-trace_msg", "-message_file", str(msg), "-max_socket", "400",
+            target,
+        ]  # fmt: skip
+        start = time.monotonic()
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 30, cwd=tmp)
+        seconds = time.monotonic() - start
+        ok, failed = _stat(stat)
+        text = msg.read_text(errors="replace") if msg.exists() else ""
+        msgs = split_messages(text, "received")
+        return UacResult(ok, failed, proc.returncode, proc.stderr[-2000:], msgs, seconds)
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return 0, 0
+    if len(lines) < 2:
+        return 0, 0
+    head = lines[0].split(";")
+    last = lines[-1].split(";")
+    idx = {n: i for i, n in enumerate(head)}
+
+    def val(name: str) -> int:
+        try:
+            return int(last[idx[name]])
+        except (KeyError, IndexError, ValueError):
+            return 0
+
+    return val("SuccessfulCall(C)"), val("FailedCall(C)")
+
+
+# ------------------------------------------------------------------- raw SIP requests
+
+_SIP_CLIENT = textwrap.dedent(
+    r"""
+    import json, socket, sys, time, uuid
+    a = json.loads(sys.argv[1])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((a["src"], 0))
+    port = s.getsockname()[1]
+    s.settimeout(min(0.5, a["wait"]))
+    out = []
+    for i in range(a["count"]):
+        cid = "%s-%d" % (a["call_id"], i)
+        branch = "z9hG4bK" + uuid.uuid4().hex[:12]
+        body = ("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n"
+                "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n") % (a["src"], a["src"])
+        head = (
+            "INVITE sip:%s@%s SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP %s:%d;branch=%s;rport\r\n"
+            "From: <sip:2125550111@%s>;tag=%s\r\n"
+            "To: <sip:%s@%s>\r\n"
+            "Call-ID: %s\r\nCSeq: 1 INVITE\r\n"
+            "Contact: <sip:probe@%s:%d>\r\nMax-Forwards: 70\r\n"
+            "User-Agent: %s\r\nContent-Type: application/sdp\r\nContent-Length: %d\r\n\r\n"
+        ) % (a["number"], a["dst"], a["src"], port, branch, a["src"], uuid.uuid4().hex[:8],
+             a["number"], a["dst"], cid, a["src"], port, a["ua"], len(body))
+        s.sendto((head + body).encode(), (a["dst"], a["port"]))
+        codes = []
+        end = time.time() + a["wait"]
+        while time.time() < end:
+            try:
+                data = s.recv(65535).decode(errors="replace")
+            except socket.timeout:
+                continue
+            line = data.split("\r\n", 1)[0]
+            if line.startswith("SIP/2.0 "):
+                code = int(line.split()[1])
+                codes.append(code)
+                if code >= 200:
+                    if code < 300:
+                        break
+                    to = [h for h in data.split("\r\n") if h.lower().startswith(("to:", "t:"))]
+                    ack = (
+                        "ACK sip:%s@%s SIP/2.0\r\nVia: SIP/2.0/UDP %s:%d;branch=%s;rport\r\n"
+                        "From: <sip:2125550111@%s>;tag=x\r\n%s\r\nCall-ID: %s\r\n"
+                        "CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+                    ) % (a["number"], a["dst"], a["src"], port, branch, a["src"],
+                         to[0] if to else "To: <sip:x@x>", cid)
+                    s.sendto(ack.encode(), (a["dst"], a["port"]))
+                    break
+        out.append({"call_id": cid, "codes": codes})
+        if a["gap"]:
+            time.sleep(a["gap"])
+    print(json.dumps(out))
+    """
+)
+
+
+def invite(
+    lab: Lab,
+    host: str,
+    dst: str,
+    number: str,
+    *,
+    src: str | None = None,
+    ua: str = "siporch-probe",
+    count: int = 1,
+    wait: float = 3.0,
+    gap: float = 0.0,
+    call_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Send ``count`` INVITEs over UDP from ``host`` to ``dst``:5060 and return, per
+    INVITE, its Call-ID and the status codes received within ``wait`` seconds."""
+    args = {
+        "src": src or lab.addr(host),
+        "dst": dst,
+        "port": 5060,
+        "number": number,
+        "ua": ua,
+        "count": count,
+        "wait": wait,
+        "gap": gap,
+        "call_id": call_id or f"siporch-probe-{os.getpid()}-{time.time_ns()}",
+    }
+    proc = subprocess.run(
+        ["ip", "netns", "exec", lab.ns(host), "python3", "-c", _SIP_CLIENT, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=count * (min(wait, 0.5) + wait + gap) + 30,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"SIP probe failed: {proc.stderr[-500:]}")
+    result: list[dict[str, Any]] = json.loads(proc.stdout)
+    return result
+
+
+# ------------------------------------------------------------------------- captures
+
+
+@dataclass
+class Capture:
+    host: str
+    pcap: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def read(self, display_filter: str, fields: list[str]) -> list[list[str]]:
+        proc = subprocess.run(
+            ["tshark", "-n", "-r", str(self.pcap), "-Y", display_filter, "-T", "fields",
+             *[x for f in fields for x in ("-e", f)], "-E", "separator=|"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        return [line.split("|") for line in proc.stdout.splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def capture(lab: Lab, host: str, bpf: str) -> Iterator[Capture]:
+    """tshark on the host's eth0 with a capture filter, for the duration of the block."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"siporch-cap-{host}-"))
+    os.chmod(workdir, 0o777)
+    cap = Capture(host, workdir / "cap.pcap")
+    argv = ["ip", "netns", "exec", lab.ns(host), "tshark", "-n", "-q", "-i", "eth0",
+            "-f", bpf, "-w", str(cap.pcap), "-a", "duration:600"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cap.proc = proc
+    # tshark says "Capturing on 'eth0'" once it listens
+    end = time.monotonic() + 20
+    while time.monotonic() < end and not cap.pcap.exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    try:
+        yield cap
+    finally:
+        time.sleep(1.0)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def cleanup_capture(cap: Capture) -> None:
+    shutil.rmtree(cap.pcap.parent, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------- Asterisk
+
+
+def originate(lab: Lab, number: str, seconds: int = 4) -> str:
+    """An outbound call from the PBX: Local channel into siporch-outbound, Wait on answer."""
+    return lab.asterisk(
+        f"channel originate Local/{number}@siporch-outbound application Wait {seconds}"
+    )
+
+
+def wait_for(predicate: Any, seconds: float, step: float = 0.2) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
