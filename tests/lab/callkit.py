@@ -514,3 +514,175 @@ def wait_for(predicate: Any, seconds: float, step: float = 0.2) -> bool:
             return True
         time.sleep(step)
     return bool(predicate())
+
+
+# ------------------------------------------------------------------- a TLS registrar
+
+_REGISTRAR = textwrap.dedent(
+    r"""
+    import hashlib, json, socket, ssl, sys, threading, time, uuid
+    a = json.loads(sys.argv[1])
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(a["cert"], a["key"])
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((a["addr"], a["port"]))
+    srv.listen(16)
+    srv.settimeout(1.0)
+    end = time.time() + a["limit"]
+    log = open(a["log"], "a", buffering=1)
+    nonce = uuid.uuid4().hex
+    SHORT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact", "l": "content-length"}
+
+    def md5(s):
+        return hashlib.md5(s.encode()).hexdigest()
+
+    def parse(text):
+        lines = text.split("\r\n")
+        hs = []
+        for line in lines[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                k = k.strip().lower()
+                hs.append((SHORT.get(k, k), v.strip()))
+        return lines[0], hs
+
+    def params(value):
+        out = {}
+        for part in value.split(" ", 1)[1].split(","):
+            if "=" in part:
+                k, v = part.split("=", 1)
+                out[k.strip()] = v.strip().strip('"')
+        return out
+
+    def answer(conn, peer, text):
+        first, hs = parse(text)
+        if first.startswith("SIP/2.0"):
+            return
+        method = first.split()[0]
+        get = lambda k: [v for n, v in hs if n == k]
+        if method == "ACK":
+            return
+        code, extra, ok = "200 OK", [], None
+        if method == "REGISTER":
+            auth = get("authorization")
+            ok = False
+            if auth:
+                p = params(auth[0])
+                ha1 = md5("%s:%s:%s" % (p.get("username"), a["realm"], a["password"]))
+                ha2 = md5("REGISTER:%s" % p.get("uri"))
+                ok = p.get("response") == md5("%s:%s:%s" % (ha1, p.get("nonce"), ha2))
+            contact = (get("contact") or [""])[0]
+            log.write(json.dumps({"time": time.time(), "peer": peer[0], "auth": bool(auth),
+                                  "ok": ok, "contact": contact, "text": text}) + "\n")
+            if ok:
+                extra = ["Contact: %s;expires=%d" % (contact.split(";expires")[0], a["expires"])]
+            else:
+                code = "401 Unauthorized"
+                extra = ['WWW-Authenticate: Digest realm="%s", nonce="%s", algorithm=MD5'
+                         % (a["realm"], nonce)]
+        elif method != "OPTIONS":
+            code = "405 Method Not Allowed"
+        to = (get("to") or [""])[0]
+        if ";tag=" not in to:
+            to += ";tag=" + uuid.uuid4().hex[:8]
+        out = ["SIP/2.0 " + code] + ["Via: " + v for v in get("via")]
+        out += ["From: " + (get("from") or [""])[0], "To: " + to,
+                "Call-ID: " + (get("call-id") or [""])[0], "CSeq: " + (get("cseq") or [""])[0]]
+        out += extra + ["Content-Length: 0", "", ""]
+        conn.sendall("\r\n".join(out).encode())
+
+    def serve(conn, peer):
+        buf = b""
+        conn.settimeout(1.0)
+        while time.time() < end:
+            try:
+                data = conn.recv(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            buf += data
+            while b"\r\n\r\n" in buf:
+                head, rest = buf.split(b"\r\n\r\n", 1)
+                text = head.decode(errors="replace")
+                clen = 0
+                for line in text.split("\r\n")[1:]:
+                    k = line.split(":", 1)[0].strip().lower()
+                    if k in ("content-length", "l"):
+                        clen = int(line.split(":", 1)[1])
+                if len(rest) < clen:
+                    break
+                buf = rest[clen:]
+                answer(conn, peer, text)
+
+    while time.time() < end:
+        try:
+            raw, peer = srv.accept()
+        except socket.timeout:
+            continue
+        try:
+            conn = ctx.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.write(json.dumps({"time": time.time(), "peer": peer[0], "tls_error": str(exc)}) + "\n")
+            continue
+        threading.Thread(target=serve, args=(conn, peer), daemon=True).start()
+    """
+)
+
+
+@dataclass
+class Registrar:
+    log: Path
+    proc: subprocess.Popen[str] | None = None
+
+    def entries(self) -> list[dict[str, Any]]:
+        try:
+            lines = self.log.read_text().splitlines()
+        except OSError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def registered(self) -> list[dict[str, Any]]:
+        return [e for e in self.entries() if e.get("ok")]
+
+
+@contextlib.contextmanager
+def tls_registrar(
+    lab: Lab, host: str, *, realm: str, password: str, expires: int, limit_s: int = 300
+) -> Iterator[Registrar]:
+    """A digest-authenticating SIP registrar over TLS on ``host``:5061, with the host's
+    lab certificate (signed by the lab CA, so the edge's TLS client accepts it)."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"siporch-registrar-{host}-"))
+    reg = Registrar(workdir / "register.jsonl")
+    tls = lab.handle.root(host) / "etc" / "siporch" / "tls"
+    args = {
+        "addr": lab.addr(host),
+        "port": 5061,
+        "cert": str(tls / f"{host}.crt"),
+        "key": str(tls / f"{host}.key"),
+        "realm": realm,
+        "password": password,
+        "expires": expires,
+        "limit": limit_s,
+        "log": str(reg.log),
+    }
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns(host), "python3", "-c", _REGISTRAR, json.dumps(args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    reg.proc = proc
+    time.sleep(1.0)
+    if proc.poll() is not None:
+        err = proc.stderr.read() if proc.stderr else ""
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise RuntimeError(f"registrar on {host} did not start: {err[-500:]}")
+    try:
+        yield reg
+    finally:
+        stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
