@@ -686,3 +686,131 @@ def tls_registrar(
     finally:
         stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ------------------------------------------------------------- a call over TLS + SRTP
+
+_TLS_CALL = textwrap.dedent(
+    r"""
+    import base64, json, os, socket, ssl, sys, time, uuid
+    a = json.loads(sys.argv[1])
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(a["ca"])
+    ctx.load_cert_chain(a["cert"], a["key"])
+    raw = socket.create_connection((a["dst"], 5061), timeout=5, source_address=(a["src"], 0))
+    conn = ctx.wrap_socket(raw)
+    lport = conn.getsockname()[1]
+    conn.settimeout(0.5)
+    buf = b""
+    def read(seconds):
+        global buf
+        end = time.time() + seconds
+        while time.time() < end:
+            if b"\r\n\r\n" in buf:
+                head, rest = buf.split(b"\r\n\r\n", 1)
+                text = head.decode(errors="replace")
+                clen = 0
+                for line in text.split("\r\n")[1:]:
+                    if line.split(":", 1)[0].strip().lower() in ("content-length", "l"):
+                        clen = int(line.split(":", 1)[1])
+                if len(rest) >= clen:
+                    buf = rest[clen:]
+                    return text, rest[:clen].decode(errors="replace")
+            try:
+                data = conn.recv(65535)
+            except socket.timeout:
+                continue
+            if not data:
+                return None, None
+            buf += data
+        return None, None
+    def hdr(text, name):
+        return [l.split(":", 1)[1].strip() for l in text.split("\r\n")[1:]
+                if l.split(":", 1)[0].strip().lower() == name]
+    key = base64.b64encode(os.urandom(30)).decode()
+    body = ("v=0\r\no=itsp 1 1 IN IP4 {s}\r\ns=-\r\nc=IN IP4 {s}\r\nt=0 0\r\n"
+            "m=audio 41000 RTP/SAVP 8 0\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n"
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{k}\r\na=sendrecv\r\n").format(s=a["src"], k=key)
+    cid = uuid.uuid4().hex + "@" + a["src"]
+    ftag = uuid.uuid4().hex[:8]
+    via = "Via: SIP/2.0/TLS %s:%d;branch=z9hG4bK%s;rport" % (a["src"], lport, uuid.uuid4().hex[:10])
+    frm = "From: <sip:+13125550100@%s>;tag=%s" % (a["src"], ftag)
+    to = "To: <sip:%s@%s>" % (a["did"], a["domain"])
+    invite = "\r\n".join([
+        "INVITE %s SIP/2.0" % a["ruri"], via, frm, to, "Call-ID: " + cid, "CSeq: 1 INVITE",
+        "Contact: <sip:itsp@%s:%d;transport=tls>" % (a["src"], lport), "Max-Forwards: 70",
+        "User-Agent: siporch-itsp-b", "Content-Type: application/sdp",
+        "Content-Length: %d" % len(body), "", body])
+    conn.sendall(invite.encode())
+    out = {"codes": [], "answer_sdp": "", "bye": None}
+    ok = None
+    end = time.time() + 15
+    while time.time() < end:
+        text, sdp = read(end - time.time())
+        if text is None:
+            break
+        if not text.startswith("SIP/2.0"):
+            continue
+        code = int(text.split()[1])
+        out["codes"].append(code)
+        if code >= 200:
+            ok = (text, sdp) if code < 300 else None
+            break
+    if ok:
+        text, sdp = ok
+        out["answer_sdp"] = sdp
+        routes = list(reversed([r for h in hdr(text, "record-route") for r in h.split(",")]))
+        target = hdr(text, "contact")[0].strip("<>").split(">")[0]
+        totag = hdr(text, "to")[0]
+        def req(method, cseq):
+            v = "Via: SIP/2.0/TLS %s:%d;branch=z9hG4bK%s;rport" % (a["src"], lport, uuid.uuid4().hex[:10])
+            lines = ["%s %s SIP/2.0" % (method, target), v]
+            lines += ["Route: " + r.strip() for r in routes]
+            lines += [frm, "To: " + totag, "Call-ID: " + cid, "CSeq: %d %s" % (cseq, method),
+                      "Max-Forwards: 70", "Content-Length: 0", "", ""]
+            return "\r\n".join(lines).encode()
+        conn.sendall(req("ACK", 1))
+        time.sleep(a["hold"])
+        conn.sendall(req("BYE", 2))
+        end = time.time() + 10
+        while time.time() < end:
+            text, _ = read(end - time.time())
+            if text is None:
+                break
+            if text.startswith("SIP/2.0") and "BYE" in (hdr(text, "cseq") or [""])[0]:
+                out["bye"] = int(text.split()[1])
+                break
+    print(json.dumps(out))
+    """
+)
+
+
+def tls_call(
+    lab: Lab, host: str, dst: str, ruri: str, did: str, domain: str, hold: float = 2.0
+) -> dict[str, Any]:
+    """An INVITE over TLS with an SDES-SRTP offer from ``host`` (its lab certificate) to
+    ``dst``:5061, ACK and BYE through the route set; returns the codes, the answer's SDP
+    and the BYE's final code."""
+    tls = lab.handle.root(host) / "etc" / "siporch" / "tls"
+    args = {
+        "src": lab.addr(host),
+        "dst": dst,
+        "ca": str(tls / "ca.crt"),
+        "cert": str(tls / f"{host}.crt"),
+        "key": str(tls / f"{host}.key"),
+        "ruri": ruri,
+        "did": did,
+        "domain": domain,
+        "hold": hold,
+    }
+    proc = subprocess.run(
+        ["ip", "netns", "exec", lab.ns(host), "python3", "-c", _TLS_CALL, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"TLS call failed: {proc.stderr[-800:]}")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result

@@ -187,6 +187,45 @@ def test_486_goes_back_with_no_failover(kit: ck.Lab) -> None:
     assert any(f.startswith("SIP/2.0 486") for f in finals), finals
 
 
+# ------------------------------------------------------------ registration trunk (TLS)
+
+
+def test_registration_trunk_registers_refreshes_and_takes_calls(kit: ck.Lab, lab: Any) -> None:
+    """itsp-b: a digest registrar over TLS (lab certificate) on itsp-b. The PBX's
+    registration reaches it through the edge (TLS from 198.18.0.10, the edge as Contact),
+    answers the 401 challenge, is refreshed at the registrar's expiry; then itsp-b calls the
+    registered contact over TLS with an SRTP (SDES) offer and the PBX answers, SRTP toward
+    itsp-b on rtpengine."""
+    from siporch.model import load_model
+
+    model = load_model(lab.inventory, vault_password_file=lab.inventory.parent / ".vault-pass")
+    auth = model.model.trunks["itsp-b"].auth
+    assert auth.password is not None and auth.realm
+    with ck.tls_registrar(
+        kit, "itsp-b", realm=auth.realm, password=auth.password.get_secret_value(), expires=20
+    ) as reg:
+        kit.asterisk("pjsip send register *all")
+        assert ck.wait_for(lambda: len(reg.registered()) >= 2, 45), reg.entries()
+        entries = reg.entries()
+        registered = reg.registered()
+        status = kit.asterisk("pjsip show registrations")
+        call = ck.tls_call(
+            kit, "itsp-b", EDGE_IP, "sip:s@198.18.0.10;transport=tls", "+12025550100",
+            auth.realm, hold=2.0,
+        )  # fmt: skip
+    assert entries[0]["auth"] is False and not entries[0]["ok"]  # challenged first
+    assert {e["peer"] for e in entries} == {EDGE_IP}
+    first_ok = registered[0]
+    assert "198.18.0.10" in first_ok["contact"] and "198.18.0.20" not in first_ok["contact"]
+    refresh = registered[1]["time"] - first_ok["time"]
+    assert 5 <= refresh <= 25, refresh
+    assert "Registered" in status, status
+    assert call["codes"][-1] == 200, call
+    assert "RTP/SAVP" in call["answer_sdp"] and "a=crypto:" in call["answer_sdp"], call
+    assert "c=IN IP4 198.18.0.10" in call["answer_sdp"], call
+    assert call["bye"] == 200, call
+
+
 # ---------------------------------------------------------------------- channel limits
 
 
