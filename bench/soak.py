@@ -1147,6 +1147,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (0 < args.minutes <= 120 and 0 < args.cps <= 20 and 1 <= args.hold <= 600):
         print("--minutes in (0, 120], --cps in (0, 20], --hold in [1, 600]", file=sys.stderr)
         return 2
+    if args.json and not args.json.parent.is_dir():
+        print(f"--json: directory {args.json.parent} does not exist", file=sys.stderr)
+        return 2
     busy = args.cps * args.hold * (1.0 if args.no_outbound else 1.5)
     if busy > 28:
         print(
@@ -1166,7 +1169,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(markdown(report))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        try:
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+        except OSError as exc:
+            print(f"soak: cannot write {args.json}: {exc}", file=sys.stderr)
+            return 2
     if not report["ok"]:
         print("soak failed: " + "; ".join(report["reasons"]), file=sys.stderr)
         return 1
