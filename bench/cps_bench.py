@@ -45,6 +45,9 @@ DID_ANCHOR = "2000000000"  # -> +12000000000, did-00000-00 -> pbx-central
 DID_BYPASS = "2000001000"  # -> +12000001000, did-00001-00 -> pbx-central
 NG_PORT = 2223
 SHM_MB, PKG_MB, CHILDREN = 1024, 32, 8
+# rtpengine keeps a deleted call's ports for delete-delay seconds (default 30): at a few
+# thousand calls a second that alone exhausts any port range, so the bench frees them at once
+DELETE_DELAY = 0
 
 RELAY_CFG = f"""#!KAMAILIO
 # A minimal stateful relay: record-route, then t_relay to the UAS.
@@ -209,7 +212,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 [
                     "rtpengine", "--config-file=none", "--table=-1", f"--interface={EDGE}",
                     f"--listen-ng=127.0.0.1:{NG_PORT}", "-f", "-E",
-                    "--port-min=40000", "--port-max=49999", "--log-level=3",
+                    "--port-min=20000", "--port-max=59999", "--log-level=3",
+                    f"--delete-delay={DELETE_DELAY}",
                 ],
                 base / "rtpengine.log",
             )
