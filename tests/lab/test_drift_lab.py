@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,22 +29,27 @@ EDGE = "edge-central"
 EDITED = "rtpengine/rtpengine.conf"
 
 
-def _deploy(lab: Any) -> None:
-    report = runner.report_path()
-    vault = runner.vault_password_file(lab.inventory, None)
-    # the lab has no registrar behind itsp-b: the registration gate is off there
+def _deploy(lab: Any, timeout: float = 600) -> None:
+    """Deploy the lab model (registration gate off: the lab has no registrar behind itsp-b),
+    bounded in time: other tests deploy to the same lab and a run may wait on their locks."""
     cmd = runner.build_command(
         "deploy-trunk.yml",
         lab.inventory,
-        vault_file=vault,
-        report_file=report,
+        vault_file=runner.vault_password_file(lab.inventory, None),
         extra_vars={"asterisk_pbx_health_registrations": False},
     )
-    try:
-        result = runner.run(cmd, report)
-    finally:
-        report.unlink(missing_ok=True)
-    assert result.returncode == 0, "\n".join(result.output[-40:])
+    env = dict(lab.ansible_env)
+    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+    env["ANSIBLE_NOCOLOR"] = "1"
+    with tempfile.TemporaryDirectory(prefix="siporch-cp-") as control:
+        env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = control
+        try:
+            proc = subprocess.run(
+                cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the deploy took longer than {timeout:g} s")
+    assert proc.returncode == 0, proc.stdout[-4000:]
 
 
 def _drift(lab: Any) -> tuple[int, dict[str, Any], str]:
@@ -73,7 +79,14 @@ def _rpc(lab: Any, method: str, params: list[Any]) -> Any:
 
 
 def _clean(lab: Any) -> None:
-    rc, report, err = _drift(lab)
+    """No drift. Other tests deploy other models to the same lab: when the difference is
+    only another release or model on the hosts, deploy ours again and look again (3 times)."""
+    for _ in range(3):
+        rc, report, err = _drift(lab)
+        kinds = {d["kind"] for d in report["drift"]}
+        if rc == 0 or not kinds <= {"release", "undeployed change", "dispatcher"}:
+            break
+        _deploy(lab)
     assert rc == 0, f"{_messages(report)} {err}"
     assert report["drift"] == [] and report["errors"] == []
     assert set(report["hosts"]) == {"edge-central", "edge-branch", "pbx-central"}
