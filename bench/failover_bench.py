@@ -38,6 +38,7 @@ from siporch.lab.inventory import read_lab_json  # noqa: E402
 
 LAB_INV = REPO / "inventory" / "lab"
 NUMBER = "3125550100"
+A1_URI = "sip:198.18.1.10:5060;transport=udp"
 
 
 class Handle:
@@ -81,6 +82,8 @@ def run_case(kit: ck.Lab, case: str, calls: int, wait_s: float) -> list[float | 
 
 
 def _measure(kit: ck.Lab, uas: ck.Uas, wait_s: float) -> float | None:
+    # itsp-a1 as the edge sees it before its probing notices the fault: active
+    kit.rpc("edge-central", "dispatcher.set_state", "ap", "1", A1_URI)
     start = time.time()
     ck.originate(kit, NUMBER, seconds=1)
     got = ck.wait_for(lambda: bool(uas.invites()), wait_s)

@@ -134,9 +134,15 @@ def test_outbound_call_from_the_pbx_reaches_itsp_a1(kit: ck.Lab) -> None:
     assert leaked == [], f"internal address sent to the ITSP:\n{leaked[0]}"
 
 
+A1_URI = "sip:198.18.1.10:5060;transport=udp"
+
+
 def _failover(kit: ck.Lab, partition: bool) -> float:
-    """Originate with itsp-a1 silent; returns the seconds until itsp-a2 got the INVITE."""
+    """Originate with itsp-a1 silent while the edge still holds it up (its probing has
+    not noticed yet: state set to active over RPC); returns the seconds until itsp-a2 got
+    the INVITE."""
     with ck.uas(kit, "itsp-a2") as a2:
+        kit.rpc("edge-central", "dispatcher.set_state", "ap", "1", A1_URI)
         if partition:
             subprocess.run(
                 ["siporch", "lab", "impair", "edge-central", "itsp-a1", "--partition"],
