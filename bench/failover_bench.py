@@ -10,6 +10,8 @@ then itsp-a2) while a SIPp UAS answers on itsp-a2 only. Cases:
   act on: the INVITE times out there);
 * ``partition``: ``siporch lab impair edge-central itsp-a1 --partition`` (packets dropped).
 
+Before each call itsp-a1 is set active on the edge (``dispatcher.set_state ap``), as it
+is until OPTIONS probing notices a fault, so the call really tries it first.
 The time is from the originate to the INVITE at itsp-a2 (SIPp's own time stamp), so it
 includes Asterisk's and the edge's own handling (a call with itsp-a1 answering is measured
 the same way as ``baseline``). Needs the lab up and deployed; holds the deploy lock.

@@ -202,10 +202,11 @@ def test_registration_trunk_registers_refreshes_and_takes_calls(kit: ck.Lab, lab
     registered contact over TLS with an SRTP (SDES) offer and the PBX answers, SRTP toward
     itsp-b on rtpengine."""
     from siporch.model import load_model
+    from siporch.model.schema import RegisterAuth
 
     model = load_model(lab.inventory, vault_password_file=lab.inventory.parent / ".vault-pass")
     auth = model.model.trunks["itsp-b"].auth
-    assert auth.password is not None and auth.realm
+    assert isinstance(auth, RegisterAuth) and auth.realm
     with ck.tls_registrar(
         kit, "itsp-b", realm=auth.realm, password=auth.password.get_secret_value(), expires=20
     ) as reg:
