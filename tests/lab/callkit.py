@@ -90,17 +90,18 @@ def _lock_module() -> Any:
 
 @contextlib.contextmanager
 def deploy_lock(wait: float) -> Iterator[str]:
-    """Hold the controller's deploy lock (no deploy changes the lab under the calls)."""
+    """Hold the controller's deploy lock (no deploy changes the lab under the calls).
+    A caller that already holds it (its token in SIPORCH_DEPLOY_LOCK) keeps it."""
+    held = os.environ.get("SIPORCH_DEPLOY_LOCK", "")
+    if held and _lock_token() == held:
+        yield held
+        return
     mod = _lock_module()
     deadline = time.monotonic() + wait
     while True:
         token = mod.acquire(LOCK, max(1.0, deadline - time.monotonic()), os.getpid())
         time.sleep(2.0)
-        try:
-            owner = json.loads((LOCK / "owner.json").read_text())
-        except (OSError, ValueError):
-            owner = {}
-        if owner.get("token") == token:
+        if _lock_token() == token:
             break
     os.environ["SIPORCH_DEPLOY_LOCK"] = token
     try:
@@ -108,6 +109,14 @@ def deploy_lock(wait: float) -> Iterator[str]:
     finally:
         os.environ.pop("SIPORCH_DEPLOY_LOCK", None)
         mod.release(LOCK, token)
+
+
+def _lock_token() -> str:
+    try:
+        owner = json.loads((LOCK / "owner.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    return str(owner.get("token", "")) if isinstance(owner, dict) else ""
 
 
 def model_hash(inventory: Path) -> str:
