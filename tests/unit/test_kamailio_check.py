@@ -844,6 +844,31 @@ def test_flood_is_blocked_while_trunk_calls_go_on(edge: Edge) -> None:
     assert call.rc == 0, call.uac[-2000:]
 
 
+@pytest.mark.lab
+def test_stray_reply_is_dropped_not_relayed(edge: Edge) -> None:
+    """A response that belongs to no transaction, from a trunk peer, with a second Via
+    naming another address: the edge drops it instead of relaying it statelessly."""
+    victim = STRANGER
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as target,
+    ):
+        peer.bind((PEER1, 5098))
+        target.bind((victim, 5097))
+        target.settimeout(1.5)
+        reply = (
+            "SIP/2.0 200 OK\r\n"
+            f"Via: SIP/2.0/UDP {EDGE}:5060;branch=z9hG4bK-stray-1\r\n"
+            f"Via: SIP/2.0/UDP {victim}:5097;branch=z9hG4bK-stray-2\r\n"
+            f"From: <sip:a@{victim}>;tag=1\r\nTo: <sip:b@{EDGE}>;tag=2\r\n"
+            "Call-ID: stray-reply@test\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        for _ in range(3):
+            peer.sendto(reply, (EDGE, 5060))
+        with pytest.raises(TimeoutError):
+            target.recv(4000)
+
+
 NET2 = "127.0.89"
 
 
