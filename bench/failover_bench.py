@@ -85,7 +85,7 @@ def run_case(kit: ck.Lab, case: str, calls: int, wait_s: float) -> list[float | 
 
 def _measure(kit: ck.Lab, uas: ck.Uas, wait_s: float) -> float | None:
     # itsp-a1 as the edge sees it before its probing notices the fault: active
-    kit.rpc("edge-central", "dispatcher.set_state", "ap", "1", A1_URI)
+    kit.set_active("edge-central", 1, A1_URI)
     start = time.time()
     ck.originate(kit, NUMBER, seconds=1)
     got = ck.wait_for(lambda: bool(uas.invites()), wait_s)

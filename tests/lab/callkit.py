@@ -63,6 +63,20 @@ class Lab:
         except ValueError:
             return proc.stdout + proc.stderr
 
+    def set_active(self, edge: str, group: int, uri: str) -> str:
+        """Mark a dispatcher destination active (as it is before probing sees a fault).
+        Over JSON-RPC with the group as a number: kamcmd-style text params fail here."""
+        script = (
+            "import sys; from pathlib import Path; sys.path.insert(0, '/usr/local/lib/siporch');"
+            "import siporch_kamailio as k;"
+            "print(k.rpc(Path('/etc/siporch/current/kamailio/kamailio.cfg'),"
+            f"'dispatcher.set_state', ['ap', {int(group)}, {uri!r}]))"
+        )
+        proc = self.handle.run(edge, ["python3", "-c", script], timeout=30)
+        if proc.returncode != 0:
+            raise RuntimeError(f"dispatcher.set_state failed: {proc.stdout}{proc.stderr}")
+        return str(proc.stdout)
+
     def unban(self, edge: str, address: str) -> None:
         """Lift a flood ban of ``address`` (the edge keeps it block_seconds otherwise)."""
         self.rpc(edge, "htable.delete", "ipban", address)
