@@ -873,6 +873,9 @@ def analyse(
         reasons.append(f"hosts not all on the expected release {expected or '(none)'}: {final}")
     if not calls:
         reasons.append("no call was placed")
+    last = next((s for s in reversed(steps) if s.kind == "deploy"), None)
+    if last is not None and not last.ok:
+        reasons.append(f"the last deploy failed: {last.detail[:300]}")
     fault = next((s for s in steps if s.kind == "fault-deploy"), None)
     if fault is not None and not fault.kill_at:
         reasons.append("Kamailio was not killed during the fault deploy (health gate not seen)")
@@ -1091,6 +1094,10 @@ def soak(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]
             tl.pause()
             final_step = tl.deploy("deploy lab model", None)
             expected = final_step.release if final_step.ok else ""
+            if not final_step.ok:
+                # leave the lab on the release the run started on (the lab model's)
+                back = tl.rollback(start_release)
+                expected = start_release if back.ok else ""
             # Keep the traffic going for the time asked, then let every call finish.
             while now() - t0 < traffic_s and now() - t0 < hard_cap_s:
                 time.sleep(1.0)
