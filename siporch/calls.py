@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import ipaddress
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -102,7 +103,7 @@ def place_calls(
             "ip", "netns", "exec", src["lab_netns"], sipp,
             "-sf", str(scenario("uac_rr")),
             "-s", number,
-            "-i", src["lab_address"], "-p", "0",
+            "-i", src["lab_address"], "-p", str(_local_port()),
             "-t", transport,
             "-m", str(calls), "-r", str(rate), "-l", str(max(calls, 1)),
             "-d", str(duration_ms),
@@ -124,6 +125,11 @@ def place_calls(
             else:
                 detail = _last_error(proc.stderr) or f"sipp exit code {proc.returncode}"
         return CallResult(source, target, number, calls, ok, failed, proc.returncode, detail)
+
+
+def _local_port() -> int:
+    """A port of our own for SIPp (with -p 0 it would take 5060, a peer's SIP port)."""
+    return 26000 + (os.getpid() % 4000)
 
 
 def _read_stat(path: Path) -> tuple[int, int]:
