@@ -175,6 +175,7 @@ def test_adding_a_peer_reloads_dispatcher_only(
     before = _pids(lab)
     result = _run(inv)
     _ok(result)
+    state["r2"] = result.report["release"] if result.report else ""
     reloads = _reloads(result)
     # The peer's address is also a trusted source of the trunk: the address table changes
     # with the dispatcher table. No restart, nothing else.
@@ -187,7 +188,6 @@ def test_adding_a_peer_reloads_dispatcher_only(
     assert not reloads["pbx-central"]
     assert _pids(lab) == before
     assert f"sip:{NEW_PEER}:5060" in _dispatcher_uris(lab)
-    state["r2"] = result.report["release"] if result.report else ""
     assert _current(lab, EDGE) == state["r2"] != state["r1"]
 
 
