@@ -327,7 +327,7 @@ def uac(
     timeout_s: int = 60,
     transport: str = "u1",
     address: str | None = None,
-    port: int = 0,
+    port: int = 25090,  # never 0: SIPp may then take 5060, a peer UAS's port
 ) -> UacResult:
     """Place ``calls`` calls with ``siporch/sipp/<name>.xml`` from ``host`` and wait."""
     addr = address or lab.addr(host)
