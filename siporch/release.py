@@ -32,7 +32,8 @@ from siporch.model.loader import LoadedModel
 from siporch.model.schema import Model
 from siporch.render import reload_action, render_release, secret_files
 
-DEFAULT_OUT = Path("build/releases")
+#: The project's own build directory: where the playbooks render too.
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "build" / "releases"
 KEEP = 20
 MANIFEST = "manifest.json"
 
@@ -148,7 +149,7 @@ def build_release(
     model = loaded.model
     files = render_release(model) if files is None else files
     chash = content_hash(files)
-    inventory = str(loaded.inventory)
+    inventory = inventory_key(loaded.inventory)
     previous = [m for m in list_releases(out_dir) if m.get("inventory") == inventory]
     if release_id is None:
         for m in reversed(previous):
@@ -212,8 +213,13 @@ def _prune(out_dir: Path, inventory: str, keep: int) -> None:
         shutil.rmtree(out_dir / m["id"], ignore_errors=True)
 
 
+def inventory_key(inventory: Path | str) -> str:
+    """How releases name the inventory they came from: its absolute path."""
+    return str(Path(inventory).resolve())
+
+
 def _state_file(inventory: Path, out_dir: Path) -> Path:
-    slug = str(inventory).strip("/").replace("/", "_") or "root"
+    slug = inventory_key(inventory).strip("/").replace("/", "_") or "root"
     return out_dir.parent / "state" / f"{slug}.json"
 
 

@@ -12,6 +12,7 @@ from siporch.cli.common import console, err_console, inventory_options
 from siporch.deploy import runner
 from siporch.deploy.progress import run_with_progress
 from siporch.errors import DeployError
+from siporch.release import mark_deployed
 
 
 def print_result(result: runner.RunResult, what: str) -> int:
@@ -54,6 +55,15 @@ def print_result(result: runner.RunResult, what: str) -> int:
         err_console.print(tail, markup=False, highlight=False)
         raise DeployError(f"{what} failed (ansible-playbook exited {result.returncode})")
     raise DeployError(f"{what} failed; the hosts of the run went back to their previous release")
+
+
+def record_deployed(inventory: Path, result: runner.RunResult, limit: str | None) -> None:
+    """After a full successful run, remember the one release every host now runs (for
+    `siporch diff` and `siporch drift`)."""
+    hosts = (result.report or {}).get("hosts", [])
+    currents = {h.get("current") for h in hosts}
+    if result.ok and not limit and len(currents) == 1 and None not in currents:
+        mark_deployed(inventory, str(currents.pop()))
 
 
 @click.command()
@@ -101,4 +111,7 @@ def cli(
         vault_file=vault,
         verbose=verbose,
     )
-    return print_result(result, "check" if check else "deploy")
+    code = print_result(result, "check" if check else "deploy")
+    if not check:
+        record_deployed(inventory, result, limit)
+    return code

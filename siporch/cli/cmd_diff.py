@@ -14,6 +14,7 @@ from siporch.release import (
     DEFAULT_OUT,
     deployed_release,
     host_manifest,
+    inventory_key,
     list_releases,
     load_release,
     read_release_files,
@@ -52,7 +53,7 @@ def cli(
     model = loaded.model
     base_id = against or deployed_release(inventory, out)
     if base_id is None:
-        mine = [m for m in list_releases(out) if m.get("inventory") == str(inventory)]
+        mine = [m for m in list_releases(out) if m.get("inventory") == inventory_key(inventory)]
         base_id = mine[-1]["id"] if mine else None
     base_manifest = load_release(base_id, out) if base_id else None
     base_files = read_release_files(base_id, out) if base_id else {}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from siporch.cli.cmd_deploy import print_result
+from siporch.cli.cmd_deploy import print_result, record_deployed
 from siporch.cli.common import console, inventory_options
 from siporch.deploy import runner
 from siporch.deploy.progress import run_with_progress
@@ -44,4 +44,6 @@ def cli(
         vault_file=vault,
         verbose=verbose,
     )
-    return print_result(result, "rollback")
+    code = print_result(result, "rollback")
+    record_deployed(inventory, result, limit)
+    return code
