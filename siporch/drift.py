@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -379,23 +378,12 @@ def compare_pjsip(
 
 
 def _ssh_command(inventory: Path, host: str, address: str, timeout: float) -> list[str]:
-    from siporch.monitor.status import _ssh_vars
+    from siporch.monitor.status import _ssh_argv, _ssh_vars
 
     v = _ssh_vars(inventory, host)
     if v is None:
         raise DriftError(f"{host}: not in {inventory / 'hosts.yml'}")
-    cmd = ["ssh"]
-    if v.get("ansible_ssh_common_args"):
-        cmd += shlex.split(v["ansible_ssh_common_args"])
-    cmd += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(timeout))}"]
-    cmd += ["-o", "StrictHostKeyChecking=accept-new"]
-    if v.get("ansible_ssh_private_key_file"):
-        cmd += ["-i", v["ansible_ssh_private_key_file"]]
-    if v.get("ansible_port"):
-        cmd += ["-p", v["ansible_port"]]
-    user = v.get("ansible_user")
-    target = v.get("ansible_host", address)
-    return [*cmd, f"{user}@{target}" if user else target, probe_command()]
+    return [*_ssh_argv(v, address, timeout), probe_command()]
 
 
 async def read_host(inventory: Path, host: str, address: str, timeout: float) -> HostFiles:
