@@ -74,33 +74,25 @@ def _leaf_diff(label: str, path: str, old: Any, new: Any, out: list[str]) -> Non
     out.append(f"{label}: {path} {_fmt(old)} -> {_fmt(new)}")
 
 
+def _named_diff(noun: str, o: dict[str, Any], n: dict[str, Any], out: list[str]) -> None:
+    """Items keyed by name: added, removed, then what changed inside each."""
+    out.extend(f"{noun} {name} added" for name in n if name not in o)
+    out.extend(f"{noun} {name} removed" for name in o if name not in n)
+    for name in n:
+        if name in o:
+            _leaf_diff(f"{noun} {name}", "", o[name], n[name], out)
+
+
 def semantic_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
     """Human lines such as ``trunk acme: peer 203.0.113.7 added``. Empty when equal."""
     old = old or {}
     out: list[str] = []
     for key, noun in _COLLECTIONS.items():
-        o, n = old.get(key, {}) or {}, new.get(key, {}) or {}
-        for name in n:
-            if name not in o:
-                out.append(f"{noun} {name} added")
-        for name in o:
-            if name not in n:
-                out.append(f"{noun} {name} removed")
-        for name in n:
-            if name in o:
-                _leaf_diff(f"{noun} {name}", "", o[name], n[name], out)
+        _named_diff(noun, old.get(key, {}) or {}, new.get(key, {}) or {}, out)
     for key, noun in _NAMED_LISTS.items():
         o = {i["name"]: i for i in old.get(key, []) or []}
         n = {i["name"]: i for i in new.get(key, []) or []}
-        for name in n:
-            if name not in o:
-                out.append(f"{noun} {name} added")
-        for name in o:
-            if name not in n:
-                out.append(f"{noun} {name} removed")
-        for name in n:
-            if name in o:
-                _leaf_diff(f"{noun} {name}", "", o[name], n[name], out)
+        _named_diff(noun, o, n, out)
         common_old = [x for x in o if x in n]
         common_new = [x for x in n if x in o]
         if common_old != common_new:
