@@ -3,7 +3,9 @@
 An impairment of A and B acts on the packets A sends to B and on those B sends to A
 (``one_way`` limits it to A -> B). It is made of rules in a chain ``SIPORCH-LAB`` of the
 sending host's own firewall, inside its namespace (the machine's firewall is never
-touched): a partition drops the packets; delay and loss queue them (NFQUEUE) to a small
+touched): a partition drops the packets where they arrive (chain ``SIPORCH-LAB-IN`` of the
+receiving host's INPUT), so the sender sees no error, as on a real network where a link or
+a peer silently goes away; delay and loss queue them (NFQUEUE) to a small
 process in that namespace (``siporch.lab.nfqueue``) that holds each packet for the delay
 and drops the given share. The kernel's ``netem`` is not used: it is a module many
 kernels lack, and NFQUEUE gives the same effect.
@@ -30,6 +32,7 @@ from siporch.lab import procs
 from siporch.lab.spec import HOSTS, LabHost, LabPaths, host_by_name
 
 CHAIN = "SIPORCH-LAB"
+CHAIN_IN = "SIPORCH-LAB-IN"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s)?\s*$")
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%?\s*$")
 
@@ -174,29 +177,36 @@ def _apply_host(paths: LabPaths, host: LabHost, items: list[Impairment]) -> None
         raise LabError(f"{host.name} is not up", hint="run `siporch lab up` first")
     _stop_delayers(paths, host.name)
     rules: list[str] = []
+    rules_in: list[str] = []
     for item in items:
         for src, dst in item.directions():
+            if item.partition:
+                # Dropped on arrival: a drop in the sender's OUTPUT fails its send at once
+                # (EPERM), which no real partition does.
+                if dst == host.name:
+                    rules_in += [f"-A {CHAIN_IN} -s {a}/32 -j DROP" for a in _host(src).addresses]
+                continue
             if src != host.name:
                 continue
             peer = _host(dst)
-            if item.partition:
-                rules += [f"-A {CHAIN} -d {a}/32 -j DROP" for a in peer.addresses]
-            else:
-                _start_delayer(paths, host, peer, item)
-                queue = _queue_number(dst)
-                rules += [
-                    f"-A {CHAIN} -d {a}/32 -j NFQUEUE --queue-num {queue} --queue-bypass"
-                    for a in peer.addresses
-                ]
-    script = "\n".join(["*filter", f":{CHAIN} - [0:0]", *rules, "COMMIT", ""])
-    _iptables(host, ["iptables-restore", "-w", "--noflush"], stdin=script)
-    check = subprocess.run(
-        ["ip", "netns", "exec", host.netns, "iptables", "-w", "-C", "OUTPUT", "-j", CHAIN],
-        capture_output=True,
-        check=False,
+            _start_delayer(paths, host, peer, item)
+            queue = _queue_number(dst)
+            rules += [
+                f"-A {CHAIN} -d {a}/32 -j NFQUEUE --queue-num {queue} --queue-bypass"
+                for a in peer.addresses
+            ]
+    script = "\n".join(
+        ["*filter", f":{CHAIN} - [0:0]", f":{CHAIN_IN} - [0:0]", *rules, *rules_in, "COMMIT", ""]
     )
-    if check.returncode != 0:
-        _iptables(host, ["iptables", "-w", "-I", "OUTPUT", "1", "-j", CHAIN])
+    _iptables(host, ["iptables-restore", "-w", "--noflush"], stdin=script)
+    for hook, chain in (("OUTPUT", CHAIN), ("INPUT", CHAIN_IN)):
+        check = subprocess.run(
+            ["ip", "netns", "exec", host.netns, "iptables", "-w", "-C", hook, "-j", chain],
+            capture_output=True,
+            check=False,
+        )
+        if check.returncode != 0:
+            _iptables(host, ["iptables", "-w", "-I", hook, "1", "-j", chain])
 
 
 def impair(

@@ -152,11 +152,25 @@ def current_release(lab: Lab, host: str) -> str:
     return lab.run(host, "readlink /etc/siporch/current 2>/dev/null || true").strip()
 
 
+def _daemons_up(lab: Lab, host: str) -> bool:
+    # the hosts share the machine's process table: ask each daemon's own pid file
+    pids = (
+        ("/var/run/asterisk/asterisk.pid",)
+        if host.startswith("pbx")
+        else ("/run/kamailio/kamailio.pid", "/run/rtpengine/rtpengine.pid")
+    )
+    out = lab.run(
+        host, " && ".join(f'kill -0 "$(cat {p})" 2>/dev/null' for p in pids) + " && echo up"
+    )
+    return out.strip() == "up"
+
+
 def ensure_deployed(lab: Lab, inventory: Path, hosts: tuple[str, ...]) -> str:
-    """Deploy the lab inventory unless every host already runs its current model.
+    """Deploy the lab inventory unless every host already runs its current model with its
+    daemons up (a lab revived by `lab up` after a reboot has the files but no daemons).
     Returns "" when nothing was needed, else the playbook's last lines."""
     want = model_hash(inventory)
-    if all(current_release(lab, h).endswith(f"-{want}") for h in hosts):
+    if all(current_release(lab, h).endswith(f"-{want}") and _daemons_up(lab, h) for h in hosts):
         return ""
     report = runner.report_path()
     vault = runner.vault_password_file(inventory, None)

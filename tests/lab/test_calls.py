@@ -178,14 +178,11 @@ def test_outbound_fails_over_when_the_first_peer_does_not_answer(kit: ck.Lab) ->
     assert FAILOVER_TIMEOUT_S - 2 <= took <= FAILOVER_TIMEOUT_S + 1, took
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect: the lab's partition rejects sends at once (EPERM) and the edge "
-    "answers 477 instead of trying the next peer (route[RELAY] after a failed t_relay)",
-)
 def test_outbound_fails_over_when_the_first_peer_is_partitioned(kit: ck.Lab) -> None:
     took = _failover(kit, partition=True)
-    assert took <= FAILOVER_TIMEOUT_S + 1, took
+    # the partition is silent (nothing comes back, the send itself succeeds): itsp-a2 gets
+    # the call once the failover_timeout runs out
+    assert FAILOVER_TIMEOUT_S - 2 <= took <= FAILOVER_TIMEOUT_S + 1, took
 
 
 def test_486_goes_back_with_no_failover(kit: ck.Lab) -> None:

@@ -159,6 +159,12 @@ def test_impair_partition_cuts_only_that_pair(lab) -> None:  # type: ignore[no-u
         # The second address of itsp-a1 (ITSP A's origination address) is cut too.
         probe = lab.run("edge-central", "ping -n -q -c 2 -i 0.2 -W 1 198.18.1.20")
         assert " 0 received" in probe.stdout
+        # Silent, as a real partition: the sender's send succeeds, the packet never arrives.
+        send = lab.run(
+            "edge-central",
+            "python3 -c \"import socket; socket.socket(2, 2).sendto(b'x', ('198.18.1.10', 9))\"",
+        )
+        assert send.returncode == 0, send.stderr
     finally:
         proc = siporch("lab", "impair", "--clear")
     assert proc.returncode == 0, proc.stderr
