@@ -166,8 +166,9 @@ def _dids(m: Model) -> Iterator[Finding]:
 def _sources(m: Model) -> Iterator[Finding]:
     """One source address must identify one trunk: a sweep over sorted address intervals."""
     intervals = []
-    for name, trunk in m.trunks.items():
-        for net in trunk.sources():
+    sources = {name: trunk.sources() for name, trunk in m.trunks.items()}
+    for name, nets in sources.items():
+        for net in nets:
             first, last = int(net.network_address), int(net.broadcast_address)
             intervals.append((net.version, first, last, name, net))
     intervals.sort(key=lambda x: (x[0], x[1], -x[2]))
@@ -186,12 +187,8 @@ def _sources(m: Model) -> Iterator[Finding]:
         if widest is None or widest[0] != version or last > widest[1]:
             widest = (version, last, name, net)
     for hname, host in m.hosts.items():
-        for name, trunk in m.trunks.items():
-            if any(
-                host.address in net
-                for net in trunk.sources()
-                if net.version == host.address.version
-            ):
+        for name, nets in sources.items():
+            if any(host.address in net for net in nets if net.version == host.address.version):
                 yield _err(
                     ("trunks", name), f"source networks include host '{hname}' ({host.address})"
                 )

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from types import ModuleType
 
 from siporch import gcpause
@@ -19,6 +22,31 @@ ROLE_RENDERERS: dict[str, tuple[str, ...]] = {
     "edge": ("kamailio", "rtpengine"),
     "pbx": ("asterisk",),
 }
+
+
+#: Text that several hosts of one release share (e.g. the DID table every edge loads),
+#: built once per ``render_release`` call. Outside one, nothing is cached.
+_SHARED: ContextVar[dict[str, str] | None] = ContextVar("siporch_render_shared", default=None)
+
+
+@contextmanager
+def _shared_scope() -> Iterator[None]:
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def shared_text(key: str, build: Callable[[], str]) -> str:
+    """``build()``, once per release render for each ``key`` (a key must name everything
+    the text depends on besides the model)."""
+    cache = _SHARED.get()
+    if cache is None:
+        return build()
+    if key not in cache:
+        cache[key] = build()
+    return cache[key]
 
 
 def _module(name: str) -> ModuleType:
@@ -38,7 +66,7 @@ def render_host(model: Model, host: str) -> dict[str, bytes]:
 
 def render_release(model: Model) -> dict[str, dict[str, bytes]]:
     """Every host's files. Same model, same bytes."""
-    with gcpause.paused():
+    with gcpause.paused(), _shared_scope():
         return {host: render_host(model, host) for host in sorted(model.hosts)}
 
 

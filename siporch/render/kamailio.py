@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from siporch.errors import SiporchError
 from siporch.model.numbering import trunk_ids
 from siporch.model.schema import Host, Model, NumberRule, Peer, Probe, Route, Trunk
+from siporch.render import shared_text
 from siporch.render.env import environment
 
 #: Where the deployed tree lives on an edge host (through the ``current`` symlink).
@@ -139,10 +140,13 @@ def render(
     for name, items in (
         ("trunks", data.trunk_items()),
         ("routes", data.route_items()),
-        ("dids", data.did_items()),
         ("security", data.security_items()),
     ):
         files[f"kamailio/db/{name}"] = _htable_text(items)
+    # The same for every edge: its numbers and destinations are model-wide.
+    files["kamailio/db/dids"] = shared_text(
+        "kamailio/db/dids", lambda: _htable_text(data.did_items())
+    )
     versions = [("version", 1), *sorted(TABLE_VERSIONS.items())]
     db("version", _HEADERS["version"], versions)
     limit = db_max_rows(h)
