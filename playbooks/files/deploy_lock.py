@@ -8,16 +8,24 @@
 The owner is the ansible-playbook process (found among the caller's ancestors) or, for a
 caller holding the lock across several runs, the process that took it; a lock whose owner
 no longer runs is taken over. Exit status 1 when the lock stays held for --wait seconds.
+
+Every look at the lock and every change of it (take, take over, release) happens under an
+exclusive flock(2) of a guard file beside it (`.<name>.guard`), so two waiters that both
+find the lock stale cannot both take it: the second sees the first one's fresh lock. The
+kernel drops the flock when its process dies, so the guard itself never goes stale.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -62,41 +70,74 @@ def read_owner(lock: Path) -> dict[str, object]:
     return data if isinstance(data, dict) else {}
 
 
+@contextlib.contextmanager
+def _guarded(lock: Path) -> Iterator[None]:
+    """Hold the exclusive flock of the lock's guard file."""
+    fd = os.open(lock.parent / f".{lock.name}.guard", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
+
+
+def _stale(lock: Path, owner: dict[str, object]) -> bool:
+    owner_pid = owner.get("pid")
+    raw_time = owner.get("time", 0)
+    started = float(raw_time) if isinstance(raw_time, int | float) else 0.0
+    if isinstance(owner_pid, int) and not _alive(owner_pid):
+        return True
+    try:
+        unreadable = not owner and time.time() - lock.stat().st_mtime > 30
+    except OSError:
+        return True
+    return unreadable or bool(started and time.time() - started > 6 * 3600)
+
+
+def _take(lock: Path, pid: int, held: str) -> tuple[str | None, dict[str, object]]:
+    """Under the guard: take the lock (its token), keep a held one (""), or None and the
+    owner when another live process holds it."""
+    try:
+        lock.mkdir()
+    except FileExistsError:
+        owner = read_owner(lock)
+        if held and owner.get("token") == held:
+            return "", owner
+        if not _stale(lock, owner):
+            return None, owner
+        shutil.rmtree(lock, ignore_errors=True)
+        lock.mkdir()
+    token = uuid.uuid4().hex
+    tmp = lock / ".owner.json.new"
+    tmp.write_text(json.dumps({"pid": pid, "token": token, "time": time.time()}))
+    os.replace(tmp, lock / "owner.json")
+    return token, {}
+
+
 def acquire(lock: Path, wait: float, pid: int, held: str = "") -> str:
     deadline = time.monotonic() + wait
     lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        try:
-            lock.mkdir()
-        except FileExistsError:
-            owner = read_owner(lock)
-            if held and owner.get("token") == held:
-                return ""
-            owner_pid = owner.get("pid")
+        with _guarded(lock):
+            token, owner = _take(lock, pid, held)
+        if token is not None:
+            return token
+        if time.monotonic() > deadline:
             raw_time = owner.get("time", 0)
             started = float(raw_time) if isinstance(raw_time, int | float) else 0.0
-            dead = isinstance(owner_pid, int) and not _alive(owner_pid)
-            unreadable = not owner and time.time() - lock.stat().st_mtime > 30
-            if dead or unreadable or (started and time.time() - started > 6 * 3600):
-                shutil.rmtree(lock, ignore_errors=True)
-                continue
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"another deploy (pid {owner_pid}) holds {lock} since "
-                    f"{time.strftime('%H:%M:%S', time.localtime(started))}"
-                ) from None
-            time.sleep(1.0)
-            continue
-        token = uuid.uuid4().hex
-        (lock / "owner.json").write_text(
-            json.dumps({"pid": pid, "token": token, "time": time.time()})
-        )
-        return token
+            raise TimeoutError(
+                f"another deploy (pid {owner.get('pid')}) holds {lock} since "
+                f"{time.strftime('%H:%M:%S', time.localtime(started))}"
+            )
+        time.sleep(1.0)
 
 
 def release(lock: Path, token: str) -> None:
-    if token and read_owner(lock).get("token") == token:
-        shutil.rmtree(lock, ignore_errors=True)
+    if not token:
+        return
+    with _guarded(lock):
+        if read_owner(lock).get("token") == token:
+            shutil.rmtree(lock, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,115 @@
+"""The controller's deploy lock: one holder, and a stale lock taken over by one waiter only."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def mod() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "deploy_lock_under_test", REPO / "playbooks" / "files" / "deploy_lock.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _stale_lock(lock: Path) -> None:
+    lock.mkdir()
+    owner = {"pid": _dead_pid(), "token": "stale", "time": time.time()}
+    (lock / "owner.json").write_text(json.dumps(owner))
+
+
+def test_take_hold_release(mod: Any, tmp_path: Path) -> None:
+    lock = tmp_path / "lock"
+    token = mod.acquire(lock, 1, os.getpid())
+    assert token and mod.read_owner(lock)["token"] == token
+    with pytest.raises(TimeoutError, match="holds"):
+        mod.acquire(lock, 0.1, os.getpid())
+    assert mod.acquire(lock, 0.1, os.getpid(), held=token) == ""  # the holder keeps it
+    mod.release(lock, "not-the-token")
+    assert lock.exists()
+    mod.release(lock, token)
+    assert not lock.exists()
+
+
+def test_a_dead_owner_is_taken_over(mod: Any, tmp_path: Path) -> None:
+    lock = tmp_path / "lock"
+    _stale_lock(lock)
+    token = mod.acquire(lock, 1, os.getpid())
+    assert token != "stale" and mod.read_owner(lock)["token"] == token
+
+
+def test_a_stale_lock_is_taken_over_by_one_waiter_only(
+    mod: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight waiters find the same stale lock at once; reading the owner is slowed down so
+    that, without the guard, each would decide to take it over. Exactly one gets it."""
+    lock = tmp_path / "lock"
+    _stale_lock(lock)
+    slow_read = mod.read_owner
+
+    def read_owner(path: Path) -> dict[str, object]:
+        owner: dict[str, object] = slow_read(path)
+        time.sleep(0.2)
+        return owner
+
+    monkeypatch.setattr(mod, "read_owner", read_owner)
+    start = threading.Barrier(8)
+    tokens: list[str] = []
+    timeouts: list[str] = []
+
+    def wait_for_lock() -> None:
+        start.wait()
+        try:
+            tokens.append(mod.acquire(lock, 2.5, os.getpid()))
+        except TimeoutError as exc:
+            timeouts.append(str(exc))
+
+    threads = [threading.Thread(target=wait_for_lock) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(tokens) == 1, tokens
+    assert len(timeouts) == 7
+    assert slow_read(lock)["token"] == tokens[0]
+
+
+def test_cli_acquire_and_release(tmp_path: Path) -> None:
+    lock = tmp_path / "lock"
+    script = REPO / "playbooks" / "files" / "deploy_lock.py"
+    run = [sys.executable, str(script)]
+    got = subprocess.run(
+        [*run, "acquire", str(lock), "--wait", "1"], capture_output=True, text=True
+    )
+    assert got.returncode == 0 and got.stdout.strip()
+    # its owner (this test's python, the caller's parent) still runs: a second waiter waits
+    busy = subprocess.run(
+        [*run, "acquire", str(lock), "--wait", "0"], capture_output=True, text=True
+    )
+    assert busy.returncode == 1 and "holds" in busy.stderr
+    subprocess.run([*run, "release", str(lock), got.stdout.strip()], check=True)
+    assert not lock.exists()
+    bad = subprocess.run([*run, "frobnicate"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
