@@ -214,6 +214,10 @@ def impair(
 
     Applies to both directions unless --one-way; a new impairment of A and B replaces
     the old one. `impair --clear` with no hosts removes every impairment.
+
+    A may be `controller` (this machine, 198.18.0.1) with --partition: the lab host B
+    drops every packet from the controller, so Ansible and SSH cannot reach it.
+    Example: siporch lab impair controller pbx-central --partition
     """
     lab.require_root()
     paths = LabPaths.default()

@@ -10,6 +10,12 @@ process in that namespace (``siporch.lab.nfqueue``) that holds each packet for t
 and drops the given share. The kernel's ``netem`` is not used: it is a module many
 kernels lack, and NFQUEUE gives the same effect.
 
+``controller`` may stand for one side of a partition: the machine itself, where siporch
+and Ansible run (198.18.0.1 on the lab bridge). The rule still lives only in the lab
+host's namespace (its INPUT drops every packet from the controller, silently), so the
+machine's own firewall is never touched; the host is out of reach of Ansible and of
+anything else the controller sends it. Delay and loss are not offered for it.
+
 The wanted impairments are kept in ``impair/impairments.json`` under the lab's state
 directory; every change rebuilds the rules and delay processes of the hosts involved
 from that file, so the file is the truth and the rules follow it.
@@ -29,8 +35,9 @@ from pathlib import Path
 
 from siporch.errors import LabError
 from siporch.lab import procs
-from siporch.lab.spec import HOSTS, LabHost, LabPaths, host_by_name
+from siporch.lab.spec import CONTROLLER_ADDRESS, HOSTS, LabHost, LabPaths, host_by_name
 
+CONTROLLER = "controller"
 CHAIN = "SIPORCH-LAB"
 CHAIN_IN = "SIPORCH-LAB-IN"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s)?\s*$")
@@ -88,9 +95,20 @@ def _host(name: str) -> LabHost:
     host = host_by_name(name)
     if host is None:
         raise LabError(
-            f"no lab host named {name!r}", hint="lab hosts: " + ", ".join(h.name for h in HOSTS)
+            f"no lab host named {name!r}",
+            hint="lab hosts: " + ", ".join(h.name for h in HOSTS) + f" (or {CONTROLLER})",
         )
     return host
+
+
+def _side(name: str) -> None:
+    """Check that ``name`` is a lab host or the controller."""
+    if name != CONTROLLER:
+        _host(name)
+
+
+def _addresses(name: str) -> tuple[str, ...]:
+    return (CONTROLLER_ADDRESS,) if name == CONTROLLER else _host(name).addresses
 
 
 def _state_file(paths: LabPaths) -> Path:
@@ -171,22 +189,32 @@ def _iptables(host: LabHost, args: list[str], stdin: str | None = None) -> None:
         raise LabError(f"{host.name}: {' '.join(args)} failed: {proc.stderr.strip()}")
 
 
+def partition_rules(host: str, items: list[Impairment]) -> list[str]:
+    """The INPUT rules of ``host`` for the partitions in ``items``: packets are dropped
+    where they arrive (a drop in the sender's OUTPUT fails its send at once with EPERM,
+    which no real partition does)."""
+    return [
+        f"-A {CHAIN_IN} -s {address}/32 -j DROP"
+        for item in items
+        if item.partition
+        for src, dst in item.directions()
+        if dst == host and host != CONTROLLER
+        for address in _addresses(src)
+    ]
+
+
 def _apply_host(paths: LabPaths, host: LabHost, items: list[Impairment]) -> None:
     """Rebuild the chain and delay processes of ``host`` from ``items``."""
     if not Path(f"/run/netns/{host.netns}").exists():
         raise LabError(f"{host.name} is not up", hint="run `siporch lab up` first")
     _stop_delayers(paths, host.name)
     rules: list[str] = []
-    rules_in: list[str] = []
+    rules_in = partition_rules(host.name, items)
     for item in items:
         for src, dst in item.directions():
             if item.partition:
-                # Dropped on arrival: a drop in the sender's OUTPUT fails its send at once
-                # (EPERM), which no real partition does.
-                if dst == host.name:
-                    rules_in += [f"-A {CHAIN_IN} -s {a}/32 -j DROP" for a in _host(src).addresses]
                 continue
-            if src != host.name:
+            if src != host.name or dst == CONTROLLER:
                 continue
             peer = _host(dst)
             _start_delayer(paths, host, peer, item)
@@ -219,19 +247,33 @@ def impair(
     partition: bool = False,
     one_way: bool = False,
 ) -> Impairment:
-    """Set (replace) the impairment between ``a`` and ``b``."""
-    host_a, host_b = _host(a), _host(b)
+    """Set (replace) the impairment between ``a`` and ``b`` (one may be ``controller``)."""
+    _side(a)
+    _side(b)
     if a == b:
         raise LabError("impair needs two different hosts")
     if partition and (delay_ms or loss_percent):
         raise LabError("--partition cannot be combined with --delay or --loss")
     if not (partition or delay_ms or loss_percent):
         raise LabError("say what to do: --delay, --loss, --partition or --clear")
+    if CONTROLLER in (a, b):
+        if not partition:
+            raise LabError(
+                f"only --partition is offered with {CONTROLLER}",
+                hint="delay and loss act between lab hosts",
+            )
+        if one_way and b == CONTROLLER:
+            raise LabError(
+                f"a one-way partition towards {CONTROLLER} would need the machine's firewall",
+                hint=f"siporch lab impair {CONTROLLER} {a} --partition (the host drops the "
+                "controller's packets)",
+            )
     item = Impairment(a, b, delay_ms, loss_percent, partition, one_way)
     items = [i for i in load(paths) if {i.a, i.b} != {a, b}] + [item]
     _save(paths, items)
-    _apply_host(paths, host_a, items)
-    _apply_host(paths, host_b, items)
+    for name in (a, b):
+        if name != CONTROLLER:
+            _apply_host(paths, _host(name), items)
     return item
 
 
@@ -239,9 +281,9 @@ def clear(paths: LabPaths, a: str | None = None, b: str | None = None) -> list[I
     """Remove impairments: of the pair, of every pair with ``a``, or all. Returns them."""
     items = load(paths)
     if a is not None:
-        _host(a)
+        _side(a)
     if b is not None:
-        _host(b)
+        _side(b)
 
     def hit(i: Impairment) -> bool:
         if a is None:
@@ -253,7 +295,7 @@ def clear(paths: LabPaths, a: str | None = None, b: str | None = None) -> list[I
     removed = [i for i in items if hit(i)]
     kept = [i for i in items if not hit(i)]
     _save(paths, kept)
-    touched = {n for i in removed for n in (i.a, i.b)}
+    touched = {n for i in removed for n in (i.a, i.b)} - {CONTROLLER}
     for name in sorted(touched):
         host = _host(name)
         if Path(f"/run/netns/{host.netns}").exists():

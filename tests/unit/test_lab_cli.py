@@ -10,6 +10,7 @@ import pytest
 from siporch.cli import main
 from siporch.errors import LabError
 from siporch.lab import impair
+from siporch.lab.spec import host_by_name
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -149,3 +150,48 @@ def test_console_entry_point_maps_not_root_to_exit_2() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "the lab needs root" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["controller", "pbx-central", "--delay", "10ms"], "only --partition"),
+        (["pbx-central", "controller", "--loss", "5%"], "only --partition"),
+        (["pbx-central", "controller", "--partition", "--one-way"], "machine's firewall"),
+        (["controller", "controller", "--partition"], "two different hosts"),
+    ],
+)
+def test_impair_controller_only_partitions(
+    args: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: object,
+) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setenv("SIPORCH_LAB_STATE", str(tmp_path))
+    code, out, err = run_cli(["lab", "impair", *args], capsys)
+    assert code == 2, out + err
+    assert message in err and "Traceback" not in err
+
+
+def test_controller_partition_drops_the_controller_in_the_host_only() -> None:
+    items = [
+        impair.Impairment("controller", "pbx-central", partition=True),
+        impair.Impairment("edge-central", "edge-branch", delay_ms=20),
+    ]
+    assert impair.partition_rules("pbx-central", items) == [
+        "-A SIPORCH-LAB-IN -s 198.18.0.1/32 -j DROP"
+    ]
+    # No rule anywhere else: the controller side is the machine, never touched.
+    for host in ("edge-central", "edge-branch", "controller"):
+        assert impair.partition_rules(host, items) == []
+
+
+def test_host_partition_drops_every_address_of_the_peer() -> None:
+    items = [impair.Impairment("edge-central", "pbx-central", partition=True)]
+    for host, peer in (("pbx-central", "edge-central"), ("edge-central", "pbx-central")):
+        addresses = host_by_name(peer).addresses  # type: ignore[union-attr]
+        assert impair.partition_rules(host, items) == [
+            f"-A SIPORCH-LAB-IN -s {a}/32 -j DROP" for a in addresses
+        ]
