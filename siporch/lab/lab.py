@@ -351,6 +351,8 @@ def up(
             progress(f"the root file system changed to {lower}: starting the hosts again")
             recreate = True
         if before.up and not recreate and not rebuild:
+            for host in HOSTS:
+                topology.add_missing_addresses(host)
             inv = write_inventory(example, out, paths)
             state = read_state(paths)
             state["inventory"] = str(inv.resolve())
@@ -360,6 +362,8 @@ def up(
             h.netns and h.veth and h.mounted for h in before.hosts
         )
         if structural_ok and not recreate and not rebuild:
+            for host in HOSTS:
+                topology.add_missing_addresses(host)
             repaired = _repair(paths, before)
             inv = write_inventory(example, out, paths)
             state = read_state(paths)

@@ -66,7 +66,9 @@ HOSTS: tuple[LabHost, ...] = (
         "198.18.0.50",
         ("lab_peers",),
         "peer",
-        "internal PSTN gateway (direct SIP connection)",
+        "internal PSTN gateway (direct SIP connection); also the branch office's PBX "
+        "address (pbx-remote), where tests play that PBX with SIPp",
+        ("198.18.2.20",),
     ),
     LabHost(
         "itsp-a1",

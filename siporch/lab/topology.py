@@ -104,6 +104,25 @@ def create_host_network(host: LabHost) -> None:
         raise LabError(f"{host.name}: network setup failed: {exc}") from exc
 
 
+def add_missing_addresses(host: LabHost) -> list[str]:
+    """Give a running host the addresses it lacks (a lab started before the host got an
+    extra address); returns the addresses added."""
+    added: list[str] = []
+    try:
+        with NetNS(host.netns) as ns:
+            eth = ns.link_lookup(ifname="eth0")
+            if not eth:
+                return added
+            have = {a.get_attr("IFA_ADDRESS") for a in ns.get_addr(index=eth[0], family=2)}
+            for address in host.addresses:
+                if address not in have:
+                    ns.addr("add", index=eth[0], address=address, prefixlen=PREFIXLEN)
+                    added.append(address)
+    except (NetlinkError, OSError) as exc:
+        raise LabError(f"{host.name}: cannot add its addresses: {exc}") from exc
+    return added
+
+
 def delete_host_network(name: str) -> list[str]:
     """Remove a host's namespace and veth; returns what was removed."""
     removed: list[str] = []

@@ -89,6 +89,11 @@ class Site(Strict):
     backup_site: Name | None = Field(
         default=None, description="the site whose trunks take over when this site's are down"
     )
+    pbx_addresses: list[IPAddress] = Field(
+        default_factory=list,
+        description="PBXs or gateways at the site that siporch does not configure: the "
+        "site's edges take their calls as a PBX host's",
+    )
     normalization: list[NumberRule] = Field(
         default_factory=list, description="dial plan: dialled number -> E.164, first match wins"
     )

@@ -381,6 +381,11 @@ class _EdgeData:
             else:
                 group = GROUP_EDGE
             rows.append((group, h.address, h.address.max_prefixlen, 0, name))
+        for sname, site in self.model.sites.items():
+            # PBXs of a site that siporch does not configure: trusted as its PBX hosts are
+            group = GROUP_LOCAL_PBX if sname == self.site else GROUP_OTHER_PBX
+            for address in site.pbx_addresses:
+                rows.append((group, address, address.max_prefixlen, 0, f"{sname}-pbx"))
         management: dict[str, tuple[str, int]] = {"127.0.0.0/8": ("127.0.0.0", 8)}
         for h in self.model.hosts.values():
             for net in h.ami.permit if h.ami else []:

@@ -112,6 +112,9 @@ def test_rewritten_example_model_names_only_lab_hosts() -> None:
     model = yaml.safe_load(text)["siporch"]
     for host in model["hosts"].values():
         assert host["address"] in lab_addresses()
+    for site in model["sites"].values():
+        for address in site.get("pbx_addresses", []):
+            assert address in lab_addresses(), address
     for trunk in model["trunks"].values():
         for peer in trunk["peers"]:
             assert peer["address"] in lab_addresses(), peer

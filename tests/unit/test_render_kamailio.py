@@ -197,6 +197,21 @@ def test_permissions_groups() -> None:
     assert branch["203.0.113.50"] == 3
     assert branch["192.0.2.20"] == kamailio.GROUP_OTHER_PBX
     assert branch["192.0.2.10"] == kamailio.GROUP_EDGE
+    # a site's PBX that siporch does not configure: its site's PBX at the branch edge,
+    # another site's PBX (no new calls) at the central edge
+    assert branch["198.51.100.20"] == kamailio.GROUP_LOCAL_PBX
+    assert by_ip["198.51.100.20"] == (kamailio.GROUP_OTHER_PBX, "branch-pbx")
+
+
+def test_cfg_fails_over_on_a_send_error_and_hides_the_registering_pbx() -> None:
+    cfg = render(example(), "edge-central")["kamailio/kamailio.cfg"]
+    # a branch that cannot be sent runs failure_route (next peer or trunk), not an error
+    assert 'modparam("tm", "failure_exec_mode", 1)' in cfg
+    # RFC 3261 16.7: a 503 from the next hop goes upstream as 500 (tm's default kept)
+    assert "remap_503_500" not in cfg.replace("# remap_503_500", "")
+    register = cfg[cfg.index("route[REGISTER_OUT]") :]
+    register = register[: register.index("route(RELAY)")]
+    assert 'subst_hf("Via", ' in register and "$var(adv)" in register
 
 
 def test_dispatcher_order_and_probing() -> None:
