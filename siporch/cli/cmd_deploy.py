@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
@@ -15,6 +16,54 @@ from siporch.errors import DeployError
 from siporch.release import mark_deployed
 
 
+def _outcome(host: dict[str, Any]) -> str:
+    if "failure" in host:
+        reason = str(host["failure"].get("reason", ""))
+        why = " (unreachable)" if reason.startswith("unreachable") else ""
+        return f"[red]failed at {escape(host['failure']['step'])}{why}[/red]"
+    if "rollback" in host:
+        return f"[yellow]{escape(host['rollback'])}[/yellow]"
+    return "ok"
+
+
+def failure_summary(report: dict[str, Any], what: str) -> tuple[list[str], str]:
+    """The lines that explain a failed run (plain text: host, step, reason, then what
+    became of every host of the run) and the one-line error."""
+    hosts = report.get("hosts", [])
+    failed = [h for h in hosts if "failure" in h]
+    lines = [f"{what} FAILED"]
+    for h in failed:
+        f = h["failure"]
+        lines.append(f'  {h["host"]} failed at "{f.get("step", "?")}": {f.get("reason", "?")}')
+    lines.append("every host of the run:")
+    back, kept, lost = [], [], []
+    for h in hosts:
+        note = str(h.get("rollback") or f"on {h.get('current') or '(none)'}")
+        lines.append(f"  {h['host']}: {note}")
+        if note.startswith("rolled back"):
+            back.append(h["host"])
+        elif note.startswith(("still on", "no earlier release", "not deployed", "on ")):
+            kept.append(h["host"])
+        else:
+            lost.append(h["host"])
+    where = ", ".join(
+        h["host"]
+        + (
+            " (unreachable)"
+            if str(h["failure"].get("reason", "")).startswith("unreachable")
+            else ""
+        )
+        for h in failed
+    )
+    parts = [f"{len(back)} host(s) rolled back"] if back else []
+    if kept:
+        parts.append(f"{len(kept)} unchanged")
+    if lost:
+        parts.append(f"NOT rolled back: {', '.join(lost)}")
+    message = f"{what} failed on {where}; " + (", ".join(parts) or "no host was changed")
+    return lines, message
+
+
 def print_result(result: runner.RunResult, what: str) -> int:
     """The per-host outcome of a deploy or rollback; the exit code."""
     report = result.report or {}
@@ -24,17 +73,12 @@ def print_result(result: runner.RunResult, what: str) -> int:
         for col in ("host", "before", "now", "reloads", "outcome"):
             table.add_column(col)
         for h in hosts:
-            outcome = "ok"
-            if "failure" in h:
-                outcome = f"[red]failed at {escape(h['failure']['step'])}[/red]"
-            elif "rollback" in h:
-                outcome = f"[yellow]{escape(h['rollback'])}[/yellow]"
             table.add_row(
                 h["host"],
                 h.get("before") or "-",
                 h.get("current") or "-",
                 escape(", ".join(h.get("reloads", [])) or "none"),
-                outcome,
+                _outcome(h),
             )
         console.print(table)
     changed = result.changed
@@ -42,19 +86,14 @@ def print_result(result: runner.RunResult, what: str) -> int:
         summary = "nothing changed" if changed == 0 else f"{changed} change(s)"
         console.print(f"{what} done in {result.duration:.1f} s: {summary}", highlight=False)
         return 0
-    for f in result.failures():
-        err_console.print(
-            f"[red]{escape(f['host'])}[/red] failed at [bold]{escape(f['step'])}[/bold]: "
-            f"{escape(f['reason'])}",
-            soft_wrap=True,
-        )
-        if f.get("rollback"):
-            err_console.print(f"  {escape(f['rollback'])}", soft_wrap=True)
     if not result.failures():
         tail = "\n".join(result.output[-25:])
         err_console.print(tail, markup=False, highlight=False)
         raise DeployError(f"{what} failed (ansible-playbook exited {result.returncode})")
-    raise DeployError(f"{what} failed; the hosts of the run went back to their previous release")
+    lines, message = failure_summary(report, what)
+    for line in lines:
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+    raise DeployError(message)
 
 
 def record_deployed(inventory: Path, result: runner.RunResult, limit: str | None) -> None:
