@@ -35,6 +35,7 @@ with the reason; 2 when the run could not start (not root, no lab, lock held).
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.util
 import json
 import math
@@ -108,6 +109,7 @@ UAC_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
       Max-Forwards: 70
       User-Agent: siporch-soak
       Subject: siporch soak call
+      X-Soak-Call: [call_number]
       Content-Type: application/sdp
       Content-Length: [len]
 
@@ -432,6 +434,7 @@ def start_uas(flow: Flow, hosts: dict[str, Any], total_s: float, wait_s: float =
             "-sf", str(UAS_SCENARIO), "-i", h["address"], "-p", "5060", "-t", "u1",
             "-m", "100000", "-nostdin", "-timeout", f"{int(total_s)}s",
             "-trace_err", "-error_file", str(flow.workdir / f"uas-{peer}.err"),
+            "-trace_msg", "-message_file", str(peer_message_file(flow, peer)),
         ]  # fmt: skip
         while True:
             proc = subprocess.Popen(
@@ -447,6 +450,45 @@ def start_uas(flow: Flow, hosts: dict[str, Any], total_s: float, wait_s: float =
                 return f"SIPp UAS on {peer}:5060 did not start: {err[-200:]}"
             time.sleep(5.0)
     return ""
+
+
+def peer_message_file(flow: Flow, peer: str) -> Path:
+    return flow.workdir / f"uas-{peer}.msg"
+
+
+_MSG_HEAD = re.compile(r"^-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)$")
+_SOAK_CALL = re.compile(r"^X-Soak-Call:\s*(\d+)", re.MULTILINE | re.IGNORECASE)
+
+
+def peer_invites(flow: Flow) -> dict[int, list[tuple[float, str]]]:
+    """For each outbound call (by its X-Soak-Call number): when each ITSP A peer first
+    received its INVITE, from the peers' SIPp message logs, in order of arrival."""
+    out: dict[int, list[tuple[float, str]]] = {}
+    for peer in ITSP_A_PEERS:
+        try:
+            text = peer_message_file(flow, peer).read_text(errors="replace")
+        except OSError:
+            continue
+        at: float | None = None
+        seen: set[int] = set()
+        for block in text.split("\n-"):
+            head, _, body = block.partition("\n")
+            m = _MSG_HEAD.match(head if head.startswith("-") else "-" + head)
+            if m:
+                at = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+            if at is None or "message received" not in body.split("\n", 1)[0]:
+                continue
+            msg = body.split("\n", 2)[-1].lstrip()
+            call = _SOAK_CALL.search(msg)
+            if not msg.startswith("INVITE ") or call is None:
+                continue
+            number = int(call.group(1))
+            if number not in seen:
+                seen.add(number)
+                out.setdefault(number, []).append((at, peer))
+    for arrivals in out.values():
+        arrivals.sort()
+    return out
 
 
 def start_flow(flow: Flow, hold_s: float, total_s: float) -> None:
@@ -793,17 +835,28 @@ def read_errors(path: Path) -> dict[int, tuple[float, str]]:
     return out
 
 
-def failover_times(calls: list[Call], steps: list[Step]) -> list[float]:
-    """Setup times (INVITE -> 200) of outbound calls started during the partition: the
-    edge waits for itsp-a1, gives up and fails over to itsp-a2."""
+def failover_times(
+    calls: list[Call], steps: list[Step], invites: dict[int, list[tuple[float, str]]]
+) -> list[float]:
+    """For outbound calls started during a partition whose INVITE went to itsp-a1 first
+    and then to itsp-a2: seconds from the call's INVITE to itsp-a2 receiving it."""
     out: list[float] = []
-    for step in steps:
-        if step.kind != "partition":
-            continue
-        for c in calls:
-            if c.direction == "outbound" and c.answer and step.start <= c.start <= step.end:
-                out.append(c.answer - c.start)
+    for c in partition_calls(calls, steps):
+        arrivals = invites.get(c.number, [])
+        peers = [p for _, p in arrivals]
+        if peers[:1] == ["itsp-a1"] and "itsp-a2" in peers:
+            out.append(next(t for t, p in arrivals if p == "itsp-a2") - c.start)
     return out
+
+
+def partition_calls(calls: list[Call], steps: list[Step]) -> list[Call]:
+    return [
+        c
+        for s in steps
+        if s.kind == "partition"
+        for c in calls
+        if c.direction == "outbound" and s.start <= c.start <= s.end
+    ]
 
 
 def analyse(
@@ -856,13 +909,20 @@ def analyse(
     drops_other = [d for d in drops if d["during"] not in fault_names]
     fails_kill = [d for d in failures if d["during"] in kill_names]
     fails_part = [d for d in failures if d["during"] in fault_names - kill_names]
-    fover = failover_times(calls, steps)
+    outbound = [f for f in flows if f.direction == "outbound"]
+    invites = peer_invites(outbound[0]) if outbound else {}
+    fover = failover_times(calls, steps, invites)
     in_partition = [
-        {"start": round(c.start - t0, 2), "state": c.state, "reason": c.reason}
-        for s in steps
-        if s.kind == "partition"
-        for c in calls
-        if c.direction == "outbound" and s.start <= c.start <= s.end
+        {
+            "start": round(c.start - t0, 2),
+            "state": c.state,
+            "reason": c.reason,
+            "setup_s": round(c.answer - c.start, 3) if c.answer else None,
+            "invite_reached": [
+                {"peer": p, "after_s": round(t - c.start, 3)} for t, p in invites.get(c.number, [])
+            ],
+        }
+        for c in partition_calls(calls, steps)
     ]
     known = bool(expected) and all(final.get(h) == expected for h in SIPORCH_HOSTS)
     reasons: list[str] = []
@@ -955,16 +1015,28 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [""]
     if fo:
         lines.append(
-            f"Failover (outbound calls set up during the partition, INVITE -> 200 via "
-            f"itsp-a2): {len(fo)} calls, min {min(fo):.2f} s, max {max(fo):.2f} s."
+            f"Failover (outbound calls started during the partition whose INVITE went to "
+            f"itsp-a1 first, seconds until itsp-a2 received it): {len(fo)} calls, "
+            f"min {min(fo):.2f} s, max {max(fo):.2f} s."
         )
     else:
-        lines.append("Failover: no outbound call was set up during the partition.")
+        lines.append(
+            "Failover: no outbound call tried itsp-a1 and then itsp-a2 during the partition."
+        )
     if r["outbound_in_partition"]:
         lines.append(
             "Outbound calls started during the partition: "
             + "; ".join(
-                f"{c['start']} s {c['state']}" + (f" ({c['reason']})" if c["reason"] else "")
+                f"{c['start']} s {c['state']}"
+                + (f" ({c['reason']})" if c["reason"] else "")
+                + (
+                    " via "
+                    + " -> ".join(
+                        f"{i['peer']} at +{i['after_s']:.2f} s" for i in c["invite_reached"]
+                    )
+                    if c["invite_reached"]
+                    else ""
+                )
                 for c in r["outbound_in_partition"]
             )
             + "."
@@ -1142,7 +1214,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=5.0, help="traffic time (default 5)")
     parser.add_argument("--cps", type=float, default=0.5, help="inbound calls per second")
     parser.add_argument("--hold", type=float, default=30.0, help="call hold time, seconds")
-    parser.add_argument("--partition", type=float, default=8.0, help="partition, seconds")
+    parser.add_argument(
+        "--partition",
+        type=float,
+        default=15.0,
+        help="partition, seconds (longer than the routes' failover timeout, 10 s, so that "
+        "calls placed early in it must fail over)",
+    )
     parser.add_argument("--json", type=Path, help="write the report as JSON to this file")
     parser.add_argument("--no-outbound", action="store_true", help="inbound calls only")
     parser.add_argument("--lock-wait", type=float, default=900.0, help="wait for the deploy lock")
