@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,72 @@ def test_bad_model_contacts_no_host(tmp_path: Path) -> None:
     for host in ("edge-central", "edge-branch", "pbx-central"):
         assert f"[{host}]" not in out
     assert not (tmp_path / "build").exists() or not any((tmp_path / "build").iterdir())
+
+
+UNREACHABLE_PLAYBOOK = """
+- name: Deploy host by host
+  hosts: all
+  gather_facts: false
+  serial: 1
+  max_fail_percentage: 0
+  strategy: siporch_linear
+  tasks:
+    - name: Deploy
+      block:
+        - name: Reach the host
+          ansible.builtin.ping:
+      rescue:
+        - name: Record the failure
+          ansible.builtin.set_fact:
+            failure: "{{ ansible_failed_result.unreachable | default(false) }}"
+
+- name: Roll back
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Report
+      ansible.builtin.debug:
+        msg: "{{ inventory_hostname }} unreachable={{ failure | default('no') }}"
+"""
+
+
+def test_an_unreachable_host_runs_its_rescue_and_the_playbook_goes_on(tmp_path: Path) -> None:
+    """With siporch_linear, a host nothing answers for (a loopback port nobody listens on)
+    fails its task: its rescue runs and the later plays run for every host. With Ansible's
+    linear strategy the serial batch of that host alone would end the playbook."""
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "hosts": {
+                        "first": {"ansible_connection": "local"},
+                        "gone": {"ansible_host": "127.0.0.1", "ansible_port": 9},
+                        "last": {"ansible_connection": "local"},
+                    },
+                    "vars": {"ansible_python_interpreter": sys.executable},
+                }
+            }
+        )
+    )
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(UNREACHABLE_PLAYBOOK)
+    env = _env()
+    env["ANSIBLE_SSH_RETRIES"] = "0"
+    proc = subprocess.run(
+        ["ansible-playbook", "-i", str(inv), str(playbook)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "gone unreachable=True" in out
+    assert "first unreachable=no" in out and "last unreachable=no" in out
+    linear = playbook.read_text().replace("strategy: siporch_linear", "strategy: linear")
+    playbook.write_text(linear)
+    proc = subprocess.run(
+        ["ansible-playbook", "-i", str(inv), str(playbook)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "PLAY [Roll back]" not in out  # what siporch_linear is for

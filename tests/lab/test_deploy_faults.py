@@ -1,0 +1,285 @@
+"""Deploy faults on the lab: a host lost mid-run, hand-edited files, the registration gate.
+
+Real daemons, Ansible over SSH. Each test starts from the lab inventory deployed (release
+R1) and leaves the lab on it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import callkit as ck
+import pytest
+import yaml
+
+from siporch.deploy import runner
+
+pytestmark = pytest.mark.lab
+
+REPO = Path(__file__).resolve().parents[2]
+SIPORCH_HOSTS = ("edge-central", "edge-branch", "pbx-central")
+EDGE = "edge-central"
+PBX = "pbx-central"
+
+
+def _copy_inventory(lab: Any, dest: Path) -> Path:
+    inv = dest / "inv"
+    shutil.copytree(lab.inventory, inv)
+    vault = lab.inventory.parent / ".vault-pass"
+    if vault.exists():
+        shutil.copy(vault, dest / ".vault-pass")
+    return inv
+
+
+def _edit_model(inv: Path, edit: Any) -> None:
+    path = inv / "group_vars" / "all" / "siporch.yml"
+    doc = yaml.safe_load(path.read_text())
+    edit(doc["siporch"])
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def _run(inv: Path, extra_vars: dict[str, Any] | None = None) -> runner.RunResult:
+    report = runner.report_path()
+    vault = runner.vault_password_file(inv, None)
+    extra = {"asterisk_pbx_health_registrations": False, **(extra_vars or {})}
+    cmd = runner.build_command(
+        "deploy-trunk.yml", inv, vault_file=vault, report_file=report, extra_vars=extra
+    )
+    try:
+        return runner.run(cmd, report)
+    finally:
+        report.unlink(missing_ok=True)
+
+
+def _current(lab: Any, host: str) -> str:
+    proc = lab.run(host, "readlink /etc/siporch/current", check=True)
+    return Path(proc.stdout.strip()).name
+
+
+def _ok(result: runner.RunResult) -> None:
+    assert result.ok, "\n".join(result.output[-60:])
+
+
+def _siporch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "siporch", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def exclusive() -> Iterator[None]:
+    """Hold the controller's deploy lock across the module: other deploys wait for it."""
+    with ck.deploy_lock(wait=2400):
+        yield
+
+
+@pytest.fixture
+def base(lab: Any, tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """The lab inventory deployed (release R1); deployed again afterwards. Forced: with the
+    deploy lock held no test call runs, and media sessions left by an earlier run must not
+    stop an rtpengine restart that a changed lab model needs."""
+    inv = _copy_inventory(lab, tmp_path / "base")
+    result = _run(inv, extra_vars={"siporch_force": True})
+    _ok(result)
+    assert result.report is not None
+    yield inv, str(result.report["release"])
+    _ok(_run(inv, extra_vars={"siporch_force": True}))
+
+
+def _add_peer(model: dict[str, Any]) -> None:
+    model["trunks"]["itsp-a"]["peers"].append(
+        {"address": "198.18.1.12", "port": 5060, "transport": "udp", "priority": 3}
+    )
+
+
+def test_unreachable_host_mid_run_rolls_every_other_host_back(
+    lab: Any, base: tuple[Path, str], tmp_path: Path
+) -> None:
+    """pbx-central drops every packet from the controller once edge-central has switched
+    to the new release: the run fails naming pbx-central, its step and "unreachable", and
+    the edges go back to R1."""
+    _, r1 = base
+    inv = _copy_inventory(lab, tmp_path / "changed")
+    _edit_model(inv, _add_peer)
+    partitioned = threading.Event()
+    stop = threading.Event()
+    problems: list[str] = []
+
+    def partition_when_edge_switched() -> None:
+        deadline = time.monotonic() + 600
+        while not stop.is_set() and time.monotonic() < deadline:
+            if _current(lab, EDGE) != r1:
+                proc = _siporch("lab", "impair", "controller", PBX, "--partition")
+                if proc.returncode != 0:
+                    problems.append(proc.stdout + proc.stderr)
+                partitioned.set()
+                return
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=partition_when_edge_switched, daemon=True)
+    watcher.start()
+    started = time.monotonic()
+    try:
+        result = _run(inv)
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        watcher.join(30)
+        cleared = _siporch("lab", "impair", "controller", PBX, "--clear")
+    assert not problems, problems
+    assert partitioned.is_set(), "edge-central never switched:\n" + "\n".join(result.output[-40:])
+    assert cleared.returncode == 0 and "cleared" in cleared.stdout, cleared.stdout + cleared.stderr
+    print(f"run with pbx-central lost mid-run: {took:.1f} s, exit {result.returncode}")
+
+    assert not result.ok
+    assert result.report is not None, "\n".join(result.output[-60:])
+    failures = result.failures()
+    assert [f["host"] for f in failures] == [PBX], failures
+    assert failures[0]["reason"].startswith("unreachable"), failures
+    assert failures[0]["step"], failures
+    assert "unreachable" in failures[0]["rollback"], failures
+    rollbacks = {h["host"]: h.get("rollback", "") for h in result.report["hosts"]}
+    for host in ("edge-central", "edge-branch"):
+        assert rollbacks[host] == f"rolled back to {r1}", rollbacks
+    # the playbook's own failure message names the host, the step and the reason
+    text = "\n".join(result.output)
+    assert f'{PBX} at "{failures[0]["step"]}": unreachable' in text
+    for host in SIPORCH_HOSTS:
+        assert _current(lab, host) == r1, host  # pbx-central was never reached
+    # the edge serves again on R1 (the new peer is gone from its dispatcher)
+    lab.run(EDGE, [ck.KAMAILIO_HELPER, "options", lab.address(EDGE), "5060"], check=True)
+
+    # With the host back in reach, the same deploy goes through.
+    again = _run(inv)
+    _ok(again)
+    assert again.report is not None
+    for host in SIPORCH_HOSTS:
+        assert _current(lab, host) == again.report["release"] != r1
+
+
+def _reloads(result: runner.RunResult) -> dict[str, list[str]]:
+    assert result.report is not None, "\n".join(result.output[-40:])
+    return {h["host"]: h["reloads"] for h in result.report["hosts"]}
+
+
+def test_redeploy_restores_files_edited_on_the_host(lab: Any, base: tuple[Path, str]) -> None:
+    """A file of the running release edited by hand, and another one lost: the same deploy
+    again puts both back, reloads only what they need (dispatcher), and drift is gone."""
+    inv, r1 = base
+    dispatcher = "/etc/siporch/current/kamailio/db/dispatcher"
+    dids = "/etc/siporch/current/kamailio/db/dids"
+    original = lab.run(EDGE, f"cat {dispatcher}", check=True).stdout
+    original_dids = lab.run(EDGE, f"cat {dids}", check=True).stdout
+    pid = lab.run(EDGE, "cat /run/kamailio/kamailio.pid", check=True).stdout.strip()
+    lab.run(EDGE, f"echo '# edited by hand' >> {dispatcher} && rm {dids}", check=True)
+    lab.run(EDGE, "touch /etc/siporch/current/kamailio/db/stray", check=True)
+    drift = _siporch("drift", "-i", str(inv), "--files-only")
+    assert drift.returncode == 1, drift.stdout + drift.stderr
+    assert "kamailio/db/dispatcher modified on host" in drift.stdout, drift.stdout
+
+    result = _run(inv)
+    _ok(result)
+    assert result.report is not None
+    edge = next(h for h in result.report["hosts"] if h["host"] == EDGE)
+    assert edge["current"] == r1
+    assert edge["changed_files"] == {
+        "kamailio/db/dispatcher": "restored",
+        "kamailio/db/dids": "restored",
+        "kamailio/db/stray": "removed (not in the release)",
+    }, edge
+    reloads = _reloads(result)
+    assert sorted(reloads[EDGE]) == [
+        "kamailio:dispatcher.reload",
+        "kamailio:htable.reload:dids",
+    ], reloads
+    assert not reloads["edge-branch"] and not reloads["pbx-central"], reloads
+    assert lab.run(EDGE, f"cat {dispatcher}", check=True).stdout == original
+    assert lab.run(EDGE, f"cat {dids}", check=True).stdout == original_dids
+    assert lab.run(EDGE, "test -e /etc/siporch/current/kamailio/db/stray").returncode == 1
+    assert lab.run(EDGE, "cat /run/kamailio/kamailio.pid", check=True).stdout.strip() == pid
+
+    drift = _siporch("drift", "-i", str(inv), "--files-only")
+    assert drift.returncode == 0, drift.stdout + drift.stderr
+    full = _siporch("drift", "-i", str(inv))
+    print(f"siporch drift (full) after the heal: exit {full.returncode}\n{full.stdout}")
+
+    # and a clean redeploy changes and reloads nothing
+    again = _run(inv)
+    _ok(again)
+    assert again.changed == 0, again.recap
+    assert all(not r for r in _reloads(again).values())
+
+
+def _itsp_b_auth(lab: Any) -> tuple[str, str]:
+    from siporch.model import load_model
+    from siporch.model.schema import RegisterAuth
+
+    model = load_model(lab.inventory, vault_password_file=lab.inventory.parent / ".vault-pass")
+    auth = model.model.trunks["itsp-b"].auth
+    assert isinstance(auth, RegisterAuth) and auth.realm
+    return auth.realm, auth.password.get_secret_value()
+
+
+def test_registration_gate_passes_with_the_registrar_and_rolls_back_without(
+    lab: Any, base: tuple[Path, str], tmp_path: Path
+) -> None:
+    """The PBX's outbound registration (itsp-b, TLS through the edge) is part of the health
+    gate. With a registrar answering on itsp-b a deploy with the gate on passes; with it
+    gone, the gate fails within its timeout and every host of the run goes back."""
+    _, r1 = base
+    kit = ck.Lab(lab)
+    realm, password = _itsp_b_auth(lab)
+    gate = {"asterisk_pbx_health_registrations": True, "asterisk_pbx_registration_timeout": 20}
+    changed = _copy_inventory(lab, tmp_path / "changed")
+    _edit_model(changed, _add_peer)
+
+    with ck.tls_registrar(kit, "itsp-b", realm=realm, password=password, expires=60) as reg:
+        started = time.monotonic()
+        result = _run(changed, extra_vars=gate)
+        took = time.monotonic() - started
+        entries = reg.entries()
+    _ok(result)
+    assert result.report is not None
+    r2 = str(result.report["release"])
+    assert any(e["ok"] for e in entries), entries  # the PBX registered with it
+    text = "\n".join(result.output)
+    assert "Outbound registrations are registered" in text
+    for host in SIPORCH_HOSTS:
+        assert _current(lab, host) == r2
+    print(f"deploy with the registration gate, registrar up: {took:.1f} s")
+
+    # No registrar: the PBX's registration lapses, and a deploy (back to the base model)
+    # fails at the gate and goes back to r2 everywhere.
+    kit.asterisk("pjsip send unregister *all")
+    base_inv, _ = base
+    started = time.monotonic()
+    failed = _run(base_inv, extra_vars=gate)
+    took = time.monotonic() - started
+    print(
+        f"deploy with the registration gate, no registrar: {took:.1f} s, exit {failed.returncode}"
+    )
+    assert not failed.ok
+    failures = failed.failures()
+    assert [f["host"] for f in failures] == [PBX], failures
+    assert failures[0]["step"] == "Outbound registrations are registered", failures
+    assert "registrations not Registered after 20s" in failures[0]["reason"], failures
+    assert "itsp-b-reg" in failures[0]["reason"], failures
+    assert failed.report is not None
+    rollbacks = {h["host"]: h.get("rollback", "") for h in failed.report["hosts"]}
+    for host in SIPORCH_HOSTS:
+        assert rollbacks[host] == f"rolled back to {r2}", rollbacks
+        assert _current(lab, host) == r2, host
+    assert f'{PBX} at "Outbound registrations are registered"' in "\n".join(failed.output)
+    assert r1 != r2
