@@ -838,14 +838,15 @@ def read_errors(path: Path) -> dict[int, tuple[float, str]]:
 def failover_times(
     calls: list[Call], steps: list[Step], invites: dict[int, list[tuple[float, str]]]
 ) -> list[float]:
-    """For outbound calls started during a partition whose INVITE went to itsp-a1 first
-    and then to itsp-a2: seconds from the call's INVITE to itsp-a2 receiving it."""
+    """For outbound calls started during a partition whose INVITE reached itsp-a2 first
+    (the partitioned itsp-a1 receives nothing): seconds from the call's INVITE to itsp-a2
+    receiving it. About the route's failover timeout when the edge tried itsp-a1 first; near
+    0 once probing has marked itsp-a1 down and the edge goes straight to itsp-a2."""
     out: list[float] = []
     for c in partition_calls(calls, steps):
         arrivals = invites.get(c.number, [])
-        peers = [p for _, p in arrivals]
-        if peers[:1] == ["itsp-a1"] and "itsp-a2" in peers:
-            out.append(next(t for t, p in arrivals if p == "itsp-a2") - c.start)
+        if arrivals and arrivals[0][1] == "itsp-a2":
+            out.append(arrivals[0][0] - c.start)
     return out
 
 
@@ -1015,8 +1016,8 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [""]
     if fo:
         lines.append(
-            f"Failover (outbound calls started during the partition whose INVITE went to "
-            f"itsp-a1 first, seconds until itsp-a2 received it): {len(fo)} calls, "
+            f"Failover (outbound calls started during the partition, seconds until "
+            f"itsp-a2 received the INVITE): {len(fo)} calls, "
             f"min {min(fo):.2f} s, max {max(fo):.2f} s."
         )
     else:
