@@ -273,7 +273,7 @@ def test_registration_gate_passes_with_the_registrar_and_rolls_back_without(
     assert not failed.ok
     failures = failed.failures()
     assert [f["host"] for f in failures] == [PBX], failures
-    assert failures[0]["step"] == "Outbound registrations are registered", failures
+    assert "Outbound registrations are registered" in failures[0]["step"], failures
     assert "registrations not Registered after 20s" in failures[0]["reason"], failures
     assert "itsp-b-reg" in failures[0]["reason"], failures
     assert failed.report is not None
@@ -281,5 +281,5 @@ def test_registration_gate_passes_with_the_registrar_and_rolls_back_without(
     for host in SIPORCH_HOSTS:
         assert rollbacks[host] == f"rolled back to {r2}", rollbacks
         assert _current(lab, host) == r2, host
-    assert f'{PBX} at "Outbound registrations are registered"' in "\n".join(failed.output)
+    assert f'{PBX} at "{failures[0]["step"]}": registrations' in "\n".join(failed.output)
     assert r1 != r2
