@@ -205,10 +205,17 @@ def test_permissions_groups() -> None:
 
 def test_cfg_fails_over_on_a_send_error_and_hides_the_registering_pbx() -> None:
     cfg = render(example(), "edge-central")["kamailio/kamailio.cfg"]
-    # a branch that cannot be sent runs failure_route (next peer or trunk), not an error
-    assert 'modparam("tm", "failure_exec_mode", 1)' in cfg
+    # a branch that cannot be sent: t_relay() returns false at once and RELAY_FIRST goes
+    # on (failure_exec_mode would defer it to the fr timer)
+    assert 'modparam("tm", "failure_exec_mode", 1)' not in cfg
+    relay_first = cfg[cfg.index("route[RELAY_FIRST] {") :]
+    relay_first = relay_first[: relay_first.index("\n}\n")]
+    assert "while (!t_relay())" in relay_first and "ds_next_domain()" in relay_first
+    assert "t_set_disable_internal_reply(1);" in relay_first
+    assert "route(NEXT_TARGET)" in relay_first
+    assert cfg.count("route(RELAY_FIRST);") == 2  # inbound and outbound initial INVITEs
     # RFC 3261 16.7: a 503 from the next hop goes upstream as 500 (tm's default kept)
-    assert "remap_503_500" not in cfg.replace("# remap_503_500", "")
+    assert 'modparam("tm", "remap_503_500"' not in cfg
     register = cfg[cfg.index("route[REGISTER_OUT]") :]
     register = register[: register.index("route(RELAY)")]
     assert 'subst_hf("Via", ' in register and "$var(adv)" in register
