@@ -8,7 +8,14 @@ then itsp-a2) while a SIPp UAS answers on itsp-a2 only. Cases:
 
 * ``timeout``: nothing listens on itsp-a1 (ICMP port unreachable, which Kamailio does not
   act on: the INVITE times out there);
-* ``partition``: ``siporch lab impair edge-central itsp-a1 --partition`` (packets dropped).
+* ``partition``: ``siporch lab impair edge-central itsp-a1 --partition`` (packets dropped);
+* ``send_error``: the edge's own sends to itsp-a1's SIP port fail at once (a DROP rule in
+  edge-central's ``OUTPUT``, removed after the call: ``sendto()`` gets EPERM, as with no
+  route);
+* ``branch_partition``: a branch call, from the branch's PBX address (198.18.2.20, SIPp
+  on pstn-gw's namespace) to edge-branch, with ``siporch lab impair edge-branch
+  itsp-branch --partition``: the time until ITSP A (the central site's trunk, through
+  edge-central) gets the INVITE.
 
 Before each call itsp-a1 is set active on the edge (``dispatcher.set_state ap``), as it
 is until OPTIONS probing notices a fault, so the call really tries it first.
@@ -41,6 +48,9 @@ from siporch.lab.inventory import read_lab_json  # noqa: E402
 LAB_INV = REPO / "inventory" / "lab"
 NUMBER = "3125550100"
 A1_URI = "sip:198.18.1.10:5060;transport=udp"
+ITSP_BRANCH_URI = "sip:198.18.1.50:5060;transport=udp"
+BRANCH_PBX = "198.18.2.20"
+SEND_BLOCK = "SIPORCH-FOBENCH"
 
 
 class Handle:
@@ -65,6 +75,20 @@ def impair(*args: str) -> None:
     subprocess.run(["siporch", "lab", "impair", *args], capture_output=True, timeout=60)
 
 
+def block_send(kit: ck.Lab, on: bool) -> None:
+    ns = ["ip", "netns", "exec", kit.ns("edge-central"), "iptables", "-w"]
+    if on:
+        subprocess.run([*ns, "-N", SEND_BLOCK], capture_output=True, timeout=30)
+        subprocess.run(
+            [*ns, "-A", SEND_BLOCK, "-d", kit.addr("itsp-a1"), "-p", "udp", "--dport", "5060",
+             "-j", "DROP"], check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        subprocess.run([*ns, "-I", "OUTPUT", "-j", SEND_BLOCK], check=True, timeout=30)
+    else:
+        for args in (["-D", "OUTPUT", "-j", SEND_BLOCK], ["-F", SEND_BLOCK], ["-X", SEND_BLOCK]):
+            subprocess.run([*ns, *args], capture_output=True, timeout=30)
+
+
 def run_case(kit: ck.Lab, case: str, calls: int, wait_s: float) -> list[float | None]:
     out: list[float | None] = []
     for _ in range(calls):
@@ -73,14 +97,40 @@ def run_case(kit: ck.Lab, case: str, calls: int, wait_s: float) -> list[float | 
                 with ck.uas(kit, "itsp-a1") as a1:
                     out.append(_measure(kit, a1, wait_s))
                 continue
+            if case == "branch_partition":
+                out.append(_branch(kit, a2))
+                continue
             if case == "partition":
                 impair("edge-central", "itsp-a1", "--partition")
+            if case == "send_error":
+                block_send(kit, True)
             try:
                 out.append(_measure(kit, a2, wait_s))
             finally:
                 if case == "partition":
                     impair("edge-central", "itsp-a1", "--clear")
+                if case == "send_error":
+                    block_send(kit, False)
     return out
+
+
+def _branch(kit: ck.Lab, a2: ck.Uas) -> float | None:
+    with ck.uas(kit, "itsp-a1") as a1, ck.uas(kit, "itsp-branch"):
+        kit.set_active("edge-branch", 3, ITSP_BRANCH_URI)
+        kit.set_active("edge-central", 1, A1_URI)
+        impair("edge-branch", "itsp-branch", "--partition")
+        try:
+            start = time.time()
+            result = ck.uac(
+                kit, "pstn-gw", f"{kit.addr('edge-branch')}:5060", NUMBER, address=BRANCH_PBX,
+                port=25080, duration_ms=1000, timeout_s=40,
+            )  # fmt: skip
+            times = a1.invite_times() + a2.invite_times()
+        finally:
+            impair("edge-branch", "itsp-branch", "--clear")
+    if result.successful != 1 or not times:
+        return None
+    return round(min(times) - start, 3)
 
 
 def _measure(kit: ck.Lab, uas: ck.Uas, wait_s: float) -> float | None:
@@ -129,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     with ck.deploy_lock(wait=1800):
         ck.ensure_deployed(kit, LAB_INV, ("edge-central", "edge-branch", "pbx-central"))
         impair("--clear")
-        for case in ("baseline", "timeout", "partition"):
+        for case in ("baseline", "timeout", "partition", "send_error", "branch_partition"):
             result["cases"][case] = run_case(kit, case, args.calls, args.wait)
         impair("--clear")
     print(markdown(result))
