@@ -104,7 +104,24 @@ def semantic_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
             out.append(f"{key} removed")
         elif old:
             _leaf_diff("model", key, old.get(key), new.get(key), out)
+    if old and _topoh(old) != _topoh(new):
+        out.append(TOPOH_WARNING)
     return out
+
+
+#: Topology hiding encodes the edge's Record-Route and Contact of every call with a key
+#: derived from the domain; an edge restarted with another key (or with hiding turned on
+#: or off) cannot decode what calls set up before it send.
+TOPOH_WARNING = (
+    "warning: topology hiding changes (domain or security.topology_hiding): calls up "
+    "during the Kamailio restart lose their in-dialog requests (BYE, re-INVITE); deploy "
+    "when they have drained"
+)
+
+
+def _topoh(model: dict[str, Any]) -> tuple[Any, Any]:
+    security = model.get("security") or {}
+    return model.get("domain"), security.get("topology_hiding", True)
 
 
 def changed_files(old_files: dict[str, Any] | None, new_files: dict[str, Any]) -> dict[str, str]:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from siporch.model import load_model
-from siporch.plan import changed_files, file_diff, reload_actions, semantic_diff
+from siporch.plan import TOPOH_WARNING, changed_files, file_diff, reload_actions, semantic_diff
 from siporch.release import sanitized_model
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "example"
@@ -32,6 +32,20 @@ def test_peer_added_and_removed() -> None:
     assert semantic_diff(old, new) == [
         "trunk itsp-a: peer 203.0.113.7 added",
         "trunk itsp-a: peer 203.0.113.10 removed",
+    ]
+
+
+def test_topology_hiding_change_warns_that_calls_up_lose_their_dialogs() -> None:
+    old = _model()
+    assert TOPOH_WARNING not in semantic_diff(old, copy.deepcopy(old))
+    off = copy.deepcopy(old)
+    off["security"]["topology_hiding"] = False
+    assert semantic_diff(old, off)[-1] == TOPOH_WARNING
+    domain = copy.deepcopy(old)
+    domain["domain"] = "other.example.com"
+    assert semantic_diff(old, domain) == [
+        f"model: domain {old['domain']} -> other.example.com",
+        TOPOH_WARNING,
     ]
 
 
