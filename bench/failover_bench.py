@@ -75,20 +75,6 @@ def impair(*args: str) -> None:
     subprocess.run(["siporch", "lab", "impair", *args], capture_output=True, timeout=60)
 
 
-def block_send(kit: ck.Lab, on: bool) -> None:
-    ns = ["ip", "netns", "exec", kit.ns("edge-central"), "iptables", "-w"]
-    if on:
-        subprocess.run([*ns, "-N", SEND_BLOCK], capture_output=True, timeout=30)
-        subprocess.run(
-            [*ns, "-A", SEND_BLOCK, "-d", kit.addr("itsp-a1"), "-p", "udp", "--dport", "5060",
-             "-j", "DROP"], check=True, capture_output=True, timeout=30,
-        )  # fmt: skip
-        subprocess.run([*ns, "-I", "OUTPUT", "-j", SEND_BLOCK], check=True, timeout=30)
-    else:
-        for args in (["-D", "OUTPUT", "-j", SEND_BLOCK], ["-F", SEND_BLOCK], ["-X", SEND_BLOCK]):
-            subprocess.run([*ns, *args], capture_output=True, timeout=30)
-
-
 def run_case(kit: ck.Lab, case: str, calls: int, wait_s: float) -> list[float | None]:
     out: list[float | None] = []
     for _ in range(calls):
@@ -103,14 +89,14 @@ def run_case(kit: ck.Lab, case: str, calls: int, wait_s: float) -> list[float | 
             if case == "partition":
                 impair("edge-central", "itsp-a1", "--partition")
             if case == "send_error":
-                block_send(kit, True)
+                ck.block_send(kit, True, SEND_BLOCK)
             try:
                 out.append(_measure(kit, a2, wait_s))
             finally:
                 if case == "partition":
                     impair("edge-central", "itsp-a1", "--clear")
                 if case == "send_error":
-                    block_send(kit, False)
+                    ck.block_send(kit, False, SEND_BLOCK)
     return out
 
 

@@ -23,6 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from siporch.deploy import runner
 from siporch.sipp import scenario
 
@@ -851,3 +853,41 @@ def tls_call(
         raise RuntimeError(f"TLS call failed: {proc.stderr[-800:]}")
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
+
+
+# ------------------------------------------------------------------ inventories, faults
+
+
+def copy_inventory(lab: Any, dest: Path) -> Path:
+    """A copy of the lab inventory (and its vault password file) under ``dest``."""
+    inv = dest / "inv"
+    shutil.copytree(lab.inventory, inv)
+    vault = lab.inventory.parent / ".vault-pass"
+    if vault.exists():
+        shutil.copy(vault, dest / ".vault-pass")
+    return inv
+
+
+def edit_model(inv: Path, edit: Any) -> None:
+    """Apply ``edit`` to the ``siporch`` model of inventory ``inv``, in place."""
+    path = inv / "group_vars" / "all" / "siporch.yml"
+    doc = yaml.safe_load(path.read_text())
+    edit(doc["siporch"])
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def block_send(lab: Lab, on: bool, chain: str, edge: str = "edge-central",
+               peer: str = "itsp-a1") -> None:  # fmt: skip
+    """Make ``edge``'s own sends to ``peer``'s SIP port fail at once (EPERM from a chain
+    ``chain`` in its OUTPUT, as a missing route fails a send), or undo it."""
+    ns = ["ip", "netns", "exec", lab.ns(edge), "iptables", "-w"]
+    if on:
+        subprocess.run([*ns, "-N", chain], capture_output=True, timeout=30)
+        subprocess.run(
+            [*ns, "-A", chain, "-d", lab.addr(peer), "-p", "udp", "--dport", "5060",
+             "-j", "DROP"], check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        subprocess.run([*ns, "-I", "OUTPUT", "-j", chain], check=True, timeout=30)
+    else:
+        for args in (["-D", "OUTPUT", "-j", chain], ["-F", chain], ["-X", chain]):
+            subprocess.run([*ns, *args], capture_output=True, timeout=30)

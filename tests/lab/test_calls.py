@@ -190,23 +190,6 @@ PSTN_GW_SET = 4  # trunk id of pstn-gw (ids by name: itsp-a 1, itsp-b 2, itsp-br
 SEND_BLOCK = "SIPORCH-CALLTEST"  # a chain of this test in edge-central's OUTPUT
 
 
-def _block_send(kit: ck.Lab, on: bool) -> None:
-    """Make the edge's own sends to itsp-a1's SIP port fail at once (EPERM from its
-    OUTPUT, as a missing route fails a send), or undo it."""
-    ns = ["ip", "netns", "exec", kit.ns("edge-central"), "iptables", "-w"]
-    if on:
-        subprocess.run([*ns, "-N", SEND_BLOCK], capture_output=True, timeout=30)
-        subprocess.run(
-            [*ns, "-A", SEND_BLOCK, "-d", kit.addr("itsp-a1"), "-p", "udp", "--dport", "5060",
-             "-j", "DROP"], check=True, capture_output=True, timeout=30,
-        )  # fmt: skip
-        subprocess.run([*ns, "-I", "OUTPUT", "-j", SEND_BLOCK], check=True, timeout=30)
-    else:
-        subprocess.run([*ns, "-D", "OUTPUT", "-j", SEND_BLOCK], capture_output=True, timeout=30)
-        subprocess.run([*ns, "-F", SEND_BLOCK], capture_output=True, timeout=30)
-        subprocess.run([*ns, "-X", SEND_BLOCK], capture_output=True, timeout=30)
-
-
 def test_outbound_fails_over_at_once_when_the_send_to_the_first_peer_fails(
     kit: ck.Lab,
 ) -> None:
@@ -215,7 +198,7 @@ def test_outbound_fails_over_at_once_when_the_send_to_the_first_peer_fails(
     a send error), not after the failover_timeout, and not with an error to the PBX."""
     with ck.uas(kit, "itsp-a2") as a2:
         kit.set_active("edge-central", 1, A1_URI)
-        _block_send(kit, True)
+        ck.block_send(kit, True, SEND_BLOCK)
         try:
             before = _failovers(kit)
             start = time.time()
@@ -228,7 +211,7 @@ def test_outbound_fails_over_at_once_when_the_send_to_the_first_peer_fails(
             users = a2.invite_users()
             failovers = _failovers(kit) - before
         finally:
-            _block_send(kit, False)
+            ck.block_send(kit, False, SEND_BLOCK)
     print(f"failover after a failed send: {took:.2f} s")
     assert users == ["13125550100"], users
     assert failovers >= 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import callkit as ck
 import pytest
-import yaml
 
 from siporch.deploy import runner
 
@@ -37,22 +36,6 @@ PIDFILES = {
     "pbx-central": {"asterisk": "/var/run/asterisk/asterisk.pid"},
 }
 SIPORCH_HOSTS = ("edge-central", "edge-branch", "pbx-central")
-
-
-def _copy_inventory(lab: Any, dest: Path) -> Path:
-    inv = dest / "inv"
-    shutil.copytree(lab.inventory, inv)
-    vault = lab.inventory.parent / ".vault-pass"
-    if vault.exists():
-        shutil.copy(vault, dest / ".vault-pass")
-    return inv
-
-
-def _edit_model(inv: Path, edit: Any) -> None:
-    path = inv / "group_vars" / "all" / "siporch.yml"
-    doc = yaml.safe_load(path.read_text())
-    edit(doc["siporch"])
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
 def _run(inv: Path, playbook: str = "deploy-trunk.yml", **kw: Any) -> runner.RunResult:
@@ -128,7 +111,7 @@ def state() -> dict[str, Any]:
 def test_fresh_deploy(
     lab: Any, state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    base = _copy_inventory(lab, tmp_path_factory.mktemp("base"))
+    base = ck.copy_inventory(lab, tmp_path_factory.mktemp("base"))
     state["base"] = base
     result = _run(base)
     _ok(result)
@@ -151,8 +134,8 @@ def test_second_deploy_changes_nothing(lab: Any, state: dict[str, Any]) -> None:
 
 def test_check_mode_touches_nothing(lab: Any, state: dict[str, Any], tmp_path: Path) -> None:
     """A routing-level change (Kamailio children, in host.cfg) is planned as a restart."""
-    inv = _copy_inventory(lab, tmp_path)
-    _edit_model(inv, lambda m: m["hosts"][EDGE].setdefault("kamailio", {}).update(children=3))
+    inv = ck.copy_inventory(lab, tmp_path)
+    ck.edit_model(inv, lambda m: m["hosts"][EDGE].setdefault("kamailio", {}).update(children=3))
     before = _pids(lab)
     result = _run(inv, check=True, diff=True)
     _ok(result)
@@ -164,8 +147,8 @@ def test_check_mode_touches_nothing(lab: Any, state: dict[str, Any], tmp_path: P
 def test_adding_a_peer_reloads_dispatcher_only(
     lab: Any, state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    inv = _copy_inventory(lab, tmp_path_factory.mktemp("peer"))
-    _edit_model(
+    inv = ck.copy_inventory(lab, tmp_path_factory.mktemp("peer"))
+    ck.edit_model(
         inv,
         lambda m: m["trunks"]["itsp-a"]["peers"].append(
             {"address": NEW_PEER, "port": 5060, "transport": "udp", "priority": 3}
@@ -249,8 +232,8 @@ def test_rollback_to_named_release(lab: Any, state: dict[str, Any]) -> None:
 
 
 def test_bad_model_contacts_no_host(lab: Any, state: dict[str, Any], tmp_path: Path) -> None:
-    inv = _copy_inventory(lab, tmp_path)
-    _edit_model(inv, lambda m: m["trunks"]["itsp-a"].update(site="nowhere"))
+    inv = ck.copy_inventory(lab, tmp_path)
+    ck.edit_model(inv, lambda m: m["trunks"]["itsp-a"].update(site="nowhere"))
     result = _run(inv)
     assert not result.ok
     text = "\n".join(result.output)

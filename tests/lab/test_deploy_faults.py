@@ -7,7 +7,6 @@ R1) and leaves the lab on it.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -18,7 +17,6 @@ from typing import Any
 
 import callkit as ck
 import pytest
-import yaml
 
 from siporch.deploy import runner
 
@@ -28,22 +26,6 @@ REPO = Path(__file__).resolve().parents[2]
 SIPORCH_HOSTS = ("edge-central", "edge-branch", "pbx-central")
 EDGE = "edge-central"
 PBX = "pbx-central"
-
-
-def _copy_inventory(lab: Any, dest: Path) -> Path:
-    inv = dest / "inv"
-    shutil.copytree(lab.inventory, inv)
-    vault = lab.inventory.parent / ".vault-pass"
-    if vault.exists():
-        shutil.copy(vault, dest / ".vault-pass")
-    return inv
-
-
-def _edit_model(inv: Path, edit: Any) -> None:
-    path = inv / "group_vars" / "all" / "siporch.yml"
-    doc = yaml.safe_load(path.read_text())
-    edit(doc["siporch"])
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
 def _run(inv: Path, extra_vars: dict[str, Any] | None = None) -> runner.RunResult:
@@ -91,7 +73,7 @@ def base(lab: Any, tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """The lab inventory deployed (release R1); deployed again afterwards. Forced: with the
     deploy lock held no test call runs, and media sessions left by an earlier run must not
     stop an rtpengine restart that a changed lab model needs."""
-    inv = _copy_inventory(lab, tmp_path / "base")
+    inv = ck.copy_inventory(lab, tmp_path / "base")
     result = _run(inv, extra_vars={"siporch_force": True})
     _ok(result)
     assert result.report is not None
@@ -112,8 +94,8 @@ def test_unreachable_host_mid_run_rolls_every_other_host_back(
     to the new release: the run fails naming pbx-central, its step and "unreachable", and
     the edges go back to R1."""
     _, r1 = base
-    inv = _copy_inventory(lab, tmp_path / "changed")
-    _edit_model(inv, _add_peer)
+    inv = ck.copy_inventory(lab, tmp_path / "changed")
+    ck.edit_model(inv, _add_peer)
     partitioned = threading.Event()
     stop = threading.Event()
     problems: list[str] = []
@@ -243,8 +225,8 @@ def test_registration_gate_passes_with_the_registrar_and_rolls_back_without(
     kit = ck.Lab(lab)
     realm, password = _itsp_b_auth(lab)
     gate = {"asterisk_pbx_health_registrations": True, "asterisk_pbx_registration_timeout": 20}
-    changed = _copy_inventory(lab, tmp_path / "changed")
-    _edit_model(changed, _add_peer)
+    changed = ck.copy_inventory(lab, tmp_path / "changed")
+    ck.edit_model(changed, _add_peer)
 
     with ck.tls_registrar(kit, "itsp-b", realm=realm, password=password, expires=60) as reg:
         started = time.monotonic()
