@@ -31,18 +31,23 @@ PACKAGES: tuple[str, ...] = (
     "asterisk",
     "asterisk-modules",
     "ca-certificates",
+    "dbus",
+    "dnsmasq-base",
     "iproute2",
     "iputils-ping",
     "kamailio",
     "kamailio-extra-modules",
     "kamailio-tls-modules",
     "kamailio-utils-modules",
+    "keepalived",
     "openssh-server",
     "openssl",
     "procps",
     "python3",
+    "redis-server",
     "rtpengine-daemon",
     "sip-tester",
+    "systemd",
 )
 MARKER = "etc/siporch-lab-rootfs.json"
 # Executables a usable root must hold; checked after a build and before every use.
