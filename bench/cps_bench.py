@@ -85,8 +85,8 @@ def sh(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.Comple
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=check)
 
 
-def ns(*argv: str) -> list[str]:
-    return ["ip", "netns", "exec", NS, *argv]
+def ns(*argv: str, netns: str = NS) -> list[str]:
+    return ["ip", "netns", "exec", netns, *argv]
 
 
 def netns_up() -> None:
@@ -101,21 +101,23 @@ def netns_down() -> None:
     sh("ip", "netns", "del", NS, check=False)
 
 
-def wait_port(proto: str, address: str, port: int, seconds: float = 30) -> bool:
+def wait_port(
+    proto: str, address: str, port: int, seconds: float = 30, netns: str = NS
+) -> bool:
     end = time.monotonic() + seconds
     flag = "-lun" if proto == "udp" else "-ltn"
     while time.monotonic() < end:
-        out = sh(*ns("ss", flag), check=False).stdout
+        out = sh(*ns("ss", flag, netns=netns), check=False).stdout
         if f"{address}:{port} " in out:
             return True
         time.sleep(0.3)
     return False
 
 
-def start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+def start(argv: list[str], log: Path, netns: str = NS) -> subprocess.Popen[bytes]:
     with log.open("wb") as fh:
         return subprocess.Popen(
-            ns(*argv), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            ns(*argv, netns=netns), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
         )
 
 
@@ -151,7 +153,9 @@ def write_edge(base: Path, trunks: int) -> Path:
     return root / "kamailio" / "kamailio.cfg"
 
 
-def run_uac(src: str, target: str, number: str, calls: int, concurrency: int) -> dict[str, Any]:
+def run_uac(
+    src: str, target: str, number: str, calls: int, concurrency: int, netns: str = NS
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="siporch-cps-") as tmp:
         stat = Path(tmp) / "stat.csv"
         argv = ns(
@@ -163,6 +167,7 @@ def run_uac(src: str, target: str, number: str, calls: int, concurrency: int) ->
             "-trace_stat", "-stf", str(stat), "-fd", "1", "-max_socket", "1000",
             "-trace_err", "-error_file", str(Path(tmp) / "err.log"),
             f"{target}:5060",
+            netns=netns,
         )  # fmt: skip
         t0 = time.monotonic()
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=360, cwd=tmp)
