@@ -21,7 +21,11 @@ from pydantic import ValidationError
 
 from siporch import gcpause, vault
 from siporch.errors import ModelError, Problem
-from siporch.model.messages import describe_errors, refused_characters
+from siporch.model.messages import (
+    describe_errors,
+    json_may_refuse,
+    refused_characters,
+)
 from siporch.model.schema import Model
 
 MODEL_VAR = "siporch"
@@ -241,12 +245,18 @@ def _resolve_refs(
     variables: dict[str, Any],
     loc: tuple[Any, ...],
     out: list[tuple[tuple[Any, ...], str]],
+    refused: list[tuple[tuple[Any, ...], str]],
 ) -> Any:
-    """Replace ``"{{ name }}"`` strings by the variable's value; collect undefined names."""
+    """Replace ``"{{ name }}"`` strings by the variable's value; collect undefined names
+    (in ``out``) and refused characters in the values brought in (in ``refused``)."""
     if isinstance(value, dict):
-        return {k: _resolve_refs(v, variables, (*loc, k), out) for k, v in value.items()}
+        return {
+            k: _resolve_refs(v, variables, (*loc, k), out, refused) for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_resolve_refs(v, variables, (*loc, i), out) for i, v in enumerate(value)]
+        return [
+            _resolve_refs(v, variables, (*loc, i), out, refused) for i, v in enumerate(value)
+        ]
     if isinstance(value, str) and "{{" in value:
         m = _REF.match(value)
         if not m:
@@ -258,6 +268,7 @@ def _resolve_refs(
                 (loc, f"undefined variable '{name}' (define it in group_vars/all/, e.g. the vault)")
             )
             return value
+        refused.extend(refused_characters(variables[name], loc))  # a secret, typically
         return variables[name]
     return value
 
@@ -354,13 +365,19 @@ def validate_data(
     loc8 = _Locator(source, root)
     if not isinstance(raw, dict):
         raise ModelError(problems=[loc8.problem((), "must be a mapping")])
+    try:  # one pass in C over every string: the common case needs no Python walk
+        text: str | None = json.dumps(raw, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):  # keys JSON cannot take (dates...): walk everything
+        text = None
+    # No control character or line break goes on, in the model's strings or in what its
+    # "{{ variable }}" references bring (checked while resolving them).
+    refused = refused_characters(raw) if text is None or json_may_refuse(text) else []
     unresolved: list[tuple[tuple[Any, ...], str]] = []
-    has_refs = "{{" in json.dumps(raw, default=str)
-    resolved = _resolve_refs(raw, variables or {}, (), unresolved) if has_refs else raw
-    problems = [loc8.problem(loc, msg) for loc, msg in unresolved]
-    # Before anything reads the strings: no control character or line break goes on.
-    refused = refused_characters(resolved)
-    problems += [loc8.problem(loc, msg) for loc, msg in refused]
+    has_refs = text is None or "{{" in text
+    resolved = (
+        _resolve_refs(raw, variables or {}, (), unresolved, refused) if has_refs else raw
+    )
+    problems = [loc8.problem(loc, msg) for loc, msg in refused + unresolved]
     try:
         model = Model.model_validate(resolved)
     except ValidationError as exc:

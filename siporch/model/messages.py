@@ -51,6 +51,17 @@ def refused_character(text: str) -> str | None:
     )
 
 
+# In JSON text (``json.dumps(..., ensure_ascii=False)``) a C0 control character appears as
+# an escape (\n, \t, \u0001...); the others stay as they are and are not printable.
+_JSON_ESCAPE = re.compile(r"\\[nrtbfu]")
+
+
+def json_may_refuse(text: str) -> bool:
+    """False when the JSON dump ``text`` of a value surely holds no refused character (a
+    fast check in C; when True, :func:`refused_characters` gives the exact answer)."""
+    return not text.isprintable() or _JSON_ESCAPE.search(text) is not None
+
+
 def refused_characters(value: Any, loc: Loc = ()) -> list[tuple[Loc, str]]:
     """Every string (key or value) under ``value`` holding a refused character."""
     out: list[tuple[Loc, str]] = []
