@@ -30,7 +30,7 @@ class UnsafeValueError(SiporchError):
 def _finalize(value: object) -> object:
     """Every ``{{ ... }}`` output passes here: a string with a control character (a line
     break included) is refused; every other value is returned unchanged."""
-    if isinstance(value, str) and not is_printable(value):
+    if isinstance(value, str) and not value.isprintable() and not is_printable(value):
         # The value is not shown: it may be a secret.
         raise UnsafeValueError(
             "refusing to render a value holding a control character or line break "
