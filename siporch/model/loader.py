@@ -24,6 +24,7 @@ from siporch.errors import ModelError, Problem
 from siporch.model.messages import (
     describe_errors,
     json_may_refuse,
+    refused_character,
     refused_characters,
 )
 from siporch.model.schema import Model
@@ -196,7 +197,10 @@ def format_path(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            text = str(part)
+            if refused_character(text):  # a key with a control character: show it escaped
+                text = text.encode("unicode_escape").decode("ascii")
+            out += ("." if out else "") + text
     return out
 
 
