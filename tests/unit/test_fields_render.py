@@ -194,7 +194,7 @@ def _other_address(value: str | None) -> list[str]:
     return [str(base + 1), str(base - 1) if int(base) > 1 else str(base + 2)]
 
 
-def _scalar_candidates(value: Any, schema: Schema, field: str, siblings: list[Any]) -> list[Any]:
+def _scalar_candidates(value: Any, schema: Schema, siblings: list[Any]) -> list[Any]:
     out: list[Any] = []
     if "enum" in schema:
         out += [v for v in schema["enum"] if v != value]
@@ -228,7 +228,7 @@ def _scalar_candidates(value: Any, schema: Schema, field: str, siblings: list[An
 
 
 def _candidates(
-    value: Any, schema: Schema, defs: dict[str, Schema], field: str, siblings: list[Any]
+    value: Any, schema: Schema, defs: dict[str, Schema], siblings: list[Any]
 ) -> list[Any]:
     out: list[Any] = []
     if _nullable_object(_resolve(schema, defs), defs):  # an optional section
@@ -239,7 +239,7 @@ def _candidates(
         if option.get("type") == "array":
             item = _options(option.get("items", {}), defs)[0]
             current = list(value or [])
-            news = _scalar_candidates(current[0] if current else None, item, field, [])
+            news = _scalar_candidates(current[0] if current else None, item, [])
             if current:
                 out += [current[:-1], current[::-1]]
             out += [[*current, n] for n in news[:2] if n not in current]
@@ -248,7 +248,7 @@ def _candidates(
             current = dict(value or {})
             out += [{k: v + 1 for k, v in current.items()}, {}]
         else:
-            out += _scalar_candidates(value, option, field, siblings)
+            out += _scalar_candidates(value, option, siblings)
     unique: list[Any] = []
     for c in out:
         if c not in unique and c != value:
@@ -352,7 +352,7 @@ def _changes_release(field: str) -> bool | None:
         assert one is not None and two is not None, f"{field}: SPECIAL gives an invalid model"
         return one != two
     for loc, prop in places:
-        for value in _candidates(_get(data, loc), prop, defs, field, siblings):
+        for value in _candidates(_get(data, loc), prop, defs, siblings):
             mutated = copy.deepcopy(data)
             _set(mutated, loc, value)
             release = _rendered(mutated)
