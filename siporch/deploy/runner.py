@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from siporch import vault
 from siporch.errors import DeployError, SiporchError
 
 #: The repository holding ansible.cfg, playbooks/ and roles/ (this package's parent).
@@ -82,15 +83,8 @@ def playbook_path(name: str) -> Path:
 
 
 def vault_password_file(inventory: Path, given: Path | None) -> Path | None:
-    """The vault password file: the one given, else <inventory>/.vault-pass or its parent's."""
-    if given is not None:
-        if not given.is_file():
-            raise SiporchError(f"vault password file {given} does not exist")
-        return given
-    for candidate in (inventory / ".vault-pass", inventory.parent / ".vault-pass"):
-        if candidate.is_file():
-            return candidate
-    return None
+    """The vault password file for ansible-playbook (see :func:`siporch.vault.password_file`)."""
+    return vault.password_file(inventory, given)
 
 
 def build_command(

@@ -26,7 +26,8 @@ siporch reads, checks and renders it. Secrets live in Ansible Vault: either a wh
 encrypted `group_vars/all/vault.yml` whose variables the model names as
 `"{{ vault_name }}"`, or inline `!vault` values. The vault password file is taken from
 `--vault-password-file`, `ANSIBLE_VAULT_PASSWORD_FILE`, or `.vault-pass` next to the
-inventory (the example's is a demo password: use your own).
+inventory (the example's is a demo password: use your own); an executable file is a
+script that prints the password, as for Ansible.
 
 Check it with `siporch validate -i inventory/<env>`: every problem in one run, each with
 its file, line and field path (`trunks.itsp-a.peers[1].port`), what is wrong and what is
@@ -40,6 +41,27 @@ claimed by two trunks (or by one of our own hosts), TLS listeners without certif
 TLS peers with no TLS listener on the edge, registration without a password, a trunk at a
 site with no edge; warnings for a branch site with no backup route (no route of the site
 uses another site's trunk), a PBX without AMI, SRTP without TLS.
+
+## Characters refused in every field
+
+No string of the model (keys, values and secrets, including what a `"{{ vault_name }}"`
+reference brings in) may hold a control character: line breaks (`\\n`, `\\r`, U+0085,
+U+2028, U+2029), tabs, NUL, escape and the other C0 and C1 controls, or DEL. `validate`
+refuses them with the file, line and field (`trunks.itsp-a.description: contains a line
+break (\\n) at character 7: ...`), without showing the value (it may be a secret).
+
+Why: every file siporch renders is line-based (Kamailio's `kamailio.cfg` and db_text
+tables, Asterisk's `pjsip.conf` and friends, `rtpengine.conf`). A line break in any text,
+even a free-text `description` that ends up as a comment, would let whoever can change the
+model write a configuration line of their own: in `pjsip.conf`, a `[section]` with
+`type = endpoint` and no authentication, an open door for toll fraud. No field needs such a
+character, so the rule has no exceptions. The renderer checks every value it writes once
+more and stops on one (this cannot happen for a model that passed `validate`). Printable
+Unicode (accents, non-Latin scripts) is accepted where the field's own rules allow it.
+
+Undecodable bytes (a file not saved as UTF-8) are reported with the file and line; a
+missing, empty, unreadable or directory vault password file, or a password script that
+fails or prints nothing, is reported with that file's name. All of these exit with code 2.
 
 ## Semantics
 

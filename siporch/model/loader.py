@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,8 +19,14 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from siporch import gcpause
+from siporch import gcpause, vault
 from siporch.errors import ModelError, Problem
+from siporch.model.messages import (
+    describe_errors,
+    json_may_refuse,
+    refused_character,
+    refused_characters,
+)
 from siporch.model.schema import Model
 
 MODEL_VAR = "siporch"
@@ -43,7 +48,8 @@ class LoadedModel:
 class _Vault:
     """Decrypts Ansible Vault data lazily, so a model without secrets needs no password."""
 
-    def __init__(self, password_file: Path | None) -> None:
+    def __init__(self, inventory: Path, password_file: Path | None) -> None:
+        self._inventory = inventory
         self._password_file = password_file
         self._lib: Any = None
 
@@ -61,32 +67,41 @@ class _Vault:
         return plain
 
     def _open(self, where: str) -> Any:
-        path = self._password_file
-        if path is None:
-            env = os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE")
-            path = Path(env) if env else None
-        if path is None:
-            raise ModelError(
-                problems=[
-                    Problem(
-                        where,
-                        "",
-                        "holds Ansible Vault data but no vault password file is given "
-                        "(use --vault-password-file or ANSIBLE_VAULT_PASSWORD_FILE, "
-                        "or put one at <inventory>/../.vault-pass)",
-                    )
-                ]
-            )
-        if not path.exists():
-            raise ModelError(
-                problems=[Problem(str(path), "", "vault password file does not exist")]
-            )
-        from ansible.parsing.dataloader import DataLoader
-        from ansible.parsing.vault import VaultLib, get_file_vault_secret
+        try:
+            path = vault.password_file(self._inventory, self._password_file)
+            if path is None:
+                raise ModelError(
+                    problems=[
+                        Problem(
+                            where,
+                            "",
+                            "holds Ansible Vault data but no vault password file is given "
+                            "(use --vault-password-file or ANSIBLE_VAULT_PASSWORD_FILE, "
+                            "or put one at <inventory>/../.vault-pass)",
+                        )
+                    ]
+                )
+            return vault.open_vault(path)
+        except vault.VaultError as exc:
+            raise ModelError(problems=[Problem(exc.file, "", exc.reason)]) from None
 
-        secret = get_file_vault_secret(filename=str(path), loader=DataLoader())
-        secret.load()
-        return VaultLib([("default", secret)])
+
+def _decode(raw: bytes, where: str, *, inline: bool = False) -> str:
+    """UTF-8 text, or a problem naming the line of the first undecodable byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if inline:  # ``where`` is the line of the !vault value
+            message = "the decrypted !vault value is not UTF-8 text"
+        else:
+            line = raw[: exc.start].count(b"\n") + 1
+            column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+            where = f"{where}:{line}"
+            message = (
+                f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at column {column} "
+                "(save the file as UTF-8)"
+            )
+        raise ModelError(problems=[Problem(where, "", message)]) from None
 
 
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -113,7 +128,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
 def _vault_constructor(loader: _Loader, node: yaml.Node) -> str:
     text = loader.construct_scalar(node)  # type: ignore[arg-type]
     where = f"{loader.filename}:{node.start_mark.line + 1}"
-    return loader.vault.decrypt(str(text).encode(), where).decode()
+    return _decode(loader.vault.decrypt(str(text).encode(), where), where, inline=True)
 
 
 _Loader.add_constructor("!vault", _vault_constructor)
@@ -155,10 +170,15 @@ def _pyyaml(text: str, path: Path, vault: _Vault) -> tuple[Any, yaml.Node | None
 
 def _read_yaml(path: Path, vault: _Vault) -> tuple[Any, Callable[[], yaml.Node | None]]:
     """The file's data, and a function giving its YAML node tree (for line numbers)."""
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(
+            problems=[Problem(str(path), "", f"cannot read: {exc.strerror or exc}")]
+        ) from None
     if raw.startswith(VAULT_HEADER):
         raw = vault.decrypt(raw, str(path))
-    text = raw.decode("utf-8")
+    text = _decode(raw, str(path))
     if _ryaml is not None and "!vault" not in text:
         try:
             data = _ryaml.loads(text)
@@ -177,7 +197,10 @@ def format_path(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            text = str(part)
+            if refused_character(text):  # a key with a control character: show it escaped
+                text = text.encode("unicode_escape").decode("ascii")
+            out += ("." if out else "") + text
     return out
 
 
@@ -226,12 +249,18 @@ def _resolve_refs(
     variables: dict[str, Any],
     loc: tuple[Any, ...],
     out: list[tuple[tuple[Any, ...], str]],
+    refused: list[tuple[tuple[Any, ...], str]],
 ) -> Any:
-    """Replace ``"{{ name }}"`` strings by the variable's value; collect undefined names."""
+    """Replace ``"{{ name }}"`` strings by the variable's value; collect undefined names
+    (in ``out``) and refused characters in the values brought in (in ``refused``)."""
     if isinstance(value, dict):
-        return {k: _resolve_refs(v, variables, (*loc, k), out) for k, v in value.items()}
+        return {
+            k: _resolve_refs(v, variables, (*loc, k), out, refused) for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_resolve_refs(v, variables, (*loc, i), out) for i, v in enumerate(value)]
+        return [
+            _resolve_refs(v, variables, (*loc, i), out, refused) for i, v in enumerate(value)
+        ]
     if isinstance(value, str) and "{{" in value:
         m = _REF.match(value)
         if not m:
@@ -243,56 +272,9 @@ def _resolve_refs(
                 (loc, f"undefined variable '{name}' (define it in group_vars/all/, e.g. the vault)")
             )
             return value
+        refused.extend(refused_characters(variables[name], loc))  # a secret, typically
         return variables[name]
     return value
-
-
-_PATTERN_HELP = {
-    r"^[a-z0-9][a-z0-9-]{0,62}$": "names are lower-case letters, digits and '-' (at most 63)",
-    r"^\+[1-9]\d{1,14}$": "must be an E.164 number with its '+', like +12025550100",
-    r"^(5xx|6xx|timeout|unreachable|capacity|[3-6]\d\d)$": (
-        "must be 5xx, 6xx, timeout, unreachable, capacity or a response code like 486"
-    ),
-    r"^[1-9]\d{0,2}$": "must be a country calling code like '1' or '44'",
-}
-
-
-def _describe(err: dict[str, Any]) -> str:
-    msg = str(err["msg"])
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown field (check the spelling; see docs/model.md)"
-    if kind == "missing":
-        return "required field is missing"
-    if kind == "literal_error":
-        return msg.replace("Input should be", "must be")
-    if kind == "string_pattern_mismatch":
-        pattern = err.get("ctx", {}).get("pattern", "")
-        return _PATTERN_HELP.get(pattern, msg[:1].lower() + msg[1:])
-    if kind == "union_tag_invalid":
-        ctx = err.get("ctx", {})
-        return f"type '{ctx.get('tag')}' is not one of {ctx.get('expected_tags')}"
-    if kind == "union_tag_not_found":
-        return "a 'type' is required"
-    msg = msg.replace("Value error, ", "")
-    return msg[:1].lower() + msg[1:]
-
-
-_UNION_TAGS = {"IPv4Address", "IPv6Address", "IPv4Network", "IPv6Network"}
-
-
-def _errors_loc(err: dict[str, Any]) -> tuple[Any, ...]:
-    """Pydantic's location without its union/discriminator tags: the YAML path."""
-    out: list[Any] = []
-    for p in err["loc"]:
-        if p == "[key]" or p in _UNION_TAGS:
-            continue
-        if isinstance(p, str) and p.startswith(("function-", "tagged-union")):
-            continue
-        if out and out[-1] == "auth" and p in ("ip", "register"):
-            continue
-        out.append(p)
-    return tuple(out)
 
 
 def model_hash(model: Model) -> str:
@@ -310,10 +292,8 @@ def model_hash(model: Model) -> str:
 
 
 def find_vault_password_file(inventory: Path) -> Path | None:
-    for candidate in (inventory / ".vault-pass", inventory.parent / ".vault-pass"):
-        if candidate.exists():
-            return candidate
-    return None
+    """``<inventory>/.vault-pass`` or its parent's (see :mod:`siporch.vault`)."""
+    return vault.default_password_file(inventory)
 
 
 def load_model(inventory: Path, vault_password_file: Path | None = None) -> LoadedModel:
@@ -340,13 +320,13 @@ def _load_model(inventory: Path, vault_password_file: Path | None) -> LoadedMode
                 Problem(str(gv), "", f"no YAML files; the model is the '{MODEL_VAR}' variable here")
             ]
         )
-    vault = _Vault(vault_password_file or find_vault_password_file(inventory))
+    secrets = _Vault(inventory, vault_password_file)
     variables: dict[str, Any] = {}
     holders: list[tuple[Path, Callable[[], yaml.Node | None]]] = []
     problems: list[Problem] = []
     for path in files:
         try:
-            data, node = _read_yaml(path, vault)
+            data, node = _read_yaml(path, secrets)
         except ModelError as exc:
             problems.extend(exc.problems)
             continue
@@ -389,16 +369,25 @@ def validate_data(
     loc8 = _Locator(source, root)
     if not isinstance(raw, dict):
         raise ModelError(problems=[loc8.problem((), "must be a mapping")])
+    try:  # one pass in C over every string: the common case needs no Python walk
+        text: str | None = json.dumps(raw, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):  # keys JSON cannot take (dates...): walk everything
+        text = None
+    # No control character or line break goes on, in the model's strings or in what its
+    # "{{ variable }}" references bring (checked while resolving them).
+    refused = refused_characters(raw) if text is None or json_may_refuse(text) else []
     unresolved: list[tuple[tuple[Any, ...], str]] = []
-    has_refs = "{{" in json.dumps(raw, default=str)
-    resolved = _resolve_refs(raw, variables or {}, (), unresolved) if has_refs else raw
-    problems = [loc8.problem(loc, msg) for loc, msg in unresolved]
+    has_refs = text is None or "{{" in text
+    resolved = (
+        _resolve_refs(raw, variables or {}, (), unresolved, refused) if has_refs else raw
+    )
+    problems = [loc8.problem(loc, msg) for loc, msg in refused + unresolved]
     try:
         model = Model.model_validate(resolved)
     except ValidationError as exc:
-        for err in exc.errors(include_url=False):
-            loc = _errors_loc(err)
-            problems.append(loc8.problem(loc, _describe(err)))
+        for loc, msg in describe_errors(exc.errors(include_url=False), resolved):
+            if not any(loc[: len(r)] == r for r, _ in refused):  # reported above
+                problems.append(loc8.problem(loc, msg))
         raise ModelError(problems=_dedupe(problems)) from None
     if problems:
         raise ModelError(problems=problems)

@@ -8,12 +8,35 @@ from pathlib import Path
 
 import jinja2
 
+from siporch.errors import SiporchError
+from siporch.model.messages import is_printable
+
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
 
 def _regex_escape_dp(value: str) -> str:
     """Escape a value for a Kamailio db_text column (':' separates columns)."""
     return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+class UnsafeValueError(SiporchError):
+    """A value about to be written into a config holds a control character or line break.
+
+    Validation refuses those in every field of the model; this is the renderer's own last
+    check, so that nothing that slipped past it can add lines to a config.
+    """
+
+
+def _finalize(value: object) -> object:
+    """Every ``{{ ... }}`` output passes here: a string with a control character (a line
+    break included) is refused; every other value is returned unchanged."""
+    if isinstance(value, str) and not value.isprintable() and not is_printable(value):
+        # The value is not shown: it may be a secret.
+        raise UnsafeValueError(
+            "refusing to render a value holding a control character or line break "
+            "(validation should have refused it: please report this)"
+        )
+    return value
 
 
 @cache
@@ -26,6 +49,7 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
+        finalize=_finalize,
     )
     env.filters["dbtext_escape"] = _regex_escape_dp
     env.filters["ip_network"] = lambda v: ipaddress.ip_network(v, strict=False)

@@ -61,7 +61,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     (
         "bad port",
         lambda m: m["trunks"]["itsp-a"]["peers"][1].update(port=70000),
-        "trunks.itsp-a.peers[1].port: input should be less than or equal to 65535",
+        "trunks.itsp-a.peers[1].port: must be at most 65535, not 70000",
     ),
     (
         "unknown field",
