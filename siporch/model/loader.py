@@ -1,22 +1,27 @@
-"""Load the trunk model from an Ansible inventory directory.
+"""Load the trunk model from an Ansible inventory, read by ansible-core itself.
 
-The model is the ``siporch`` variable in ``<inventory>/group_vars/all/*.yml`` (one file
-holds it). Other files there may hold secrets, whole-file encrypted with Ansible Vault or as
-inline ``!vault`` values; the model refers to them as ``"{{ vault_name }}"``. Every problem
-is collected and reported with its file, line and field path.
+The model is the ``siporch`` variable as the group ``all`` sees it. The inventory sources
+(``hosts.yml``, ``hosts.ini``, a directory of them, several sources), ``group_vars`` and
+``host_vars`` (files or directories), Ansible Vault (whole files and inline ``!vault``) and
+``{{ ... }}`` templates are read by ansible-core's own ``InventoryManager``,
+``VariableManager``, ``DataLoader`` and ``Templar``: YAML 1.1 as Ansible reads it
+(``off`` is false, merge keys, ``0755``...), and the value siporch checks is the value
+Ansible's playbooks see. Every value keeps the ``Origin`` tag ansible-core puts on it (file,
+line, column), so each problem is reported as ``file:line: path: message``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
-import re
-from collections.abc import Callable
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from siporch import gcpause, vault
@@ -30,8 +35,14 @@ from siporch.model.messages import (
 from siporch.model.schema import Model
 
 MODEL_VAR = "siporch"
+# Inventory variable naming the groups the model's hosts must be in, by role.
+GROUPS_VAR = "siporch_host_groups"
+DEFAULT_GROUPS: dict[str, str] = {"edge": "siporch_edge", "pbx": "siporch_pbx"}
+# Host variable declaring a management address: ansible_host may then be that address.
+MANAGEMENT_VAR = "siporch_management_address"
 VAULT_HEADER = b"$ANSIBLE_VAULT;"
-_REF = re.compile(r"^\s*\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}\s*$")
+
+Inventory = Path | str | Sequence[Path | str]
 
 
 @dataclass
@@ -43,151 +54,644 @@ class LoadedModel:
     inventory: Path
     model_hash: str
     warnings: list[Problem] = field(default_factory=list)
+    inventories: tuple[Path, ...] = ()
 
 
-class _Vault:
-    """Decrypts Ansible Vault data lazily, so a model without secrets needs no password."""
+@dataclass
+class InventoryHost:
+    """A host of the inventory as ansible-core sees it (for the model's cross-checks)."""
+
+    name: str
+    groups: set[str]
+    ansible_host: str | None
+    ansible_host_where: str | None
+    management_address: str | None
+
+
+def _sources(inventory: Inventory) -> tuple[Path, ...]:
+    if isinstance(inventory, str | os.PathLike):
+        return (Path(inventory),)
+    return tuple(Path(p) for p in inventory)
+
+
+def _inventory_dir(source: Path) -> Path:
+    return source if source.is_dir() else source.parent
+
+
+class _Secrets:
+    """The vault password as an ansible-core secret, opened on first use (a model without
+    secrets needs no password); a problem with it is kept to be reported with its file."""
 
     def __init__(self, inventory: Path, password_file: Path | None) -> None:
+        from ansible.errors import AnsibleError
+        from ansible.parsing.vault import VaultSecret
+
+        outer = self
+
+        class LazySecret(VaultSecret):  # type: ignore[misc]
+            @property
+            def bytes(self) -> bytes:
+                if self._bytes is None:
+                    self._bytes = outer._open()
+                    if self._bytes is None:
+                        raise AnsibleError("no vault password")
+                return self._bytes  # type: ignore[no-any-return]
+
         self._inventory = inventory
         self._password_file = password_file
-        self._lib: Any = None
+        self.problem: Problem | None = None
+        self.secrets: list[tuple[str, Any]] = [("default", LazySecret())]
 
-    def decrypt(self, data: bytes, where: str) -> bytes:
-        if self._lib is None:
-            self._lib = self._open(where)
-        from ansible.errors import AnsibleError
-
-        try:
-            plain: bytes = self._lib.decrypt(data)
-        except AnsibleError as exc:
-            raise ModelError(
-                problems=[Problem(where, "", f"cannot decrypt Ansible Vault data: {exc}")]
-            ) from None
-        return plain
-
-    def _open(self, where: str) -> Any:
+    def _open(self) -> bytes | None:
         try:
             path = vault.password_file(self._inventory, self._password_file)
             if path is None:
+                self.problem = Problem(
+                    str(self._inventory),
+                    "",
+                    "holds Ansible Vault data but no vault password file is given "
+                    "(use --vault-password-file or ANSIBLE_VAULT_PASSWORD_FILE, "
+                    "or put one at <inventory>/../.vault-pass)",
+                )
+                return None
+            secret: bytes = vault.open_vault(path).secrets[0][1].bytes
+            return secret
+        except vault.VaultError as exc:
+            self.problem = Problem(exc.file, "", exc.reason)
+            return None
+
+
+class _Paths:
+    """Origin paths (absolute, as ansible-core records them) spelled as the user gave the
+    inventory (``inventory/example/group_vars/...``)."""
+
+    def __init__(self, sources: Sequence[Path]) -> None:
+        self._prefixes = []
+        for s in sources:
+            d = _inventory_dir(s)
+            shown = str(d) if s.is_dir() else str(s.parent)
+            self._prefixes.append((os.path.abspath(d) + os.sep, shown + os.sep))
+
+    def show(self, path: str | None) -> str:
+        if not path:
+            return "<inventory>"
+        for absolute, shown in self._prefixes:
+            if path.startswith(absolute):
+                return ("" if shown == "." + os.sep else shown) + path[len(absolute) :]
+        return path
+
+    def where(self, origin: Any) -> str | None:
+        if origin is None or not getattr(origin, "path", None):
+            return None
+        text = self.show(origin.path)
+        return f"{text}:{origin.line_num}" if origin.line_num else text
+
+
+@contextmanager
+def _ansible_settings(secrets: _Secrets) -> Iterator[list[Any]]:
+    """ansible-core as siporch needs it while loading: duplicate YAML keys are errors, an
+    inventory source no plugin can parse is an error (its reasons are collected), the vault
+    secret is the one inline ``!vault`` values decrypt with."""
+    from unittest import mock
+
+    import ansible.inventory.manager as manager
+    from ansible import constants as C
+    from ansible.parsing.vault import VaultSecretsContext
+
+    failures: list[Any] = []
+    real = manager.display
+
+    class Recorder:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def error_as_warning(self, msg: str, exception: BaseException, **kw: Any) -> None:
+            failures.append(exception)
+
+        def warning(self, msg: str, *a: Any, **kw: Any) -> None:
+            pass
+
+    env_key = "ANSIBLE_DUPLICATE_YAML_DICT_KEY"
+    saved_env = os.environ.get(env_key)
+    saved_ctx = VaultSecretsContext._current
+    os.environ[env_key] = "error"
+    VaultSecretsContext._current = VaultSecretsContext(secrets.secrets)
+    try:
+        with (
+            mock.patch.object(manager, "display", Recorder()),
+            mock.patch.object(C, "INVENTORY_ANY_UNPARSED_IS_FAILED", True),
+        ):
+            yield failures
+    finally:
+        VaultSecretsContext._current = saved_ctx
+        if saved_env is None:
+            os.environ.pop(env_key, None)
+        else:
+            os.environ[env_key] = saved_env
+
+
+def _utf8_problem(path: Path, lib: Any) -> Problem | None:
+    """The old precise message for a file that is not UTF-8 (ansible-core says less)."""
+    try:
+        raw = path.read_bytes()
+        if raw.startswith(VAULT_HEADER) and lib is not None:
+            raw = lib.decrypt(raw)
+    except Exception:
+        return None
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        return Problem(
+            f"{path}:{line}",
+            "",
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at column {column} "
+            "(save the file as UTF-8)",
+        )
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", "") or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _error_origin(exc: BaseException) -> Any:
+    from ansible._internal._datatag._tags import Origin
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        obj = getattr(seen, "obj", None)
+        origin = obj if isinstance(obj, Origin) else Origin.get_tag(obj)
+        if origin is not None and origin.path:
+            return origin
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _ansible_problem(exc: BaseException, paths: _Paths, secrets: _Secrets) -> Problem:
+    """An error ansible-core raised while reading the inventory, as one plain problem."""
+    if secrets.problem is not None:
+        return secrets.problem
+    origin = _error_origin(exc)
+    where = paths.where(origin) or "<inventory>"
+    message = _first_line(exc)
+    if origin is not None and origin.path:
+        lib = None
+        try:
+            from ansible.parsing.vault import VaultLib
+
+            lib = VaultLib(secrets.secrets)
+        except Exception:
+            pass
+        bad = _utf8_problem(Path(origin.path), lib)
+        if bad is not None:
+            return Problem(paths.where(type(origin)(path=bad.file.rsplit(":", 1)[0],
+                                                    line_num=int(bad.file.rsplit(":", 1)[1])))
+                           or bad.file, "", bad.message)
+    low = message.lower()
+    if "decrypt" in low or "vault" in low:
+        return Problem(where, "", f"cannot decrypt Ansible Vault data: {message}")
+    if "duplicate mapping key" in low:
+        key = message.split("key", 1)[1].strip(" .'\"")
+        return Problem(where, key.strip("'"), "duplicate key: the later one would silently win")
+    col = f", column {origin.col_num}" if origin is not None and origin.col_num else ""
+    line = f" (line {origin.line_num}{col})" if origin is not None and origin.line_num else ""
+    if "yaml" in low or "syntax" in low or "parse" in low or "mapping" in low:
+        return Problem(where, "", f"not valid YAML{line}: {message}")
+    return Problem(where, "", message)
+
+
+def _parse_failures(failures: list[Any], source: str, paths: _Paths) -> str:
+    """Why no inventory plugin could read ``source``: the YAML or INI plugin's reason."""
+    best = None
+    for exc in failures:
+        origin = _error_origin(exc)
+        text = _first_line(exc)
+        cause = exc.__cause__
+        if cause is not None and _first_line(cause) not in text:
+            text = f"{text}: {_first_line(cause)}"
+        if origin is not None and origin.line_num:
+            text = f"line {origin.line_num}: {text}"
+        if "yaml" in text.lower() or "ini" in text.lower() or best is None:
+            best = text
+    return best or "no inventory plugin could parse it"
+
+
+class _Session:
+    """One ansible-core reading of the inventory sources."""
+
+    def __init__(
+        self, sources: tuple[Path, ...], secrets: _Secrets, failures: list[Any]
+    ) -> None:
+        from ansible.inventory.manager import InventoryManager
+        from ansible.parsing.dataloader import DataLoader
+        from ansible.vars.manager import VariableManager
+
+        self.loader = DataLoader()
+        self.loader.set_vault_secrets(secrets.secrets)
+        self.inventory = InventoryManager(
+            loader=self.loader, sources=[os.path.abspath(s) for s in sources]
+        )
+        self.vm = VariableManager(loader=self.loader, inventory=self.inventory)
+
+    def group_vars(self, name: str = "all") -> dict[str, Any]:
+        """The variables a group defines (inventory, group_vars), as ansible-inventory
+        --list shows them."""
+        from ansible.utils.vars import combine_vars
+        from ansible.vars.plugins import get_vars_from_inventory_sources
+
+        group = self.inventory.groups[name]
+        own = group.get_vars()
+        plugin = get_vars_from_inventory_sources(
+            self.loader, self.inventory._sources, [group], "all"
+        )
+        return dict(combine_vars(own, plugin))
+
+    def host_vars(self, host: Any) -> dict[str, Any]:
+        """All variables of one host, as ansible-inventory --host shows them."""
+        return dict(self.vm.get_vars(host=host, include_hostvars=False, stage="all"))
+
+    def templar(self, variables: Mapping[str, Any]) -> Any:
+        from ansible.template import Templar
+        from ansible.vars.hostvars import HostVars
+
+        context = dict(variables)
+        context.setdefault("hostvars", HostVars(self.inventory, self.vm, self.loader))
+        context.setdefault("groups", self.inventory.get_groups_dict())
+        return Templar(loader=self.loader, variables=context)
+
+
+def _native(
+    value: Any,
+    templar: Any,
+    loc: tuple[Any, ...],
+    errors: list[tuple[tuple[Any, ...], str]],
+) -> Any:
+    """``value`` templated (ansible-core's Templar, where a string is a template) and
+    decrypted, as plain Python data; template errors are collected with their path."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or kind is float or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {
+            _scalar(k): _native(v, templar, (*loc, _scalar(k)), errors) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_native(v, templar, (*loc, i), errors) for i, v in enumerate(value)]
+    if (isinstance(value, str) and ("{" in value)) or type(value).__name__ == "EncryptedString":
+        try:
+            out = templar.template(value)
+        except Exception as exc:
+            errors.append((loc, _template_message(exc)))
+            return _scalar(value)
+        if out is not value:
+            return _native(out, templar, loc, errors)
+    return _scalar(value)
+
+
+def _scalar(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or kind is float or value is None:
+        return value
+    from ansible.module_utils._internal._datatag import AnsibleTagHelper
+
+    return AnsibleTagHelper.untag(value)
+
+
+def _template_message(exc: BaseException) -> str:
+    text = _first_line(exc)
+    from ansible.errors import AnsibleUndefinedVariable
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, AnsibleUndefinedVariable):
+            import re
+
+            m = re.search(r"'([A-Za-z_][A-Za-z0-9_]*)' is undefined", str(seen))
+            if m:
+                return (
+                    f"undefined variable '{m.group(1)}' (define it in the inventory, e.g. "
+                    "group_vars/all/vault.yml)"
+                )
+        seen = seen.__cause__ or seen.__context__
+    low = text.lower()
+    if "decrypt" in low or "vault" in low:
+        return f"cannot decrypt Ansible Vault data: {text}"
+    return f"template error: {text}"
+
+
+def _origin_at(raw: Any, loc: tuple[Any, ...]) -> Any:
+    """The ``Origin`` of the deepest value along ``loc`` in the data as read (a mapping
+    entry is placed at its key, a list item at the item)."""
+    from ansible._internal._datatag._tags import Origin
+
+    origin = Origin.get_tag(raw)
+    node = raw
+    for part in loc:
+        if isinstance(node, Mapping):
+            key = next((k for k in node if k == part), None)
+            if key is None:
+                break
+            origin = Origin.get_tag(key) or origin
+            node = node[key]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            origin = Origin.get_tag(node) or origin
+        else:
+            break
+    return origin
+
+
+class _Locator:
+    def __init__(self, source: Path, raw: Any = None, paths: _Paths | None = None) -> None:
+        self.source = source
+        self._raw = raw
+        self._paths = paths
+
+    def problem(self, loc: tuple[Any, ...], message: str, severity: str = "error") -> Problem:
+        where = None
+        if self._paths is not None and self._raw is not None:
+            where = self._paths.where(_origin_at(self._raw, loc))
+        return Problem(where or str(self.source), format_path(loc) or MODEL_VAR, message, severity)
+
+
+def find_vault_password_file(inventory: Path) -> Path | None:
+    """``<inventory>/.vault-pass`` or its parent's (see :mod:`siporch.vault`)."""
+    return vault.default_password_file(_inventory_dir(Path(inventory)))
+
+
+def load_model(
+    inventory: Inventory,
+    vault_password_file: Path | None = None,
+    *,
+    groups: Mapping[str, str] | None = None,
+) -> LoadedModel:
+    """Load, decrypt, template and validate the model of an inventory: one or several
+    sources (directories or files such as ``hosts.yml``/``hosts.ini``), read by
+    ansible-core. ``groups`` (role -> inventory group) overrides the inventory's
+    ``siporch_host_groups`` (default ``siporch_edge``/``siporch_pbx``)."""
+    with gcpause.paused():
+        return _load_model(_sources(inventory), vault_password_file, groups)
+
+
+def _read_inventory(
+    sources: tuple[Path, ...], vault_password_file: Path | None
+) -> tuple[_Session, _Secrets, _Paths]:
+    missing = [s for s in sources if not s.exists()]
+    if missing or not sources:
+        raise ModelError(
+            problems=[
+                Problem(str(s), "", "inventory directory does not exist (nor an inventory file)")
+                for s in missing
+            ]
+            or [Problem("<inventory>", "", "no inventory given")]
+        )
+    paths = _Paths(sources)
+    secrets = _Secrets(_inventory_dir(sources[0]), vault_password_file)
+    from ansible.errors import AnsibleError
+
+    with _ansible_settings(secrets) as failures:
+        try:
+            session = _Session(sources, secrets, failures)
+        except AnsibleError as exc:
+            if secrets.problem is not None:
+                raise ModelError(problems=[secrets.problem]) from None
+            text = str(exc)
+            if "failed to parse inventory source" in text.lower():
+                source = text.rsplit(" ", 1)[-1]
                 raise ModelError(
                     problems=[
                         Problem(
-                            where,
+                            paths.show(source),
                             "",
-                            "holds Ansible Vault data but no vault password file is given "
-                            "(use --vault-password-file or ANSIBLE_VAULT_PASSWORD_FILE, "
-                            "or put one at <inventory>/../.vault-pass)",
+                            "not an inventory Ansible can read: "
+                            + _parse_failures(failures, source, paths),
                         )
                     ]
-                )
-            return vault.open_vault(path)
-        except vault.VaultError as exc:
-            raise ModelError(problems=[Problem(exc.file, "", exc.reason)]) from None
+                ) from None
+            raise ModelError(problems=[_ansible_problem(exc, paths, secrets)]) from None
+    return session, secrets, paths
 
 
-def _decode(raw: bytes, where: str, *, inline: bool = False) -> str:
-    """UTF-8 text, or a problem naming the line of the first undecodable byte."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if inline:  # ``where`` is the line of the !vault value
-            message = "the decrypted !vault value is not UTF-8 text"
-        else:
-            line = raw[: exc.start].count(b"\n") + 1
-            column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-            where = f"{where}:{line}"
-            message = (
-                f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at column {column} "
-                "(save the file as UTF-8)"
+def _load_model(
+    sources: tuple[Path, ...],
+    vault_password_file: Path | None,
+    groups: Mapping[str, str] | None,
+) -> LoadedModel:
+    from ansible.errors import AnsibleError
+
+    session, secrets, paths = _read_inventory(sources, vault_password_file)
+    shown = ", ".join(str(s) for s in sources)
+    with _ansible_settings(secrets):
+        try:
+            all_vars = session.group_vars("all")
+            raw = all_vars.get(MODEL_VAR)
+            hosts, overrides = _hosts(session, raw, paths)
+        except AnsibleError as exc:
+            raise ModelError(problems=[_ansible_problem(exc, paths, secrets)]) from None
+        if raw is None:
+            raise ModelError(
+                problems=overrides
+                or [
+                    Problem(
+                        shown,
+                        MODEL_VAR,
+                        "no file defines the trunk model variable (put it in "
+                        "group_vars/all.yml or group_vars/all/)",
+                    )
+                ]
             )
-        raise ModelError(problems=[Problem(where, "", message)]) from None
+        from ansible._internal._datatag._tags import Origin
+
+        origin = Origin.get_tag(raw)
+        source = Path(paths.show(origin.path)) if origin is not None and origin.path else Path(shown)
+        templar = session.templar(all_vars)
+        errors: list[tuple[tuple[Any, ...], str]] = []
+        try:
+            data = _native(raw, templar, (), errors)
+            group_errors: list[tuple[tuple[Any, ...], str]] = []
+            wanted = _native(all_vars.get(GROUPS_VAR), templar, (), group_errors)
+        except AnsibleError as exc:
+            raise ModelError(problems=[_ansible_problem(exc, paths, secrets)]) from None
+        if secrets.problem is not None:
+            raise ModelError(problems=[secrets.problem])
+    role_groups = dict(groups) if groups is not None else _role_groups(wanted, shown)
+    locator = _Locator(source, raw, paths)
+    return _validate(
+        data,
+        locator,
+        _inventory_dir(sources[0]) if len(sources) == 1 and sources[0].is_file() else sources[0],
+        pre=[locator.problem(loc, msg) for loc, msg in errors] + overrides,
+        hosts=hosts,
+        role_groups=role_groups,
+        inventory_name=shown,
+        sources=sources,
+    )
 
 
-_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
-    """Safe loader (libyaml when present) that keeps node positions, reports duplicate
-    keys and decrypts inline ``!vault`` values."""
-
-    vault: _Vault
-    filename: str
-    duplicates: list[tuple[str, int]]
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                if key_node.value in seen:
-                    self.duplicates.append((key_node.value, key_node.start_mark.line + 1))
-                seen.add(key_node.value)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _vault_constructor(loader: _Loader, node: yaml.Node) -> str:
-    text = loader.construct_scalar(node)  # type: ignore[arg-type]
-    where = f"{loader.filename}:{node.start_mark.line + 1}"
-    return _decode(loader.vault.decrypt(str(text).encode(), where), where, inline=True)
-
-
-_Loader.add_constructor("!vault", _vault_constructor)
-
-
-try:  # a YAML parser in Rust: ~15x faster on big models; PyYAML stays the reference
-    import ryaml as _ryaml
-except ImportError:  # pragma: no cover
-    _ryaml = None
-
-
-def _pyyaml(text: str, path: Path, vault: _Vault) -> tuple[Any, yaml.Node | None]:
-    loader = _Loader(text)
-    loader.vault = vault
-    loader.filename = str(path)
-    loader.duplicates = []
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-        duplicates = loader.duplicates
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ModelError(
-            problems=[Problem(str(path), "", f"not valid YAML{line}: {problem}")]
-        ) from None
-    finally:
-        loader.dispose()
-    if duplicates:
+def _role_groups(value: Any, shown: str) -> dict[str, str]:
+    if value is None:
+        return dict(DEFAULT_GROUPS)
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
         raise ModelError(
             problems=[
-                Problem(f"{path}:{line}", key, "duplicate key: the later one would silently win")
-                for key, line in duplicates
+                Problem(shown, GROUPS_VAR, "must map host roles (edge, pbx) to group names")
             ]
         )
-    return data, node
+    return {**DEFAULT_GROUPS, **value}
 
 
-def _read_yaml(path: Path, vault: _Vault) -> tuple[Any, Callable[[], yaml.Node | None]]:
-    """The file's data, and a function giving its YAML node tree (for line numbers)."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ModelError(
-            problems=[Problem(str(path), "", f"cannot read: {exc.strerror or exc}")]
-        ) from None
-    if raw.startswith(VAULT_HEADER):
-        raw = vault.decrypt(raw, str(path))
-    text = _decode(raw, str(path))
-    if _ryaml is not None and "!vault" not in text:
-        try:
-            data = _ryaml.loads(text)
-        except Exception:
-            pass  # PyYAML below reports the problem precisely
+def _hosts(
+    session: _Session, raw: Any, paths: _Paths
+) -> tuple[dict[str, InventoryHost], list[Problem]]:
+    """Every inventory host (name, groups, ansible_host), and a problem for each host or
+    group that gives the model another value than group ``all`` does."""
+    from ansible._internal._datatag._tags import Origin
+
+    hosts: dict[str, InventoryHost] = {}
+    problems: list[Problem] = []
+    for host in session.inventory.get_hosts("all"):
+        hv = session.host_vars(host)
+        mine = hv.get(MODEL_VAR)
+        if mine is not None and mine is not raw:
+            where = paths.where(Origin.get_tag(mine)) or str(host.name)
+            problems.append(
+                Problem(
+                    where,
+                    MODEL_VAR,
+                    f"the model is set again for host '{host.name}' (in host_vars or a "
+                    "group other than all): define it once, for group all"
+                    if raw is not None
+                    else f"the model is defined for host '{host.name}' only: define it once, "
+                    "for group all (group_vars/all.yml or group_vars/all/)",
+                )
+            )
+        ah = hv.get("ansible_host")
+        ah_where = paths.where(Origin.get_tag(ah)) if ah is not None else None
+        if ah is not None or hv.get(MANAGEMENT_VAR) is not None:
+            errs: list[tuple[tuple[Any, ...], str]] = []
+            t = session.templar(hv)
+            ah = _native(ah, t, (), errs) if ah is not None else None
+            mg = _native(hv.get(MANAGEMENT_VAR), t, (), errs)
         else:
-            return data, lambda: _pyyaml(text, path, vault)[1]
-    data, node = _pyyaml(text, path, vault)
-    return data, lambda: node
+            mg = None
+        hosts[host.name] = InventoryHost(
+            name=host.name,
+            groups={g.name for g in host.get_groups()},
+            ansible_host=None if ah is None else str(ah),
+            ansible_host_where=ah_where,
+            management_address=None if mg is None else str(mg),
+        )
+    return hosts, problems
+
+
+def _same_ip(a: str, b: Any) -> bool:
+    try:
+        return ipaddress.ip_address(a) == ipaddress.ip_address(str(b))
+    except ValueError:
+        return False
+
+
+def check_inventory(
+    model: Model,
+    hosts: Mapping[str, InventoryHost],
+    role_groups: Mapping[str, str],
+    inventory_name: str,
+) -> list[tuple[tuple[Any, ...], str, str]]:
+    """Model hosts against inventory hosts: every model host is an inventory host of its
+    role's group, every host of those groups is in the model, and ``ansible_host`` (when an
+    IP address) is the host's ``address`` or ``public_address`` (or its declared
+    ``siporch_management_address``)."""
+    out: list[tuple[tuple[Any, ...], str, str]] = []
+    for name, h in model.hosts.items():
+        group = role_groups.get(h.role, f"siporch_{h.role}")
+        inv = hosts.get(name)
+        if inv is None:
+            out.append(
+                (
+                    ("hosts", name),
+                    f"host '{name}' is not in the inventory ({inventory_name}): add it to "
+                    f"group '{group}'",
+                    "error",
+                )
+            )
+            continue
+        if group not in inv.groups:
+            out.append(
+                (
+                    ("hosts", name, "role"),
+                    f"host '{name}' has role {h.role} but is not in the inventory group "
+                    f"'{group}' ({inventory_name})",
+                    "error",
+                )
+            )
+        ah = inv.ansible_host
+        if ah is None:
+            continue
+        try:
+            ipaddress.ip_address(ah)
+        except ValueError:
+            continue  # a DNS name: nothing to compare without resolving it
+        allowed = [h.address, h.public_address, inv.management_address]
+        if any(a is not None and _same_ip(ah, a) for a in allowed):
+            continue
+        where = inv.ansible_host_where or inventory_name
+        if inv.management_address is not None:
+            why = (
+                f"siporch_management_address {inv.management_address} of inventory host "
+                f"'{name}' is not its ansible_host {ah} ({where})"
+            )
+        else:
+            why = (
+                f"ansible_host {ah} of inventory host '{name}' ({where}) is not this host's "
+                f"address {h.address}"
+                + (f" nor public_address {h.public_address}" if h.public_address else "")
+                + f": fix one of them, or declare a separate management address with the "
+                f"host variable {MANAGEMENT_VAR}: {ah}"
+            )
+        out.append((("hosts", name, "address"), why, "error"))
+    for role, group in role_groups.items():
+        for name, inv in hosts.items():
+            if group in inv.groups and name not in model.hosts:
+                out.append(
+                    (
+                        ("hosts",),
+                        f"inventory host '{name}' of group '{group}' ({inventory_name}) is "
+                        f"not in the model: a deploy would find nothing for it ({role})",
+                        "error",
+                    )
+                )
+    return out
+
+
+def inventory_hosts(
+    inventory: Inventory, vault_password_file: Path | None = None
+) -> dict[str, dict[str, Any]]:
+    """Each inventory host's connection variables (``ansible_*``), templated, as
+    ansible-core reads them (for the commands that reach hosts over SSH)."""
+    sources = _sources(inventory)
+    session, secrets, paths = _read_inventory(sources, vault_password_file)
+    from ansible.errors import AnsibleError
+
+    out: dict[str, dict[str, Any]] = {}
+    with _ansible_settings(secrets):
+        try:
+            for host in session.inventory.get_hosts("all"):
+                hv = session.host_vars(host)
+                t = session.templar(hv)
+                errors: list[tuple[tuple[Any, ...], str]] = []
+                out[host.name] = {
+                    k: _native(v, t, (k,), errors)
+                    for k, v in hv.items()
+                    if k.startswith("ansible_") and k not in ("ansible_facts",)
+                }
+        except AnsibleError as exc:
+            raise ModelError(problems=[_ansible_problem(exc, paths, secrets)]) from None
+    return out
 
 
 def format_path(loc: tuple[Any, ...]) -> str:
@@ -204,79 +708,6 @@ def format_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
-    """The line of the deepest YAML node along ``loc`` (1-based)."""
-    line = None
-    for part in loc:
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-        nxt = None
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if isinstance(k, yaml.ScalarNode) and k.value == str(part):
-                    nxt = v
-                    line = k.start_mark.line + 1
-                    break
-        elif (
-            isinstance(node, yaml.SequenceNode)
-            and isinstance(part, int)
-            and 0 <= part < len(node.value)
-        ):
-            nxt = node.value[part]
-            line = nxt.start_mark.line + 1
-        node = nxt
-    return line
-
-
-class _Locator:
-    def __init__(self, source: Path, root: Callable[[], yaml.Node | None]) -> None:
-        self.source = source
-        self._root = root
-        self._node: yaml.Node | None = None
-        self._composed = False
-
-    def problem(self, loc: tuple[Any, ...], message: str, severity: str = "error") -> Problem:
-        if not self._composed:
-            self._node, self._composed = self._root(), True
-        line = _line_of(self._node, (MODEL_VAR, *loc))
-        where = f"{self.source}:{line}" if line else str(self.source)
-        return Problem(where, format_path(loc) or MODEL_VAR, message, severity)
-
-
-def _resolve_refs(
-    value: Any,
-    variables: dict[str, Any],
-    loc: tuple[Any, ...],
-    out: list[tuple[tuple[Any, ...], str]],
-    refused: list[tuple[tuple[Any, ...], str]],
-) -> Any:
-    """Replace ``"{{ name }}"`` strings by the variable's value; collect undefined names
-    (in ``out``) and refused characters in the values brought in (in ``refused``)."""
-    if isinstance(value, dict):
-        return {
-            k: _resolve_refs(v, variables, (*loc, k), out, refused) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [
-            _resolve_refs(v, variables, (*loc, i), out, refused) for i, v in enumerate(value)
-        ]
-    if isinstance(value, str) and "{{" in value:
-        m = _REF.match(value)
-        if not m:
-            out.append((loc, "only a plain variable reference like '{{ vault_name }}' is allowed"))
-            return value
-        name = m.group(1)
-        if name not in variables:
-            out.append(
-                (loc, f"undefined variable '{name}' (define it in group_vars/all/, e.g. the vault)")
-            )
-            return value
-        refused.extend(refused_characters(variables[name], loc))  # a secret, typically
-        return variables[name]
-    return value
-
-
 def model_hash(model: Model) -> str:
     """A stable hash of the model; secrets enter only as their own hashes."""
     h = hashlib.sha256(model.model_dump_json().encode())  # SecretStr dumps as "**********"
@@ -291,103 +722,47 @@ def model_hash(model: Model) -> str:
     return h.hexdigest()
 
 
-def find_vault_password_file(inventory: Path) -> Path | None:
-    """``<inventory>/.vault-pass`` or its parent's (see :mod:`siporch.vault`)."""
-    return vault.default_password_file(inventory)
-
-
-def load_model(inventory: Path, vault_password_file: Path | None = None) -> LoadedModel:
-    """Load, decrypt, resolve and validate the model of one inventory directory."""
-    with gcpause.paused():
-        return _load_model(inventory, vault_password_file)
-
-
-def _load_model(inventory: Path, vault_password_file: Path | None) -> LoadedModel:
-    inventory = Path(inventory)
-    gv = inventory / "group_vars" / "all"
-    if not inventory.is_dir():
-        raise ModelError(
-            problems=[Problem(str(inventory), "", "inventory directory does not exist")]
-        )
-    files = sorted(
-        [p for p in gv.iterdir() if p.suffix in (".yml", ".yaml") and p.is_file()]
-        if gv.is_dir()
-        else []
-    )
-    if not files:
-        raise ModelError(
-            problems=[
-                Problem(str(gv), "", f"no YAML files; the model is the '{MODEL_VAR}' variable here")
-            ]
-        )
-    secrets = _Vault(inventory, vault_password_file)
-    variables: dict[str, Any] = {}
-    holders: list[tuple[Path, Callable[[], yaml.Node | None]]] = []
-    problems: list[Problem] = []
-    for path in files:
-        try:
-            data, node = _read_yaml(path, secrets)
-        except ModelError as exc:
-            problems.extend(exc.problems)
-            continue
-        if data is None:
-            continue
-        if not isinstance(data, dict):
-            problems.append(Problem(str(path), "", "must be a mapping of variable names"))
-            continue
-        if MODEL_VAR in data:
-            holders.append((path, node))
-        for k, v in data.items():
-            if k == MODEL_VAR and MODEL_VAR in variables:
-                continue
-            variables[k] = v
-    if problems:
-        raise ModelError(problems=problems)
-    if not holders:
-        raise ModelError(
-            problems=[Problem(str(gv), MODEL_VAR, "no file defines the trunk model variable")]
-        )
-    if len(holders) > 1:
-        raise ModelError(
-            problems=[
-                Problem(str(p), MODEL_VAR, "the model is defined in more than one file")
-                for p, _ in holders
-            ]
-        )
-    source, root = holders[0]
-    return validate_data(variables[MODEL_VAR], source, inventory, variables, root)
-
-
 def validate_data(
     raw: Any,
     source: Path = Path("<data>"),
     inventory: Path | None = None,
-    variables: dict[str, Any] | None = None,
-    root: Callable[[], yaml.Node | None] = lambda: None,
 ) -> LoadedModel:
-    """Validate the value of the ``siporch`` variable (already read from YAML)."""
-    loc8 = _Locator(source, root)
-    if not isinstance(raw, dict):
-        raise ModelError(problems=[loc8.problem((), "must be a mapping")])
+    """Validate the value of the ``siporch`` variable given as plain data (no inventory:
+    no template, no cross-check against inventory hosts)."""
+    return _validate(raw, _Locator(source), inventory if inventory is not None else source.parent)
+
+
+def _validate(
+    data: Any,
+    loc8: _Locator,
+    inventory: Path,
+    *,
+    pre: Sequence[Problem] = (),
+    hosts: Mapping[str, InventoryHost] | None = None,
+    role_groups: Mapping[str, str] | None = None,
+    inventory_name: str = "",
+    sources: tuple[Path, ...] = (),
+) -> LoadedModel:
+    if not isinstance(data, dict):
+        raise ModelError(problems=[*pre, loc8.problem((), "must be a mapping")])
     try:  # one pass in C over every string: the common case needs no Python walk
-        text: str | None = json.dumps(raw, ensure_ascii=False, default=str)
+        text: str | None = json.dumps(data, ensure_ascii=False, default=str)
     except (TypeError, ValueError):  # keys JSON cannot take (dates...): walk everything
         text = None
     # No control character or line break goes on, in the model's strings or in what its
-    # "{{ variable }}" references bring (checked while resolving them).
-    refused = refused_characters(raw) if text is None or json_may_refuse(text) else []
-    unresolved: list[tuple[tuple[Any, ...], str]] = []
-    has_refs = text is None or "{{" in text
-    resolved = (
-        _resolve_refs(raw, variables or {}, (), unresolved, refused) if has_refs else raw
-    )
-    problems = [loc8.problem(loc, msg) for loc, msg in refused + unresolved]
+    # templates bring (a secret, typically): the data is checked after templating.
+    refused = refused_characters(data) if text is None or json_may_refuse(text) else []
+    problems = list(pre) + [loc8.problem(loc, msg) for loc, msg in refused]
+    templated = {p.path for p in pre}
     try:
-        model = Model.model_validate(resolved)
+        model = Model.model_validate(data)
     except ValidationError as exc:
-        for loc, msg in describe_errors(exc.errors(include_url=False), resolved):
-            if not any(loc[: len(r)] == r for r, _ in refused):  # reported above
-                problems.append(loc8.problem(loc, msg))
+        for loc, msg in describe_errors(exc.errors(include_url=False), data):
+            if any(loc[: len(r)] == r for r, _ in refused):  # reported above
+                continue
+            if format_path(loc) in templated:  # its template failed: reported above
+                continue
+            problems.append(loc8.problem(loc, msg))
         raise ModelError(problems=_dedupe(problems)) from None
     if problems:
         raise ModelError(problems=problems)
@@ -395,15 +770,23 @@ def validate_data(
     from siporch.model.checks import check_model
 
     found = [loc8.problem(loc, msg, sev) for loc, msg, sev in check_model(model)]
+    if hosts is not None:
+        found += [
+            loc8.problem(loc, msg, sev)
+            for loc, msg, sev in check_inventory(
+                model, hosts, role_groups or DEFAULT_GROUPS, inventory_name
+            )
+        ]
     errors = [p for p in found if p.severity == "error"]
     if errors:
         raise ModelError(problems=found)
     return LoadedModel(
         model=model,
-        source=source,
-        inventory=inventory if inventory is not None else source.parent,
+        source=loc8.source,
+        inventory=inventory,
         model_hash=model_hash(model),
         warnings=[p for p in found if p.severity == "warning"],
+        inventories=sources or (inventory,),
     )
 
 

@@ -26,6 +26,7 @@ def make_inventory(tmp_path: Path, data: dict[str, Any] | str) -> Path:
     gv = inv / "group_vars" / "all"
     gv.mkdir(parents=True)
     shutil.copy(EXAMPLE / "group_vars/all/vault.yml", gv / "vault.yml")
+    shutil.copy(EXAMPLE / "hosts.yml", inv / "hosts.yml")
     shutil.copy(EXAMPLE.parent / ".vault-pass", tmp_path / ".vault-pass")
     text = data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False)
     (gv / "siporch.yml").write_text(text)

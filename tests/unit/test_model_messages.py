@@ -302,12 +302,12 @@ def test_refused_in_keys_lists_and_secrets_without_showing_them(tmp_path: Any) -
     with pytest.raises(ModelError) as exc:
         load_model(inv)
     lines = [f"{p.path}: {p.message}" for p in exc.value.problems]
-    assert lines == [
+    assert sorted(lines) == sorted([
         f"routes[3].exceptions[2]: contains a tab (\\t) at character 8{TAIL}",
         f"routes[4].weights.itsp\\rb: the key contains a carriage return (\\r) at character 5{TAIL}",
         f"security.blocked_user_agents[{len(agents) - 1}]: contains a line separator (U+2028) at character 4{TAIL}",
         f"hosts.pbx-central.ami.secret: contains a line break (\\n) at character 7{TAIL}",
-    ]
+    ])
     assert "s3cret" not in str(exc.value)
 
 

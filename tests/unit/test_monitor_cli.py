@@ -31,6 +31,8 @@ def loopback_inventory(tmp_path: Path, ami_port: int) -> Path:
     model = inv / "group_vars" / "all" / "siporch.yml"
     text = model.read_text().replace("address: 192.0.2.20\n", "address: 127.0.0.1\n")
     model.write_text(text.replace("port: 5038", f"port: {ami_port}"))
+    hosts = inv / "hosts.yml"  # the inventory and the model name the same address
+    hosts.write_text(hosts.read_text().replace("ansible_host: 192.0.2.20", "ansible_host: 127.0.0.1"))
     return inv
 
 
