@@ -382,7 +382,7 @@ def _ssh_command(inventory: Path, host: str, address: str, timeout: float) -> li
 
     v = _ssh_vars(inventory, host)
     if v is None:
-        raise DriftError(f"{host}: not in {inventory / 'hosts.yml'}")
+        raise DriftError(f"{host}: not in the inventory {inventory}")
     return [*_ssh_argv(v, address, timeout), probe_command()]
 
 

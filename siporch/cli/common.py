@@ -34,10 +34,11 @@ def inventory_options(func: F) -> F:
     func = click.option(
         "-i",
         "--inventory",
-        type=click.Path(path_type=Path, file_okay=False),
+        type=click.Path(path_type=Path),
         default=lambda: os.environ.get("SIPORCH_INVENTORY", DEFAULT_INVENTORY),
         show_default=DEFAULT_INVENTORY,
-        help="Inventory directory holding the trunk model (env SIPORCH_INVENTORY).",
+        help="Ansible inventory holding the trunk model: a directory or a file such as "
+        "hosts.yml or hosts.ini (env SIPORCH_INVENTORY).",
     )(func)
     return func
 

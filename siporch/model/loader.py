@@ -100,6 +100,7 @@ class _Secrets:
         self._inventory = inventory
         self._password_file = password_file
         self.problem: Problem | None = None
+        self.duplicates: list[tuple[str, int, str]] = []
         self.secrets: list[tuple[str, Any]] = [("default", LazySecret())]
 
     def _open(self) -> bytes | None:
@@ -149,14 +150,24 @@ class _Paths:
 
 @contextmanager
 def _ansible_settings(secrets: _Secrets) -> Iterator[list[Any]]:
-    """ansible-core as siporch needs it while loading: duplicate YAML keys are errors, an
-    inventory source no plugin can parse is an error (its reasons are collected), the vault
-    secret is the one inline ``!vault`` values decrypt with."""
+    """ansible-core as siporch needs it while loading.
+
+    * an inventory source no plugin can parse is an error (its reasons are collected, not
+      printed);
+    * a key written twice in one YAML mapping is collected as an error (``secrets.duplicates``)
+      where Ansible warns and keeps the later value; a key a merge (``<<:``) brings in and
+      the mapping sets again is an override, not a duplicate;
+    * the ``group_vars``/``host_vars`` plugin's process-wide file cache starts empty (files
+      may have changed since an earlier load in the same process);
+    * the vault secret is the one inline ``!vault`` values decrypt with.
+    """
     from unittest import mock
 
     import ansible.inventory.manager as manager
     from ansible import constants as C
+    from ansible._internal._yaml._constructor import AnsibleInstrumentedConstructor
     from ansible.parsing.vault import VaultSecretsContext
+    from ansible.plugins.vars import host_group_vars
 
     failures: list[Any] = []
     real = manager.display
@@ -171,23 +182,49 @@ def _ansible_settings(secrets: _Secrets) -> Iterator[list[Any]]:
         def warning(self, msg: str, *a: Any, **kw: Any) -> None:
             pass
 
-    env_key = "ANSIBLE_DUPLICATE_YAML_DICT_KEY"
-    saved_env = os.environ.get(env_key)
+    original = AnsibleInstrumentedConstructor.construct_mapping
+
+    def construct_mapping(self: Any, node: Any, deep: bool = False) -> Any:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not hasattr(key_node, "value"):
+                continue
+            if not isinstance(key_node.value, str):
+                continue
+            ident = (key_node.tag, key_node.value)
+            if ident in seen:
+                secrets.duplicates.append(
+                    (self._origin.path, key_node.start_mark.line + self._origin.line_num,
+                     key_node.value)
+                )
+            seen.add(ident)
+        self._duplicate_key_mode = "ignore"
+        return original(self, node, deep)
+
+    host_group_vars.FOUND.clear()
+    host_group_vars.NAK.clear()
     saved_ctx = VaultSecretsContext._current
-    os.environ[env_key] = "error"
     VaultSecretsContext._current = VaultSecretsContext(secrets.secrets)
     try:
         with (
             mock.patch.object(manager, "display", Recorder()),
             mock.patch.object(C, "INVENTORY_ANY_UNPARSED_IS_FAILED", True),
+            mock.patch.object(AnsibleInstrumentedConstructor, "construct_mapping", construct_mapping),
         ):
             yield failures
     finally:
         VaultSecretsContext._current = saved_ctx
-        if saved_env is None:
-            os.environ.pop(env_key, None)
-        else:
-            os.environ[env_key] = saved_env
+
+
+def _duplicates(secrets: _Secrets, paths: _Paths) -> list[Problem]:
+    out = []
+    for path, line, key in dict.fromkeys(secrets.duplicates):
+        out.append(
+            Problem(
+                f"{paths.show(path)}:{line}", key, "duplicate key: the later one would silently win"
+            )
+        )
+    return out
 
 
 def _utf8_problem(path: Path, lib: Any) -> Problem | None:
@@ -263,20 +300,22 @@ def _ansible_problem(exc: BaseException, paths: _Paths, secrets: _Secrets) -> Pr
     return Problem(where, "", message)
 
 
-def _parse_failures(failures: list[Any], source: str, paths: _Paths) -> str:
-    """Why no inventory plugin could read ``source``: the YAML or INI plugin's reason."""
-    best = None
+def _parse_failures(failures: list[Any], source: str) -> tuple[str, str]:
+    """Where and why no inventory plugin could read ``source``: the YAML (for a .yml
+    file) or INI plugin's reason."""
+    yaml_file = source.endswith((".yml", ".yaml", ".json"))
+    best: tuple[str, str] | None = None
     for exc in failures:
         origin = _error_origin(exc)
         text = _first_line(exc)
         cause = exc.__cause__
         if cause is not None and _first_line(cause) not in text:
             text = f"{text}: {_first_line(cause)}"
-        if origin is not None and origin.line_num:
-            text = f"line {origin.line_num}: {text}"
-        if "yaml" in text.lower() or "ini" in text.lower() or best is None:
-            best = text
-    return best or "no inventory plugin could parse it"
+        line = f":{origin.line_num}" if origin is not None and origin.line_num else ""
+        plugin = "yaml" if yaml_file else "ini"
+        if plugin in text.lower() or best is None:
+            best = (line, text)
+    return best or ("", "no inventory plugin could parse it")
 
 
 class _Session:
@@ -461,25 +500,76 @@ def _read_inventory(
             text = str(exc)
             if "failed to parse inventory source" in text.lower():
                 source = text.rsplit(" ", 1)[-1]
+                line, why = _parse_failures(failures, source)
                 raise ModelError(
                     problems=[
                         Problem(
-                            paths.show(source),
+                            paths.show(source) + line,
                             "",
-                            "not an inventory Ansible can read: "
-                            + _parse_failures(failures, source, paths),
+                            f"not an inventory Ansible can read: {why}",
                         )
                     ]
                 ) from None
             raise ModelError(problems=[_ansible_problem(exc, paths, secrets)]) from None
+    if secrets.duplicates:
+        raise ModelError(problems=_duplicates(secrets, paths))
     return session, secrets, paths
 
 
-def _load_model(
+def _shadowed(sources: Sequence[Path], paths: _Paths) -> list[Problem]:
+    """``group_vars/all.yml`` next to a ``group_vars/all/`` directory: Ansible reads the
+    directory and ignores the file (and so does siporch); say so."""
+    out = []
+    for d in dict.fromkeys(_inventory_dir(s) for s in sources):
+        for sub in ("group_vars", "host_vars"):
+            base = d / sub
+            if not base.is_dir():
+                continue
+            for f in sorted(base.iterdir()):
+                if f.is_file() and f.suffix in (".yml", ".yaml", ".json") and (
+                    base / f.stem
+                ).is_dir():
+                    out.append(
+                        Problem(
+                            paths.show(str(f.absolute())),
+                            "",
+                            f"ignored by Ansible (and siporch): the directory {sub}/{f.stem}/ "
+                            "exists, and Ansible reads only the directory; move this file's "
+                            "variables into it",
+                            "warning",
+                        )
+                    )
+    return out
+
+
+@dataclass
+class _Read:
+    data: Any
+    raw: Any
+    source: Path
+    paths: _Paths
+    pre: list[Problem]
+    hosts: dict[str, InventoryHost]
+    role_groups: dict[str, str]
+    shown: str
+    warnings: list[Problem]
+
+
+def read_model_data(inventory: Inventory, vault_password_file: Path | None = None) -> Any:
+    """The value of the ``siporch`` variable as Ansible sees it (templated, decrypted, as
+    plain Python data), before siporch's own checks: what :func:`load_model` validates."""
+    with gcpause.paused():
+        read = _read_model(_sources(inventory), vault_password_file, None)
+    if read.pre:
+        raise ModelError(problems=read.pre)
+    return read.data
+
+
+def _read_model(
     sources: tuple[Path, ...],
     vault_password_file: Path | None,
     groups: Mapping[str, str] | None,
-) -> LoadedModel:
+) -> _Read:
     from ansible.errors import AnsibleError
 
     session, secrets, paths = _read_inventory(sources, vault_password_file)
@@ -492,17 +582,13 @@ def _load_model(
         except AnsibleError as exc:
             raise ModelError(problems=[_ansible_problem(exc, paths, secrets)]) from None
         if raw is None:
-            raise ModelError(
-                problems=overrides
-                or [
-                    Problem(
-                        shown,
-                        MODEL_VAR,
-                        "no file defines the trunk model variable (put it in "
-                        "group_vars/all.yml or group_vars/all/)",
-                    )
-                ]
+            missing = Problem(
+                shown,
+                MODEL_VAR,
+                "no file defines the trunk model variable (put it in "
+                "group_vars/all.yml or group_vars/all/)",
             )
+            raise ModelError(problems=(overrides or [missing]) + _shadowed(sources, paths))
         from ansible._internal._datatag._tags import Origin
 
         origin = Origin.get_tag(raw)
@@ -517,17 +603,40 @@ def _load_model(
             raise ModelError(problems=[_ansible_problem(exc, paths, secrets)]) from None
         if secrets.problem is not None:
             raise ModelError(problems=[secrets.problem])
+    if secrets.duplicates:
+        raise ModelError(problems=_duplicates(secrets, paths))
     role_groups = dict(groups) if groups is not None else _role_groups(wanted, shown)
     locator = _Locator(source, raw, paths)
-    return _validate(
-        data,
-        locator,
-        _inventory_dir(sources[0]) if len(sources) == 1 and sources[0].is_file() else sources[0],
+    return _Read(
+        data=data,
+        raw=raw,
+        source=source,
+        paths=paths,
         pre=[locator.problem(loc, msg) for loc, msg in errors] + overrides,
         hosts=hosts,
         role_groups=role_groups,
-        inventory_name=shown,
+        shown=shown,
+        warnings=_shadowed(sources, paths),
+    )
+
+
+def _load_model(
+    sources: tuple[Path, ...],
+    vault_password_file: Path | None,
+    groups: Mapping[str, str] | None,
+) -> LoadedModel:
+    read = _read_model(sources, vault_password_file, groups)
+    first = sources[0]
+    return _validate(
+        read.data,
+        _Locator(read.source, read.raw, read.paths),
+        first.parent if first.is_file() else first,
+        pre=read.pre,
+        hosts=read.hosts,
+        role_groups=read.role_groups,
+        inventory_name=read.shown,
         sources=sources,
+        warnings=read.warnings,
     )
 
 
@@ -742,6 +851,7 @@ def _validate(
     role_groups: Mapping[str, str] | None = None,
     inventory_name: str = "",
     sources: tuple[Path, ...] = (),
+    warnings: Sequence[Problem] = (),
 ) -> LoadedModel:
     if not isinstance(data, dict):
         raise ModelError(problems=[*pre, loc8.problem((), "must be a mapping")])
@@ -769,7 +879,8 @@ def _validate(
 
     from siporch.model.checks import check_model
 
-    found = [loc8.problem(loc, msg, sev) for loc, msg, sev in check_model(model)]
+    found = list(warnings)
+    found += [loc8.problem(loc, msg, sev) for loc, msg, sev in check_model(model)]
     if hosts is not None:
         found += [
             loc8.problem(loc, msg, sev)

@@ -117,32 +117,20 @@ async def query_edge(
 
 
 def _ssh_vars(inventory: Path | None, host: str) -> dict[str, str] | None:
+    """The host's ``ansible_*`` connection variables, read by ansible-core (see
+    :func:`siporch.model.loader.inventory_hosts`), or None when it is not in the inventory."""
     if inventory is None:
         return None
-    path = inventory / "hosts.yml"
+    from siporch.errors import SiporchError
+    from siporch.model.loader import inventory_hosts
+
     try:
-        import yaml
-
-        data = yaml.safe_load(path.read_text())
-    except (OSError, ValueError):
+        found = inventory_hosts(inventory).get(host)
+    except SiporchError:
         return None
-
-    def walk(node: Any, inherited: dict[str, str]) -> dict[str, str] | None:
-        if not isinstance(node, dict):
-            return None
-        merged = dict(inherited)
-        merged.update({str(k): str(v) for k, v in (node.get("vars") or {}).items()})
-        hosts = node.get("hosts")
-        if isinstance(hosts, dict) and host in hosts:
-            merged.update({str(k): str(v) for k, v in (hosts[host] or {}).items()})
-            return merged
-        for child in (node.get("children") or {}).values():
-            found = walk(child, merged)
-            if found is not None:
-                return found
+    if found is None:
         return None
-
-    return walk(data.get("all", data) if isinstance(data, dict) else None, {})
+    return {k: str(v) for k, v in found.items() if v is not None}
 
 
 def _ssh_argv(v: dict[str, str], address: str, timeout: float) -> list[str]:
