@@ -362,38 +362,64 @@ class _Session:
         return Templar(loader=self.loader, variables=context)
 
 
+_PLAIN = (str, int, bool, float, type(None))
+_MARKS = ("{{", "{%", "{#")  # Jinja's delimiters: only such a string can be a template
+
+
+def _may_template(text: str) -> bool:
+    return "{" in text and any(m in text for m in _MARKS)
+
+
 def _native(
     value: Any,
     templar: Any,
     loc: tuple[Any, ...],
     errors: list[tuple[tuple[Any, ...], str]],
 ) -> Any:
-    """``value`` templated (ansible-core's Templar, where a string is a template) and
-    decrypted, as plain Python data; template errors are collected with their path."""
+    """``value`` templated (ansible-core's Templar, where a string may be a template) and
+    decrypted, as plain Python data (tags dropped); template errors are collected with
+    their path. Written for speed: a model has hundreds of thousands of values."""
     kind = type(value)
-    if kind is str or kind is int or kind is bool or kind is float or value is None:
+    if kind in _PLAIN and not (kind is str and _may_template(value)):
         return value
-    if isinstance(value, Mapping):
-        return {
-            _scalar(k): _native(v, templar, (*loc, _scalar(k)), errors) for k, v in value.items()
-        }
+    if isinstance(value, dict):
+        out: dict[Any, Any] = {}
+        for k, v in value.items():
+            key = k if type(k) in _PLAIN else _scalar(k)
+            tv = type(v)
+            if tv in _PLAIN and not (tv is str and _may_template(v)):
+                out[key] = v
+            elif isinstance(v, str) and tv.__name__ != "EncryptedString" and not _may_template(v):
+                out[key] = str(v)
+            elif isinstance(v, int) and tv is not bool:
+                out[key] = int(v)
+            else:
+                out[key] = _native(v, templar, (*loc, key), errors)
+        return out
     if isinstance(value, list | tuple):
         return [_native(v, templar, (*loc, i), errors) for i, v in enumerate(value)]
-    if (isinstance(value, str) and ("{" in value)) or type(value).__name__ == "EncryptedString":
+    if kind.__name__ == "EncryptedString" or (isinstance(value, str) and _may_template(value)):
         try:
-            out = templar.template(value)
+            result = templar.template(value)
         except Exception as exc:
             errors.append((loc, _template_message(exc)))
             return _scalar(value)
-        if out is not value:
-            return _native(out, templar, loc, errors)
+        if result is value:
+            return _scalar(value)
+        return _native(result, templar, loc, errors)
     return _scalar(value)
 
 
 def _scalar(value: Any) -> Any:
     kind = type(value)
-    if kind is str or kind is int or kind is bool or kind is float or value is None:
+    if kind in _PLAIN:
         return value
+    if isinstance(value, str) and kind.__name__ != "EncryptedString":
+        return str(value)
+    if isinstance(value, int) and kind is not bool:
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
     from ansible.module_utils._internal._datatag import AnsibleTagHelper
 
     return AnsibleTagHelper.untag(value)
