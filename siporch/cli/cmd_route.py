@@ -10,19 +10,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from siporch import numbers
-from siporch.cli.common import console, inventory_options, load
+from siporch.cli.common import console, inventory_sources_options, load
 from siporch.errors import SiporchError
 
 
 @click.command()
 @click.argument("number")
-@inventory_options
+@inventory_sources_options
 @click.option("--site", help="Site the call is dialled from (default: the central site).")
 @click.option("--from", "from_trunk", metavar="TRUNK", help="Treat NUMBER as received on TRUNK.")
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
 def cli(
     number: str,
-    inventory: Path,
+    inventory: tuple[Path, ...],
     vault_password_file: Path | None,
     site: str | None,
     from_trunk: str | None,

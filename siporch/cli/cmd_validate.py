@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from siporch.cli.common import console, inventory_options, load
+from siporch.cli.common import console, inventory_sources_options, load
 
 
 @click.command()
-@inventory_options
+@inventory_sources_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def cli(inventory: Path, vault_password_file: Path | None, as_json: bool) -> int:
+def cli(inventory: tuple[Path, ...], vault_password_file: Path | None, as_json: bool) -> int:
     """Validate the trunk model: types, references, overlaps, resilience.
 
     Exit 0 when valid (warnings allowed), 2 with every problem listed otherwise.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,15 +22,19 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
-def inventory_options(func: F) -> F:
-    """``-i/--inventory`` and ``--vault-password-file``."""
-    func = click.option(
+def _vault_option(func: F) -> F:
+    return click.option(
         "--vault-password-file",
         type=click.Path(path_type=Path, dir_okay=False),
         default=None,
         envvar="ANSIBLE_VAULT_PASSWORD_FILE",
         help="Ansible Vault password file (default: <inventory>/../.vault-pass).",
     )(func)
+
+
+def inventory_options(func: F) -> F:
+    """``-i/--inventory`` (one source) and ``--vault-password-file``."""
+    func = _vault_option(func)
     func = click.option(
         "-i",
         "--inventory",
@@ -43,7 +47,25 @@ def inventory_options(func: F) -> F:
     return func
 
 
-def load(inventory: Path, vault_password_file: Path | None) -> LoadedModel:
+def inventory_sources_options(func: F) -> F:
+    """``-i/--inventory`` given once or several times, as for ansible-playbook (the
+    function gets a tuple of paths), and ``--vault-password-file``."""
+    func = _vault_option(func)
+    func = click.option(
+        "-i",
+        "--inventory",
+        type=click.Path(path_type=Path),
+        multiple=True,
+        default=lambda: [os.environ.get("SIPORCH_INVENTORY", DEFAULT_INVENTORY)],
+        show_default=DEFAULT_INVENTORY,
+        help="Ansible inventory source: a directory or a file such as hosts.yml or "
+        "hosts.ini; repeat to combine several, as for ansible-playbook "
+        "(env SIPORCH_INVENTORY).",
+    )(func)
+    return func
+
+
+def load(inventory: Path | Sequence[Path], vault_password_file: Path | None) -> LoadedModel:
     """Load the model; print its warnings to stderr."""
     loaded = load_model(inventory, vault_password_file)
     for w in loaded.warnings:

@@ -312,3 +312,24 @@ def test_merge_keys_in_the_model_and_yaml11_off(tmp_path: Path) -> None:
     )
     model.write_text(text)
     assert load_model(inv).model_hash == load_model(EXAMPLE).model_hash
+
+
+def test_cli_takes_files_and_several_inventories(tmp_path: Path) -> None:
+    from tests.unit.test_vault_and_bytes_cli import validate
+
+    inv = example_copy(tmp_path)
+    write_ini(inv)
+    text = (inv / "hosts.ini").read_text()
+    (inv / "hosts.ini").unlink()
+    (inv / "edges.ini").write_text(text.split("[siporch_pbx]")[0])
+    (inv / "pbx.ini").write_text("[siporch_pbx]\npbx-central ansible_host=192.0.2.20\n")
+    code, err = validate(inv / "edges.ini", "-i", str(inv / "pbx.ini"))
+    assert code == 0, err
+    code, err = validate(inv / "edges.ini")
+    assert code == 2
+    model = (inv / "group_vars/all/siporch.yml").read_text().splitlines()
+    line = model.index("    pbx-central:") + 1
+    assert err.splitlines()[0].startswith(
+        f"error: {inv}/group_vars/all/siporch.yml:{line}: hosts.pbx-central: host 'pbx-central' "
+        f"is not in the inventory ({inv}/edges.ini)"
+    )
