@@ -20,19 +20,63 @@ from siporch.model import schema
 INTRO = """\
 # The trunk model
 
-The model is the value of the Ansible variable `siporch`, in
-`inventory/<env>/group_vars/all/siporch.yml`. Ansible sees it like any other variable;
-siporch reads, checks and renders it. Secrets live in Ansible Vault: either a whole-file
-encrypted `group_vars/all/vault.yml` whose variables the model names as
-`"{{ vault_name }}"`, or inline `!vault` values. The vault password file is taken from
-`--vault-password-file`, `ANSIBLE_VAULT_PASSWORD_FILE`, or `.vault-pass` next to the
-inventory (the example's is a demo password: use your own); an executable file is a
-script that prints the password, as for Ansible.
+The model is the value of the Ansible variable `siporch` for the group `all`, usually in
+`inventory/<env>/group_vars/all/siporch.yml` (or `group_vars/all.yml`). siporch reads the
+inventory with ansible-core itself (`InventoryManager`, `VariableManager`, `DataLoader`,
+`Templar`), so the model means exactly what Ansible's playbooks see:
+
+* **Inventory sources**: `-i` takes a directory, a file (`hosts.yml`, `hosts.ini`, any
+  format an enabled inventory plugin reads), and for `validate`, `render` and `route`
+  several `-i`, combined as by `ansible-playbook`. `group_vars/` and `host_vars/` next to
+  each source are read as Ansible reads them: a file (`group_vars/all.yml`) or a directory
+  (`group_vars/all/*.yml`). When both exist, Ansible reads only the directory and ignores
+  the file; siporch does the same and warns about the ignored file.
+* **YAML 1.1**, as Ansible reads it: a bare `off`, `no`, `yes`, `on` is a boolean
+  (`srtp: off` is accepted for `srtp: "off"`), `0755` is the octal number 493, `1:30` is
+  90, `2026-12-05` a date; merge keys (`<<: *anchor`) work, and a key the mapping sets
+  again after a merge overrides the merged one. A key written twice in the same mapping is
+  an error (Ansible only warns and keeps the later value).
+* **Templates**: any string of the model may be a Jinja template, rendered by Ansible's
+  Templar with the variables of the group `all` plus `hostvars` and `groups`:
+  `"{{ vault_ami_secret }}"`, `"{{ base_port | int + 1 }}"`,
+  `"{{ hostvars['edge-central'].ansible_host }}"`. Variables that exist only for one host
+  (its `host_vars`, `inventory_hostname`) are not defined there: the model is one for all
+  hosts. A string tagged `!unsafe` is never templated.
+* **Secrets** live in Ansible Vault: a whole-file encrypted `group_vars/all/vault.yml`
+  whose variables the model names as `"{{ vault_name }}"`, or inline `!vault` values. The
+  vault password file is taken from `--vault-password-file`,
+  `ANSIBLE_VAULT_PASSWORD_FILE`, or `.vault-pass` next to the inventory or in its parent
+  (the example's is a demo password: use your own); an executable file is a script that
+  prints the password, as for Ansible. It is only opened when something is encrypted.
+* **One model**: it must be defined for the group `all`. A `siporch` set again in
+  `host_vars` or in another group's `group_vars` is an error naming that file and line
+  (every host must render from the same model).
+
+## The model's hosts and the inventory's hosts
+
+Each host of the model (`hosts:`) must be an inventory host of its role's group:
+`siporch_edge` for `role: edge`, `siporch_pbx` for `role: pbx`; other names are set with
+the inventory variable `siporch_host_groups: {edge: <group>, pbx: <group>}` (group `all`).
+These are errors, each with the model's file and line and the inventory source:
+
+* a model host missing from the inventory, or not in its role's group;
+* an inventory host of one of these groups that the model does not have (a deploy would
+  find nothing to install on it);
+* an `ansible_host` (after templating, from the inventory file or `host_vars`) that is an
+  IP address other than the host's `address` or `public_address`. Ansible would configure
+  one machine with another machine's SIP configuration. When the hosts are reached over a
+  separate management network, say so on the host: `siporch_management_address: <ip>`
+  equal to its `ansible_host`. An `ansible_host` that is a DNS name is not compared (siporch
+  does not resolve names).
 
 Check it with `siporch validate -i inventory/<env>`: every problem in one run, each with
 its file, line and field path (`trunks.itsp-a.peers[1].port`), what is wrong and what is
-allowed; exit code 2 and nothing touched when there is an error. Editors can check the YAML
-with the JSON Schema from `siporch schema`.
+allowed; exit code 2 and nothing touched when there is an error. Positions come from the
+origin ansible-core records on every value it reads (file, line, column); a value a
+template brought in is reported at the line of the template. Problems found while reading
+files (YAML syntax, duplicate keys, a vault that does not decrypt, an inventory no plugin
+can parse) stop at the first file that has one. Editors can check the YAML with the JSON
+Schema from `siporch schema`.
 
 Checks beyond the types: unknown references (route -> trunk, DID -> host or trunk, trunk
 and host -> site, backup site), duplicate names and YAML keys, overlapping DID ranges,
@@ -44,8 +88,8 @@ uses another site's trunk), a PBX without AMI, SRTP without TLS.
 
 ## Characters refused in every field
 
-No string of the model (keys, values and secrets, including what a `"{{ vault_name }}"`
-reference brings in) may hold a control character: line breaks (`\\n`, `\\r`, U+0085,
+No string of the model (keys, values and secrets, including what a template such as
+`"{{ vault_name }}"` brings in) may hold a control character: line breaks (`\\n`, `\\r`, U+0085,
 U+2028, U+2029), tabs, NUL, escape and the other C0 and C1 controls, or DEL. `validate`
 refuses them with the file, line and field (`trunks.itsp-a.description: contains a line
 break (\\n) at character 7: ...`), without showing the value (it may be a secret).
