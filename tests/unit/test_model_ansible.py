@@ -333,3 +333,20 @@ def test_cli_takes_files_and_several_inventories(tmp_path: Path) -> None:
         f"error: {inv}/group_vars/all/siporch.yml:{line}: hosts.pbx-central: host 'pbx-central' "
         f"is not in the inventory ({inv}/edges.ini)"
     )
+
+
+def test_the_lab_inventory_passes_the_host_cross_check(tmp_path: Path) -> None:
+    from siporch.lab.inventory import write_inventory
+    from siporch.lab.spec import LabPaths
+
+    example = tmp_path / "inventory" / "example"
+    shutil.copytree(EXAMPLE, example)
+    shutil.copy(EXAMPLE.parent / ".vault-pass", tmp_path / "inventory" / ".vault-pass")
+    paths = LabPaths(state=tmp_path / "state", cache=tmp_path / "cache")
+    lab = write_inventory(example, tmp_path / "inventory" / "lab", paths)
+    loaded = load_model(lab)  # hosts.yml, lab.json (a JSON inventory), lab_peers
+    assert set(loaded.model.hosts) == {"edge-central", "edge-branch", "pbx-central"}
+    hosts = inventory_hosts(lab)
+    for name, host in loaded.model.hosts.items():
+        assert hosts[name]["ansible_host"] == str(host.address)
+        assert hosts[name]["ansible_user"] == "root"
