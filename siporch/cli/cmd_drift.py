@@ -56,7 +56,7 @@ def cli(
     from siporch.drift import check
     from siporch.errors import ModelError
 
-    if not inventory.is_dir():
+    if not inventory.exists():
         err_console.print(f"siporch: inventory {escape(str(inventory))} not found")
         return 2
     try:
