@@ -12,6 +12,7 @@ line, column), so each problem is reported as ``file:line: path: message``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -318,17 +319,136 @@ def _parse_failures(failures: list[Any], source: str) -> tuple[str, str]:
     return best or ("", "no inventory plugin could parse it")
 
 
+# The fast path: group_vars/host_vars files read by libyaml + PyYAML's safe constructor
+# (what ansible-core's constructor is built on), without an origin tag on every value.
+# Used only for plain YAML: a file with a ``!`` anywhere (``!vault``, ``!unsafe``,
+# ``!!binary``...) or that parses as JSON goes to ansible-core's own reader. A string that
+# may be a template is tagged as ansible-core tags it (trusted, with its origin), so the
+# Templar treats it the same. tests/unit/test_model_ansible.py proves both paths give the
+# same data, and the same as ansible-inventory; positions for messages come from a second,
+# slow read when there is something to report.
+FAST_YAML = True
+
+
+def _data_loader(secrets: _Secrets, fast: bool) -> Any:
+    from ansible.parsing.dataloader import DataLoader
+
+    if not fast:
+        loader = DataLoader()
+    else:
+        loader = _fast_loader_class()()
+        loader.fast_files = []
+        loader.duplicates = secrets.duplicates
+    loader.set_vault_secrets(secrets.secrets)
+    return loader
+
+
+@functools.cache
+def _fast_loader_class() -> type:
+    import yaml
+    from ansible._internal._datatag._tags import Origin, TrustedAsTemplate
+    from ansible.module_utils._internal._datatag import AnsibleTagHelper
+    from ansible.parsing.dataloader import DataLoader
+
+    trusted = TrustedAsTemplate()
+
+    class FastYaml(yaml.CSafeLoader):  # type: ignore[misc,name-defined]
+        path: str
+        duplicates: list[tuple[str, int, str]]
+
+        def construct_yaml_str(self, node: Any) -> Any:
+            value = self.construct_scalar(node)
+            if "{" in value and _may_template(value):
+                where = Origin(
+                    path=self.path,
+                    line_num=node.start_mark.line + 1,
+                    col_num=node.start_mark.column + 1,
+                )
+                return AnsibleTagHelper.tag(value, [where, trusted])
+            return value
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[tuple[str, str]] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                    getattr(key_node, "value", None), str
+                ):
+                    continue
+                ident = (key_node.tag, key_node.value)
+                if ident in seen:
+                    self.duplicates.append(
+                        (self.path, key_node.start_mark.line + 1, key_node.value)
+                    )
+                seen.add(ident)
+            return super().construct_mapping(node, deep=deep)
+
+    FastYaml.add_constructor("tag:yaml.org,2002:str", FastYaml.construct_yaml_str)
+
+    class FastDataLoader(DataLoader):  # type: ignore[misc]
+        fast_files: list[str]
+        duplicates: list[tuple[str, int, str]]
+
+        def load(
+            self,
+            data: str,
+            file_name: str | None = None,
+            show_content: bool = True,
+            json_only: bool = False,
+        ) -> Any:
+            text = str(data)
+            if (
+                not FAST_YAML
+                or json_only
+                or file_name is None
+                or not TrustedAsTemplate.is_tagged_on(data)
+                or "!" in text
+                or _is_json(text)
+            ):
+                return super().load(data, file_name, show_content, json_only)
+            parser = FastYaml(text)
+            parser.path = str(file_name)
+            parser.duplicates = []
+            try:
+                result = parser.get_single_data()
+            except Exception:
+                return super().load(data, file_name, show_content, json_only)
+            finally:
+                parser.dispose()
+            self.duplicates.extend(parser.duplicates)
+            self.fast_files.append(str(file_name))
+            if isinstance(result, dict):  # where each variable comes from (its file)
+                origin = Origin(path=str(file_name))
+                result = {
+                    k: origin.tag(v) if isinstance(v, dict | list) else v
+                    for k, v in result.items()
+                }
+            return result
+
+    return FastDataLoader
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 class _Session:
     """One ansible-core reading of the inventory sources."""
 
     def __init__(
-        self, sources: tuple[Path, ...], secrets: _Secrets, failures: list[Any]
+        self,
+        sources: tuple[Path, ...],
+        secrets: _Secrets,
+        failures: list[Any],
+        fast: bool = False,
     ) -> None:
         from ansible.inventory.manager import InventoryManager
-        from ansible.parsing.dataloader import DataLoader
         from ansible.vars.manager import VariableManager
 
-        self.loader = DataLoader()
+        self.loader = _data_loader(secrets, fast)
         self.loader.set_vault_secrets(secrets.secrets)
         self.inventory = InventoryManager(
             loader=self.loader, sources=[os.path.abspath(s) for s in sources]
@@ -502,7 +622,7 @@ def load_model(
 
 
 def _read_inventory(
-    sources: tuple[Path, ...], vault_password_file: Path | None
+    sources: tuple[Path, ...], vault_password_file: Path | None, fast: bool = False
 ) -> tuple[_Session, _Secrets, _Paths]:
     missing = [s for s in sources if not s.exists()]
     if missing or not sources:
@@ -519,7 +639,7 @@ def _read_inventory(
 
     with _ansible_settings(secrets) as failures:
         try:
-            session = _Session(sources, secrets, failures)
+            session = _Session(sources, secrets, failures, fast)
         except AnsibleError as exc:
             if secrets.problem is not None:
                 raise ModelError(problems=[secrets.problem]) from None
@@ -579,13 +699,19 @@ class _Read:
     role_groups: dict[str, str]
     shown: str
     warnings: list[Problem]
+    fast_files: list[str] = field(default_factory=list)
+
+    @property
+    def fast(self) -> bool:
+        """Whether a file was read by the fast path (its values carry no position)."""
+        return bool(self.fast_files)
 
 
 def read_model_data(inventory: Inventory, vault_password_file: Path | None = None) -> Any:
     """The value of the ``siporch`` variable as Ansible sees it (templated, decrypted, as
     plain Python data), before siporch's own checks: what :func:`load_model` validates."""
     with gcpause.paused():
-        read = _read_model(_sources(inventory), vault_password_file, None)
+        read = _read_model(_sources(inventory), vault_password_file, None, fast=FAST_YAML)
     if read.pre:
         raise ModelError(problems=read.pre)
     return read.data
@@ -595,10 +721,11 @@ def _read_model(
     sources: tuple[Path, ...],
     vault_password_file: Path | None,
     groups: Mapping[str, str] | None,
+    fast: bool = False,
 ) -> _Read:
     from ansible.errors import AnsibleError
 
-    session, secrets, paths = _read_inventory(sources, vault_password_file)
+    session, secrets, paths = _read_inventory(sources, vault_password_file, fast)
     shown = ", ".join(str(s) for s in sources)
     with _ansible_settings(secrets):
         try:
@@ -643,6 +770,7 @@ def _read_model(
         role_groups=role_groups,
         shown=shown,
         warnings=_shadowed(sources, paths),
+        fast_files=list(getattr(session.loader, "fast_files", [])),
     )
 
 
@@ -651,7 +779,20 @@ def _load_model(
     vault_password_file: Path | None,
     groups: Mapping[str, str] | None,
 ) -> LoadedModel:
-    read = _read_model(sources, vault_password_file, groups)
+    try:
+        read = _read_model(sources, vault_password_file, groups, fast=FAST_YAML)
+        loaded = _loaded(read, sources)
+    except ModelError:
+        if not FAST_YAML:
+            raise
+        # something to report: read again the slow way, for file and line of every value
+        return _loaded(_read_model(sources, vault_password_file, groups), sources)
+    if read.fast and loaded.warnings:
+        return _loaded(_read_model(sources, vault_password_file, groups), sources)
+    return loaded
+
+
+def _loaded(read: _Read, sources: tuple[Path, ...]) -> LoadedModel:
     first = sources[0]
     return _validate(
         read.data,

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from siporch.errors import ModelError
-from siporch.model import load_model
+from siporch.model import load_model, loader
 from siporch.model.loader import inventory_hosts, read_model_data
 from tests.unit.test_model import EXAMPLE
 
@@ -55,8 +55,7 @@ siporch:
   list_of_merged:
     - <<: *base
       srtp: required
-  secret: !vault |
-{blob}
+  secret: "{{ tricky_secret }}"
   port: "{{ base_port | int + 1 }}"
   edge: "{{ hostvars['edge-central'].ansible_host }}"
   vaulted_ref: "{{ vault_ami_secret }}"
@@ -70,8 +69,9 @@ def tricky_inventory(tmp_path: Path) -> Path:
     shutil.copy(EXAMPLE / "group_vars/all/vault.yml", inv / "group_vars/all/vault.yml")
     (tmp_path / ".vault-pass").write_text(PASSWORD + "\n")
     (inv / "group_vars" / "all" / "ports.yml").write_text('base_port: "5060"\n')
-    (inv / "group_vars" / "all" / "siporch.yml").write_text(
-        TRICKY.replace("{blob}", vault_blob("inline-secret"))
+    (inv / "group_vars" / "all" / "siporch.yml").write_text(TRICKY)
+    (inv / "group_vars" / "all" / "secrets.yml").write_text(
+        "tricky_secret: !vault |\n" + vault_blob("inline-secret") + "\n"
     )
     return inv
 
@@ -112,9 +112,26 @@ def ansible_debug(tmp_path: Path, inv: Path, host: str, var: str) -> Any:
     return json.loads(out.split("=>", 1)[1])[var]
 
 
-def test_yaml11_scalars_merge_keys_and_vault_as_ansible_inventory(tmp_path: Path) -> None:
+@pytest.fixture(params=["fast", "ansible-core"])
+def yaml_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways siporch reads plain YAML files: its fast path and ansible-core's reader."""
+    monkeypatch.setattr(loader, "FAST_YAML", request.param == "fast")
+    return str(request.param)
+
+
+def read_via(inv: Path, yaml_path: str) -> Any:
+    """The model data, and a check that the file was read the way the test asks."""
+    sources = (inv,)
+    read = loader._read_model(sources, None, None, fast=loader.FAST_YAML)
+    assert read.fast == (yaml_path == "fast")
+    return read_model_data(inv)
+
+
+def test_yaml11_scalars_merge_keys_and_vault_as_ansible_inventory(
+    tmp_path: Path, yaml_path: str
+) -> None:
     inv = tricky_inventory(tmp_path)
-    ours = read_model_data(inv)
+    ours = read_via(inv, yaml_path)
     theirs = ansible_inventory_host(tmp_path, inv, "edge-central")["siporch"]
     templated = {"secret", "port", "edge", "vaulted_ref"}  # --host prints them as written
     assert {k: v for k, v in jsonable(ours).items() if k not in templated} == {
@@ -133,15 +150,50 @@ def test_yaml11_scalars_merge_keys_and_vault_as_ansible_inventory(tmp_path: Path
     assert type(ours["octal"]) is int and type(ours["merged"]) is dict
 
 
-def test_templates_filters_hostvars_and_vault_as_ansible_debug(tmp_path: Path) -> None:
+def test_templates_filters_hostvars_and_vault_as_ansible_debug(
+    tmp_path: Path, yaml_path: str
+) -> None:
     inv = tricky_inventory(tmp_path)
-    ours = read_model_data(inv)
+    ours = read_via(inv, yaml_path)
     theirs = ansible_debug(tmp_path, inv, "edge-central", "siporch")
     assert jsonable(ours) == theirs
     assert ours["secret"] == "inline-secret"
     assert ours["port"] == 5061  # "{{ base_port | int + 1 }}", base_port in another file
     assert ours["edge"] == "192.0.2.10"  # from hostvars
     assert ours["vaulted_ref"] == "ami-example-secret"  # whole-file vault
+
+
+def test_fast_path_reads_what_ansible_core_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.genmodel import write_inventory
+
+    generated = write_inventory(tmp_path / "gen", 100)
+    for inv in (tricky_inventory(tmp_path), generated, EXAMPLE):
+        monkeypatch.setattr(loader, "FAST_YAML", True)
+        fast = read_model_data(inv)
+        assert loader._read_model((inv,), None, None, fast=True).fast
+        monkeypatch.setattr(loader, "FAST_YAML", False)
+        slow = read_model_data(inv)
+        assert fast == slow
+        assert [type(x) for x in _leaves(fast)] == [type(x) for x in _leaves(slow)]
+
+
+def _leaves(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [x for k, v in value.items() for x in (k, *_leaves(v))]
+    if isinstance(value, list):
+        return [x for v in value for x in _leaves(v)]
+    return [value]
+
+
+def test_a_file_with_tags_is_read_by_ansible_core(tmp_path: Path) -> None:
+    inv = tricky_inventory(tmp_path)
+    read = loader._read_model((inv,), None, None, fast=True)
+    fast_files = {Path(f).name for f in read.fast_files}
+    assert "siporch.yml" in fast_files
+    assert "secrets.yml" not in fast_files  # !vault: ansible-core's reader
+    assert read_model_data(inv)["secret"] == "inline-secret"
 
 
 def example_copy(tmp_path: Path) -> Path:
