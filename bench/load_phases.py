@@ -1,11 +1,12 @@
 """Where ``load_model`` spends its time, phase by phase, on a generated inventory.
 
-    python bench/load_phases.py --trunks 10000
+    python bench/load_phases.py --trunks 10000 [--no-fast]
 
 Writes the inventory of ``bench/genmodel.py`` into a temporary directory, then loads it once
 in this process with each phase of ``siporch.model.loader`` timed (wall clock, seconds).
 Also times PyYAML's ``CSafeLoader`` on the same model file with the garbage collector off
-(as ``load_model`` runs), the cost a parser without ansible-core's origin tags would have.
+(as ``load_model`` runs). ``--no-fast`` turns siporch's fast path for plain YAML off, so
+ansible-core's own reader (an origin tag on every value) reads every file.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def timed(owner: Any, name: str, label: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trunks", type=int, default=10000)
+    ap.add_argument("--no-fast", action="store_true", help="ansible-core's YAML reader only")
     args = ap.parse_args()
 
     import ansible.inventory.manager
@@ -55,7 +57,9 @@ def main() -> None:
     from bench.genmodel import write_inventory
     from siporch.model.schema import Model
 
-    timed(loader._Session, "group_vars", "group_vars: ansible-core YAML read + origin tags")
+    loader.FAST_YAML = not args.no_fast
+    reader = "ansible-core's reader" if args.no_fast else "fast path"
+    timed(loader._Session, "group_vars", f"group_vars: YAML read ({reader})")
     timed(loader, "_Session", "InventoryManager + VariableManager (hosts file)")
     timed(loader, "_hosts", "per-host variables (VariableManager.get_vars)")
     timed(checks, "check_model", "cross-checks (checks.py)")
