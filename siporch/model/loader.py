@@ -228,8 +228,8 @@ def _duplicates(secrets: _Secrets, paths: _Paths) -> list[Problem]:
     return out
 
 
-def _utf8_problem(path: Path, lib: Any) -> Problem | None:
-    """The old precise message for a file that is not UTF-8 (ansible-core says less)."""
+def _utf8_problem(path: Path, lib: Any, paths: _Paths) -> Problem | None:
+    """Where a file is not UTF-8 text, precisely (ansible-core says less)."""
     try:
         raw = path.read_bytes()
         if raw.startswith(VAULT_HEADER) and lib is not None:
@@ -242,7 +242,7 @@ def _utf8_problem(path: Path, lib: Any) -> Problem | None:
         line = raw[: exc.start].count(b"\n") + 1
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         return Problem(
-            f"{path}:{line}",
+            f"{paths.show(str(path))}:{line}",
             "",
             f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at column {column} "
             "(save the file as UTF-8)",
@@ -283,17 +283,12 @@ def _ansible_problem(exc: BaseException, paths: _Paths, secrets: _Secrets) -> Pr
             lib = VaultLib(secrets.secrets)
         except Exception:
             pass
-        bad = _utf8_problem(Path(origin.path), lib)
+        bad = _utf8_problem(Path(origin.path), lib, paths)
         if bad is not None:
-            return Problem(paths.where(type(origin)(path=bad.file.rsplit(":", 1)[0],
-                                                    line_num=int(bad.file.rsplit(":", 1)[1])))
-                           or bad.file, "", bad.message)
+            return bad
     low = message.lower()
     if "decrypt" in low or "vault" in low:
         return Problem(where, "", f"cannot decrypt Ansible Vault data: {message}")
-    if "duplicate mapping key" in low:
-        key = message.split("key", 1)[1].strip(" .'\"")
-        return Problem(where, key.strip("'"), "duplicate key: the later one would silently win")
     col = f", column {origin.col_num}" if origin is not None and origin.col_num else ""
     line = f" (line {origin.line_num}{col})" if origin is not None and origin.line_num else ""
     if "yaml" in low or "syntax" in low or "parse" in low or "mapping" in low:
