@@ -92,15 +92,16 @@ class _Secrets:
         class LazySecret(VaultSecret):  # type: ignore[misc]
             @property
             def bytes(self) -> bytes:
-                if self._bytes is None:
-                    self._bytes = outer._open()
-                    if self._bytes is None:
+                if outer._password is None:
+                    outer._password = outer._open()
+                    if outer._password is None:
                         raise AnsibleError("no vault password")
-                return self._bytes  # type: ignore[no-any-return]
+                return outer._password
 
         self._inventory = inventory
         self._password_file = password_file
         self.problem: Problem | None = None
+        self._password: bytes | None = None
         self.duplicates: list[tuple[str, int, str]] = []
         self.secrets: list[tuple[str, Any]] = [("default", LazySecret())]
 
