@@ -73,10 +73,10 @@ Check it with `siporch validate -i inventory/<env>`: every problem in one run, e
 its file, line and field path (`trunks.itsp-a.peers[1].port`), what is wrong and what is
 allowed; exit code 2 and nothing touched when there is an error. Positions come from the
 origin ansible-core records on every value it reads (file, line, column); a value a
-template brought in is reported at the line of the template. Problems found while reading
-files (YAML syntax, duplicate keys, a vault that does not decrypt, an inventory no plugin
-can parse) stop at the first file that has one. Editors can check the YAML with the JSON
-Schema from `siporch schema`.
+template brought in is reported at the line of the template. A file that cannot be read
+(YAML syntax, a vault that does not decrypt, an inventory no plugin can parse) stops the
+run at the first such file; duplicate keys are all reported. Editors can check the YAML
+with the JSON Schema from `siporch schema`.
 
 Checks beyond the types: unknown references (route -> trunk, DID -> host or trunk, trunk
 and host -> site, backup site), duplicate names and YAML keys, overlapping DID ranges,
