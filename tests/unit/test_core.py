@@ -52,7 +52,7 @@ def release_dir(loaded, tmp_path_factory):  # type: ignore[no-untyped-def]
 
 
 def test_manifests_round_trip_byte_for_byte(release_dir) -> None:  # type: ignore[no-untyped-def]
-    out, rel = release_dir
+    _, rel = release_dir
     raw = (rel.path / "manifest.json").read_text()
     m = Manifest.loads(raw)
     assert m.dumps() == raw
