@@ -532,6 +532,55 @@ def plan_host(host: str, base: HostBase, candidate: HostManifest | None) -> Host
     return HostPlan(host, base, changes, reloads)
 
 
+def model_summary(
+    out_dir: Path, bases: Iterable[HostBase], candidate: Mapping[str, Any]
+) -> tuple[tuple[str, ...] | None, str | None]:
+    """The model changes (`siporch.plan.semantic_diff`) from the model of the release the
+    hosts run (the controller's ``<out_dir>/<id>/model.json``) to ``candidate`` (a
+    sanitized model), and that release's id. Hosts never deployed: everything is new.
+    ``(None, id)`` when it cannot be known: a host unknown, hosts on different releases,
+    or the release's model not on this controller."""
+    from siporch.plan import semantic_diff
+
+    bases = list(bases)
+    if any(not b.known for b in bases):
+        return None, None
+    releases = {b.release for b in bases if b.state == RUNS}
+    if not releases:
+        return tuple(semantic_diff(None, dict(candidate))), None
+    if len(releases) > 1:
+        return None, None
+    rid = str(releases.pop())
+    try:
+        old = json.loads((out_dir / rid / "model.json").read_text())
+    except (OSError, ValueError):
+        return None, rid
+    return tuple(semantic_diff(old, dict(candidate))), rid
+
+
+def model_changes(candidate_dir: Path, running: Iterable[str | None]) -> list[str]:
+    """Human lines for a deploy: the model changes from what the hosts run (release ids,
+    "" or None for a host never deployed) to the release in ``candidate_dir``."""
+    bases = [
+        HostBase("?", RUNS, rid) if rid else HostBase("?", NEVER_DEPLOYED) for rid in running
+    ]
+    try:
+        candidate = json.loads((candidate_dir / "model.json").read_text())
+    except (OSError, ValueError):
+        return ["model changes: not known (the release has no model.json)"]
+    ids = sorted({b.release for b in bases if b.release})
+    summary, rid = model_summary(candidate_dir.parent, bases, candidate)
+    if summary is None:
+        why = (
+            f"the hosts run different releases ({', '.join(ids)})"
+            if len(ids) > 1
+            else f"the model of release {rid}, which the hosts run, is not on this controller"
+        )
+        return [f"model changes: not known ({why}); each host's file changes are exact"]
+    against = f"release {rid}, which the hosts run" if rid else "hosts never deployed"
+    return [f"model changes against {against}: {len(summary) or 'none'}", *summary]
+
+
 def build_plan(
     loaded: Any,
     bases: Mapping[str, HostBase],
@@ -543,7 +592,6 @@ def build_plan(
     The model summary compares with the model of the release the hosts run, from the
     controller's cache; when the hosts run different releases or the cache lacks it, the
     summary is None (unknown) and the file changes stand alone."""
-    from siporch.plan import semantic_diff
     from siporch.release import host_manifest, sanitized_model
     from siporch.render import render_release
 
@@ -557,18 +605,7 @@ def build_plan(
     for host in sorted(set(rendered) | set(bases)):
         base = bases.get(host) or HostBase(host, NEVER_DEPLOYED)
         hosts[host] = plan_host(host, base, candidates.get(host))
-    releases = {b.release for b in bases.values() if b.state == RUNS}
-    summary: tuple[str, ...] | None = None
-    summary_base: str | None = None
-    if not releases and bases and all(b.state == NEVER_DEPLOYED for b in bases.values()):
-        summary = tuple(semantic_diff(None, sanitized_model(model)))
-    elif len(releases) == 1:
-        summary_base = releases.pop()
-        try:
-            old = json.loads((out_dir / str(summary_base) / "model.json").read_text())
-            summary = tuple(semantic_diff(old, sanitized_model(model)))
-        except (OSError, ValueError):
-            summary = None
+    summary, summary_base = model_summary(out_dir, bases.values(), sanitized_model(model))
     return Plan(hosts, summary, summary_base, rendered, candidates)
 
 

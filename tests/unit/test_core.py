@@ -313,3 +313,19 @@ def test_check_mode_action_shows_a_masked_diff_and_reports_changed(tmp_path: Pat
     assert "second-secret" not in r.stdout + r.stderr
     assert "changed=1" in r.stdout
     assert running.read_text().endswith("first-secret\n")  # nothing was written
+
+
+def test_model_changes_of_a_deploy_against_what_hosts_run(loaded, release_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out, rel = release_dir
+    edited = build_release(load_model(_edited_inventory(tmp_path)), out)
+    # the hosts run the first release, whose model this controller holds
+    lines = core.model_changes(edited.path, [rel.id, rel.id, rel.id])
+    assert lines[0] == f"model changes against release {rel.id}, which the hosts run: 1"
+    assert lines[1:] == ["trunk itsp-b: auth.username examplecorp -> renamed"]
+    # a fresh controller (the hosts' release not here): not known, never "everything added"
+    lines = core.model_changes(edited.path, ["20200101T000000Z-deadbeef"] * 3)
+    assert len(lines) == 1 and "not known" in lines[0] and "not on this controller" in lines[0]
+    assert "not known" in core.model_changes(edited.path, [rel.id, "20200101T000000Z-x"])[0]
+    # hosts never deployed: every site, host and trunk is new
+    fresh = core.model_changes(edited.path, ["", ""])
+    assert "trunk itsp-b added" in fresh

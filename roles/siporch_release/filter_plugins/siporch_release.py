@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from siporch.core import ADDED, REMOVED, FileEntry, diff_trees, states
+from pathlib import Path
+
+from siporch.core import ADDED, REMOVED, FileEntry, diff_trees, model_changes, states
 from siporch.plan import reload_actions
 
 
@@ -62,11 +64,18 @@ def siporch_daemons(manifest: dict[str, Any]) -> list[str]:
     return sorted({path.split("/", 1)[0] for path in manifest.get("files", {}) if "/" in path})
 
 
+def siporch_model_changes(candidate_dir: str, running: list[str]) -> list[str]:
+    """The model changes of a deploy, from the releases the hosts run ("" = none) to the
+    release rendered in ``candidate_dir`` (`siporch.core.model_changes`)."""
+    return model_changes(Path(candidate_dir), running)
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "siporch_reload_actions": siporch_reload_actions,
             "siporch_changed_files": siporch_changed_files,
+            "siporch_model_changes": siporch_model_changes,
             "siporch_daemons": siporch_daemons,
             "siporch_release_drift": siporch_release_drift,
             "siporch_heal_actions": siporch_heal_actions,
