@@ -54,6 +54,8 @@ def release_dir(loaded, tmp_path_factory):  # type: ignore[no-untyped-def]
 def test_manifests_round_trip_byte_for_byte(release_dir) -> None:  # type: ignore[no-untyped-def]
     _, rel = release_dir
     raw = (rel.path / "manifest.json").read_text()
+    # the layout releases have always been written in (hosts on older releases read it)
+    assert raw == json.dumps(json.loads(raw), indent=2, sort_keys=True) + "\n"
     m = Manifest.loads(raw)
     assert m.dumps() == raw
     assert set(m.hosts) == {"edge-central", "edge-branch", "pbx-central"}
@@ -66,6 +68,31 @@ def test_manifests_round_trip_byte_for_byte(release_dir) -> None:  # type: ignor
     assert pbx.files["asterisk/pjsip.conf"].secret
     assert pbx.files["asterisk/pjsip.conf"].mode == "0640"
     assert pbx.secret_paths == {"asterisk/pjsip.conf", "asterisk/manager.conf"}
+
+
+OLD_HOST_MANIFEST = """{
+  "files": {
+    "asterisk/pjsip.conf": {
+      "mode": "0640",
+      "reload": "asterisk:pjsip reload",
+      "secret": true,
+      "sha256": "aa"
+    }
+  },
+  "host": "pbx-central",
+  "id": "20261128T110235Z-73172bc5",
+  "model_hash": "73172bc5",
+  "role": "pbx",
+  "siporch_version": "0.1.0",
+  "site": "central"
+}
+"""
+
+
+def test_a_manifest_written_by_an_earlier_version_reads_and_writes_the_same() -> None:
+    hm = HostManifest.loads(OLD_HOST_MANIFEST)
+    assert hm.files["asterisk/pjsip.conf"] == FileEntry("aa", "0640", "asterisk:pjsip reload", True)
+    assert hm.dumps() == OLD_HOST_MANIFEST
 
 
 def test_manifest_of_another_version_keeps_its_keys() -> None:
