@@ -25,22 +25,22 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 MANIFEST = "manifest.json"
 MASK = "********"
 
 #: States of a file between two trees (unchanged files are not listed).
-ADDED = "added"
-REMOVED = "removed"
-MODIFIED = "modified"
+ADDED: Final = "added"
+REMOVED: Final = "removed"
+MODIFIED: Final = "modified"
 FileState = Literal["added", "removed", "modified"]
 
 #: What is known of the release a host runs.
-RUNS = "runs"  # `current` points to a release whose manifest was read
-NEVER_DEPLOYED = "never deployed"  # no `current` link: every file is added
-UNREACHABLE = "unreachable"  # the host could not be read: nothing is known
-NO_MANIFEST = "no manifest"  # `current` exists, but no manifest on host or controller
+RUNS: Final = "runs"  # `current` points to a release whose manifest was read
+NEVER_DEPLOYED: Final = "never deployed"  # no `current` link: every file is added
+UNREACHABLE: Final = "unreachable"  # the host could not be read: nothing is known
+NO_MANIFEST: Final = "no manifest"  # `current` exists, but no manifest on host or controller
 BaseState = Literal["runs", "never deployed", "unreachable", "no manifest"]
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 from siporch.core import ADDED, REMOVED, FileEntry, diff_trees, model_changes, states
 from siporch.plan import reload_actions
