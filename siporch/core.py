@@ -326,12 +326,16 @@ def unified_diff(
     secret_values: Iterable[str] = (),
 ) -> str:
     """A unified diff of one file; a file with secrets has its secret values masked on
-    both sides (the diff shows that a secret line changed, never the value)."""
+    both sides (the diff shows that a secret line changed, never the value); the known
+    ``secret_values`` are masked in any file."""
     a = (old or b"").decode("utf-8", "replace")
     b = (new or b"").decode("utf-8", "replace")
+    values = list(secret_values)
     if secret:
-        values = list(secret_values)
         a, b = mask_secrets(a, values), mask_secrets(b, values)
+    elif values:  # a known secret never shows, whatever file it ended up in
+        for v in sorted({v for v in values if v}, key=len, reverse=True):
+            a, b = a.replace(v, MASK), b.replace(v, MASK)
     text = "".join(
         difflib.unified_diff(
             a.splitlines(keepends=True),

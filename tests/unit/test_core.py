@@ -275,6 +275,8 @@ def test_masked_diff_of_a_rotated_secret_shows_a_change_never_the_value() -> Non
     text = core.unified_diff("pjsip.conf", old, new, secret=True)
     assert "-username = u\n+username = v\n" in text
     assert "first-secret" not in text and "second-secret" not in text
+    leaked = core.unified_diff("x.cfg", b"a\n", b"a s3cr3t\n", secret_values=["s3cr3t"])
+    assert "+a ********\n" in leaked and "s3cr3t" not in leaked
     only = core.unified_diff("pjsip.conf", old, old.replace(b"first", b"third"), secret=True)
     assert MASK in only and "third" not in only and "first" not in only
 
