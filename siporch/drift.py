@@ -25,6 +25,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from siporch.core import (
+    ADDED,
+    REMOVED,
+    RUNS,
+    HostRead,
+    diff_trees,
+    read_manifest,
+    resolve_base,
+)
 from siporch.errors import MonitorError, SiporchError
 from siporch.release import DEFAULT_OUT, MANIFEST, deployed_release, sha256
 
@@ -64,13 +73,8 @@ class Drift:
         return f"{self.host}: {self.message}"
 
 
-@dataclass(frozen=True)
-class HostFiles:
-    """What a host runs: its release id, file hashes and its own manifest (None = none)."""
-
-    release: str | None
-    files: dict[str, str]
-    manifest: dict[str, Any] | None = None
+#: What a host runs: its release id, file hashes and its own manifest (None = none).
+HostFiles = HostRead
 
 
 @dataclass(frozen=True)
@@ -267,17 +271,14 @@ def compare_files(
 ) -> list[Drift]:
     """File hashes on a host against the manifest hashes of the release it should run."""
     out: list[Drift] = []
-    for path in sorted(set(on_host) | set(expected)):
-        if path == MANIFEST:
-            continue
-        have, want = on_host.get(path), expected.get(path)
-        if have == want:
-            continue
-        if want is None:
+    for c in diff_trees(expected, on_host):
+        path = c.path
+        if c.state == ADDED:
             out.append(Drift(host, EXTRA, path, f"{path} on host is not in release {release}"))
-        elif have is None:
+        elif c.state == REMOVED:
             out.append(Drift(host, MISSING, path, f"{path} of release {release} missing on host"))
         else:
+            have, want = on_host[path], expected[path]
             out.append(
                 Drift(
                     host,
@@ -300,20 +301,17 @@ def compare_model(
         ]
     if deployed is None:
         return [Drift(host, UNDEPLOYED, "", "undeployed change: new host, never deployed")]
-    out = []
-    for path in sorted(set(rendered) | set(deployed)):
-        if path == MANIFEST or rendered.get(path) == deployed.get(path):
-            continue
-        what = "added" if path not in deployed else "removed" if path not in rendered else "changed"
-        out.append(
-            Drift(
-                host,
-                UNDEPLOYED,
-                path,
-                f"undeployed change: {path} {what} in the model since release {release}",
-            )
+    what = {ADDED: "added", REMOVED: "removed"}
+    return [
+        Drift(
+            host,
+            UNDEPLOYED,
+            c.path,
+            f"undeployed change: {c.path} {what.get(c.state, 'changed')} in the model "
+            f"since release {release}",
         )
-    return out
+        for c in diff_trees(deployed, rendered)
+    ]
 
 
 def _uri_key(uri: str) -> str:
@@ -430,16 +428,6 @@ def _manifest_files(manifest: Mapping[str, Any] | None) -> dict[str, str] | None
     return {p: str(f.get("sha256", "")) for p, f in files.items() if isinstance(f, dict)}
 
 
-def _controller_host_manifest(out_dir: Path, release: str, host: str) -> dict[str, Any] | None:
-    path = out_dir / release / MANIFEST
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    hm = data.get("hosts", {}).get(host) if isinstance(data, dict) else None
-    return hm if isinstance(hm, dict) else None
-
-
 def check(
     inventory: Path,
     vault_password_file: Path | None = None,
@@ -507,22 +495,17 @@ async def _check(
             )
         if probe.release is None:
             continue
-        # the files must match the release the host claims to run
-        hm = _controller_host_manifest(out_dir, probe.release, host) or probe.manifest
-        expected = _manifest_files(hm)
-        if expected is None:
+        # what the host runs: its own manifest wins, the controller's copy fills a gap
+        base = resolve_base(host, probe, lambda rid: read_manifest(out_dir, rid))
+        if base.state != RUNS:
             report.errors.append(
                 f"{host}: release {probe.release} has no manifest on the host or the controller"
             )
-        else:
-            report.drift += compare_files(host, probe.files, expected, probe.release)
-        # the model against the release last deployed (or, unknown, the one running)
-        base_id = reference or probe.release
-        base = _manifest_files(_controller_host_manifest(out_dir, base_id, host))
-        if base is None and base_id == probe.release:
-            base = expected
-        if base is not None:
-            report.drift += compare_model(host, rendered_hashes.get(host), base, base_id)
+            continue
+        expected = {p: e.sha256 for p, e in base.files.items()}
+        report.drift += compare_files(host, probe.files, expected, probe.release)
+        # the model against what the host runs
+        report.drift += compare_model(host, rendered_hashes.get(host), expected, probe.release)
 
     if runtime:
         topology = from_model(model, kamailio_rpc=kamailio_rpc)

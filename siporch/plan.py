@@ -5,8 +5,9 @@ Pure functions over sanitized models (``siporch.release.sanitized_model``) and m
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
+
+from siporch.core import diff_trees, states, unified_diff
 
 #: Order in which reloads run; a restart of a daemon makes its runtime reloads redundant.
 ACTION_ORDER = [
@@ -125,18 +126,9 @@ def _topoh(model: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def changed_files(old_files: dict[str, Any] | None, new_files: dict[str, Any]) -> dict[str, str]:
-    """``{path: added|removed|modified}`` from two manifests' ``files`` maps."""
-    old_files = old_files or {}
-    out: dict[str, str] = {}
-    for path, meta in new_files.items():
-        if path not in old_files:
-            out[path] = "added"
-        elif old_files[path]["sha256"] != meta["sha256"]:
-            out[path] = "modified"
-    for path in old_files:
-        if path not in new_files:
-            out[path] = "removed"
-    return dict(sorted(out.items()))
+    """``{path: added|removed|modified}`` from two manifests' ``files`` maps
+    (`siporch.core.diff_trees`)."""
+    return states(diff_trees(old_files, new_files))
 
 
 def reload_actions(
@@ -172,28 +164,16 @@ def reload_actions(
 def file_diff(
     old: dict[str, bytes], new: dict[str, bytes], secret: set[str], label_old: str, label_new: str
 ) -> str:
-    """A unified diff of two file trees; files with secrets are named, never shown."""
+    """A unified diff of two file trees; in files with secrets every secret value is
+    shown as ``********`` (`siporch.core.unified_diff`)."""
     chunks: list[str] = []
     for path in sorted(set(old) | set(new)):
         a, b = old.get(path), new.get(path)
         if a == b:
             continue
-        if path in secret:
-            state = "added" if a is None else "removed" if b is None else "changed"
-            chunks.append(
-                f"--- {label_old}/{path}\n+++ {label_new}/{path}\n(file with secrets {state}; content not shown)\n"
-            )
-            continue
-        a_lines = (a or b"").decode("utf-8", "replace").splitlines(keepends=True)
-        b_lines = (b or b"").decode("utf-8", "replace").splitlines(keepends=True)
         chunks.append(
-            "".join(
-                difflib.unified_diff(
-                    a_lines,
-                    b_lines,
-                    fromfile=f"{label_old}/{path}" if a is not None else "/dev/null",
-                    tofile=f"{label_new}/{path}" if b is not None else "/dev/null",
-                )
+            unified_diff(
+                path, a, b, secret=path in secret, label_old=label_old, label_new=label_new
             )
         )
-    return "".join(c if c.endswith("\n") else c + "\n" for c in chunks)
+    return "".join(chunks)

@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from siporch import __version__
+from siporch.core import HostManifest, Manifest
 from siporch.errors import SiporchError
 from siporch.model.loader import LoadedModel
 from siporch.model.schema import Model
@@ -171,7 +172,7 @@ def build_release(
                 if rel in secret_files(model.hosts[host].role):
                     os.chmod(target, 0o600)
             hm = host_manifest(model, host, hfiles, rid, loaded.model_hash)
-            (tmp / host / MANIFEST).write_text(json.dumps(hm, indent=2, sort_keys=True) + "\n")
+            (tmp / host / MANIFEST).write_text(HostManifest.from_json(hm).dumps())
             hosts[host] = hm
         sanitized = sanitized_model(model)
         manifest = {
@@ -186,7 +187,7 @@ def build_release(
             "hosts": hosts,
         }
         (tmp / "model.json").write_text(json.dumps(sanitized, indent=2, sort_keys=True) + "\n")
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (tmp / MANIFEST).write_text(Manifest.from_json(manifest).dumps())
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -8,24 +8,29 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from siporch.cli.common import console, inventory_options, load
-from siporch.plan import changed_files, file_diff, reload_actions, semantic_diff
-from siporch.release import (
-    DEFAULT_OUT,
-    deployed_release,
-    host_manifest,
-    inventory_key,
-    list_releases,
-    load_release,
-    read_release_files,
-    sanitized_model,
+from siporch.cli.common import console, err_console, inventory_options, load
+from siporch.core import (
+    NEVER_DEPLOYED,
+    Plan,
+    base_release,
+    build_plan,
+    model_secrets,
+    plan_diff,
+    read_manifest,
+    release_bases,
+    siporch_hosts,
 )
-from siporch.render import render_release, secret_files
+from siporch.errors import SiporchError
+from siporch.release import DEFAULT_OUT
 
 
 @click.command()
 @inventory_options
-@click.option("--against", metavar="RELEASE", help="Compare with this release id.")
+@click.option(
+    "--against",
+    metavar="RELEASE",
+    help="Compare with this release on the controller instead of what the hosts run.",
+)
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
@@ -33,6 +38,7 @@ from siporch.render import render_release, secret_files
     show_default=True,
     help="Directory of release bundles.",
 )
+@click.option("--timeout", type=float, default=5.0, show_default=True, help="Per-host timeout, s.")
 @click.option("--stat", is_flag=True, help="Summary and file list only, no file diff.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def cli(
@@ -40,85 +46,76 @@ def cli(
     vault_password_file: Path | None,
     against: str | None,
     out: Path,
+    timeout: float,
     stat: bool,
     as_json: bool,
 ) -> int:
     """What a deploy would change, before anything is touched.
 
-    Compares the model with the release last deployed from this inventory (or --against,
-    or the newest release rendered from it). Exit 0: nothing would change; 1: something
-    would; 2: error.
+    Compares the model with the release each host runs, read from the host over SSH (its
+    /etc/siporch/current and that release's manifest.json), or with --against RELEASE from
+    the controller. Files with secrets are shown with each secret as ********.
+    Exit 0: nothing would change; 1: something would; 2: error, or a host could not be
+    read (its part of the plan is unknown).
     """
     loaded = load(inventory, vault_password_file)
     model = loaded.model
-    base_id = against or deployed_release(inventory, out)
-    if base_id is None:
-        mine = [m for m in list_releases(out) if m.get("inventory") == inventory_key(inventory)]
-        base_id = mine[-1]["id"] if mine else None
-    base_manifest = load_release(base_id, out) if base_id else None
-    base_files = read_release_files(base_id, out) if base_id else {}
-    old_model = None
-    if base_id:
-        try:
-            old_model = json.loads((out / base_id / "model.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            old_model = None
-    summary = semantic_diff(old_model, sanitized_model(model))
-    new_files = render_release(model)
-    hosts: dict[str, dict[str, object]] = {}
-    for host in sorted(set(new_files) | set(base_files)):
-        old_hm = (base_manifest or {}).get("hosts", {}).get(host)
-        if host not in new_files:
-            hosts[host] = {"removed": True, "files": {}, "reloads": []}
-            continue
-        new_hm = host_manifest(model, host, new_files[host], "candidate", loaded.model_hash)
-        files = changed_files(old_hm["files"] if old_hm else None, new_hm["files"])
-        hosts[host] = {
-            "files": files,
-            "reloads": reload_actions(old_hm, new_hm) if files else [],
-            "new_host": old_hm is None,
-        }
-    changed = bool(summary) or any(h["files"] or h.get("removed") for h in hosts.values())
+    if against:
+        manifest = read_manifest(out, against)
+        if manifest is None:
+            raise SiporchError(f"no release '{against}' in {out}")
+        bases = release_bases(manifest)  # a host the release lacks: never deployed
+    else:
+        bases = base_release(inventory, siporch_hosts(model), out_dir=out, timeout=timeout)
+    plan = build_plan(loaded, bases, out_dir=out)
+    code = 2 if plan.unknown else 1 if plan.changed else 0
     if as_json:
-        click.echo(
-            json.dumps(
-                {"against": base_id, "changed": changed, "summary": summary, "hosts": hosts},
-                indent=2,
-            )
-        )
-        return 1 if changed else 0
+        click.echo(json.dumps({"against": against or "hosts", **plan.to_json()}, indent=2))
+        for host in plan.unknown:
+            click.echo(f"siporch: {host}: {plan.hosts[host].base.describe()}", err=True)
+        return code
+    _print(plan, against, out, stat, model_secrets(model))
+    return code
+
+
+def _print(plan: Plan, against: str | None, out: Path, stat: bool, secrets: list[str]) -> None:
     p = console.print
-    p(f"comparing with {'release ' + base_id if base_id else 'nothing (no release yet)'}")
-    if not changed:
-        p("no changes: a deploy would do nothing")
-        return 0
-    for line in summary:
+    if against:
+        p(f"comparing with release {against} (controller copy)")
+    else:
+        p("comparing with what each host runs:")
+        for host, hp in plan.hosts.items():
+            p(f"  {host}: {escape(hp.base.describe())}", soft_wrap=True)
+    for host in plan.unknown:
+        err_console.print(
+            f"siporch: {host}: {escape(plan.hosts[host].base.describe())}; "
+            "what a deploy changes there is not known",
+            soft_wrap=True,
+        )
+    if plan.summary is None:
+        p("model changes: not known (the model of the release the hosts run is not on this "
+          "controller, or the hosts run different releases); file changes below are exact",
+          soft_wrap=True)
+    if not plan.changed:
+        if not plan.unknown:
+            p("no changes: a deploy would do nothing")
+        return
+    for line in plan.summary or ():
         p(f"  {escape(line)}", soft_wrap=True)
-    for host, h in hosts.items():
-        if h.get("removed"):
+    for host, hp in plan.hosts.items():
+        if hp.removed:
             p(f"[bold]{host}[/bold]: no longer in the model (its files stay until removed by hand)")
             continue
-        files = h["files"]
-        assert isinstance(files, dict)
-        if not files:
+        if not hp.changes:
             continue
-        reloads = h["reloads"]
-        assert isinstance(reloads, list)
-        restart = [r for r in reloads if r.endswith(":restart")]
-        note = "  [yellow](restart)[/yellow]" if restart and not h.get("new_host") else ""
+        restart = [r for r in hp.reloads if r.endswith(":restart")]
+        new_host = hp.base.state == NEVER_DEPLOYED
+        note = "  [yellow](restart)[/yellow]" if restart and not new_host else ""
         p(
-            f"[bold]{host}[/bold]: {len(files)} file(s); reloads: {', '.join(reloads) or 'none'}{note}"
+            f"[bold]{host}[/bold]: {len(hp.changes)} file(s); "
+            f"reloads: {', '.join(hp.reloads) or 'none'}{note}"
         )
-        for path, state in files.items():
-            p(f"    {state:8} {path}")
+        for c in hp.changes:
+            p(f"    {c.state:8} {c.path}")
         if not stat:
-            role = model.hosts[host].role
-            text = file_diff(
-                base_files.get(host, {}),
-                new_files[host],
-                secret_files(role),
-                base_id or "empty",
-                "candidate",
-            )
-            click.echo(text, nl=False)
-    return 1
+            click.echo(plan_diff(plan, host, out, secrets), nl=False)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from siporch.cli.common import console, inventory_sources_options, load
+from siporch.core import Manifest
 from siporch.release import DEFAULT_OUT, build_release
 
 
@@ -28,6 +29,7 @@ def cli(inventory: tuple[Path, ...], vault_password_file: Path | None, out: Path
     """
     loaded = load(inventory, vault_password_file)
     release = build_release(loaded, out)
+    manifest = Manifest.from_json(release.manifest)
     if as_json:
         click.echo(
             json.dumps(
@@ -36,14 +38,17 @@ def cli(inventory: tuple[Path, ...], vault_password_file: Path | None, out: Path
                     "path": str(release.path),
                     "reused": release.reused,
                     "model_hash": loaded.model_hash,
-                    "hosts": sorted(release.manifest["hosts"]),
-                    "changes": release.manifest.get("changes", []),
+                    "hosts": sorted(manifest.hosts),
+                    # against the previous release rendered here (not what hosts run:
+                    # `siporch diff` and `deploy --check` say that)
+                    "changes": list(manifest.changes),
+                    "changes_since": manifest.previous,
                 }
             )
         )
         return 0
     verb = "unchanged, reusing" if release.reused else "rendered"
     console.print(f"{verb} release {release.id} at {release.path}", soft_wrap=True)
-    for host, hm in sorted(release.manifest["hosts"].items()):
-        console.print(f"  {host} ({hm['role']}): {len(hm['files'])} files")
+    for host, hm in sorted(manifest.hosts.items()):
+        console.print(f"  {host} ({hm.role}): {len(hm.files)} files")
     return 0

@@ -115,20 +115,21 @@ def test_fresh_host_starts_each_daemon_once() -> None:
     assert reload_actions(None, new) == ["kamailio:restart", "rtpengine:restart"]
 
 
-def test_changed_files_and_diff_hides_secrets() -> None:
+def test_changed_files_and_diff_masks_secrets() -> None:
     assert changed_files(
         {"a": {"sha256": "1"}, "b": {"sha256": "2"}},
         {"a": {"sha256": "1"}, "b": {"sha256": "3"}, "c": {"sha256": "4"}},
     ) == {"b": "modified", "c": "added"}
     text = file_diff(
-        {"x.conf": b"a\n", "s.conf": b"password=old\n"},
-        {"x.conf": b"b\n", "s.conf": b"password=new\n"},
+        {"x.conf": b"a\n", "s.conf": b"password=old-pw\nhost=a\n"},
+        {"x.conf": b"b\n", "s.conf": b"password=new-pw\nhost=b\n"},
         {"s.conf"},
         "old",
         "new",
     )
     assert "-a\n+b\n" in text
-    assert "password" not in text and "content not shown" in text
+    assert "old-pw" not in text and "new-pw" not in text
+    assert " password=********\n-host=a\n+host=b\n" in text
 
 
 def test_bad_inventory_exits_2_without_traceback(tmp_path: Path) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from siporch.plan import changed_files, reload_actions
+from siporch.core import ADDED, REMOVED, FileEntry, diff_trees, model_changes, states
+from siporch.plan import reload_actions
 
 
 def siporch_reload_actions(new: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
@@ -14,7 +16,7 @@ def siporch_reload_actions(new: dict[str, Any], old: dict[str, Any] | None = Non
 
 def siporch_changed_files(new: dict[str, Any], old: dict[str, Any] | None = None) -> dict[str, str]:
     """``{path: added|removed|modified}`` between two host manifests."""
-    return changed_files((old or {}).get("files", {}), new.get("files", {}))
+    return states(diff_trees((old or {}).get("files", {}), new.get("files", {})))
 
 
 def siporch_release_drift(
@@ -27,19 +29,16 @@ def siporch_release_drift(
     on_host = {
         str(f["path"])[len(prefix) :]: f for f in found if str(f.get("path", "")).startswith(prefix)
     }
-    on_host.pop("manifest.json", None)
-    want = manifest.get("files", {})
-    modified, missing = [], []
-    for path, spec in sorted(want.items()):
-        have = on_host.get(path)
-        if have is None:
-            missing.append(path)
-        elif have.get("checksum") != spec.get("sha256") or (
-            spec.get("mode") and int(str(have.get("mode", "0")), 8) != int(str(spec["mode"]), 8)
-        ):
-            modified.append(path)
-    extra = sorted(p for p in on_host if p not in want)
-    return {"modified": modified, "missing": missing, "extra": extra}
+    have = {
+        path: FileEntry(str(f.get("checksum", "")), str(f.get("mode", "")) or None)
+        for path, f in on_host.items()
+    }
+    changes = diff_trees(manifest.get("files", {}), have)
+    return {
+        "modified": [c.path for c in changes if c.state not in (ADDED, REMOVED)],
+        "missing": [c.path for c in changes if c.state == REMOVED],
+        "extra": [c.path for c in changes if c.state == ADDED],
+    }
 
 
 def siporch_heal_actions(manifest: dict[str, Any], paths: list[str]) -> list[str]:
@@ -64,11 +63,18 @@ def siporch_daemons(manifest: dict[str, Any]) -> list[str]:
     return sorted({path.split("/", 1)[0] for path in manifest.get("files", {}) if "/" in path})
 
 
+def siporch_model_changes(candidate_dir: str, running: list[str]) -> list[str]:
+    """The model changes of a deploy, from the releases the hosts run ("" = none) to the
+    release rendered in ``candidate_dir`` (`siporch.core.model_changes`)."""
+    return model_changes(Path(candidate_dir), running)
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "siporch_reload_actions": siporch_reload_actions,
             "siporch_changed_files": siporch_changed_files,
+            "siporch_model_changes": siporch_model_changes,
             "siporch_daemons": siporch_daemons,
             "siporch_release_drift": siporch_release_drift,
             "siporch_heal_actions": siporch_heal_actions,

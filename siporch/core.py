@@ -1,0 +1,711 @@
+"""The lifecycle's core types: releases, what a host runs, and the difference between them.
+
+Data flows one way through them::
+
+    model --render--> files --host_manifest--> HostManifest (candidate)
+    hosts --read_hosts--> HostBase (what each host runs: its `current` and manifest.json)
+    diff_trees(base files, candidate files) -> [FileChange]     (the one tree comparison)
+    build_plan(...) -> Plan (per host: base, changes, reloads)  (diff, render, deploy --check)
+
+Manifests on disk keep their JSON format (``from_json``/``to_json`` round-trip the same
+bytes, unknown keys included), so hosts running older releases still read and are read.
+The hosts are the source of truth for what they run; the controller's ``build/releases``
+is a cache of release contents, used only when it agrees with what a host reports.
+
+Ansible filters (``roles/siporch_release/filter_plugins``) import this module, so the
+playbooks and the CLI compare trees the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import json
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+MANIFEST = "manifest.json"
+MASK = "********"
+
+#: States of a file between two trees (unchanged files are not listed).
+ADDED: Final = "added"
+REMOVED: Final = "removed"
+MODIFIED: Final = "modified"
+FileState = Literal["added", "removed", "modified"]
+
+#: What is known of the release a host runs.
+RUNS: Final = "runs"  # `current` points to a release whose manifest was read
+NEVER_DEPLOYED: Final = "never deployed"  # no `current` link: every file is added
+UNREACHABLE: Final = "unreachable"  # the host could not be read: nothing is known
+NO_MANIFEST: Final = "no manifest"  # `current` exists, but no manifest on host or controller
+BaseState = Literal["runs", "never deployed", "unreachable", "no manifest"]
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a host release: content hash, mode, reload action, whether it holds
+    secrets. A tree read from a host has hashes only (mode None)."""
+
+    sha256: str
+    mode: str | None = None
+    reload: str = "none"
+    secret: bool = False
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | str) -> FileEntry:
+        if isinstance(data, str):
+            return cls(data)
+        mode = data.get("mode")
+        return cls(
+            str(data.get("sha256", "")),
+            str(mode) if mode is not None else None,
+            str(data.get("reload", "none") or "none"),
+            bool(data.get("secret", False)),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sha256": self.sha256}
+        if self.mode is not None:
+            out["mode"] = self.mode
+        out["reload"] = self.reload
+        out["secret"] = self.secret
+        return out
+
+
+Tree = Mapping[str, FileEntry]
+TreeLike = Mapping[str, FileEntry] | Mapping[str, Mapping[str, Any]] | Mapping[str, str]
+
+
+def tree(data: TreeLike | None) -> dict[str, FileEntry]:
+    """A file tree from a manifest's ``files`` map, a {path: sha256} map, or entries."""
+    out: dict[str, FileEntry] = {}
+    for path, value in (data or {}).items():
+        if path == MANIFEST:
+            continue
+        out[str(path)] = value if isinstance(value, FileEntry) else FileEntry.from_json(value)
+    return out
+
+
+def _dumps(data: Mapping[str, Any]) -> str:
+    """The one JSON layout of manifests on disk (what ``write_release`` has always written)."""
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+@dataclass(frozen=True)
+class HostManifest:
+    """``<release>/<host>/manifest.json``: one host's part of a release (shipped to it)."""
+
+    id: str
+    host: str
+    role: str
+    files: Mapping[str, FileEntry]
+    site: str | None = None
+    model_hash: str = ""
+    siporch_version: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)  # keys of other versions, kept
+
+    _KEYS = ("id", "host", "role", "site", "model_hash", "siporch_version", "files")
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> HostManifest:
+        if not isinstance(data, Mapping) or not isinstance(data.get("files", {}), Mapping):
+            raise ValueError("not a siporch host manifest")
+        return cls(
+            id=str(data.get("id", "")),
+            host=str(data.get("host", "")),
+            role=str(data.get("role", "")),
+            files=tree(data.get("files", {})),
+            site=data.get("site"),
+            model_hash=str(data.get("model_hash", "")),
+            siporch_version=str(data.get("siporch_version", "")),
+            extra={k: v for k, v in data.items() if k not in cls._KEYS},
+        )
+
+    @classmethod
+    def loads(cls, text: str | bytes) -> HostManifest:
+        return cls.from_json(json.loads(text))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "id": self.id,
+            "host": self.host,
+            "role": self.role,
+            "site": self.site,
+            "model_hash": self.model_hash,
+            "siporch_version": self.siporch_version,
+            "files": {p: e.to_json() for p, e in sorted(self.files.items())},
+        }
+
+    def dumps(self) -> str:
+        return _dumps(self.to_json())
+
+    @property
+    def secret_paths(self) -> set[str]:
+        return {p for p, e in self.files.items() if e.secret}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``<release>/manifest.json`` on the controller: every host of one release."""
+
+    id: str
+    hosts: Mapping[str, HostManifest]
+    created: str = ""
+    inventory: str = ""
+    model_hash: str = ""
+    content_hash: str = ""
+    siporch_version: str = ""
+    previous: str | None = None
+    changes: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    _KEYS = (
+        "id", "hosts", "created", "inventory", "model_hash", "content_hash",
+        "siporch_version", "previous", "changes",
+    )  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Manifest:
+        if not isinstance(data, Mapping) or not isinstance(data.get("hosts", {}), Mapping):
+            raise ValueError("not a siporch release manifest")
+        return cls(
+            id=str(data.get("id", "")),
+            hosts={h: HostManifest.from_json(m) for h, m in data.get("hosts", {}).items()},
+            created=str(data.get("created", "")),
+            inventory=str(data.get("inventory", "")),
+            model_hash=str(data.get("model_hash", "")),
+            content_hash=str(data.get("content_hash", "")),
+            siporch_version=str(data.get("siporch_version", "")),
+            previous=data.get("previous"),
+            changes=tuple(data.get("changes", []) or []),
+            extra={k: v for k, v in data.items() if k not in cls._KEYS},
+        )
+
+    @classmethod
+    def loads(cls, text: str | bytes) -> Manifest:
+        return cls.from_json(json.loads(text))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "id": self.id,
+            "created": self.created,
+            "inventory": self.inventory,
+            "model_hash": self.model_hash,
+            "content_hash": self.content_hash,
+            "siporch_version": self.siporch_version,
+            "previous": self.previous,
+            "changes": list(self.changes),
+            "hosts": {h: m.to_json() for h, m in self.hosts.items()},
+        }
+
+    def dumps(self) -> str:
+        return _dumps(self.to_json())
+
+
+def read_manifest(out_dir: Path, release_id: str) -> Manifest | None:
+    """The controller's cached manifest of a release, None when absent or unreadable."""
+    try:
+        return Manifest.loads((out_dir / release_id / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------------- differences
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One path that differs between two trees."""
+
+    path: str
+    state: FileState
+    old: FileEntry | None
+    new: FileEntry | None
+
+    @property
+    def mode_only(self) -> bool:
+        """Same content, another mode."""
+        return (
+            self.old is not None and self.new is not None and self.old.sha256 == self.new.sha256
+        )
+
+    @property
+    def secret(self) -> bool:
+        return bool((self.new and self.new.secret) or (self.old and self.old.secret))
+
+    @property
+    def reload(self) -> str:
+        entry = self.new or self.old
+        return entry.reload if entry else "none"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "state": self.state,
+            "old": self.old.to_json() if self.old else None,
+            "new": self.new.to_json() if self.new else None,
+        }
+
+
+def _mode(mode: str | None) -> int | None:
+    try:
+        return int(mode, 8) if mode else None
+    except ValueError:
+        return None
+
+
+def diff_trees(old: TreeLike | None, new: TreeLike | None) -> list[FileChange]:
+    """THE comparison of two file trees, sorted by path. A path is modified when its
+    content hash differs, or when both sides know its mode and the modes differ. Unchanged
+    paths are not listed; ``manifest.json`` is never part of a tree."""
+    a, b = tree(old), tree(new)
+    out: list[FileChange] = []
+    for path in sorted(set(a) | set(b)):
+        o, n = a.get(path), b.get(path)
+        if o is None:
+            out.append(FileChange(path, ADDED, None, n))
+        elif n is None:
+            out.append(FileChange(path, REMOVED, o, None))
+        elif o.sha256 != n.sha256 or (
+            None not in (_mode(o.mode), _mode(n.mode)) and _mode(o.mode) != _mode(n.mode)
+        ):
+            out.append(FileChange(path, MODIFIED, o, n))
+    return out
+
+
+def states(changes: Iterable[FileChange]) -> dict[str, str]:
+    """``{path: added|removed|modified}``: the shape the manifests' users always had."""
+    return {c.path: c.state for c in changes}
+
+
+# ------------------------------------------------------------------------ secret masking
+
+#: Keys whose values are secrets in the rendered configs (Asterisk `password`, `secret`,
+#: `md5_cred`; anything named like a key, token or passphrase).
+_SECRET_KEY = re.compile(
+    r"^(?P<key>\s*[A-Za-z0-9_.-]*(?:password|passwd|secret|md5_cred|passphrase|token|"
+    r"private_key|auth_key)[A-Za-z0-9_.-]*\s*(?:=>?|:)\s*)(?P<value>\S.*?)(?P<tail>\s*)$",
+    re.IGNORECASE,
+)
+
+
+def mask_secrets(text: str, values: Iterable[str] = ()) -> str:
+    """``text`` with every secret value replaced by ``********``: the value of each line
+    whose key names a secret, and every occurrence of the known ``values``."""
+    known = sorted({v for v in values if v}, key=len, reverse=True)
+    out = []
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        end = line[len(body) :]
+        if not body.lstrip().startswith((";", "#")):
+            m = _SECRET_KEY.match(body)
+            if m:
+                body = m.group("key") + MASK + m.group("tail")
+        for v in known:
+            body = body.replace(v, MASK)
+        out.append(body + end)
+    return "".join(out)
+
+
+def unified_diff(
+    path: str,
+    old: bytes | None,
+    new: bytes | None,
+    *,
+    secret: bool = False,
+    label_old: str = "old",
+    label_new: str = "new",
+    secret_values: Iterable[str] = (),
+) -> str:
+    """A unified diff of one file; a file with secrets has its secret values masked on
+    both sides (the diff shows that a secret line changed, never the value); the known
+    ``secret_values`` are masked in any file."""
+    a = (old or b"").decode("utf-8", "replace")
+    b = (new or b"").decode("utf-8", "replace")
+    values = list(secret_values)
+    if secret:
+        a, b = mask_secrets(a, values), mask_secrets(b, values)
+    elif values:  # a known secret never shows, whatever file it ended up in
+        for v in sorted({v for v in values if v}, key=len, reverse=True):
+            a, b = a.replace(v, MASK), b.replace(v, MASK)
+    text = "".join(
+        difflib.unified_diff(
+            a.splitlines(keepends=True),
+            b.splitlines(keepends=True),
+            fromfile=f"{label_old}/{path}" if old is not None else "/dev/null",
+            tofile=f"{label_new}/{path}" if new is not None else "/dev/null",
+        )
+    )
+    if not text and old != new:
+        # the difference is only in secret values (or only in bytes the decode hid)
+        text = (
+            f"--- {label_old}/{path}\n+++ {label_new}/{path}\n"
+            f"@@ secret values changed ({MASK}) @@\n"
+        )
+    return text if text.endswith("\n") or not text else text + "\n"
+
+
+# ------------------------------------------------------------------ what each host runs
+
+
+@dataclass(frozen=True)
+class HostRead:
+    """What was read from a host: its `current` release id (None: no link), the sha256
+    of each file under it, and the manifest.json shipped with the release (None: none)."""
+
+    release: str | None
+    files: Mapping[str, str]
+    manifest: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class HostBase:
+    """The base of a plan for one host: the release it runs, as read from the host."""
+
+    host: str
+    state: BaseState
+    release: str | None = None
+    manifest: HostManifest | None = None
+    files_on_host: Mapping[str, str] = field(default_factory=dict)
+    manifest_source: Literal["host", "controller", ""] = ""
+    error: str = ""
+
+    @property
+    def known(self) -> bool:
+        """The plan can say what changes on this host."""
+        return self.state in (RUNS, NEVER_DEPLOYED)
+
+    @property
+    def files(self) -> dict[str, FileEntry]:
+        """The tree the host runs: its manifest's files (empty when never deployed)."""
+        return dict(self.manifest.files) if self.manifest else {}
+
+    def describe(self) -> str:
+        if self.state == RUNS:
+            return f"runs {self.release}"
+        if self.state == NEVER_DEPLOYED:
+            return "never deployed (no release on the host)"
+        if self.state == NO_MANIFEST:
+            return f"runs {self.release}, whose manifest is neither on the host nor here"
+        return f"unknown: {self.error or 'host unreachable'}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "release": self.release,
+            "manifest_source": self.manifest_source or None,
+            "error": self.error or None,
+        }
+
+
+def resolve_base(
+    host: str, read: HostRead | BaseException, cache: Callable[[str], Manifest | None]
+) -> HostBase:
+    """A host's base from what was read from it. The host's own manifest wins; the
+    controller's copy of that release (``cache(release_id)``) is used only when the host
+    has none."""
+    if isinstance(read, BaseException):
+        return HostBase(host, UNREACHABLE, error=str(read) or type(read).__name__)
+    if read.release is None:
+        return HostBase(host, NEVER_DEPLOYED, files_on_host=dict(read.files))
+    if read.manifest:
+        try:
+            hm = HostManifest.from_json(read.manifest)
+            return HostBase(host, RUNS, read.release, hm, dict(read.files), "host")
+        except ValueError:
+            pass
+    cached = cache(read.release)
+    if cached is not None and host in cached.hosts:
+        return HostBase(
+            host, RUNS, read.release, cached.hosts[host], dict(read.files), "controller"
+        )
+    return HostBase(host, NO_MANIFEST, read.release, None, dict(read.files))
+
+
+Reader = Callable[[str, str], Awaitable[HostRead]]
+
+
+async def read_bases(
+    hosts: Mapping[str, str], reader: Reader, cache: Callable[[str], Manifest | None]
+) -> dict[str, HostBase]:
+    """Read every host (``{name: address}``) at once and resolve its base."""
+    names = list(hosts)
+    reads = await asyncio.gather(*(reader(h, hosts[h]) for h in names), return_exceptions=True)
+    out: dict[str, HostBase] = {}
+    for host, read in zip(names, reads, strict=True):
+        if isinstance(read, BaseException) and not isinstance(read, Exception):
+            raise read
+        out[host] = resolve_base(host, read, cache)
+    return out
+
+
+def base_release(
+    inventory: Path,
+    hosts: Mapping[str, str],
+    *,
+    out_dir: Path,
+    timeout: float = 5.0,
+    reader: Reader | None = None,
+) -> dict[str, HostBase]:
+    """What each host runs, read from the host over SSH (its ``current`` link and the
+    release's manifest.json), with the inventory's SSH settings. The controller's
+    ``out_dir`` only fills in a manifest a host lacks."""
+    if reader is None:
+        from siporch.drift import read_host
+
+        async def _read(host: str, address: str) -> HostRead:
+            return await read_host(inventory, host, address, timeout)
+
+        reader = _read
+    return asyncio.run(read_bases(hosts, reader, lambda rid: read_manifest(out_dir, rid)))
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    host: str
+    base: HostBase
+    changes: tuple[FileChange, ...] = ()
+    reloads: tuple[str, ...] = ()
+    removed: bool = False  # in the base, no longer in the model
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes) or self.removed
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "base": self.base.to_json(),
+            "known": self.base.known,
+            "removed": self.removed,
+            "new_host": self.base.state == NEVER_DEPLOYED,
+            "files": states(self.changes),
+            "reloads": list(self.reloads),
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a deploy of the candidate would change on each host, against what it runs."""
+
+    hosts: Mapping[str, HostPlan]
+    summary: tuple[str, ...] | None  # None: no model of the base to compare with
+    summary_base: str | None = None
+    candidate: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict, repr=False)
+    candidate_manifests: Mapping[str, HostManifest] = field(default_factory=dict, repr=False)
+
+    @property
+    def unknown(self) -> list[str]:
+        return [h for h, p in self.hosts.items() if not p.base.known]
+
+    @property
+    def changed(self) -> bool:
+        return any(p.changed for p in self.hosts.values()) or bool(self.summary)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "changed": self.changed,
+            "unknown": self.unknown,
+            "summary": list(self.summary) if self.summary is not None else None,
+            "summary_base": self.summary_base,
+            "hosts": {h: p.to_json() for h, p in self.hosts.items()},
+        }
+
+
+def plan_host(host: str, base: HostBase, candidate: HostManifest | None) -> HostPlan:
+    """One host's part of a plan (pure)."""
+    from siporch.plan import reload_actions
+
+    if not base.known:
+        return HostPlan(host, base)
+    if candidate is None:
+        return HostPlan(host, base, removed=base.state == RUNS)
+    changes = tuple(diff_trees(base.files, candidate.files))
+    old = base.manifest.to_json() if base.manifest else None
+    reloads = tuple(reload_actions(old, candidate.to_json())) if changes else ()
+    return HostPlan(host, base, changes, reloads)
+
+
+def model_summary(
+    out_dir: Path, bases: Iterable[HostBase], candidate: Mapping[str, Any]
+) -> tuple[tuple[str, ...] | None, str | None]:
+    """The model changes (`siporch.plan.semantic_diff`) from the model of the release the
+    hosts run (the controller's ``<out_dir>/<id>/model.json``) to ``candidate`` (a
+    sanitized model), and that release's id. Hosts never deployed: everything is new.
+    ``(None, id)`` when it cannot be known: a host unknown, hosts on different releases,
+    or the release's model not on this controller."""
+    from siporch.plan import semantic_diff
+
+    bases = list(bases)
+    if any(not b.known for b in bases):
+        return None, None
+    releases = {b.release for b in bases if b.state == RUNS}
+    if not releases:
+        return tuple(semantic_diff(None, dict(candidate))), None
+    if len(releases) > 1:
+        return None, None
+    rid = str(releases.pop())
+    try:
+        old = json.loads((out_dir / rid / "model.json").read_text())
+    except (OSError, ValueError):
+        return None, rid
+    return tuple(semantic_diff(old, dict(candidate))), rid
+
+
+def model_changes(candidate_dir: Path, running: Iterable[str | None]) -> list[str]:
+    """Human lines for a deploy: the model changes from what the hosts run (release ids,
+    "" or None for a host never deployed) to the release in ``candidate_dir``."""
+    bases = [
+        HostBase("?", RUNS, rid) if rid else HostBase("?", NEVER_DEPLOYED) for rid in running
+    ]
+    try:
+        candidate = json.loads((candidate_dir / "model.json").read_text())
+    except (OSError, ValueError):
+        return ["model changes: not known (the release has no model.json)"]
+    ids = sorted({b.release for b in bases if b.release})
+    summary, rid = model_summary(candidate_dir.parent, bases, candidate)
+    if summary is None:
+        why = (
+            f"the hosts run different releases ({', '.join(ids)})"
+            if len(ids) > 1
+            else f"the model of release {rid}, which the hosts run, is not on this controller"
+        )
+        return [f"model changes: not known ({why}); each host's file changes are exact"]
+    against = f"release {rid}, which the hosts run" if rid else "hosts never deployed"
+    return [f"model changes against {against}: {len(summary) or 'none'}", *summary]
+
+
+def build_plan(
+    loaded: Any,
+    bases: Mapping[str, HostBase],
+    *,
+    out_dir: Path,
+    files: Mapping[str, Mapping[str, bytes]] | None = None,
+) -> Plan:
+    """The plan of deploying ``loaded`` (a LoadedModel) onto hosts whose bases were read.
+    The model summary compares with the model of the release the hosts run, from the
+    controller's cache; when the hosts run different releases or the cache lacks it, the
+    summary is None (unknown) and the file changes stand alone."""
+    from siporch.release import host_manifest, sanitized_model
+    from siporch.render import render_release
+
+    model = loaded.model
+    rendered = render_release(model) if files is None else files
+    candidates = {
+        h: HostManifest.from_json(host_manifest(model, h, dict(f), "candidate", loaded.model_hash))
+        for h, f in rendered.items()
+    }
+    hosts: dict[str, HostPlan] = {}
+    for host in sorted(set(rendered) | set(bases)):
+        base = bases.get(host) or HostBase(host, NEVER_DEPLOYED)
+        hosts[host] = plan_host(host, base, candidates.get(host))
+    summary, summary_base = model_summary(out_dir, bases.values(), sanitized_model(model))
+    return Plan(hosts, summary, summary_base, rendered, candidates)
+
+
+def release_bases(manifest: Manifest) -> dict[str, HostBase]:
+    """Bases taken from a release on the controller (``siporch diff --against``), as if
+    every host of it ran it."""
+    return {
+        h: HostBase(h, RUNS, manifest.id, hm, {p: e.sha256 for p, e in hm.files.items()},
+                    "controller")
+        for h, hm in manifest.hosts.items()
+    }
+
+
+def siporch_hosts(model: Any) -> dict[str, str]:
+    """``{host: address}`` of the hosts a release deploys to (edges and PBXs)."""
+    return {
+        h: str(spec.address) for h, spec in model.hosts.items() if spec.role in ("edge", "pbx")
+    }
+
+
+def base_contents(
+    base: HostBase, out_dir: Path
+) -> tuple[dict[str, bytes], set[str]]:
+    """The contents of a host's base files that the controller's cache holds with the
+    hashes the host reports, and the paths whose contents are not available here."""
+    out: dict[str, bytes] = {}
+    missing: set[str] = set()
+    if base.release is None:
+        return out, missing
+    root = out_dir / base.release / base.host
+    for path, entry in base.files.items():
+        want = base.files_on_host.get(path, entry.sha256)
+        try:
+            data = (root / path).read_bytes()
+        except OSError:
+            missing.add(path)
+            continue
+        from siporch.release import sha256
+
+        if sha256(data) == want:
+            out[path] = data
+        else:
+            missing.add(path)
+    return out, missing
+
+
+def plan_diff(plan: Plan, host: str, out_dir: Path, secret_values: Iterable[str] = ()) -> str:
+    """The unified diff of one host's changed files, secrets masked. A base file whose
+    content this controller does not hold is named, not guessed."""
+    hp = plan.hosts[host]
+    if not hp.changes:
+        return ""
+    old, missing = base_contents(hp.base, out_dir)
+    new = plan.candidate.get(host, {})
+    label_old = hp.base.release or "empty"
+    values = list(secret_values)
+    chunks = []
+    for c in hp.changes:
+        if c.path in missing:
+            chunks.append(
+                f"--- {label_old}/{c.path}\n+++ candidate/{c.path}\n"
+                f"@@ {c.state}: the content {hp.base.host} runs is not on this controller @@\n"
+            )
+            continue
+        chunks.append(
+            unified_diff(
+                c.path,
+                old.get(c.path),
+                new.get(c.path),
+                secret=c.secret,
+                label_old=label_old,
+                label_new="candidate",
+                secret_values=values,
+            )
+        )
+    return "".join(chunks)
+
+
+def model_secrets(model: Any) -> list[str]:
+    """Every secret value of a model (to mask them wherever they appear in a diff)."""
+    from pydantic import BaseModel, SecretStr
+
+    out: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            out.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, Mapping):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list | tuple | set):
+            for v in value:
+                walk(v)
+
+    walk(model)
+    return [v for v in out if v]
