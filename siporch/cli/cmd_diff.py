@@ -8,10 +8,9 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from siporch.cli.common import console, inventory_options, load
+from siporch.cli.common import console, inventory_options, load, out_dir, out_option
 from siporch.plan import changed_files, file_diff, reload_actions, semantic_diff
 from siporch.release import (
-    DEFAULT_OUT,
     deployed_release,
     host_manifest,
     inventory_key,
@@ -26,20 +25,14 @@ from siporch.render import render_release, secret_files
 @click.command()
 @inventory_options
 @click.option("--against", metavar="RELEASE", help="Compare with this release id.")
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_OUT,
-    show_default=True,
-    help="Directory of release bundles.",
-)
+@out_option
 @click.option("--stat", is_flag=True, help="Summary and file list only, no file diff.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def cli(
     inventory: Path,
     vault_password_file: Path | None,
     against: str | None,
-    out: Path,
+    out: Path | None,
     stat: bool,
     as_json: bool,
 ) -> int:
@@ -49,6 +42,7 @@ def cli(
     or the newest release rendered from it). Exit 0: nothing would change; 1: something
     would; 2: error.
     """
+    out = out_dir(out, inventory)
     loaded = load(inventory, vault_password_file)
     model = loaded.model
     base_id = against or deployed_release(inventory, out)

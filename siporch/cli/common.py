@@ -42,6 +42,24 @@ def inventory_options(func: F) -> F:
     return func
 
 
+def out_option(func: F) -> F:
+    """``--out``: the directory of release bundles (default: beside the inventory)."""
+    return click.option(
+        "--out",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        show_default="$SIPORCH_STATE/releases, else build/releases beside the inventory directory",
+        help="Directory of release bundles on the controller.",
+    )(func)
+
+
+def out_dir(out: Path | None, inventory: Path) -> Path:
+    """``--out`` if given, else the releases directory of ``inventory``'s state directory."""
+    from siporch.release import default_out
+
+    return out if out is not None else default_out(inventory)
+
+
 def load(inventory: Path, vault_password_file: Path | None) -> LoadedModel:
     """Load the model; print its warnings to stderr."""
     loaded = load_model(inventory, vault_password_file)

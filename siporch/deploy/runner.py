@@ -19,10 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from siporch import resources
 from siporch.errors import DeployError, SiporchError
 
-#: The repository holding ansible.cfg, playbooks/ and roles/ (this package's parent).
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: Settings siporch adds to the user's (its directory first), by environment variable and
+#: the name of the same setting in ansible-core's configuration.
+PATH_SETTINGS = {
+    "ANSIBLE_ROLES_PATH": "DEFAULT_ROLES_PATH",
+    "ANSIBLE_STRATEGY_PLUGINS": "DEFAULT_STRATEGY_PLUGIN_PATH",
+    "ANSIBLE_FILTER_PLUGINS": "DEFAULT_FILTER_PLUGIN_PATH",
+}
 
 _PLAY = re.compile(r"^PLAY \[(?P<name>.*)\] \*+")
 _TASK = re.compile(r"^TASK \[(?P<name>.*)\] \*+")
@@ -73,12 +79,79 @@ class RunResult:
 
 
 def playbook_path(name: str) -> Path:
-    path = PROJECT_ROOT / "playbooks" / name
-    if not path.is_file():
-        raise SiporchError(
-            f"playbook {path} is missing", hint="reinstall siporch from its repository"
-        )
-    return path
+    return resources.playbook(name)
+
+
+def user_ansible_config(env: dict[str, str], cwd: Path) -> Path | None:
+    """The ansible.cfg ansible-playbook would read by itself, if any (ANSIBLE_CONFIG,
+    ./ansible.cfg, ~/.ansible.cfg, /etc/ansible/ansible.cfg, in Ansible's order)."""
+    given = env.get("ANSIBLE_CONFIG", "").strip()
+    if given:
+        path = Path(given).expanduser()
+        path = path / "ansible.cfg" if path.is_dir() else path
+        if path.is_file():
+            return path.resolve()
+    candidates = [cwd / "ansible.cfg"]
+    if env.get("HOME"):
+        candidates.append(Path(env["HOME"]) / ".ansible.cfg")
+    candidates.append(Path("/etc/ansible/ansible.cfg"))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def _effective_paths(config: Path, env: dict[str, str]) -> dict[str, list[str]]:
+    """The search paths ansible-core would use with ``config`` and ``env``."""
+    from ansible.config.manager import ConfigManager
+
+    saved = {k: os.environ.get(k) for k in PATH_SETTINGS}
+    try:
+        for key in PATH_SETTINGS:  # the user's own variables count, as Ansible reads them
+            if key in env:
+                os.environ[key] = env[key]
+            else:
+                os.environ.pop(key, None)
+        manager = ConfigManager(conf_file=str(config))
+        # Defaults such as "{{ ANSIBLE_HOME ~ '/roles' }}" are templated as Ansible does.
+        variables = {"ANSIBLE_HOME": manager.get_config_value("ANSIBLE_HOME")}
+        out: dict[str, list[str]] = {}
+        for key, setting in PATH_SETTINGS.items():
+            value = manager.get_config_value(setting, variables=variables)
+            out[key] = [str(v) for v in (value or [])]
+        return out
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def ansible_env(base: dict[str, str] | None = None, cwd: Path | None = None) -> dict[str, str]:
+    """The environment for ansible-playbook: the user's own Ansible settings, plus siporch's.
+
+    The user's ansible.cfg (found as Ansible finds it) stays in force; only when there is
+    none does ANSIBLE_CONFIG point to siporch's shipped one. siporch's roles, strategy and
+    filter plugin directories are put in front of the user's search paths (environment
+    variables built from the user's effective settings, so nothing of theirs is lost).
+    """
+    env = dict(os.environ if base is None else base)
+    cwd = Path.cwd() if cwd is None else cwd
+    config = user_ansible_config(env, cwd)
+    if config is None:
+        config = resources.ansible_cfg()
+        env["ANSIBLE_CONFIG"] = str(config)
+    ours = {
+        "ANSIBLE_ROLES_PATH": resources.roles_dir(),
+        "ANSIBLE_STRATEGY_PLUGINS": resources.strategy_plugins_dir(),
+        "ANSIBLE_FILTER_PLUGINS": resources.filter_plugins_dir(),
+    }
+    theirs = _effective_paths(config, env)
+    for key, path in ours.items():
+        paths = [str(path)] + [p for p in theirs.get(key, []) if Path(p) != path]
+        env[key] = os.pathsep.join(paths)
+    return env
 
 
 def vault_password_file(inventory: Path, given: Path | None) -> Path | None:
@@ -169,8 +242,8 @@ def run(
     """Run ansible-playbook, streaming events; read the JSON report it writes."""
     import time
 
-    env = dict(os.environ)
-    env["ANSIBLE_CONFIG"] = str(PROJECT_ROOT / "ansible.cfg")
+    cwd = Path.cwd()
+    env = ansible_env(cwd=cwd)
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["ANSIBLE_NOCOLOR"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
@@ -184,7 +257,7 @@ def run(
     try:
         proc = subprocess.Popen(
             cmd,
-            cwd=PROJECT_ROOT,
+            cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

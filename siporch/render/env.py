@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 from functools import cache
-from pathlib import Path
 
 import jinja2
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+from siporch.resources import templates_dir
 
 
 def _regex_escape_dp(value: str) -> str:
@@ -20,7 +19,7 @@ def _regex_escape_dp(value: str) -> str:
 def environment() -> jinja2.Environment:
     """Top-level ``templates/``, StrictUndefined: a missing value is an error, not a blank."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
