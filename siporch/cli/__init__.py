@@ -18,6 +18,7 @@ from siporch import __version__
 from siporch.errors import ModelError, SiporchError
 
 COMMANDS: dict[str, str] = {
+    "init": "Write a starting inventory: one site, edge, PBX and ITSP trunk.",
     "validate": "Validate the trunk model; every problem with its file and field.",
     "render": "Render a release bundle from the trunk model.",
     "diff": "What a deploy would change (exit 1 when something would).",
