@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "status": "Live calls, trunk health and utilisation.",
     "exporter": "Serve Prometheus metrics.",
     "drift": "Compare what runs with the model and the last deploy.",
+    "collection": "Build the Ansible collection siporch.trunks.",
 }
 
 
