@@ -98,9 +98,10 @@ ansible-playbook {FQCN}.releases -i inventory -e siporch_report_file=/tmp/releas
 ```
 
 Releases are rendered into `$SIPORCH_STATE/releases`, else `build/releases` beside the
-inventory directory (`-e siporch_release_out=DIR` overrides). The vault password file is
-the one given to ansible-playbook (`--vault-password-file` or ANSIBLE_VAULT_PASSWORD_FILE),
-passed on as `-e siporch_vault_password_file=FILE`, or `<inventory>/.vault-pass`.
+inventory directory (`-e siporch_release_out=DIR` overrides). ansible-playbook needs the
+vault password (`--vault-password-file`); the render step finds it as siporch does:
+`-e siporch_vault_password_file=FILE`, ANSIBLE_VAULT_PASSWORD_FILE, `<inventory>/.vault-pass`
+or `.vault-pass` beside the inventory directory.
 
 ## Roles
 

@@ -105,13 +105,11 @@ def _effective_paths(config: Path, env: dict[str, str]) -> dict[str, list[str]]:
     """The search paths ansible-core would use with ``config`` and ``env``."""
     from ansible.config.manager import ConfigManager
 
-    saved = {k: os.environ.get(k) for k in PATH_SETTINGS}
+    saved = dict(os.environ)
     try:
-        for key in PATH_SETTINGS:  # the user's own variables count, as Ansible reads them
-            if key in env:
-                os.environ[key] = env[key]
-            else:
-                os.environ.pop(key, None)
+        # Ansible reads the environment (ANSIBLE_*, HOME) from os.environ: give it ``env``.
+        os.environ.clear()
+        os.environ.update(env)
         manager = ConfigManager(conf_file=str(config))
         # Defaults such as "{{ ANSIBLE_HOME ~ '/roles' }}" are templated as Ansible does.
         variables = {"ANSIBLE_HOME": manager.get_config_value("ANSIBLE_HOME")}
@@ -121,11 +119,8 @@ def _effective_paths(config: Path, env: dict[str, str]) -> dict[str, list[str]]:
             out[key] = [str(v) for v in (value or [])]
         return out
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def ansible_env(base: dict[str, str] | None = None, cwd: Path | None = None) -> dict[str, str]:
