@@ -14,9 +14,13 @@ In the collection:
   (collection playbook names must be Python identifiers), with their ``tasks/`` and
   ``files/``; their ``strategy: siporch_linear`` becomes the FQCN
   ``siporch.trunks.siporch_linear``; their roles resolve in the playbook's collection;
-* ``roles/``: the four roles, unchanged (they call each other by short name, which resolves
-  in their own collection);
-* ``plugins/strategy/siporch_linear.py`` and ``plugins/filter/siporch_release.py``.
+* ``roles/``: the four roles; the only change: the filters of siporch_release are called by
+  their FQCN (``siporch.trunks.siporch_daemons``), since a collection role resolves neither
+  its own ``filter_plugins`` nor its collection's filters by short name (the roles call each
+  other by short name, which does resolve in their own collection);
+* ``plugins/strategy/siporch_linear.py`` and ``plugins/filter/siporch_release.py`` (its
+  ``siporch.plan`` import pointed at ``plugins/module_utils/siporch_plan.py``, a copy of
+  ``siporch/plan.py``, which needs only the standard library).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from siporch import __version__, resources
+from siporch import __version__, plan, resources
 from siporch.errors import SiporchError
 
 NAMESPACE = "siporch"
@@ -41,6 +45,7 @@ PLAYBOOKS = {
     "rollback-trunk.yml": "rollback_trunk.yml",
     "releases.yml": "releases.yml",
 }
+_MODULE_UTILS = f"ansible_collections.{NAMESPACE}.{NAME}.plugins.module_utils"
 ROLES = ("siporch_release", "kamailio_edge", "rtpengine_media", "asterisk_pbx")
 
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
@@ -113,8 +118,8 @@ Each role documents its arguments: `ansible-doc -t role {FQCN}.<role>`.
 
 * `{FQCN}.siporch_linear` (strategy): linear, with an unreachable host failing its task so
   that its `rescue` (and the rollback) runs;
-* filters `siporch_reload_actions`, `siporch_changed_files`, `siporch_daemons`, ... used by
-  `siporch_release`.
+* filters `{FQCN}.siporch_reload_actions`, `{FQCN}.siporch_changed_files`,
+  `{FQCN}.siporch_daemons`, ... used by `siporch_release`.
 """
 
 
@@ -126,6 +131,19 @@ def _role_line(role_dir: Path) -> str:
     return f"* `{FQCN}.{role_dir.name}`: {description}"
 
 
+def filter_names() -> list[str]:
+    """The filters siporch's filter plugin file defines."""
+    import importlib.util
+
+    path = resources.filter_plugins_dir() / "siporch_release.py"
+    spec = importlib.util.spec_from_file_location("_siporch_filters", path)
+    if spec is None or spec.loader is None:
+        raise SiporchError(f"cannot load the filter plugins in {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return sorted(module.FilterModule().filters())
+
+
 def write_tree(dest: Path) -> Path:
     """Lay the collection out in ``dest`` (which must not exist)."""
     root = resources.data_root()
@@ -133,11 +151,30 @@ def write_tree(dest: Path) -> Path:
         raise SiporchError(f"{dest} exists; the collection tree is written into a new directory")
     dest.mkdir(parents=True)
     shutil.copytree(root / "roles", dest / "roles", ignore=_IGNORE)
+    # Inside a collection role, Ansible resolves neither the role's own filter_plugins nor
+    # the collection's filters by short name: the copies call them by FQCN.
+    shutil.rmtree(dest / "roles" / "siporch_release" / "filter_plugins")
+    filters = re.compile(r"(\|\s*)(" + "|".join(sorted(filter_names(), reverse=True)) + r")\b")
+    for path in sorted((dest / "roles").rglob("*.yml")):
+        text = path.read_text()
+        fq = filters.sub(rf"\g<1>{FQCN}.\g<2>", text)
+        if fq != text:
+            path.write_text(fq)
     plugins = dest / "plugins"
     (plugins / "strategy").mkdir(parents=True)
     (plugins / "filter").mkdir()
     shutil.copy(resources.strategy_plugins_dir() / "siporch_linear.py", plugins / "strategy")
-    shutil.copy(resources.filter_plugins_dir() / "siporch_release.py", plugins / "filter")
+    # The filters use siporch.plan (standard library only): the collection carries a copy
+    # as module_utils, so Ansible's own Python needs no siporch installed.
+    (plugins / "module_utils").mkdir()
+    shutil.copy(Path(plan.__file__), plugins / "module_utils" / "siporch_plan.py")
+    source = (resources.filter_plugins_dir() / "siporch_release.py").read_text()
+    vendored = source.replace(
+        "from siporch.plan import", f"from {_MODULE_UTILS}.siporch_plan import"
+    )
+    if vendored == source:
+        raise SiporchError("the filter plugin no longer imports siporch.plan; update collection.py")
+    (plugins / "filter" / "siporch_release.py").write_text(vendored)
     books = dest / "playbooks"
     books.mkdir()
     for sub in ("tasks", "files"):

@@ -82,6 +82,15 @@ def playbook_path(name: str) -> Path:
     return resources.playbook(name)
 
 
+def ansible_playbook() -> str | None:
+    """The ansible-playbook installed with this siporch (the same environment: `pipx install
+    siporch` does not put it on PATH, and the roles' filters import siporch), else PATH's."""
+    beside = Path(sys.executable).parent / "ansible-playbook"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("ansible-playbook")
+
+
 def user_ansible_config(env: dict[str, str], cwd: Path) -> Path | None:
     """The ansible.cfg ansible-playbook would read by itself, if any (ANSIBLE_CONFIG,
     ./ansible.cfg, ~/.ansible.cfg, /etc/ansible/ansible.cfg, in Ansible's order)."""
@@ -174,7 +183,7 @@ def build_command(
     verbose: int = 0,
 ) -> list[str]:
     """The ansible-playbook command line for one of siporch's playbooks."""
-    exe = shutil.which("ansible-playbook")
+    exe = ansible_playbook()
     if exe is None:
         raise SiporchError(
             "ansible-playbook is not installed", hint="pip install 'ansible-core>=2.19,<2.20'"

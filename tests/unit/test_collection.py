@@ -170,3 +170,47 @@ def test_collection_deploy_renders_then_handles_unreachable_hosts(
     assert {h["host"] for h in data["hosts"]} == {"edge-central", "edge-branch", "pbx-central"}
     for h in data["hosts"]:
         assert h["failure"]["reason"].startswith("unreachable"), h
+
+
+def test_collection_filters_work_by_fqcn_without_siporch(collections: Path, project: Path) -> None:
+    """Collection roles resolve filters only by FQCN: the copies call them so, and the filter
+    plugin imports nothing of siporch (Ansible's Python may not have it)."""
+    root = collections / "ansible_collections" / "siporch" / "trunks"
+    names = collection.filter_names()
+    short = re.compile(r"\|\s*(" + "|".join(names) + r")\b")
+    for path in (root / "roles").rglob("*.yml"):
+        assert not short.search(path.read_text()), path
+    assert not (root / "roles" / "siporch_release" / "filter_plugins").exists()
+    for path in (root / "plugins").rglob("*.py"):
+        assert not re.search(r"^\s*(from|import) siporch\b", path.read_text(), re.M), path
+    old = {"files": {"kamailio/kamailio.cfg": {"sha256": "a", "reload": "kamailio:restart"},
+                     "asterisk/pjsip.conf": {"sha256": "b", "reload": "asterisk:pjsip reload"}}}
+    new = {"files": {"kamailio/kamailio.cfg": {"sha256": "a", "reload": "kamailio:restart"},
+                     "asterisk/pjsip.conf": {"sha256": "c", "reload": "asterisk:pjsip reload"}}}
+    play = [{
+        "hosts": "localhost", "gather_facts": False,
+        "vars": {"old": old, "new": new},
+        "tasks": [{"ansible.builtin.copy": {"dest": str(project / "out.json"), "mode": "0644",
+                   "content": (
+            "{{ {'daemons': new | siporch.trunks.siporch_daemons,"
+            " 'reloads': new | siporch.trunks.siporch_reload_actions(old),"
+            " 'changed': new | siporch.trunks.siporch_changed_files(old)} | to_json }}"
+        )}}],
+    }]
+    (project / "play.yml").write_text(yaml.safe_dump(play))
+    proc = subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", "-c", "local", "play.yml",
+         "-e", f"ansible_python_interpreter={sys.executable}"],
+        cwd=project, env=_env(collections), capture_output=True, text=True, timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    msg = json.loads((project / "out.json").read_text())
+    from siporch.plan import changed_files, reload_actions
+
+    assert msg == {
+        "daemons": ["asterisk", "kamailio"],
+        "reloads": reload_actions(old, new),
+        "changed": changed_files(old["files"], new["files"]),
+    }
+    assert msg["reloads"] == ["asterisk:pjsip reload"]
