@@ -2,7 +2,7 @@
 
 The top-level ``templates/``, ``playbooks/``, ``roles/`` and ``ansible.cfg`` of the source
 tree are the only copy. A wheel carries them inside the package, as ``siporch/_data/``
-(``[tool.hatch.build.targets.wheel.force-include]`` in pyproject.toml); a source tree or an
+(``hatch_build.py``, a hatchling build hook); a source tree or an
 editable install finds them beside the package. Nothing else in siporch builds these paths.
 
 Ansible needs real directories, so the package must be installed as files (pip and pipx
