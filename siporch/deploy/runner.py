@@ -100,7 +100,12 @@ def user_ansible_config(env: dict[str, str], cwd: Path) -> Path | None:
         path = path / "ansible.cfg" if path.is_dir() else path
         if path.is_file():
             return path.resolve()
-    candidates = [cwd / "ansible.cfg"]
+    candidates = []
+    try:  # Ansible ignores ./ansible.cfg in a world-writable directory
+        if not cwd.stat().st_mode & 0o002:
+            candidates.append(cwd / "ansible.cfg")
+    except OSError:
+        pass
     if env.get("HOME"):
         candidates.append(Path(env["HOME"]) / ".ansible.cfg")
     candidates.append(Path("/etc/ansible/ansible.cfg"))

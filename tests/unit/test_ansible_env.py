@@ -70,3 +70,13 @@ def test_playbooks_and_templates_come_from_one_place() -> None:
     from siporch.render.env import environment
 
     assert environment().loader.searchpath == [str(root / "templates")]  # type: ignore[union-attr]
+
+
+def test_a_world_writable_directory_has_no_ansible_cfg(clean: dict[str, str], tmp_path: Path) -> None:
+    """As Ansible: ./ansible.cfg in a world-writable directory is not read, so the shipped
+    settings apply."""
+    (tmp_path / "ansible.cfg").write_text("[defaults]\nroles_path = /nowhere\n")
+    tmp_path.chmod(0o777)
+    env = runner.ansible_env(clean, cwd=tmp_path)
+    assert env["ANSIBLE_CONFIG"] == str(resources.ansible_cfg())
+    assert "/nowhere" not in _paths(env, "ANSIBLE_ROLES_PATH")
