@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -192,7 +193,8 @@ def write_tree(dest: Path) -> Path:
 
 def build(out: Path) -> Path:
     """Build the collection tarball into ``out``; returns its path."""
-    exe = shutil.which("ansible-galaxy")
+    beside = Path(sys.executable).parent / "ansible-galaxy"  # pipx: not on PATH
+    exe = str(beside) if beside.is_file() else shutil.which("ansible-galaxy")
     if exe is None:
         raise SiporchError(
             "ansible-galaxy is not installed", hint="pip install 'ansible-core>=2.19,<2.20'"
