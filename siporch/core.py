@@ -7,6 +7,10 @@ Data flows one way through them::
     diff_trees(base files, candidate files) -> [FileChange]     (the one tree comparison)
     build_plan(...) -> Plan (per host: base, changes, reloads)  (diff, render, deploy --check)
 
+``base_release`` (reads the hosts) and ``build_plan`` / ``plan_diff`` (render) live in
+`siporch.lifecycle`: this module needs only the standard library, so the Ansible
+collection carries a copy of it for its plugins.
+
 Manifests on disk keep their JSON format (``from_json``/``to_json`` round-trip the same
 bytes, unknown keys included), so hosts running older releases still read and are read.
 The hosts are the source of truth for what they run; the controller's ``build/releases``
@@ -447,27 +451,6 @@ async def read_bases(
     return out
 
 
-def base_release(
-    inventory: Path,
-    hosts: Mapping[str, str],
-    *,
-    out_dir: Path,
-    timeout: float = 5.0,
-    reader: Reader | None = None,
-) -> dict[str, HostBase]:
-    """What each host runs, read from the host over SSH (its ``current`` link and the
-    release's manifest.json), with the inventory's SSH settings. The controller's
-    ``out_dir`` only fills in a manifest a host lacks."""
-    if reader is None:
-        from siporch.drift import read_host
-
-        async def _read(host: str, address: str) -> HostRead:
-            return await read_host(inventory, host, address, timeout)
-
-        reader = _read
-    return asyncio.run(read_bases(hosts, reader, lambda rid: read_manifest(out_dir, rid)))
-
-
 # ----------------------------------------------------------------------------- the plan
 
 
@@ -585,34 +568,6 @@ def model_changes(candidate_dir: Path, running: Iterable[str | None]) -> list[st
     return [f"model changes against {against}: {len(summary) or 'none'}", *summary]
 
 
-def build_plan(
-    loaded: Any,
-    bases: Mapping[str, HostBase],
-    *,
-    out_dir: Path,
-    files: Mapping[str, Mapping[str, bytes]] | None = None,
-) -> Plan:
-    """The plan of deploying ``loaded`` (a LoadedModel) onto hosts whose bases were read.
-    The model summary compares with the model of the release the hosts run, from the
-    controller's cache; when the hosts run different releases or the cache lacks it, the
-    summary is None (unknown) and the file changes stand alone."""
-    from siporch.release import host_manifest, sanitized_model
-    from siporch.render import render_release
-
-    model = loaded.model
-    rendered = render_release(model) if files is None else files
-    candidates = {
-        h: HostManifest.from_json(host_manifest(model, h, dict(f), "candidate", loaded.model_hash))
-        for h, f in rendered.items()
-    }
-    hosts: dict[str, HostPlan] = {}
-    for host in sorted(set(rendered) | set(bases)):
-        base = bases.get(host) or HostBase(host, NEVER_DEPLOYED)
-        hosts[host] = plan_host(host, base, candidates.get(host))
-    summary, summary_base = model_summary(out_dir, bases.values(), sanitized_model(model))
-    return Plan(hosts, summary, summary_base, rendered, candidates)
-
-
 def release_bases(manifest: Manifest) -> dict[str, HostBase]:
     """Bases taken from a release on the controller (``siporch diff --against``), as if
     every host of it ran it."""
@@ -628,64 +583,6 @@ def siporch_hosts(model: Any) -> dict[str, str]:
     return {
         h: str(spec.address) for h, spec in model.hosts.items() if spec.role in ("edge", "pbx")
     }
-
-
-def base_contents(
-    base: HostBase, out_dir: Path
-) -> tuple[dict[str, bytes], set[str]]:
-    """The contents of a host's base files that the controller's cache holds with the
-    hashes the host reports, and the paths whose contents are not available here."""
-    out: dict[str, bytes] = {}
-    missing: set[str] = set()
-    if base.release is None:
-        return out, missing
-    root = out_dir / base.release / base.host
-    for path, entry in base.files.items():
-        want = base.files_on_host.get(path, entry.sha256)
-        try:
-            data = (root / path).read_bytes()
-        except OSError:
-            missing.add(path)
-            continue
-        from siporch.release import sha256
-
-        if sha256(data) == want:
-            out[path] = data
-        else:
-            missing.add(path)
-    return out, missing
-
-
-def plan_diff(plan: Plan, host: str, out_dir: Path, secret_values: Iterable[str] = ()) -> str:
-    """The unified diff of one host's changed files, secrets masked. A base file whose
-    content this controller does not hold is named, not guessed."""
-    hp = plan.hosts[host]
-    if not hp.changes:
-        return ""
-    old, missing = base_contents(hp.base, out_dir)
-    new = plan.candidate.get(host, {})
-    label_old = hp.base.release or "empty"
-    values = list(secret_values)
-    chunks = []
-    for c in hp.changes:
-        if c.path in missing:
-            chunks.append(
-                f"--- {label_old}/{c.path}\n+++ candidate/{c.path}\n"
-                f"@@ {c.state}: the content {hp.base.host} runs is not on this controller @@\n"
-            )
-            continue
-        chunks.append(
-            unified_diff(
-                c.path,
-                old.get(c.path),
-                new.get(c.path),
-                secret=c.secret,
-                label_old=label_old,
-                label_new="candidate",
-                secret_values=values,
-            )
-        )
-    return "".join(chunks)
 
 
 def model_secrets(model: Any) -> list[str]:

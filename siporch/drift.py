@@ -35,7 +35,7 @@ from siporch.core import (
     resolve_base,
 )
 from siporch.errors import MonitorError, SiporchError
-from siporch.release import DEFAULT_OUT, MANIFEST, deployed_release, sha256
+from siporch.release import MANIFEST, default_out, deployed_release, sha256
 
 SCHEMA = "siporch.drift/1"
 CURRENT = "/etc/siporch/current"
@@ -432,7 +432,7 @@ def check(
     inventory: Path,
     vault_password_file: Path | None = None,
     *,
-    out_dir: Path = DEFAULT_OUT,
+    out_dir: Path | None = None,
     kamailio_rpc: str = "http://{address}:5071/RPC",
     timeout: float = 5.0,
     runtime: bool = True,
@@ -442,7 +442,7 @@ def check(
         _check(
             inventory,
             vault_password_file,
-            out_dir=out_dir,
+            out_dir=default_out(inventory) if out_dir is None else out_dir,
             kamailio_rpc=kamailio_rpc,
             timeout=timeout,
             runtime=runtime,

@@ -1,15 +1,18 @@
-"""Release bundles: ``build/releases/<id>/<host>/...`` plus manifests.
+"""Release bundles: ``<state>/releases/<id>/<host>/...`` plus manifests.
 
 A release is what one render of the model produced for every host. Its id is the UTC time
 of the render and the start of the model hash; rendering an unchanged model again reuses
 the release that already holds the same files, so deploys stay idempotent.
 
-Layout::
+The controller's state directory (:func:`state_dir`) is ``$SIPORCH_STATE`` when set, else
+``build/`` beside the inventory directory (``~/proj/inventory`` -> ``~/proj/build``); never
+inside the installed package. Layout::
 
-    build/releases/<id>/manifest.json          every host, no secrets
-    build/releases/<id>/model.json             the model with secrets replaced by hashes
-    build/releases/<id>/<host>/manifest.json   that host's part (shipped with its files)
-    build/releases/<id>/<host>/<relpath>       the rendered files
+    <state>/releases/<id>/manifest.json          every host, no secrets
+    <state>/releases/<id>/model.json             the model with secrets replaced by hashes
+    <state>/releases/<id>/<host>/manifest.json   that host's part (shipped with its files)
+    <state>/releases/<id>/<host>/<relpath>       the rendered files
+    <state>/state/<inventory path>.json          the release last deployed from an inventory
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from siporch.model.loader import LoadedModel
 from siporch.model.schema import Model
 from siporch.render import reload_action, render_release, secret_files
 
-#: The project's own build directory: where the playbooks render too.
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "build" / "releases"
+#: Environment variable naming the controller's state directory (releases/, state/).
+STATE_ENV = "SIPORCH_STATE"
 KEEP = 20
 MANIFEST = "manifest.json"
 
@@ -45,6 +48,20 @@ class Release:
     path: Path
     manifest: dict[str, Any]
     reused: bool = False
+
+
+def state_dir(inventory: Path | str) -> Path:
+    """The controller's state directory for ``inventory``: ``$SIPORCH_STATE``, else
+    ``build/`` in the directory that holds the inventory directory."""
+    env = os.environ.get(STATE_ENV, "").strip()
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path(inventory).expanduser().resolve().parent / "build"
+
+
+def default_out(inventory: Path | str) -> Path:
+    """Where releases of ``inventory`` go unless ``--out`` says otherwise."""
+    return state_dir(inventory) / "releases"
 
 
 def sha256(data: bytes) -> str:
@@ -105,7 +122,7 @@ def host_manifest(
     }
 
 
-def list_releases(out_dir: Path = DEFAULT_OUT) -> list[dict[str, Any]]:
+def list_releases(out_dir: Path) -> list[dict[str, Any]]:
     """Manifests of the releases on the controller, oldest first."""
     out = []
     if out_dir.is_dir():
@@ -120,7 +137,7 @@ def list_releases(out_dir: Path = DEFAULT_OUT) -> list[dict[str, Any]]:
     return out
 
 
-def load_release(release_id: str, out_dir: Path = DEFAULT_OUT) -> dict[str, Any]:
+def load_release(release_id: str, out_dir: Path) -> dict[str, Any]:
     path = out_dir / release_id / MANIFEST
     if not path.is_file():
         known = ", ".join(m["id"] for m in list_releases(out_dir)[-5:]) or "none"
@@ -129,7 +146,7 @@ def load_release(release_id: str, out_dir: Path = DEFAULT_OUT) -> dict[str, Any]
     return data
 
 
-def read_release_files(release_id: str, out_dir: Path = DEFAULT_OUT) -> dict[str, dict[str, bytes]]:
+def read_release_files(release_id: str, out_dir: Path) -> dict[str, dict[str, bytes]]:
     manifest = load_release(release_id, out_dir)
     root = out_dir / release_id
     return {
@@ -140,7 +157,7 @@ def read_release_files(release_id: str, out_dir: Path = DEFAULT_OUT) -> dict[str
 
 def build_release(
     loaded: LoadedModel,
-    out_dir: Path = DEFAULT_OUT,
+    out_dir: Path | None = None,
     release_id: str | None = None,
     *,
     files: dict[str, dict[str, bytes]] | None = None,
@@ -148,6 +165,7 @@ def build_release(
 ) -> Release:
     """Render (unless ``files`` is given) and write a release bundle; reuse an identical one."""
     model = loaded.model
+    out_dir = default_out(loaded.inventory) if out_dir is None else out_dir
     files = render_release(model) if files is None else files
     chash = content_hash(files)
     inventory = inventory_key(loaded.inventory)
@@ -224,8 +242,9 @@ def _state_file(inventory: Path, out_dir: Path) -> Path:
     return out_dir.parent / "state" / f"{slug}.json"
 
 
-def mark_deployed(inventory: Path, release_id: str, out_dir: Path = DEFAULT_OUT) -> None:
+def mark_deployed(inventory: Path, release_id: str, out_dir: Path | None = None) -> None:
     """Record the release a deploy (or rollback) of ``inventory`` left running."""
+    out_dir = default_out(inventory) if out_dir is None else out_dir
     path = _state_file(inventory, out_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -233,8 +252,9 @@ def mark_deployed(inventory: Path, release_id: str, out_dir: Path = DEFAULT_OUT)
     os.replace(tmp, path)
 
 
-def deployed_release(inventory: Path, out_dir: Path = DEFAULT_OUT) -> str | None:
+def deployed_release(inventory: Path, out_dir: Path | None = None) -> str | None:
     """The release last deployed from ``inventory`` by this controller, if known."""
+    out_dir = default_out(inventory) if out_dir is None else out_dir
     path = _state_file(inventory, out_dir)
     try:
         rid = json.loads(path.read_text()).get("deployed")

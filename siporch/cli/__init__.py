@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import logging
 import sys
 from typing import Any
 
@@ -18,6 +19,7 @@ from siporch import __version__
 from siporch.errors import ModelError, SiporchError
 
 COMMANDS: dict[str, str] = {
+    "init": "Write a starting inventory: one site, edge, PBX and ITSP trunk.",
     "validate": "Validate the trunk model; every problem with its file and field.",
     "render": "Render a release bundle from the trunk model.",
     "diff": "What a deploy would change (exit 1 when something would).",
@@ -31,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "status": "Live calls, trunk health and utilisation.",
     "exporter": "Serve Prometheus metrics.",
     "drift": "Compare what runs with the model and the last deploy.",
+    "collection": "Build the Ansible collection siporch.trunks.",
 }
 
 
@@ -66,6 +69,10 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: maps siporch errors to messages and exit codes."""
+    # asyncio's own warnings (e.g. "Unknown child process pid ...", when an ssh that timed
+    # out was reaped before its watcher looked) are not the user's business: each command
+    # reports what failed in its own words.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
     try:
         rv = cli.main(args=argv, prog_name="siporch", standalone_mode=False)
     except ModelError as exc:

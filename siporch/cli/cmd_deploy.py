@@ -110,6 +110,11 @@ def record_deployed(inventory: Path, result: runner.RunResult, limit: str | None
 @click.option(
     "--check", is_flag=True, help="Show what would change (files and reloads); touch nothing."
 )
+@click.option(
+    "--diff",
+    is_flag=True,
+    help="Ansible's --diff: the file changes per host (always on with --check; -v shows them).",
+)
 @click.option("--limit", metavar="HOSTS", help="Only these hosts (Ansible host pattern).")
 @click.option(
     "--force",
@@ -127,6 +132,7 @@ def cli(
     inventory: Path,
     vault_password_file: Path | None,
     check: bool,
+    diff: bool,
     limit: str | None,
     force: bool,
     serial: int,
@@ -145,6 +151,7 @@ def cli(
         "deploy-trunk.yml",
         inventory,
         check=check,
+        diff=diff,
         limit=limit,
         extra_vars={"siporch_force": force, "siporch_serial": serial, "siporch_keep": keep},
         vault_file=vault,

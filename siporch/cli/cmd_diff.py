@@ -8,20 +8,24 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from siporch.cli.common import console, err_console, inventory_options, load
+from siporch.cli.common import (
+    console,
+    err_console,
+    inventory_options,
+    load,
+    out_dir,
+    out_option,
+)
 from siporch.core import (
     NEVER_DEPLOYED,
     Plan,
-    base_release,
-    build_plan,
     model_secrets,
-    plan_diff,
     read_manifest,
     release_bases,
     siporch_hosts,
 )
 from siporch.errors import SiporchError
-from siporch.release import DEFAULT_OUT
+from siporch.lifecycle import base_release, build_plan, plan_diff
 
 
 @click.command()
@@ -31,13 +35,7 @@ from siporch.release import DEFAULT_OUT
     metavar="RELEASE",
     help="Compare with this release on the controller instead of what the hosts run.",
 )
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_OUT,
-    show_default=True,
-    help="Directory of release bundles.",
-)
+@out_option
 @click.option("--timeout", type=float, default=5.0, show_default=True, help="Per-host timeout, s.")
 @click.option("--stat", is_flag=True, help="Summary and file list only, no file diff.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
@@ -45,7 +43,7 @@ def cli(
     inventory: Path,
     vault_password_file: Path | None,
     against: str | None,
-    out: Path,
+    out: Path | None,
     timeout: float,
     stat: bool,
     as_json: bool,
@@ -58,6 +56,7 @@ def cli(
     Exit 0: nothing would change; 1: something would; 2: error, or a host could not be
     read (its part of the plan is unknown).
     """
+    out = out_dir(out, inventory)
     loaded = load(inventory, vault_password_file)
     model = loaded.model
     if against:

@@ -8,19 +8,12 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from siporch.cli.common import console, err_console, inventory_options
-from siporch.release import DEFAULT_OUT
+from siporch.cli.common import console, err_console, inventory_options, out_dir, out_option
 
 
 @click.command(name="drift")
 @inventory_options
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_OUT,
-    show_default=True,
-    help="Directory of release bundles on the controller.",
-)
+@out_option
 @click.option(
     "--kamailio-rpc",
     default="http://{address}:5071/RPC",
@@ -37,7 +30,7 @@ from siporch.release import DEFAULT_OUT
 def cli(
     inventory: Path,
     vault_password_file: Path | None,
-    out: Path,
+    out: Path | None,
     kamailio_rpc: str,
     timeout: float,
     files_only: bool,
@@ -63,7 +56,7 @@ def cli(
         report = check(
             inventory,
             vault_password_file,
-            out_dir=out,
+            out_dir=out_dir(out, inventory),
             kamailio_rpc=kamailio_rpc,
             timeout=timeout,
             runtime=not files_only,

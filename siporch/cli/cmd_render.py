@@ -7,22 +7,18 @@ from pathlib import Path
 
 import click
 
-from siporch.cli.common import console, inventory_sources_options, load
+from siporch.cli.common import console, inventory_sources_options, load, out_option
 from siporch.core import Manifest
-from siporch.release import DEFAULT_OUT, build_release
+from siporch.release import build_release
 
 
 @click.command()
 @inventory_sources_options
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_OUT,
-    show_default=True,
-    help="Directory of release bundles.",
-)
+@out_option
 @click.option("--json", "as_json", is_flag=True, help="Print {id, path, reused, changes} as JSON.")
-def cli(inventory: tuple[Path, ...], vault_password_file: Path | None, out: Path, as_json: bool) -> int:
+def cli(
+    inventory: tuple[Path, ...], vault_password_file: Path | None, out: Path | None, as_json: bool
+) -> int:
     """Render every host's configs into a release bundle.
 
     An unchanged model reuses the release that already holds the same files.

@@ -112,9 +112,11 @@ def _secret_override(path: Path | None) -> str | None:
 
 
 def _print_problems(report: dict[str, Any]) -> None:
-    for p in report["problems"]:
-        if p["severity"] == "unreachable":
-            click.echo(f"siporch: {p['message']}", err=True)
+    from siporch.monitor.reporters import problem_lines
+
+    for severity, message in problem_lines(report):
+        if severity == "unreachable":
+            click.echo(f"siporch: {message}", err=True)
 
 
 @click.command(name="status")
@@ -203,7 +205,8 @@ def cli(
     else:
         from rich.console import Console
 
-        Console().print(render_tables(report))
+        # soft_wrap: each problem stays on one line, however wide (scripts grep them)
+        Console().print(render_tables(report), soft_wrap=True)
     return int(report["exit_code"])
 
 

@@ -65,6 +65,27 @@ def inventory_sources_options(func: F) -> F:
     return func
 
 
+def out_option(func: F) -> F:
+    """``--out``: the directory of release bundles (default: beside the inventory)."""
+    return click.option(
+        "--out",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        show_default="$SIPORCH_STATE/releases, else build/releases beside the inventory directory",
+        help="Directory of release bundles on the controller.",
+    )(func)
+
+
+def out_dir(out: Path | None, inventory: Path | Sequence[Path]) -> Path:
+    """``--out`` if given, else the releases directory of ``inventory``'s state directory."""
+    from siporch.release import default_out
+
+    if out is not None:
+        return out
+    first = inventory if isinstance(inventory, Path) else next(iter(inventory))
+    return default_out(first)
+
+
 def load(inventory: Path | Sequence[Path], vault_password_file: Path | None) -> LoadedModel:
     """Load the model; print its warnings to stderr."""
     loaded = load_model(inventory, vault_password_file)

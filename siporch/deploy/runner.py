@@ -19,11 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siporch import vault
+from siporch import resources, vault
 from siporch.errors import DeployError, SiporchError
 
-#: The repository holding ansible.cfg, playbooks/ and roles/ (this package's parent).
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: Settings siporch adds to the user's (its directory first), by environment variable and
+#: the name of the same setting in ansible-core's configuration.
+PATH_SETTINGS = {
+    "ANSIBLE_ROLES_PATH": "DEFAULT_ROLES_PATH",
+    "ANSIBLE_STRATEGY_PLUGINS": "DEFAULT_STRATEGY_PLUGIN_PATH",
+    "ANSIBLE_FILTER_PLUGINS": "DEFAULT_FILTER_PLUGIN_PATH",
+}
 
 _PLAY = re.compile(r"^PLAY \[(?P<name>.*)\] \*+")
 _TASK = re.compile(r"^TASK \[(?P<name>.*)\] \*+")
@@ -74,12 +79,88 @@ class RunResult:
 
 
 def playbook_path(name: str) -> Path:
-    path = PROJECT_ROOT / "playbooks" / name
-    if not path.is_file():
-        raise SiporchError(
-            f"playbook {path} is missing", hint="reinstall siporch from its repository"
-        )
-    return path
+    return resources.playbook(name)
+
+
+def ansible_playbook() -> str | None:
+    """The ansible-playbook installed with this siporch (the same environment: `pipx install
+    siporch` does not put it on PATH, and the roles' filters import siporch), else PATH's."""
+    beside = Path(sys.executable).parent / "ansible-playbook"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("ansible-playbook")
+
+
+def user_ansible_config(env: dict[str, str], cwd: Path) -> Path | None:
+    """The ansible.cfg ansible-playbook would read by itself, if any (ANSIBLE_CONFIG,
+    ./ansible.cfg, ~/.ansible.cfg, /etc/ansible/ansible.cfg, in Ansible's order)."""
+    given = env.get("ANSIBLE_CONFIG", "").strip()
+    if given:
+        path = Path(given).expanduser()
+        path = path / "ansible.cfg" if path.is_dir() else path
+        if path.is_file():
+            return path.resolve()
+    candidates = []
+    try:  # Ansible ignores ./ansible.cfg in a world-writable directory
+        if not cwd.stat().st_mode & 0o002:
+            candidates.append(cwd / "ansible.cfg")
+    except OSError:
+        pass
+    if env.get("HOME"):
+        candidates.append(Path(env["HOME"]) / ".ansible.cfg")
+    candidates.append(Path("/etc/ansible/ansible.cfg"))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def _effective_paths(config: Path, env: dict[str, str]) -> dict[str, list[str]]:
+    """The search paths ansible-core would use with ``config`` and ``env``."""
+    from ansible.config.manager import ConfigManager
+
+    saved = dict(os.environ)
+    try:
+        # Ansible reads the environment (ANSIBLE_*, HOME) from os.environ: give it ``env``.
+        os.environ.clear()
+        os.environ.update(env)
+        manager = ConfigManager(conf_file=str(config))
+        # Defaults such as "{{ ANSIBLE_HOME ~ '/roles' }}" are templated as Ansible does.
+        variables = {"ANSIBLE_HOME": manager.get_config_value("ANSIBLE_HOME")}
+        out: dict[str, list[str]] = {}
+        for key, setting in PATH_SETTINGS.items():
+            value = manager.get_config_value(setting, variables=variables)
+            out[key] = [str(v) for v in (value or [])]
+        return out
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def ansible_env(base: dict[str, str] | None = None, cwd: Path | None = None) -> dict[str, str]:
+    """The environment for ansible-playbook: the user's own Ansible settings, plus siporch's.
+
+    The user's ansible.cfg (found as Ansible finds it) stays in force; only when there is
+    none does ANSIBLE_CONFIG point to siporch's shipped one. siporch's roles, strategy and
+    filter plugin directories are put in front of the user's search paths (environment
+    variables built from the user's effective settings, so nothing of theirs is lost).
+    """
+    env = dict(os.environ if base is None else base)
+    cwd = Path.cwd() if cwd is None else cwd
+    config = user_ansible_config(env, cwd)
+    if config is None:
+        config = resources.ansible_cfg()
+        env["ANSIBLE_CONFIG"] = str(config)
+    ours = {
+        "ANSIBLE_ROLES_PATH": resources.roles_dir(),
+        "ANSIBLE_STRATEGY_PLUGINS": resources.strategy_plugins_dir(),
+        "ANSIBLE_FILTER_PLUGINS": resources.filter_plugins_dir(),
+    }
+    theirs = _effective_paths(config, env)
+    for key, path in ours.items():
+        paths = [str(path)] + [p for p in theirs.get(key, []) if Path(p) != path]
+        env[key] = os.pathsep.join(paths)
+    return env
 
 
 def vault_password_file(inventory: Path, given: Path | None) -> Path | None:
@@ -100,7 +181,7 @@ def build_command(
     verbose: int = 0,
 ) -> list[str]:
     """The ansible-playbook command line for one of siporch's playbooks."""
-    exe = shutil.which("ansible-playbook")
+    exe = ansible_playbook()
     if exe is None:
         raise SiporchError(
             "ansible-playbook is not installed", hint="pip install 'ansible-core>=2.19,<2.20'"
@@ -163,8 +244,8 @@ def run(
     """Run ansible-playbook, streaming events; read the JSON report it writes."""
     import time
 
-    env = dict(os.environ)
-    env["ANSIBLE_CONFIG"] = str(PROJECT_ROOT / "ansible.cfg")
+    cwd = Path.cwd()
+    env = ansible_env(cwd=cwd)
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["ANSIBLE_NOCOLOR"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
@@ -178,7 +259,7 @@ def run(
     try:
         proc = subprocess.Popen(
             cmd,
-            cwd=PROJECT_ROOT,
+            cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

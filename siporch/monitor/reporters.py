@@ -147,10 +147,32 @@ def render_tables(report: Report, *, max_calls: int = 200) -> RenderableType:
             )
         parts.append(et)
 
-    for p in report["problems"]:
-        style = "red" if p["severity"] == "unreachable" else "yellow"
-        parts.append(Text(f"{p['severity']}: {p['message']}", style=style))
+    for severity, message in problem_lines(report):
+        style = "red" if severity == "unreachable" else "yellow"
+        parts.append(Text(f"{severity}: {message}", style=style))
     return Group(*parts)
+
+
+def problem_lines(report: Report) -> list[tuple[str, str]]:
+    """(severity, message) per problem; the problems of one unreachable host (its Kamailio
+    and its rtpengine, say) are joined into one line for that host."""
+    out: list[tuple[str, str]] = []
+    by_host: dict[str, int] = {}
+    for p in report["problems"]:
+        host = p.get("host")
+        message = str(p["message"])
+        if p["severity"] != "unreachable" or not host:
+            out.append((p["severity"], message))
+            continue
+        if host in by_host:
+            severity, first = out[by_host[host]]
+            out[by_host[host]] = (severity, f"{first}; {message.removeprefix(f'{host}: ')}")
+            continue
+        if not message.startswith(f"{host}: "):
+            message = f"{host}: {message}"
+        by_host[host] = len(out)
+        out.append(("unreachable", message))
+    return out
 
 
 # ------------------------------------------------------------------------------ Prometheus

@@ -7,6 +7,7 @@ The report is a plain dict following the documented schema `siporch.status/1`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 import time
 from collections.abc import Iterable, Mapping
@@ -169,7 +170,9 @@ async def ssh_run(
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
     except TimeoutError:
-        proc.kill()
+        # ssh may have given up by itself at the same moment (ConnectTimeout)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
         await proc.wait()
         return None
     return proc.returncode or 0, out, err

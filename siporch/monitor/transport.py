@@ -64,6 +64,14 @@ class _Manager(Manager):  # type: ignore[misc]
             return None
         return super().connect(*args, **kwargs)
 
+    def connection_made(self, f: Any) -> None:
+        # A connection attempt cancelled by our own timeout (an unreachable host) has no
+        # result: panoramisk would raise CancelledError in its callback and asyncio print
+        # it as "Exception in callback"; open() already reports the host.
+        if f.cancelled():
+            return
+        super().connection_made(f)
+
     def connection_lost(self, exc: Any) -> None:
         if self.closing:
             return

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 from functools import cache
-from pathlib import Path
 
 import jinja2
 
 from siporch.errors import SiporchError
 from siporch.model.messages import is_printable
-
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+from siporch.resources import templates_dir
 
 
 def _regex_escape_dp(value: str) -> str:
@@ -43,7 +41,7 @@ def _finalize(value: object) -> object:
 def environment() -> jinja2.Environment:
     """Top-level ``templates/``, StrictUndefined: a missing value is an error, not a blank."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

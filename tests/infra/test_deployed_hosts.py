@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from siporch import resources
 from siporch.deploy import runner
 
 pytestmark = pytest.mark.lab
@@ -42,7 +43,7 @@ def deployed(lab: Any) -> Iterator[str]:
     assert result.ok and result.report, "\n".join(result.output[-40:])
     if vault is not None:
         os.environ.setdefault("ANSIBLE_VAULT_PASSWORD_FILE", str(vault))
-    os.environ["ANSIBLE_CONFIG"] = str(runner.PROJECT_ROOT / "ansible.cfg")
+    os.environ["ANSIBLE_CONFIG"] = str(resources.ansible_cfg())
     yield str(result.report["release"])
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from siporch import core
+from siporch import core, lifecycle
 from siporch.core import (
     MASK,
     NEVER_DEPLOYED,
@@ -172,7 +172,7 @@ def test_base_release_host_runs_never_deployed_unreachable(tmp_path: Path) -> No
             raise r
         return r
 
-    bases = core.base_release(
+    bases = lifecycle.base_release(
         tmp_path, {"a": "10.0.0.1", "b": "10.0.0.2", "c": "10.0.0.3"},
         out_dir=tmp_path, reader=reader,
     )  # fmt: skip
@@ -211,7 +211,7 @@ def test_plan_never_deployed_adds_every_file_unreachable_is_unknown(loaded, tmp_
         "edge-central": core.HostBase("edge-central", NEVER_DEPLOYED),
         "edge-branch": core.HostBase("edge-branch", UNREACHABLE, error="edge-branch: timeout"),
     }
-    plan = core.build_plan(loaded, bases, out_dir=tmp_path)
+    plan = lifecycle.build_plan(loaded, bases, out_dir=tmp_path)
     ec = plan.hosts["edge-central"]
     assert ec.changes and all(c.state == "added" for c in ec.changes)
     assert set(ec.to_json()["files"]) == set(plan.candidate["edge-central"])
@@ -236,16 +236,16 @@ def test_plan_against_what_hosts_run(loaded, release_dir, tmp_path) -> None:  # 
     out, rel = release_dir
     m = Manifest.loads((rel.path / "manifest.json").read_text())
     bases = core.release_bases(m)
-    plan = core.build_plan(loaded, bases, out_dir=out)
+    plan = lifecycle.build_plan(loaded, bases, out_dir=out)
     assert not plan.changed and plan.summary == () and plan.summary_base == rel.id
     # the model changes a trunk: only the files it renders into change
     edited = load_model(_edited_inventory(tmp_path))
     model = edited.model
-    plan = core.build_plan(edited, bases, out_dir=out)
+    plan = lifecycle.build_plan(edited, bases, out_dir=out)
     changed = {h: core.states(p.changes) for h, p in plan.hosts.items() if p.changes}
     assert changed == {"pbx-central": {"asterisk/pjsip.conf": "modified"}}
     assert plan.hosts["pbx-central"].reloads == ("asterisk:pjsip reload",)
-    text = core.plan_diff(plan, "pbx-central", out, core.model_secrets(model))
+    text = lifecycle.plan_diff(plan, "pbx-central", out, core.model_secrets(model))
     assert "+username = renamed" in text
     assert ITSP_B_PASSWORD not in text and AMI_SECRET not in text
 

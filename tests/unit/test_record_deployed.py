@@ -16,13 +16,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "inventory" / "example"
 
 @pytest.fixture
 def out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    out = tmp_path / "releases"
-    monkeypatch.setattr("siporch.release.DEFAULT_OUT", out)
-    import siporch.cli.cmd_deploy as cmd
-
-    real = cmd.mark_deployed
-    monkeypatch.setattr(cmd, "mark_deployed", lambda inv, rid: real(inv, rid, out))
-    return out
+    # SIPORCH_STATE: where the controller keeps releases and what it deployed.
+    monkeypatch.setenv("SIPORCH_STATE", str(tmp_path))
+    return tmp_path / "releases"
 
 
 def _result(rc: int, currents: list[str]) -> RunResult:
@@ -48,3 +44,21 @@ def test_failed_mixed_or_limited_runs_are_not(
     rel = build_release(load_model(EXAMPLE), out)
     record_deployed(EXAMPLE, _result(rc, [rel.id, rel.id if same else "other"]), limit)
     assert deployed_release(EXAMPLE, out) is None
+
+
+def test_state_defaults_beside_the_inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without SIPORCH_STATE, releases go to build/ beside the inventory directory."""
+    import shutil
+
+    from siporch.release import default_out, state_dir
+
+    monkeypatch.delenv("SIPORCH_STATE", raising=False)
+    inv = tmp_path / "proj" / "inventory"
+    shutil.copytree(EXAMPLE, inv)
+    shutil.copy(EXAMPLE.parent / ".vault-pass", inv.parent / ".vault-pass")
+    assert state_dir(inv) == tmp_path / "proj" / "build"
+    rel = build_release(load_model(inv))
+    assert rel.path.parent == default_out(inv) == tmp_path / "proj" / "build" / "releases"
+    record_deployed(inv, _result(0, [rel.id]), None)
+    assert (tmp_path / "proj" / "build" / "state").is_dir()
+    assert deployed_release(inv) == rel.id

@@ -1,0 +1,135 @@
+"""The lifecycle steps that read hosts or render: what each host runs (its base) and the
+plan of a deploy, built on the types and comparisons of `siporch.core`.
+
+`siporch.core` needs only the standard library (the Ansible collection carries a copy of
+it for its plugins); what needs the renderer, the release writer or SSH lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from siporch.core import (
+    NEVER_DEPLOYED,
+    HostBase,
+    HostManifest,
+    HostPlan,
+    HostRead,
+    Plan,
+    Reader,
+    model_summary,
+    plan_host,
+    read_bases,
+    read_manifest,
+    unified_diff,
+)
+
+
+def base_release(
+    inventory: Path,
+    hosts: Mapping[str, str],
+    *,
+    out_dir: Path,
+    timeout: float = 5.0,
+    reader: Reader | None = None,
+) -> dict[str, HostBase]:
+    """What each host runs, read from the host over SSH (its ``current`` link and the
+    release's manifest.json), with the inventory's SSH settings. The controller's
+    ``out_dir`` only fills in a manifest a host lacks."""
+    if reader is None:
+        from siporch.drift import read_host
+
+        async def _read(host: str, address: str) -> HostRead:
+            return await read_host(inventory, host, address, timeout)
+
+        reader = _read
+    return asyncio.run(read_bases(hosts, reader, lambda rid: read_manifest(out_dir, rid)))
+
+
+def build_plan(
+    loaded: Any,
+    bases: Mapping[str, HostBase],
+    *,
+    out_dir: Path,
+    files: Mapping[str, Mapping[str, bytes]] | None = None,
+) -> Plan:
+    """The plan of deploying ``loaded`` (a LoadedModel) onto hosts whose bases were read.
+    The model summary compares with the model of the release the hosts run, from the
+    controller's cache; when the hosts run different releases or the cache lacks it, the
+    summary is None (unknown) and the file changes stand alone."""
+    from siporch.release import host_manifest, sanitized_model
+    from siporch.render import render_release
+
+    model = loaded.model
+    rendered = render_release(model) if files is None else files
+    candidates = {
+        h: HostManifest.from_json(host_manifest(model, h, dict(f), "candidate", loaded.model_hash))
+        for h, f in rendered.items()
+    }
+    hosts: dict[str, HostPlan] = {}
+    for host in sorted(set(rendered) | set(bases)):
+        base = bases.get(host) or HostBase(host, NEVER_DEPLOYED)
+        hosts[host] = plan_host(host, base, candidates.get(host))
+    summary, summary_base = model_summary(out_dir, bases.values(), sanitized_model(model))
+    return Plan(hosts, summary, summary_base, rendered, candidates)
+
+
+def base_contents(
+    base: HostBase, out_dir: Path
+) -> tuple[dict[str, bytes], set[str]]:
+    """The contents of a host's base files that the controller's cache holds with the
+    hashes the host reports, and the paths whose contents are not available here."""
+    out: dict[str, bytes] = {}
+    missing: set[str] = set()
+    if base.release is None:
+        return out, missing
+    root = out_dir / base.release / base.host
+    for path, entry in base.files.items():
+        want = base.files_on_host.get(path, entry.sha256)
+        try:
+            data = (root / path).read_bytes()
+        except OSError:
+            missing.add(path)
+            continue
+        from siporch.release import sha256
+
+        if sha256(data) == want:
+            out[path] = data
+        else:
+            missing.add(path)
+    return out, missing
+
+
+def plan_diff(plan: Plan, host: str, out_dir: Path, secret_values: Iterable[str] = ()) -> str:
+    """The unified diff of one host's changed files, secrets masked. A base file whose
+    content this controller does not hold is named, not guessed."""
+    hp = plan.hosts[host]
+    if not hp.changes:
+        return ""
+    old, missing = base_contents(hp.base, out_dir)
+    new = plan.candidate.get(host, {})
+    label_old = hp.base.release or "empty"
+    values = list(secret_values)
+    chunks = []
+    for c in hp.changes:
+        if c.path in missing:
+            chunks.append(
+                f"--- {label_old}/{c.path}\n+++ candidate/{c.path}\n"
+                f"@@ {c.state}: the content {hp.base.host} runs is not on this controller @@\n"
+            )
+            continue
+        chunks.append(
+            unified_diff(
+                c.path,
+                old.get(c.path),
+                new.get(c.path),
+                secret=c.secret,
+                label_old=label_old,
+                label_new="candidate",
+                secret_values=values,
+            )
+        )
+    return "".join(chunks)
