@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import logging
+import os
 import sys
 from typing import Any
 
