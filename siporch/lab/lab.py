@@ -397,6 +397,10 @@ def up(
         if before.up and not recreate and not rebuild:
             for host in HOSTS:
                 topology.add_missing_addresses(host)
+            # Running services whose configuration changed (a newer siporch) restart.
+            service_errors = _ensure_services(paths, skip=set())
+            if service_errors:
+                progress("; ".join(f"{n}: {e}" for n, e in service_errors.items()))
             inv = write_inventory(example, out, paths)
             state = read_state(paths)
             state["inventory"] = str(inv.resolve())
