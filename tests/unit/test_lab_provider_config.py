@@ -140,3 +140,81 @@ def test_kamailio_accepts_the_provider_config(host: str, tmp_path: Path) -> None
         capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+RUN = r"""
+set -u
+ip link set lo up
+cleanup() {{ kill $REC $UAS $KAM 2>/dev/null; sleep 0.5; kill -9 $REC $UAS $KAM 2>/dev/null; }}
+trap cleanup EXIT
+python3 {recorder} 5099 {dir}/received.jsonl & REC=$!
+sipp -sf {scenarios}/uas_provider.xml -i 127.0.0.1 -p 5080 -t u1 -mi 127.0.60.1 -nostdin \
+  >/dev/null 2>&1 & UAS=$!
+kamailio -DD -E -f {dir}/kamailio.cfg -Y {dir} -m 32 -M 8 > {dir}/kamailio.log 2>&1 & KAM=$!
+for i in $(seq 50); do ss -ltn | grep -q 127.0.60.1:5060 && break; sleep 0.1; done
+uac() {{ sipp -nostdin -m 1 -timeout 20s -timeout_error -recv_timeout 10000 "$@" >/dev/null 2>&1; echo $?; }}
+echo "register $(uac -sf {scenarios}/register_auth.xml -i 127.0.10.1 -p 25091 \
+  -au siporch-central -ap lab-itsp-c-secret 127.0.60.1:5060)"
+echo "call $(uac -sf {scenarios}/uac_auth.xml -s 0041441234567 -i 127.0.10.1 -mi 127.0.10.1 \
+  -p 25092 -d 200 -au siporch-central -ap lab-itsp-c-secret -t t1 127.0.60.1:5060)"
+echo "wrongpass $(uac -sf {scenarios}/uac_auth.xml -s 1 -i 127.0.10.1 -p 25094 -recv_timeout 1500 -au siporch-central \
+  -ap nope 127.0.60.1:5060)"
+echo "stranger $(uac -sf {scenarios}/uac_expect_reject.xml -s 123 -i 127.0.20.1 -p 25093 \
+  127.0.60.1:5060)"
+sleep 0.5
+"""
+
+
+@pytest.mark.skipif(
+    KAMAILIO is None or shutil.which("sipp") is None or shutil.which("unshare") is None,
+    reason="needs kamailio, sipp and unshare",
+)
+def test_provider_runs_on_this_machines_kamailio(tmp_path: Path) -> None:
+    """The provider's configuration on the controller's Kamailio (Debian 12's 5.6), in a
+    private network namespace of loopback addresses only (the lab runs it on sid's 6.1):
+    401/200, 407 then a call with re-INVITE and BYE over TCP, a wrong password challenged
+    again, a stranger refused, each request recorded."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("a private network namespace needs root")
+    files = provider.render("itsp-c1", etc=str(tmp_path), tls_dir=str(tmp_path))
+    cfg = files.kamailio_cfg.replace("198.18.1.60", "127.0.60.1")
+    cfg = cfg.replace('"198.18.0.10"', '"127.0.10.1"')
+    (tmp_path / "kamailio.cfg").write_text(cfg)
+    tls = files.tls_cfg.replace("itsp-c1.crt", "c.crt").replace("itsp-c1.key", "c.key")
+    (tmp_path / "tls.cfg").write_text(tls)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "1", "-subj", "/CN=sip1.itsp-c.example",
+         "-keyout", str(tmp_path / "c.key"), "-out", str(tmp_path / "c.crt")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    shutil.copy(tmp_path / "c.crt", tmp_path / "ca.crt")
+    script = RUN.format(
+        recorder=itsp_recorder.__file__, dir=tmp_path, scenarios=Path(provider.scenario("x").parent)
+    )
+    proc = subprocess.run(
+        ["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    results = dict(line.split() for line in proc.stdout.splitlines() if line.count(" ") == 1)
+    assert results == {"register": "0", "call": "0", "wrongpass": "1", "stranger": "0"}, (
+        proc.stdout + proc.stderr + (tmp_path / "kamailio.log").read_text()[-2000:]
+    )
+    recs = [json.loads(x) for x in (tmp_path / "received.jsonl").read_text().splitlines()]
+    got = [(r["method"], r["response"], r["auth"], r["proto"]) for r in recs]
+    assert got[:2] == [("REGISTER", "401", "none", "udp"), ("REGISTER", "200", "valid", "udp")]
+    call = [g for r, g in zip(recs, got, strict=True) if r["call_id"] == recs[2]["call_id"]]
+    assert call == [
+        ("INVITE", "407", "none", "tcp"),
+        ("INVITE", "relay", "valid", "tcp"),
+        ("ACK", "relay", "none", "tcp"),
+        ("INVITE", "relay", "none", "tcp"),
+        ("ACK", "relay", "none", "tcp"),
+        ("BYE", "relay", "none", "tcp"),
+    ]
+    wrong = [g for g in got if g[0] == "INVITE" and g[2] == "invalid"]
+    assert wrong and all(g[1] == "407" for g in wrong)
+    assert got[-1] == ("INVITE", "403", "none", "udp")
+    assert recs[-1]["src_ip"] == "127.0.20.1"
