@@ -3,9 +3,11 @@
 ``inventory/example`` uses the RFC 5737 documentation ranges; the lab uses 198.18.0.0/15.
 Known host addresses map one to one onto lab hosts (``HOST_MAP``); any other address in
 a documentation range keeps its last octet in that range's lab /24 (``RANGE_MAP``);
-networks written with a prefix (``192.0.2.0/24``) map onto the lab network holding
-the lab hosts of that range (``NETWORK_MAP``), so an access list still admits them. The rewrite works on
-the YAML text, so comments, order and quoting survive untouched.
+networks of a /24 or more (``192.0.2.0/24``) map onto the lab network holding the lab
+hosts of that range (``NETWORK_MAP``), so an access list still admits them; smaller
+networks keep their host part as single addresses do (``203.0.113.60/30`` ->
+``198.18.1.60/30``: exactly the itsp-c hosts), and a /32 maps as its address. The rewrite
+works on the YAML text, so comments, order and quoting survive untouched.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ HOST_MAP: dict[str, str] = {
     "203.0.113.20": "198.18.1.20",  # ITSP A origination (second address of itsp-a1)
     "203.0.113.30": "198.18.1.30",  # itsp-b
     "203.0.113.50": "198.18.1.50",  # itsp-branch
+    "203.0.113.60": "198.18.1.60",  # itsp-c1 (sip1.itsp-c.example)
+    "203.0.113.61": "198.18.1.61",  # itsp-c2 (sip2.itsp-c.example)
 }
 
 # Documentation /24 -> lab /24 for single addresses not in HOST_MAP.
@@ -69,6 +73,17 @@ def map_network(network: str) -> str:
     try:
         net = ipaddress.IPv4Network(network, strict=False)
     except ValueError:
+        return network
+    if net.prefixlen == 32:
+        return f"{map_address(str(net.network_address))}/32"
+    if net.prefixlen > 24:
+        # Smaller than a /24: keep the host part, in the lab /24 of its single addresses.
+        for doc, lab in RANGE_MAP.items():
+            doc_net = ipaddress.IPv4Network(doc)
+            if net.subnet_of(doc_net):
+                offset = int(net.network_address) - int(doc_net.network_address)
+                lab_start = ipaddress.IPv4Network(lab).network_address + offset
+                return f"{lab_start}/{net.prefixlen}"
         return network
     for doc, lab in NETWORK_MAP.items():
         doc_net = ipaddress.IPv4Network(doc)

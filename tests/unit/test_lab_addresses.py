@@ -36,6 +36,8 @@ DOC_NETS = [ipaddress.IPv4Network(n) for n in ("192.0.2.0/24", "198.51.100.0/24"
         ("203.0.113.20", "198.18.1.20"),
         ("203.0.113.30", "198.18.1.30"),
         ("203.0.113.50", "198.18.1.50"),
+        ("203.0.113.60", "198.18.1.60"),
+        ("203.0.113.61", "198.18.1.61"),
     ],
 )
 def test_known_hosts_map_to_their_lab_host(example: str, lab: str) -> None:
@@ -73,6 +75,18 @@ def test_networks_map_onto_the_lab_networks_of_their_hosts() -> None:
     assert map_network("203.0.113.0/24") == "198.18.1.0/24"
     assert map_network("192.0.2.16/28") == "198.18.0.16/28"
     assert map_network("10.0.0.0/8") == "10.0.0.0/8"
+
+
+def test_small_networks_keep_their_host_part() -> None:
+    net = map_network("203.0.113.60/30")
+    assert net == "198.18.1.60/30"
+    members = {str(a) for a in ipaddress.IPv4Network(net)}
+    assert {"198.18.1.60", "198.18.1.61"} <= members
+    assert {a for h in HOSTS for a in h.addresses} & members == {"198.18.1.60", "198.18.1.61"}
+    assert map_network("198.51.100.16/28") == "198.18.2.16/28"
+    assert map_network("198.51.100.10/32") == "198.18.0.11/32"  # edge-branch, as its address
+    assert map_network("203.0.113.61/32") == "198.18.1.61/32"
+    assert rewrite_text("allow: [203.0.113.60/30]\n") == "allow: [198.18.1.60/30]\n"
 
 
 def test_rewrite_text_touches_only_whole_addresses() -> None:
