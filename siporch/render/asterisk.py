@@ -13,7 +13,7 @@ Every call between Asterisk and the outside world passes through an edge host:
 The PBX's Asterisk is shared with the site: it keeps its packaged config directory
 (``/etc/asterisk``) and its own files (phones, dialplan, contexts). siporch renders only its
 own files (``SITE_INCLUDES``), which the site's ``pjsip.conf``, ``extensions.conf``,
-``manager.conf`` and ``rtp.conf`` pull in with ``#tryinclude`` lines that point at the current
+and ``manager.conf`` pull in with ``#tryinclude`` lines that point at the current
 release (``/etc/siporch/current/asterisk/...``); the deploy writes those lines.
 """
 
@@ -35,14 +35,12 @@ PJSIP_FILE = "pjsip_siporch.conf"
 TRANSPORTS_FILE = "pjsip_siporch_transports.conf"
 EXTENSIONS_FILE = "extensions_siporch.conf"
 MANAGER_FILE = "manager_siporch.conf"
-RTP_FILE = "rtp_siporch.conf"
 
 #: site file in SITE_ETC -> siporch file it includes (from the current release).
 SITE_INCLUDES: dict[str, str] = {
     "pjsip.conf": PJSIP_FILE,
     "extensions.conf": EXTENSIONS_FILE,
     "manager.conf": MANAGER_FILE,
-    "rtp.conf": RTP_FILE,
 }
 
 #: glob of a rendered path -> reload action; the first match wins.
@@ -615,7 +613,7 @@ def build_view(model: Model, host: str) -> AsteriskView:
 
 
 #: The files siporch owns on a PBX (in ``asterisk/`` of the release); nothing else.
-FILES: list[str] = [PJSIP_FILE, TRANSPORTS_FILE, EXTENSIONS_FILE, MANAGER_FILE, RTP_FILE]
+FILES: list[str] = [PJSIP_FILE, TRANSPORTS_FILE, EXTENSIONS_FILE, MANAGER_FILE]
 
 
 def include_line(site_file: str) -> str:

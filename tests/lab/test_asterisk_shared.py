@@ -120,7 +120,7 @@ def kit(lab: Any) -> Iterator[ck.Lab]:
 
 def _models(lab: Any, tmp: Path) -> list[Path]:
     """Three models: hq-main to the site's own context, then a PJSIP change (a trunk's
-    channel limit), then an RTP port range change (an Asterisk restart)."""
+    channel limit), then a new PJSIP transport (an Asterisk restart)."""
 
     def to_reception(m: dict[str, Any]) -> None:
         for did in m["inbound"]:
@@ -130,11 +130,14 @@ def _models(lab: Any, tmp: Path) -> list[Path]:
     def limit(m: dict[str, Any]) -> None:
         m["trunks"]["itsp-a"]["max_channels"] = 31
 
-    def rtp(m: dict[str, Any]) -> None:
-        m["hosts"][PBX]["asterisk"] = {"rtp_port_min": 12000, "rtp_port_max": 18000}
+    def transport(m: dict[str, Any]) -> None:
+        m["hosts"][PBX]["transports"] = [
+            {"protocol": "udp", "port": 5060},
+            {"protocol": "tcp", "port": 5060},
+        ]
 
     out = []
-    edits = (to_reception, limit, rtp)
+    edits = (to_reception, limit, transport)
     for n in range(len(edits)):
         inv = ck.copy_inventory(lab, tmp / f"m{n}")
         for edit in edits[: n + 1]:
@@ -162,7 +165,6 @@ def _site_files_intact(lab: Any, written: dict[str, str]) -> None:
         ("pjsip.conf", "pjsip_siporch.conf"),
         ("extensions.conf", "extensions_siporch.conf"),
         ("manager.conf", "manager_siporch.conf"),
-        ("rtp.conf", "rtp_siporch.conf"),
     ):
         text = (etc / name).read_text()
         assert text.count(INCLUDE.format(own)) == 1, f"{name}:\n{text[-600:]}"
@@ -197,13 +199,13 @@ def test_site_config_survives_deploys_and_rollback(
     r3 = _ok(_run(models[2]))
     assert "asterisk:restart" in _reloads(r3), r3
     _site_objects_loaded(kit)
-    assert "12000" in kit.asterisk("rtp show settings")
+    assert "siporch-tcp-5060" in kit.asterisk("pjsip show transports")
 
     back = _ok(_run(models[2], "rollback-trunk.yml"))
     assert back["release"] == r2["release"], back
     assert "asterisk:restart" in _reloads(back), back
     _site_objects_loaded(kit)
-    assert "12000" not in kit.asterisk("rtp show settings")
+    assert "siporch-tcp-5060" not in kit.asterisk("pjsip show transports")
     _site_files_intact(lab, written)
     assert r1["release"] != r2["release"]
 

@@ -179,7 +179,6 @@ def _site_etc(tmp: Path, includes: bool = True) -> Path:
         '[general]\nenabled = no\n#include "manager.d/*.conf"\n'
     )
     (etc / "manager.d" / "ops.conf").write_text("[ops]\nsecret = x\n")
-    (etc / "rtp.conf").write_text("[general]\nrtpstart = 10000\nrtpend = 20000\n")
     if includes:
         for site, own in ast.SITE_INCLUDES.items():
             with (etc / site).open("a") as fh:
@@ -189,7 +188,7 @@ def _site_etc(tmp: Path, includes: bool = True) -> Path:
 
 def test_asterisk_check_tree(tmp_path: Path) -> None:
     release = _asterisk_tree(tmp_path)
-    assert "5 siporch file(s)" in ast.check_tree(release)
+    assert "4 siporch file(s)" in ast.check_tree(release)
     (release / "asterisk" / "pjsip_siporch.conf").write_text(
         "#include missing.conf\n[x]\ntype = bogus\n"
     )
@@ -212,7 +211,7 @@ def test_asterisk_check_needs_the_include_lines(tmp_path: Path) -> None:
     etc = _site_etc(tmp_path, includes=False)
     with pytest.raises(ast.Failure) as err:
         ast.check_tree(release, etc)
-    for name in ("pjsip", "extensions", "manager", "rtp"):
+    for name in ("pjsip", "extensions", "manager"):
         assert f"does not include /etc/siporch/current/asterisk/{name}_siporch.conf" in str(
             err.value
         )
@@ -243,15 +242,17 @@ def test_asterisk_check_needs_the_did_contexts_and_general(tmp_path: Path) -> No
     etc = _site_etc(tmp_path)
     ext = etc / "extensions.conf"
     ext.write_text(ext.read_text().replace("[from-trunk-branch]", "[other]"))
-    rtp = etc / "rtp.conf"
-    rtp.write_text(rtp.read_text().replace("[general]\n", ""))
+    mgr = etc / "manager.conf"
+    mgr.write_text(mgr.read_text().replace("[general]\n", ""))
     with pytest.raises(ast.Failure) as err:
         ast.check_tree(release, etc)
     assert "DID destination context [from-trunk-branch] is not in the site's dialplan" in str(
         err.value
     )
     assert "from-trunk]" not in str(err.value).replace("from-trunk-branch]", "")
-    assert "rtp.conf: no [general] section, which rtp_siporch.conf adds to" in str(err.value)
+    assert "manager.conf: no [general] section, which manager_siporch.conf adds to" in str(
+        err.value
+    )
 
 
 def test_asterisk_manager_credentials(tmp_path: Path) -> None:

@@ -261,10 +261,8 @@ def test_no_site_contexts_or_sections() -> None:
         "siporch-outbound-answered",
     }
     assert "Echo()" not in files()["asterisk/extensions_siporch.conf"]
-    # manager and rtp settings add to the site's [general] with (+)
+    # AMI settings add to the site's [general] with (+)
     assert "[general](+)" in files()["asterisk/manager_siporch.conf"]
-    rtp = files()["asterisk/rtp_siporch.conf"]
-    assert "[general](+)" in rtp and "rtpstart = 10000" in rtp
 
 
 def test_every_trunk_has_endpoint_and_header_identify() -> None:
@@ -401,7 +399,7 @@ def test_reload_actions() -> None:
     assert reload_action("pbx", "asterisk/pjsip_siporch.conf") == "asterisk:pjsip reload"
     assert reload_action("pbx", "asterisk/extensions_siporch.conf") == "asterisk:dialplan reload"
     assert reload_action("pbx", "asterisk/manager_siporch.conf") == "asterisk:manager reload"
-    assert reload_action("pbx", "asterisk/rtp_siporch.conf") == "asterisk:restart"
+    assert reload_action("pbx", "asterisk/modules.conf") == "asterisk:restart"
     for path in files():
         assert reload_action("pbx", path) != "none"
 

@@ -38,7 +38,6 @@ SITE_INCLUDES = {
     "pjsip.conf": "pjsip_siporch.conf",
     "extensions.conf": "extensions_siporch.conf",
     "manager.conf": "manager_siporch.conf",
-    "rtp.conf": "rtp_siporch.conf",
 }
 PJSIP_TYPES = {
     "transport",
