@@ -202,7 +202,8 @@ def test_site_config_survives_deploys_and_rollback(
     assert "siporch-tcp-5060" in kit.asterisk("pjsip show transports")
 
     back = _ok(_run(models[2], "rollback-trunk.yml"))
-    assert back["release"] == r2["release"], back
+    host = next(h for h in back["hosts"] if h["host"] == PBX)
+    assert host["current"] == r2["release"], back
     assert "asterisk:restart" in _reloads(back), back
     _site_objects_loaded(kit)
     assert "siporch-tcp-5060" not in kit.asterisk("pjsip show transports")
