@@ -109,7 +109,7 @@ def start_daemons(paths: LabPaths) -> None:
             (rel / relpath).write_bytes(data)
         (base / "current").unlink(missing_ok=True)
         (base / "current").symlink_to("releases/bench")
-    ast = "/etc/siporch/current/asterisk/asterisk.conf"
+    ast = "/etc/asterisk/asterisk.conf"
     lab.run("pbx-central", ["asterisk", "-C", ast])
     for _ in range(100):
         if (

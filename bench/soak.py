@@ -75,7 +75,7 @@ INBOUND_NUMBER = "+12025550100"
 OUTBOUND_NUMBER = "3125550100"  # national -> route "national" -> trunk itsp-a (a1, then a2)
 ITSP_A_PEERS = ("itsp-a1", "itsp-a2")
 KAMAILIO_PID = "/run/kamailio/kamailio.pid"
-ASTERISK_CONF = "/etc/siporch/current/asterisk/asterisk.conf"
+ASTERISK_CONF = "/etc/asterisk/asterisk.conf"
 # SIPp takes "-p 0" for "unset" and then binds 5060 when it is free: an explicit port keeps
 # 5060 of itsp-a1 for the UAS that answers outbound calls (and for the edge's probes).
 UAC_PORT = 25060

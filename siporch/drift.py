@@ -10,7 +10,10 @@ Three sources are compared, per host:
 * the model: what the model renders to now against that release (an "undeployed change");
 * runtime state: the edge's dispatcher destinations (Kamailio JSON-RPC, `dispatcher.list`)
   against the rendered dispatcher table, and the PBX's PJSIP endpoints and outbound
-  registrations (AMI) against the rendered ``pjsip.conf``.
+  registrations (AMI) against siporch's rendered ``pjsip_siporch.conf``. The PBX's
+  Asterisk is shared with the site: objects the site defines in its own files are not
+  drift; a loaded object is reported as not in the model only when its name is siporch's
+  (``siporch-*``).
 
 The comparisons are pure functions over plain data (`compare_*`), so they are tested
 without hosts; `check()` gathers the data and runs them.
@@ -40,7 +43,9 @@ from siporch.release import MANIFEST, default_out, deployed_release, sha256
 SCHEMA = "siporch.drift/1"
 CURRENT = "/etc/siporch/current"
 DISPATCHER = "kamailio/db/dispatcher"
-PJSIP = "asterisk/pjsip.conf"
+PJSIP = "asterisk/pjsip_siporch.conf"
+#: Loaded PJSIP objects with this prefix are siporch's; any other is the site's.
+OWN_PREFIX = "siporch-"
 MARKER = "@@siporch@@"
 
 EXIT_CLEAN = 0
@@ -356,7 +361,11 @@ def compare_pjsip(
     endpoints: Iterable[str],
     registrations: Iterable[str],
 ) -> list[Drift]:
-    """PJSIP endpoints and outbound registrations on Asterisk against the rendered config."""
+    """PJSIP endpoints and outbound registrations on Asterisk against the rendered config.
+
+    Every object of the model must be loaded. The site's own objects (its phones, its
+    registrations) share the Asterisk: an object loaded that the model does not have is
+    drift only when its name is one siporch uses (``siporch-*``, e.g. a removed edge)."""
     out = []
     for kind, label, have in (
         (ENDPOINT, "endpoint", set(endpoints)),
@@ -365,7 +374,7 @@ def compare_pjsip(
         want = set(expected.get(label, set()))
         for name in sorted(want - have):
             out.append(Drift(host, kind, name, f"PJSIP {label} {name} of the model is not loaded"))
-        for name in sorted(have - want):
+        for name in sorted(n for n in have - want if n.startswith(OWN_PREFIX)):
             out.append(
                 Drift(host, kind, name, f"PJSIP {label} {name} is loaded but not in the model")
             )

@@ -77,6 +77,15 @@ def lab() -> Iterator[LabHandle]:
     if not result.ok:
         problems = "; ".join(f"{h.name}: {h.problem()}" for h in result.hosts if not h.ok)
         pytest.fail(f"the lab did not come up: {problems}")
+    # A lab brought up before the lab PBX had its own dialplan gets it now (lab up writes it
+    # when it starts a host; it keeps the file once written).
+    from siporch.lab.hosts import install_site_dialplan
+    from siporch.lab.spec import HOSTS, LabPaths
+
+    paths = LabPaths.default()
+    for host in HOSTS:
+        if host.role == "pbx" and (paths.host_root(host.name) / "etc").is_dir():
+            install_site_dialplan(paths.host_root(host.name))
     handle = LabHandle(LAB_INVENTORY, read_lab_json(LAB_INVENTORY / "lab.json"))
     yield handle
     if os.environ.get("SIPORCH_LAB_TEARDOWN") == "1":

@@ -299,6 +299,51 @@ def install_files(host: LabHost, root: Path, paths: LabPaths) -> None:
     shutil.copy2(crt, tls / f"{host.name}.crt")
     shutil.copy2(key, tls / f"{host.name}.key")
     (tls / f"{host.name}.key").chmod(0o640)
+    if host.role == "pbx":
+        install_site_dialplan(root)
+
+
+#: First line of the lab PBX's own extensions.conf (written once, kept across restarts).
+SITE_DIALPLAN_MARK = "; The lab site's own dialplan"
+#: The DID destination contexts of the lab inventory (the example's): the lab site answers
+#: every number there and echoes the media until the caller hangs up (4 h at most).
+SITE_CONTEXTS = ("from-trunk", "from-trunk-branch")
+
+
+def install_site_dialplan(root: Path) -> None:
+    """The lab PBX's own ``/etc/asterisk/extensions.conf``: the site's, not siporch's.
+
+    A real PBX has its own dialplan with the contexts the model's DIDs name; the lab's
+    answers and echoes. The deploy adds siporch's include line to this file; it is written
+    only when it is not the lab's yet, so that line (and any test's own context) stays.
+    """
+    path = root / "etc/asterisk/extensions.conf"
+    try:
+        if path.read_text(errors="replace").startswith(SITE_DIALPLAN_MARK):
+            return
+    except OSError:
+        pass
+    lines = [
+        f"{SITE_DIALPLAN_MARK}, written by `siporch lab up` (siporch/lab/hosts.py).",
+        "; siporch includes its own contexts (siporch-*) at the end of this file.",
+        "",
+        "[general]",
+        "static = yes",
+        "writeprotect = yes",
+        "",
+        "[globals]",
+    ]
+    for context in SITE_CONTEXTS:
+        lines += [
+            "",
+            f"[{context}]",
+            "exten => _+.,1,Answer()",
+            " same => n,Set(TIMEOUT(absolute)=14400)",
+            " same => n,Echo()",
+            " same => n,Hangup()",
+        ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
 
 
 # --- processes ------------------------------------------------------------------------

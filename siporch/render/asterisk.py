@@ -10,13 +10,15 @@ Every call between Asterisk and the outside world passes through an edge host:
   endpoint of the site's edge; the edge picks the route and the trunk, and reports the
   trunk back in the ``X-Siporch-Trunk`` header of its responses.
 
-The files use ``astetcdir`` ``/etc/siporch/current/asterisk`` so that
-``asterisk -C /etc/siporch/current/asterisk/asterisk.conf`` runs the current release.
+The PBX's Asterisk is shared with the site: it keeps its packaged config directory
+(``/etc/asterisk``) and its own files (phones, dialplan, contexts). siporch renders only its
+own files (``SITE_INCLUDES``), which the site's ``pjsip.conf``, ``extensions.conf``,
+and ``manager.conf`` pull in with ``#tryinclude`` lines that point at the current
+release (``/etc/siporch/current/asterisk/...``); the deploy writes those lines.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -24,20 +26,35 @@ from siporch.errors import SiporchError
 from siporch.model.schema import Host, Model, Trunk
 from siporch.render.env import render_template
 
-ASTETCDIR = "/etc/siporch/current/asterisk"
+#: Where the current release's Asterisk files are (the site's include lines point here).
+ASTERISK_DIR = "/etc/siporch/current/asterisk"
+#: The site's Asterisk config directory (packaged default).
+SITE_ETC = "/etc/asterisk"
+
+PJSIP_FILE = "pjsip_siporch.conf"
+TRANSPORTS_FILE = "pjsip_siporch_transports.conf"
+EXTENSIONS_FILE = "extensions_siporch.conf"
+MANAGER_FILE = "manager_siporch.conf"
+
+#: site file in SITE_ETC -> siporch file it includes (from the current release).
+SITE_INCLUDES: dict[str, str] = {
+    "pjsip.conf": PJSIP_FILE,
+    "extensions.conf": EXTENSIONS_FILE,
+    "manager.conf": MANAGER_FILE,
+}
 
 #: glob of a rendered path -> reload action; the first match wins.
 RELOADS: list[tuple[str, str]] = [
     # PJSIP transports are not reloadable (allow_reload=no): a change needs a restart.
-    ("asterisk/pjsip_transports.conf", "asterisk:restart"),
-    ("asterisk/pjsip.conf", "asterisk:pjsip reload"),
-    ("asterisk/extensions.conf", "asterisk:dialplan reload"),
-    ("asterisk/manager.conf", "asterisk:manager reload"),
+    (f"asterisk/{TRANSPORTS_FILE}", "asterisk:restart"),
+    (f"asterisk/{PJSIP_FILE}", "asterisk:pjsip reload"),
+    (f"asterisk/{EXTENSIONS_FILE}", "asterisk:dialplan reload"),
+    (f"asterisk/{MANAGER_FILE}", "asterisk:manager reload"),
     ("asterisk/*", "asterisk:restart"),
 ]
 
 #: Files that carry secrets: deployed with mode 0640, never shown in diffs.
-SECRET_FILES: list[str] = ["asterisk/pjsip.conf", "asterisk/manager.conf"]
+SECRET_FILES: list[str] = [f"asterisk/{PJSIP_FILE}", f"asterisk/{MANAGER_FILE}"]
 
 #: Model codec name -> Asterisk format name.
 CODECS: dict[str, str] = {
@@ -267,7 +284,6 @@ class AsteriskView:
     rtp_port_min: int
     rtp_port_max: int
     channel_vars: list[str]
-    entity_id: str
 
 
 def _acl_entry(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
@@ -287,7 +303,7 @@ def _uri_host(address: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> s
 
 
 def _transport_name(protocol: str, port: int) -> str:
-    return f"transport-{protocol}-{port}"
+    return f"siporch-{protocol}-{port}"
 
 
 def _transports(name: str, host: Host) -> list[TransportView]:
@@ -593,36 +609,16 @@ def build_view(model: Model, host: str) -> AsteriskView:
         rtp_port_min=pbx.asterisk.rtp_port_min,
         rtp_port_max=pbx.asterisk.rtp_port_max,
         channel_vars=CHANNEL_VARS,
-        entity_id=_entity_id(host),
     )
 
 
-def _entity_id(host: str) -> str:
-    """A stable, locally administered MAC-style id derived from the host name."""
-    digest = hashlib.sha256(host.encode("utf-8")).digest()[:5]
-    return ":".join(["02", *(f"{b:02x}" for b in digest)])
+#: The files siporch owns on a PBX (in ``asterisk/`` of the release); nothing else.
+FILES: list[str] = [PJSIP_FILE, TRANSPORTS_FILE, EXTENSIONS_FILE, MANAGER_FILE]
 
 
-FILES: list[str] = [
-    "asterisk.conf",
-    "modules.conf",
-    "logger.conf",
-    "rtp.conf",
-    "pjsip.conf",
-    "pjsip_transports.conf",
-    "extensions.conf",
-    "manager.conf",
-    # what the loaded modules read at start; without them Asterisk logs errors
-    "acl.conf",
-    "ccss.conf",
-    "cdr.conf",
-    "cel.conf",
-    "features.conf",
-    "indications.conf",
-    "pjproject.conf",
-    "stasis.conf",
-    "udptl.conf",
-]
+def include_line(site_file: str) -> str:
+    """The line the deploy keeps in the site's ``site_file`` (e.g. ``pjsip.conf``)."""
+    return f"#tryinclude {ASTERISK_DIR}/{SITE_INCLUDES[site_file]}"
 
 
 def render(model: Model, host: str) -> dict[str, str]:
@@ -633,7 +629,8 @@ def render(model: Model, host: str) -> dict[str, str]:
             f"asterisk/{name}.j2",
             v=view,
             file=name,
-            astetcdir=ASTETCDIR,
+            asterisk_dir=ASTERISK_DIR,
+            transports_file=TRANSPORTS_FILE,
             ami_enabled=view.ami is not None,
         )
         for name in FILES

@@ -22,7 +22,7 @@ testinfra = pytest.importorskip("testinfra")
 
 EDGES = ("edge-central", "edge-branch")
 PBX = "pbx-central"
-SECRET_FILES = {PBX: ("asterisk/pjsip.conf", "asterisk/manager.conf")}
+SECRET_FILES = {PBX: ("asterisk/pjsip_siporch.conf", "asterisk/manager_siporch.conf")}
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +100,8 @@ def test_pbx_daemon_sockets_and_secret_modes(lab: Any, deployed: str) -> None:
     for rel in SECRET_FILES[PBX]:
         f = host.file(f"/etc/siporch/current/{rel}")
         assert f.mode == 0o640 and f.user == "root" and f.group == group, rel
-    shown = host.run(
-        "asterisk -C /etc/siporch/current/asterisk/asterisk.conf -rx 'core show settings'"
-    )
-    assert "/etc/siporch/current/asterisk" in shown.stdout
+    shown = host.run("asterisk -C /etc/asterisk/asterisk.conf -rx 'dialplan show siporch-inbound'")
+    assert "/etc/siporch/current/asterisk/extensions_siporch.conf" in shown.stdout
 
 
 def test_helpers_installed(lab: Any, deployed: str) -> None:

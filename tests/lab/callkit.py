@@ -31,7 +31,7 @@ from siporch.sipp import scenario
 REPO = Path(__file__).resolve().parents[2]
 LOCK = Path("/tmp/siporch-deploy.lock")
 KAMAILIO_HELPER = "/usr/local/lib/siporch/siporch_kamailio.py"
-ASTERISK_CONF = "/etc/siporch/current/asterisk/asterisk.conf"
+ASTERISK_CONF = "/etc/asterisk/asterisk.conf"
 EDGE_CENTRAL = "edge-central"
 EDGE_BRANCH = "edge-branch"
 PBX = "pbx-central"

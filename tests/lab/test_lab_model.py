@@ -31,7 +31,7 @@ def restarts_lab(fn: F) -> F:
 
 
 RELEASE = "lab-model-test"
-AST_CONF = "/etc/siporch/current/asterisk/asterisk.conf"
+AST_CONF = "/etc/asterisk/asterisk.conf"
 KAM_CFG = "/etc/siporch/current/kamailio/kamailio.cfg"
 RTP_CONF = "/etc/siporch/current/rtpengine/rtpengine.conf"
 
@@ -138,9 +138,12 @@ def test_asterisk_loads_the_rendered_config_and_ami_lists_every_trunk(
     )
     for trunk in model.trunks:
         assert trunk in endpoints, (trunk, endpoints)
-    # The running Asterisk reads its configuration from the rendered release.
+    # The running Asterisk reads the site's config directory, which includes siporch's
+    # files from the rendered release.
     shown = lab.run("pbx-central", ["asterisk", "-C", AST_CONF, "-rx", "core show settings"])
-    assert "/etc/siporch/current/asterisk" in shown.stdout
+    assert "/etc/asterisk" in shown.stdout
+    shown = lab.run("pbx-central", ["asterisk", "-C", AST_CONF, "-rx", "dialplan show siporch-inbound"])
+    assert "/etc/siporch/current/asterisk/extensions_siporch.conf" in shown.stdout
 
 
 @restarts_lab

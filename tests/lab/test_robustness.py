@@ -28,7 +28,7 @@ pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[2]
 PBX = "pbx-central"
 DID = "+12025550100"
-ASTERISK = "asterisk -C /etc/siporch/current/asterisk/asterisk.conf -rx"
+ASTERISK = "asterisk -C /etc/asterisk/asterisk.conf -rx"
 
 
 def _asterisk_runs(lab: Any) -> bool:

@@ -141,7 +141,7 @@ def slab() -> Iterator[StatusLab]:
     for d in (upper, ovl_work, merged):
         d.mkdir()
     netns = f"statuslab-{os.getpid()}"
-    conf = f"{asterisk.ASTETCDIR}/asterisk.conf"
+    conf = f"{asterisk.SITE_ETC}/asterisk.conf"
     chroot = ["ip", "netns", "exec", netns, "chroot", str(merged)]
     mounted: list[Path] = []
     proc: subprocess.Popen[bytes] | None = None
@@ -156,11 +156,18 @@ def slab() -> Iterator[StatusLab]:
         mounted.append(merged / "dev")
         for sub in ("run", "log", "lib", "spool"):
             (merged / "var" / sub / "asterisk").mkdir(parents=True, exist_ok=True)
-        etc = merged / asterisk.ASTETCDIR.lstrip("/")
+        # the site's packaged /etc/asterisk, the lab site's dialplan, siporch's include lines
+        release = merged / asterisk.ASTERISK_DIR.lstrip("/")
         for rel, text in asterisk.render(model, PBX).items():
-            path = etc.parent / rel
+            path = release.parent / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
+        from siporch.lab.hosts import install_site_dialplan
+
+        install_site_dialplan(merged)
+        for name in asterisk.SITE_INCLUDES:
+            with (merged / asterisk.SITE_ETC.lstrip("/") / name).open("a") as fh:
+                fh.write(f"\n{asterisk.include_line(name)}\n")
         subprocess.run(["ip", "netns", "add", netns], check=True)
         subprocess.run(["ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up"], check=True)
         with console.open("wb") as out:
@@ -368,7 +375,7 @@ def test_ami_user_without_rights_is_exit_2(slab: StatusLab) -> None:
     """Logged in but not allowed to list channels: not "no calls", a credentials problem."""
     from siporch.render import asterisk
 
-    conf = slab.root / asterisk.ASTETCDIR.lstrip("/") / "manager.conf"
+    conf = slab.root / asterisk.ASTERISK_DIR.lstrip("/") / asterisk.MANAGER_FILE
     original = conf.read_text()
     lines = [
         "write = command" if line.startswith("write =") else line for line in original.splitlines()

@@ -4,6 +4,7 @@ where installed, the real daemons (kamailio -c, rtpengine's own option parser)."
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import socket
 import threading
@@ -148,38 +149,119 @@ def test_rtpengine_check(tmp_path: Path) -> None:
 
 
 def _asterisk_tree(tmp: Path) -> Path:
-    base = tmp / "asterisk"
-    base.mkdir(parents=True)
-    (base / "asterisk.conf").write_text(
-        "[directories]\nastetcdir => /etc/siporch/current/asterisk\n[options]\nverbose = 0\n"
+    """The example's rendered siporch files of pbx-central, as a release directory."""
+    from siporch.model import load_model
+    from siporch.render import asterisk as render_asterisk
+
+    model = load_model(REPO / "inventory" / "example").model
+    release = tmp / "release"
+    for rel, text in render_asterisk.render(model, "pbx-central").items():
+        (release / rel).parent.mkdir(parents=True, exist_ok=True)
+        (release / rel).write_text(text)
+    return release
+
+
+def _site_etc(tmp: Path, includes: bool = True) -> Path:
+    """A site's own /etc/asterisk: a phone, its dialplan with the DID contexts, AMI and RTP
+    settings, and (with ``includes``) the lines the deploy adds."""
+    etc = tmp / "etc-asterisk"
+    (etc / "manager.d").mkdir(parents=True)
+    (etc / "pjsip.conf").write_text(
+        "[site-udp]\ntype = transport\nprotocol = udp\nbind = 10.0.0.1:5060\n"
+        "[phone-101](!)\ntype = endpoint\n[phone-101-ep](phone-101)\ncontext = phones ; x\n"
     )
-    (base / "pjsip.conf").write_text(
-        "#include pjsip_transports.conf\n[itsp-a](!)\ntype = endpoint\n"
-        "[itsp-a-ep](itsp-a)\ncontext = from-trunk ; comment\n"
+    (etc / "extensions.conf").write_text(
+        "[general]\nstatic = yes\n[phones]\nexten => 101,1,Dial(PJSIP/phone-101-ep)\n"
+        "[from-trunk]\nexten => _+.,1,Goto(phones,101,1)\n"
+        "[from-trunk-branch]\nexten => _+.,1,Answer()\n"
     )
-    (base / "pjsip_transports.conf").write_text("[udp]\ntype = transport\nprotocol = udp\n")
-    (base / "extensions.conf").write_text("[from-trunk]\nexten => _X.,1,Answer()\n")
-    (base / "manager.conf").write_text("[general]\nenabled = yes\n[siporch]\nsecret = s3cret\n")
-    return tmp
+    (etc / "manager.conf").write_text(
+        '[general]\nenabled = no\n#include "manager.d/*.conf"\n'
+    )
+    (etc / "manager.d" / "ops.conf").write_text("[ops]\nsecret = x\n")
+    if includes:
+        for site, own in ast.SITE_INCLUDES.items():
+            with (etc / site).open("a") as fh:
+                fh.write(f"; BEGIN siporch\n#tryinclude /etc/siporch/current/asterisk/{own}\n")
+    return etc
 
 
 def test_asterisk_check_tree(tmp_path: Path) -> None:
     release = _asterisk_tree(tmp_path)
-    assert "5 file(s)" in ast.check_tree(release)
-    (release / "asterisk" / "pjsip.conf").write_text("#include missing.conf\n[x]\ntype = bogus\n")
+    assert "4 siporch file(s)" in ast.check_tree(release)
+    (release / "asterisk" / "pjsip_siporch.conf").write_text(
+        "#include missing.conf\n[x]\ntype = bogus\n"
+    )
     with pytest.raises(ast.Failure) as err:
         ast.check_tree(release)
     assert "missing.conf does not exist" in str(err.value)
     assert "unknown type 'bogus'" in str(err.value)
 
 
+def test_asterisk_check_with_the_sites_configs(tmp_path: Path) -> None:
+    """The combined config: the site's files with their include lines pointing at the
+    release under check (globs included), and what siporch's files rely on."""
+    release = _asterisk_tree(tmp_path)
+    etc = _site_etc(tmp_path)
+    assert "with the site's configs" in ast.check_tree(release, etc)
+
+
+def test_asterisk_check_needs_the_include_lines(tmp_path: Path) -> None:
+    release = _asterisk_tree(tmp_path)
+    etc = _site_etc(tmp_path, includes=False)
+    with pytest.raises(ast.Failure) as err:
+        ast.check_tree(release, etc)
+    for name in ("pjsip", "extensions", "manager"):
+        assert f"does not include /etc/siporch/current/asterisk/{name}_siporch.conf" in str(
+            err.value
+        )
+
+
+@pytest.mark.parametrize(
+    ("site_file", "text", "message"),
+    [
+        ("pjsip.conf", "[itsp-a]\ntype = endpoint\n", "[itsp-a] (type=endpoint) is also one"),
+        ("pjsip.conf", "[g]\ntype = global\n", "2 type=global objects"),
+        ("extensions.conf", "[siporch-outbound]\nexten => 1,1,Hangup()\n", "belongs to siporch"),
+        ("manager.conf", "[siporch]\nsecret = other\n", "AMI user [siporch] is siporch's"),
+    ],
+)
+def test_asterisk_check_refuses_clashes(
+    tmp_path: Path, site_file: str, text: str, message: str
+) -> None:
+    release = _asterisk_tree(tmp_path)
+    etc = _site_etc(tmp_path)
+    path = etc / site_file
+    path.write_text(text + path.read_text())
+    with pytest.raises(ast.Failure, match=re.escape(message)):
+        ast.check_tree(release, etc)
+
+
+def test_asterisk_check_needs_the_did_contexts_and_general(tmp_path: Path) -> None:
+    release = _asterisk_tree(tmp_path)
+    etc = _site_etc(tmp_path)
+    ext = etc / "extensions.conf"
+    ext.write_text(ext.read_text().replace("[from-trunk-branch]", "[other]"))
+    mgr = etc / "manager.conf"
+    mgr.write_text(mgr.read_text().replace("[general]\n", ""))
+    with pytest.raises(ast.Failure) as err:
+        ast.check_tree(release, etc)
+    assert "DID destination context [from-trunk-branch] is not in the site's dialplan" in str(
+        err.value
+    )
+    assert "from-trunk]" not in str(err.value).replace("from-trunk-branch]", "")
+    assert "manager.conf: no [general] section, which manager_siporch.conf adds to" in str(
+        err.value
+    )
+
+
 def test_asterisk_manager_credentials(tmp_path: Path) -> None:
     release = _asterisk_tree(tmp_path)
-    assert ast._manager(release / "asterisk" / "manager.conf") == (
-        "127.0.0.1",
+    assert ast._manager(release / "asterisk" / "manager_siporch.conf") == (
+        "192.0.2.20",
         5038,
         "siporch",
-        "s3cret",
+        "ami-example-secret",
     )
 
 
@@ -196,7 +278,7 @@ def test_reload_filters() -> None:
         "files": {
             "kamailio/kamailio.cfg": {"sha256": "a", "reload": "kamailio:restart"},
             "kamailio/db/dispatcher": {"sha256": "b", "reload": "kamailio:dispatcher.reload"},
-            "asterisk/pjsip.conf": {"sha256": "c", "reload": "asterisk:pjsip reload"},
+            "asterisk/pjsip_siporch.conf": {"sha256": "c", "reload": "asterisk:pjsip reload"},
         }
     }
     new = {

@@ -200,11 +200,16 @@ def test_pjsip_compare(rendered: dict[str, dict[str, bytes]]) -> None:
     regs = set(objects["registration"])
     assert drift.compare_pjsip("pbx-central", objects, endpoints, regs) == []
     found = drift.compare_pjsip(
-        "pbx-central", objects, (endpoints - {"itsp-a"}) | {"old-trunk"}, set()
+        "pbx-central",
+        objects,
+        (endpoints - {"itsp-a"}) | {"siporch-edge-gone", "phone-101"},
+        {"itsp-a-site-reg"},
     )
     lines = [str(d) for d in found]
     assert "pbx-central: PJSIP endpoint itsp-a of the model is not loaded" in lines
-    assert "pbx-central: PJSIP endpoint old-trunk is loaded but not in the model" in lines
+    assert "pbx-central: PJSIP endpoint siporch-edge-gone is loaded but not in the model" in lines
+    # the site's own phone and registration share the Asterisk: not drift
+    assert not [line for line in lines if "phone-101" in line or "site-reg" in line]
     assert "pbx-central: PJSIP registration itsp-b-reg of the model is not loaded" in lines
 
 

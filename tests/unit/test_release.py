@@ -29,7 +29,7 @@ def test_every_host_gets_its_daemons() -> None:
     files = render_release(load_model(EXAMPLE).model)
     assert "kamailio/kamailio.cfg" in files["edge-central"]
     assert "rtpengine/rtpengine.conf" in files["edge-central"]
-    assert "asterisk/pjsip.conf" in files["pbx-central"]
+    assert "asterisk/pjsip_siporch.conf" in files["pbx-central"]
     assert not any(p.startswith("asterisk/") for p in files["edge-central"])
 
 

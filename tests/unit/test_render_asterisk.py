@@ -234,16 +234,39 @@ def of_type(text: str, name: str, kind: str) -> dict[str, list[str]]:
     return found[0]
 
 
-def test_files_and_astetcdir() -> None:
+def test_only_siporchs_own_files() -> None:
+    """siporch renders its own files only; the site keeps /etc/asterisk (asterisk.conf,
+    modules.conf, its pjsip.conf, extensions.conf, ...) and includes these."""
     f = files()
     assert set(f) == {f"asterisk/{n}" for n in asterisk.FILES}
-    conf = sections(f["asterisk/asterisk.conf"])
-    assert conf["directories"][0]["astetcdir"] == ["/etc/siporch/current/asterisk"]
-    assert "#include pjsip_transports.conf" in f["asterisk/pjsip.conf"]
+    assert all("siporch" in name for name in asterisk.FILES)
+    for site in ("asterisk.conf", "modules.conf", "pjsip.conf", "extensions.conf", "manager.conf"):
+        assert f"asterisk/{site}" not in f
+    transports = "#include /etc/siporch/current/asterisk/pjsip_siporch_transports.conf"
+    assert transports in f["asterisk/pjsip_siporch.conf"]
+    assert set(asterisk.SITE_INCLUDES.values()) <= set(asterisk.FILES)
+    assert asterisk.include_line("pjsip.conf") == (
+        "#tryinclude /etc/siporch/current/asterisk/pjsip_siporch.conf"
+    )
+
+
+def test_no_site_contexts_or_sections() -> None:
+    """The DID destination contexts are the site's: not rendered (only named in a comment);
+    the dialplan has no [general]/[globals], which are the site's."""
+    ext = sections(files()["asterisk/extensions_siporch.conf"])
+    assert set(ext) == {
+        "siporch-inbound",
+        "siporch-inbound-check",
+        "siporch-outbound",
+        "siporch-outbound-answered",
+    }
+    assert "Echo()" not in files()["asterisk/extensions_siporch.conf"]
+    # AMI settings add to the site's [general] with (+)
+    assert "[general](+)" in files()["asterisk/manager_siporch.conf"]
 
 
 def test_every_trunk_has_endpoint_and_header_identify() -> None:
-    pjsip = files()["asterisk/pjsip.conf"]
+    pjsip = files()["asterisk/pjsip_siporch.conf"]
     for name in example().trunks:
         ep = of_type(pjsip, name, "endpoint")
         assert ep["context"] == ["siporch-inbound"]
@@ -255,7 +278,7 @@ def test_every_trunk_has_endpoint_and_header_identify() -> None:
 
 
 def test_trunk_options() -> None:
-    pjsip = files()["asterisk/pjsip.conf"]
+    pjsip = files()["asterisk/pjsip_siporch.conf"]
     a = of_type(pjsip, "itsp-a", "endpoint")
     assert a["allow"] == ["ulaw,alaw"] and a["disallow"] == ["all"]
     assert a["dtmf_mode"] == ["rfc4733"]
@@ -275,7 +298,7 @@ def test_trunk_options() -> None:
 
 
 def test_registration_through_the_edge() -> None:
-    pjsip = files()["asterisk/pjsip.conf"]
+    pjsip = files()["asterisk/pjsip_siporch.conf"]
     reg = of_type(pjsip, "itsp-b-reg", "registration")
     assert reg["outbound_proxy"] == ["sip:192.0.2.10:5060\\;lr"]
     assert reg["server_uri"] == ["sip:203.0.113.30:5061\\;transport=tls"]
@@ -291,19 +314,20 @@ def test_registration_through_the_edge() -> None:
 
 
 def test_edge_endpoints() -> None:
-    pjsip = files()["asterisk/pjsip.conf"]
+    pjsip = files()["asterisk/pjsip_siporch.conf"]
     ep = of_type(pjsip, "siporch-edge-edge-central", "endpoint")
     assert ep["aors"] == ["siporch-edge-edge-central"]
     aor = of_type(pjsip, "siporch-edge-edge-central", "aor")
     assert aor["contact"] == ["sip:192.0.2.10:5060"]
     ident = of_type(pjsip, "siporch-edge-edge-central-identify", "identify")
     assert ident["match"] == ["192.0.2.10/255.255.255.255"]
-    transports = sections(files()["asterisk/pjsip_transports.conf"])
-    assert transports["transport-udp-5060"][0]["bind"] == ["192.0.2.20:5060"]
+    transports = sections(files()["asterisk/pjsip_siporch_transports.conf"])
+    assert transports["siporch-udp-5060"][0]["bind"] == ["192.0.2.20:5060"]
+    assert ep["transport"] == ["siporch-udp-5060"]
 
 
 def test_dialplan() -> None:
-    ext = files()["asterisk/extensions.conf"]
+    ext = files()["asterisk/extensions_siporch.conf"]
     assert "exten => _+120255501XX,1,Gosub(siporch-inbound-check,s,1)" in ext
     assert " same => n,Goto(from-trunk,${EXTEN},1)" in ext
     assert "exten => _+120655501[0-4]X,1,Gosub(siporch-inbound-check,s,1)" in ext
@@ -313,8 +337,10 @@ def test_dialplan() -> None:
     assert "Dial(PJSIP/${EXTEN}@siporch-edge-edge-central," in ext
     assert "siporch-edge-edge-branch" not in ext
     parsed = sections(ext)
-    for ctx in ("from-trunk", "from-trunk-branch", "siporch-inbound", "siporch-outbound"):
+    for ctx in ("siporch-inbound", "siporch-outbound"):
         assert ctx in parsed
+    for ctx in ("from-trunk", "from-trunk-branch"):  # the site's: named, not defined
+        assert ctx not in parsed and f";   {ctx}" in ext
     assert "X-Siporch-Trunk" in ext and "SIPORCH_TRUNK" in ext
 
 
@@ -329,14 +355,14 @@ def test_pattern_dids() -> None:
             },
         ]
     )
-    ext = asterisk.render(m, "pbx-central")["asterisk/extensions.conf"]
+    ext = asterisk.render(m, "pbx-central")["asterisk/extensions_siporch.conf"]
     assert 'GotoIf(${REGEX("^([+]44[0-9]{10})$" ${EXTEN})}?did1)' in ext
     assert " same => n,Goto(from-uk,${EXTEN},1)" in ext
-    assert "[from-uk]" in ext
+    assert "[from-uk]" not in ext and ";   from-uk" in ext
 
 
 def test_manager() -> None:
-    mgr = sections(files()["asterisk/manager.conf"])
+    mgr = sections(files()["asterisk/manager_siporch.conf"])
     general = mgr["general"][0]
     assert general["enabled"] == ["yes"]
     assert general["bindaddr"] == ["192.0.2.20"]
@@ -369,10 +395,10 @@ def test_secrets_only_in_secret_files() -> None:
 
 
 def test_reload_actions() -> None:
-    assert reload_action("pbx", "asterisk/pjsip_transports.conf") == "asterisk:restart"
-    assert reload_action("pbx", "asterisk/pjsip.conf") == "asterisk:pjsip reload"
-    assert reload_action("pbx", "asterisk/extensions.conf") == "asterisk:dialplan reload"
-    assert reload_action("pbx", "asterisk/manager.conf") == "asterisk:manager reload"
+    assert reload_action("pbx", "asterisk/pjsip_siporch_transports.conf") == "asterisk:restart"
+    assert reload_action("pbx", "asterisk/pjsip_siporch.conf") == "asterisk:pjsip reload"
+    assert reload_action("pbx", "asterisk/extensions_siporch.conf") == "asterisk:dialplan reload"
+    assert reload_action("pbx", "asterisk/manager_siporch.conf") == "asterisk:manager reload"
     assert reload_action("pbx", "asterisk/modules.conf") == "asterisk:restart"
     for path in files():
         assert reload_action("pbx", path) != "none"
@@ -445,12 +471,12 @@ def test_golden(name: str) -> None:
 def test_two_edges_tried_in_order() -> None:
     hosts = example().model_dump()["hosts"]
     hosts["edge-central-2"] = {**hosts["edge-central"], "address": "192.0.2.11"}
-    ext = asterisk.render(variant(hosts=hosts), "pbx-central")["asterisk/extensions.conf"]
+    ext = asterisk.render(variant(hosts=hosts), "pbx-central")["asterisk/extensions_siporch.conf"]
     first = ext.index("Dial(PJSIP/${EXTEN}@siporch-edge-edge-central,")
     second = ext.index("Dial(PJSIP/${EXTEN}@siporch-edge-edge-central-2,")
     between = ext[first:second]
     assert '"${DIALSTATUS}" != "CHANUNAVAIL"' in between and "?done)" in between
-    pjsip = asterisk.render(variant(hosts=hosts), "pbx-central")["asterisk/pjsip.conf"]
+    pjsip = asterisk.render(variant(hosts=hosts), "pbx-central")["asterisk/pjsip_siporch.conf"]
     assert "permit = 192.0.2.11/255.255.255.255" in pjsip
 
 
@@ -458,14 +484,13 @@ def test_branch_pbx_uses_backup_site_edges() -> None:
     hosts = example().model_dump()["hosts"]
     del hosts["edge-branch"]
     hosts["pbx-branch"] = {**hosts["pbx-central"], "site": "branch", "address": "198.51.100.20"}
-    ext = asterisk.render(variant(hosts=hosts), "pbx-branch")["asterisk/extensions.conf"]
+    ext = asterisk.render(variant(hosts=hosts), "pbx-branch")["asterisk/extensions_siporch.conf"]
     assert "Dial(PJSIP/${EXTEN}@siporch-edge-edge-central," in ext
 
 
 def test_pbx_without_ami() -> None:
+    """No AMI in the model: the site's AMI settings are left alone (nothing rendered)."""
     hosts = example().model_dump()["hosts"]
     hosts["pbx-central"]["ami"] = None
-    mgr = asterisk.render(variant(hosts=hosts), "pbx-central")["asterisk/manager.conf"]
-    parsed = sections(mgr)
-    assert parsed["general"][0]["enabled"] == ["no"]
-    assert list(parsed) == ["general"]
+    mgr = asterisk.render(variant(hosts=hosts), "pbx-central")["asterisk/manager_siporch.conf"]
+    assert sections(mgr) == {}

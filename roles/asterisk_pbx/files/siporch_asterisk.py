@@ -2,10 +2,16 @@
 """Host-side helper for the asterisk_pbx role (standard library only).
 
 Subcommands:
-  check-tree RELEASE_DIR  parse every Asterisk config file of a release the way Asterisk's
-                          config loader does (sections, templates, key=value, key=>value,
-                          #include targets) and check what siporch relies on (asterisk.conf
-                          directories, pjsip object types, dialplan contexts, manager user).
+  check-tree RELEASE_DIR [--etc /etc/asterisk]
+                          parse siporch's Asterisk files of a release, and with --etc the
+                          site's configs that include them (as they will read once the
+                          release is current), the way Asterisk's config loader does
+                          (sections, templates, key=value, key=>value, #include and
+                          #tryinclude targets, globs) and check what siporch relies on: the
+                          include lines, pjsip object types, one global and one system
+                          object, no object or context of siporch also defined by the site,
+                          the DID destination contexts in the site's dialplan, the manager
+                          user, the [general] sections siporch's files add to.
   ami-login               log in to AMI with the user and secret of the live manager.conf.
   registrations           every outbound registration is Registered (waits --wait seconds).
   calls                   print the number of active calls.
@@ -21,9 +27,18 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 LIVE_ROOT = "/etc/siporch/current"
+SITE_ETC = "/etc/asterisk"
+ASTERISK_CONF = f"{SITE_ETC}/asterisk.conf"
+#: site file -> siporch's file it includes (from the current release)
+SITE_INCLUDES = {
+    "pjsip.conf": "pjsip_siporch.conf",
+    "extensions.conf": "extensions_siporch.conf",
+    "manager.conf": "manager_siporch.conf",
+}
 PJSIP_TYPES = {
     "transport",
     "endpoint",
@@ -50,8 +65,20 @@ class Failure(Exception):
 Section = tuple[str, dict[str, list[str]]]
 
 
-def parse_conf(path: Path, root: Path, problems: list[str], depth: int = 0) -> list[Section]:
-    """Asterisk config syntax: [name](options), key = value, key => value, #include."""
+def parse_conf(
+    path: Path,
+    root: Path,
+    problems: list[str],
+    depth: int = 0,
+    etc: Path | None = None,
+    included: list[Path] | None = None,
+) -> list[Section]:
+    """Asterisk config syntax: [name](options), key = value, key => value, #include.
+
+    A relative include is read from ``etc`` (Asterisk's astetcdir), else from the including
+    file's directory; ``/etc/siporch/current`` in an include is read from ``root`` (the
+    release being checked). The files read through includes are appended to ``included``.
+    """
     sections: list[Section] = []
     if depth > 10:
         problems.append(f"{path.name}: #include nested too deep")
@@ -73,17 +100,23 @@ def parse_conf(path: Path, root: Path, problems: list[str], depth: int = 0) -> l
         line = re.sub(r"(?<!\\);.*$", "", line).strip()
         if not line:
             continue
-        where = f"{path.relative_to(root)}:{number}"
+        where = f"{path.relative_to(root) if path.is_relative_to(root) else path}:{number}"
         if line.startswith("#"):
             m = re.fullmatch(r'#(include|tryinclude)\s+"?([^"]+?)"?', line)
             if m:
                 target = Path(m.group(2))
                 if not target.is_absolute():
-                    target = path.parent / target
+                    target = (etc or path.parent) / target
                 target = Path(str(target).replace(LIVE_ROOT, str(root)))
-                if target.is_file():
-                    sections.extend(parse_conf(target, root, problems, depth + 1))
-                elif m.group(1) == "include":
+                if "*" in target.name or "?" in target.name:
+                    targets = sorted(p for p in target.parent.glob(target.name) if p.is_file())
+                else:
+                    targets = [target] if target.is_file() else []
+                for t in targets:
+                    if included is not None:
+                        included.append(t)
+                    sections.extend(parse_conf(t, root, problems, depth + 1, etc, included))
+                if not targets and m.group(1) == "include" and "*" not in target.name:
                     problems.append(f"{where}: #include {m.group(2)} does not exist")
                 continue
             if line.startswith("#exec"):
@@ -106,42 +139,107 @@ def parse_conf(path: Path, root: Path, problems: list[str], depth: int = 0) -> l
     return sections
 
 
-def check_tree(release: Path) -> str:
+def _kinds(sections: list[Section]) -> list[tuple[str, str]]:
+    """(name, type) of each pjsip section; a section without type is skipped."""
+    return [(name, (o.get("type") or [""])[-1]) for name, o in sections if o.get("type")]
+
+
+def check_tree(release: Path, etc: Path | None = None) -> str:
+    """siporch's files of ``release``; with ``etc``, the site's configs including them."""
     base = release / "asterisk"
     if not base.is_dir():
         raise Failure(f"{base} is missing")
     problems: list[str] = []
-    parsed: dict[str, list[Section]] = {}
+    own: dict[str, list[Section]] = {}
     for conf in sorted(base.glob("*.conf")):
-        parsed[conf.name] = parse_conf(conf, release, problems)
-    for required in ("asterisk.conf", "pjsip.conf", "extensions.conf", "manager.conf"):
-        if required not in parsed:
+        own[conf.name] = parse_conf(conf, release, problems, etc=etc)
+    for required in SITE_INCLUDES.values():
+        if required not in own:
             problems.append(f"{required} is missing")
-    for name, options in parsed.get("asterisk.conf", []):
-        if name == "directories":
-            etc = (options.get("astetcdir") or [""])[-1]
-            if etc and etc.rstrip("/") != f"{LIVE_ROOT}/asterisk":
-                problems.append(f"asterisk.conf: astetcdir is {etc}, not {LIVE_ROOT}/asterisk")
-    for name, options in parsed.get("pjsip.conf", []):
-        kinds = options.get("type")
-        if kinds and kinds[-1] not in PJSIP_TYPES:
-            problems.append(f"pjsip.conf: [{name}] has unknown type {kinds[-1]!r}")
-    contexts = [name for name, _ in parsed.get("extensions.conf", [])]
-    if parsed.get("extensions.conf") is not None and not contexts:
-        problems.append("extensions.conf: no context")
-    users = [n for n, o in parsed.get("manager.conf", []) if n != "general" and "secret" in o]
-    if "manager.conf" in parsed and not users:
-        problems.append("manager.conf: no AMI user with a secret")
+    site: dict[str, list[Section]] = {}
+    if etc is not None:
+        for site_file, own_file in SITE_INCLUDES.items():
+            path = etc / site_file
+            if not path.is_file():
+                problems.append(f"{path} is missing")
+                continue
+            included: list[Path] = []
+            site[site_file] = parse_conf(path, release, problems, etc=etc, included=included)
+            if base / own_file not in included:
+                problems.append(
+                    f"{path} does not include {LIVE_ROOT}/asterisk/{own_file} "
+                    f"(#tryinclude {LIVE_ROOT}/asterisk/{own_file})"
+                )
+    pjsip = site.get("pjsip.conf", own.get("pjsip_siporch.conf", []))
+    for name, kind in _kinds(pjsip):
+        if kind not in PJSIP_TYPES:
+            problems.append(f"pjsip: [{name}] has unknown type {kind!r}")
+    for singleton in ("global", "system"):
+        count = sum(1 for _, kind in _kinds(pjsip) if kind == singleton)
+        if count > 1:
+            problems.append(
+                f"pjsip: {count} type={singleton} objects; siporch's file has the one "
+                "Asterisk allows, the site's pjsip.conf must not define another"
+            )
+    if "pjsip.conf" in site:
+        mine = Counter(_kinds(own.get("pjsip_siporch.conf", [])))
+        mine.update(_kinds(own.get("pjsip_siporch_transports.conf", [])))
+        for key, n in sorted(Counter(_kinds(pjsip)).items()):
+            if key in mine and n > mine[key] and key[1] not in ("global", "system"):
+                problems.append(
+                    f"{etc / 'pjsip.conf'}: [{key[0]}] (type={key[1]}) is also one of siporch's "
+                    "objects; rename the site's"
+                )
+    own_contexts = [name for name, _ in own.get("extensions_siporch.conf", [])]
+    if "extensions_siporch.conf" in own and "siporch-inbound" not in own_contexts:
+        problems.append("extensions_siporch.conf: no context siporch-inbound")
+    if "extensions.conf" in site:
+        contexts = Counter(name for name, _ in site["extensions.conf"])
+        for name in sorted(set(own_contexts)):
+            if contexts[name] > own_contexts.count(name):
+                problems.append(
+                    f"{etc / 'extensions.conf'}: context [{name}] belongs to siporch; "
+                    "rename the site's"
+                )
+        text = (base / "extensions_siporch.conf").read_text(errors="replace")
+        wanted = sorted(set(re.findall(r"Goto\(([A-Za-z0-9_-]+),\$\{EXTEN\},1\)", text)))
+        for name in wanted:
+            if not name.startswith("siporch-") and name not in contexts:
+                problems.append(
+                    f"DID destination context [{name}] is not in the site's dialplan "
+                    f"({etc / 'extensions.conf'})"
+                )
+    manager = own.get("manager_siporch.conf", [])
+    users = [n for n, o in manager if n != "general" and "secret" in o]
+    if manager and not users:
+        problems.append("manager_siporch.conf: no AMI user with a secret")
+    if "manager.conf" in site and users:
+        every = [n for n, o in site["manager.conf"] if n != "general"]
+        for user in users:
+            if every.count(user) > 1:
+                problems.append(f"{etc / 'manager.conf'}: AMI user [{user}] is siporch's")
+    for site_file, own_file in SITE_INCLUDES.items():
+        adds = sum(1 for name, _ in own.get(own_file, []) if name == "general")
+        if adds and site_file in site:
+            generals = sum(1 for n, _ in site[site_file] if n == "general")
+            if generals <= adds and f"{own_file} (#tryinclude" not in "; ".join(problems):
+                problems.append(
+                    f"{etc / site_file}: no [general] section, which {own_file} adds to "
+                    "([general](+)); add one before the include line"
+                )
     if problems:
         raise Failure("; ".join(problems[:12]))
-    total = sum(len(s) for s in parsed.values())
-    return f"asterisk configs parse: {len(parsed)} file(s), {total} section(s)"
+    total = sum(len(v) for v in own.values())
+    where = f"; with the site's configs in {etc}" if etc is not None else ""
+    return f"asterisk configs parse: {len(own)} siporch file(s), {total} section(s){where}"
 
 
 def _manager(conf: Path) -> tuple[str, int, str, str] | None:
     """(host, port, user, secret) of the AMI, or None when the release disables it."""
     problems: list[str] = []
     sections = parse_conf(conf, conf.parent.parent, problems)
+    if not sections:
+        return None
     host, port, user, secret = "127.0.0.1", 5038, "", ""
     for name, options in sections:
         if name == "general" and (options.get("enabled") or ["no"])[-1].lower() not in (
@@ -249,7 +347,10 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="siporch_asterisk")
     parser.add_argument("--root", default=LIVE_ROOT)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("check-tree").add_argument("release")
+    parser.add_argument("--asterisk-conf", default=ASTERISK_CONF)
+    tree = sub.add_parser("check-tree")
+    tree.add_argument("release")
+    tree.add_argument("--etc", default=None)
     sub.add_parser("ami-login").add_argument("--timeout", type=float, default=20.0)
     sub.add_parser("registrations").add_argument("--wait", type=float, default=30.0)
     sub.add_parser("calls")
@@ -257,13 +358,13 @@ def main(argv: list[str]) -> int:
     root = Path(args.root)
     try:
         if args.cmd == "check-tree":
-            print(check_tree(Path(args.release)))
+            print(check_tree(Path(args.release), Path(args.etc) if args.etc else None))
         elif args.cmd == "ami-login":
-            print(ami_login(root / "asterisk" / "manager.conf", args.timeout))
+            print(ami_login(root / "asterisk" / "manager_siporch.conf", args.timeout))
         elif args.cmd == "registrations":
-            print(registrations(root / "asterisk" / "asterisk.conf", args.wait))
+            print(registrations(Path(args.asterisk_conf), args.wait))
         elif args.cmd == "calls":
-            print(calls(root / "asterisk" / "asterisk.conf"))
+            print(calls(Path(args.asterisk_conf)))
     except Failure as exc:
         print(str(exc), file=sys.stderr)
         return 1
