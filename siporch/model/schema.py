@@ -139,13 +139,6 @@ class RtpengineSettings(Strict):
         return self
 
 
-class AsteriskSettings(Strict):
-    """Asterisk on a PBX host."""
-
-    rtp_port_min: int = Field(default=10000, ge=1024, le=65535)
-    rtp_port_max: int = Field(default=20000, ge=1024, le=65535)
-
-
 class Ami(Strict):
     """Asterisk Manager Interface of a PBX host, used by `siporch status`."""
 
@@ -175,7 +168,6 @@ class Host(Strict):
     tls: TlsFiles | None = None
     kamailio: KamailioSettings = Field(default_factory=KamailioSettings)
     rtpengine: RtpengineSettings = Field(default_factory=RtpengineSettings)
-    asterisk: AsteriskSettings = Field(default_factory=AsteriskSettings)
     ami: Ami | None = None
 
 

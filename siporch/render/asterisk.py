@@ -281,8 +281,6 @@ class AsteriskView:
     pattern_dids: list[DidView]
     destination_contexts: list[str]
     ami: dict[str, object] | None
-    rtp_port_min: int
-    rtp_port_max: int
     channel_vars: list[str]
 
 
@@ -606,8 +604,6 @@ def build_view(model: Model, host: str) -> AsteriskView:
         pattern_dids=patterns,
         destination_contexts=contexts,
         ami=ami,
-        rtp_port_min=pbx.asterisk.rtp_port_min,
-        rtp_port_max=pbx.asterisk.rtp_port_max,
         channel_vars=CHANNEL_VARS,
     )
 

@@ -97,7 +97,7 @@ def deployed(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
     release = result.report["release"]
     for host in HOSTS:
         assert _current(lab, host) == release
-    conf = (lab.root(PBX) / "etc/siporch/current/asterisk/pjsip.conf").read_text()
+    conf = (lab.root(PBX) / "etc/siporch/current/asterisk/pjsip_siporch.conf").read_text()
     old_secret = next(
         line.split("=", 1)[1].strip()
         for line in conf.splitlines()
@@ -112,7 +112,7 @@ def test_diff_after_a_local_render_compares_with_what_hosts_run(
     inv = ck.copy_inventory(lab, tmp_path)
     ck.edit_model(inv, _edit)
     expected = _expected(deployed["base"], inv)
-    assert expected[PBX] == {"asterisk/pjsip.conf"}
+    assert expected[PBX] == {"asterisk/pjsip_siporch.conf"}
     # rendered (the newest local release of this inventory), never deployed
     r = _siporch("render", "-i", str(inv), "--json")
     assert r.returncode == 0, r.stderr

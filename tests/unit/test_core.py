@@ -65,14 +65,14 @@ def test_manifests_round_trip_byte_for_byte(release_dir) -> None:  # type: ignor
         assert hm.dumps() == host_raw
         assert hm == m.hosts[host]
     pbx = m.hosts["pbx-central"]
-    assert pbx.files["asterisk/pjsip.conf"].secret
-    assert pbx.files["asterisk/pjsip.conf"].mode == "0640"
-    assert pbx.secret_paths == {"asterisk/pjsip.conf", "asterisk/manager.conf"}
+    assert pbx.files["asterisk/pjsip_siporch.conf"].secret
+    assert pbx.files["asterisk/pjsip_siporch.conf"].mode == "0640"
+    assert pbx.secret_paths == {"asterisk/pjsip_siporch.conf", "asterisk/manager_siporch.conf"}
 
 
 OLD_HOST_MANIFEST = """{
   "files": {
-    "asterisk/pjsip.conf": {
+    "asterisk/pjsip_siporch.conf": {
       "mode": "0640",
       "reload": "asterisk:pjsip reload",
       "secret": true,
@@ -91,7 +91,7 @@ OLD_HOST_MANIFEST = """{
 
 def test_a_manifest_written_by_an_earlier_version_reads_and_writes_the_same() -> None:
     hm = HostManifest.loads(OLD_HOST_MANIFEST)
-    assert hm.files["asterisk/pjsip.conf"] == FileEntry("aa", "0640", "asterisk:pjsip reload", True)
+    assert hm.files["asterisk/pjsip_siporch.conf"] == FileEntry("aa", "0640", "asterisk:pjsip reload", True)
     assert hm.dumps() == OLD_HOST_MANIFEST
 
 
@@ -243,7 +243,7 @@ def test_plan_against_what_hosts_run(loaded, release_dir, tmp_path) -> None:  # 
     model = edited.model
     plan = lifecycle.build_plan(edited, bases, out_dir=out)
     changed = {h: core.states(p.changes) for h, p in plan.hosts.items() if p.changes}
-    assert changed == {"pbx-central": {"asterisk/pjsip.conf": "modified"}}
+    assert changed == {"pbx-central": {"asterisk/pjsip_siporch.conf": "modified"}}
     assert plan.hosts["pbx-central"].reloads == ("asterisk:pjsip reload",)
     text = lifecycle.plan_diff(plan, "pbx-central", out, core.model_secrets(model))
     assert "+username = renamed" in text
@@ -255,8 +255,8 @@ def test_plan_against_what_hosts_run(loaded, release_dir, tmp_path) -> None:  # 
 
 def test_mask_secrets_in_rendered_files(release_dir) -> None:  # type: ignore[no-untyped-def]
     _, rel = release_dir
-    pjsip = (rel.path / "pbx-central" / "asterisk" / "pjsip.conf").read_text()
-    manager = (rel.path / "pbx-central" / "asterisk" / "manager.conf").read_text()
+    pjsip = (rel.path / "pbx-central" / "asterisk" / "pjsip_siporch.conf").read_text()
+    manager = (rel.path / "pbx-central" / "asterisk" / "manager_siporch.conf").read_text()
     assert ITSP_B_PASSWORD in pjsip and AMI_SECRET in manager
     for text in (pjsip, manager):
         masked = core.mask_secrets(text)
@@ -291,7 +291,7 @@ def test_diff_cli_against_a_release_masks_secrets(release_dir, tmp_path) -> None
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "modified asterisk/pjsip.conf" in r.stdout
+    assert "modified asterisk/pjsip_siporch.conf" in r.stdout
     assert "+username = renamed" in r.stdout
     assert ITSP_B_PASSWORD not in r.stdout + r.stderr and AMI_SECRET not in r.stdout
     j = subprocess.run(
@@ -300,7 +300,7 @@ def test_diff_cli_against_a_release_masks_secrets(release_dir, tmp_path) -> None
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     data = json.loads(j.stdout)
-    assert data["hosts"]["pbx-central"]["files"] == {"asterisk/pjsip.conf": "modified"}
+    assert data["hosts"]["pbx-central"]["files"] == {"asterisk/pjsip_siporch.conf": "modified"}
     assert data["hosts"]["edge-central"]["files"] == {} and data["unknown"] == []
 
 
@@ -317,7 +317,7 @@ def test_check_mode_action_shows_a_masked_diff_and_reports_changed(tmp_path: Pat
   gather_facts: false
   tasks:
     - name: masked
-      siporch_masked_diff: {{src: "{new}", dest: "{running}", path: asterisk/pjsip.conf}}
+      siporch_masked_diff: {{src: "{new}", dest: "{running}", path: asterisk/pjsip_siporch.conf}}
     - name: same
       siporch_masked_diff: {{src: "{running}", dest: "{running}", path: same.conf}}
 """
