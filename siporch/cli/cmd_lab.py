@@ -25,7 +25,7 @@ DEFAULT_EXAMPLE = "inventory/example"
 
 def _host_table(hosts: list[lab.HostStatus]) -> Table:
     table = Table(box=None, pad_edge=False)
-    for col in ("host", "address", "netns", "root", "sshd", "daemons", "problem"):
+    for col in ("host", "address", "netns", "root", "init", "sshd", "daemons", "problem"):
         table.add_column(col)
 
     def yn(flag: bool) -> str:
@@ -35,11 +35,15 @@ def _host_table(hosts: list[lab.HostStatus]) -> Table:
         daemons = " ".join(f"{k}({len(v)})" for k, v in sorted(h.daemons.items()) if k != "sshd")
         sshd = yn(h.sshd_running and h.ssh_port)
         problem = h.problem()
+        init = "-"
+        if h.init == "systemd":
+            init = f"systemd ({h.system})" if h.init_pid is not None else "[red]systemd down[/red]"
         table.add_row(
             h.name,
             h.address,
             yn(h.netns and h.veth),
             yn(h.mounted),
+            init,
             sshd,
             daemons or "-",
             f"[red]{escape(problem)}[/red]" if problem else "",
@@ -70,8 +74,22 @@ def cli() -> None:
 )
 @click.option("--rebuild", is_flag=True, help="Rebuild the root file system first.")
 @click.option("--recreate", is_flag=True, help="Tear down and start again even if up.")
+@click.option(
+    "--init",
+    type=click.Choice(["systemd", "none"]),
+    default=None,
+    help="systemd: the edges and the PBX boot systemd as PID 1 (the default, or "
+    "$SIPORCH_LAB_INIT); none: every host runs only sshd, daemons without init.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def up(example: Path, out: Path | None, rebuild: bool, recreate: bool, as_json: bool) -> int:
+def up(
+    example: Path,
+    out: Path | None,
+    rebuild: bool,
+    recreate: bool,
+    init: str | None,
+    as_json: bool,
+) -> int:
     """Build the root file system if needed, start every host, write inventory/lab.
 
     Exit 0 when every host is up, 1 when some host failed (see the problem column).
@@ -82,13 +100,17 @@ def up(example: Path, out: Path | None, rebuild: bool, recreate: bool, as_json: 
         if not as_json:
             err_console.print(escape(msg), soft_wrap=True)
 
-    result = lab.up(example, out, rebuild=rebuild, recreate=recreate, progress=progress)
+    result = lab.up(
+        example, out, rebuild=rebuild, recreate=recreate, init=init, progress=progress
+    )
     if as_json:
         click.echo(
             json.dumps(
                 {
                     "ok": result.ok,
                     "already_up": result.already_up,
+                    "init": result.init,
+                    "notes": result.notes,
                     "repaired": result.repaired,
                     "rootfs": str(result.rootfs),
                     "inventory": str(result.inventory),
@@ -111,6 +133,7 @@ def up(example: Path, out: Path | None, rebuild: bool, recreate: bool, as_json: 
     if result.repaired:
         console.print("restarted sshd on: " + ", ".join(result.repaired))
     state = "already up" if result.already_up else f"up in {result.seconds:.1f} s"
+    state += f" (init {result.init})"
     good = sum(1 for h in result.hosts if h.ok)
     console.print(
         f"lab {state}: {good}/{len(result.hosts)} hosts; inventory {escape(str(result.inventory))}",
