@@ -5,6 +5,8 @@ overlay's writable layer; the cached root file system is its lower layer) and ``
 (the merged view the host runs in). Inside ``root``: ``/proc``, a ``/sys`` of the host's
 own namespace, a small ``/dev`` (tmpfs with the usual nodes and a private devpts), and
 a tmpfs ``/run``. Commands run in a host with ``ip netns exec sipo-<host> chroot ROOT``.
+Hosts that boot systemd (``siporch.lab.systemd``) mount their own ``/proc`` and ``/sys``
+in their namespaces, and commands enter them with ``nsenter -t <their PID 1>``.
 """
 
 from __future__ import annotations
