@@ -25,7 +25,7 @@ DEFAULT_EXAMPLE = "inventory/example"
 
 def _host_table(hosts: list[lab.HostStatus]) -> Table:
     table = Table(box=None, pad_edge=False)
-    for col in ("host", "address", "netns", "root", "init", "sshd", "daemons", "problem"):
+    for col in ("host", "address", "netns", "root", "sshd", "daemons", "problem"):
         table.add_column(col)
 
     def yn(flag: bool) -> str:
@@ -35,20 +35,25 @@ def _host_table(hosts: list[lab.HostStatus]) -> Table:
         daemons = " ".join(f"{k}({len(v)})" for k, v in sorted(h.daemons.items()) if k != "sshd")
         sshd = yn(h.sshd_running and h.ssh_port)
         problem = h.problem()
-        init = "-"
-        if h.init == "systemd":
-            init = f"systemd ({h.system})" if h.init_pid is not None else "[red]systemd down[/red]"
         table.add_row(
             h.name,
             h.address,
             yn(h.netns and h.veth),
             yn(h.mounted),
-            init,
             sshd,
             daemons or "-",
             f"[red]{escape(problem)}[/red]" if problem else "",
         )
     return table
+
+
+def _systemd_line(hosts: list[lab.HostStatus]) -> str | None:
+    """One line naming the hosts that boot systemd and how their systemd is."""
+    booting = [h for h in hosts if h.init == "systemd"]
+    if not booting:
+        return None
+    states = [f"{h.name} ({h.system if h.init_pid is not None else 'down'})" for h in booting]
+    return "systemd hosts: " + ", ".join(states)
 
 
 @click.group()
@@ -130,6 +135,9 @@ def up(
             f"{len(c.mounts)} mount(s), {len(c.network)} network object(s)"
         )
     console.print(_host_table(result.hosts))
+    line = _systemd_line(result.hosts)
+    if line:
+        console.print(escape(line), soft_wrap=True)
     if result.repaired:
         console.print("restarted sshd on: " + ", ".join(result.repaired))
     state = "already up" if result.already_up else f"up in {result.seconds:.1f} s"
@@ -185,6 +193,9 @@ def status(as_json: bool) -> int:
         console.print("the lab is down; start it with `siporch lab up`")
         return 1
     console.print(_host_table(st.hosts))
+    line = _systemd_line(st.hosts)
+    if line:
+        console.print(escape(line), soft_wrap=True)
     if not st.bridge:
         console.print(f"[red]bridge {lab.topology.BRIDGE} is missing[/red]")
     for item in st.impairments:
