@@ -5,6 +5,10 @@
 * noop: wall time of a deploy of an unchanged model (after one deploy of it).
 * scale: a model with --trunks trunks (bench/genmodel.py, the lab's hosts): time of its first
   deploy, then of a deploy that adds one peer to one trunk, and the reloads that needed.
+* init: the same deploys on systemd lab hosts and on hosts without init, in one run:
+  for each --init mode, `lab up --init MODE` (timed; the lab is started again when the
+  mode changes), a first deploy of the lab's model, no-op deploys (--repeat), and a deploy
+  that adds one peer to one trunk (and one that removes it again).
 * drops: --calls long SIPp calls through the edge (siporch call, Record-Route aware), then a
   deploy that adds a peer to the calls' trunk; once with siporch's least reloads, once with
   every changed daemon restarted (siporch_restart_on_change); calls whose BYE got no 200 OK.
@@ -118,6 +122,40 @@ def bench_scale(tmp: Path, trunks: int) -> list[str]:
     ]
 
 
+def bench_init(tmp: Path, modes: list[str], repeat: int) -> list[str]:
+    from siporch.lab import lab
+
+    example = REPO / "inventory" / "example"
+    rows = []
+    for mode in modes:
+        lab.down()
+        started = time.monotonic()
+        result = lab.up(example, LAB_INVENTORY, init=mode)
+        t_up = time.monotonic() - started
+        if not result.ok:
+            problems = "; ".join(f"{h.name}: {h.problem()}" for h in result.hosts if not h.ok)
+            raise SystemExit(f"lab up --init {mode} failed: {problems}")
+        base = copy_inventory(tmp / f"init-{mode}-base")
+        peer = copy_inventory(tmp / f"init-{mode}-peer")
+        edit_model(
+            peer,
+            lambda m: m["trunks"]["itsp-a"]["peers"].append(
+                {"address": "198.18.1.12", "port": 5060, "transport": "udp", "priority": 3}
+            ),
+        )
+        t_first, _ = deploy(base)
+        noop = [deploy(base)[0] for _ in range(repeat)]
+        t_add, add = deploy(peer)
+        t_back, _ = deploy(base)
+        rows.append(
+            f"| {mode} | {t_up:.1f} s | {t_first:.1f} s | {statistics.median(noop):.1f} s "
+            f"(min {min(noop):.1f}, max {max(noop):.1f}, {repeat} runs) | {t_add:.1f} s "
+            f"({reloads(add)}) | {t_back:.1f} s |"
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
 def place_calls(inv: Path, calls: int, duration: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
@@ -162,14 +200,21 @@ def bench_drops(tmp: Path, calls: int) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", nargs="+", choices=["noop", "scale", "drops"])
+    ap.add_argument("--only", nargs="+", choices=["noop", "scale", "drops", "init"])
+    ap.add_argument(
+        "--init",
+        nargs="+",
+        choices=["none", "systemd"],
+        default=["none", "systemd"],
+        help="lab init modes compared by `--only init` (the lab is left in the last one)",
+    )
     ap.add_argument("--trunks", type=int, default=1000)
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     if not (LAB_INVENTORY / "lab.json").is_file():
         raise SystemExit("the lab is not up: run `siporch lab up` first")
-    which = set(args.only or ["noop", "scale", "drops"])
+    which = set(args.only or ["noop", "scale", "drops"])  # `init` only when asked for
     # Hold the controller's deploy lock for the whole benchmark: no other deploy in between.
     sys.path.insert(0, str(REPO / "playbooks" / "files"))
     import deploy_lock
@@ -193,6 +238,16 @@ def run_benchmarks(which: set[str], args: argparse.Namespace) -> None:
                 print("\n".join(bench_noop(tmp, args.repeat)), flush=True)
             if "scale" in which:
                 print("\n".join(bench_scale(tmp, args.trunks)), flush=True)
+            print()
+        if "init" in which:
+            from siporch.lab.spec import HOSTS
+
+            print(
+                f"| lab init | `lab up` ({len(HOSTS)} hosts) | first deploy | no-op deploy | "
+                "one trunk change (peer added) | change back |"
+            )
+            print("|---|---|---|---|---|---|", flush=True)
+            bench_init(tmp, args.init, args.repeat)
             print()
         if "drops" in which:
             print(

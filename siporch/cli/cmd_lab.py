@@ -47,6 +47,15 @@ def _host_table(hosts: list[lab.HostStatus]) -> Table:
     return table
 
 
+def _systemd_line(hosts: list[lab.HostStatus]) -> str | None:
+    """One line naming the hosts that boot systemd and how their systemd is."""
+    booting = [h for h in hosts if h.init == "systemd"]
+    if not booting:
+        return None
+    states = [f"{h.name} ({h.system if h.init_pid is not None else 'down'})" for h in booting]
+    return "systemd hosts: " + ", ".join(states)
+
+
 @click.group()
 def cli() -> None:
     """Real edge, PBX and ITSP hosts on this machine (needs root). See docs/lab.md."""
@@ -70,8 +79,22 @@ def cli() -> None:
 )
 @click.option("--rebuild", is_flag=True, help="Rebuild the root file system first.")
 @click.option("--recreate", is_flag=True, help="Tear down and start again even if up.")
+@click.option(
+    "--init",
+    type=click.Choice(["systemd", "none"]),
+    default=None,
+    help="systemd: the edges and the PBX boot systemd as PID 1 (the default, or "
+    "$SIPORCH_LAB_INIT); none: every host runs only sshd, daemons without init.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def up(example: Path, out: Path | None, rebuild: bool, recreate: bool, as_json: bool) -> int:
+def up(
+    example: Path,
+    out: Path | None,
+    rebuild: bool,
+    recreate: bool,
+    init: str | None,
+    as_json: bool,
+) -> int:
     """Build the root file system if needed, start every host, write inventory/lab.
 
     Exit 0 when every host is up, 1 when some host failed (see the problem column).
@@ -82,13 +105,17 @@ def up(example: Path, out: Path | None, rebuild: bool, recreate: bool, as_json: 
         if not as_json:
             err_console.print(escape(msg), soft_wrap=True)
 
-    result = lab.up(example, out, rebuild=rebuild, recreate=recreate, progress=progress)
+    result = lab.up(
+        example, out, rebuild=rebuild, recreate=recreate, init=init, progress=progress
+    )
     if as_json:
         click.echo(
             json.dumps(
                 {
                     "ok": result.ok,
                     "already_up": result.already_up,
+                    "init": result.init,
+                    "notes": result.notes,
                     "repaired": result.repaired,
                     "rootfs": str(result.rootfs),
                     "inventory": str(result.inventory),
@@ -108,9 +135,13 @@ def up(example: Path, out: Path | None, rebuild: bool, recreate: bool, as_json: 
             f"{len(c.mounts)} mount(s), {len(c.network)} network object(s)"
         )
     console.print(_host_table(result.hosts))
+    line = _systemd_line(result.hosts)
+    if line:
+        console.print(escape(line), soft_wrap=True)
     if result.repaired:
         console.print("restarted sshd on: " + ", ".join(result.repaired))
     state = "already up" if result.already_up else f"up in {result.seconds:.1f} s"
+    state += f" (init {result.init})"
     good = sum(1 for h in result.hosts if h.ok)
     console.print(
         f"lab {state}: {good}/{len(result.hosts)} hosts; inventory {escape(str(result.inventory))}",
@@ -162,6 +193,9 @@ def status(as_json: bool) -> int:
         console.print("the lab is down; start it with `siporch lab up`")
         return 1
     console.print(_host_table(st.hosts))
+    line = _systemd_line(st.hosts)
+    if line:
+        console.print(escape(line), soft_wrap=True)
     if not st.bridge:
         console.print(f"[red]bridge {lab.topology.BRIDGE} is missing[/red]")
     for item in st.impairments:

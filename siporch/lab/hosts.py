@@ -5,6 +5,8 @@ overlay's writable layer; the cached root file system is its lower layer) and ``
 (the merged view the host runs in). Inside ``root``: ``/proc``, a ``/sys`` of the host's
 own namespace, a small ``/dev`` (tmpfs with the usual nodes and a private devpts), and
 a tmpfs ``/run``. Commands run in a host with ``ip netns exec sipo-<host> chroot ROOT``.
+Hosts that boot systemd (``siporch.lab.systemd``) mount their own ``/proc`` and ``/sys``
+in their namespaces, and commands enter them with ``nsenter -t <their PID 1>``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from siporch.errors import LabError
+from siporch.lab import systemd
 from siporch.lab.spec import DNS_ADDRESS, DNS_HOST, HOSTS, LAB_DOMAIN, LabHost, LabPaths
 
 HOST_ENV = {
@@ -118,14 +121,20 @@ def _make_dev(root: Path) -> None:
     _mount(["-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs"], dev / "shm", "mount shm")
 
 
-def mount_host(host: LabHost, paths: LabPaths, lower: Path) -> Path:
-    """Overlay root plus /proc, /sys, /dev, /run. Returns the host's root path."""
+def mount_host(host: LabHost, paths: LabPaths, lower: Path, *, systemd: bool = False) -> Path:
+    """Overlay root plus /proc, /sys, /dev, /run. Returns the host's root path. A host
+    that boots systemd mounts its /proc and /sys itself, in its own namespaces
+    (``siporch.lab.systemd``)."""
     hdir = paths.host_dir(host.name)
     root = paths.host_root(host.name)
     for sub in ("upper", "work", "root"):
         (hdir / sub).mkdir(parents=True, exist_ok=True)
     opts = f"lowerdir={lower},upperdir={hdir / 'upper'},workdir={hdir / 'work'}"
     _mount(["-t", "overlay", "-o", opts, "overlay"], root, f"{host.name}: overlay mount")
+    if systemd:
+        _make_dev(root)
+        _mount(["-t", "tmpfs", "-o", "mode=0755,nosuid,nodev,size=64m", "tmpfs"], root / "run", "run")
+        return root
     _mount(["-t", "proc", "-o", "nosuid,nodev,noexec", "proc"], root / "proc", "mount /proc")
     # sysfs shows the network devices of the namespace that mounts it.
     _run(
@@ -299,8 +308,24 @@ def install_files(host: LabHost, root: Path, paths: LabPaths) -> None:
     shutil.copy2(crt, tls / f"{host.name}.crt")
     shutil.copy2(key, tls / f"{host.name}.key")
     (tls / f"{host.name}.key").chmod(0o640)
+    # Under systemd Kamailio runs as its packaged user: its group reads the key.
+    gid = _group_id(root, "kamailio")
+    if gid is not None:
+        os.chown(tls / f"{host.name}.key", 0, gid)
     if host.role == "pbx":
         install_site_dialplan(root)
+
+
+def _group_id(root: Path, name: str) -> int | None:
+    """The id of group ``name`` in the host's /etc/group."""
+    try:
+        for line in (root / "etc/group").read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) > 2 and fields[0] == name:
+                return int(fields[2])
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 #: First line of the lab PBX's own extensions.conf (written once, kept across restarts).
@@ -349,9 +374,18 @@ def install_site_dialplan(root: Path) -> None:
 # --- processes ------------------------------------------------------------------------
 
 
+def init_pid(host: LabHost, paths: LabPaths) -> int | None:
+    """The pid of the host's systemd (as this machine sees it), when it boots one."""
+    return systemd.init_pid(paths.host_dir(host.name) / systemd.PID_FILE)
+
+
 def host_argv(host: LabHost, paths: LabPaths, cmd: Sequence[str]) -> list[str]:
     """argv that runs ``cmd`` inside ``host``: its namespace, its root and, while its
-    sshd runs, its host name (the UTS namespace sshd was started in)."""
+    sshd runs, its host name (the UTS namespace sshd was started in). In a host that
+    boots systemd: every namespace of its PID 1 (``nsenter -t PID``)."""
+    init = init_pid(host, paths)
+    if init is not None:
+        return systemd.enter_argv(init, cmd)
     argv = ["ip", "netns", "exec", host.netns]
     pid = sshd_pid(host, paths)
     if pid is not None:
@@ -463,10 +497,14 @@ def _since_last_start(path: Path, lines: int = 3) -> str:
 
 
 def sshd_pid(host: LabHost, paths: LabPaths) -> int | None:
+    """The host's listening sshd (its pid as this machine sees it), or None."""
     try:
         pid = int((paths.host_root(host.name) / "run/sshd.pid").read_text().strip())
     except (OSError, ValueError):
         return None
+    init = init_pid(host, paths)
+    if init is not None:  # the pid file holds the pid in the host's own PID namespace
+        return systemd.outer_pid(init, pid)
     return pid if Path(f"/proc/{pid}").exists() else None
 
 

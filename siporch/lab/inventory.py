@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from siporch.errors import LabError
+from siporch.lab import systemd
 from siporch.lab.addresses import documentation_addresses, map_address, rewrite_text
 from siporch.lab.spec import BRIDGE, CONTROLLER_ADDRESS, HOSTS, LAB_NETWORK, LabPaths
 
@@ -57,8 +58,12 @@ def _walk_groups(group: dict[str, Any], name: str, out: dict[str, dict[str, Any]
         _walk_groups(body or {}, child, out)
 
 
-def lab_hosts_document(example: Path, key: Path) -> dict[str, Any]:
-    """The hosts.yml document for the lab, derived from the example's hosts.yml."""
+def lab_hosts_document(
+    example: Path, key: Path, init: str = systemd.INIT_SYSTEMD
+) -> dict[str, Any]:
+    """The hosts.yml document for the lab, derived from the example's hosts.yml. Hosts
+    siporch deploys to get ``siporch_process_manager``: ``systemd`` when they boot
+    systemd (``init`` "systemd"), ``direct`` otherwise."""
     example_doc = _load_example_hosts(example)
     groups: dict[str, dict[str, Any]] = {}
     _walk_groups(example_doc["all"], "all", groups)
@@ -75,6 +80,9 @@ def lab_hosts_document(example: Path, key: Path) -> dict[str, Any]:
                 )
             hvars = {k: (map_address(v) if isinstance(v, str) else v) for k, v in hvars.items()}
             hvars["ansible_host"] = by_name[name].address
+            if systemd.SYSTEMD_GROUPS.intersection(by_name[name].groups):
+                boots = systemd.uses_systemd(by_name[name].groups, init)
+                hvars["siporch_process_manager"] = "systemd" if boots else "direct"
             members[name] = hvars
             placed.add(name)
         if group == "all":
@@ -107,7 +115,9 @@ def lab_hosts_document(example: Path, key: Path) -> dict[str, Any]:
     }
 
 
-def lab_json_document(paths: LabPaths, inventory: Path) -> dict[str, Any]:
+def lab_json_document(
+    paths: LabPaths, inventory: Path, init: str = systemd.INIT_SYSTEMD
+) -> dict[str, Any]:
     """lab.json: one group ``siporch_lab`` holding every lab host with its
     lab facts as host variables (``lab_address``, ``lab_netns``, ``lab_root``, ...) and
     the lab's own facts as group variables. Ansible reads every ``*.json`` of an
@@ -121,6 +131,7 @@ def lab_json_document(paths: LabPaths, inventory: Path) -> dict[str, Any]:
                 "lab_controller": CONTROLLER_ADDRESS,
                 "lab_ssh_key": str(paths.ssh_key),
                 "lab_inventory": str(inventory.resolve()),
+                "lab_init": init,
             },
             "hosts": {
                 h.name: {
@@ -132,6 +143,7 @@ def lab_json_document(paths: LabPaths, inventory: Path) -> dict[str, Any]:
                     "lab_groups": list(h.groups),
                     "lab_role": h.role,
                     "lab_description": h.description,
+                    "lab_init": "systemd" if systemd.uses_systemd(h.groups, init) else "none",
                 }
                 for h in HOSTS
             },
@@ -141,7 +153,8 @@ def lab_json_document(paths: LabPaths, inventory: Path) -> dict[str, Any]:
 
 def read_lab_json(path: Path) -> dict[str, Any]:
     """Flat view of lab.json: ``{"network", "bridge", ..., "hosts": {name: {"address",
-    "addresses", "netns", "veth", "root", "groups", "role", "description"}}}``."""
+    "addresses", "netns", "veth", "root", "groups", "role", "description", "init"}}}``
+    ("init": "systemd" or "none")."""
     try:
         doc = json.loads(path.read_text())[LAB_GROUP]
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -174,7 +187,9 @@ def _copy_tree(example: Path, dest: Path) -> None:
         shutil.copymode(src, target)
 
 
-def write_inventory(example: Path, dest: Path, paths: LabPaths) -> Path:
+def write_inventory(
+    example: Path, dest: Path, paths: LabPaths, init: str = systemd.INIT_SYSTEMD
+) -> Path:
     """Write the lab inventory for ``example`` into ``dest`` (replacing an earlier one)."""
     if not example.is_dir():
         raise LabError(f"example inventory {example} does not exist")
@@ -187,11 +202,11 @@ def write_inventory(example: Path, dest: Path, paths: LabPaths) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    hosts_doc = lab_hosts_document(example, paths.ssh_key)
+    hosts_doc = lab_hosts_document(example, paths.ssh_key, init)
     header = HEADER.format(src=example)
     (tmp / "hosts.yml").write_text(header + yaml.safe_dump(hosts_doc, sort_keys=False))
     _copy_tree(example, tmp)
-    (tmp / "lab.json").write_text(json.dumps(lab_json_document(paths, dest), indent=2) + "\n")
+    (tmp / "lab.json").write_text(json.dumps(lab_json_document(paths, dest, init), indent=2) + "\n")
     if dest.exists():
         shutil.rmtree(dest)
     tmp.rename(dest)

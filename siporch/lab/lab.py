@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from siporch.errors import LabError
-from siporch.lab import dns, impair, procs, provider, rootfs, topology
+from siporch.lab import dns, impair, procs, provider, rootfs, systemd, topology
 from siporch.lab import hosts as hostfs
 from siporch.lab.inventory import lab_hosts_document, write_inventory
 from siporch.lab.spec import DNS_HOST, HOSTS, LabHost, LabPaths, host_by_name
@@ -91,10 +91,26 @@ class HostStatus:
     # The lab's own services of the host that do not run (dnsmasq on dns, the
     # provider's daemons on itsp-c1/c2); `lab up` starts them.
     services: list[str] = field(default_factory=list)
+    # "systemd" when the host boots systemd as its PID 1, "none" otherwise.
+    init: str = systemd.INIT_NONE
+    init_pid: int | None = None
+    # `systemctl is-system-running` of a systemd host (running, degraded, ...).
+    system: str | None = None
+
+    @property
+    def init_ok(self) -> bool:
+        return self.init != systemd.INIT_SYSTEMD or self.init_pid is not None
 
     @property
     def host_ok(self) -> bool:
-        return self.netns and self.veth and self.mounted and self.sshd_running and self.ssh_port
+        return (
+            self.netns
+            and self.veth
+            and self.mounted
+            and self.init_ok
+            and self.sshd_running
+            and self.ssh_port
+        )
 
     @property
     def ok(self) -> bool:
@@ -111,7 +127,9 @@ class HostStatus:
             why.append("veth missing")
         if not self.mounted:
             why.append("root not mounted")
-        if not self.sshd_running:
+        if not self.init_ok:
+            why.append("systemd not running")
+        elif not self.sshd_running:
             why.append("sshd not running")
         elif not self.ssh_port:
             why.append("sshd not answering on port 22")
@@ -182,9 +200,23 @@ def leftovers(paths: LabPaths) -> dict[str, list[str]]:
     }
 
 
-def status(paths: LabPaths | None = None) -> LabStatus:
+def lab_init(paths: LabPaths) -> str:
+    """The init mode the running lab was started with ("none" for a lab started before
+    systemd hosts existed)."""
+    mode = read_state(paths).get("init")
+    return mode if mode in systemd.INIT_MODES else systemd.INIT_NONE
+
+
+def boots_systemd(host: LabHost, mode: str) -> bool:
+    return systemd.uses_systemd(host.groups, mode)
+
+
+def status(paths: LabPaths | None = None, *, system: bool = True) -> LabStatus:
+    """The lab as it is. ``system``: ask each systemd host for
+    `systemctl is-system-running` (one more command per host)."""
     paths = paths or LabPaths.default()
     state = read_state(paths)
+    mode = lab_init(paths)
     errors: dict[str, str] = {
         n: e for n, e in (state.get("errors") or {}).items() if isinstance(e, str)
     }
@@ -198,6 +230,7 @@ def status(paths: LabPaths | None = None) -> LabStatus:
             if p.comm in DAEMONS:  # exact: an "sshd-session" is not the listener
                 daemons.setdefault(p.comm, []).append(p.pid)
         pid = hostfs.sshd_pid(host, paths)
+        init = hostfs.init_pid(host, paths)
         st = HostStatus(
             name=host.name,
             address=host.address,
@@ -208,13 +241,20 @@ def status(paths: LabPaths | None = None) -> LabStatus:
             ssh_port=False,
             daemons={k: sorted(v) for k, v in daemons.items()},
             error=errors.get(host.name),
+            init=systemd.INIT_SYSTEMD if boots_systemd(host, mode) else systemd.INIT_NONE,
+            init_pid=init,
         )
+        if init is not None and system:
+            st.system, _ = systemd.system_state(init, hostfs.HOST_ENV)
         if st.netns and st.veth:
             st.ssh_port = hostfs.tcp_open(host.address, 22, timeout=0.5)
         if st.mounted:
             st.services = service_problems(host, paths)
         if not st.ok and st.error is None and st.mounted and not st.sshd_running:
-            st.error = hostfs.sshd_log_tail(host, paths) or None
+            if init is not None:
+                st.error = systemd.unit_log_tail(init, "ssh.service", hostfs.HOST_ENV) or None
+            else:
+                st.error = hostfs.sshd_log_tail(host, paths) or None
         return st
 
     with ThreadPoolExecutor(max_workers=len(HOSTS)) as pool:
@@ -246,7 +286,18 @@ class DownResult:
         return bool(self.processes or self.mounts or self.network or self.directories)
 
 
+def _init_pids(paths: LabPaths) -> list[int]:
+    """PIDs 1 (systemd) of the lab's hosts, as this machine sees them."""
+    if not paths.hosts_dir.is_dir():
+        return []
+    found = [systemd.init_pid(d / systemd.PID_FILE) for d in sorted(paths.hosts_dir.iterdir())]
+    return [pid for pid in found if pid is not None]
+
+
 def _down(paths: LabPaths, keep_state: bool) -> DownResult:
+    # systemd hosts first: halt them (SIGRTMIN+3) so their units stop cleanly; what is
+    # still alive after the wait is killed below with everything else.
+    systemd.halt(_init_pids(paths))
     found = lab_processes(paths)
     listed = [(p.pid, f"{p.pid} {p.comm} ({h})") for h, ps in found.items() for p in ps]
     survivors = procs.kill_processes([pid for pid, _ in listed])
@@ -254,6 +305,7 @@ def _down(paths: LabPaths, keep_state: bool) -> DownResult:
     again = lab_processes(paths)
     survivors += procs.kill_processes([p.pid for ps in again.values() for p in ps])
     mounts = hostfs.unmount_all(paths)
+    systemd.remove_cgroups()
     network = topology.teardown_network()
     impair.forget(paths)
     directories = [] if keep_state else hostfs.remove_host_dirs(paths)
@@ -297,6 +349,8 @@ class UpResult:
     seconds: float
     timings: dict[str, float]
     repaired: list[str] = field(default_factory=list)
+    init: str = systemd.INIT_NONE
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -345,6 +399,19 @@ def _repair(paths: LabPaths, before: LabStatus) -> dict[str, str | None]:
         if hs.host_ok:
             continue
         host = get_host(hs.name)
+        if hs.init_pid is not None:  # a systemd host: its ssh.service
+            proc = hostfs.run_in_host(host, paths, ["systemctl", "restart", "ssh.service"])
+            if proc.returncode != 0:
+                out[hs.name] = "ssh.service did not start: " + (
+                    systemd.unit_log_tail(hs.init_pid, "ssh.service", hostfs.HOST_ENV)
+                    or proc.stderr.strip()
+                )
+                continue
+            deadline = time.monotonic() + SSH_WAIT_S
+            out[hs.name] = (
+                None if hostfs.wait_tcp(host.address, 22, deadline) else "sshd did not answer"
+            )
+            continue
         pid = hostfs.sshd_pid(host, paths)
         if pid is not None:
             procs.kill_processes([pid], grace=1.0)
@@ -360,10 +427,43 @@ def _repair(paths: LabPaths, before: LabStatus) -> dict[str, str | None]:
     return out
 
 
-def _start_host(host: LabHost, paths: LabPaths, lower: Path) -> None:
+def _start_host(host: LabHost, paths: LabPaths, lower: Path, mode: str) -> None:
+    if boots_systemd(host, mode):
+        root = hostfs.mount_host(host, paths, lower, systemd=True)
+        hostfs.install_files(host, root, paths)
+        pid_file = paths.host_dir(host.name) / systemd.PID_FILE
+        systemd.boot(host.name, host.netns, root, pid_file)
+        return
     root = hostfs.mount_host(host, paths, lower)
     hostfs.install_files(host, root, paths)
     hostfs.start_sshd(host, paths)
+
+
+def _wait_host(host: LabHost, paths: LabPaths, mode: str, t0: float) -> tuple[str | None, str]:
+    """Wait for a started host: its systemd finished booting (systemd hosts), its sshd
+    answers. Returns (error or None, note)."""
+    note = ""
+    if boots_systemd(host, mode):
+        init = hostfs.init_pid(host, paths)
+        if init is None:
+            return "systemd exited during boot", note
+        state, reason = systemd.wait_running(
+            init, t0 + systemd.BOOT_WAIT_S, hostfs.HOST_ENV
+        )
+        if state == "degraded":
+            note = f"{host.name}: systemd is degraded: {reason}"
+        elif state != "running":
+            return f"systemd is {state} after {systemd.BOOT_WAIT_S:g} s {reason}".strip(), note
+        if not hostfs.wait_tcp(host.address, 22, time.monotonic() + SSH_WAIT_S):
+            tail = systemd.unit_log_tail(init, "ssh.service", hostfs.HOST_ENV)
+            return f"sshd did not answer on port 22: {tail or 'no log'}", note
+        return None, note
+    if not hostfs.wait_tcp(host.address, 22, t0 + SSH_WAIT_S):
+        tail = hostfs.sshd_log_tail(host, paths)
+        return f"sshd did not answer on port 22 in {SSH_WAIT_S:g} s" + (
+            f": {tail}" if tail else ""
+        ), note
+    return None, note
 
 
 def up(
@@ -373,12 +473,18 @@ def up(
     *,
     rebuild: bool = False,
     recreate: bool = False,
+    init: str | None = None,
     progress: Progress = lambda _msg: None,
 ) -> UpResult:
-    """Build (or reuse) the root file system, start every host, write the inventory."""
+    """Build (or reuse) the root file system, start every host, write the inventory.
+    ``init``: "systemd" (the default, or $SIPORCH_LAB_INIT) boots systemd in the edges
+    and the PBX; "none" starts only sshd in every host."""
     require_root()
     paths = paths or LabPaths.default()
-    lab_hosts_document(example, paths.ssh_key)  # a bad example fails before anything starts
+    mode = systemd.init_mode(init)
+    if mode == systemd.INIT_SYSTEMD:
+        systemd.host_cgroup("check")  # no cgroup v2: a clear error before anything starts
+    lab_hosts_document(example, paths.ssh_key, mode)  # a bad example fails first
     t0 = time.monotonic()
     timings: dict[str, float] = {}
     if rebuild:
@@ -394,6 +500,9 @@ def up(
         if not same_root and not before.down:
             progress(f"the root file system changed to {lower}: starting the hosts again")
             recreate = True
+        elif lab_init(paths) != mode and not before.down:
+            progress(f"the lab runs with init {lab_init(paths)}, not {mode}: starting it again")
+            recreate = True
         if before.up and not recreate and not rebuild:
             for host in HOSTS:
                 topology.add_missing_addresses(host)
@@ -401,20 +510,22 @@ def up(
             service_errors = _ensure_services(paths, skip=set())
             if service_errors:
                 progress("; ".join(f"{n}: {e}" for n, e in service_errors.items()))
-            inv = write_inventory(example, out, paths)
+            inv = write_inventory(example, out, paths, mode)
             state = read_state(paths)
             state["inventory"] = str(inv.resolve())
             _write_state(paths, state)
-            return UpResult(before.hosts, None, True, lower, inv, time.monotonic() - t0, timings)
+            return UpResult(
+                before.hosts, None, True, lower, inv, time.monotonic() - t0, timings, init=mode
+            )
         structural_ok = before.bridge and all(
-            h.netns and h.veth and h.mounted for h in before.hosts
+            h.netns and h.veth and h.mounted and h.init_ok for h in before.hosts
         )
         if structural_ok and not recreate and not rebuild:
             for host in HOSTS:
                 topology.add_missing_addresses(host)
             repaired = _repair(paths, before)
             services = _ensure_services(paths, skip={n for n, e in repaired.items() if e})
-            inv = write_inventory(example, out, paths)
+            inv = write_inventory(example, out, paths, mode)
             state = read_state(paths)
             state["inventory"] = str(inv.resolve())
             state["errors"] = {n: e for n, e in repaired.items() if e} | services
@@ -422,7 +533,15 @@ def up(
             after = status(paths)
             timings["total"] = time.monotonic() - t0
             return UpResult(
-                after.hosts, None, False, lower, inv, timings["total"], timings, sorted(repaired)
+                after.hosts,
+                None,
+                False,
+                lower,
+                inv,
+                timings["total"],
+                timings,
+                sorted(repaired),
+                init=mode,
             )
         cleaned = None
         if not before.down:
@@ -451,6 +570,7 @@ def up(
         state = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "rootfs": str(lower),
+            "init": mode,
             "inventory": None,
             "errors": errors,
         }
@@ -460,7 +580,7 @@ def up(
             if host.name in errors:
                 return host.name, errors[host.name]
             try:
-                _start_host(host, paths, lower)
+                _start_host(host, paths, lower, mode)
             except (LabError, OSError) as exc:
                 return host.name, str(exc)
             return host.name, None
@@ -469,35 +589,36 @@ def up(
             for name, err in pool.map(start, HOSTS):
                 if err:
                     errors[name] = err
-        deadline = time.monotonic() + SSH_WAIT_S
+        t_wait = time.monotonic()
+        notes: list[str] = []
         with ThreadPoolExecutor(max_workers=len(HOSTS)) as pool:
-            answered = dict(
-                zip(
-                    [h.name for h in HOSTS],
-                    pool.map(
-                        lambda h: h.name not in errors and hostfs.wait_tcp(h.address, 22, deadline),
-                        HOSTS,
-                    ),
-                    strict=True,
+            waited = list(
+                pool.map(
+                    lambda h: (None, "")
+                    if h.name in errors
+                    else _wait_host(h, paths, mode, t_wait),
+                    HOSTS,
                 )
             )
-        for host in HOSTS:
-            if host.name not in errors and not answered[host.name]:
-                tail = hostfs.sshd_log_tail(host, paths)
-                errors[host.name] = f"sshd did not answer on port 22 in {SSH_WAIT_S:g} s" + (
-                    f": {tail}" if tail else ""
-                )
+        for host, (err, note) in zip(HOSTS, waited, strict=True):
+            if err and host.name not in errors:
+                errors[host.name] = err
+            if note:
+                notes.append(note)
+                progress(note)
         timings["hosts"] = time.monotonic() - t3
         t4 = time.monotonic()
         errors |= _ensure_services(paths, skip=set(errors))
         timings["services"] = time.monotonic() - t4
-        inv = write_inventory(example, out, paths)
+        inv = write_inventory(example, out, paths, mode)
         state["errors"] = errors
         state["inventory"] = str(inv.resolve())
         _write_state(paths, state)
     after = status(paths)
     timings["total"] = time.monotonic() - t0
-    return UpResult(after.hosts, cleaned, False, lower, inv, timings["total"], timings)
+    return UpResult(
+        after.hosts, cleaned, False, lower, inv, timings["total"], timings, init=mode, notes=notes
+    )
 
 
 # --- running things in hosts ------------------------------------------------------------

@@ -539,6 +539,14 @@ def cleanup_capture(cap: Capture) -> None:
 # ------------------------------------------------------------------------- Asterisk
 
 
+# Kamailio's log inside a host: the journal of kamailio.service on a systemd host, the
+# file the roles' direct mode writes otherwise.
+KAMAILIO_LOG_CMD = (
+    "if [ -d /run/systemd/system ]; then journalctl -u kamailio.service -o cat --no-pager;"
+    " else cat /var/log/siporch/kamailio.log; fi"
+)
+
+
 def originate(lab: Lab, number: str, seconds: int = 4) -> str:
     """An outbound call from the PBX: Local channel into siporch-outbound, Wait on answer."""
     return lab.asterisk(

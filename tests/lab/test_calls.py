@@ -138,7 +138,7 @@ A1_URI = "sip:198.18.1.10:5060;transport=udp"
 
 
 def _failovers(kit: ck.Lab) -> int:
-    out = kit.run("edge-central", "grep -c 'failover after' /var/log/siporch/kamailio.log")
+    out = kit.run("edge-central", f"({ck.KAMAILIO_LOG_CMD}) | grep -c 'failover after'")
     return int(out.split()[0]) if out.split() and out.split()[0].isdigit() else 0
 
 
@@ -236,7 +236,7 @@ def _gateway_first_call(kit: ck.Lab) -> tuple[float, list[str], str]:
             lambda: any(m.startswith("BYE ") for m in a1.messages() + a2.messages()), 20
         ), [m.split("\n", 1)[0] for m in a1.messages() + a2.messages()]
         assert ck.wait_for(lambda: _failovers(kit) > before, 5)
-        log = kit.run("edge-central", "grep 'failover after' /var/log/siporch/kamailio.log")
+        log = kit.run("edge-central", f"({ck.KAMAILIO_LOG_CMD}) | grep 'failover after'")
     return took, users, log.splitlines()[-1]
 
 
