@@ -210,6 +210,31 @@ class RegisterAuth(Strict):
     registrar: str | None = Field(default=None, description="defaults to the first peer")
 
 
+_AUTH_TEXT = r"^[^\x00-\x1f\x7f\"\\]+$"
+
+
+class OutboundCredentials(Strict):
+    """Digest credentials with which the edge answers a 401/407 challenge from the trunk
+    (initial INVITEs and in-dialog requests), with or without a registration."""
+
+    username: Annotated[str, StringConstraints(pattern=_AUTH_TEXT, max_length=128)] = Field(
+        description="digest user name"
+    )
+    password: SecretStr = Field(description="keep it in Ansible Vault")
+    realm: Annotated[str, StringConstraints(pattern=_AUTH_TEXT, max_length=255)] | None = (
+        Field(default=None, description="answer only this realm; none: the realm challenged")
+    )
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("password must not be empty")
+        if re.search(r"[\x00-\x1f\x7f]", value.get_secret_value()):
+            raise ValueError("password must not hold control characters")
+        return value
+
+
 class Media(Strict):
     """How media flows for a trunk."""
 
@@ -260,15 +285,27 @@ class Translation(Strict):
     inbound: list[NumberRule] = Field(
         default_factory=list, description="the number received from the trunk -> E.164"
     )
+    calling: list[NumberRule] = Field(
+        default_factory=list,
+        description="outbound calling number (From user, P-Asserted-Identity) -> the format "
+        "the trunk wants",
+    )
 
 
 class CallerId(Strict):
     """What calling number the trunk presents."""
 
     policy: Literal["passthrough", "fixed", "anonymous"] = Field(
-        default="passthrough", description="keep the caller's number, send `number`, or hide it"
+        default="passthrough",
+        description="passthrough: the caller's number; fixed: `number` in From and "
+        "P-Asserted-Identity; anonymous: From anonymous@anonymous.invalid, Privacy: id, and "
+        "the real number in P-Asserted-Identity",
     )
-    number: E164 | None = Field(default=None, description="for policy `fixed`")
+    number: E164 | None = Field(
+        default=None,
+        description="for `fixed` (required) and `anonymous` (the number asserted in "
+        "P-Asserted-Identity; default: the caller's)",
+    )
 
     @model_validator(mode="after")
     def _fixed(self) -> CallerId:
@@ -313,7 +350,13 @@ class Trunk(Strict):
     t38: bool = Field(default=False, description="allow T.38 fax re-INVITEs")
     session_timers: SessionTimers = Field(default_factory=SessionTimers)
     refer: bool = Field(default=False, description="pass REFER (transfers) to the trunk")
-    max_early_dialogs: int = Field(default=10, ge=1, le=1000)
+    max_early_dialogs: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="outbound calls not yet answered on the trunk at once; the next one is "
+        "treated as at max_channels (next trunk, or 503)",
+    )
     pai: Literal["forward", "strip"] = Field(
         default="forward", description="forward or strip P-Asserted-Identity"
     )
@@ -328,6 +371,25 @@ class Trunk(Strict):
     translation: Translation = Field(default_factory=Translation)
     caller_id: CallerId = Field(default_factory=CallerId)
     security: TrunkSecurity = Field(default_factory=TrunkSecurity)
+    credentials: OutboundCredentials | None = Field(
+        default=None,
+        description="answer 401/407 challenges from the trunk at the edge; a `register` "
+        "trunk without it answers with its registration's username, password and realm",
+    )
+    tech_prefix: Annotated[str, StringConstraints(pattern=r"^[0-9*#]{1,16}$")] | None = Field(
+        default=None,
+        description="digits put in front of the called number sent (after translation)",
+    )
+
+    def outbound_credentials(self) -> OutboundCredentials | None:
+        """What the edge answers challenges with: `credentials`, else the registration's."""
+        if self.credentials is not None:
+            return self.credentials
+        if isinstance(self.auth, RegisterAuth):
+            return OutboundCredentials.model_construct(
+                username=self.auth.username, password=self.auth.password, realm=self.auth.realm
+            )
+        return None
 
     @cached_property
     def source_networks(self) -> tuple[IPNetwork, ...]:

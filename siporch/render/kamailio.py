@@ -38,6 +38,7 @@ RELOADS: list[tuple[str, str]] = [
     ("kamailio/db/routes", "kamailio:htable.reload:routes"),
     ("kamailio/db/dids", "kamailio:htable.reload:dids"),
     ("kamailio/db/security", "kamailio:htable.reload:security"),
+    ("kamailio/db/credentials", "kamailio:htable.reload:creds"),
     ("kamailio/db/version", "none"),
 ]
 
@@ -54,6 +55,7 @@ DP_ROUTES = 2
 DP_DID_PATTERNS = 3
 DP_TRUNK_IN_BASE = 1_000_000
 DP_TRUNK_OUT_BASE = 2_000_000
+DP_TRUNK_CALLING_BASE = 3_000_000  #: + trunk id: calling-number translation toward the trunk
 MAX_TRUNK_ID = 99_999
 
 TABLE_VERSIONS = {
@@ -64,7 +66,11 @@ TABLE_VERSIONS = {
     "routes": 2,
     "security": 2,
     "trunks": 2,
+    "credentials": 2,
 }
+
+#: Files that carry secrets: deployed with mode 0640 (group kamailio), never shown in diffs.
+SECRET_FILES: list[str] = ["kamailio/db/credentials"]
 
 _HEADERS = {
     "address": "id(int,auto) grp(int) ip_addr(string) mask(int) port(int) tag(string,null)",
@@ -143,6 +149,7 @@ def render(
         ("security", data.security_items()),
     ):
         files[f"kamailio/db/{name}"] = _htable_text(items)
+    files["kamailio/db/credentials"] = _htable_text(data.credential_items())
     # The same for every edge: its numbers and destinations are model-wide.
     files["kamailio/db/dids"] = shared_text(
         "kamailio/db/dids", lambda: _htable_text(data.did_items())
@@ -342,6 +349,42 @@ def _rtp_flags(trunk: Trunk) -> tuple[str, str]:
     return toward_trunk, toward_inside
 
 
+# ----- outbound profile and caller identity (htable trunks keys rtpc, cid, cn, tp, early)
+
+#: Model codec -> rtpengine codec name.
+_RTPENGINE_CODECS = {
+    "pcmu": "PCMU",
+    "pcma": "PCMA",
+    "g722": "G722",
+    "g729": "G729",
+    "opus": "opus",
+    "gsm": "GSM",
+}
+
+
+def _codec_flags(trunk: Trunk) -> str:
+    """rtpengine flags for an SDP offer toward the trunk: only the trunk's codecs, in its
+    order, and telephone-event only when DTMF goes as RFC 4733 events."""
+    flags = ["codec-strip=all"]
+    flags += [f"codec-offer={_RTPENGINE_CODECS[c]}" for c in trunk.codecs]
+    if trunk.dtmf in ("rfc4733", "auto"):
+        flags.append("codec-offer=telephone-event")
+    return " ".join(flags)
+
+
+def _outbound_items(trunk: Trunk, tid: int) -> list[tuple[str, str | int]]:
+    items: list[tuple[str, str | int]] = [
+        (f"{tid}.rtpc", _codec_flags(trunk)),
+        (f"{tid}.early", trunk.max_early_dialogs),
+        (f"{tid}.cid", trunk.caller_id.policy),
+    ]
+    if trunk.caller_id.number:
+        items.append((f"{tid}.cn", trunk.caller_id.number))
+    if trunk.tech_prefix:
+        items.append((f"{tid}.tp", trunk.tech_prefix.replace("#", "%23")))
+    return items
+
+
 class _EdgeData:
     """What one edge host needs from the model, as table rows."""
 
@@ -447,6 +490,7 @@ class _EdgeData:
             tid = self.ids[name]
             rules(DP_TRUNK_IN_BASE + tid, t.translation.inbound, f"trunks.{name}")
             rules(DP_TRUNK_OUT_BASE + tid, t.translation.outbound, f"trunks.{name}")
+            rules(DP_TRUNK_CALLING_BASE + tid, t.translation.calling, f"trunks.{name}")
         return rows
 
     # -- htables
@@ -472,6 +516,7 @@ class _EdgeData:
                 items.append((f"{tid}.fu", t.from_user))
             if t.from_domain:
                 items.append((f"{tid}.fd", t.from_domain))
+            items += _outbound_items(t, tid)
             items.append((f"n.{name}", tid))
         for name in self.remote:
             tid = self.ids[name]
@@ -486,6 +531,20 @@ class _EdgeData:
                 (f"{tid}.via", self.site_set[site]),
                 (f"n.{name}", tid),
             ]
+        return items
+
+    def credential_items(self) -> list[tuple[str, str | int]]:
+        """htable ``creds`` (a secret file): per local trunk with credentials, ``<id>.u``,
+        ``<id>.p`` and ``<id>.r`` (realm; absent: answer whatever realm challenges)."""
+        items: list[tuple[str, str | int]] = []
+        for name in self.local:
+            c = self.model.trunks[name].outbound_credentials()
+            if c is None:
+                continue
+            tid = self.ids[name]
+            items += [(f"{tid}.u", c.username), (f"{tid}.p", c.password.get_secret_value())]
+            if c.realm:
+                items.append((f"{tid}.r", c.realm))
         return items
 
     def route_items(self) -> list[tuple[str, str | int]]:
