@@ -210,20 +210,26 @@ class RegisterAuth(Strict):
     registrar: str | None = Field(default=None, description="defaults to the first peer")
 
 
-_AUTH_TEXT = r"^[^\x00-\x1f\x7f\"\\]+$"
+def _check_auth_text(value: str | None) -> str | None:
+    if value is not None and (not value or re.search(r'[\x00-\x1f\x7f"\\]', value)):
+        raise ValueError("must not be empty or hold control characters, '\"' or '\\'")
+    return value
 
 
 class OutboundCredentials(Strict):
     """Digest credentials with which the edge answers a 401/407 challenge from the trunk
     (initial INVITEs and in-dialog requests), with or without a registration."""
 
-    username: Annotated[str, StringConstraints(pattern=_AUTH_TEXT, max_length=128)] = Field(
-        description="digest user name"
-    )
+    username: str = Field(max_length=128, description="digest user name")
     password: SecretStr = Field(description="keep it in Ansible Vault")
-    realm: Annotated[str, StringConstraints(pattern=_AUTH_TEXT, max_length=255)] | None = (
-        Field(default=None, description="answer only this realm; none: the realm challenged")
+    realm: str | None = Field(
+        default=None,
+        max_length=255,
+        description="answer only this realm; none: the realm challenged",
     )
+
+    _username = field_validator("username")(classmethod(lambda cls, v: _check_auth_text(v)))
+    _realm = field_validator("realm")(classmethod(lambda cls, v: _check_auth_text(v)))
 
     @field_validator("password")
     @classmethod
