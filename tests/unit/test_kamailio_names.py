@@ -470,3 +470,35 @@ def test_tls_peer_name_is_checked(kind: str) -> None:
             )
             assert "peer=wrong.itsp-c.example" in line, s.log()[-3000:]
             assert f"address={SIP2}:5061" in line
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_trust_from_resolved_addresses_follows_dns(kind: str) -> None:
+    """``inbound_trust_resolved`` with no block: the address the dispatcher resolved for
+    the name (the first SRV target, sip1) is the trunk's; when DNS moves sip1, the trust
+    moves with it (ds_dns_interval 20 s), without a deploy."""
+    itsp_c = {
+        "peers": [{"address": "itsp-c.example", "transport": "udp"}],
+        "inbound_addresses": [],
+        "inbound_trust_resolved": True,
+    }
+    with running(kind, itsp_c) as s:
+        did = "+12025550123"  # hq-main: the call goes on to the PBX (nobody there: 408)
+        code, reply = invite(SIP1, number=did)
+        assert code not in (0, 403), s.log()[-2000:]
+        code, reply = invite(SIP2, number=did)
+        assert code == 403, reply
+        write_hosts(s.edge.base, sip1=SIP3)
+        s.reload_dns()
+        changed = time.monotonic()
+        while time.monotonic() - changed < 60:
+            code, _ = invite(SIP3, number=did, timeout=8)
+            if code not in (0, 403):
+                break
+            time.sleep(1)
+        took = time.monotonic() - changed
+        assert code not in (0, 403), s.log()[-2000:]
+        assert took < 40, took
+        print(f"[{kind}] trust moved with DNS after {took:.1f} s")
+        code, _ = invite(SIP1, number=did)
+        assert code == 403
