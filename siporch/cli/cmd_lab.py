@@ -14,8 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from siporch.errors import LabError
+from siporch.lab import dns, lab
 from siporch.lab import impair as impairments
-from siporch.lab import lab
 from siporch.lab.spec import LabPaths
 
 console = Console(highlight=False)
@@ -244,4 +244,85 @@ def impair(
         one_way=one_way,
     )
     console.print(f"impaired: {escape(item.describe())}")
+    return 0
+
+
+# --- lab dns ----------------------------------------------------------------------------
+
+
+def _records_table(records: list[dns.DnsRecord]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for col in ("name", "type", "value"):
+        table.add_column(col)
+    for rec in sorted(records, key=lambda r: (r.name, r.type, r.value)):
+        table.add_row(escape(rec.name), rec.type, escape(rec.value))
+    return table
+
+
+def _print_records(records: list[dns.DnsRecord], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([rec.__dict__ for rec in records], indent=2))
+    else:
+        console.print(_records_table(records))
+
+
+@cli.group("dns")
+def dns_group() -> None:
+    """The lab's DNS server (dnsmasq on the host dns, 198.18.0.53): A, SRV and NAPTR.
+
+    Changes apply at once (dnsmasq restarts; TTLs are 5 s) and last until `lab down`.
+    """
+
+
+@dns_group.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+@click.argument("name", required=False)
+def dns_show(as_json: bool, name: str | None) -> int:
+    """Every record the lab's DNS serves (or only those of NAME)."""
+    lab.require_root()
+    records = dns.records()
+    if name:
+        wanted = dns.check_name(name)
+        records = [r for r in records if r.name == wanted]
+    _print_records(records, as_json)
+    return 0
+
+
+@dns_group.command("set")
+@click.option("--json", "as_json", is_flag=True, help="Print the records of NAME as JSON.")
+@click.argument("name")
+@click.argument("rtype", metavar="TYPE")
+@click.argument("values", metavar="VALUE...", nargs=-1, required=True)
+def dns_set(as_json: bool, name: str, rtype: str, values: tuple[str, ...]) -> int:
+    """Replace every TYPE record of NAME by VALUE... (one record per VALUE).
+
+    \b
+    A      ADDRESS                                     198.18.1.62
+    SRV    "PRIORITY WEIGHT PORT TARGET"               "10 10 5060 sip1.itsp-c.example"
+    NAPTR  "ORDER PREFERENCE FLAGS SERVICE REPLACEMENT" "10 10 S SIP+D2U _sip._udp.itsp-c.example"
+    """
+    dns.parse_values(rtype, list(values))  # a bad value fails before root is needed
+    lab.require_root()
+    records = dns.set_record(name, rtype, list(values))
+    _print_records(records, as_json)
+    return 0
+
+
+@dns_group.command("delete")
+@click.argument("name")
+@click.argument("rtype", metavar="[TYPE]", required=False)
+def dns_delete(name: str, rtype: str | None) -> int:
+    """Remove the records of NAME (only those of TYPE, when given)."""
+    lab.require_root()
+    for rec in dns.delete_record(name, rtype):
+        console.print(f"deleted: {escape(rec.describe())}")
+    return 0
+
+
+@dns_group.command("reset")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+def dns_reset(as_json: bool) -> int:
+    """Back to the lab's default records."""
+    lab.require_root()
+    _print_records(dns.reset(), as_json)
     return 0

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from siporch.errors import LabError
-from siporch.lab.spec import HOSTS, LabHost, LabPaths
+from siporch.lab.spec import DNS_ADDRESS, DNS_HOST, HOSTS, LAB_DOMAIN, LabHost, LabPaths
 
 HOST_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -211,9 +211,15 @@ def ensure_host_cert(host: LabHost, paths: LabPaths) -> tuple[Path, Path]:
     ca_crt, ca_key = ensure_ca(paths)
     crt = paths.ca_dir / f"{host.name}.crt"
     key = paths.ca_dir / f"{host.name}.key"
+    names = [*host.tls_names, host.name]
+    san = ",".join([*[f"DNS:{n}" for n in names], *[f"IP:{a}" for a in host.addresses]])
+    san_file = paths.ca_dir / f"{host.name}.san"
     if crt.exists() and key.exists():
-        return crt, key
-    san = ",".join([f"DNS:{host.name}", *[f"IP:{a}" for a in host.addresses]])
+        recorded = san_file.read_text().strip() if san_file.exists() else None
+        # Certificates made before the names were recorded keep serving hosts whose
+        # names did not change; a changed name list makes a new certificate.
+        if recorded == san or (recorded is None and not host.tls_names):
+            return crt, key
     csr = paths.ca_dir / f"{host.name}.csr"
     _run(
         [
@@ -226,7 +232,7 @@ def ensure_host_cert(host: LabHost, paths: LabPaths) -> tuple[Path, Path]:
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-subj",
-            f"/O=siporch lab/CN={host.name}",
+            f"/O=siporch lab/CN={names[0]}",
             "-keyout",
             str(key),
             "-out",
@@ -260,6 +266,7 @@ def ensure_host_cert(host: LabHost, paths: LabPaths) -> tuple[Path, Path]:
     )
     csr.unlink(missing_ok=True)
     ext.unlink(missing_ok=True)
+    san_file.write_text(san + "\n")
     return crt, key
 
 
@@ -269,6 +276,15 @@ def install_files(host: LabHost, root: Path, paths: LabPaths) -> None:
     lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{host.name}"]
     lines += [f"{h.address}\t{h.name}" for h in HOSTS]
     (root / "etc/hosts").write_text("\n".join(lines) + "\n")
+    # The lab's DNS server answers every host (never the machine's own resolver). The
+    # root's resolv.conf may be a symbolic link: replace the link, never write through it.
+    resolv = root / "etc/resolv.conf"
+    if resolv.is_symlink() or resolv.exists():
+        resolv.unlink()
+    resolv.write_text(
+        f"# siporch lab: the lab's DNS server ({DNS_HOST})\n"
+        f"nameserver {DNS_ADDRESS}\nsearch {LAB_DOMAIN}\noptions timeout:1 attempts:2\n"
+    )
     ssh = root / "root/.ssh"
     ssh.mkdir(mode=0o700, exist_ok=True)
     auth = ssh / "authorized_keys"
@@ -314,6 +330,43 @@ def run_in_host(
         )
     except subprocess.TimeoutExpired as exc:
         raise LabError(f"{host.name}: {' '.join(cmd)} did not finish in {timeout:g} s") from exc
+
+
+def spawn_in_host(host: LabHost, paths: LabPaths, cmd: Sequence[str], log: str) -> int:
+    """Start ``cmd`` inside ``host`` detached from us (own session, stdin from /dev/null,
+    output appended to ``log``, a path inside the host). Returns its pid."""
+    log_path = paths.host_root(host.name) / log.lstrip("/")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            host_argv(host, paths, cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=HOST_ENV,
+            start_new_session=True,
+        )
+    return proc.pid
+
+
+def pid_alive(root: Path, pidfile: str) -> int | None:
+    """The pid in ``pidfile`` (a path inside the host root) when that process lives."""
+    try:
+        pid = int((root / pidfile.lstrip("/")).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        stat_text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    if stat_text.rsplit(")", 1)[-1].split()[0] == "Z":
+        return None
+    try:
+        if os.readlink(f"/proc/{pid}/root") != str(root):
+            return None
+    except OSError:
+        return None
+    return pid
 
 
 def start_sshd(host: LabHost, paths: LabPaths) -> None:

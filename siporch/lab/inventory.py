@@ -1,7 +1,7 @@
 """Write ``inventory/lab/``: the example inventory, moved onto the lab's hosts.
 
 * ``hosts.yml``: the example's groups and hosts with lab addresses, plus ``lab_peers``
-  (the ITSP and gateway hosts), and the connection settings of the lab (root over SSH
+  (the ITSP and gateway hosts) and ``lab_infra`` (the lab's DNS server), and the connection settings of the lab (root over SSH
   with the lab's own key, no host key checks: lab hosts get new keys on every start).
 * ``group_vars/**``: the example's YAML with every documentation address rewritten
   (``siporch.lab.addresses``); Ansible Vault files are copied byte for byte.
@@ -81,8 +81,16 @@ def lab_hosts_document(example: Path, key: Path) -> dict[str, Any]:
             children.setdefault("ungrouped", {"hosts": {}})["hosts"].update(members)
         else:
             children[group] = {"hosts": members}
-    peers = {h.name: {"ansible_host": h.address} for h in HOSTS if h.name not in placed}
-    children[PEERS_GROUP] = {"hosts": peers}
+    # Hosts the example does not place (ITSPs, the gateway, the lab's DNS) go into the
+    # lab groups they name: lab_peers for peers, lab_infra for the lab's own services.
+    children[PEERS_GROUP] = {"hosts": {}}
+    for h in HOSTS:
+        if h.name in placed:
+            continue
+        for group in h.groups or (PEERS_GROUP,):
+            children.setdefault(group, {"hosts": {}})["hosts"][h.name] = {
+                "ansible_host": h.address
+            }
     return {
         "all": {
             "vars": {

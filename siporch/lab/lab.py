@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from siporch.errors import LabError
+from siporch.lab import dns, impair, procs, provider, rootfs, topology
 from siporch.lab import hosts as hostfs
-from siporch.lab import impair, procs, rootfs, topology
 from siporch.lab.inventory import lab_hosts_document, write_inventory
-from siporch.lab.spec import HOSTS, LabHost, LabPaths, host_by_name
+from siporch.lab.spec import DNS_HOST, HOSTS, LabHost, LabPaths, host_by_name
 
 Progress = Callable[[str], None]
-DAEMONS = ("sshd", "kamailio", "asterisk", "rtpengine", "sipp")
+DAEMONS = ("sshd", "kamailio", "asterisk", "rtpengine", "sipp", "dnsmasq")
 SSH_WAIT_S = 10.0
 
 
@@ -88,10 +88,17 @@ class HostStatus:
     ssh_port: bool
     daemons: dict[str, list[int]] = field(default_factory=dict)
     error: str | None = None
+    # The lab's own services of the host that do not run (dnsmasq on dns, the
+    # provider's daemons on itsp-c1/c2); `lab up` starts them.
+    services: list[str] = field(default_factory=list)
+
+    @property
+    def host_ok(self) -> bool:
+        return self.netns and self.veth and self.mounted and self.sshd_running and self.ssh_port
 
     @property
     def ok(self) -> bool:
-        return self.netns and self.veth and self.mounted and self.sshd_running and self.ssh_port
+        return self.host_ok and not self.services
 
     def problem(self) -> str | None:
         """Why the host is not usable, or None."""
@@ -108,6 +115,7 @@ class HostStatus:
             why.append("sshd not running")
         elif not self.ssh_port:
             why.append("sshd not answering on port 22")
+        why += self.services
         text = ", ".join(why)
         return f"{text} ({self.error})" if self.error else text
 
@@ -203,6 +211,8 @@ def status(paths: LabPaths | None = None) -> LabStatus:
         )
         if st.netns and st.veth:
             st.ssh_port = hostfs.tcp_open(host.address, 22, timeout=0.5)
+        if st.mounted:
+            st.services = service_problems(host, paths)
         if not st.ok and st.error is None and st.mounted and not st.sshd_running:
             st.error = hostfs.sshd_log_tail(host, paths) or None
         return st
@@ -293,12 +303,46 @@ class UpResult:
         return all(h.ok for h in self.hosts)
 
 
+def service_problems(host: LabHost, paths: LabPaths) -> list[str]:
+    """The lab services of ``host`` that do not run."""
+    if host.name == DNS_HOST:
+        return [] if dns.pid(paths) is not None else ["dnsmasq not running"]
+    if host.name in provider.PROVIDER_HOSTS:
+        return provider.problems(host.name, paths)
+    return []
+
+
+def _ensure_services(paths: LabPaths, skip: set[str]) -> dict[str, str]:
+    """Start the lab's services that do not run (DNS first: the providers' hosts resolve
+    through it). Returns host -> error for those that failed."""
+    errors: dict[str, str] = {}
+    if DNS_HOST not in skip:
+        try:
+            dns.ensure_running(paths)
+        except (LabError, OSError) as exc:
+            errors[DNS_HOST] = str(exc)
+
+    def one(name: str) -> tuple[str, str | None]:
+        try:
+            provider.ensure_running(name, paths)
+        except (LabError, OSError) as exc:
+            return name, str(exc)
+        return name, None
+
+    names = [n for n in provider.PROVIDER_HOSTS if n not in skip]
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        for name, err in pool.map(one, names):
+            if err:
+                errors[name] = err
+    return errors
+
+
 def _repair(paths: LabPaths, before: LabStatus) -> dict[str, str | None]:
     """Restart sshd on hosts whose namespace and root are fine but whose sshd is not.
     Returns host -> error (None when the restart worked)."""
     out: dict[str, str | None] = {}
     for hs in before.hosts:
-        if hs.ok:
+        if hs.host_ok:
             continue
         host = get_host(hs.name)
         pid = hostfs.sshd_pid(host, paths)
@@ -365,10 +409,11 @@ def up(
             for host in HOSTS:
                 topology.add_missing_addresses(host)
             repaired = _repair(paths, before)
+            services = _ensure_services(paths, skip={n for n, e in repaired.items() if e})
             inv = write_inventory(example, out, paths)
             state = read_state(paths)
             state["inventory"] = str(inv.resolve())
-            state["errors"] = {n: e for n, e in repaired.items() if e}
+            state["errors"] = {n: e for n, e in repaired.items() if e} | services
             _write_state(paths, state)
             after = status(paths)
             timings["total"] = time.monotonic() - t0
@@ -439,6 +484,9 @@ def up(
                     f": {tail}" if tail else ""
                 )
         timings["hosts"] = time.monotonic() - t3
+        t4 = time.monotonic()
+        errors |= _ensure_services(paths, skip=set(errors))
+        timings["services"] = time.monotonic() - t4
         inv = write_inventory(example, out, paths)
         state["errors"] = errors
         state["inventory"] = str(inv.resolve())

@@ -30,6 +30,9 @@ class LabHost:
     role: str
     description: str
     extra_addresses: tuple[str, ...] = field(default_factory=tuple)
+    # Extra DNS names in the subject alternative name of the host's lab certificate; the
+    # first one is also its common name (a provider's certificate is for its SIP names).
+    tls_names: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def netns(self) -> str:
@@ -81,7 +84,36 @@ HOSTS: tuple[LabHost, ...] = (
     LabHost("itsp-a2", "198.18.1.11", ("lab_peers",), "peer", "ITSP A, second SBC"),
     LabHost("itsp-b", "198.18.1.30", ("lab_peers",), "peer", "ITSP B registrar (TLS)"),
     LabHost("itsp-branch", "198.18.1.50", ("lab_peers",), "peer", "branch ITSP"),
+    LabHost(
+        "dns",
+        "198.18.0.53",
+        ("lab_infra",),
+        "dns",
+        "lab DNS server (dnsmasq): A, SRV and NAPTR records of the lab's names only",
+    ),
+    LabHost(
+        "itsp-c1",
+        "198.18.1.60",
+        ("lab_peers",),
+        "provider",
+        "ITSP C, first SBC (sip1.itsp-c.example): Kamailio with digest auth, source "
+        "filter and TLS, and a SIPp answering behind it",
+        tls_names=("sip1.itsp-c.example", "itsp-c.example"),
+    ),
+    LabHost(
+        "itsp-c2",
+        "198.18.1.61",
+        ("lab_peers",),
+        "provider",
+        "ITSP C, second SBC (sip2.itsp-c.example): Kamailio with digest auth, source "
+        "filter and TLS, and a SIPp answering behind it",
+        tls_names=("sip2.itsp-c.example", "itsp-c.example"),
+    ),
 )
+
+DNS_HOST = "dns"
+DNS_ADDRESS = "198.18.0.53"
+LAB_DOMAIN = "lab.example"
 
 
 def host_by_name(name: str) -> LabHost | None:

@@ -234,10 +234,54 @@ def _sources(trunk: Trunk) -> list[tuple[str, int]]:
     """(address, prefix length) of the trunk's sources, as ``Trunk.sources()`` gives them."""
     if trunk.security.allowed_sources:
         return [(_ip(n.network_address), n.prefixlen) for n in trunk.security.allowed_sources]
-    seen: dict[str, int] = {}
-    for a in [p.address for p in trunk.peers] + list(trunk.inbound_addresses):
-        seen.setdefault(_ip(a), a.max_prefixlen)
-    return list(seen.items())
+    seen: dict[tuple[str, int], None] = {}
+    for p in trunk.peers:
+        if not isinstance(p.address, str):
+            seen.setdefault((_ip(p.address), p.address.max_prefixlen), None)
+    for n in trunk.inbound_addresses:
+        seen.setdefault((_ip(n.network_address), n.prefixlen), None)
+    return list(seen)
+
+
+def _peer_uri(p: Peer) -> str:
+    """The dispatcher destination of a peer. A host name stays a name, resolved by
+    Kamailio at call time: without a port as RFC 3263 says (no transport parameter for
+    udp, so NAPTR records may choose; SRV of the transport for tcp/tls), with a port
+    A/AAAA only."""
+    if not isinstance(p.address, str):
+        return _sip_uri(p.address, p.effective_port, p.transport)
+    if p.port is None:
+        if p.transport == "udp":
+            return f"sip:{p.address}"
+        return f"sip:{p.address};transport={p.transport}"
+    return f"sip:{p.address}:{p.port};transport={p.transport}"
+
+
+def _trusts_resolved(trunk: Trunk) -> bool:
+    """Calls are also taken from the addresses the edge resolves for the trunk's peers by
+    name (not when security.allowed_sources fixes the sources)."""
+    return (
+        trunk.inbound_trust_resolved
+        and not trunk.security.allowed_sources
+        and any(p.is_name for p in trunk.peers)
+    )
+
+
+#: dispatcher flag: do not resolve the destination on load (a peer by name whose
+#: addresses are not trusted as sources: tm resolves it per call)
+DS_FLAG_NO_DNS = 16
+
+
+def _edge_probe(model: Model, site: str) -> Probe:
+    """Dispatcher has one ping timer and one failure threshold per Kamailio: the edge
+    uses the strictest of the probed trunks it carries (shortest interval, lowest
+    threshold), or the defaults when it carries none."""
+    probes = [t.probe for t in model.trunks.values() if t.site == site and t.probe.enabled]
+    if not probes:
+        return Probe()
+    return Probe(
+        interval=min(p.interval for p in probes), threshold=min(p.threshold for p in probes)
+    )
 
 
 def _sip_uri(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, proto: str) -> str:
@@ -253,7 +297,7 @@ def _host_context(model: Model, name: str, h: Host, root: str, run_dir: str) -> 
             line += f" advertise {_hostport(h.public_address, t.port)}"
         listens.append(line)
     key = hashlib.sha256(f"siporch-topoh:{model.domain}".encode()).hexdigest()[:32]
-    probe = Probe()
+    probe = _edge_probe(model, h.site)
     return {
         "host": name,
         "db_dir": f"{root}/kamailio/db",
@@ -444,10 +488,12 @@ class _EdgeData:
             t = self.model.trunks[name]
             peers = _peer_order(t.peers)
             flags = 8 if t.probe.enabled else 0
+            no_dns = 0 if _trusts_resolved(t) else DS_FLAG_NO_DNS
             for pos, p in enumerate(peers):
-                uri = _sip_uri(p.address, p.effective_port, p.transport)
+                uri = _peer_uri(p)
+                f = flags | no_dns if p.is_name else flags
                 rows.append(
-                    (self.ids[name], uri, flags, len(peers) - pos, f"weight={p.weight}", name)
+                    (self.ids[name], uri, f, len(peers) - pos, f"weight={p.weight}", name)
                 )
         for name in sorted(self.model.hosts):
             h = self.model.hosts[name]
@@ -517,7 +563,11 @@ class _EdgeData:
             if t.from_domain:
                 items.append((f"{tid}.fd", t.from_domain))
             items += _outbound_items(t, tid)
+            if _trusts_resolved(t):
+                items.append((f"{tid}.trr", 1))
             items.append((f"n.{name}", tid))
+        if any(_trusts_resolved(self.model.trunks[n]) for n in self.local):
+            items.append(("trr", 1))
         for name in self.remote:
             tid = self.ids[name]
             site = self.model.trunks[name].site

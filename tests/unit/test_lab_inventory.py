@@ -46,7 +46,10 @@ def test_hosts_keep_the_example_groups_and_add_the_peers(paths: LabPaths, exampl
         assert set(groups[group]) == set(members)
     placed = {h for members in groups.values() for h in members}
     assert placed == {h.name for h in HOSTS}
-    assert set(groups[PEERS_GROUP]) == placed - {h for m in example_groups.values() for h in m}
+    unplaced = placed - {h for m in example_groups.values() for h in m}
+    assert set(groups[PEERS_GROUP]) == unplaced - {"dns"}
+    assert set(groups["lab_infra"]) == {"dns"}
+    assert {"itsp-c1", "itsp-c2"} <= set(groups[PEERS_GROUP])
     by_name = {h.name: h for h in HOSTS}
     for members in groups.values():
         for name, hvars in members.items():

@@ -43,7 +43,7 @@ def problems_for(tmp_path: Path, mutate: Callable[[dict[str, Any]], None]) -> li
 
 def test_example_is_valid() -> None:
     loaded = load_model(EXAMPLE)
-    assert set(loaded.model.trunks) == {"itsp-a", "itsp-b", "itsp-branch", "pstn-gw"}
+    assert set(loaded.model.trunks) == {"itsp-a", "itsp-b", "itsp-branch", "itsp-c", "pstn-gw"}
     assert loaded.warnings == []
     assert loaded.model.hosts["pbx-central"].ami is not None
     assert loaded.model.hosts["pbx-central"].ami.secret.get_secret_value() == "ami-example-secret"
@@ -81,7 +81,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     (
         "route to unknown trunk",
         lambda m: m["routes"][2]["trunks"].append("itsp-z"),
-        "routes[2].trunks[2]: unknown trunk 'itsp-z' (trunks: itsp-a, itsp-b, itsp-branch, pstn-gw)",
+        "routes[2].trunks[2]: unknown trunk 'itsp-z' (trunks: itsp-a, itsp-b, itsp-branch, itsp-c, pstn-gw)",
     ),
     (
         "DID to unknown host",
@@ -185,8 +185,8 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ),
     (
         "weights for a trunk not in the route",
-        lambda m: m["routes"][4]["weights"].update({"pstn-gw": 5}),
-        "routes[4].weights.pstn-gw: 'pstn-gw' is not one of this route's trunks",
+        lambda m: m["routes"][5]["weights"].update({"pstn-gw": 5}),
+        "routes[5].weights.pstn-gw: 'pstn-gw' is not one of this route's trunks",
     ),
     (
         "bad name",
@@ -242,8 +242,8 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ),
     (
         "failover code",
-        lambda m: m["routes"][5]["failover_on"].append("busy"),
-        "routes[5].failover_on[4]: must be 5xx, 6xx, timeout",
+        lambda m: m["routes"][6]["failover_on"].append("busy"),
+        "routes[6].failover_on[4]: must be 5xx, 6xx, timeout",
     ),
 ]
 
