@@ -14,6 +14,8 @@ sid's Kamailio 6.x from the lab root (``lab-root``), with rtpengine, on loopback
   (SIPp verifyauth): its registration's credentials answer; caller ID ``anonymous``.
 * pstn-gw has a wrong password: the provider challenges again, the edge logs
   ``siporch: auth failed trunk=pstn-gw`` and the caller gets 403.
+* itsp-b has ``max_early_dialogs: 1``: while one call rings there, the next one gets 503
+  (the route has no other trunk); an answered call is no longer early.
 
 No password appears in the edge's log.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -35,6 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "unit"))
 import test_kamailio_check as kc  # noqa: E402
 
+from siporch.model.numbering import trunk_ids  # noqa: E402
 from siporch.model.schema import Model  # noqa: E402
 
 pytestmark = pytest.mark.lab
@@ -79,6 +83,7 @@ def auth_model() -> Model:
     ]
     b["codecs"] = ["pcmu"]
     b["dtmf"] = "rfc4733"
+    b["max_early_dialogs"] = 1
     gw = data["trunks"]["pstn-gw"]
     gw["credentials"] = {"username": "gw-user", "password": GW_PASSWORD_SENT, "realm": "gw.example"}
     data["routes"][:0] = [
@@ -229,3 +234,69 @@ def test_no_password_in_the_edge_log(edge: kc.Edge) -> None:
     assert "siporch: auth answered trunk=itsp-a" in log
     for secret in SECRETS:
         assert secret not in log
+
+
+def early(edge: kc.Edge, profile: str = "early") -> int:
+    tid = trunk_ids(auth_model())["itsp-b"]
+    out = edge.rpc("dlg.profile_get_size", profile, str(tid))
+    m = re.search(r"(\d+)\s*$", out.strip())
+    assert m, out
+    return int(m.group(1))
+
+
+def _sipp(edge: kc.Edge, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["sipp", *args, "-trace_msg", "-message_file", str(log), "-nostdin"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=edge.base,
+    )
+
+
+def _stop(*procs: subprocess.Popen[bytes]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=5)
+
+
+def test_max_early_dialogs(edge: kc.Edge) -> None:
+    work = Path(tempfile.mkdtemp(dir=edge.base))
+    ring = scenario(edge, "uas_ring.xml", RING_MS="5000")
+    uas = _sipp(edge, ["-sf", str(ring), "-i", ITSP_B, "-p", "5060", "-m", "20"], work / "uas.log")
+    caller = [
+        "-sf", str(kc.UAC), "-i", PBX, "-p", "5072", f"{EDGE}:5060", "-m", "1",
+        "-timeout", "15", "-timeout_error",
+    ]  # fmt: skip (port 5072: call B below is placed from PBX:5060 meanwhile)
+    a = None
+    try:
+        kc._wait(lambda: True, 0.5)
+        a = _sipp(edge, [*caller, "-s", "5555550100"], work / "uac-a.log")
+        assert kc._wait(lambda: early(edge) == 1, 5), "the ringing call is not early on itsp-b"
+        b = call(edge, "5555550101", {}, timeout=5)
+        assert kc.first_line(kc.received(b.uac), "SIP/2.0 503"), b.uac[-2000:]
+        a.wait(timeout=15)
+        assert "SIP/2.0 486" in (work / "uac-a.log").read_text(errors="replace")
+        assert kc._wait(lambda: early(edge) == 0, 5)
+    finally:
+        _stop(*(p for p in (a, uas) if p is not None))
+    # an answered call is up on the trunk but no longer early
+    answer = _sipp(
+        edge,
+        ["-sf", str(SCENARIOS / "uas_rr.xml"), "-i", ITSP_B, "-p", "5060", "-m", "20"],
+        work / "uas2.log",
+    )
+    c = None
+    try:
+        kc._wait(lambda: True, 0.5)
+        c = _sipp(edge, [*caller, "-s", "5555550102", "-d", "4000"], work / "uac-c.log")
+        assert kc._wait(lambda: early(edge, "trunk") == 1, 5), "the call is not up on itsp-b"
+        assert early(edge) == 0
+        c.wait(timeout=15)
+        assert c.returncode == 0, (work / "uac-c.log").read_text(errors="replace")[-2000:]
+    finally:
+        _stop(*(p for p in (c, answer) if p is not None))
