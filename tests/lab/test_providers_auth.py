@@ -2,7 +2,7 @@
 
 The edge runs for real: the rendered tree on Debian 12's Kamailio 5.6 (``host``) and on
 sid's Kamailio 6.x from the lab root (``lab-root``), with rtpengine, on loopback
-(127.0.89.x). SIPp plays the PBX and the providers:
+(127.0.93.x). SIPp plays the PBX and the providers:
 
 * itsp-a (``credentials``, realm itsp-c.example, the lab ITSP C's user and password)
   challenges the INVITE and the BYE with 407; the digest answers are checked from what
@@ -43,8 +43,8 @@ from siporch.model.schema import Model  # noqa: E402
 
 pytestmark = pytest.mark.lab
 
-NET = "127.0.89"
-NG_PORT = 22398
+NET = "127.0.93"
+NG_PORT = 22397
 EDGE, PBX = f"{NET}.10", f"{NET}.20"
 ITSP_A, ITSP_B, GW = f"{NET}.30", f"{NET}.40", f"{NET}.50"
 SCENARIOS = REPO / "tests" / "data" / "kamailio"
