@@ -484,7 +484,7 @@ class Trunk(Strict):
     )
     tech_prefix: Annotated[str, StringConstraints(pattern=r"^[0-9*#]{1,16}$")] | None = Field(
         default=None,
-        description="digits put in front of the called number sent (after translation)",
+        description="digits, * or # put in front of the called number sent (after translation)",
     )
 
     def outbound_credentials(self) -> OutboundCredentials | None:
