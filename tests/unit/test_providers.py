@@ -268,3 +268,30 @@ def test_cfg_resolves_names_at_run_time_and_checks_tls_names() -> None:
         't_reply_callid("$ci", "$cs", "503", "TLS Name Mismatch");',
     ):
         assert line in cfg, line
+
+
+# ------------------------------------------------------------------------------ status
+
+
+def test_status_shows_a_recent_tls_name_mismatch() -> None:
+    from siporch.monitor.kamailio import parse_tls_mismatches
+    from siporch.monitor.status import build_report
+    from tests.unit.test_monitor_status import NOW, edge_result, pbx_result, topology
+
+    dump = [
+        {"entry": 3, "size": 2, "slot": [
+            {"name": "mm.wrong.itsp-c.example", "value": "198.18.1.61:5061", "type": "str"},
+            {"name": "0a1b2c", "value": "!wrong.itsp-c.example", "type": "str"},
+        ]},
+    ]  # fmt: skip
+    assert parse_tls_mismatches(dump) == {"wrong.itsp-c.example": "198.18.1.61:5061"}
+
+    topo = topology()
+    edge = edge_result(topo)
+    peer = next(iter(topo.trunks["itsp-a"].peers))
+    edge.tls_mismatch = {peer.address: "198.18.1.61:5061"}
+    report = build_report(topo, [pbx_result(topo, "live")], [edge], now=NOW)
+    messages = [p["message"] for p in report["problems"] if p["trunk"] == "itsp-a"]
+    assert any(
+        "TLS certificate of 198.18.1.61:5061 does not name peer" in m for m in messages
+    ), messages
