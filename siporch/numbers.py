@@ -94,7 +94,10 @@ def outbound(model: Model, dialled: str, site: str) -> RouteTrace:
                 edges = model.hosts_with_role("edge", trunk.site)
                 via = edges[0] if edges else None
             peers = [
-                f"{p.transport}:{p.address}:{p.effective_port}"
+                # a domain without port: the edge resolves it per RFC 3263 (NAPTR/SRV)
+                f"{p.transport}:{p.address} (DNS)"
+                if p.is_name and p.port is None
+                else f"{p.transport}:{p.address}:{p.effective_port}"
                 for p in sorted(trunk.peers, key=lambda p: p.priority)
             ]
             weight = route.weights.get(name, 1) if route.strategy == "weighted" else None

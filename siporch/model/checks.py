@@ -30,7 +30,17 @@ def _choices(names: Any) -> str:
 
 def check_model(model: Model) -> list[Finding]:
     out: list[Finding] = []
-    for check in (_refs, _names, _dids, _sources, _tls, _pbx_edges, _resilience, _capacity):
+    for check in (
+        _refs,
+        _names,
+        _dids,
+        _sources,
+        _tls,
+        _pbx_edges,
+        _resilience,
+        _capacity,
+        _providers,
+    ):
         out.extend(check(model))
     return out
 
@@ -263,3 +273,50 @@ def _capacity(m: Model) -> Iterator[Finding]:
             for t in route.trunks:
                 if t in m.trunks and t not in route.weights:
                     yield _warn(("routes", i, "weights"), f"no weight for '{t}': it gets weight 1")
+
+
+# ----- providers: peers by name, inbound trust, media toward the provider
+
+
+def _providers(m: Model) -> Iterator[Finding]:
+    for name, trunk in m.trunks.items():
+        named = [p for p in trunk.peers if p.is_name]
+        explicit = bool(trunk.inbound_addresses or trunk.security.allowed_sources)
+        if trunk.kind == "itsp" and named and not explicit and not trunk.inbound_trust_resolved:
+            has_ip_peer = len(named) < len(trunk.peers)
+            if not has_ip_peer:
+                yield _warn(
+                    ("trunks", name, "inbound_addresses"),
+                    "peers are host names and no inbound block is given: calls from this "
+                    "provider get 403 (give its signalling networks in inbound_addresses, "
+                    "or set inbound_trust_resolved: true)",
+                )
+        if trunk.inbound_trust_resolved and not named:
+            yield _warn(
+                ("trunks", name, "inbound_trust_resolved"),
+                "no peer is a host name: inbound_trust_resolved changes nothing",
+            )
+        if trunk.inbound_trust_resolved and trunk.security.allowed_sources:
+            yield _warn(
+                ("trunks", name, "inbound_trust_resolved"),
+                "security.allowed_sources is set: only those networks are trusted",
+            )
+        if (
+            trunk.kind == "itsp"
+            and trunk.media.mode == "bypass"
+            and m.security.topology_hiding
+            and not trunk.media.allow_internal_addresses
+        ):
+            yield _err(
+                ("trunks", name, "media", "mode"),
+                "bypass sends the PBX's internal media addresses to the provider, against "
+                "security.topology_hiding: use mode anchor, or set "
+                "media.allow_internal_addresses: true to accept it",
+            )
+        if trunk.media.allow_internal_addresses and (
+            trunk.kind != "itsp" or trunk.media.mode != "bypass"
+        ):
+            yield _warn(
+                ("trunks", name, "media", "allow_internal_addresses"),
+                "used only with mode bypass on an itsp trunk",
+            )

@@ -125,6 +125,17 @@ fails or prints nothing, is reported with that file's name. All of these exit wi
   peers and `inbound_addresses`); the called number is translated by the trunk's `inbound`
   rules; the first `inbound` entry whose range or pattern matches decides the destination.
   Unknown sources get 403; unknown numbers 404.
+* **Providers by name**: a peer `address` may be a host name. The edge resolves it at call
+  time, never siporch at render time: a bare domain as RFC 3263 says (NAPTR, SRV by
+  priority and weight, A/AAAA; the next SRV target when one does not answer), a name with
+  `port` by A/AAAA only; a changed DNS answer is used within 30 s without a deploy. Calls
+  from such a provider are trusted from `inbound_addresses` / `security.allowed_sources`
+  (addresses or CIDR networks, e.g. its published signalling blocks) and, with
+  `inbound_trust_resolved: true`, from the addresses the edge resolves for its peer names
+  (warning: an `itsp` trunk whose peers are all names and that has neither gets 403 for
+  every call it sends). Over TLS the certificate must list the peer's name. `media.mode:
+  bypass` on an `itsp` trunk sends internal media addresses to the provider: an error while
+  `security.topology_hiding` is on, unless `media.allow_internal_addresses: true`.
 
 `siporch route NUMBER [--site S] [--from TRUNK]` shows every step for one number.
 
@@ -142,6 +153,8 @@ def _type_name(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         names = {getattr(a, "__name__", "") for a in args}
         opt = " (optional)" if type(None) in args else ""
+        if {"IPv4Address", "IPv6Address", "str"} <= names:
+            return "IP address or host name" + opt
         if {"IPv4Address", "IPv6Address"} <= names:
             return "IP address" + opt
         if {"IPv4Network", "IPv6Network"} <= names:

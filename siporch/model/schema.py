@@ -13,10 +13,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     SecretStr,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -33,6 +36,72 @@ E164 = Annotated[
 ]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+# ----- peers by name, networks (CIDR) as sources
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def _peer_address(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | str:
+    """An IP address, or a host name per RFC 1123 (at least two labels, not all-numeric
+    top label), lower-cased and without a trailing dot."""
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is neither an IP address nor a host name")
+    text = value.strip()
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    name = text[:-1] if text.endswith(".") else text
+    name = name.lower()
+    labels = name.split(".")
+    if (
+        len(name) <= 253
+        and len(labels) >= 2
+        and all(_LABEL.match(label) for label in labels)
+        and not labels[-1].isdigit()
+    ):
+        return name
+    raise ValueError(f"{value!r} is neither an IP address nor a host name")
+
+
+def _network(value: Any) -> Any:
+    """A network in CIDR notation, or a single address (a /32 or /128)."""
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return ipaddress.ip_network(value)
+    text = str(value).strip() if isinstance(value, str | int) else repr(value)
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        pass
+    try:
+        net = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither an IP address nor a network (like 203.0.113.0/24)"
+        ) from None
+    raise ValueError(f"{text} has host bits set: the network is {net}")
+
+
+PeerAddress = Annotated[
+    IPAddress | str,
+    PlainValidator(_peer_address),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "ipv4"},
+                {"type": "string", "format": "ipv6"},
+                {"type": "string", "format": "hostname"},
+            ]
+        }
+    ),
+]
+Network = Annotated[IPNetwork, BeforeValidator(_network)]
 
 
 def _check_regex(value: str) -> str:
@@ -172,9 +241,22 @@ class Host(Strict):
 
 
 class Peer(Strict):
-    """One SBC or gateway address of a trunk (termination: where calls are sent)."""
+    """One SBC or gateway of a trunk (termination: where calls are sent).
 
-    address: IPAddress = Field(description="IP address of the SBC or gateway")
+    `address` is an IP address or a host name. A host name is resolved by the edge at
+    call time, never when siporch renders: without `port` it is a SIP domain resolved as
+    RFC 3263 says (NAPTR where published, then SRV `_sip._udp`, `_sip._tcp` or
+    `_sips._tcp` by priority and weight, then A/AAAA), and the SRV targets are tried in
+    order when one does not answer; with `port` it is A/AAAA only. With `transport: udp`
+    (the default) and no port, the NAPTR records choose the transport; `tcp` or `tls` pin
+    it (SRV of that transport). Over TLS the peer's certificate must name `address`
+    (its subject alternative names, or a wildcard for it), or the call fails.
+    """
+
+    address: PeerAddress = Field(
+        description="IP address or host name (a SIP domain, resolved by the edge) of the "
+        "SBC or gateway"
+    )
     port: int | None = Field(default=None, ge=1, le=65535, description="5060, or 5061 for TLS")
     transport: Literal["udp", "tcp", "tls"] = Field(default="udp", description="SIP transport")
     priority: int = Field(default=1, ge=0, le=1000, description="lower is tried first")
@@ -183,6 +265,11 @@ class Peer(Strict):
     @property
     def effective_port(self) -> int:
         return self.port or (5061 if self.transport == "tls" else 5060)
+
+    @property
+    def is_name(self) -> bool:
+        """True when `address` is a host name the edge resolves at call time."""
+        return isinstance(self.address, str)
 
 
 class IpAuth(Strict):
@@ -202,6 +289,37 @@ class RegisterAuth(Strict):
     registrar: str | None = Field(default=None, description="defaults to the first peer")
 
 
+def _check_auth_text(value: str | None) -> str | None:
+    if value is not None and (not value or re.search(r'[\x00-\x1f\x7f"\\]', value)):
+        raise ValueError("must not be empty or hold control characters, '\"' or '\\'")
+    return value
+
+
+class OutboundCredentials(Strict):
+    """Digest credentials with which the edge answers a 401/407 challenge from the trunk
+    (initial INVITEs and in-dialog requests), with or without a registration."""
+
+    username: str = Field(max_length=128, description="digest user name")
+    password: SecretStr = Field(description="keep it in Ansible Vault")
+    realm: str | None = Field(
+        default=None,
+        max_length=255,
+        description="answer only this realm; none: the realm challenged",
+    )
+
+    _username = field_validator("username")(classmethod(lambda cls, v: _check_auth_text(v)))
+    _realm = field_validator("realm")(classmethod(lambda cls, v: _check_auth_text(v)))
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("password must not be empty")
+        if re.search(r"[\x00-\x1f\x7f]", value.get_secret_value()):
+            raise ValueError("password must not hold control characters")
+        return value
+
+
 class Media(Strict):
     """How media flows for a trunk."""
 
@@ -212,6 +330,11 @@ class Media(Strict):
         default="off", description="SRTP (SDES) toward the trunk"
     )
     symmetric_rtp: bool = Field(default=True, description="latch RTP to where it comes from")
+    allow_internal_addresses: bool = Field(
+        default=False,
+        description="with `bypass` on an `itsp` trunk: accept that the PBX's internal media "
+        "addresses go to the provider although security.topology_hiding is on",
+    )
 
     @field_validator("srtp", mode="before")
     @classmethod
@@ -252,15 +375,27 @@ class Translation(Strict):
     inbound: list[NumberRule] = Field(
         default_factory=list, description="the number received from the trunk -> E.164"
     )
+    calling: list[NumberRule] = Field(
+        default_factory=list,
+        description="outbound calling number (From user, P-Asserted-Identity) -> the format "
+        "the trunk wants",
+    )
 
 
 class CallerId(Strict):
     """What calling number the trunk presents."""
 
     policy: Literal["passthrough", "fixed", "anonymous"] = Field(
-        default="passthrough", description="keep the caller's number, send `number`, or hide it"
+        default="passthrough",
+        description="passthrough: the caller's number; fixed: `number` in From and "
+        "P-Asserted-Identity; anonymous: From anonymous@anonymous.invalid, Privacy: id, and "
+        "the real number in P-Asserted-Identity",
     )
-    number: E164 | None = Field(default=None, description="for policy `fixed`")
+    number: E164 | None = Field(
+        default=None,
+        description="for `fixed` (required) and `anonymous` (the number asserted in "
+        "P-Asserted-Identity; default: the caller's)",
+    )
 
     @model_validator(mode="after")
     def _fixed(self) -> CallerId:
@@ -272,9 +407,10 @@ class CallerId(Strict):
 class TrunkSecurity(Strict):
     """Who may send calls on this trunk."""
 
-    allowed_sources: list[IPNetwork] = Field(
+    allowed_sources: list[Network] = Field(
         default_factory=list,
-        description="source networks; empty means the trunk's peers and inbound_addresses",
+        description="source addresses or networks (CIDR); empty means the trunk's IP "
+        "peers and inbound_addresses",
     )
 
 
@@ -289,8 +425,15 @@ class Trunk(Strict):
         description="itsp: a provider beyond the firewall; direct: an internal PBX or gateway"
     )
     peers: list[Peer] = Field(min_length=1, description="termination: where calls are sent")
-    inbound_addresses: list[IPAddress] = Field(
-        default_factory=list, description="origination addresses other than the peers"
+    inbound_addresses: list[Network] = Field(
+        default_factory=list,
+        description="origination addresses or networks (CIDR, e.g. the provider's "
+        "published signalling blocks) other than the IP peers",
+    )
+    inbound_trust_resolved: bool = Field(
+        default=False,
+        description="also take calls from the addresses the edge resolves for host-name "
+        "peers (re-resolved at run time, no deploy; one address per peer name)",
     )
     auth: Annotated[IpAuth | RegisterAuth, Field(discriminator="type")] = Field(
         default_factory=lambda: IpAuth(type="ip")
@@ -305,7 +448,13 @@ class Trunk(Strict):
     t38: bool = Field(default=False, description="allow T.38 fax re-INVITEs")
     session_timers: SessionTimers = Field(default_factory=SessionTimers)
     refer: bool = Field(default=False, description="pass REFER (transfers) to the trunk")
-    max_early_dialogs: int = Field(default=10, ge=1, le=1000)
+    max_early_dialogs: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="outbound calls not yet answered on the trunk at once; the next one is "
+        "treated as at max_channels (next trunk, or 503)",
+    )
     pai: Literal["forward", "strip"] = Field(
         default="forward", description="forward or strip P-Asserted-Identity"
     )
@@ -320,6 +469,25 @@ class Trunk(Strict):
     translation: Translation = Field(default_factory=Translation)
     caller_id: CallerId = Field(default_factory=CallerId)
     security: TrunkSecurity = Field(default_factory=TrunkSecurity)
+    credentials: OutboundCredentials | None = Field(
+        default=None,
+        description="answer 401/407 challenges from the trunk at the edge; a `register` "
+        "trunk without it answers with its registration's username, password and realm",
+    )
+    tech_prefix: Annotated[str, StringConstraints(pattern=r"^[0-9*#]{1,16}$")] | None = Field(
+        default=None,
+        description="digits, * or # put in front of the called number sent (after translation)",
+    )
+
+    def outbound_credentials(self) -> OutboundCredentials | None:
+        """What the edge answers challenges with: `credentials`, else the registration's."""
+        if self.credentials is not None:
+            return self.credentials
+        if isinstance(self.auth, RegisterAuth):
+            return OutboundCredentials.model_construct(
+                username=self.auth.username, password=self.auth.password, realm=self.auth.realm
+            )
+        return None
 
     @cached_property
     def source_networks(self) -> tuple[IPNetwork, ...]:
@@ -333,10 +501,12 @@ class Trunk(Strict):
     def _sources(self) -> list[IPNetwork]:
         if self.security.allowed_sources:
             return list(self.security.allowed_sources)
-        addresses = [p.address for p in self.peers] + list(self.inbound_addresses)
         seen: dict[str, IPNetwork] = {}
-        for a in addresses:
-            net = ipaddress.ip_network(a)
+        for p in self.peers:
+            if not isinstance(p.address, str):
+                net = ipaddress.ip_network(p.address)
+                seen.setdefault(str(net), net)
+        for net in self.inbound_addresses:
             seen.setdefault(str(net), net)
         return list(seen.values())
 

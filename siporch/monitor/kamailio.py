@@ -143,3 +143,27 @@ async def dialog_stats(url: str, *, timeout: float = 2.0) -> dict[str, int]:
         stats = result.get("active", result)
         return {str(k): int(v) for k, v in stats.items() if isinstance(v, int | str)}
     return {}
+
+
+# ----- TLS peers by name: the edge's recent certificate name mismatches
+
+
+def parse_tls_mismatches(result: Any) -> dict[str, str]:
+    """Peer name -> ``address:port`` from `htable.dump tlsn`: the keys ``mm.<name>`` the
+    edge sets when a TLS peer's certificate did not name it (kept 300 s)."""
+    out: dict[str, str] = {}
+    stack = [result]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            name, value = item.get("name"), item.get("value")
+            if isinstance(name, str) and name.startswith("mm.") and value is not None:
+                out[name[3:]] = str(value)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return out
+
+
+async def tls_mismatches(url: str, *, timeout: float = 2.0) -> dict[str, str]:
+    return parse_tls_mismatches(await rpc(url, "htable.dump", ["tlsn"], timeout=timeout))

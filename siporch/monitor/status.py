@@ -49,6 +49,7 @@ class EdgeResult:
     rtpengine_error: str | None = None
     rtpengine_stats: dict[str, Any] | None = None
     release: str | None = None
+    tls_mismatch: dict[str, str] = field(default_factory=dict)
 
 
 def new_handler(topology: Topology, target: PbxTarget) -> CallStateHandler:
@@ -99,6 +100,12 @@ async def query_edge(
             result.dialogs = await kamailio.dialog_stats(target.kamailio_rpc, timeout=timeout)
         except MonitorError:
             result.dialogs = None  # dialog module not loaded: not an error
+        try:
+            result.tls_mismatch = await kamailio.tls_mismatches(
+                target.kamailio_rpc, timeout=timeout
+            )
+        except MonitorError:
+            result.tls_mismatch = {}  # an edge without the tlsn table: nothing to show
 
     async def rtp() -> None:
         try:
@@ -370,6 +377,23 @@ def build_report(
             ]
             pjsip = _merge_pjsip(pjsip_states)
             edge = _merge_edge(edge_states)
+            mismatch = next(
+                (
+                    e.tls_mismatch[str(peer.address)]
+                    for e in edges
+                    if e.target.site == info.site and str(peer.address) in e.tls_mismatch
+                ),
+                None,
+            )
+            if mismatch is not None:
+                problems.append(
+                    _problem(
+                        "degraded",
+                        f"trunk {name}: TLS certificate of {mismatch} does not name peer "
+                        f"{peer.address} (siporch: tls name mismatch in the edge log)",
+                        trunk=name,
+                    )
+                )
             peers.append(
                 {
                     "address": peer.address,

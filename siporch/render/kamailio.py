@@ -38,6 +38,7 @@ RELOADS: list[tuple[str, str]] = [
     ("kamailio/db/routes", "kamailio:htable.reload:routes"),
     ("kamailio/db/dids", "kamailio:htable.reload:dids"),
     ("kamailio/db/security", "kamailio:htable.reload:security"),
+    ("kamailio/db/credentials", "kamailio:htable.reload:creds"),
     ("kamailio/db/version", "none"),
 ]
 
@@ -54,6 +55,7 @@ DP_ROUTES = 2
 DP_DID_PATTERNS = 3
 DP_TRUNK_IN_BASE = 1_000_000
 DP_TRUNK_OUT_BASE = 2_000_000
+DP_TRUNK_CALLING_BASE = 3_000_000  #: + trunk id: calling-number translation toward the trunk
 MAX_TRUNK_ID = 99_999
 
 TABLE_VERSIONS = {
@@ -64,7 +66,11 @@ TABLE_VERSIONS = {
     "routes": 2,
     "security": 2,
     "trunks": 2,
+    "credentials": 2,
 }
+
+#: Files that carry secrets: deployed with mode 0640 (group kamailio), never shown in diffs.
+SECRET_FILES: list[str] = ["kamailio/db/credentials"]
 
 _HEADERS = {
     "address": "id(int,auto) grp(int) ip_addr(string) mask(int) port(int) tag(string,null)",
@@ -143,6 +149,7 @@ def render(
         ("security", data.security_items()),
     ):
         files[f"kamailio/db/{name}"] = _htable_text(items)
+    files["kamailio/db/credentials"] = _htable_text(data.credential_items())
     # The same for every edge: its numbers and destinations are model-wide.
     files["kamailio/db/dids"] = shared_text(
         "kamailio/db/dids", lambda: _htable_text(data.did_items())
@@ -227,10 +234,54 @@ def _sources(trunk: Trunk) -> list[tuple[str, int]]:
     """(address, prefix length) of the trunk's sources, as ``Trunk.sources()`` gives them."""
     if trunk.security.allowed_sources:
         return [(_ip(n.network_address), n.prefixlen) for n in trunk.security.allowed_sources]
-    seen: dict[str, int] = {}
-    for a in [p.address for p in trunk.peers] + list(trunk.inbound_addresses):
-        seen.setdefault(_ip(a), a.max_prefixlen)
-    return list(seen.items())
+    seen: dict[tuple[str, int], None] = {}
+    for p in trunk.peers:
+        if not isinstance(p.address, str):
+            seen.setdefault((_ip(p.address), p.address.max_prefixlen), None)
+    for n in trunk.inbound_addresses:
+        seen.setdefault((_ip(n.network_address), n.prefixlen), None)
+    return list(seen)
+
+
+def _peer_uri(p: Peer) -> str:
+    """The dispatcher destination of a peer. A host name stays a name, resolved by
+    Kamailio at call time: without a port as RFC 3263 says (no transport parameter for
+    udp, so NAPTR records may choose; SRV of the transport for tcp/tls), with a port
+    A/AAAA only."""
+    if not isinstance(p.address, str):
+        return _sip_uri(p.address, p.effective_port, p.transport)
+    if p.port is None:
+        if p.transport == "udp":
+            return f"sip:{p.address}"
+        return f"sip:{p.address};transport={p.transport}"
+    return f"sip:{p.address}:{p.port};transport={p.transport}"
+
+
+def _trusts_resolved(trunk: Trunk) -> bool:
+    """Calls are also taken from the addresses the edge resolves for the trunk's peers by
+    name (not when security.allowed_sources fixes the sources)."""
+    return (
+        trunk.inbound_trust_resolved
+        and not trunk.security.allowed_sources
+        and any(p.is_name for p in trunk.peers)
+    )
+
+
+#: dispatcher flag: do not resolve the destination on load (a peer by name whose
+#: addresses are not trusted as sources: tm resolves it per call)
+DS_FLAG_NO_DNS = 16
+
+
+def _edge_probe(model: Model, site: str) -> Probe:
+    """Dispatcher has one ping timer and one failure threshold per Kamailio: the edge
+    uses the strictest of the probed trunks it carries (shortest interval, lowest
+    threshold), or the defaults when it carries none."""
+    probes = [t.probe for t in model.trunks.values() if t.site == site and t.probe.enabled]
+    if not probes:
+        return Probe()
+    return Probe(
+        interval=min(p.interval for p in probes), threshold=min(p.threshold for p in probes)
+    )
 
 
 def _sip_uri(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, proto: str) -> str:
@@ -246,7 +297,7 @@ def _host_context(model: Model, name: str, h: Host, root: str, run_dir: str) -> 
             line += f" advertise {_hostport(h.public_address, t.port)}"
         listens.append(line)
     key = hashlib.sha256(f"siporch-topoh:{model.domain}".encode()).hexdigest()[:32]
-    probe = Probe()
+    probe = _edge_probe(model, h.site)
     return {
         "host": name,
         "db_dir": f"{root}/kamailio/db",
@@ -342,6 +393,42 @@ def _rtp_flags(trunk: Trunk) -> tuple[str, str]:
     return toward_trunk, toward_inside
 
 
+# ----- outbound profile and caller identity (htable trunks keys rtpc, cid, cn, tp, early)
+
+#: Model codec -> rtpengine codec name.
+_RTPENGINE_CODECS = {
+    "pcmu": "PCMU",
+    "pcma": "PCMA",
+    "g722": "G722",
+    "g729": "G729",
+    "opus": "opus",
+    "gsm": "GSM",
+}
+
+
+def _codec_flags(trunk: Trunk) -> str:
+    """rtpengine flags for an SDP offer toward the trunk: only the trunk's codecs, in its
+    order, and telephone-event only when DTMF goes as RFC 4733 events."""
+    flags = ["codec-strip=all"]
+    flags += [f"codec-offer={_RTPENGINE_CODECS[c]}" for c in trunk.codecs]
+    if trunk.dtmf in ("rfc4733", "auto"):
+        flags.append("codec-offer=telephone-event")
+    return " ".join(flags)
+
+
+def _outbound_items(trunk: Trunk, tid: int) -> list[tuple[str, str | int]]:
+    items: list[tuple[str, str | int]] = [
+        (f"{tid}.rtpc", _codec_flags(trunk)),
+        (f"{tid}.early", trunk.max_early_dialogs),
+        (f"{tid}.cid", trunk.caller_id.policy),
+    ]
+    if trunk.caller_id.number:
+        items.append((f"{tid}.cn", trunk.caller_id.number))
+    if trunk.tech_prefix:
+        items.append((f"{tid}.tp", trunk.tech_prefix.replace("#", "%23")))
+    return items
+
+
 class _EdgeData:
     """What one edge host needs from the model, as table rows."""
 
@@ -401,10 +488,12 @@ class _EdgeData:
             t = self.model.trunks[name]
             peers = _peer_order(t.peers)
             flags = 8 if t.probe.enabled else 0
+            no_dns = 0 if _trusts_resolved(t) else DS_FLAG_NO_DNS
             for pos, p in enumerate(peers):
-                uri = _sip_uri(p.address, p.effective_port, p.transport)
+                uri = _peer_uri(p)
+                f = flags | no_dns if p.is_name else flags
                 rows.append(
-                    (self.ids[name], uri, flags, len(peers) - pos, f"weight={p.weight}", name)
+                    (self.ids[name], uri, f, len(peers) - pos, f"weight={p.weight}", name)
                 )
         for name in sorted(self.model.hosts):
             h = self.model.hosts[name]
@@ -447,6 +536,7 @@ class _EdgeData:
             tid = self.ids[name]
             rules(DP_TRUNK_IN_BASE + tid, t.translation.inbound, f"trunks.{name}")
             rules(DP_TRUNK_OUT_BASE + tid, t.translation.outbound, f"trunks.{name}")
+            rules(DP_TRUNK_CALLING_BASE + tid, t.translation.calling, f"trunks.{name}")
         return rows
 
     # -- htables
@@ -472,7 +562,12 @@ class _EdgeData:
                 items.append((f"{tid}.fu", t.from_user))
             if t.from_domain:
                 items.append((f"{tid}.fd", t.from_domain))
+            items += _outbound_items(t, tid)
+            if _trusts_resolved(t):
+                items.append((f"{tid}.trr", 1))
             items.append((f"n.{name}", tid))
+        if any(_trusts_resolved(self.model.trunks[n]) for n in self.local):
+            items.append(("trr", 1))
         for name in self.remote:
             tid = self.ids[name]
             site = self.model.trunks[name].site
@@ -486,6 +581,20 @@ class _EdgeData:
                 (f"{tid}.via", self.site_set[site]),
                 (f"n.{name}", tid),
             ]
+        return items
+
+    def credential_items(self) -> list[tuple[str, str | int]]:
+        """htable ``creds`` (a secret file): per local trunk with credentials, ``<id>.u``,
+        ``<id>.p`` and ``<id>.r`` (realm; absent: answer whatever realm challenges)."""
+        items: list[tuple[str, str | int]] = []
+        for name in self.local:
+            c = self.model.trunks[name].outbound_credentials()
+            if c is None:
+                continue
+            tid = self.ids[name]
+            items += [(f"{tid}.u", c.username), (f"{tid}.p", c.password.get_secret_value())]
+            if c.realm:
+                items.append((f"{tid}.r", c.realm))
         return items
 
     def route_items(self) -> list[tuple[str, str | int]]:

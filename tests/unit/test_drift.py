@@ -123,7 +123,8 @@ def test_dispatcher_table_parsed(rendered: dict[str, dict[str, bytes]]) -> None:
     table = drift.parse_dispatcher_table(rendered["edge-central"][drift.DISPATCHER].decode())
     assert DispatcherEntry(1, "sip:203.0.113.10:5060;transport=udp", "itsp-a") in table
     assert DispatcherEntry(100003, "sip:192.0.2.20:5060;transport=udp", "pbx-central") in table
-    assert len(table) == 5
+    assert DispatcherEntry(10, "sip:itsp-c.example", "itsp-c") in table
+    assert len(table) == 6
     assert drift.parse_dispatcher_table("") == []
     with pytest.raises(drift.DriftError):
         drift.parse_dispatcher_table("a(int) b(string)\n1:x\n")

@@ -44,7 +44,7 @@ def problems_for(tmp_path: Path, mutate: Callable[[dict[str, Any]], None]) -> li
 
 def test_example_is_valid() -> None:
     loaded = load_model(EXAMPLE)
-    assert set(loaded.model.trunks) == {"itsp-a", "itsp-b", "itsp-branch", "pstn-gw"}
+    assert set(loaded.model.trunks) == {"itsp-a", "itsp-b", "itsp-branch", "itsp-c", "pstn-gw"}
     assert loaded.warnings == []
     assert loaded.model.hosts["pbx-central"].ami is not None
     assert loaded.model.hosts["pbx-central"].ami.secret.get_secret_value() == "ami-example-secret"
@@ -82,7 +82,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     (
         "route to unknown trunk",
         lambda m: m["routes"][2]["trunks"].append("itsp-z"),
-        "routes[2].trunks[2]: unknown trunk 'itsp-z' (trunks: itsp-a, itsp-b, itsp-branch, pstn-gw)",
+        "routes[2].trunks[2]: unknown trunk 'itsp-z' (trunks: itsp-a, itsp-b, itsp-branch, itsp-c, pstn-gw)",
     ),
     (
         "DID to unknown host",
@@ -186,8 +186,8 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ),
     (
         "weights for a trunk not in the route",
-        lambda m: m["routes"][4]["weights"].update({"pstn-gw": 5}),
-        "routes[4].weights.pstn-gw: 'pstn-gw' is not one of this route's trunks",
+        lambda m: m["routes"][5]["weights"].update({"pstn-gw": 5}),
+        "routes[5].weights.pstn-gw: 'pstn-gw' is not one of this route's trunks",
     ),
     (
         "bad name",
@@ -205,9 +205,46 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "trunks.itsp-a.peers[2]: peer 203.0.113.10:5060 is listed twice",
     ),
     (
+        "credentials without password",
+        lambda m: m["trunks"]["itsp-a"]["credentials"].pop("password"),
+        "trunks.itsp-a.credentials.password: required field is missing",
+    ),
+    (
+        "credentials with empty password",
+        lambda m: m["trunks"]["itsp-a"]["credentials"].update(password=""),
+        "trunks.itsp-a.credentials.password: password must not be empty",
+    ),
+    (
+        "credentials user with a quote",
+        lambda m: m["trunks"]["itsp-a"]["credentials"].update(username='a"b'),
+        "trunks.itsp-a.credentials.username: must not be empty or hold control characters",
+    ),
+    (
+        "tech prefix with a letter",
+        lambda m: m["trunks"]["itsp-a"].update(tech_prefix="12a"),
+        "trunks.itsp-a.tech_prefix: string should match pattern",
+    ),
+    (
+        "fixed caller ID without number",
+        lambda m: m["trunks"]["itsp-b"]["caller_id"].pop("number"),
+        "trunks.itsp-b.caller_id: policy 'fixed' needs a number",
+    ),
+    (
+        "calling rule with a missing group",
+        lambda m: m["trunks"]["itsp-a"]["translation"]["calling"][0].update(replace="1\\2"),
+        "trunks.itsp-a.translation.calling[0]: replace refers to group \\2",
+    ),
+    (
+        "anonymous caller ID number not E.164",
+        lambda m: m["trunks"]["itsp-a"].update(
+            caller_id={"policy": "anonymous", "number": "2025550100"}
+        ),
+        "trunks.itsp-a.caller_id.number: must be an E.164 number",
+    ),
+    (
         "failover code",
-        lambda m: m["routes"][5]["failover_on"].append("busy"),
-        "routes[5].failover_on[4]: must be 5xx, 6xx, timeout",
+        lambda m: m["routes"][6]["failover_on"].append("busy"),
+        "routes[6].failover_on[4]: must be 5xx, 6xx, timeout",
     ),
 ]
 
@@ -316,3 +353,14 @@ def test_missing_inventory(tmp_path: Path) -> None:
     with pytest.raises(ModelError) as exc:
         load_model(tmp_path / "nope")
     assert "inventory directory does not exist" in str(exc.value)
+
+
+def test_outbound_credentials_default_to_the_registration() -> None:
+    model = load_model(EXAMPLE).model
+    a, b = model.trunks["itsp-a"], model.trunks["itsp-b"]
+    ca, cb = a.outbound_credentials(), b.outbound_credentials()
+    assert ca is not None and ca.username == "examplecorp-a"
+    assert ca.password.get_secret_value() == "itsp-a-example-password"
+    assert cb is not None and (cb.username, cb.realm) == ("examplecorp", "sip.itsp-b.example.com")
+    assert cb.password.get_secret_value() == "itsp-b-example-password"
+    assert model.trunks["itsp-branch"].outbound_credentials() is None

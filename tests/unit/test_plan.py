@@ -52,12 +52,12 @@ def test_topology_hiding_change_warns_that_calls_up_lose_their_dialogs() -> None
 def test_trunks_routes_and_secrets() -> None:
     old = _model()
     new = copy.deepcopy(old)
-    new["trunks"]["itsp-c"] = new["trunks"].pop("itsp-branch")
+    new["trunks"]["itsp-d"] = new["trunks"].pop("itsp-branch")
     new["trunks"]["itsp-a"]["max_channels"] = 40
     new["trunks"]["itsp-b"]["auth"]["password"] = "sha256:00"
     new["routes"].reverse()
     lines = semantic_diff(old, new)
-    assert "trunk itsp-c added" in lines
+    assert "trunk itsp-d added" in lines
     assert "trunk itsp-branch removed" in lines
     assert "trunk itsp-a: max_channels 30 -> 40" in lines
     assert "trunk itsp-b: auth.password changed (secret)" in lines
