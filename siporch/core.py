@@ -301,6 +301,11 @@ _SECRET_KEY = re.compile(
 )
 
 
+# A password row of the edge's db_text htable ``creds`` (siporch/render/kamailio.py):
+# ``<row>:<trunk id>.p:<key type>:<value type>:<password>:<expires>``.
+_SECRET_HTABLE_ROW = re.compile(r"^(?P<key>\d+:\d+\.p:\d+:\d+:)(?P<value>.*)(?P<tail>:\d+)$")
+
+
 def mask_secrets(text: str, values: Iterable[str] = ()) -> str:
     """``text`` with every secret value replaced by ``********``: the value of each line
     whose key names a secret, and every occurrence of the known ``values``."""
@@ -310,7 +315,7 @@ def mask_secrets(text: str, values: Iterable[str] = ()) -> str:
         body = line.rstrip("\r\n")
         end = line[len(body) :]
         if not body.lstrip().startswith((";", "#")):
-            m = _SECRET_KEY.match(body)
+            m = _SECRET_KEY.match(body) or _SECRET_HTABLE_ROW.match(body)
             if m:
                 body = m.group("key") + MASK + m.group("tail")
         for v in known:

@@ -228,7 +228,7 @@ def _edited_inventory(tmp_path: Path) -> Path:
     shutil.copytree(EXAMPLE, inv)
     shutil.copy(EXAMPLE.parent / ".vault-pass", tmp_path / ".vault-pass")
     path = inv / "group_vars" / "all" / "siporch.yml"
-    path.write_text(path.read_text().replace("username: examplecorp", "username: renamed"))
+    path.write_text(path.read_text().replace("username: examplecorp\n", "username: renamed\n"))
     return inv
 
 
@@ -243,7 +243,11 @@ def test_plan_against_what_hosts_run(loaded, release_dir, tmp_path) -> None:  # 
     model = edited.model
     plan = lifecycle.build_plan(edited, bases, out_dir=out)
     changed = {h: core.states(p.changes) for h, p in plan.hosts.items() if p.changes}
-    assert changed == {"pbx-central": {"asterisk/pjsip_siporch.conf": "modified"}}
+    # itsp-b registers from the PBX; the edge answers its challenges with the same credentials
+    assert changed == {
+        "pbx-central": {"asterisk/pjsip_siporch.conf": "modified"},
+        "edge-central": {"kamailio/db/credentials": "modified"},
+    }
     assert plan.hosts["pbx-central"].reloads == ("asterisk:pjsip reload",)
     text = lifecycle.plan_diff(plan, "pbx-central", out, core.model_secrets(model))
     assert "+username = renamed" in text
@@ -301,7 +305,8 @@ def test_diff_cli_against_a_release_masks_secrets(release_dir, tmp_path) -> None
     )  # fmt: skip
     data = json.loads(j.stdout)
     assert data["hosts"]["pbx-central"]["files"] == {"asterisk/pjsip_siporch.conf": "modified"}
-    assert data["hosts"]["edge-central"]["files"] == {} and data["unknown"] == []
+    assert data["hosts"]["edge-central"]["files"] == {"kamailio/db/credentials": "modified"}
+    assert data["hosts"]["edge-branch"]["files"] == {} and data["unknown"] == []
 
 
 def test_check_mode_action_shows_a_masked_diff_and_reports_changed(tmp_path: Path) -> None:

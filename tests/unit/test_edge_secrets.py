@@ -62,7 +62,7 @@ def test_credentials_only_in_the_secret_file(tmp_path: Path) -> None:
 def test_password_change_shows_in_no_plan_or_diff(tmp_path: Path) -> None:
     inv = _inventory(tmp_path)
     out = tmp_path / "releases"
-    build_release(load_model(inv), out)
+    first = build_release(load_model(inv), out)
     path = inv / "group_vars/all/siporch.yml"
     data = yaml.safe_load(path.read_text())
     data["siporch"]["trunks"]["itsp-a"]["credentials"]["password"] = NEW
@@ -70,7 +70,8 @@ def test_password_change_shows_in_no_plan_or_diff(tmp_path: Path) -> None:
     outputs = []
     for extra in ([], ["--json"]):
         proc = subprocess.run(
-            [sys.executable, "-m", "siporch", "diff", "-i", str(inv), "--out", str(out), *extra],
+            [sys.executable, "-m", "siporch", "diff", "-i", str(inv), "--out", str(out),
+             "--against", first.id, *extra],
             capture_output=True,
             text=True,
             timeout=120,
@@ -79,7 +80,7 @@ def test_password_change_shows_in_no_plan_or_diff(tmp_path: Path) -> None:
         assert proc.returncode == 1, proc.stdout + proc.stderr
         outputs.append(proc.stdout + proc.stderr)
     assert "kamailio/db/credentials" in outputs[0]
-    assert "content not shown" in outputs[0]
+    assert "********" in outputs[0]  # the changed credentials file's diff, masked
     second = build_release(load_model(inv), out)
     text = "\n".join(outputs) + _public_text(second.path)
     for secret in (OLD, NEW):

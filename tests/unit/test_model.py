@@ -222,7 +222,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     (
         "tech prefix with a letter",
         lambda m: m["trunks"]["itsp-a"].update(tech_prefix="12a"),
-        "trunks.itsp-a.tech_prefix: string should match pattern",
+        "trunks.itsp-a.tech_prefix: must match the pattern",
     ),
     (
         "fixed caller ID without number",
