@@ -128,12 +128,10 @@ def generate(n_trunks: int, dids_per_trunk: int = 10) -> dict[str, Any]:
         "sites": {
             "central": {
                 "kind": "central",
-                "country_code": "1",
                 "normalization": _normalization("202"),
             },
             "branch": {
                 "kind": "branch",
-                "country_code": "1",
                 "backup_site": "central",
                 "normalization": _normalization("206"),
             },

@@ -42,10 +42,10 @@ siporch:
   sites:
     {site}:
       kind: central
-      country_code: "{country_code}"
       normalization:
         - {{name: e164, match: '^\\+(\\d{{7,15}})$', replace: '+\\1'}}
         - {{name: international, match: '^00(\\d{{7,15}})$', replace: '+\\1'}}
+        - {{name: national, match: '^0(\\d{{6,14}})$', replace: '+{country_code}\\1'}}
 
   hosts:
     {edge}:
@@ -135,7 +135,7 @@ def _e164(ctx: click.Context, param: click.Parameter, value: str) -> str:
 )
 @click.option("--domain", default="example.com", show_default=True, help="SIP domain.")
 @click.option("--organisation", default="Example Corp", show_default=True)
-@click.option("--country-code", default="1", show_default=True, help="E.164 country code.")
+@click.option("--country-code", default="1", show_default=True, help="E.164 country code (the national-number rule of the dial plan).")
 @click.option(
     "--did-start", default="+12025550100", show_default=True, callback=_e164,
     help="First number of the DID range routed to the PBX.",

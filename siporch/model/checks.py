@@ -40,6 +40,7 @@ def check_model(model: Model) -> list[Finding]:
         _resilience,
         _capacity,
         _providers,
+        _unused,
     ):
         out.extend(check(model))
     return out
@@ -276,6 +277,15 @@ def _capacity(m: Model) -> Iterator[Finding]:
 
 
 # ----- providers: peers by name, inbound trust, media toward the provider
+
+
+def _unused(m: Model) -> Iterator[Finding]:
+    for name, site in m.sites.items():
+        if site.country_code is not None:
+            yield _warn(
+                ("sites", name, "country_code"),
+                "not used (the site's normalization rules carry its country code): remove it",
+            )
 
 
 def _providers(m: Model) -> Iterator[Finding]:

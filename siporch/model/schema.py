@@ -152,8 +152,10 @@ class Site(Strict):
 
     kind: Literal["central", "branch"] = Field(description="central or branch")
     description: str = Field(default="", description="free text")
-    country_code: Annotated[str, StringConstraints(pattern=r"^[1-9]\d{0,2}$")] = Field(
-        description="the site's country calling code, e.g. '1' or '44'"
+    country_code: Annotated[str, StringConstraints(pattern=r"^[1-9]\d{0,2}$")] | None = Field(
+        default=None,
+        description="not used: the site's normalization rules carry its country code; "
+        "accepted so that older inventories load, with a warning",
     )
     backup_site: Name | None = Field(
         default=None, description="the site whose trunks take over when this site's are down"

@@ -132,7 +132,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     (
         "ip address (union of IPv4 and IPv6)",
         lambda m: m["trunks"]["itsp-a"]["peers"][0].update(address="x y"),
-        "trunks.itsp-a.peers[0].address: 'x y' is not an IP address",
+        "trunks.itsp-a.peers[0].address: 'x y' is neither an IP address nor a host name",
     ),
     (
         "optional ip address",
@@ -206,7 +206,7 @@ def test_problem_line_names_file_line_and_path(tmp_path: Any) -> None:
     text = (inv / "group_vars/all/siporch.yml").read_text().splitlines()
     line = int(p.file.rsplit(":", 1)[1])
     assert "address: x y" in text[line - 1]
-    assert str(p) == f"error: {p.file}: trunks.itsp-a.peers[0].address: 'x y' is not an IP address"
+    assert str(p) == f"error: {p.file}: trunks.itsp-a.peers[0].address: 'x y' is neither an IP address nor a host name"
 
 
 # -- unions in general (fields other branches may turn into unions) --------------------
@@ -296,7 +296,7 @@ def test_refused_in_keys_lists_and_secrets_without_showing_them(tmp_path: Any) -
     m["routes"][3]["exceptions"].append("^\\+1900\t$")
     agents = m["security"]["blocked_user_agents"]
     agents.append("bad\u2028agent")
-    m["routes"][4]["weights"]["itsp\rb"] = 2
+    m["routes"][5]["weights"]["itsp\rb"] = 2
     inv = make_inventory(tmp_path, data)
     (inv / "group_vars/all/extra.yml").write_text('my_secret: "s3cret\\npart"\n')
     with pytest.raises(ModelError) as exc:
@@ -304,7 +304,7 @@ def test_refused_in_keys_lists_and_secrets_without_showing_them(tmp_path: Any) -
     lines = [f"{p.path}: {p.message}" for p in exc.value.problems]
     assert sorted(lines) == sorted([
         f"routes[3].exceptions[2]: contains a tab (\\t) at character 8{TAIL}",
-        f"routes[4].weights.itsp\\rb: the key contains a carriage return (\\r) at character 5{TAIL}",
+        f"routes[5].weights.itsp\\rb: the key contains a carriage return (\\r) at character 5{TAIL}",
         f"security.blocked_user_agents[{len(agents) - 1}]: contains a line separator (U+2028) at character 4{TAIL}",
         f"hosts.pbx-central.ami.secret: contains a line break (\\n) at character 7{TAIL}",
     ])
