@@ -450,12 +450,12 @@ class Trunk(Strict):
     t38: bool = Field(default=False, description="allow T.38 fax re-INVITEs")
     session_timers: SessionTimers = Field(default_factory=SessionTimers)
     refer: bool = Field(default=False, description="pass REFER (transfers) to the trunk")
-    max_early_dialogs: int = Field(
-        default=10,
+    max_early_dialogs: int | None = Field(
+        default=None,
         ge=1,
         le=1000,
-        description="outbound calls not yet answered on the trunk at once; the next one is "
-        "treated as at max_channels (next trunk, or 503)",
+        description="outbound calls not yet answered on the trunk at once (unset: no limit); "
+        "the next one is treated as at max_channels (next trunk, or 503)",
     )
     pai: Literal["forward", "strip"] = Field(
         default="forward", description="forward or strip P-Asserted-Identity"

@@ -419,7 +419,7 @@ def _codec_flags(trunk: Trunk) -> str:
 def _outbound_items(trunk: Trunk, tid: int) -> list[tuple[str, str | int]]:
     items: list[tuple[str, str | int]] = [
         (f"{tid}.rtpc", _codec_flags(trunk)),
-        (f"{tid}.early", trunk.max_early_dialogs),
+        (f"{tid}.early", trunk.max_early_dialogs or 0),
         (f"{tid}.cid", trunk.caller_id.policy),
     ]
     if trunk.caller_id.number:
