@@ -69,6 +69,7 @@ def dns_files(base: Path, model: dict[str, Any]) -> tuple[Path, Path]:
     conf, hosts = base / "dnsmasq.conf", base / "dns.hosts"
     lines = [
         "no-resolv", "no-hosts", "no-poll", f"listen-address={DNS}", "bind-interfaces",
+        "user=root",  # it reads its files from a private temporary directory
         "port=53", f"local-ttl={TTL}", f"auth-ttl={TTL}", f"addn-hosts={hosts}",
         f"local=/{ZONE}/", "cache-size=10000", "log-facility=-",
     ]  # fmt: skip
