@@ -148,22 +148,38 @@ async def dialog_stats(url: str, *, timeout: float = 2.0) -> dict[str, int]:
 # ----- TLS peers by name: the edge's recent certificate name mismatches
 
 
-def parse_tls_mismatches(result: Any) -> dict[str, str]:
-    """Peer name -> ``address:port`` from `htable.dump tlsn`: the keys ``mm.<name>`` the
-    edge sets when a TLS peer's certificate did not name it (kept 300 s)."""
+def parse_htable_prefix(result: Any, prefix: str) -> dict[str, str]:
+    """``key without prefix -> value`` of the items of an `htable.dump` whose key starts
+    with ``prefix``."""
     out: dict[str, str] = {}
     stack = [result]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             name, value = item.get("name"), item.get("value")
-            if isinstance(name, str) and name.startswith("mm.") and value is not None:
-                out[name[3:]] = str(value)
+            if isinstance(name, str) and name.startswith(prefix) and value is not None:
+                out[name[len(prefix) :]] = str(value)
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
     return out
 
 
+def parse_tls_mismatches(result: Any) -> dict[str, str]:
+    """Peer name -> ``address:port`` from `htable.dump tlsn`: the keys ``mm.<name>`` the
+    edge sets when a TLS peer's certificate did not name it (kept 300 s)."""
+    return parse_htable_prefix(result, "mm.")
+
+
+def parse_auth_failures(result: Any) -> dict[str, str]:
+    """Trunk name -> ``<code> <reason>`` from `htable.dump authf`: the keys ``af.<trunk>``
+    the edge sets when a provider refused its credentials (kept 300 s)."""
+    return parse_htable_prefix(result, "af.")
+
+
 async def tls_mismatches(url: str, *, timeout: float = 2.0) -> dict[str, str]:
     return parse_tls_mismatches(await rpc(url, "htable.dump", ["tlsn"], timeout=timeout))
+
+
+async def auth_failures(url: str, *, timeout: float = 2.0) -> dict[str, str]:
+    return parse_auth_failures(await rpc(url, "htable.dump", ["authf"], timeout=timeout))

@@ -50,6 +50,7 @@ class EdgeResult:
     rtpengine_stats: dict[str, Any] | None = None
     release: str | None = None
     tls_mismatch: dict[str, str] = field(default_factory=dict)
+    auth_failed: dict[str, str] = field(default_factory=dict)
 
 
 def new_handler(topology: Topology, target: PbxTarget) -> CallStateHandler:
@@ -106,6 +107,10 @@ async def query_edge(
             )
         except MonitorError:
             result.tls_mismatch = {}  # an edge without the tlsn table: nothing to show
+        try:
+            result.auth_failed = await kamailio.auth_failures(target.kamailio_rpc, timeout=timeout)
+        except MonitorError:
+            result.auth_failed = {}  # an edge without the authf table: nothing to show
 
     async def rtp() -> None:
         try:
@@ -426,6 +431,15 @@ def build_report(
             reasons.append(f"trunk {name}: at capacity ({n_active}/{info.max_channels} calls)")
         if not up_pbx and not edge_targets:
             health = "unknown"
+        refused = next(
+            (e.auth_failed[name] for e in edges if e.target.site == info.site and name in e.auth_failed),
+            None,
+        )
+        if refused is not None:
+            reasons.append(
+                f"trunk {name}: the provider refused the edge's credentials ({refused}) in the "
+                "last 5 minutes (siporch: auth failed in the edge log)"
+            )
         for reason in reasons:
             problems.append(_problem("degraded", reason, trunk=name))
         trunks.append(

@@ -227,6 +227,9 @@ def test_wrong_password_fails_clearly(edge: kc.Edge) -> None:
     assert kc._wait(
         lambda: "siporch: auth failed trunk=pstn-gw" in (edge.base / "kamailio.log").read_text(), 5
     ), (edge.base / "kamailio.log").read_text()[-2000:]
+    # and it is kept for `siporch status` (htable authf, 300 s)
+    dump = edge.rpc("htable.dump", "authf")
+    assert "af.pstn-gw" in dump and "rejected" in dump, dump
 
 
 def test_no_password_in_the_edge_log(edge: kc.Edge) -> None:

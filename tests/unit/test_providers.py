@@ -295,3 +295,27 @@ def test_status_shows_a_recent_tls_name_mismatch() -> None:
     assert any(
         "TLS certificate of 198.18.1.61:5061 does not name peer" in m for m in messages
     ), messages
+
+
+def test_status_shows_a_recent_credentials_refusal() -> None:
+    from siporch.monitor.kamailio import parse_auth_failures
+    from siporch.monitor.status import build_report
+    from tests.unit.test_monitor_status import NOW, edge_result, pbx_result, topology
+
+    dump = [
+        {"entry": 1, "size": 1, "slot": [
+            {"name": "af.itsp-a", "value": "407 rejected", "type": "str"},
+        ]},
+    ]  # fmt: skip
+    assert parse_auth_failures(dump) == {"itsp-a": "407 rejected"}
+
+    topo = topology()
+    edge = edge_result(topo)
+    healthy = build_report(topo, [pbx_result(topo, "live")], [edge], now=NOW)
+    assert not [p for p in healthy["problems"] if "credentials" in p["message"]]
+    edge.auth_failed = {"itsp-a": "407 rejected"}
+    report = build_report(topo, [pbx_result(topo, "live")], [edge], now=NOW)
+    messages = [p["message"] for p in report["problems"] if p["trunk"] == "itsp-a"]
+    assert any(
+        "the provider refused the edge's credentials (407 rejected)" in m for m in messages
+    ), messages
