@@ -33,7 +33,6 @@ EDGE_IP = "198.18.0.10"
 NUMBER = "+35312345678"  # route "ireland": itsp-c, then itsp-a
 C = "itsp-c.example"
 FAILOVER_TIMEOUT_S = 10  # the route's failover_timeout (model default)
-LOG = "/var/log/siporch/kamailio.log"
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +178,14 @@ def test_tls_name_mismatch_fails_the_call(kit: ck.Lab, lab: Any) -> None:
         ck.edit_model(inv, wrong_name)
         try:
             ck.ensure_deployed(kit, inv, ("edge-central",))
-            before = kit.run("edge-central", f"grep -c 'siporch: tls name mismatch' {LOG} || true")
+            before = kit.run(
+                "edge-central", f"({ck.KAMAILIO_LOG_CMD}) | grep -c 'siporch: tls name mismatch' || true"
+            )
             codes = _call(kit, wait=6)
             assert 503 in codes and 407 not in codes, codes
-            after = kit.run("edge-central", f"grep 'siporch: tls name mismatch' {LOG} || true")
+            after = kit.run(
+                "edge-central", f"({ck.KAMAILIO_LOG_CMD}) | grep 'siporch: tls name mismatch' || true"
+            )
             assert len(after.splitlines()) > int(before.strip() or 0)
             line = after.splitlines()[-1]
             assert f"peer=wrong.{C}" in line and "address=198.18.1.61:5061" in line, line

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from callkit import KAMAILIO_LOG_CMD
 
 from siporch.deploy import runner
 from siporch.torture import MARKER, TCP_CASES, load_cases
@@ -138,26 +139,24 @@ def _invites(path: Path) -> list[bytes]:
     return [line for line in out.splitlines() if line.strip()]
 
 
-KAMAILIO_LOG = "var/log/siporch/kamailio.log"
 #: What Kamailio's main process logs when a child dies of a signal (a crash).
 CRASH = ("exited by a signal", "core dumped", "segmentation fault")
 #: What each Kamailio process logs when it is stopped (a restart by a deploy).
 STOPPED = "signal 15 received"
 
 
+def _log(lab: Any) -> str:
+    """Kamailio's log on the edge: its journal on a systemd host, else its log file."""
+    return str(lab.run(EDGE, KAMAILIO_LOG_CMD, timeout=60).stdout)
+
+
 def _log_size(lab: Any) -> int:
-    try:
-        return (lab.root(EDGE) / KAMAILIO_LOG).stat().st_size
-    except OSError:
-        return 0
+    return len(_log(lab))
 
 
 def _log_since(lab: Any, offset: int) -> str:
-    try:
-        data = (lab.root(EDGE) / KAMAILIO_LOG).read_bytes()
-    except OSError:
-        return ""
-    return data[offset if offset <= len(data) else 0 :].decode("utf-8", "replace")
+    text = _log(lab)
+    return text[offset if offset <= len(text) else 0 :]
 
 
 def _wait_pid(info: dict[str, Any], seconds: float = 60) -> int | None:
