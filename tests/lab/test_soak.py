@@ -95,8 +95,11 @@ def test_short_soak(lab: Any, tmp_path: Path) -> None:
     assert kinds.count("deploy") >= 4 and "rollback" in kinds and "partition" in kinds
     fault = next(s for s in report["steps"] if s["kind"] == "fault-deploy")
     assert fault["kill_at"] is not None, fault
-    # the deploy whose health gate met a dead Kamailio put every host back by itself
-    assert fault["rolled_back"], fault
+    # the deploy whose health gate met a dead Kamailio put every host back by itself; on a
+    # systemd host the packaged unit (Restart=on-failure) may bring Kamailio back before the
+    # gate looks, and then the deploy passes its gate: either way no host is left half-changed
+    if not fault["rolled_back"]:
+        assert lab.info.get("init") == "systemd" and fault["ok"], fault
     # after the fault every host is on a known release: the one the lab model renders to
     expected = report["expected_release"]
     assert expected.endswith(report["model_hash"][:8])
