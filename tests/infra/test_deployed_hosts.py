@@ -41,10 +41,20 @@ def deployed(lab: Any) -> Iterator[str]:
     finally:
         report.unlink(missing_ok=True)
     assert result.ok and result.report, "\n".join(result.output[-40:])
+    # testinfra's ansible backend reads these from the environment: set them for this
+    # module only, so later tests (of the deploy runner, say) see the environment they had
+    saved = {k: os.environ.get(k) for k in ("ANSIBLE_VAULT_PASSWORD_FILE", "ANSIBLE_CONFIG")}
     if vault is not None:
         os.environ.setdefault("ANSIBLE_VAULT_PASSWORD_FILE", str(vault))
     os.environ["ANSIBLE_CONFIG"] = str(resources.ansible_cfg())
-    yield str(result.report["release"])
+    try:
+        yield str(result.report["release"])
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _host(lab: Any, name: str) -> Any:

@@ -76,7 +76,9 @@ def test_build_command_errors(tmp_path: Path) -> None:
         runner.build_command("nope.yml", tmp_path)
 
 
-def test_vault_password_file(tmp_path: Path) -> None:
+def test_vault_password_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the environment's password file is the fallback: none here
+    monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE", raising=False)
     inv = tmp_path / "lab"
     inv.mkdir()
     assert runner.vault_password_file(inv, None) is None
