@@ -64,6 +64,12 @@ def copy_inventory(dest: Path, *, secret: str | None = None) -> Path:
     if secret is not None:
         text = text.replace('secret: "{{ vault_ami_secret }}"', f'secret: "{secret}"')
     model.write_text(text)
+    # the inventory's hosts where the model puts them (validation cross-checks both)
+    hosts = inv / "hosts.yml"
+    text = hosts.read_text()
+    for old, new in ADDRESSES.items():
+        text = text.replace(f"ansible_host: {old}\n", f"ansible_host: {new}\n")
+    hosts.write_text(text)
     return inv
 
 
