@@ -67,13 +67,30 @@ def release(lab) -> Iterator[dict[str, object]]:  # type: ignore[no-untyped-def]
         shutil.rmtree(base / "releases" / RELEASE, ignore_errors=True)
 
 
+#: The packaged unit of each daemon on a systemd lab host.
+UNITS = {"asterisk": "asterisk.service", "kamailio": "kamailio.service", "rtpengine": "rtpengine-daemon.service"}
+
+
+def _systemd(lab, host: str) -> bool:  # type: ignore[no-untyped-def]
+    return bool(lab.info["hosts"][host].get("init") == "systemd")
+
+
 def _stop(lab, host: str, comm: str) -> None:  # type: ignore[no-untyped-def]
-    """Stop every ``comm`` process of ``host`` (started by this module)."""
+    """Stop every ``comm`` process of ``host``: its unit on a systemd host (so that systemd
+    does not start it again), then whatever this module started by hand."""
     from siporch.lab import lab as lab_mod
     from siporch.lab import procs
 
+    if _systemd(lab, host):
+        lab.run(host, ["systemctl", "stop", UNITS[comm]], timeout=60)
     found = lab_mod.lab_processes(lab_mod.LabPaths.default()).get(host, [])
     procs.kill_processes([p.pid for p in found if p.comm == comm], grace=5)
+
+
+def _restore(lab, host: str, comm: str) -> None:  # type: ignore[no-untyped-def]
+    """Give a systemd host its unit back (deploys expect the packaged unit to run it)."""
+    if _systemd(lab, host):
+        lab.run(host, ["systemctl", "start", UNITS[comm]], timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +112,7 @@ def asterisk(lab, release) -> Iterator[str]:  # type: ignore[no-untyped-def]
     yield host
     lab.run(host, ["asterisk", "-C", AST_CONF, "-rx", "core stop now"], timeout=30)
     _stop(lab, host, "asterisk")
+    _restore(lab, host, "asterisk")
 
 
 async def _ami_endpoints(address: str, port: int, user: str, secret: str) -> list[str]:
@@ -185,3 +203,5 @@ def test_kamailio_and_rtpengine_start_on_the_edge_with_the_rendered_config(lab, 
     finally:
         _stop(lab, host, "kamailio")
         _stop(lab, host, "rtpengine")
+        _restore(lab, host, "rtpengine")
+        _restore(lab, host, "kamailio")
