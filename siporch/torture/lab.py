@@ -94,6 +94,17 @@ def kamailio_pid(info: dict[str, Any], edge: str = EDGE) -> int | None:
         pid = int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+    from siporch.lab import hosts as hostfs
+    from siporch.lab import systemd
+    from siporch.lab.spec import LabPaths, host_by_name
+
+    host = host_by_name(edge)
+    init = hostfs.init_pid(host, LabPaths.default()) if host is not None else None
+    if init is not None:  # a systemd host: the pid file holds the pid in its own namespace
+        outer = systemd.outer_pid(init, pid)
+        if outer is None:
+            return None
+        pid = outer
     try:
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:

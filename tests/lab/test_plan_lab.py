@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +88,15 @@ def _siporch(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def deployed(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def deployed(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Deploy the lab model with this code; return the base inventory, the release every
     host runs, and the secret the running pjsip.conf holds."""
+    # One controller: every inventory copy of this module keeps its releases in one state
+    # directory (as a CI pipeline's controller does), so the model of the release the hosts
+    # run is at hand for the plan's summary.
+    state = tmp_path_factory.mktemp("plan-state")
+    saved = os.environ.get("SIPORCH_STATE")
+    os.environ["SIPORCH_STATE"] = str(state)
     base = ck.copy_inventory(lab, tmp_path_factory.mktemp("plan-base"))
     result = _run(base)
     assert result.ok, "\n".join(result.output[-60:])
@@ -103,7 +110,11 @@ def deployed(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
         for line in conf.splitlines()
         if line.replace(" ", "").startswith("password=")
     )
-    return {"base": base, "release": release, "old_secret": old_secret}
+    yield {"base": base, "release": release, "old_secret": old_secret, "state": state}
+    if saved is None:
+        os.environ.pop("SIPORCH_STATE", None)
+    else:
+        os.environ["SIPORCH_STATE"] = saved
 
 
 def test_diff_after_a_local_render_compares_with_what_hosts_run(

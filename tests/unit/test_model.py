@@ -318,7 +318,8 @@ def test_missing_vault_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert "no vault password file is given" in str(exc.value)
 
 
-def test_wrong_vault_password(tmp_path: Path) -> None:
+def test_wrong_vault_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE", raising=False)  # no other secret
     inv = make_inventory(tmp_path, example_data())
     (tmp_path / ".vault-pass").write_text("wrong\n")
     with pytest.raises(ModelError) as exc:
