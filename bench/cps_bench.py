@@ -313,6 +313,15 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def missing_tool(*tools: str) -> str | None:
+    """The first of ``tools`` not on PATH (said on stderr), or None."""
+    for tool in tools:
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed (scripts/setup installs it)", file=sys.stderr)
+            return tool
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trunks", type=int, default=1000)
@@ -328,10 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.calls <= 100000 or not 1 <= args.concurrency <= 1000:
         print("--calls must be 1..100000 and --concurrency 1..1000", file=sys.stderr)
         return 2
-    for tool in ("kamailio", "rtpengine", "sipp"):
-        if shutil.which(tool) is None:
-            print(f"{tool} is not installed", file=sys.stderr)
-            return 2
+    if missing_tool("kamailio", "rtpengine", "sipp"):
+        return 2
     try:
         result = bench(args)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:

@@ -306,10 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.concurrency <= 1000 or not 1 <= args.rounds <= 20:
         print("--concurrency must be 1..1000 and --rounds 1..20", file=sys.stderr)
         return 2
-    for tool in ("kamailio", "rtpengine", "sipp", "dnsmasq"):
-        if shutil.which(tool) is None:
-            print(f"{tool} is not installed (scripts/setup installs it)", file=sys.stderr)
-            return 2
+    if cps_bench.missing_tool("kamailio", "rtpengine", "sipp", "dnsmasq"):
+        return 2
     try:
         result = bench(args)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
