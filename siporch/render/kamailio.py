@@ -417,8 +417,14 @@ def _codec_flags(trunk: Trunk) -> str:
 
 
 def _outbound_items(trunk: Trunk, tid: int) -> list[tuple[str, str | int]]:
+    st = trunk.session_timers
     items: list[tuple[str, str | int]] = [
         (f"{tid}.rtpc", _codec_flags(trunk)),
+        # session timers toward the trunk (route SESSION_TIMERS), T.38 in its dialogs
+        (f"{tid}.stm", st.mode),
+        (f"{tid}.se", max(st.expires, st.min_se)),
+        (f"{tid}.mse", st.min_se),
+        (f"{tid}.t38", int(trunk.t38)),
         (f"{tid}.early", trunk.max_early_dialogs or 0),
         (f"{tid}.cid", trunk.caller_id.policy),
     ]
