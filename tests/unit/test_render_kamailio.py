@@ -479,3 +479,30 @@ def test_cfg_numbers_agree_with_the_renderer() -> None:
     assert "dbtable=credentials;" in cfg
     assert 'modparam("dialog", "track_cseq_updates", 1)' in cfg
     assert "siporch: auth failed trunk=$avp(dname)" in cfg
+
+
+def test_outbound_session_timers_and_t38_in_trunks_table() -> None:
+    model = _with_trunk(
+        "itsp-a", session_timers={"mode": "originate", "expires": 600, "min_se": 120}, t38=True
+    )
+    tid = kamailio.trunk_ids(model)["itsp-a"]
+    keys = _trunk_keys(render(model, "edge-central"))
+    assert (keys[f"{tid}.stm"], keys[f"{tid}.se"], keys[f"{tid}.mse"]) == (
+        "originate",
+        "600",
+        "120",
+    )
+    assert keys[f"{tid}.t38"] == "1"
+    # expires below min_se: the edge never asks for less than the minimum
+    model = _with_trunk("itsp-a", session_timers={"mode": "no", "expires": 90, "min_se": 300})
+    keys = _trunk_keys(render(model, "edge-central"))
+    assert (keys[f"{tid}.stm"], keys[f"{tid}.se"], keys[f"{tid}.t38"]) == ("no", "300", "0")
+
+
+def test_outbound_srtp_flags_toward_the_trunk_only() -> None:
+    for srtp, proto in (("off", "RTP/AVP"), ("required", "RTP/SAVP")):
+        model = _with_trunk("itsp-a", media={"mode": "anchor", "srtp": srtp})
+        tid = kamailio.trunk_ids(model)["itsp-a"]
+        keys = _trunk_keys(render(model, "edge-central"))
+        assert keys[f"{tid}.rtpt"].endswith(proto)
+        assert keys[f"{tid}.rtpi"].endswith("RTP/AVP")
