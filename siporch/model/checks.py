@@ -40,7 +40,6 @@ def check_model(model: Model) -> list[Finding]:
         _resilience,
         _capacity,
         _providers,
-        _probes,
         _unused,
     ):
         out.extend(check(model))
@@ -278,36 +277,6 @@ def _capacity(m: Model) -> Iterator[Finding]:
 
 
 # ----- providers: peers by name, inbound trust, media toward the provider
-
-
-def _probes(m: Model) -> Iterator[Finding]:
-    """Kamailio's dispatcher has one OPTIONS timer and one failure threshold per edge: an
-    edge probes every peer it carries with the shortest interval and the lowest threshold
-    of its site's probed trunks (siporch/render/kamailio.py, _edge_probe). A trunk that
-    asks for a longer interval or a higher threshold gets the stricter value: say so."""
-    by_site: dict[str, list[str]] = {}
-    for name, trunk in m.trunks.items():
-        if trunk.probe.enabled:
-            by_site.setdefault(trunk.site, []).append(name)
-    for site, names in by_site.items():
-        interval = min(m.trunks[n].probe.interval for n in names)
-        threshold = min(m.trunks[n].probe.threshold for n in names)
-        for n in names:
-            probe = m.trunks[n].probe
-            if probe.interval != interval:
-                yield _warn(
-                    ("trunks", n, "probe", "interval"),
-                    f"cannot be honoured: the edges of site '{site}' probe every peer every "
-                    f"{interval} s (Kamailio's dispatcher has one probe interval per edge: "
-                    "the shortest of the site's probed trunks)",
-                )
-            if probe.threshold != threshold:
-                yield _warn(
-                    ("trunks", n, "probe", "threshold"),
-                    f"cannot be honoured: the edges of site '{site}' take a peer out after "
-                    f"{threshold} failed probes (Kamailio's dispatcher has one threshold per "
-                    "edge: the lowest of the site's probed trunks)",
-                )
 
 
 def _unused(m: Model) -> Iterator[Finding]:

@@ -384,15 +384,13 @@ class Probe(Strict):
         default=30,
         ge=5,
         le=3600,
-        description="seconds between probes (an edge probes all its peers at the shortest "
-        "interval of its site's probed trunks: a longer one is warned about)",
+        description="seconds between probes of each peer",
     )
     threshold: int = Field(
         default=3,
         ge=1,
         le=10,
-        description="failures before a peer is down (an edge uses the lowest threshold of its "
-        "site's probed trunks: a higher one is warned about)",
+        description="failed probes in a row before a peer is down",
     )
 
 

@@ -366,17 +366,3 @@ def test_outbound_credentials_default_to_the_registration() -> None:
     assert cb.password.get_secret_value() == "itsp-b-example-password"
     assert model.trunks["itsp-branch"].outbound_credentials() is None
 
-
-def test_probe_values_the_edge_cannot_honour_warn(tmp_path: Path) -> None:
-    data = example_data()
-    trunks = data["siporch"]["trunks"]
-    central = [n for n, t in trunks.items() if t["site"] == "central"]
-    trunks[central[0]]["probe"] = {"interval": 10, "threshold": 2}
-    loaded = load_model(make_inventory(tmp_path, data))
-    paths = sorted(w.path for w in loaded.warnings)
-    others = [n for n in central[1:] if trunks[n].get("probe", {}).get("enabled", True)]
-    assert paths == sorted(
-        f"trunks.{n}.probe.{f}" for n in others for f in ("interval", "threshold")
-    ), paths
-    w = next(w for w in loaded.warnings if w.path.endswith("probe.interval"))
-    assert "cannot be honoured" in w.message and "every 10 s" in w.message

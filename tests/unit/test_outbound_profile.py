@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import os
 import re
 import shutil
@@ -59,8 +60,15 @@ NUMBER = "+13035550123"  # route us-national: itsp-a, then itsp-b
 pytestmark = pytest.mark.lab
 
 
-def profile_model(itsp_a_timers: str = "originate") -> Model:
+def profile_model(itsp_a_timers: str = "originate", probes: bool = False) -> Model:
+    """``probes``: every central trunk probed every 5 s, down after 1 failure (the
+    dispatcher's), but itsp-b every 8 s, down after 2 (the script's)."""
     data = loopback_model(net=NET, ng_port=NG_PORT).model_dump(mode="json")
+    if probes:
+        for t in data["trunks"].values():
+            if t["site"] == "central":
+                t["probe"] = {"enabled": True, "interval": 5, "threshold": 1}
+        data["trunks"]["itsp-b"]["probe"] = {"enabled": True, "interval": 8, "threshold": 2}
     for h in data["hosts"].values():
         if h.get("ami"):
             h["ami"]["secret"] = "s"
@@ -119,7 +127,9 @@ class Provider:
     name: str
     ip: str
     invite_code: int = 200
+    silent: bool = False
     requests: list[str] = field(default_factory=list)
+    options: list[float] = field(default_factory=list)  # when each OPTIONS arrived
     _stop: threading.Event = field(default_factory=threading.Event)
     _sock: socket.socket | None = None
 
@@ -130,8 +140,12 @@ class Provider:
         first = msg.split("\r\n", 1)[0]
         if first.startswith("SIP/2.0") or first.startswith("ACK "):
             return None
-        if not first.startswith("OPTIONS "):
+        if first.startswith("OPTIONS "):
+            self.options.append(time.monotonic())
+        else:
             self.requests.append(msg)
+        if self.silent:
+            return None
         in_dialog = ";tag=" in (_headers(msg, "To") or _headers(msg, "t") or [""])[0]
         code, reason, body = 200, "OK", ""
         if first.startswith("INVITE "):
@@ -294,7 +308,7 @@ class Setup:
 
 
 @contextlib.contextmanager
-def running(kind: str) -> Iterator[Setup]:
+def running(kind: str, probes: bool = False) -> Iterator[Setup]:
     _need_tools()
     if kind == "host":
         base = Path(tempfile.mkdtemp(prefix="siporch-profile-"))
@@ -310,7 +324,7 @@ def running(kind: str) -> Iterator[Setup]:
     a = Provider("itspa", ITSP_A)
     b = Provider("itspb", ITSP_B)
     try:
-        _release(edge, "a", profile_model())
+        _release(edge, "a", profile_model(probes=probes))
         a.start()
         b.start()
         with _running([edge], prefix, NG_PORT, base):
@@ -432,3 +446,45 @@ def test_outbound_profile_per_branch(kind: str) -> None:
                 assert call.bye() == 200
             finally:
                 call.close()
+
+
+def _state(edge: Edge, uri_host: str) -> str:
+    """The dispatcher flags (e.g. AP, IX) of the destination on ``uri_host``."""
+    out = edge.rpc("dispatcher.list")
+    m = re.search(rf"URI: sip:{re.escape(uri_host)}:5060[^\n]*\n\s*FLAGS: (\w+)", out)
+    return m.group(1) if m else ""
+
+
+def _gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_probe_interval_and_threshold_per_trunk(kind: str) -> None:
+    """itsp-a is probed by the dispatcher every 5 s; itsp-b, which asks for 8 s and 2
+    failures, by the script: every 8 s, taken out after its second missed probe (not the
+    first), and back at its first answer."""
+    with running(kind, probes=True) as s:
+        assert _wait_for(lambda: len(s.b.options) >= 3 and len(s.a.options) >= 4, 40), s.log()
+        a_gaps, b_gaps = _gaps(s.a.options), _gaps(s.b.options)
+        assert all(4 < g < 6.5 for g in a_gaps[1:]), a_gaps
+        assert all(7 < g < 9.5 for g in b_gaps), b_gaps
+        assert _state(s.edge, ITSP_B).startswith("A"), s.edge.rpc("dispatcher.list")
+
+        # itsp-b goes silent: one missed probe is not enough, the second takes it out
+        s.b.silent = True
+        silent_at = time.monotonic()
+        assert _wait_for(lambda: "failures=1" in s.log(), 20), s.log()
+        assert "code=408" in s.log()  # no answer: tm's own 408
+        assert _state(s.edge, ITSP_B).startswith("A"), s.edge.rpc("dispatcher.list")
+        assert _wait_for(lambda: _state(s.edge, ITSP_B).startswith("I"), 20), s.log()
+        took = time.monotonic() - silent_at
+        assert "probe down trunk=itsp-b" in s.log() and "after 2 failures" in s.log()
+        assert 8 < took < 8 * 2 + 6, took  # two probes 8 s apart, the second's timeout
+
+        # it answers again: back at the next probe
+        s.b.silent = False
+        back_from = time.monotonic()
+        assert _wait_for(lambda: _state(s.edge, ITSP_B).startswith("A"), 15), s.log()
+        assert time.monotonic() - back_from < 10
+        assert "probe up trunk=itsp-b" in s.log()
