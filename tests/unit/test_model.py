@@ -365,4 +365,3 @@ def test_outbound_credentials_default_to_the_registration() -> None:
     assert cb is not None and (cb.username, cb.realm) == ("examplecorp", "sip.itsp-b.example.com")
     assert cb.password.get_secret_value() == "itsp-b-example-password"
     assert model.trunks["itsp-branch"].outbound_credentials() is None
-
