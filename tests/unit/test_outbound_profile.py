@@ -361,7 +361,9 @@ def test_outbound_profile_per_branch(kind: str) -> None:
         # 1. itsp-a refuses (503): the route fails over to itsp-b; each branch gets its
         #    trunk's session timers and media profile
         s.a.invite_code = 503
-        call = PbxCall(ASTERISK_TIMERS + "Session-Expires: 1800;refresher=uac\r\nMin-SE: 90")
+        call = PbxCall(
+            ASTERISK_TIMERS + "Supported: path\r\nSession-Expires: 1800;refresher=uac\r\nMin-SE: 90"
+        )
         try:
             code, reply = call.invite()
             assert code == 200, s.log()
@@ -381,7 +383,8 @@ def test_outbound_profile_per_branch(kind: str) -> None:
             assert _headers(to_b, "x") == [], to_b
             assert _headers(to_b, "Min-SE") == [], to_b
             (supported,) = _headers(to_b, "Supported")
-            assert "timer" not in supported and "100rel" in supported, to_b
+            assert "timer" not in supported, to_b
+            assert supported == "100rel,replaces,norefersub,path", to_b  # both headers kept
             # itsp-b (srtp required): RTP/SAVP with an SDES key
             audio = [m for m in _media(to_b) if m.startswith("m=audio")]
             assert audio and " RTP/SAVP " in audio[0], to_b
