@@ -16,7 +16,7 @@ The providers are small Python SIP responders that record every request. Proven:
   SDES ``a=crypto`` line, while the PBX side gets ``RTP/AVP`` either way;
 * T.38 in the dialog: a re-INVITE offering ``image/t38`` toward itsp-b (t38 on) reaches it
   and its answer comes back; toward itsp-a (t38 off) the edge answers 488 and the provider
-  never sees it.
+  never sees it, and itsp-a's own T.38 offer in that dialog gets 488 from the edge too.
 
 Marked ``lab`` (real daemons, root); loopback only.
 """
@@ -130,15 +130,52 @@ class Provider:
     silent: bool = False
     requests: list[str] = field(default_factory=list)
     options: list[float] = field(default_factory=list)  # when each OPTIONS arrived
+    responses: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _sock: socket.socket | None = None
+
+    def reinvite(self, invite: str, sdp: str) -> None:
+        """A re-INVITE from the provider in the dialog of ``invite`` (which it answered):
+        to its Contact, through its Record-Route set, via the edge."""
+        assert self._sock is not None
+        head = invite.split("\r\n\r\n", 1)[0]
+        to = next(ln for ln in head.split("\r\n") if re.match(r"^(To|t):", ln, re.I))
+        frm = next(ln for ln in head.split("\r\n") if re.match(r"^(From|f):", ln, re.I))
+        target = re.sub(r"^.*<([^>]+)>.*$", r"\1", _headers(invite, "Contact")[0])
+        body = sdp.format(ip=self.ip)
+        lines = [
+            f"INVITE {target} SIP/2.0",
+            f"Via: SIP/2.0/UDP {self.ip}:5060;branch=z9hG4bK{uuid.uuid4().hex[:16]}",
+            "Max-Forwards: 70",
+            "From:" + to.split(":", 1)[1] + f";tag=p{self.name}",
+            "To:" + frm.split(":", 1)[1],
+            f"Call-ID: {_headers(invite, 'Call-ID')[0]}",
+            "CSeq: 10 INVITE",
+            *[f"Route: {r}" for r in _headers(invite, "Record-Route")],
+            f"Contact: <sip:{self.name}@{self.ip}:5060>",
+            "Content-Type: application/sdp",
+            f"Content-Length: {len(body)}",
+            "",
+            body,
+        ]
+        self._sock.sendto("\r\n".join(lines).encode(), (EDGE, 5060))
+
+    def final_codes(self) -> list[int]:
+        return [
+            int(r.split(" ", 2)[1])
+            for r in self.responses
+            if "INVITE" in (_headers(r, "CSeq") or [""])[0] and not r.startswith("SIP/2.0 1")
+        ]
 
     def invites(self) -> list[str]:
         return [m for m in self.requests if m.startswith("INVITE ")]
 
     def reply(self, msg: str) -> bytes | None:
         first = msg.split("\r\n", 1)[0]
-        if first.startswith("SIP/2.0") or first.startswith("ACK "):
+        if first.startswith("SIP/2.0"):
+            self.responses.append(msg)
+            return None
+        if first.startswith("ACK "):
             return None
         if first.startswith("OPTIONS "):
             self.options.append(time.monotonic())
@@ -303,8 +340,8 @@ class Setup:
     a: Provider
     b: Provider
 
-    def log(self) -> str:
-        return (self.edge.base / "kamailio.log").read_text(errors="replace")[-4000:]
+    def log(self, tail: int = 4000) -> str:
+        return (self.edge.base / "kamailio.log").read_text(errors="replace")[-tail:]
 
 
 @contextlib.contextmanager
@@ -420,9 +457,14 @@ def test_outbound_profile_per_branch(kind: str) -> None:
             assert _headers(to_a, "Min-SE") == ["120"], to_a
             code, refused = call.reinvite(OFFER_T38)
             assert code == 488, refused + s.log()
-            assert "siporch: t38 refused trunk=itsp-a" in s.log()
+            assert "siporch: t38 refused trunk=itsp-a" in s.log(10**7)
             time.sleep(0.3)  # nothing may arrive at itsp-a meanwhile
             assert len(s.a.invites()) == 1, s.a.invites()
+            # the provider offering T.38 on this trunk is refused the same way
+            s.a.reinvite(to_a, OFFER_T38)
+            assert _wait_for(lambda: s.a.final_codes() != []), s.log()
+            assert s.a.final_codes() == [488], s.a.responses
+            assert s.log(10**7).count("siporch: t38 refused trunk=itsp-a") == 2, s.log()
             # an audio re-INVITE in the same dialog still passes
             code, _ = call.reinvite(OFFER_AUDIO)
             assert code == 200, s.log()
@@ -477,12 +519,12 @@ def test_probe_interval_and_threshold_per_trunk(kind: str) -> None:
         # itsp-b goes silent: one missed probe is not enough, the second takes it out
         s.b.silent = True
         silent_at = time.monotonic()
-        assert _wait_for(lambda: "failures=1" in s.log(), 20), s.log()
-        assert "code=408" in s.log()  # no answer: tm's own 408
+        assert _wait_for(lambda: "failures=1" in s.log(10**7), 20), s.log()
+        assert "code=408" in s.log(10**7)  # no answer: tm's own 408
         assert _state(s.edge, ITSP_B).startswith("A"), s.edge.rpc("dispatcher.list")
         assert _wait_for(lambda: _state(s.edge, ITSP_B).startswith("I"), 20), s.log()
         took = time.monotonic() - silent_at
-        assert "probe down trunk=itsp-b" in s.log() and "after 2 failures" in s.log()
+        assert "probe down trunk=itsp-b" in s.log(10**7) and "after 2 failures" in s.log(10**7)
         assert 8 < took < 8 * 2 + 6, took  # two probes 8 s apart, the second's timeout
 
         # it answers again: back at the next probe
@@ -490,4 +532,4 @@ def test_probe_interval_and_threshold_per_trunk(kind: str) -> None:
         back_from = time.monotonic()
         assert _wait_for(lambda: _state(s.edge, ITSP_B).startswith("A"), 15), s.log()
         assert time.monotonic() - back_from < 10
-        assert "probe up trunk=itsp-b" in s.log()
+        assert "probe up trunk=itsp-b" in s.log(10**7)
