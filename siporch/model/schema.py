@@ -349,10 +349,26 @@ class SessionTimers(Strict):
     """RFC 4028 session timers."""
 
     mode: Literal["accept", "originate", "always", "no"] = Field(
-        default="accept", description="as Asterisk's `timers`: accept, originate, always, no"
+        default="accept",
+        description="as Asterisk's `timers` on inbound calls: accept, originate, always, no; "
+        "on outbound calls the edge applies it per branch toward the trunk: no removes "
+        "Session-Expires, Min-SE and the timer option tag, accept keeps (and reduces to "
+        "`expires`) what the PBX sends, originate and always also insert one",
     )
-    expires: int = Field(default=1800, ge=90, le=86400)
-    min_se: int = Field(default=90, ge=90, le=86400)
+    expires: int = Field(
+        default=1800,
+        ge=90,
+        le=86400,
+        description="session interval (s) asked of the trunk; outbound, a longer one from the "
+        "PBX is reduced to it",
+    )
+    min_se: int = Field(
+        default=90,
+        ge=90,
+        le=86400,
+        description="the shortest session interval (s) accepted; outbound, the Min-SE sent to "
+        "the trunk is at least this",
+    )
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -364,8 +380,18 @@ class Probe(Strict):
     """OPTIONS probing of each peer."""
 
     enabled: bool = Field(default=True, description="probe peers with OPTIONS")
-    interval: int = Field(default=30, ge=5, le=3600, description="seconds between probes")
-    threshold: int = Field(default=3, ge=1, le=10, description="failures before a peer is down")
+    interval: int = Field(
+        default=30,
+        ge=5,
+        le=3600,
+        description="seconds between probes of each peer",
+    )
+    threshold: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="failed probes in a row before a peer is down",
+    )
 
 
 class Translation(Strict):
@@ -447,7 +473,11 @@ class Trunk(Strict):
         default="rfc4733", description="how DTMF digits are sent"
     )
     media: Media = Field(default_factory=Media)
-    t38: bool = Field(default=False, description="allow T.38 fax re-INVITEs")
+    t38: bool = Field(
+        default=False,
+        description="allow T.38 fax re-INVITEs (both directions; with false the edge answers "
+        "an image/t38 offer in the trunk's dialogs with 488)",
+    )
     session_timers: SessionTimers = Field(default_factory=SessionTimers)
     refer: bool = Field(default=False, description="pass REFER (transfers) to the trunk")
     max_early_dialogs: int | None = Field(

@@ -439,14 +439,20 @@ def _edge_endpoint(
         rtp_symmetric=True,
         media_encryption="no",
         media_encryption_optimistic=False,
+        # Outbound calls take their trunk's session timers and T.38 at the edge, per branch
+        # (docs/kamailio.md): the PBX asks for the longest interval of any trunk (the edge
+        # may only reduce it) and offers T.38 when some trunk takes it (the edge refuses it
+        # with 488 toward a trunk that does not).
         timers="yes",
         timers_min_se=90,
-        timers_sess_expires=1800,
+        timers_sess_expires=max(
+            (t.session_timers.expires for t in model.trunks.values()), default=1800
+        ),
         allow_transfer=False,
         trust_id_inbound=True,
         trust_id_outbound=True,
         send_pai=True,
-        t38=False,
+        t38=any(t.t38 for t in model.trunks.values()),
         permit=permit,
         aor_contact=uri,
         qualify_frequency=30,

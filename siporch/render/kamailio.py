@@ -274,14 +274,29 @@ DS_FLAG_NO_DNS = 16
 
 def _edge_probe(model: Model, site: str) -> Probe:
     """Dispatcher has one ping timer and one failure threshold per Kamailio: the edge
-    uses the strictest of the probed trunks it carries (shortest interval, lowest
-    threshold), or the defaults when it carries none."""
-    probes = [t.probe for t in model.trunks.values() if t.site == site and t.probe.enabled]
-    if not probes:
+    gives it the values most of its probed trunks ask for (on a tie the shorter interval,
+    then the lower threshold), or the defaults when it carries none; it also probes the
+    PBX hosts and other edges with them. Trunks that ask for other values are probed by
+    the script instead (``script_probed``)."""
+    counts: dict[tuple[int, int], int] = {}
+    for t in model.trunks.values():
+        if t.site == site and t.probe.enabled:
+            pair = (t.probe.interval, t.probe.threshold)
+            counts[pair] = counts.get(pair, 0) + 1
+    if not counts:
         return Probe()
-    return Probe(
-        interval=min(p.interval for p in probes), threshold=min(p.threshold for p in probes)
-    )
+    interval, threshold = min(counts, key=lambda pair: (-counts[pair], pair))
+    return Probe(interval=interval, threshold=threshold)
+
+
+def script_probed(model: Model, trunk: Trunk) -> bool:
+    """A probed trunk whose interval or threshold is not the dispatcher's of its edge: the
+    edge's route PROBE_TICK probes its peers at its own interval and takes one out after
+    its own number of failures (docs/kamailio.md, OPTIONS probing)."""
+    if not trunk.probe.enabled:
+        return False
+    edge = _edge_probe(model, trunk.site)
+    return (trunk.probe.interval, trunk.probe.threshold) != (edge.interval, edge.threshold)
 
 
 def _sip_uri(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, proto: str) -> str:
@@ -417,8 +432,14 @@ def _codec_flags(trunk: Trunk) -> str:
 
 
 def _outbound_items(trunk: Trunk, tid: int) -> list[tuple[str, str | int]]:
+    st = trunk.session_timers
     items: list[tuple[str, str | int]] = [
         (f"{tid}.rtpc", _codec_flags(trunk)),
+        # session timers toward the trunk (route SESSION_TIMERS), T.38 in its dialogs
+        (f"{tid}.stm", st.mode),
+        (f"{tid}.se", max(st.expires, st.min_se)),
+        (f"{tid}.mse", st.min_se),
+        (f"{tid}.t38", int(trunk.t38)),
         (f"{tid}.early", trunk.max_early_dialogs or 0),
         (f"{tid}.cid", trunk.caller_id.policy),
     ]
@@ -487,7 +508,8 @@ class _EdgeData:
         for name in self.local:
             t = self.model.trunks[name]
             peers = _peer_order(t.peers)
-            flags = 8 if t.probe.enabled else 0
+            # probed by dispatcher (flag 8) at the edge's values, or by the script
+            flags = 8 if t.probe.enabled and not script_probed(self.model, t) else 0
             no_dns = 0 if _trusts_resolved(t) else DS_FLAG_NO_DNS
             for pos, p in enumerate(peers):
                 uri = _peer_uri(p)
@@ -568,6 +590,7 @@ class _EdgeData:
             items.append((f"n.{name}", tid))
         if any(_trusts_resolved(self.model.trunks[n]) for n in self.local):
             items.append(("trr", 1))
+        items += self._probe_items()
         for name in self.remote:
             tid = self.ids[name]
             site = self.model.trunks[name].site
@@ -581,6 +604,29 @@ class _EdgeData:
                 (f"{tid}.via", self.site_set[site]),
                 (f"n.{name}", tid),
             ]
+        return items
+
+    def _probe_items(self) -> list[tuple[str, str | int]]:
+        """The peers the script probes (route PROBE_TICK): ``pr.<k>.s`` (trunk id = set),
+        ``pr.<k>.u`` (its dispatcher URI), ``pr.<k>.i`` (interval), ``pr.n``; and per such
+        trunk ``<id>.pth`` (threshold) and ``<id>.prb`` = 1."""
+        items: list[tuple[str, str | int]] = []
+        k = 0
+        for name in self.local:
+            t = self.model.trunks[name]
+            if not script_probed(self.model, t):
+                continue
+            tid = self.ids[name]
+            items += [(f"{tid}.prb", 1), (f"{tid}.pth", t.probe.threshold)]
+            for p in _peer_order(t.peers):
+                items += [
+                    (f"pr.{k}.s", tid),
+                    (f"pr.{k}.u", _peer_uri(p)),
+                    (f"pr.{k}.i", t.probe.interval),
+                ]
+                k += 1
+        if k:
+            items.append(("pr.n", k))
         return items
 
     def credential_items(self) -> list[tuple[str, str | int]]:

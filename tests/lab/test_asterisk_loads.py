@@ -450,3 +450,92 @@ def test_outbound_goes_to_the_edge_and_learns_the_trunk(pbx: AsteriskUnderTest) 
         responder.terminate()
         out, _ = responder.communicate(timeout=10)
     assert "INVITE sip:+12025551234@" in out, out
+
+
+TIMER_RESPONDER = textwrap.dedent(
+    r"""
+    import re, socket, sys, time
+    addr, trunk, seconds, answer_se = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((addr, 5060))
+    s.settimeout(0.2)
+    end = time.monotonic() + seconds
+    def reply(msg, code, extra=(), body=""):
+        head, _, _ = msg.partition("\r\n\r\n")
+        lines = head.split("\r\n")
+        keep = [l for l in lines[1:] if re.match(r"(?i)(via|from|to|call-id|cseq):", l)]
+        keep = [l + (";tag=resp1" if l.lower().startswith("to:") and "tag=" not in l else "")
+                for l in keep]
+        out = ["SIP/2.0 " + code] + keep + [f"Contact: <sip:edge@{addr}:5060>", *extra]
+        if body:
+            out.append("Content-Type: application/sdp")
+        out.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(out) + "\r\n\r\n" + body).encode()
+    sdp = (f"v=0\r\no=- 1 1 IN IP4 {addr}\r\ns=-\r\nc=IN IP4 {addr}\r\nt=0 0\r\n"
+           "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+    while time.monotonic() < end:
+        try:
+            data, peer = s.recvfrom(65535)
+        except socket.timeout:
+            continue
+        msg = data.decode(errors="replace")
+        method = msg.split(" ", 1)[0]
+        if method in ("INVITE", "UPDATE", "BYE"):
+            head = msg.partition("\r\n\r\n")[0].split("\r\n")
+            wanted = [l for l in head if re.match(r"(?i)(session-expires|x|min-se|supported|require):", l)]
+            print(time.monotonic(), method, " | ".join(wanted), flush=True)
+        if method in ("OPTIONS", "BYE"):
+            s.sendto(reply(msg, "200 OK"), peer)
+        elif method in ("INVITE", "UPDATE"):
+            in_dialog = re.search(r"(?im)^(to|t):.*;tag=", msg) is not None
+            extra = [f"X-Siporch-Trunk: {trunk}"] if not in_dialog else []
+            se = re.search(r"(?im)^(?:session-expires|x):\s*(\d+)", msg)
+            if answer_se != "none" and (se or not in_dialog):
+                # the interval as a provider answers the edge's (reduced) request: the PBX
+                # (which supports timers) refreshes
+                value = answer_se if not in_dialog else se.group(1)
+                extra += [f"Session-Expires: {value};refresher=uac", "Require: timer"]
+            body = sdp if method == "INVITE" else ""
+            s.sendto(reply(msg, "200 OK", extra, body), peer)
+    """
+)
+
+
+def test_outbound_session_timer_reduced_at_the_edge_is_refreshed(pbx: AsteriskUnderTest) -> None:
+    """What the edge's session-timer handling relies on: the PBX's outbound INVITE carries
+    `Session-Expires` (the edge endpoint's timers_sess_expires), `Min-SE` and `Supported:
+    timer`; a 2xx with a shorter interval (90 s, as a trunk with `expires: 90` gets it from
+    the edge) is taken and refreshed by the PBX before it runs out, and the call stays up.
+    """
+    edge = pbx.addresses["edge-central"]
+    responder = subprocess.Popen(
+        [
+            "ip", "netns", "exec", pbx.netns, sys.executable, "-c", TIMER_RESPONDER, edge,
+            "itsp-a", "75", "90",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        pbx.rx("pjsip qualify siporch-edge-edge-central")
+        time.sleep(1)
+        pbx.rx("channel originate Local/+12025551234@siporch-outbound application Wait 70")
+        time.sleep(62)  # the refresh comes at half the interval (45 s)
+        channels = pbx.rx("core show channels concise")
+        assert "PJSIP/siporch-edge-edge-central" in channels, channels
+        pbx.rx("channel request hangup all")
+    finally:
+        responder.terminate()
+        out, _ = responder.communicate(timeout=10)
+    lines = [ln.split(" ", 2) for ln in out.splitlines() if ln.strip()]
+    first = next(rest for _, method, rest in lines if method == "INVITE")
+    assert re.search(r"Session-Expires: 1800", first, re.I), out
+    assert re.search(r"Min-SE: 90", first, re.I), out
+    assert re.search(r"Supported:[^|]*timer", first, re.I), out
+    t0 = float(next(t for t, method, _ in lines if method == "INVITE"))
+    refreshes = [
+        float(t) - t0
+        for t, method, rest in lines[1:]
+        if method in ("INVITE", "UPDATE") and re.search(r"Session-Expires: 90", rest, re.I)
+    ]
+    assert refreshes and 30 < refreshes[0] < 60, out

@@ -235,20 +235,32 @@ def test_inbound_trust_resolved_goes_to_the_edge_data() -> None:
     assert "10.trr" not in items and "trr" not in items
 
 
-def test_probing_uses_the_strictest_trunk_of_the_edge() -> None:
+def test_probing_uses_the_most_common_values_of_the_edge() -> None:
+    """The dispatcher gets the values most probed trunks of the edge ask for; a trunk that
+    asks for others is probed by the script (test_render_kamailio, test_outbound_profile)."""
     host_cfg = render(example(), "edge-central")["kamailio/host.cfg"]
     assert "#!define PROBE_INTERVAL 30\n" in host_cfg
     assert "#!define PROBE_THRESHOLD 3\n" in host_cfg
     data = _data()
     data["trunks"]["itsp-c"]["probe"] = {"interval": 10, "threshold": 2}
     data["trunks"]["itsp-branch"]["probe"] = {"interval": 5, "threshold": 1}  # other edge
+    files = render(Model.model_validate(data), "edge-central")
+    assert "#!define PROBE_INTERVAL 30\n" in files["kamailio/host.cfg"]
+    assert "#!define PROBE_THRESHOLD 3\n" in files["kamailio/host.cfg"]
+    assert ":pr.0.i:0:1:10:0" in files["kamailio/db/trunks"]
+    branch = render(Model.model_validate(data), "edge-branch")["kamailio/host.cfg"]
+    assert "#!define PROBE_INTERVAL 5\n" in branch
+    # most of the edge's probed trunks ask for 10 s and 2: those become the dispatcher's
+    for name, t in data["trunks"].items():
+        if t["site"] == "central" and name != "itsp-a":
+            t["probe"] = {"interval": 10, "threshold": 2}
     host_cfg = render(Model.model_validate(data), "edge-central")["kamailio/host.cfg"]
     assert "#!define PROBE_INTERVAL 10\n" in host_cfg
     assert "#!define PROBE_THRESHOLD 2\n" in host_cfg
-    branch = render(Model.model_validate(data), "edge-branch")["kamailio/host.cfg"]
-    assert "#!define PROBE_INTERVAL 5\n" in branch
     # a trunk that is not probed does not count
-    data["trunks"]["itsp-c"]["probe"] = {"enabled": False, "interval": 5, "threshold": 1}
+    for t in data["trunks"].values():
+        if t["site"] == "central" and t["probe"]["interval"] == 10:
+            t["probe"] = {"enabled": False, "interval": 10, "threshold": 2}
     host_cfg = render(Model.model_validate(data), "edge-central")["kamailio/host.cfg"]
     assert "#!define PROBE_INTERVAL 30\n" in host_cfg
 

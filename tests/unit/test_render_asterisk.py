@@ -494,3 +494,23 @@ def test_pbx_without_ami() -> None:
     hosts["pbx-central"]["ami"] = None
     mgr = asterisk.render(variant(hosts=hosts), "pbx-central")["asterisk/manager_siporch.conf"]
     assert sections(mgr) == {}
+
+
+def test_edge_endpoint_offers_t38_and_the_longest_interval_of_any_trunk() -> None:
+    ep = of_type(files()["asterisk/pjsip_siporch.conf"], "siporch-edge-edge-central", "endpoint")
+    assert "t38_udptl" not in ep and ep["timers_sess_expires"] == ["1800"]
+    data = example().model_dump(mode="json")
+    for h in data["hosts"].values():
+        if h.get("ami"):
+            h["ami"]["secret"] = "s"
+    for t in data["trunks"].values():
+        if t["auth"]["type"] == "register":
+            t["auth"]["password"] = "p"
+        if t.get("credentials"):
+            t["credentials"]["password"] = "p"
+    data["trunks"]["itsp-a"]["t38"] = True
+    data["trunks"]["itsp-a"]["session_timers"] = {"mode": "accept", "expires": 3600}
+    out = asterisk.render(Model.model_validate(data), "pbx-central")
+    ep = of_type(out["asterisk/pjsip_siporch.conf"], "siporch-edge-edge-central", "endpoint")
+    assert ep["t38_udptl"] == ["yes"]
+    assert ep["timers_sess_expires"] == ["3600"]

@@ -479,3 +479,52 @@ def test_cfg_numbers_agree_with_the_renderer() -> None:
     assert "dbtable=credentials;" in cfg
     assert 'modparam("dialog", "track_cseq_updates", 1)' in cfg
     assert "siporch: auth failed trunk=$avp(dname)" in cfg
+
+
+def test_outbound_session_timers_and_t38_in_trunks_table() -> None:
+    model = _with_trunk(
+        "itsp-a", session_timers={"mode": "originate", "expires": 600, "min_se": 120}, t38=True
+    )
+    tid = kamailio.trunk_ids(model)["itsp-a"]
+    keys = _trunk_keys(render(model, "edge-central"))
+    assert (keys[f"{tid}.stm"], keys[f"{tid}.se"], keys[f"{tid}.mse"]) == (
+        "originate",
+        "600",
+        "120",
+    )
+    assert keys[f"{tid}.t38"] == "1"
+    # expires below min_se: the edge never asks for less than the minimum
+    model = _with_trunk("itsp-a", session_timers={"mode": "no", "expires": 90, "min_se": 300})
+    keys = _trunk_keys(render(model, "edge-central"))
+    assert (keys[f"{tid}.stm"], keys[f"{tid}.se"], keys[f"{tid}.t38"]) == ("no", "300", "0")
+
+
+def test_outbound_srtp_flags_toward_the_trunk_only() -> None:
+    for srtp, proto in (("off", "RTP/AVP"), ("required", "RTP/SAVP")):
+        model = _with_trunk("itsp-a", media={"mode": "anchor", "srtp": srtp})
+        tid = kamailio.trunk_ids(model)["itsp-a"]
+        keys = _trunk_keys(render(model, "edge-central"))
+        assert keys[f"{tid}.rtpt"].endswith(proto)
+        assert keys[f"{tid}.rtpi"].endswith("RTP/AVP")
+
+
+def test_probe_values_per_trunk() -> None:
+    """The dispatcher probes with the values most trunks of the edge ask for; a trunk that
+    asks for others is probed by the script (pr.* keys, no dispatcher flag 8)."""
+    model = _with_trunk("itsp-a", probe={"interval": 10, "threshold": 2})
+    files = render(model, "edge-central")
+    assert "#!define PROBE_INTERVAL 30\n" in files["kamailio/host.cfg"]
+    assert "#!define PROBE_THRESHOLD 3\n" in files["kamailio/host.cfg"]
+    tid = kamailio.trunk_ids(model)["itsp-a"]
+    keys = _trunk_keys(files)
+    assert (keys[f"{tid}.prb"], keys[f"{tid}.pth"]) == ("1", "2")
+    peers = int(keys["pr.n"])
+    assert peers == len(model.trunks["itsp-a"].peers)
+    assert {keys[f"pr.{k}.s"] for k in range(peers)} == {str(tid)}
+    assert {keys[f"pr.{k}.i"] for k in range(peers)} == {"10"}
+    assert keys["pr.0.u"] == "sip:203.0.113.10:5060;transport=udp"
+    rows = [re.split(r"(?<!\\):", r) for r in files["kamailio/db/dispatcher"].splitlines()[1:]]
+    assert {r[3] for r in rows if r[1] == str(tid)} == {"0"}  # no dispatcher probing
+    # the example: every trunk at the dispatcher's values, nothing for the script
+    keys = _trunk_keys(render(example(), "edge-central"))
+    assert "pr.n" not in keys and not any(k.endswith(".prb") for k in keys)
