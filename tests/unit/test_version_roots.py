@@ -181,3 +181,28 @@ def test_only_edges_take_the_edge_root() -> None:
     assert roots["edge-central"] == roots["edge-branch"] == bookworm
     assert {roots[n] for n in ("pbx-central", "itsp-a1", "dns", "itsp-c1")} == {sid}
     assert {lab.host_lower(h, sid, None) for h in HOSTS} == {sid}
+
+
+# ------------------------------------------------------------------- ansible-core
+
+
+def test_one_ansible_core_range_everywhere() -> None:
+    """The package, the collection and the README state the same ansible-core range, and
+    the ansible-core running the tests is inside it."""
+    import re
+
+    from ansible.release import __version__ as ansible_version
+
+    from siporch import collection
+
+    pyproject = (REPO / "pyproject.toml").read_text()
+    m = re.search(r'"ansible-core(>=[\d.]+,<[\d.]+)"', pyproject)
+    assert m, "pyproject.toml: no ansible-core range"
+    assert m.group(1) == collection.REQUIRES_ANSIBLE
+    low, high = re.findall(r"[\d.]+", m.group(1))
+    assert f"`{m.group(1)}`" in (REPO / "README.md").read_text()
+
+    def key(v: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in re.findall(r"\d+", v)[:2])
+
+    assert key(low) <= key(ansible_version) < key(high), ansible_version
