@@ -219,7 +219,10 @@ def status(as_json: bool) -> int:
     for item in st.impairments:
         console.print(f"impairment: {escape(item)}")
     console.print(
-        f"rootfs {escape(str(st.rootfs))}; inventory {escape(str(st.inventory))}", soft_wrap=True
+        f"rootfs {escape(str(st.rootfs))}"
+        + (f" (edges on {escape(st.edge_root)})" if st.edge_root != "sid" else "")
+        + f"; inventory {escape(str(st.inventory))}",
+        soft_wrap=True,
     )
     good = sum(1 for h in st.hosts if h.ok)
     console.print(("lab up" if st.up else "lab NOT up") + f": {good}/{len(st.hosts)} hosts")
