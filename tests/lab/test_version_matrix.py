@@ -10,6 +10,7 @@ restart the lab, so they run after every other lab test of a session.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -58,8 +59,6 @@ def _restarts_lab(fn):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def kit() -> Iterator[ck.Lab]:
-    import os
-
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
     try:
