@@ -40,7 +40,7 @@ NAMESPACE = "siporch"
 NAME = "trunks"
 FQCN = f"{NAMESPACE}.{NAME}"
 #: ansible-core versions the roles and plugins work with (as in pyproject.toml).
-REQUIRES_ANSIBLE = ">=2.19,<2.20"
+REQUIRES_ANSIBLE = ">=2.19,<2.22"
 #: Top-level playbook -> collection playbook.
 PLAYBOOKS = {
     "deploy-trunk.yml": "deploy_trunk.yml",
@@ -211,7 +211,7 @@ def build(out: Path) -> Path:
     exe = str(beside) if beside.is_file() else shutil.which("ansible-galaxy")
     if exe is None:
         raise SiporchError(
-            "ansible-galaxy is not installed", hint="pip install 'ansible-core>=2.19,<2.20'"
+            "ansible-galaxy is not installed", hint="pip install 'ansible-core>=2.19,<2.22'"
         )
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="siporch-collection-") as tmp:

@@ -24,9 +24,20 @@ DOCUMENTATION = """
 
 
 class StrategyModule(LinearStrategyModule):
+    # ansible-core 2.19: results arrive as a _RawTaskResult holding a plain dict.
     def _convert_wire_task_result_to_raw(self, wire_task_result: Any) -> Any:
         result = super()._convert_wire_task_result_to_raw(wire_task_result)
         data = result._return_data
         if isinstance(data, dict) and result.is_unreachable() and not data.get("failed"):
             data["failed"] = True
+        return result
+
+    # ansible-core 2.20 and later: a HostTaskResult around a UnifiedTaskResult.
+    def _convert_wire_task_result_to_host_task_result(self, wire_task_result: Any) -> Any:
+        result = super()._convert_wire_task_result_to_host_task_result(  # type: ignore[misc]
+            wire_task_result
+        )
+        utr = getattr(result, "utr", None) or getattr(wire_task_result, "utr", None)
+        if utr is not None and utr.unreachable and not utr.failed:
+            utr.failed = True
         return result

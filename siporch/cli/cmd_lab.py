@@ -86,6 +86,14 @@ def cli() -> None:
     help="systemd: the edges and the PBX boot systemd as PID 1 (the default, or "
     "$SIPORCH_LAB_INIT); none: every host runs only sshd, daemons without init.",
 )
+@click.option(
+    "--edge-root",
+    type=click.Choice(["sid", "bookworm"]),
+    default=None,
+    help="Debian suite of the edges' root file system: sid (the default, or "
+    "$SIPORCH_LAB_EDGE_ROOT) or bookworm (Debian 12: Kamailio 5.6, rtpengine 10.5; built "
+    "once, beside sid's). The PBX and the ITSP hosts always run sid.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def up(
     example: Path,
@@ -93,6 +101,7 @@ def up(
     rebuild: bool,
     recreate: bool,
     init: str | None,
+    edge_root: str | None,
     as_json: bool,
 ) -> int:
     """Build the root file system if needed, start every host, write inventory/lab.
@@ -106,7 +115,13 @@ def up(
             err_console.print(escape(msg), soft_wrap=True)
 
     result = lab.up(
-        example, out, rebuild=rebuild, recreate=recreate, init=init, progress=progress
+        example,
+        out,
+        rebuild=rebuild,
+        recreate=recreate,
+        init=init,
+        edge_root=edge_root,
+        progress=progress,
     )
     if as_json:
         click.echo(
@@ -115,6 +130,7 @@ def up(
                     "ok": result.ok,
                     "already_up": result.already_up,
                     "init": result.init,
+                    "edge_root": result.edge_root,
                     "notes": result.notes,
                     "repaired": result.repaired,
                     "rootfs": str(result.rootfs),
@@ -142,6 +158,8 @@ def up(
         console.print("restarted sshd on: " + ", ".join(result.repaired))
     state = "already up" if result.already_up else f"up in {result.seconds:.1f} s"
     state += f" (init {result.init})"
+    if result.edge_root != "sid":
+        state += f" (edges on {result.edge_root})"
     good = sum(1 for h in result.hosts if h.ok)
     console.print(
         f"lab {state}: {good}/{len(result.hosts)} hosts; inventory {escape(str(result.inventory))}",
@@ -201,7 +219,10 @@ def status(as_json: bool) -> int:
     for item in st.impairments:
         console.print(f"impairment: {escape(item)}")
     console.print(
-        f"rootfs {escape(str(st.rootfs))}; inventory {escape(str(st.inventory))}", soft_wrap=True
+        f"rootfs {escape(str(st.rootfs))}"
+        + (f" (edges on {escape(st.edge_root)})" if st.edge_root != "sid" else "")
+        + f"; inventory {escape(str(st.inventory))}",
+        soft_wrap=True,
     )
     good = sum(1 for h in st.hosts if h.ok)
     console.print(("lab up" if st.up else "lab NOT up") + f": {good}/{len(st.hosts)} hosts")

@@ -24,6 +24,9 @@ from siporch.lab.spec import DNS_HOST, HOSTS, LabHost, LabPaths, host_by_name
 Progress = Callable[[str], None]
 DAEMONS = ("sshd", "kamailio", "asterisk", "rtpengine", "sipp", "dnsmasq")
 SSH_WAIT_S = 10.0
+# The Debian suite of the edges' root (`lab up --edge-root`); the other hosts run sid.
+EDGE_ROOT_ENV = "SIPORCH_LAB_EDGE_ROOT"
+EDGE_ROLE = "edge"
 
 
 def require_root() -> None:
@@ -146,6 +149,7 @@ class LabStatus:
     inventory: str | None
     impairments: list[str]
     leftovers: dict[str, list[str]]
+    edge_root: str = rootfs.SUITE
 
     @property
     def up(self) -> bool:
@@ -160,6 +164,7 @@ class LabStatus:
             "up": self.up,
             "bridge": self.bridge,
             "rootfs": self.rootfs,
+            "edge_root": self.edge_root,
             "inventory": self.inventory,
             "impairments": self.impairments,
             "leftovers": self.leftovers,
@@ -198,6 +203,30 @@ def leftovers(paths: LabPaths) -> dict[str, list[str]]:
         "mounts": hostfs.lab_mounts(paths),
         "processes": sorted(f"{p.pid} {p.comm} ({h})" for h, ps in found.items() for p in ps),
     }
+
+
+def edge_root_suite(requested: str | None = None) -> str:
+    """The suite of the edges' root: ``requested``, else $SIPORCH_LAB_EDGE_ROOT, else the
+    lab's own (sid)."""
+    suite = (requested or os.environ.get(EDGE_ROOT_ENV) or rootfs.SUITE).strip().lower()
+    if suite not in rootfs.SUITES:
+        source = "--edge-root" if requested else EDGE_ROOT_ENV
+        raise LabError(
+            f"{source}: no lab root for the Debian suite {suite!r}",
+            hint="use one of " + ", ".join(sorted(rootfs.SUITES)),
+        )
+    return suite
+
+
+def lab_edge_root(paths: LabPaths) -> str:
+    """The suite of the running lab's edges (sid for a lab started before edge roots)."""
+    suite = read_state(paths).get("edge_root")
+    return suite if isinstance(suite, str) and suite in rootfs.SUITES else rootfs.SUITE
+
+
+def host_lower(host: LabHost, lower: Path, edge_lower: Path | None) -> Path:
+    """The root file system ``host`` runs on: the edges' own when one is given."""
+    return edge_lower if edge_lower is not None and host.role == EDGE_ROLE else lower
 
 
 def lab_init(paths: LabPaths) -> str:
@@ -267,6 +296,7 @@ def status(paths: LabPaths | None = None, *, system: bool = True) -> LabStatus:
         inventory=state.get("inventory"),
         impairments=[i.describe() for i in impair.load(paths)],
         leftovers=leftovers(paths),
+        edge_root=lab_edge_root(paths),
     )
 
 
@@ -351,6 +381,7 @@ class UpResult:
     repaired: list[str] = field(default_factory=list)
     init: str = systemd.INIT_NONE
     notes: list[str] = field(default_factory=list)
+    edge_root: str = rootfs.SUITE
 
     @property
     def ok(self) -> bool:
@@ -428,6 +459,7 @@ def _repair(paths: LabPaths, before: LabStatus) -> dict[str, str | None]:
 
 
 def _start_host(host: LabHost, paths: LabPaths, lower: Path, mode: str) -> None:
+    """Start ``host`` on the root ``lower`` (see ``host_lower``)."""
     if boots_systemd(host, mode):
         root = hostfs.mount_host(host, paths, lower, systemd=True)
         hostfs.install_files(host, root, paths)
@@ -474,14 +506,18 @@ def up(
     rebuild: bool = False,
     recreate: bool = False,
     init: str | None = None,
+    edge_root: str | None = None,
     progress: Progress = lambda _msg: None,
 ) -> UpResult:
     """Build (or reuse) the root file system, start every host, write the inventory.
     ``init``: "systemd" (the default, or $SIPORCH_LAB_INIT) boots systemd in the edges
-    and the PBX; "none" starts only sshd in every host."""
+    and the PBX; "none" starts only sshd in every host. ``edge_root``: the Debian suite
+    the edges run (default sid, or $SIPORCH_LAB_EDGE_ROOT); "bookworm" builds (once) and
+    uses a Debian 12 root for them, and the other hosts stay on sid."""
     require_root()
     paths = paths or LabPaths.default()
     mode = systemd.init_mode(init)
+    edge_suite = edge_root_suite(edge_root)
     if mode == systemd.INIT_SYSTEMD:
         systemd.host_cgroup("check")  # no cgroup v2: a clear error before anything starts
     lab_hosts_document(example, paths.ssh_key, mode)  # a bad example fails first
@@ -491,13 +527,27 @@ def up(
         # The running hosts use the old tree as their lower layer: stop them first.
         down(paths)
     lower = rootfs.ensure_rootfs(paths, rebuild=rebuild, progress=progress)
+    edge_lower = (
+        None
+        if edge_suite == rootfs.SUITE
+        else rootfs.ensure_rootfs(paths, rebuild=rebuild, suite=edge_suite, progress=progress)
+    )
     timings["rootfs"] = time.monotonic() - t0
     state: dict[str, Any]
     with _lock(paths):
         before = status(paths)
         # Hosts running on another root (the package list changed) are started again.
-        same_root = read_state(paths).get("rootfs") == str(lower)
-        if not same_root and not before.down:
+        old = read_state(paths)
+        same_root = old.get("rootfs") == str(lower) and old.get("edge_rootfs") == (
+            str(edge_lower) if edge_lower is not None else None
+        )
+        if lab_edge_root(paths) != edge_suite and not before.down:
+            progress(
+                f"the lab's edges run {lab_edge_root(paths)}, not {edge_suite}: "
+                "starting the hosts again"
+            )
+            recreate = True
+        elif not same_root and not before.down:
             progress(f"the root file system changed to {lower}: starting the hosts again")
             recreate = True
         elif lab_init(paths) != mode and not before.down:
@@ -515,7 +565,15 @@ def up(
             state["inventory"] = str(inv.resolve())
             _write_state(paths, state)
             return UpResult(
-                before.hosts, None, True, lower, inv, time.monotonic() - t0, timings, init=mode
+                before.hosts,
+                None,
+                True,
+                lower,
+                inv,
+                time.monotonic() - t0,
+                timings,
+                init=mode,
+                edge_root=edge_suite,
             )
         structural_ok = before.bridge and all(
             h.netns and h.veth and h.mounted and h.init_ok for h in before.hosts
@@ -542,6 +600,7 @@ def up(
                 timings,
                 sorted(repaired),
                 init=mode,
+                edge_root=edge_suite,
             )
         cleaned = None
         if not before.down:
@@ -570,6 +629,8 @@ def up(
         state = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "rootfs": str(lower),
+            "edge_root": edge_suite,
+            "edge_rootfs": str(edge_lower) if edge_lower is not None else None,
             "init": mode,
             "inventory": None,
             "errors": errors,
@@ -580,7 +641,7 @@ def up(
             if host.name in errors:
                 return host.name, errors[host.name]
             try:
-                _start_host(host, paths, lower, mode)
+                _start_host(host, paths, host_lower(host, lower, edge_lower), mode)
             except (LabError, OSError) as exc:
                 return host.name, str(exc)
             return host.name, None
@@ -617,7 +678,16 @@ def up(
     after = status(paths)
     timings["total"] = time.monotonic() - t0
     return UpResult(
-        after.hosts, cleaned, False, lower, inv, timings["total"], timings, init=mode, notes=notes
+        after.hosts,
+        cleaned,
+        False,
+        lower,
+        inv,
+        timings["total"],
+        timings,
+        init=mode,
+        notes=notes,
+        edge_root=edge_suite,
     )
 
 

@@ -1,8 +1,13 @@
-"""The lab's root filesystem: built once with debootstrap from Debian sid, then cached.
+"""The lab's root filesystems: built once with debootstrap, then cached.
 
-The cache key is a hash of the suite, variant and package list, so the root is rebuilt
+The lab's own root is Debian sid (every host runs on it). A second root, Debian 12
+"bookworm" (Kamailio 5.6, rtpengine 10.5, no Asterisk), is built only when asked for
+(``siporch lab up --edge-root bookworm``), for edges that run the oldest supported versions.
+
+The cache key is a hash of the suite, variant and package list, so a root is rebuilt
 only when that list changes. A build goes into a temporary directory next to the cache
-and is renamed into place when complete; ``current`` is a symlink to the newest build.
+and is renamed into place when complete; ``current`` is a symlink to the newest sid
+build, and a symlink named after any other suite (``bookworm``) to its newest build.
 """
 
 from __future__ import annotations
@@ -61,6 +66,36 @@ REQUIRED = (
     "usr/bin/ssh-keygen",
 )
 
+# --- other suites (begin) ---------------------------------------------------------------
+# Debian 12 for edges: what an edge needs (Kamailio, rtpengine, sshd, systemd, SIPp), no
+# Asterisk (Debian 12 has none). Keyed by suite; the lab's own root is SUITE above.
+EDGE_PACKAGES: tuple[str, ...] = tuple(
+    p for p in PACKAGES if p not in ("asterisk", "asterisk-modules")
+)
+SUITES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # suite: (packages, required executables)
+    SUITE: (PACKAGES, REQUIRED),
+    "bookworm": (EDGE_PACKAGES, tuple(r for r in REQUIRED if r != "usr/sbin/asterisk")),
+}
+
+
+def suite_spec(suite: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(packages, required executables) of a root of ``suite``; a LabError for others."""
+    if suite not in SUITES:
+        raise LabError(
+            f"no lab root is defined for the Debian suite {suite!r}",
+            hint="known suites: " + ", ".join(sorted(SUITES)),
+        )
+    return SUITES[suite]
+
+
+def suite_link(suite: str) -> str:
+    """The name of the cache's symlink to the newest root of ``suite``."""
+    return "current" if suite == SUITE else suite
+
+
+# --- other suites (end) -----------------------------------------------------------------
+
 Progress = Callable[[str], None]
 
 
@@ -70,33 +105,38 @@ def rootfs_key(packages: tuple[str, ...] = PACKAGES, suite: str = SUITE) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def debootstrap_command(target: Path, packages: tuple[str, ...] = PACKAGES) -> list[str]:
+def debootstrap_command(
+    target: Path, packages: tuple[str, ...] = PACKAGES, suite: str = SUITE
+) -> list[str]:
     return [
         "debootstrap",
         f"--variant={VARIANT}",
         "--include=" + ",".join(sorted(set(packages))),
-        SUITE,
+        suite,
         str(target),
         MIRROR,
     ]
 
 
-def cached_root(paths: LabPaths, packages: tuple[str, ...] = PACKAGES) -> Path | None:
-    """The cached root for ``packages`` if it is complete, else None."""
-    root = paths.cache / rootfs_key(packages)
-    if (root / MARKER).is_file() and all((root / r).exists() for r in REQUIRED):
+def cached_root(
+    paths: LabPaths, packages: tuple[str, ...] = PACKAGES, suite: str = SUITE
+) -> Path | None:
+    """The cached root for ``packages`` of ``suite`` if it is complete, else None."""
+    root = paths.cache / rootfs_key(packages, suite)
+    required = SUITES[suite][1] if suite in SUITES else REQUIRED
+    if (root / MARKER).is_file() and all((root / r).exists() for r in required):
         return root
     return None
 
 
-def check_prerequisites() -> None:
+def check_prerequisites(suite: str = SUITE) -> None:
     """Raise a LabError with the fix when debootstrap or the mirror is missing."""
     if shutil.which("debootstrap") is None:
         raise LabError(
             "debootstrap is not installed; the lab builds its root filesystem with it",
             hint="apt-get install -y debootstrap",
         )
-    url = f"{MIRROR}/dists/{SUITE}/Release"
+    url = f"{MIRROR}/dists/{suite}/Release"
     try:
         with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10):
             pass
@@ -104,7 +144,7 @@ def check_prerequisites() -> None:
         raise LabError(
             f"the Debian mirror {MIRROR} does not answer ({url}: {exc})",
             hint="check the network or set SIPORCH_LAB_MIRROR to a reachable Debian mirror "
-            "that carries sid, e.g. SIPORCH_LAB_MIRROR=http://deb.debian.org/debian",
+            f"that carries {suite}, e.g. SIPORCH_LAB_MIRROR=http://deb.debian.org/debian",
         ) from exc
 
 
@@ -141,9 +181,11 @@ def finalize(
     paths: LabPaths,
     packages: tuple[str, ...] = PACKAGES,
     build_seconds: float | None = None,
+    suite: str = SUITE,
 ) -> Path:
     """Prepare a finished debootstrap tree and move it into the cache atomically."""
-    missing = [r for r in REQUIRED if not (tmp / r).exists()]
+    required = SUITES[suite][1] if suite in SUITES else REQUIRED
+    missing = [r for r in required if not (tmp / r).exists()]
     if missing:
         raise LabError(
             f"the root filesystem in {tmp} lacks {', '.join(missing)}",
@@ -156,16 +198,16 @@ def finalize(
     (tmp / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
     (tmp / "var/run/asterisk").mkdir(parents=True, exist_ok=True)
     marker = {
-        "suite": SUITE,
+        "suite": suite,
         "variant": VARIANT,
         "mirror": MIRROR,
         "packages": sorted(set(packages)),
-        "key": rootfs_key(packages),
+        "key": rootfs_key(packages, suite),
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "build_seconds": round(build_seconds, 1) if build_seconds is not None else None,
     }
     (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-    final = paths.cache / rootfs_key(packages)
+    final = paths.cache / rootfs_key(packages, suite)
     if final.exists():
         # A rebuild replaces the old tree: move it aside first, so `final` is never
         # half there, then delete it (the lab was taken down before a rebuild).
@@ -175,12 +217,12 @@ def finalize(
         remove_tree(old)
     else:
         os.rename(tmp, final)
-    _point_current(paths, final)
+    _point_current(paths, final, suite)
     return final
 
 
-def _point_current(paths: LabPaths, final: Path) -> None:
-    link = paths.cache / "current"
+def _point_current(paths: LabPaths, final: Path, suite: str = SUITE) -> None:
+    link = paths.cache / suite_link(suite)
     tmp_link = paths.cache / f".current-{os.getpid()}"
     with contextlib.suppress(FileNotFoundError):
         tmp_link.unlink()
@@ -192,18 +234,22 @@ def ensure_rootfs(
     paths: LabPaths,
     *,
     rebuild: bool = False,
-    packages: tuple[str, ...] = PACKAGES,
+    packages: tuple[str, ...] | None = None,
+    suite: str = SUITE,
     progress: Progress = lambda _msg: None,
 ) -> Path:
-    """The cached root for ``packages``, built first when missing (or when ``rebuild``)."""
+    """The cached root of ``suite`` (its packages unless ``packages`` are given), built
+    first when missing (or when ``rebuild``)."""
+    if packages is None:
+        packages = suite_spec(suite)[0]
     with _locked(paths.cache / ".lock"):
-        root = None if rebuild else cached_root(paths, packages)
+        root = None if rebuild else cached_root(paths, packages, suite)
         if root is not None:
-            if os.path.realpath(paths.cache / "current") != str(root):
-                _point_current(paths, root)
+            if os.path.realpath(paths.cache / suite_link(suite)) != str(root):
+                _point_current(paths, root, suite)
             return root
-        check_prerequisites()
-        key = rootfs_key(packages)
+        check_prerequisites(suite)
+        key = rootfs_key(packages, suite)
         tmp = paths.cache / f".build-{key}-{os.getpid()}"
         if tmp.exists():
             remove_tree(tmp)
@@ -211,8 +257,8 @@ def ensure_rootfs(
         for stale in [*paths.cache.glob(f".build-{key}-*"), *paths.cache.glob(".old-*")]:
             if stale != tmp:
                 remove_tree(stale)
-        cmd = debootstrap_command(tmp, packages)
-        progress(f"building the root filesystem (a few minutes): {' '.join(cmd)}")
+        cmd = debootstrap_command(tmp, packages, suite)
+        progress(f"building the {suite} root filesystem (a few minutes): {' '.join(cmd)}")
         log = paths.cache / f"build-{key}.log"
         started = time.monotonic()
         with log.open("w") as fh:
@@ -225,4 +271,6 @@ def ensure_rootfs(
                 + "\n".join(f"    {line}" for line in tail),
                 hint=f"fix the cause and run `siporch lab up --rebuild`; full log in {log}",
             )
-        return finalize(tmp, paths, packages, build_seconds=time.monotonic() - started)
+        return finalize(
+            tmp, paths, packages, build_seconds=time.monotonic() - started, suite=suite
+        )

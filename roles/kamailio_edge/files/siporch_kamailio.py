@@ -3,7 +3,7 @@
 
 Subcommands:
   check-tree RELEASE_DIR   check a release with the real kamailio (`kamailio -c -f`) before it
-                           goes live: the tree is copied to a scratch directory and every
+                           goes live (and that it is a supported version, 5.6 or newer): the tree is copied to a scratch directory and every
                            reference to the live release path is pointed at the copy, so the
                            includes and db_text tables checked are those of RELEASE_DIR.
   rpc METHOD [PARAM...]    one JSON-RPC call; prints the result as JSON.
@@ -179,10 +179,35 @@ def _db_text_problems(db_dir: Path) -> list[str]:
     return problems
 
 
+# The oldest Kamailio the rendered configuration is made for (Debian 12's).
+OLDEST_KAMAILIO = (5, 6)
+
+
+def kamailio_version(text: str) -> tuple[int, int]:
+    """(major, minor) from the output of `kamailio -v`."""
+    m = re.search(r"version:\s*kamailio\s+(\d+)\.(\d+)", text)
+    if not m:
+        first = text.strip().splitlines()[0] if text.strip() else "nothing"
+        raise Failure(f"cannot read the Kamailio version from `kamailio -v`: {first}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def require_kamailio(version: tuple[int, int]) -> None:
+    if version < OLDEST_KAMAILIO:
+        have = ".".join(map(str, version))
+        want = ".".join(map(str, OLDEST_KAMAILIO))
+        raise Failure(f"Kamailio {have} is not supported: siporch needs Kamailio {want} or newer")
+
+
 def check_tree(release: Path, kamailio: str) -> str:
     cfg = release / "kamailio" / "kamailio.cfg"
     if not cfg.is_file():
         raise Failure(f"{cfg} is missing")
+    ver = subprocess.run(
+        [kamailio, "-v"], capture_output=True, text=True, timeout=30, check=False
+    )
+    version = kamailio_version(ver.stdout + ver.stderr)
+    require_kamailio(version)
     scratch = Path(tempfile.mkdtemp(prefix="siporch-check-"))
     try:
         copy = scratch / "current"
@@ -209,7 +234,7 @@ def check_tree(release: Path, kamailio: str) -> str:
         problems = _db_text_problems(copy / "kamailio" / "db")
         if problems:
             raise Failure("db_text tables: " + "; ".join(problems[:10]))
-        return "kamailio -c: config file ok"
+        return f"kamailio -c ({'.'.join(map(str, version))}): config file ok"
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -4,7 +4,8 @@
 Subcommands:
   check-tree RELEASE_DIR  the real rtpengine parses the release's rtpengine.conf
                           (`rtpengine --config-file F --version` fails on bad values) and every
-                          key of the section is an option that this rtpengine knows.
+                          key of the section is an option that this rtpengine knows; the
+                          rtpengine is a supported version (10.5 or newer).
   ping                    the ng control port of the live config answers `ping`.
   sessions                print the number of sessions rtpengine carries now.
 Exit status: 0 on success, 1 on a failed check.
@@ -41,6 +42,26 @@ def _read(conf: Path) -> configparser.SectionProxy:
     return parser[SECTION]
 
 
+# The oldest rtpengine the rendered configuration is made for (Debian 12's).
+OLDEST_RTPENGINE = (10, 5)
+
+
+def rtpengine_version(text: str) -> tuple[int, int]:
+    """(major, minor) from the output of `rtpengine --version`."""
+    m = re.search(r"Version:\s*(\d+)\.(\d+)", text)
+    if not m:
+        first = text.strip().splitlines()[0] if text.strip() else "nothing"
+        raise Failure(f"cannot read the rtpengine version from `rtpengine --version`: {first}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def require_rtpengine(version: tuple[int, int]) -> None:
+    if version < OLDEST_RTPENGINE:
+        have = ".".join(map(str, version))
+        want = ".".join(map(str, OLDEST_RTPENGINE))
+        raise Failure(f"rtpengine {have} is not supported: siporch needs rtpengine {want} or newer")
+
+
 def check_tree(release: Path, binary: str) -> str:
     conf = release / "rtpengine" / "rtpengine.conf"
     if not conf.is_file():
@@ -65,7 +86,12 @@ def check_tree(release: Path, binary: str) -> str:
         raise Failure(
             f"rtpengine rejected {conf.name} (exit {out.returncode}){': ' + detail if detail else ''}"
         )
-    return f"rtpengine accepts {conf.name} ({len(section)} option(s))"
+    version = rtpengine_version(out.stdout + out.stderr)
+    require_rtpengine(version)
+    return (
+        f"rtpengine {'.'.join(map(str, version))} accepts {conf.name} "
+        f"({len(section)} option(s))"
+    )
 
 
 # ---------------------------------------------------------------- ng protocol (bencode)
