@@ -288,11 +288,38 @@ def _unused(m: Model) -> Iterator[Finding]:
             )
 
 
+def _inbound_names(m: Model) -> dict[tuple[str, str], str]:
+    """(site, peer name) -> a trunk with that peer whose inbound calls are trusted (by its
+    blocks or its resolved addresses)."""
+    out: dict[tuple[str, str], str] = {}
+    for name, trunk in m.trunks.items():
+        if (
+            trunk.inbound_addresses
+            or trunk.security.allowed_sources
+            or trunk.inbound_trust_resolved
+        ):
+            for p in trunk.peers:
+                if p.is_name:
+                    out.setdefault((trunk.site, str(p.address)), name)
+    return out
+
+
 def _providers(m: Model) -> Iterator[Finding]:
+    trusted_names = _inbound_names(m)
     for name, trunk in m.trunks.items():
         named = [p for p in trunk.peers if p.is_name]
         explicit = bool(trunk.inbound_addresses or trunk.security.allowed_sources)
-        if trunk.kind == "itsp" and named and not explicit and not trunk.inbound_trust_resolved:
+        # A second account at the same provider (same peer name, same site) sends calls
+        # only: the provider's calls come in as the trunk that holds its blocks (one
+        # source names one trunk), not with 403.
+        shared = all((trunk.site, str(p.address)) in trusted_names for p in named)
+        if (
+            trunk.kind == "itsp"
+            and named
+            and not explicit
+            and not trunk.inbound_trust_resolved
+            and not shared
+        ):
             has_ip_peer = len(named) < len(trunk.peers)
             if not has_ip_peer:
                 yield _warn(

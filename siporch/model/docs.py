@@ -133,7 +133,9 @@ fails or prints nothing, is reported with that file's name. All of these exit wi
   (addresses or CIDR networks, e.g. its published signalling blocks) and, with
   `inbound_trust_resolved: true`, from the addresses the edge resolves for its peer names
   (warning: an `itsp` trunk whose peers are all names and that has neither gets 403 for
-  every call it sends). Over TLS the certificate must list the peer's name. `media.mode:
+  every call it sends; not for a second, send-only account at a provider whose peer name
+  another trunk of the site has with its blocks: the provider's calls come in as that
+  trunk, since one source names one trunk). Over TLS the certificate must list the peer's name. `media.mode:
   bypass` on an `itsp` trunk sends internal media addresses to the provider: an error while
   `security.topology_hiding` is on, unless `media.allow_internal_addresses: true`.
 

@@ -138,6 +138,27 @@ def test_name_trunk_without_inbound_block_is_a_warning(tmp_path: Path) -> None:
     assert errors == [] and warnings == []
 
 
+def test_second_account_at_the_same_provider_needs_no_block(tmp_path: Path) -> None:
+    """A send-only trunk to a provider whose block another trunk of the site holds: the
+    provider's calls come in as that trunk, so no "get 403" warning; a different name
+    still warns."""
+
+    def mutate(m: dict[str, Any]) -> None:
+        c = m["trunks"]["itsp-c"]
+        for n, peer in (("c-second", "itsp-c.example"), ("c-other", "other.itsp-c.example")):
+            m["trunks"][n] = {
+                "site": "central",
+                "kind": "itsp",
+                "peers": [{"address": peer}],
+                "credentials": c["credentials"],
+            }
+
+    errors, warnings, _ = loaded(tmp_path, mutate)
+    assert errors == []
+    assert not any("c-second" in w for w in warnings), warnings
+    assert any("trunks.c-other.inbound_addresses" in w and "get 403" in w for w in warnings)
+
+
 def test_bypass_toward_an_itsp_with_topology_hiding_is_an_error(tmp_path: Path) -> None:
     def mutate(m: dict[str, Any]) -> None:
         m["trunks"]["itsp-c"]["media"] = {"mode": "bypass"}
