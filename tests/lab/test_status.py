@@ -347,6 +347,18 @@ def test_interval_counts_attempts_and_failures(slab: StatusLab) -> None:
     assert report["calls"] == []
 
 
+def _wait_listening(slab: StatusLab, address: str, port: int, proc: Any) -> None:
+    """Until something listens on UDP ``address``:``port`` in the namespace (SIPp started)."""
+    deadline = time.monotonic() + 20
+    while not subprocess.run(
+        ["ip", "netns", "exec", slab.netns, "ss", "-Hlun", f"src {address}:{port}"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip():  # fmt: skip
+        assert proc.poll() is None, f"SIPp on {address}:{port} exited"
+        assert time.monotonic() < deadline, f"nothing listens on {address}:{port} after 20 s"
+        time.sleep(0.2)
+
+
 def test_registrar_stops_then_exit_1_and_trunk_unregistered(slab: StatusLab) -> None:
     # the registration trunk registers through the edge: the stand-in registrar listens there
     registrar = slab.sipp(
@@ -354,7 +366,7 @@ def test_registrar_stops_then_exit_1_and_trunk_unregistered(slab: StatusLab) -> 
         seconds=60,
     )  # fmt: skip
     try:
-        time.sleep(0.5)
+        _wait_listening(slab, EDGE, 5060, registrar)
         slab.rx("pjsip send register itsp-b-reg")
 
         def itsp_b(r: dict[str, Any]) -> dict[str, Any]:
