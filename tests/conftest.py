@@ -123,7 +123,8 @@ def xdist_group_of(item: pytest.Item) -> str:
 class GroupScheduling:
     """``--dist loadgroup`` by ``xdist_group_of``: the workers write each test's group to
     a file when they collect; the controller's scheduler hands out whole groups, biggest
-    first (the shared lab), and a worker with more than two tests pending gets no more."""
+    first, and a worker with more than two tests pending gets no more (the worker that has
+    the shared lab gets nothing else until its last tests)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
