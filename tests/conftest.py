@@ -107,7 +107,12 @@ GROUPS_ENV = "SIPORCH_TEST_GROUPS"
 
 
 def uses_shared_lab(item: pytest.Item) -> bool:
-    """The test asks for the ``lab`` fixture, directly or through another fixture."""
+    """The test asks for the ``lab`` fixture, directly or through another fixture, or its
+    module drives the shared lab itself (``USES_SHARED_LAB = True``, for example the version
+    matrix, which brings the lab up with other roots)."""
+    module = getattr(item, "module", None)
+    if getattr(module, "USES_SHARED_LAB", False):
+        return True
     return "lab" in getattr(item, "fixturenames", ())
 
 
