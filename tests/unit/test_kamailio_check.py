@@ -213,8 +213,20 @@ def _rtpengine_up(port: int) -> bool:
 def _release(edge: Edge, name: str, model: Model, host: str = "edge-central") -> None:
     """Write release ``name`` (again) and point ``current`` at it. The data files get a new
     mtime either way: db_text re-reads a table only when its file is newer."""
-    files = render(model, host, root=str(edge.inner / "current"), run_dir=str(edge.inner / "run"))
+    files = render(
+        model,
+        host,
+        root=str(edge.inner / "current"),
+        run_dir=str(edge.inner / "run"),
+        records_dir=str(edge.inner / "records"),
+    )
     write_tree(files, edge.base / "releases" / name)
+    # what a deploy ships with the tree, and the call-record database (kept across releases)
+    (edge.base / "releases" / name / "manifest.json").write_text(
+        json.dumps({"id": f"release-{name}", "host": host}, indent=2) + "\n"
+    )
+    if "kamailio/records.sql" in files:
+        init_records(edge.base / "records" / "records.sqlite", files["kamailio/records.sql"])
     now = time.time()
     for path in (edge.base / "releases" / name / "kamailio" / "db").iterdir():
         os.utime(path, (now, now))
@@ -222,6 +234,18 @@ def _release(edge: Edge, name: str, model: Model, host: str = "edge-central") ->
     link.unlink(missing_ok=True)
     link.symlink_to(Path("releases") / name)
     link.replace(edge.base / "current")
+
+
+def init_records(db: Path, schema: str) -> None:
+    """What the kamailio_edge role's helper does before Kamailio starts (records-init)."""
+    import sqlite3
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(db)
+    try:
+        con.executescript(schema)
+    finally:
+        con.close()
 
 
 def _need_tools() -> None:
