@@ -441,6 +441,11 @@ path, flt = sys.argv[1], json.loads(sys.argv[2])
 if not os.path.exists(path):
     print("# no-records " + path)
     sys.exit(0)
+st = os.stat(path)
+if os.getuid() == 0 and st.st_uid != 0:
+    # read as the database's owner: a file SQLite creates beside it (-wal, -shm) stays theirs
+    os.setgid(st.st_gid)
+    os.setuid(st.st_uid)
 con = sqlite3.connect("file:" + path + "?mode=ro", uri=True, timeout=10)
 con.row_factory = sqlite3.Row
 where, args = [], []
@@ -467,6 +472,11 @@ for row in con.execute(sql, args):
                                      "called": leg[3], "code": leg[4], "reason": leg[5]})
     out.write(json.dumps(d) + "\n")
 """
+
+
+def db_path() -> str:
+    """Where an edge keeps its records (the kamailio_edge role's kamailio_edge_records_db)."""
+    return f"{RECORDS_DIR}/{RECORDS_DB}"
 
 
 def remote_script() -> str:
