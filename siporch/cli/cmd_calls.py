@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import click
 
@@ -98,11 +98,17 @@ def _calls(
                 yield call
 
 
-def _table(calls: Iterator[records.Call], mask: bool, out: IO[str]) -> int:
+def _console(out: IO[str]) -> Any:
     from rich.console import Console
+
+    # piped or captured: wide enough for a whole row, never cut
+    return Console(file=out, width=None if out.isatty() else 220)
+
+
+def _table(calls: Iterator[records.Call], mask: bool, out: IO[str]) -> int:
     from rich.table import Table
 
-    console = Console(file=out)
+    console = _console(out)
     n = 0
     batch: list[records.Call] = []
 
@@ -151,7 +157,6 @@ def _table(calls: Iterator[records.Call], mask: bool, out: IO[str]) -> int:
 
 
 def _summary_table(rows: list[records.TrunkSummary], out: IO[str]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title="Call records per trunk")
@@ -185,7 +190,7 @@ def _summary_table(rows: list[records.TrunkSummary], out: IO[str]) -> None:
             str(s.failovers),
             ", ".join(d["top_failures"]),
         )
-    Console(file=out).print(t)
+    _console(out).print(t)
 
 
 @click.command(name="calls")
