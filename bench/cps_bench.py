@@ -101,9 +101,7 @@ def netns_down() -> None:
     sh("ip", "netns", "del", NS, check=False)
 
 
-def wait_port(
-    proto: str, address: str, port: int, seconds: float = 30, netns: str = NS
-) -> bool:
+def wait_port(proto: str, address: str, port: int, seconds: float = 30, netns: str = NS) -> bool:
     end = time.monotonic() + seconds
     flag = "-lun" if proto == "udp" else "-ltn"
     while time.monotonic() < end:
@@ -131,8 +129,11 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-def write_edge(base: Path, trunks: int) -> Path:
+def write_edge(base: Path, trunks: int, records: bool = True) -> Path:
+    """The rendered edge under ``base``; its call records (when ``records``) in
+    ``base/records``, a fresh database."""
     data = generate(trunks)
+    data["records"] = {"enabled": records}
     data["hosts"]["edge-central"]["kamailio"] = {
         "shm_mb": SHM_MB,
         "pkg_mb": PKG_MB,
@@ -144,12 +145,27 @@ def write_edge(base: Path, trunks: int) -> Path:
         data["trunks"][name].pop("max_channels", None)
     model = Model.model_validate(data)
     root = base / "current"
-    files = kamailio_render.render(model, "edge-central", root=str(root), run_dir=str(base / "run"))
+    files = kamailio_render.render(
+        model,
+        "edge-central",
+        root=str(root),
+        run_dir=str(base / "run"),
+        records_dir=str(base / "records"),
+    )
     for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     (base / "run").mkdir(exist_ok=True)
+    if records:
+        import sqlite3
+
+        db = base / "records" / "records.sqlite"
+        db.parent.mkdir(exist_ok=True)
+        db.unlink(missing_ok=True)
+        con = sqlite3.connect(db)
+        con.executescript(files["kamailio/records.sql"])
+        con.close()
     return root / "kamailio" / "kamailio.cfg"
 
 

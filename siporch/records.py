@@ -229,16 +229,35 @@ def call_from_row(row: dict[str, Any]) -> Call:
     )
 
 
+LEG_FIELDS = ("ts", "trunk", "peer", "called", "code", "reason")
+
+
 def parse_lines(lines: Iterable[str], edge: str = "") -> Iterator[Call]:
-    """Calls from the JSON lines an edge printed; lines that are not records are skipped."""
+    """Calls from what the edge script printed: a ``# columns [...]`` line, then one JSON
+    array per call (JSON objects are read too). Other lines are skipped."""
+    columns: list[str] | None = None
     for line in lines:
+        if line.startswith("# columns "):
+            columns = json.loads(line[len("# columns ") :])
+            continue
         line = line.strip()
-        if not line.startswith("{"):
+        if not line or line[0] not in "[{":
             continue
         try:
-            row = json.loads(line)
+            data = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(data, list):
+            if columns is None or len(columns) != len(data):
+                continue
+            row = dict(zip(columns, data, strict=True))
+        else:
+            row = data
+        legs = row.get("failed_legs")
+        if isinstance(legs, str):
+            row["failed_legs"] = [dict(zip(LEG_FIELDS, x, strict=False)) for x in json.loads(legs)]
+        elif legs is None:
+            row["failed_legs"] = []
         if edge and not row.get("edge"):
             row["edge"] = edge
         yield call_from_row(row)
@@ -447,7 +466,6 @@ if os.getuid() == 0 and st.st_uid != 0:
     os.setgid(st.st_gid)
     os.setuid(st.st_uid)
 con = sqlite3.connect("file:" + path + "?mode=ro", uri=True, timeout=10)
-con.row_factory = sqlite3.Row
 where, args = [], []
 if flt.get("since") is not None:
     where.append("setup >= ?"); args.append(flt["since"])
@@ -457,20 +475,22 @@ if flt.get("trunk"):
     where.append("trunk = ?"); args.append(flt["trunk"])
 if flt.get("number"):
     where.append("(instr(calling, ?) > 0 OR instr(called, ?) > 0)"); args += [flt["number"]] * 2
-sql = "SELECT * FROM calls" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY setup"
-legs = con.cursor()
+sql = (
+    "SELECT c.*, CASE WHEN c.legs > 1 OR c.code >= 300 THEN (SELECT json_group_array("
+    "json_array(l.ts, l.trunk, l.peer, l.called, l.sip_code, l.sip_reason)) FROM "
+    "(SELECT * FROM legs WHERE callid = c.callid AND CAST(sip_code AS INTEGER) >= 300 "
+    "ORDER BY ts) AS l) END AS failed_legs FROM calls AS c"
+    + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY setup"
+)
+cur = con.execute(sql, args)
 out = sys.stdout
-for row in con.execute(sql, args):
-    d = dict(row)
-    d["failed_legs"] = []
-    if (d.get("legs") or 0) > 1 or (d.get("code") or 0) >= 300:
-        for leg in legs.execute(
-            "SELECT ts, trunk, peer, called, sip_code, sip_reason FROM legs "
-            "WHERE callid = ? AND CAST(sip_code AS INTEGER) >= 300 ORDER BY ts", (d["callid"],)
-        ):
-            d["failed_legs"].append({"ts": leg[0], "trunk": leg[1], "peer": leg[2],
-                                     "called": leg[3], "code": leg[4], "reason": leg[5]})
-    out.write(json.dumps(d) + "\n")
+out.write("# columns " + json.dumps([d[0] for d in cur.description]) + "\n")
+dumps = json.dumps
+while True:
+    rows = cur.fetchmany(2000)
+    if not rows:
+        break
+    out.write("".join(dumps(r) + "\n" for r in rows))
 """
 
 
