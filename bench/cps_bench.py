@@ -129,9 +129,11 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-def write_edge(base: Path, trunks: int, records: bool = True) -> Path:
+def write_edge(base: Path, trunks: int, records: bool = True, inner: Path | None = None) -> Path:
     """The rendered edge under ``base``; its call records (when ``records``) in
-    ``base/records``, a fresh database."""
+    ``base/records``, a fresh database. ``inner``: ``base`` as Kamailio sees it (inside a
+    chroot); the returned path is the config as Kamailio sees it."""
+    inner = inner or base
     data = generate(trunks)
     data["records"] = {"enabled": records}
     data["hosts"]["edge-central"]["kamailio"] = {
@@ -148,9 +150,9 @@ def write_edge(base: Path, trunks: int, records: bool = True) -> Path:
     files = kamailio_render.render(
         model,
         "edge-central",
-        root=str(root),
-        run_dir=str(base / "run"),
-        records_dir=str(base / "records"),
+        root=str(inner / "current"),
+        run_dir=str(inner / "run"),
+        records_dir=str(inner / "records"),
     )
     for rel, text in files.items():
         path = root / rel
@@ -166,7 +168,7 @@ def write_edge(base: Path, trunks: int, records: bool = True) -> Path:
         con = sqlite3.connect(db)
         con.executescript(files["kamailio/records.sql"])
         con.close()
-    return root / "kamailio" / "kamailio.cfg"
+    return inner / "current" / "kamailio" / "kamailio.cfg"
 
 
 def run_uac(

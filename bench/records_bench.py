@@ -41,6 +41,20 @@ from siporch.sipp import scenario  # noqa: E402
 
 # --------------------------------------------------------------------------- cps
 
+NS = "sipo-reccps"  # its own namespace: cps_bench.py may run beside it
+
+
+def netns_up() -> None:
+    cb.sh("ip", "netns", "del", NS, check=False)
+    cb.sh("ip", "netns", "add", NS)
+    cb.sh(*cb.ns("ip", "link", "set", "lo", "up", netns=NS))
+    for a in (cb.EDGE, cb.PBX, cb.PEER_BYPASS):
+        cb.sh(*cb.ns("ip", "addr", "add", f"{a}/32", "dev", "lo", netns=NS))
+
+
+def netns_down() -> None:
+    cb.sh("ip", "netns", "del", NS, check=False)
+
 
 def _count(db: Path) -> tuple[int, int]:
     con = sqlite3.connect(db, timeout=30)
@@ -53,11 +67,19 @@ def _count(db: Path) -> tuple[int, int]:
 
 
 def cps(args: argparse.Namespace) -> dict[str, Any]:
-    base = Path(tempfile.mkdtemp(prefix="siporch-reccps-"))
+    if args.root:
+        # Kamailio from that root file system (the lab's: Kamailio 6), with chroot
+        chroot = args.root.resolve()
+        base = Path(tempfile.mkdtemp(prefix="siporch-reccps-", dir=chroot / "tmp"))
+        inner_base = Path("/") / base.relative_to(chroot)
+        prefix = ["chroot", str(chroot)]
+    else:
+        base = Path(tempfile.mkdtemp(prefix="siporch-reccps-"))
+        inner_base, prefix = base, []
     procs: list[subprocess.Popen[bytes]] = []
     runs: dict[str, list[dict[str, Any]]] = {"records on": [], "records off": []}
     try:
-        cb.netns_up()
+        netns_up()
         procs.append(
             cb.start(
                 [
@@ -67,6 +89,7 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                     f"--delete-delay={cb.DELETE_DELAY}",
                 ],
                 base / "rtpengine.log",
+                netns=NS,
             )
         )  # fmt: skip
         procs.append(
@@ -77,6 +100,7 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                     "-max_socket", "1000", "-timeout", "3600s",
                 ],
                 base / "uas.log",
+                netns=NS,
             )
         )  # fmt: skip
         for r in range(args.rounds):
@@ -85,23 +109,31 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                 sub = base / ("on" if on else "off")
                 shutil.rmtree(sub, ignore_errors=True)
                 sub.mkdir()
-                cfg = cb.write_edge(sub, args.trunks, records=on)
+                cfg = cb.write_edge(sub, args.trunks, records=on, inner=inner_base / sub.name)
                 edge = cb.start(
-                    ["kamailio", "-DD", "-E", "-f", str(cfg), "-m", str(cb.SHM_MB),
+                    [*prefix, "kamailio", "-DD", "-E", "-f", str(cfg), "-m", str(cb.SHM_MB),
                      "-M", str(cb.PKG_MB)],
                     sub / "edge.log",
+                    netns=NS,
                 )  # fmt: skip
                 try:
-                    if not cb.wait_port("udp", cb.EDGE, 5060, 60):
+                    if not cb.wait_port("udp", cb.EDGE, 5060, 60, netns=NS):
                         raise RuntimeError(
                             "the edge did not start: " + (sub / "edge.log").read_text()[-1500:]
                         )
                     time.sleep(2.0)  # dispatcher's first probe of the PBX
-                    cb.run_uac(cb.PEER_BYPASS, cb.EDGE, cb.DID_BYPASS, 200, args.concurrency)
+                    cb.run_uac(
+                        cb.PEER_BYPASS, cb.EDGE, cb.DID_BYPASS, 200, args.concurrency, netns=NS
+                    )
                     db = sub / "records" / "records.sqlite"
                     c0 = _count(db) if on else (0, 0)
                     res = cb.run_uac(
-                        cb.PEER_BYPASS, cb.EDGE, cb.DID_BYPASS, args.calls, args.concurrency
+                        cb.PEER_BYPASS,
+                        cb.EDGE,
+                        cb.DID_BYPASS,
+                        args.calls,
+                        args.concurrency,
+                        netns=NS,
                     )
                     if on:
                         time.sleep(1.0)  # the last BYEs' records
@@ -133,24 +165,35 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
             "calls": args.calls,
             "concurrency": args.concurrency,
             "rounds": args.rounds,
-            "kamailio": {"shm_mb": cb.SHM_MB, "pkg_mb": cb.PKG_MB, "children": cb.CHILDREN},
+            "kamailio": {
+                "shm_mb": cb.SHM_MB,
+                "pkg_mb": cb.PKG_MB,
+                "children": cb.CHILDREN,
+                "version": _version(prefix),
+            },
             "rows": rows,
             "ratio_on_off": round(ratio, 3),
         }
     finally:
         for p in reversed(procs):
             cb.stop(p)
-        cb.netns_down()
+        netns_down()
         if args.keep:
             print(f"logs kept in {base}", file=sys.stderr)
         else:
             shutil.rmtree(base, ignore_errors=True)
 
 
+def _version(prefix: list[str]) -> str:
+    out = cb.sh(*prefix, "kamailio", "-v", check=False).stdout
+    return out.splitlines()[0] if out else "?"
+
+
 def cps_markdown(r: dict[str, Any]) -> str:
     lines = [
         f"Records on vs off, {r['calls']} calls per run, {r['concurrency']} in flight, "
-        f"median of {r['rounds']} rounds, media bypass; ratio on/off = {r['ratio_on_off']:.2f}x",
+        f"median of {r['rounds']} rounds, media bypass, {r['kamailio']['version']}; "
+        f"ratio on/off = {r['ratio_on_off']:.2f}x",
         "",
         "| edge | cps (median) | failed calls | runs (cps) | call / leg records per run |",
         "|---|---:|---:|---|---|",
@@ -261,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--rounds", type=int, default=3)
     c.add_argument("--json", type=Path)
     c.add_argument("--keep", action="store_true")
+    c.add_argument(
+        "--root",
+        type=Path,
+        help="run Kamailio from this root file system with chroot (e.g. the lab's, "
+        "/var/cache/siporch/rootfs/<key>, for Kamailio 6)",
+    )
     s = sub.add_parser("summary")
     s.add_argument("--records", type=int, default=1_000_000)
     s.add_argument("--json", type=Path)
