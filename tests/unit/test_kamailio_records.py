@@ -42,7 +42,7 @@ from tests.unit.test_kamailio_check import (
 )
 
 NET = "127.0.87"
-EDGE, PBX, PEER1, PEER2 = (f"{NET}.{n}" for n in (10, 20, 30, 31))
+EDGE, PBX, PEER1, PEER2, STRANGER = (f"{NET}.{n}" for n in (10, 20, 30, 31, 99))
 NG_PORT = 22392
 DB_SQLITE = "usr/lib/x86_64-linux-gnu/kamailio/modules/db_sqlite.so"
 
@@ -180,6 +180,21 @@ def test_busy_call_is_recorded_with_its_code(edge: Edge) -> None:
     assert rec["answer"] is None
     legs = legs_of(edge, rec["callid"])
     assert [int(leg["sip_code"]) for leg in legs] == [486]
+
+
+def test_calls_the_edge_refuses_are_recorded(edge: Edge) -> None:
+    """A DID nobody serves: 404 from the edge itself, no dialog; the record says so. A
+    source the edge does not know leaves no record (scanners would fill the database)."""
+    sipp_call(edge, PEER1, "3125550177", {PBX: SCENARIOS / "uas_rr.xml"}, timeout=5)
+    rec = call_record(edge, "3125550177")
+    assert (rec["direction"], rec["trunk"], int(rec["code"])) == ("inbound", "itsp-a", 404)
+    assert rec["reason"] == "No Such Number"
+    assert int(rec["legs"]) == 0 and rec["answer"] is None
+    assert rec["release"] == "release-a"
+    sipp_call(edge, STRANGER, "3125550178", {PEER1: SCENARIOS / "uas_rr.xml"}, timeout=5)
+    sipp_call(edge, PBX, "3125550179", {PEER1: SCENARIOS / "uas_rr.xml"})  # a marker
+    call_record(edge, "13125550179")
+    assert not rows(edge, "SELECT id FROM calls WHERE called LIKE '%3125550178%'")
 
 
 def test_records_read_as_siporch_calls_does(edge: Edge) -> None:
