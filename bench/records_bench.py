@@ -41,7 +41,7 @@ from siporch.sipp import scenario  # noqa: E402
 
 # --------------------------------------------------------------------------- cps
 
-NS = "sipo-reccps"  # its own namespace: cps_bench.py may run beside it
+NS = "siporch-reccps"  # its own namespace (not sipo-*: the lab owns those names)
 
 
 def netns_up() -> None:
