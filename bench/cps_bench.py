@@ -129,9 +129,10 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-def write_edge(base: Path, trunks: int, records: bool = True, inner: Path | None = None) -> Path:
-    """The rendered edge under ``base``; its call records (when ``records``) in
-    ``base/records``, a fresh database. ``inner``: ``base`` as Kamailio sees it (inside a
+def write_edge(base: Path, trunks: int, records: bool = False, inner: Path | None = None) -> Path:
+    """The rendered edge under ``base``; call records (when ``records``: off by default, as
+    this bench measured the edge before records existed; bench/records_bench.py compares
+    the two) in ``base/records``, a fresh database. ``inner``: ``base`` as Kamailio sees it (inside a
     chroot); the returned path is the config as Kamailio sees it."""
     inner = inner or base
     data = generate(trunks)
