@@ -247,3 +247,29 @@ def test_cli_bad_input_is_one_line_exit_2(sample: Path) -> None:
     assert "not a time" in r.output
     r = run("--from-file", str(sample), "--json", "--csv")
     assert r.exit_code == 2
+
+
+def test_role_helper_creates_the_database_private(tmp_path: Path) -> None:
+    """records-init (the kamailio_edge role's helper): schema applied twice (idempotent),
+    directory 0700 and file 0600; the rows already there stay."""
+    import importlib.util
+
+    helper = Path(__file__).resolve().parents[2] / "roles/kamailio_edge/files/siporch_kamailio.py"
+    spec = importlib.util.spec_from_file_location("siporch_kamailio", helper)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sql = tmp_path / "records.sql"
+    sql.write_text(records.SCHEMA)
+    db = tmp_path / "state" / "records" / "records.sqlite"
+    mod.records_init(db, sql, "")
+    con = sqlite3.connect(db)
+    con.execute("INSERT INTO calls (callid, setup) VALUES ('kept', 1)")
+    con.commit()
+    con.close()
+    assert mod.main(["records-init", str(db), str(sql)]) == 0
+    assert (db.parent.stat().st_mode & 0o777, db.stat().st_mode & 0o777) == (0o700, 0o600)
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT callid FROM calls").fetchall() == [("kept",)]
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con.close()
