@@ -408,7 +408,7 @@ def sipp_call(
             stderr=subprocess.DEVNULL,
             cwd=work,
         )
-    time.sleep(0.5)
+    _wait(lambda: _bound(list(uas)), 10)  # a loaded machine starts SIPp slowly
     uac = uac_scenario
     if user_agent is not None:
         uac = work / "uac.xml"
@@ -457,6 +457,12 @@ def sipp_call(
                 p.kill()
     read = lambda p: p.read_text(errors="replace") if p.exists() else ""  # noqa: E731
     return Call(rc, read(work / "uac.log"), {ip: read(work / f"uas-{ip}.log") for ip in uas})
+
+
+def _bound(addresses: list[str], port: int = 5060) -> bool:
+    """Every address has a UDP socket bound on ``port`` (the UAS is up)."""
+    out = check(["ss", "-lun"]).stdout
+    return all(f"{a}:{port} " in out for a in addresses)
 
 
 def reject_scenario(edge: Edge, code: int) -> Path:

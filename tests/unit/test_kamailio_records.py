@@ -15,6 +15,7 @@ run at once. SIPp places the calls; the records are read back with the same scri
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from tests.unit.test_kamailio_check import (
     _running,
     _wait,
     loopback_model,
+    received,
     reject_scenario,
 )
 from tests.unit.test_kamailio_check import (
@@ -42,7 +44,7 @@ from tests.unit.test_kamailio_check import (
 )
 
 NET = "127.0.87"
-EDGE, PBX, PEER1, PEER2, STRANGER = (f"{NET}.{n}" for n in (10, 20, 30, 31, 99))
+EDGE, PBX, PEER1, PEER2, ITSP_B, STRANGER = (f"{NET}.{n}" for n in (10, 20, 30, 31, 40, 99))
 NG_PORT = 22392
 DB_SQLITE = "usr/lib/x86_64-linux-gnu/kamailio/modules/db_sqlite.so"
 
@@ -180,6 +182,30 @@ def test_busy_call_is_recorded_with_its_code(edge: Edge) -> None:
     assert rec["answer"] is None
     legs = legs_of(edge, rec["callid"])
     assert [int(leg["sip_code"]) for leg in legs] == [486]
+
+
+def test_a_call_no_peer_takes_carries_the_edges_own_reply(edge: Edge) -> None:
+    """Both of itsp-a's peers answer 503, and itsp-b (next in route national) is silent:
+    three failed legs, and the call's code is the final reply the caller got."""
+    call = sipp_call(
+        edge,
+        PBX,
+        "3125550103",
+        {PEER1: reject_scenario(edge, 503), PEER2: reject_scenario(edge, 503)},
+        timeout=25,
+    )
+    rec = call_record(edge, "13125550103")
+    legs = legs_of(edge, rec["callid"])
+    assert [(int(leg["sip_code"]), leg["peer"]) for leg in legs] == [
+        (503, PEER1),
+        (503, PEER2),
+        (408, ITSP_B),
+    ]
+    got = [m.splitlines()[0] for m in received(call.uac) if re.match(r"SIP/2.0 [3-6]", m)]
+    assert got, call.uac[-1500:]
+    assert f"SIP/2.0 {int(rec['code'])} {rec['reason']}" == got[-1].strip()
+    assert rec["answer"] is None and int(rec["legs"]) == 3
+    assert rec["trunk"] == "itsp-b"
 
 
 def test_calls_the_edge_refuses_are_recorded(edge: Edge) -> None:
