@@ -40,7 +40,22 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "inventory" / "example"
 SCENARIOS = REPO / "tests" / "data" / "kamailio"
 UAC = REPO / "siporch" / "sipp" / "uac_rr.xml"
-ROOTFS = Path("/var/cache/siporch/rootfs/current")
+
+
+def _own_root() -> Path:
+    """The lab root built from this tree's package list (``current`` may point at a root
+    built from another list), else ``current``."""
+    from siporch.lab import rootfs
+    from siporch.lab.spec import LabPaths
+
+    try:
+        found = rootfs.cached_root(LabPaths.default())
+    except OSError:
+        found = None
+    return found or Path("/var/cache/siporch/rootfs/current")
+
+
+ROOTFS = _own_root()
 
 sys.path.insert(0, str(REPO))
 from bench.genmodel import generate  # noqa: E402
