@@ -47,6 +47,8 @@ PACKAGES: tuple[str, ...] = (
     "redis-server",
     "rtpengine-daemon",
     "sip-tester",
+    # the lab's operator account (siporch.lab.hosts.OPERATOR) deploys with sudo
+    "sudo",
     "systemd",
 )
 MARKER = "etc/siporch-lab-rootfs.json"
@@ -59,6 +61,7 @@ REQUIRED = (
     "usr/bin/sipp",
     "usr/bin/python3",
     "usr/bin/ssh-keygen",
+    "usr/bin/sudo",
 )
 
 Progress = Callable[[str], None]
