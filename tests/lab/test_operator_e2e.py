@@ -210,4 +210,7 @@ def test_operator_deploys_checks_and_rolls_back_as_a_non_root_user(
         assert f"{OPERATOR} : " in sudo and "USER=root" in sudo, (host, sudo[-2000:])
     # the project's state beside its inventory; nothing of the run in the installed package
     assert (project / "build" / "releases" / first).is_dir()
+    drift = _run(installed, project, "siporch", "drift", *INVENTORY, "--files-only")
+    assert drift.returncode == 0, drift.stdout[-3000:] + drift.stderr[-3000:]
+    assert f"reference: last deploy {first}" in drift.stdout, drift.stdout
     assert not list(installed[0].parent.rglob("build/releases"))
