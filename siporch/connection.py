@@ -55,6 +55,16 @@ def _split(value: Any) -> list[str]:
 
 def resolve(host: str, hostvars: dict[str, Any], address: str, timeout: float) -> HostAccess:
     """The access to ``host`` from its (templated) ``ansible_*`` variables and ansible.cfg."""
+    from ansible.errors import AnsibleError
+
+    try:
+        return _resolve(host, hostvars, address, timeout)
+    except AnsibleError as exc:
+        first = str(exc).strip().splitlines()[:1] or ["?"]
+        raise SiporchError(f"{host}: its Ansible connection settings: {first[0]}") from None
+
+
+def _resolve(host: str, hostvars: dict[str, Any], address: str, timeout: float) -> HostAccess:
     from ansible import constants as C
     from ansible.plugins.loader import become_loader, connection_loader
 
