@@ -210,7 +210,14 @@ def test_operator_deploys_checks_and_rolls_back_as_a_non_root_user(
         assert f"{OPERATOR} : " in sudo and "USER=root" in sudo, (host, sudo[-2000:])
     # the project's state beside its inventory; nothing of the run in the installed package
     assert (project / "build" / "releases" / first).is_dir()
+    # the rollback is recorded: the hosts' files are the release's, and the model (with
+    # the peer the rollback took away) is an undeployed change of the edge it concerns
     drift = _run(installed, project, "siporch", "drift", *INVENTORY, "--files-only")
-    assert drift.returncode == 0, drift.stdout[-3000:] + drift.stderr[-3000:]
-    assert f"reference: last deploy {first}" in drift.stdout, drift.stdout
+    assert drift.returncode == 1, drift.stdout[-3000:] + drift.stderr[-3000:]
+    lines = drift.stdout.splitlines()
+    assert lines[0] == f"reference: last deploy {first}", drift.stdout
+    changes = [line for line in lines[1:-1] if line.strip()]
+    assert changes and all(
+        line.startswith("edge-central: undeployed change: kamailio/db/") for line in changes
+    ), drift.stdout
     assert not list(installed[0].parent.rglob("build/releases"))
