@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -384,16 +384,22 @@ def compare_pjsip(
 # ---------------------------------------------------------------------------- gathering
 
 
-def _ssh_command(inventory: Path, host: str, address: str, timeout: float) -> list[str]:
-    from siporch.monitor.status import _ssh_argv, _ssh_vars
+def _ssh_command(
+    inventory: Path | Sequence[Path], host: str, address: str, timeout: float
+) -> list[str]:
+    """ssh with the host's Ansible settings; the probe runs as root through the host's
+    become (a release's files may be readable by root only)."""
+    from siporch.connection import host_access
 
-    v = _ssh_vars(inventory, host)
-    if v is None:
-        raise DriftError(f"{host}: not in the inventory {inventory}")
-    return [*_ssh_argv(v, address, timeout), probe_command()]
+    try:
+        access = host_access(inventory, host, address, timeout)
+    except SiporchError as exc:
+        raise DriftError(str(exc)) from None
+    return access.argv(probe_command(), root=True)
 
 
-async def read_host(inventory: Path, host: str, address: str, timeout: float) -> HostFiles:
+async def read_host(
+    inventory: Path | Sequence[Path], host: str, address: str, timeout: float) -> HostFiles:
     """Probe one host over SSH; raises `MonitorError` when it cannot be reached."""
     cmd = _ssh_command(inventory, host, address, timeout)
     try:
@@ -422,6 +428,11 @@ async def read_host(inventory: Path, host: str, address: str, timeout: float) ->
         raise MonitorError(f"{host}: {exc}") from None
 
 
+def _primary(inventory: Path | Sequence[Path]) -> Path:
+    """The first inventory source (the last deploy is recorded beside it)."""
+    return inventory if isinstance(inventory, Path) else Path(next(iter(inventory)))
+
+
 def fleet_release(probes: Iterable[object]) -> str | None:
     """The newest release id any reachable host runs (ids start with the UTC time)."""
     ids = [p.release for p in probes if isinstance(p, HostFiles) and p.release]
@@ -438,7 +449,7 @@ def _manifest_files(manifest: Mapping[str, Any] | None) -> dict[str, str] | None
 
 
 def check(
-    inventory: Path,
+    inventory: Path | Sequence[Path],
     vault_password_file: Path | None = None,
     *,
     out_dir: Path | None = None,
@@ -451,7 +462,7 @@ def check(
         _check(
             inventory,
             vault_password_file,
-            out_dir=default_out(inventory) if out_dir is None else out_dir,
+            out_dir=default_out(_primary(inventory)) if out_dir is None else out_dir,
             kamailio_rpc=kamailio_rpc,
             timeout=timeout,
             runtime=runtime,
@@ -460,7 +471,7 @@ def check(
 
 
 async def _check(
-    inventory: Path,
+    inventory: Path | Sequence[Path],
     vault_password_file: Path | None,
     *,
     out_dir: Path,
@@ -478,9 +489,8 @@ async def _check(
     model = loaded.model
     rendered = render_release(model)
     rendered_hashes = {h: {p: sha256(b) for p, b in f.items()} for h, f in rendered.items()}
-    reference = deployed_release(inventory, out_dir) or deployed_release(
-        inventory.resolve(), out_dir
-    )
+    first = _primary(inventory)
+    reference = deployed_release(first, out_dir) or deployed_release(first.resolve(), out_dir)
     report = DriftReport(reference, "deployed" if reference else "host")
     hosts = [h for h, spec in model.hosts.items() if spec.role in ("edge", "pbx")]
 

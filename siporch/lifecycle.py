@@ -8,7 +8,7 @@ it for its plugins); what needs the renderer, the release writer or SSH lives he
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from siporch.core import (
 
 
 def base_release(
-    inventory: Path,
+    inventory: Path | Sequence[Path],
     hosts: Mapping[str, str],
     *,
     out_dir: Path,

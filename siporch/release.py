@@ -165,7 +165,10 @@ def build_release(
 ) -> Release:
     """Render (unless ``files`` is given) and write a release bundle; reuse an identical one."""
     model = loaded.model
-    out_dir = default_out(loaded.inventory) if out_dir is None else out_dir
+    # beside the first inventory source (a file's directory, a directory's parent), where
+    # the deploy records what it left running
+    first = loaded.inventories[0] if loaded.inventories else loaded.inventory
+    out_dir = default_out(first) if out_dir is None else out_dir
     files = render_release(model) if files is None else files
     chash = content_hash(files)
     inventory = inventory_key(loaded.inventory)

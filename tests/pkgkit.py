@@ -14,6 +14,7 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,3 +67,32 @@ def copy_inventory(src: Path, dest: Path) -> Path:
     if vault.is_file():
         shutil.copy(vault, dest.parent / ".vault-pass")
     return dest
+
+
+_SHARED: dict[str, Path] = {}
+
+
+def shared_install(factory: Any) -> Path:
+    """One wheel built and installed per test session (``factory``: pytest's
+    tmp_path_factory), shared by every module that uses the installed siporch."""
+    bin_dir = _SHARED.get("bin")
+    if bin_dir is None or not (bin_dir / "siporch").exists():
+        wheel = build_wheel(factory.mktemp("dist"))
+        bin_dir = _SHARED["bin"] = install(wheel, factory.mktemp("venv") / "v")
+    return bin_dir
+
+
+def install_collection(bin_dir: Path, dest: Path) -> Path:
+    """Build the collection with the installed ``siporch collection build`` and install it
+    with ansible-galaxy into ``dest/collections``; returns that collections path."""
+    subprocess.run(
+        [str(bin_dir / "siporch"), "collection", "build", "--out", str(dest)],
+        cwd=dest, env=env(bin_dir), capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    (built,) = dest.glob("siporch-trunks-*.tar.gz")
+    collections = dest / "collections"
+    subprocess.run(
+        ["ansible-galaxy", "collection", "install", "-p", str(collections), str(built)],
+        env=env(bin_dir), capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    return collections

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from siporch.calls import default_target, lab_hosts, place_calls
-from siporch.cli.common import console, inventory_options, load
+from siporch.cli.common import console, inventory_options, load, primary
 
 
 @click.command()
@@ -43,7 +43,7 @@ from siporch.cli.common import console, inventory_options, load
 @click.option("--json", "as_json", is_flag=True)
 def cli(
     number: str,
-    inventory: Path,
+    inventory: tuple[Path, ...],
     vault_password_file: Path | None,
     source: str,
     target: str | None,
@@ -57,7 +57,7 @@ def cli(
 
     Exit 0 when every call was answered and every BYE got its 200 OK, 1 otherwise.
     """
-    hosts = lab_hosts(inventory)
+    hosts = lab_hosts(primary(inventory))
     if target is None:
         target = default_target(load(inventory, vault_password_file).model, hosts, source)
     if not as_json:

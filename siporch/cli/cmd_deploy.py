@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from siporch.cli.common import console, err_console, inventory_options
+from siporch.cli.common import console, err_console, inventory_options, primary
 from siporch.deploy import runner
 from siporch.deploy.progress import run_with_progress
 from siporch.errors import DeployError
@@ -129,7 +129,7 @@ def record_deployed(inventory: Path, result: runner.RunResult, limit: str | None
 )
 @click.option("-v", "--verbose", is_flag=True, help="Show ansible-playbook's own output.")
 def cli(
-    inventory: Path,
+    inventory: tuple[Path, ...],
     vault_password_file: Path | None,
     check: bool,
     diff: bool,
@@ -145,7 +145,7 @@ def cli(
     atomically, reloads the least the change needs and passes a health gate; any failure
     puts every host of the run back on its previous release.
     """
-    vault = runner.vault_password_file(inventory, vault_password_file)
+    vault = runner.vault_password_file(primary(inventory), vault_password_file)
     result = run_with_progress(
         console,
         "deploy-trunk.yml",
@@ -159,5 +159,5 @@ def cli(
     )
     code = print_result(result, "check" if check else "deploy")
     if not check:
-        record_deployed(inventory, result, limit)
+        record_deployed(primary(inventory), result, limit)
     return code

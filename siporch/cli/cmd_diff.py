@@ -40,7 +40,7 @@ from siporch.lifecycle import base_release, build_plan, plan_diff
 @click.option("--stat", is_flag=True, help="Summary and file list only, no file diff.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def cli(
-    inventory: Path,
+    inventory: tuple[Path, ...],
     vault_password_file: Path | None,
     against: str | None,
     out: Path | None,

@@ -28,7 +28,7 @@ from siporch.cli.common import console, err_console, inventory_options, out_dir,
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def cli(
-    inventory: Path,
+    inventory: tuple[Path, ...],
     vault_password_file: Path | None,
     out: Path | None,
     kamailio_rpc: str,
@@ -49,9 +49,10 @@ def cli(
     from siporch.drift import check
     from siporch.errors import ModelError
 
-    if not inventory.exists():
-        err_console.print(f"siporch: inventory {escape(str(inventory))} not found")
-        return 2
+    for source in inventory:
+        if not source.exists():
+            err_console.print(f"siporch: inventory {escape(str(source))} not found")
+            return 2
     try:
         report = check(
             inventory,

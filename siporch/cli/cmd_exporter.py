@@ -44,7 +44,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 )
 @click.option("--duration", type=float, default=None, hidden=True, help="Stop after N s.")
 def cli(
-    inventory: Path,
+    inventory: tuple[Path, ...],
     vault_password_file: Path | None,
     hosts: tuple[str, ...],
     timeout: float,

@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from siporch.cli.common import console, err_console, inventory_options
+from siporch.cli.common import console, err_console, inventory_options, primary
 from siporch.deploy import runner
 from siporch.deploy.releases import collect
 
@@ -19,9 +19,10 @@ from siporch.deploy.releases import collect
 @inventory_options
 @click.option("--limit", metavar="HOSTS", help="Only these hosts (Ansible host pattern).")
 @click.option("--json", "as_json", is_flag=True, help="Print the releases of every host as JSON.")
-def cli(inventory: Path, vault_password_file: Path | None, limit: str | None, as_json: bool) -> int:
+def cli(
+    inventory: tuple[Path, ...], vault_password_file: Path | None, limit: str | None, as_json: bool) -> int:
     """The releases on each host: id, time, model hash, what it changed, which is current."""
-    vault = runner.vault_password_file(inventory, vault_password_file)
+    vault = runner.vault_password_file(primary(inventory), vault_password_file)
     rows, errors = collect(inventory, vault, limit)
     if as_json:
         click.echo(

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from siporch.cli.cmd_deploy import print_result, record_deployed
-from siporch.cli.common import console, inventory_options
+from siporch.cli.common import console, inventory_options, primary
 from siporch.deploy import runner
 from siporch.deploy.progress import run_with_progress
 
@@ -19,7 +19,7 @@ from siporch.deploy.progress import run_with_progress
 @click.option("--force", is_flag=True, help="Restart rtpengine or Asterisk even under live calls.")
 @click.option("-v", "--verbose", is_flag=True, help="Show ansible-playbook's own output.")
 def cli(
-    inventory: Path,
+    inventory: tuple[Path, ...],
     vault_password_file: Path | None,
     release_id: str | None,
     limit: str | None,
@@ -34,7 +34,7 @@ def cli(
     extra: dict[str, object] = {"siporch_force": force}
     if release_id:
         extra["siporch_release"] = release_id
-    vault = runner.vault_password_file(inventory, vault_password_file)
+    vault = runner.vault_password_file(primary(inventory), vault_password_file)
     result = run_with_progress(
         console,
         "rollback-trunk.yml",
@@ -45,5 +45,5 @@ def cli(
         verbose=verbose,
     )
     code = print_result(result, "rollback")
-    record_deployed(inventory, result, limit)
+    record_deployed(primary(inventory), result, limit)
     return code

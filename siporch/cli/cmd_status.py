@@ -20,7 +20,7 @@ INVENTORY_DEFAULT = "inventory/example"
 
 
 def load_topology(
-    inventory: Path,
+    inventory: Path | tuple[Path, ...],
     vault_password_file: Path | None,
     hosts: tuple[str, ...],
     kamailio_rpc: str,
@@ -53,11 +53,14 @@ def common_options(f: Any) -> Any:
         click.option(
             "-i",
             "--inventory",
-            type=click.Path(path_type=Path, file_okay=False),
-            default=INVENTORY_DEFAULT,
-            envvar="SIPORCH_INVENTORY",
-            show_default=True,
-            help="Inventory directory holding the trunk model.",
+            type=click.Path(path_type=Path),
+            multiple=True,
+            default=lambda: [os.environ.get("SIPORCH_INVENTORY", INVENTORY_DEFAULT)],
+            show_default=INVENTORY_DEFAULT,
+            help="Ansible inventory source: a directory or a file such as hosts.yml or "
+            "hosts.ini; repeat to combine several, as for ansible-playbook "
+            "(env SIPORCH_INVENTORY). Hosts are reached over SSH with its settings and "
+            "the ansible.cfg ansible-playbook would read.",
         ),
         click.option(
             "--vault-password-file",
@@ -146,7 +149,7 @@ def _print_problems(report: dict[str, Any]) -> None:
     help="With --watch: seconds between edge queries (Kamailio and rtpengine have no events).",
 )
 def cli(
-    inventory: Path,
+    inventory: tuple[Path, ...],
     vault_password_file: Path | None,
     hosts: tuple[str, ...],
     timeout: float,
@@ -213,7 +216,7 @@ def cli(
 def _watch(
     topology: Any,
     *,
-    inventory: Path,
+    inventory: tuple[Path, ...],
     timeout: float,
     edges: bool,
     releases: bool,

@@ -32,21 +32,6 @@ def _vault_option(func: F) -> F:
     )(func)
 
 
-def inventory_options(func: F) -> F:
-    """``-i/--inventory`` (one source) and ``--vault-password-file``."""
-    func = _vault_option(func)
-    func = click.option(
-        "-i",
-        "--inventory",
-        type=click.Path(path_type=Path),
-        default=lambda: os.environ.get("SIPORCH_INVENTORY", DEFAULT_INVENTORY),
-        show_default=DEFAULT_INVENTORY,
-        help="Ansible inventory holding the trunk model: a directory or a file such as "
-        "hosts.yml or hosts.ini (env SIPORCH_INVENTORY).",
-    )(func)
-    return func
-
-
 def inventory_sources_options(func: F) -> F:
     """``-i/--inventory`` given once or several times, as for ansible-playbook (the
     function gets a tuple of paths), and ``--vault-password-file``."""
@@ -63,6 +48,16 @@ def inventory_sources_options(func: F) -> F:
         "(env SIPORCH_INVENTORY).",
     )(func)
     return func
+
+
+#: Every command that reads the inventory takes ``-i`` once or several times.
+inventory_options = inventory_sources_options
+
+
+def primary(inventory: Path | Sequence[Path]) -> Path:
+    """The first inventory source: the controller's state (releases, the last deploy) and
+    the default vault password file are found beside it."""
+    return inventory if isinstance(inventory, Path) else Path(next(iter(inventory)))
 
 
 def out_option(func: F) -> F:
@@ -82,8 +77,7 @@ def out_dir(out: Path | None, inventory: Path | Sequence[Path]) -> Path:
 
     if out is not None:
         return out
-    first = inventory if isinstance(inventory, Path) else next(iter(inventory))
-    return default_out(first)
+    return default_out(primary(inventory))
 
 
 def load(inventory: Path | Sequence[Path], vault_password_file: Path | None) -> LoadedModel:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from siporch.deploy import runner
 def run_with_progress(
     console: Console,
     playbook: str,
-    inventory: Path,
+    inventory: Path | Sequence[Path],
     *,
     check: bool = False,
     diff: bool = False,

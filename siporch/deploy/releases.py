@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def host_releases(host: str, listing: dict[str, Any]) -> list[HostRelease]:
 
 
 def collect(
-    inventory: Path, vault_file: Path | None = None, limit: str | None = None
+    inventory: Path | Sequence[Path], vault_file: Path | None = None, limit: str | None = None
 ) -> tuple[dict[str, list[HostRelease]], dict[str, str]]:
     """Run playbooks/releases.yml; rows per host, and errors per unreachable host."""
     report = runner.report_path()

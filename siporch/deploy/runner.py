@@ -170,7 +170,7 @@ def vault_password_file(inventory: Path, given: Path | None) -> Path | None:
 
 def build_command(
     playbook: str,
-    inventory: Path,
+    inventory: Path | Sequence[Path],
     *,
     check: bool = False,
     diff: bool = False,
@@ -186,9 +186,15 @@ def build_command(
         raise SiporchError(
             "ansible-playbook is not installed", hint="pip install 'ansible-core>=2.19,<2.20'"
         )
-    if not inventory.exists():
-        raise SiporchError(f"inventory {inventory} does not exist")
-    variables: dict[str, Any] = {"siporch_inventory": str(inventory.resolve())}
+    sources = [inventory] if isinstance(inventory, Path) else [Path(s) for s in inventory]
+    for source in sources:
+        if not source.exists():
+            raise SiporchError(f"inventory {source} does not exist")
+    # Every source, as for ansible-playbook -i; the render reads the model from all of them.
+    resolved = [str(s.resolve()) for s in sources]
+    variables: dict[str, Any] = {
+        "siporch_inventory": resolved[0] if len(resolved) == 1 else resolved
+    }
     # Render with this very siporch (the interpreter and package running now).
     variables["siporch_command"] = [sys.executable, "-m", "siporch"]
     if vault_file is not None:
@@ -196,7 +202,10 @@ def build_command(
     if report_file is not None:
         variables["siporch_report_file"] = str(report_file)
     variables.update(extra_vars or {})
-    cmd = [exe, "-i", str(inventory.resolve()), str(playbook_path(playbook))]
+    cmd = [exe]
+    for source in resolved:
+        cmd += ["-i", source]
+    cmd.append(str(playbook_path(playbook)))
     if vault_file is not None:
         cmd += ["--vault-password-file", str(vault_file.resolve())]
     if check:

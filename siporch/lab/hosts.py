@@ -314,6 +314,51 @@ def install_files(host: LabHost, root: Path, paths: LabPaths) -> None:
         os.chown(tls / f"{host.name}.key", 0, gid)
     if host.role == "pbx":
         install_site_dialplan(root)
+    if host.role in ("edge", "pbx"):
+        install_operator(root, paths)
+
+
+# --- the operator account -------------------------------------------------------------
+
+#: A non-root account on the edges and the PBX, as operators log in to their own hosts:
+#: the lab's SSH key, passwordless sudo. Deploys as this user need Ansible's become.
+OPERATOR = "siporch-ops"
+
+
+def _passwd_ids(root: Path, name: str) -> tuple[int, int] | None:
+    """uid and gid of user ``name`` in the host's /etc/passwd."""
+    try:
+        for line in (root / "etc/passwd").read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) > 3 and fields[0] == name:
+                return int(fields[2]), int(fields[3])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def install_operator(root: Path, paths: LabPaths) -> None:
+    """The account ``OPERATOR`` in the host's root: made once (kept with the overlay), its
+    authorized key the lab's, sudo for every command without a password."""
+    if _passwd_ids(root, OPERATOR) is None:
+        # '*': no password login, yet not a locked account (sshd lets keys in)
+        cmd = ["chroot", str(root), "useradd", "--create-home", "--user-group"]
+        _run([*cmd, "--shell", "/bin/bash", "--password", "*", OPERATOR], f"useradd {OPERATOR}")
+    ids = _passwd_ids(root, OPERATOR)
+    if ids is None:
+        raise LabError(f"useradd {OPERATOR} made no entry in /etc/passwd")
+    uid, gid = ids
+    ssh = root / "home" / OPERATOR / ".ssh"
+    ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+    auth = ssh / "authorized_keys"
+    auth.write_text(paths.ssh_key.with_suffix(".pub").read_text())
+    auth.chmod(0o600)
+    for path in (ssh.parent, ssh, auth):
+        os.chown(path, uid, gid)
+    sudoers = root / "etc/sudoers.d" / OPERATOR
+    sudoers.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+    sudoers.write_text(f"# Written by `siporch lab up`.\n{OPERATOR} ALL=(ALL:ALL) NOPASSWD: ALL\n")
+    sudoers.chmod(0o440)
 
 
 def _group_id(root: Path, name: str) -> int | None:

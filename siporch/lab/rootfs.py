@@ -53,6 +53,8 @@ PACKAGES: tuple[str, ...] = (
     "redis-server",
     "rtpengine-daemon",
     "sip-tester",
+    # the lab's operator account (siporch.lab.hosts.OPERATOR) deploys with sudo
+    "sudo",
     "systemd",
 )
 MARKER = "etc/siporch-lab-rootfs.json"
@@ -65,6 +67,7 @@ REQUIRED = (
     "usr/bin/sipp",
     "usr/bin/python3",
     "usr/bin/ssh-keygen",
+    "usr/bin/sudo",
 )
 
 # --- other suites (begin) ---------------------------------------------------------------

@@ -10,12 +10,13 @@ import asyncio
 import contextlib
 import shlex
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from siporch.connection import HostAccess
 from siporch.errors import MonitorError
 from siporch.monitor import kamailio, rtpengine
 from siporch.monitor.handler import CallStateHandler
@@ -84,7 +85,7 @@ async def query_pbx(
 
 
 async def query_edge(
-    target: EdgeTarget, *, timeout: float, inventory: Path | None = None
+    target: EdgeTarget, *, timeout: float, inventory: Path | Sequence[Path] | None = None
 ) -> EdgeResult:
     result = EdgeResult(target)
     host, port = target.rtpengine_ng
@@ -129,47 +130,37 @@ async def query_edge(
     return result
 
 
-def _ssh_vars(inventory: Path | None, host: str) -> dict[str, str] | None:
-    """The host's ``ansible_*`` connection variables, read by ansible-core (see
-    :func:`siporch.model.loader.inventory_hosts`), or None when it is not in the inventory."""
+def host_access(
+    inventory: Path | Sequence[Path] | None, host: str, address: str, timeout: float
+) -> HostAccess | None:
+    """How to reach ``host`` over SSH: its inventory variables and the user's ansible.cfg,
+    as Ansible would (:mod:`siporch.connection`); None when it cannot be reached so."""
     if inventory is None:
         return None
+    from siporch.connection import host_access as access
     from siporch.errors import SiporchError
-    from siporch.model.loader import inventory_hosts
 
     try:
-        found = inventory_hosts(inventory).get(host)
+        return access(inventory, host, address, timeout)
     except SiporchError:
         return None
-    if found is None:
-        return None
-    return {k: str(v) for k, v in found.items() if v is not None}
-
-
-def _ssh_argv(v: dict[str, str], address: str, timeout: float) -> list[str]:
-    cmd = ["ssh"]
-    # ssh keeps the first value of an option: the inventory's own settings go first
-    if v.get("ansible_ssh_common_args"):
-        cmd += shlex.split(v["ansible_ssh_common_args"])
-    cmd += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(timeout))}"]
-    cmd += ["-o", "StrictHostKeyChecking=accept-new"]
-    if v.get("ansible_ssh_private_key_file"):
-        cmd += ["-i", v["ansible_ssh_private_key_file"]]
-    if v.get("ansible_port"):
-        cmd += ["-p", v["ansible_port"]]
-    user = v.get("ansible_user")
-    target = v.get("ansible_host", address)
-    return [*cmd, f"{user}@{target}" if user else target]
 
 
 async def ssh_run(
-    inventory: Path | None, host: str, address: str, remote: list[str], *, timeout: float
+    inventory: Path | Sequence[Path] | None,
+    host: str,
+    address: str,
+    remote: list[str],
+    *,
+    timeout: float,
+    root: bool = False,
 ) -> tuple[int, bytes, bytes] | None:
-    """Run a command on a host over SSH with the inventory's settings; None if impossible."""
-    v = _ssh_vars(inventory, host)
-    if v is None:
+    """Run a command on a host over SSH with the inventory's settings (as root through the
+    host's become: ``root``); None if impossible."""
+    access = host_access(inventory, host, address, timeout)
+    if access is None:
         return None
-    argv = [*_ssh_argv(v, address, timeout), shlex.join(remote)]
+    argv = access.argv(shlex.join(remote), root=root)
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -191,7 +182,7 @@ async def ssh_run(
 
 
 async def _rtpengine_over_ssh(
-    inventory: Path | None, target: EdgeTarget, port: int, *, timeout: float
+    inventory: Path | Sequence[Path] | None, target: EdgeTarget, port: int, *, timeout: float
 ) -> dict[str, Any]:
     where = f"{target.name} 127.0.0.1:{port} (over ssh)"
     cookie, packet = rtpengine.ng_packet({"command": "statistics"})
@@ -211,7 +202,7 @@ async def _rtpengine_over_ssh(
 
 
 async def read_release(
-    inventory: Path | None, host: str, address: str, *, timeout: float
+    inventory: Path | Sequence[Path] | None, host: str, address: str, *, timeout: float
 ) -> str | None:
     """The release a host runs (`/etc/siporch/current`), over SSH; None when unknown."""
     res = await ssh_run(
@@ -232,7 +223,7 @@ async def collect(
     timeout: float = 3.0,
     edges: bool = True,
     releases: bool = False,
-    inventory: Path | None = None,
+    inventory: Path | Sequence[Path] | None = None,
     secret_override: str | None = None,
 ) -> tuple[list[PbxResult], list[EdgeResult]]:
     """Query every PBX and edge concurrently, each with its own timeout."""

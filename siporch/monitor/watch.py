@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ class Watcher:
         edges: bool = True,
         edge_interval: float = 10.0,
         releases: bool = False,
-        inventory: Path | None = None,
+        inventory: Path | Sequence[Path] | None = None,
         on_change: Callable[[], None] | None = None,
         secret_override: str | None = None,
     ) -> None:

@@ -23,8 +23,7 @@ HOSTS = ("edge-central", "edge-branch", "pbx-central")
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    wheel = pkgkit.build_wheel(tmp_path_factory.mktemp("dist"))
-    return pkgkit.install(wheel, tmp_path_factory.mktemp("venv") / "v")
+    return pkgkit.shared_install(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
