@@ -65,7 +65,11 @@ def generate(n_trunks: int, dids_per_trunk: int = 10) -> dict[str, Any]:
             "peers": peers,
             "auth": {"type": "ip"},
             "codecs": ["pcmu", "pcma"],
-            "media": {"mode": "anchor" if i % 2 == 0 else "bypass"},
+            "media": (
+                {"mode": "anchor"}
+                if i % 2 == 0
+                else {"mode": "bypass", "allow_internal_addresses": True}
+            ),
             "max_channels": 30 + i % 70,
             "probe": {"interval": 30, "threshold": 3},
             "translation": {

@@ -991,6 +991,11 @@ def model_hash(model: Model) -> str:
         if trunk.auth.type == "register":
             h.update(f"\0trunks.{name}.auth.password\0".encode())
             h.update(hashlib.sha256(trunk.auth.password.get_secret_value().encode()).digest())
+        if trunk.credentials is not None:
+            h.update(f"\0trunks.{name}.credentials.password\0".encode())
+            h.update(
+                hashlib.sha256(trunk.credentials.password.get_secret_value().encode()).digest()
+            )
     return h.hexdigest()
 
 
