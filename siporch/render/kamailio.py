@@ -44,20 +44,20 @@ RELOADS: list[tuple[str, str]] = [
 ]
 
 # Numbering shared with kamailio.cfg: keep both in step.
-GROUP_LOCAL_PBX = 100001  #: permissions group of this site's PBX hosts
-GROUP_EDGE = 100002  #: permissions group of the other edge hosts
-GROUP_OTHER_PBX = 100003  #: PBX hosts of other sites (in-dialog requests only)
-GROUP_MANAGEMENT = 100009  #: who may use JSON-RPC over HTTP: loopback + AMI permit networks
+GROUP_LOCAL_PBX = 1_000_001  #: permissions group of this site's PBX hosts
+GROUP_EDGE = 1_000_002  #: permissions group of the other edge hosts
+GROUP_OTHER_PBX = 1_000_003  #: PBX hosts of other sites (in-dialog requests only)
+GROUP_MANAGEMENT = 1_000_009  #: who may use JSON-RPC over HTTP: loopback + AMI permit networks
 RPC_HTTP_PORT = 5071  #: JSON-RPC over HTTP: http://<edge address>:5071/RPC
-SET_HOST_BASE = 100000  #: dispatcher set of a PBX host: base + position in sorted host names
-SET_SITE_EDGES_BASE = 200000  #: dispatcher set of a site's edges: base + position of the site
+SET_HOST_BASE = 1_000_000  #: dispatcher set of a PBX host: base + position in sorted host names
+SET_SITE_EDGES_BASE = 2_000_000  #: dispatcher set of a site's edges: base + position of the site
 DP_NORMALIZE = 1
 DP_ROUTES = 2
 DP_DID_PATTERNS = 3
 DP_TRUNK_IN_BASE = 1_000_000
 DP_TRUNK_OUT_BASE = 2_000_000
 DP_TRUNK_CALLING_BASE = 3_000_000  #: + trunk id: calling-number translation toward the trunk
-MAX_TRUNK_ID = 99_999
+MAX_TRUNK_ID = 999_999  #: below the dispatcher sets and groups of hosts (1,000,000+)
 
 TABLE_VERSIONS = {
     "address": 6,
