@@ -6,8 +6,11 @@ must reach the output; releases store a file unchanged since the previous releas
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import random
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from siporch import cache
+from siporch.core import _unified
 from siporch.model import load_model
 from siporch.release import build_release, state_dir
 
@@ -203,3 +207,60 @@ def test_cli_validate_render_diff_with_and_without_cache(inv: Path) -> None:
     assert {d.returncode for d in changed} == {1}
     assert len({d.stdout for d in changed}) == 1
     assert "+++ candidate/" in changed[0].stdout
+
+
+# ------------------------------------------------------------- diffs of large tables
+
+
+def _apply(a: list[str], diff: str) -> list[str]:
+    """``a`` patched with a unified diff (checking every context and removed line)."""
+    lines = diff.splitlines(keepends=True)[2:]
+    out: list[str] = []
+    pos = i = 0
+    while i < len(lines):
+        m = re.match(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", lines[i])
+        assert m, lines[i]
+        start = int(m.group(1)) - 1 if int(m.group(2) or 1) else int(m.group(1))
+        out += a[pos:start]
+        pos, i = start, i + 1
+        while i < len(lines) and not lines[i].startswith("@@"):
+            kind, body = lines[i][0], lines[i][1:]
+            if kind in " -":
+                assert a[pos] == body
+                pos += 1
+            if kind in " +":
+                out.append(body)
+            i += 1
+    return out + a[pos:]
+
+
+def test_unified_diff_is_a_valid_patch() -> None:
+    rng = random.Random(13)
+    for _ in range(2000):
+        a = [f"l{rng.randint(0, 8)}\n" for _ in range(rng.randint(0, 60))]
+        b = list(a)
+        for _ in range(rng.randint(0, 5)):
+            k = rng.randint(0, len(b))
+            op = rng.choice("idr")
+            if op == "i":
+                b.insert(k, f"x{rng.randint(0, 8)}\n")
+            elif k < len(b):
+                if op == "d":
+                    del b[k]
+                else:
+                    b[k] = f"l{rng.randint(0, 8)}\n"
+        text = "".join(_unified(a, b, "old/f", "new/f"))
+        assert (text == "") == (a == b)
+        if a != b:
+            assert text.startswith("--- old/f\n+++ new/f\n@@ ")
+            assert _apply(a, text) == b
+
+
+def test_unified_diff_of_a_large_table_is_difflibs() -> None:
+    a = [f"{i}:trunk-{i:05d}:30\n" for i in range(100_000)]
+    b = list(a)
+    b[54_321] = "54321:trunk-54321:31\n"
+    text = "".join(_unified(a, b, "o", "n"))  # compares 7 lines, not 100,000
+    assert text == "".join(
+        difflib.unified_diff(a[54_000:55_000], b[54_000:55_000], "o", "n")
+    ).replace("@@ -319,7 +319,7 @@", "@@ -54319,7 +54319,7 @@")
