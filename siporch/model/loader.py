@@ -729,8 +729,8 @@ class _TextLines:
                 while inner_end < len(lines) and (
                     not self._content(lines[inner_end])
                     or self._indent(lines[inner_end]) > col
-                    or lines[inner_end][col : col + 2].strip() == "-"
-                    and self._indent(lines[inner_end]) == col
+                    or (lines[inner_end][col : col + 2].strip() == "-"
+                    and self._indent(lines[inner_end]) == col)
                 ):
                     inner_end += 1
             block = (nxt, inner_end, self._indent(lines[nxt]))
