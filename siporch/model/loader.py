@@ -605,6 +605,8 @@ class _TextLines:
     def __init__(self) -> None:
         self._files: dict[str, list[str] | None] = {}
         self._index: dict[tuple[int, int, int], dict[str, int] | None] = {}
+        self._ends: dict[tuple[int, int, int], int] = {}
+        self._items: dict[tuple[int, int, int, int], list[int]] = {}
         self.located: set[int] = set()  # id() of problems placed here
 
     def _lines(self, path: str) -> list[str] | None:
@@ -630,10 +632,15 @@ class _TextLines:
     def _end(self, lines: list[str], start: int, indent: int) -> int:
         """The end of the block that starts at ``start``: the next content line indented
         ``indent`` or less."""
-        i = start
-        while i < len(lines) and (not self._content(lines[i]) or self._indent(lines[i]) > indent):
-            i += 1
-        return i
+        ident = (id(lines), start, indent)
+        if ident not in self._ends:
+            i = start
+            while i < len(lines) and (
+                not self._content(lines[i]) or self._indent(lines[i]) > indent
+            ):
+                i += 1
+            self._ends[ident] = i
+        return self._ends[ident]
 
     def _keys(self, lines: list[str], start: int, end: int, col: int) -> dict[str, int] | None:
         """{key: line} of the block mapping whose keys start at column ``col`` in
@@ -685,13 +692,15 @@ class _TextLines:
             if lines[first][col:].startswith("-") and lines[first][col : col + 2].strip() == "-":
                 if not isinstance(part, int) or isinstance(part, bool):
                     break  # _origin_at stops where a path does not fit
-                items = [
-                    i
-                    for i in range(first, end)
-                    if self._content(lines[i])
-                    and self._indent(lines[i]) == col
-                    and lines[i][col : col + 2].strip() == "-"
-                ]
+                items = self._items.get((id(lines), first, end, col))
+                if items is None:
+                    items = self._items[(id(lines), first, end, col)] = [
+                        i
+                        for i in range(first, end)
+                        if self._content(lines[i])
+                        and self._indent(lines[i]) == col
+                        and lines[i][col : col + 2].strip() == "-"
+                    ]
                 if not 0 <= part < len(items):
                     break
                 item = items[part]
