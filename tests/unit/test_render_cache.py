@@ -264,3 +264,37 @@ def test_unified_diff_of_a_large_table_is_difflibs() -> None:
     assert text == "".join(
         difflib.unified_diff(a[54_000:55_000], b[54_000:55_000], "o", "n")
     ).replace("@@ -319,7 +319,7 @@", "@@ -54319,7 +54319,7 @@")
+
+
+def test_secret_values_are_every_secret_of_the_schema(inv: Path) -> None:
+    from pydantic import BaseModel, SecretStr
+
+    from siporch.core import model_secrets
+    from siporch.model.schema import Model
+
+    found: set[str] = set()
+
+    def visit(cls: type[BaseModel], seen: set[type]) -> None:
+        if cls in seen:
+            return
+        seen.add(cls)
+        for name, f in cls.model_fields.items():
+            for tp in _types(f.annotation):
+                if tp is SecretStr:
+                    found.add(f"{cls.__name__}.{name}")
+                elif isinstance(tp, type) and issubclass(tp, BaseModel):
+                    visit(tp, seen)
+
+    visit(Model, set())
+    # the fields cache.secret_values (and model_hash) read: a new secret field needs both
+    assert found == {"Ami.secret", "RegisterAuth.password", "OutboundCredentials.password"}
+    model = load_model(inv).model
+    assert set(cache.secret_values(model)) == set(model_secrets(model))
+    assert cache.secret_values(model)
+
+
+def _types(tp: object) -> list[object]:
+    import typing
+
+    args = typing.get_args(tp)
+    return [tp] if not args else [t for a in args for t in _types(a)]
