@@ -31,7 +31,7 @@ import re
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -394,13 +394,3 @@ def load_model(
     entry = _entry_of(loaded)
     _write(path, entry)
     return _loaded_of(entry, loaded.model)
-
-
-def clear(state: Path) -> Iterable[Path]:
-    """Remove every cache entry; the paths removed."""
-    import shutil
-
-    d = cache_dir(state)
-    if d.is_dir():
-        shutil.rmtree(d)
-        yield d
