@@ -6,7 +6,7 @@
 
 Shape: a central and a branch site, one edge per site and a PBX at the central site;
 ``n_trunks`` IP-authenticated trunks (every tenth one at the branch), two peers each in
-198.19.128.0/17 (addresses never contacted: data only), ``dids_per_trunk`` DID ranges of
+198.19.128.0/17 (then 100.64.0.0/10 beyond 16,383 trunks; addresses never contacted: data only), ``dids_per_trunk`` DID ranges of
 100 numbers per trunk, and one outbound route per ten trunks plus emergency, national and
 international routes.
 """
@@ -20,6 +20,16 @@ from typing import Any
 import yaml
 
 _PEER_NET = ipaddress.ip_network("198.19.128.0/17")
+# Beyond 16,383 trunks (100,000 for the scale benchmark): shared address space, data only.
+_MORE_PEERS = ipaddress.ip_network("100.64.0.0/10")
+
+
+def _peer_address(n: int) -> str:
+    """The ``n``-th peer address: 198.19.128.1 onwards, then 100.64.0.1 onwards."""
+    first = _PEER_NET.num_addresses - 2
+    if n < first:
+        return str(ipaddress.ip_address(int(_PEER_NET.network_address) + 1 + n))
+    return str(ipaddress.ip_address(int(_MORE_PEERS.network_address) + 1 + n - first))
 
 
 def _normalization(area: str) -> list[dict[str, str]]:
@@ -41,9 +51,8 @@ def generate(n_trunks: int, dids_per_trunk: int = 10) -> dict[str, Any]:
     """A valid model with ``n_trunks`` trunks and ``dids_per_trunk`` DID ranges each."""
     if n_trunks < 2:
         raise ValueError("n_trunks must be at least 2")
-    if 2 * n_trunks > _PEER_NET.num_addresses - 2:
-        raise ValueError(f"at most {(_PEER_NET.num_addresses - 2) // 2} trunks")
-    base = int(_PEER_NET.network_address) + 1
+    if 2 * n_trunks > _PEER_NET.num_addresses - 2 + _MORE_PEERS.num_addresses - 2:
+        raise ValueError("too many trunks for the peer address blocks")
     trunks: dict[str, Any] = {}
     inbound: list[dict[str, Any]] = []
     for i in range(n_trunks):
@@ -51,7 +60,7 @@ def generate(n_trunks: int, dids_per_trunk: int = 10) -> dict[str, Any]:
         site = "branch" if i % 10 == 9 else "central"
         peers = [
             {
-                "address": str(ipaddress.ip_address(base + 2 * i + k)),
+                "address": _peer_address(2 * i + k),
                 "port": 5060,
                 "transport": "udp",
                 "priority": k + 1,
@@ -65,7 +74,11 @@ def generate(n_trunks: int, dids_per_trunk: int = 10) -> dict[str, Any]:
             "peers": peers,
             "auth": {"type": "ip"},
             "codecs": ["pcmu", "pcma"],
-            "media": {"mode": "anchor" if i % 2 == 0 else "bypass"},
+            "media": (
+                {"mode": "anchor"}
+                if i % 2 == 0
+                else {"mode": "bypass", "allow_internal_addresses": True}
+            ),
             "max_channels": 30 + i % 70,
             "probe": {"interval": 30, "threshold": 3},
             "translation": {

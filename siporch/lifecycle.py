@@ -14,6 +14,7 @@ from typing import Any
 
 from siporch.core import (
     NEVER_DEPLOYED,
+    RUNS,
     HostBase,
     HostManifest,
     HostPlan,
@@ -60,11 +61,13 @@ def build_plan(
     The model summary compares with the model of the release the hosts run, from the
     controller's cache; when the hosts run different releases or the cache lacks it, the
     summary is None (unknown) and the file changes stand alone."""
-    from siporch.release import host_manifest, sanitized_model
-    from siporch.render import render_release
+    import json
 
-    model = loaded.model
-    rendered = render_release(model) if files is None else files
+    from siporch.cache import facts
+    from siporch.release import cached_model_json, cached_render, host_manifest
+
+    model = facts(loaded)  # roles and sites of the hosts (a cached model is not read)
+    rendered = cached_render(loaded) if files is None else files
     candidates = {
         h: HostManifest.from_json(host_manifest(model, h, dict(f), "candidate", loaded.model_hash))
         for h, f in rendered.items()
@@ -73,7 +76,18 @@ def build_plan(
     for host in sorted(set(rendered) | set(bases)):
         base = bases.get(host) or HostBase(host, NEVER_DEPLOYED)
         hosts[host] = plan_host(host, base, candidates.get(host))
-    summary, summary_base = model_summary(out_dir, bases.values(), sanitized_model(model))
+    releases = {b.release for b in bases.values()}
+    same = (
+        len(releases) == 1
+        and all(b.state == RUNS and b.manifest is not None for b in bases.values())
+        and all(b.manifest.model_hash == loaded.model_hash for b in bases.values() if b.manifest)
+    )
+    if same:  # the hosts run a release of this very model: no model change
+        summary, summary_base = (), releases.pop()
+    else:
+        summary, summary_base = model_summary(
+            out_dir, bases.values(), json.loads(cached_model_json(loaded))
+        )
     return Plan(hosts, summary, summary_base, rendered, candidates)
 
 

@@ -13,6 +13,10 @@ inside the installed package. Layout::
     <state>/releases/<id>/<host>/manifest.json   that host's part (shipped with its files)
     <state>/releases/<id>/<host>/<relpath>       the rendered files
     <state>/state/<inventory path>.json          the release last deployed from an inventory
+    <state>/cache/{model,render,sanitized}/      siporch.cache (SIPORCH_CACHE=0: off)
+
+A file unchanged since the previous release of the same inventory is a hard link to it
+(:func:`_link`), so a release stores only what changed (and its manifests and model).
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
@@ -35,6 +40,9 @@ from siporch.errors import SiporchError
 from siporch.model.loader import LoadedModel
 from siporch.model.schema import Model
 from siporch.render import reload_action, render_release, secret_files
+
+if TYPE_CHECKING:
+    from siporch.cache import Facts
 
 #: Environment variable naming the controller's state directory (releases/, state/).
 STATE_ENV = "SIPORCH_STATE"
@@ -85,6 +93,57 @@ def sanitized_model(model: Model) -> dict[str, Any]:
     return walk(model.model_dump(mode="python"))  # type: ignore[no-any-return]
 
 
+def model_json(sanitized: dict[str, Any]) -> str:
+    """``model.json``: keys sorted, one line per top-level key and per entry below it (a
+    trunk, a host, a DID range), each entry compact (the C encoder; the indented encoder
+    is pure Python and takes seconds at scale). ``json.loads`` reads it as before."""
+    enc = json.JSONEncoder(sort_keys=True, ensure_ascii=True, separators=(", ", ": ")).encode
+    lines = ["{"]
+    keys = sorted(sanitized)
+    for i, key in enumerate(keys):
+        value = sanitized[key]
+        comma = "," if i < len(keys) - 1 else ""
+        if isinstance(value, dict) and value:
+            inner = sorted(value)
+            lines.append(f"  {enc(key)}: {{")
+            lines.extend(
+                f"    {enc(k)}: {enc(value[k])}{',' if j < len(inner) - 1 else ''}"
+                for j, k in enumerate(inner)
+            )
+            lines.append(f"  }}{comma}")
+        elif isinstance(value, list) and value:
+            lines.append(f"  {enc(key)}: [")
+            lines.extend(
+                f"    {enc(v)}{',' if j < len(value) - 1 else ''}" for j, v in enumerate(value)
+            )
+            lines.append(f"  ]{comma}")
+        else:
+            lines.append(f"  {enc(key)}: {enc(value)}{comma}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def cached_model_json(loaded: LoadedModel) -> str:
+    """``model.json`` of a loaded model, from the cache when this model was written before."""
+    from siporch import cache
+
+    return cache.sanitized_entry(
+        state_dir(loaded.inventory),
+        loaded.model_hash,
+        lambda: model_json(sanitized_model(loaded.model)),
+    )
+
+
+def cached_render(loaded: LoadedModel) -> dict[str, dict[str, bytes]]:
+    """Every host's files (:func:`siporch.render.render_release`), from the cache when this
+    model was rendered before by this siporch with these templates."""
+    from siporch import cache
+
+    return cache.render_entry(
+        state_dir(loaded.inventory), loaded.model_hash, lambda: render_release(loaded.model)
+    )
+
+
 def content_hash(files: dict[str, dict[str, bytes]]) -> str:
     h = hashlib.sha256()
     for host in sorted(files):
@@ -99,7 +158,7 @@ def new_release_id(model_hash: str, now: datetime | None = None) -> str:
 
 
 def host_manifest(
-    model: Model, host: str, files: dict[str, bytes], release_id: str, model_hash: str
+    model: Model | Facts, host: str, files: dict[str, bytes], release_id: str, model_hash: str
 ) -> dict[str, Any]:
     role = model.hosts[host].role
     secrets = secret_files(role)
@@ -164,12 +223,14 @@ def build_release(
     keep: int = KEEP,
 ) -> Release:
     """Render (unless ``files`` is given) and write a release bundle; reuse an identical one."""
-    model = loaded.model
+    from siporch.cache import facts
+
+    model = facts(loaded)  # roles and sites of the hosts (a cached model is not read)
     # beside the first inventory source (a file's directory, a directory's parent), where
     # the deploy records what it left running
     first = loaded.inventories[0] if loaded.inventories else loaded.inventory
     out_dir = default_out(first) if out_dir is None else out_dir
-    files = render_release(model) if files is None else files
+    files = cached_render(loaded) if files is None else files
     chash = content_hash(files)
     inventory = inventory_key(loaded.inventory)
     previous = [m for m in list_releases(out_dir) if m.get("inventory") == inventory]
@@ -183,19 +244,30 @@ def build_release(
         raise SiporchError(f"release {rid} already exists in {out_dir}")
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{rid}.", dir=out_dir))
+    last = previous[-1] if previous else None
     try:
         hosts: dict[str, Any] = {}
         for host, hfiles in files.items():
+            hm = host_manifest(model, host, hfiles, rid, loaded.model_hash)
+            secret = secret_files(model.hosts[host].role)
+            old = (last or {}).get("hosts", {}).get(host, {}).get("files", {})
             for rel, data in hfiles.items():
                 target = tmp / host / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
+                entry = old.get(rel) if isinstance(old, dict) else None
+                if (
+                    isinstance(entry, dict)
+                    and entry.get("sha256") == hm["files"][rel]["sha256"]
+                    and _link(out_dir / last["id"] / host / rel, target, data, rel in secret)  # type: ignore[index]
+                ):
+                    continue
                 target.write_bytes(data)
-                if rel in secret_files(model.hosts[host].role):
+                if rel in secret:
                     os.chmod(target, 0o600)
-            hm = host_manifest(model, host, hfiles, rid, loaded.model_hash)
             (tmp / host / MANIFEST).write_text(HostManifest.from_json(hm).dumps())
             hosts[host] = hm
-        sanitized = sanitized_model(model)
+        text = cached_model_json(loaded)
+        sanitized = json.loads(text)
         manifest = {
             "id": rid,
             "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -207,7 +279,7 @@ def build_release(
             "changes": _changes(previous[-1] if previous else None, out_dir, sanitized),
             "hosts": hosts,
         }
-        (tmp / "model.json").write_text(json.dumps(sanitized, indent=2, sort_keys=True) + "\n")
+        (tmp / "model.json").write_text(text)
         (tmp / MANIFEST).write_text(Manifest.from_json(manifest).dumps())
         os.rename(tmp, final)
     except BaseException:
@@ -215,6 +287,25 @@ def build_release(
         raise
     _prune(out_dir, inventory, keep)
     return Release(rid, final, manifest)
+
+
+def _link(source: Path, target: Path, data: bytes, secret: bool) -> bool:
+    """Hard-link ``target`` to the previous release's ``source`` when that holds exactly
+    ``data`` with the mode a new file would get: a release stores an unchanged file once.
+    Releases are never written after they are made, so the shared inode never changes."""
+    try:
+        st = source.lstat()
+        if (
+            not stat.S_ISREG(st.st_mode)
+            or st.st_size != len(data)
+            or bool(secret) != (st.st_mode & 0o077 == 0)
+            or source.read_bytes() != data
+        ):
+            return False
+        os.link(source, target)
+    except OSError:
+        return False
+    return True
 
 
 def _changes(prev: dict[str, Any] | None, out_dir: Path, sanitized: dict[str, Any]) -> list[str]:

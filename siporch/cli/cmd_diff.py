@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
+from siporch.cache import facts
 from siporch.cli.common import (
     console,
     err_console,
@@ -19,7 +20,6 @@ from siporch.cli.common import (
 from siporch.core import (
     NEVER_DEPLOYED,
     Plan,
-    model_secrets,
     read_manifest,
     release_bases,
     siporch_hosts,
@@ -58,7 +58,7 @@ def cli(
     """
     out = out_dir(out, inventory)
     loaded = load(inventory, vault_password_file)
-    model = loaded.model
+    model = facts(loaded)  # what the diff needs of the model (a cached model is not read)
     if against:
         manifest = read_manifest(out, against)
         if manifest is None:
@@ -73,7 +73,7 @@ def cli(
         for host in plan.unknown:
             click.echo(f"siporch: {host}: {plan.hosts[host].base.describe()}", err=True)
         return code
-    _print(plan, against, out, stat, model_secrets(model))
+    _print(plan, against, out, stat, model.secrets)
     return code
 
 

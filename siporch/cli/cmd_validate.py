@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from siporch.cache import facts
 from siporch.cli.common import console, inventory_sources_options, load
 
 
@@ -19,24 +20,20 @@ def cli(inventory: tuple[Path, ...], vault_password_file: Path | None, as_json: 
     Exit 0 when valid (warnings allowed), 2 with every problem listed otherwise.
     """
     loaded = load(inventory, vault_password_file)
-    m = loaded.model
+    n = facts(loaded).counts  # a cached model is not read
     summary = {
         "valid": True,
         "source": str(loaded.source),
         "model_hash": loaded.model_hash,
-        "sites": len(m.sites),
-        "hosts": len(m.hosts),
-        "trunks": len(m.trunks),
-        "routes": len(m.routes),
-        "dids": len(m.inbound),
+        **n,
         "warnings": [str(w) for w in loaded.warnings],
     }
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         console.print(
-            f"ok: {loaded.source}: {len(m.sites)} sites, {len(m.hosts)} hosts, "
-            f"{len(m.trunks)} trunks, {len(m.routes)} routes, {len(m.inbound)} DID entries"
+            f"ok: {loaded.source}: {n['sites']} sites, {n['hosts']} hosts, "
+            f"{n['trunks']} trunks, {n['routes']} routes, {n['dids']} DID entries"
             + (f", {len(loaded.warnings)} warning(s)" if loaded.warnings else ""),
             soft_wrap=True,
         )

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from siporch.errors import ModelError
-from siporch.model import LoadedModel, load_model
+from siporch.model import LoadedModel
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,7 +82,9 @@ def out_dir(out: Path | None, inventory: Path | Sequence[Path]) -> Path:
 
 def load(inventory: Path | Sequence[Path], vault_password_file: Path | None) -> LoadedModel:
     """Load the model; print its warnings to stderr."""
-    loaded = load_model(inventory, vault_password_file)
+    from siporch import cache
+
+    loaded: LoadedModel = cache.load_model(inventory, vault_password_file)
     for w in loaded.warnings:
         err_console.print(f"[yellow]{escape(str(w))}[/yellow]", soft_wrap=True)
     return loaded

@@ -17,6 +17,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -585,17 +586,198 @@ def _origin_at(raw: Any, loc: tuple[Any, ...]) -> Any:
     return origin
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_KEY_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*):(?:[ \t]|$)")
+# YAML 1.1 words a plain key would not read as a string
+_NOT_STR = {"y", "yes", "n", "no", "true", "false", "on", "off", "null", "~"}
+# what a block-style walk over the text cannot follow: merge keys, anchors, aliases, tags,
+# documents and directives, tabs in indentation
+_UNSAFE = re.compile(r"<<|(?:^|[\s,\[{])[&*!]\S|^\t|^---[ \t]*\S|^\.\.\.|^%", re.MULTILINE)
+
+
+class _TextLines:
+    """Where ansible-core's own reader would place a problem (the line of the deepest key
+    along its path, :func:`_origin_at`) in a file the fast path read without positions,
+    found by walking the file's block-style text: no second reading. Anything the walk is
+    not sure of (flow style on the path, anchors, merges, tags, quoted or non-string keys,
+    scalar list items) gives None, and the caller reads the file the slow way."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, list[str] | None] = {}
+        self._index: dict[tuple[int, int, int], dict[str, int] | None] = {}
+        self._ends: dict[tuple[int, int, int], int] = {}
+        self._items: dict[tuple[int, int, int, int], list[int]] = {}
+        self.located: set[int] = set()  # id() of problems placed here
+
+    def _lines(self, path: str) -> list[str] | None:
+        if path not in self._files:
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                text = None
+            self._files[path] = (
+                None if text is None or _UNSAFE.search(text) else text.splitlines()
+            )
+        return self._files[path]
+
+    @staticmethod
+    def _content(line: str) -> bool:
+        body = line.strip()
+        return bool(body) and not body.startswith("#")
+
+    @staticmethod
+    def _indent(line: str) -> int:
+        return len(line) - len(line.lstrip(" "))
+
+    def _end(self, lines: list[str], start: int, indent: int) -> int:
+        """The end of the block that starts at ``start``: the next content line indented
+        ``indent`` or less."""
+        ident = (id(lines), start, indent)
+        if ident not in self._ends:
+            i = start
+            while i < len(lines) and (
+                not self._content(lines[i]) or self._indent(lines[i]) > indent
+            ):
+                i += 1
+            self._ends[ident] = i
+        return self._ends[ident]
+
+    def _keys(self, lines: list[str], start: int, end: int, col: int) -> dict[str, int] | None:
+        """{key: line} of the block mapping whose keys start at column ``col`` in
+        lines[start:end] (its first key may follow a list item's ``- `` on line
+        ``start``); None when a key is not a plain string."""
+        ident = (id(lines), start, col)
+        if ident in self._index:
+            return self._index[ident]
+        out: dict[str, int] | None = {}
+        for i in range(start, end):
+            line = lines[i]
+            if not self._content(line):
+                continue
+            if i != start and self._indent(line) != col:
+                if self._indent(line) < col:
+                    out = None
+                    break
+                continue
+            if i != start and line[col : col + 2].strip() == "-":
+                continue  # an item of the previous key's list, written at the key's column
+            m = _KEY_LINE.match(line, col)
+            if m is None or m.group(1).lower() in _NOT_STR or m.group(1) in out:
+                out = None
+                break
+            out[m.group(1)] = i
+        self._index[ident] = out
+        return out
+
+    def line(self, path: str, var: str, loc: tuple[Any, ...]) -> int | None:
+        lines = self._lines(path)
+        if lines is None:
+            return None
+        top = self._keys(lines, 0, len(lines), 0)
+        if top is None or var not in top:
+            return None
+        at = top[var]
+        if lines[at][len(var) + 1 :].strip(" ") and not lines[at][len(var) + 1 :].strip().startswith("#"):
+            return None  # the value is on the key's line (flow style)
+        start, end = at + 1, self._end(lines, at + 1, 0)
+        first = next((i for i in range(start, end) if self._content(lines[i])), None)
+        if first is None:
+            return None
+        col = self._indent(lines[first])
+        found = first + 1  # the mapping's own position: its first key
+        block = (first, end, col)  # where the value at the current depth is written
+        for n, part in enumerate(loc):
+            more = n + 1 < len(loc)
+            first, end, col = block
+            if lines[first][col:].startswith("-") and lines[first][col : col + 2].strip() == "-":
+                if not isinstance(part, int) or isinstance(part, bool):
+                    break  # _origin_at stops where a path does not fit
+                items = self._items.get((id(lines), first, end, col))
+                if items is None:
+                    items = self._items[(id(lines), first, end, col)] = [
+                        i
+                        for i in range(first, end)
+                        if self._content(lines[i])
+                        and self._indent(lines[i]) == col
+                        and lines[i][col : col + 2].strip() == "-"
+                    ]
+                if not 0 <= part < len(items):
+                    break
+                item = items[part]
+                rest = lines[item][col + 1 :]
+                key_col = col + 1 + self._indent(rest)
+                if _KEY_LINE.match(lines[item], key_col) is None:
+                    return None  # a scalar item: a string has a position, a number not
+                found = item + 1
+                block = (item, self._end(lines, item + 1, col), key_col)
+                continue
+            if not isinstance(part, str) or not _PLAIN_KEY.fullmatch(part):
+                return None
+            if part.lower() in _NOT_STR:
+                return None
+            keys = self._keys(lines, first, end, col)
+            if keys is None:
+                return None
+            if part not in keys:
+                break
+            at = keys[part]
+            found = at + 1
+            key_col = col if at != first else _KEY_LINE.match(lines[at], col).start()  # type: ignore[union-attr]
+            tail = lines[at][key_col + len(part) + 1 :].strip()
+            if tail and not tail.startswith("#"):  # the value is on the key's line
+                if more and tail.startswith(("{", "[")):
+                    return None  # a flow collection: positions inside it are not known
+                break  # a scalar: the path ends at its key
+            inner_end = self._end(lines, at + 1, col)
+            nxt = next((i for i in range(at + 1, inner_end) if self._content(lines[i])), None)
+            if nxt is None:  # a list written at the key's column, or no value (null)
+                nxt = next((i for i in range(at + 1, len(lines)) if self._content(lines[i])), None)
+                if nxt is None or self._indent(lines[nxt]) != col or lines[nxt][col : col + 2].strip() != "-":
+                    break
+                inner_end = nxt
+                while inner_end < len(lines) and (
+                    not self._content(lines[inner_end])
+                    or self._indent(lines[inner_end]) > col
+                    or (lines[inner_end][col : col + 2].strip() == "-"
+                    and self._indent(lines[inner_end]) == col)
+                ):
+                    inner_end += 1
+            block = (nxt, inner_end, self._indent(lines[nxt]))
+        return found
+
+
 class _Locator:
-    def __init__(self, source: Path, raw: Any = None, paths: _Paths | None = None) -> None:
+    def __init__(
+        self,
+        source: Path,
+        raw: Any = None,
+        paths: _Paths | None = None,
+        text: _TextLines | None = None,
+    ) -> None:
         self.source = source
         self._raw = raw
         self._paths = paths
+        self._text = text
 
     def problem(self, loc: tuple[Any, ...], message: str, severity: str = "error") -> Problem:
         where = None
+        placed = False
         if self._paths is not None and self._raw is not None:
-            where = self._paths.where(_origin_at(self._raw, loc))
-        return Problem(where or str(self.source), format_path(loc) or MODEL_VAR, message, severity)
+            origin = _origin_at(self._raw, loc)
+            where = self._paths.where(origin)
+            if (
+                self._text is not None
+                and origin is not None
+                and getattr(origin, "path", None)
+                and not origin.line_num
+            ):
+                line = self._text.line(origin.path, MODEL_VAR, loc)
+                if line is not None:
+                    where, placed = f"{self._paths.show(origin.path)}:{line}", True
+        out = Problem(where or str(self.source), format_path(loc) or MODEL_VAR, message, severity)
+        if placed and self._text is not None:
+            self._text.located.add(id(out))
+        return out
 
 
 def find_vault_password_file(inventory: Path) -> Path | None:
@@ -696,6 +878,7 @@ class _Read:
     shown: str
     warnings: list[Problem]
     fast_files: list[str] = field(default_factory=list)
+    text: _TextLines | None = None  # places problems in files read by the fast path
 
     @property
     def fast(self) -> bool:
@@ -755,7 +938,9 @@ def _read_model(
     if secrets.duplicates:
         raise ModelError(problems=_duplicates(secrets, paths))
     role_groups = dict(groups) if groups is not None else _role_groups(wanted, shown)
-    locator = _Locator(source, raw, paths)
+    fast_files = list(getattr(session.loader, "fast_files", []))
+    text = _TextLines() if fast_files else None
+    locator = _Locator(source, raw, paths, text)
     return _Read(
         data=data,
         raw=raw,
@@ -766,7 +951,8 @@ def _read_model(
         role_groups=role_groups,
         shown=shown,
         warnings=_shadowed(sources, paths),
-        fast_files=list(getattr(session.loader, "fast_files", [])),
+        fast_files=fast_files,
+        text=text,
     )
 
 
@@ -775,24 +961,37 @@ def _load_model(
     vault_password_file: Path | None,
     groups: Mapping[str, str] | None,
 ) -> LoadedModel:
+    read: _Read | None = None
     try:
         read = _read_model(sources, vault_password_file, groups, fast=FAST_YAML)
         loaded = _loaded(read, sources)
-    except ModelError:
+    except ModelError as exc:
         if not FAST_YAML:
+            raise
+        if read is not None and _placed(read, exc.problems):
             raise
         # something to report: read again the slow way, for file and line of every value
         return _loaded(_read_model(sources, vault_password_file, groups), sources)
-    if read.fast and loaded.warnings:
+    if read.fast and loaded.warnings and not _placed(read, loaded.warnings):
         return _loaded(_read_model(sources, vault_password_file, groups), sources)
     return loaded
+
+
+def _placed(read: _Read, problems: Sequence[Problem]) -> bool:
+    """Whether every problem was placed from the text of the file the fast path read (at
+    the line ansible-core's reader would give): no need to read it again."""
+    return (
+        read.text is not None
+        and bool(problems)
+        and all(id(p) in read.text.located for p in problems)
+    )
 
 
 def _loaded(read: _Read, sources: tuple[Path, ...]) -> LoadedModel:
     first = sources[0]
     return _validate(
         read.data,
-        _Locator(read.source, read.raw, read.paths),
+        _Locator(read.source, read.raw, read.paths, read.text),
         first.parent if first.is_file() else first,
         pre=read.pre,
         hosts=read.hosts,
@@ -991,6 +1190,11 @@ def model_hash(model: Model) -> str:
         if trunk.auth.type == "register":
             h.update(f"\0trunks.{name}.auth.password\0".encode())
             h.update(hashlib.sha256(trunk.auth.password.get_secret_value().encode()).digest())
+        if trunk.credentials is not None:
+            h.update(f"\0trunks.{name}.credentials.password\0".encode())
+            h.update(
+                hashlib.sha256(trunk.credentials.password.get_secret_value().encode()).digest()
+            )
     return h.hexdigest()
 
 

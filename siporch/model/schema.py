@@ -189,9 +189,18 @@ class TlsFiles(Strict):
 class KamailioSettings(Strict):
     """Process sizing of Kamailio on an edge host."""
 
-    shm_mb: int = Field(default=256, ge=64, le=65536, description="shared memory, MB (-m)")
+    shm_mb: int = Field(
+        default=256,
+        ge=64,
+        le=65536,
+        description="shared memory, MB (-m); at least this, more when the data tables need it",
+    )
     pkg_mb: int = Field(
-        default=16, ge=4, le=1024, description="private memory per process, MB (-M)"
+        default=16,
+        ge=4,
+        le=1024,
+        description="private memory per process, MB (-M); at least this, more when the data "
+        "tables need it",
     )
     children: int = Field(default=8, ge=1, le=256, description="worker processes per listener")
 

@@ -770,5 +770,5 @@ def test_shared_lab_edges(lab: Any) -> None:
     targets = e["kamailio"]["targets"]
     central = {t["name"] for t in report["trunks"] if t["site"] == "central"}
     assert {t["trunk"] for t in targets if t["trunk"]} == central
-    assert all(t["trunk"] or t["set"] >= 100000 for t in targets), targets
+    assert all(t["trunk"] or t["set"] >= 1000000 for t in targets), targets
     assert e["kamailio"]["dialogs"] is not None

@@ -21,6 +21,7 @@ from siporch.model.schema import DidRange, Model, Route
 from siporch.render import kamailio
 from siporch.render.kamailio import (
     KamailioRenderError,
+    memory_sizes,
     range_prefixes,
     render,
     route_regex,
@@ -383,10 +384,18 @@ def test_tables_must_fit_private_memory() -> None:
     hosts["edge-central"]["kamailio"]["pkg_mb"] = 4
     files = render(variant(hosts=hosts), "edge-central")
     assert "#!define DB_MAX_ROWS 131072" in files["kamailio/host.cfg"]
+    # tables that outgrow the model's pkg_mb raise it (and shm_mb) instead of failing
     data = generate(1000, dids_per_trunk=100)
     data["hosts"]["edge-central"]["kamailio"]["pkg_mb"] = 4
-    with pytest.raises(KamailioRenderError, match=r"hosts\.edge-central\.kamailio\.pkg_mb: .*dids"):
-        render(Model.model_validate(data), "edge-central")
+    files = render(Model.model_validate(data), "edge-central")
+    rows = files["kamailio/db/dids"].count("\n") - 1
+    env = dict(line.split("=") for line in files["kamailio/kamailio.env"].split())
+    assert int(env["PKG_MB"]) > 4 and int(env["PKG_MB"]) % 4 == 0
+    max_rows = int(re.search(r"DB_MAX_ROWS (\d+)", files["kamailio/host.cfg"]).group(1))  # type: ignore[union-attr]
+    assert max_rows == int(env["PKG_MB"]) * 1024 * 1024 // 32 >= rows
+    assert int(env["SHM_MB"]) >= 256
+    sizes = memory_sizes(Model.model_validate(data).hosts["edge-central"], files)
+    assert (sizes.pkg_mb, sizes.shm_mb) == (int(env["PKG_MB"]), int(env["SHM_MB"]))
 
 
 # ------------------------------------------- outbound authentication, caller identity, profile

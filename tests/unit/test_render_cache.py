@@ -1,0 +1,300 @@
+"""The controller's cache (siporch.cache) and hard-linked releases (siporch.release).
+
+A cached run must produce exactly what an uncached one does; any change of an input
+must reach the output; releases store a file unchanged since the previous release once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from siporch import cache
+from siporch.core import _unified
+from siporch.model import load_model
+from siporch.release import build_release, state_dir
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "inventory" / "example"
+MODEL = Path("group_vars") / "all" / "siporch.yml"
+
+
+@pytest.fixture
+def inv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the example inventory (with its vault password) in a project of its own."""
+    monkeypatch.delenv("SIPORCH_STATE", raising=False)
+    monkeypatch.delenv(cache.CACHE_ENV, raising=False)
+    shutil.copytree(EXAMPLE, tmp_path / "inv")
+    shutil.copy(EXAMPLE.parent / ".vault-pass", tmp_path / ".vault-pass")
+    return tmp_path / "inv"
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            data = p.read_bytes()
+            if p == root / "manifest.json":  # the only file with the time of writing
+                m = json.loads(data)
+                m.pop("created")
+                data = json.dumps(m, sort_keys=True).encode()
+            out[str(p.relative_to(root))] = data
+    return out
+
+
+def modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mode for p in root.rglob("*")}
+
+
+def change_trunk(inv: Path) -> None:
+    path = inv / MODEL
+    text = path.read_text()
+    assert "max_channels: 60" in text
+    path.write_text(text.replace("max_channels: 60", "max_channels: 61", 1))
+
+
+def test_cached_release_is_byte_identical_to_uncached(
+    inv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(cache.CACHE_ENV, "0")
+    plain = build_release(load_model(inv), tmp_path / "plain", "r1")
+    assert not (state_dir(inv) / "cache").exists()
+    monkeypatch.delenv(cache.CACHE_ENV)
+    cold = build_release(cache.load_model(inv), tmp_path / "cold", "r1")  # fills the cache
+    assert sorted(p.name for p in (state_dir(inv) / "cache").iterdir()) == [
+        "model", "render", "sanitized"
+    ]  # fmt: skip
+    warm_loaded = cache.load_model(inv)
+    assert type(warm_loaded).__name__ == "CachedLoadedModel"
+    warm = build_release(warm_loaded, tmp_path / "warm", "r1")  # everything from the cache
+    assert tree(plain.path) == tree(cold.path) == tree(warm.path)
+    assert modes(plain.path) == modes(cold.path) == modes(warm.path)
+    assert warm_loaded.model_hash == load_model(inv).model_hash
+    assert warm_loaded.model == load_model(inv).model  # read from the cache on first use
+
+
+def test_any_input_change_reaches_the_output(inv: Path, tmp_path: Path) -> None:
+    first = cache.load_model(inv)
+    change_trunk(inv)
+    second = cache.load_model(inv)
+    assert second.model_hash != first.model_hash
+    assert second.model_hash == load_model(inv).model_hash
+    assert any(t.max_channels == 61 for t in second.model.trunks.values())
+    a = build_release(first, tmp_path / "a", "r1")
+    b = build_release(second, tmp_path / "b", "r1")
+    assert tree(a.path) != tree(b.path)
+
+
+def test_key_covers_vault_password_environment_and_code(
+    inv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = state_dir(inv)
+    password = inv.parent / ".vault-pass"
+    key = cache.model_key((inv,), password, None, state)
+    assert key is not None and key == cache.model_key((inv,), password, None, state)
+    password.write_text(password.read_text() + "x")
+    assert cache.model_key((inv,), password, None, state) != key
+    monkeypatch.setenv("ANSIBLE_JINJA2_NATIVE", "1")
+    assert cache.model_key((inv,), password, None, state) not in (key, None)
+    assert cache.model_key((inv,), password, {"edge": "x"}, state) != cache.model_key(
+        (inv,), password, None, state
+    )
+    assert cache.render_key("a" * 64) != cache.render_key("b" * 64)
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["{{ lookup('env', 'HOME') }}", "{{ now() }}", "{% if true %}x{% endif %}", "{{ a | b }}"],
+)
+def test_templates_reading_elsewhere_are_never_cached(inv: Path, template: str) -> None:
+    (inv / "group_vars" / "all" / "extra.yml").write_text(f'extra: "{template}"\n')
+    assert cache.model_key((inv,), None, None, state_dir(inv)) is None
+
+
+def test_executable_inventory_file_is_never_cached(inv: Path) -> None:
+    script = inv / "dynamic.sh"
+    script.write_text("#!/bin/sh\necho '{}'\n")
+    script.chmod(0o755)
+    assert cache.model_key((inv,), None, None, state_dir(inv)) is None
+
+
+def test_damaged_entry_is_rebuilt(inv: Path) -> None:
+    cache.load_model(inv)
+    for entry in (state_dir(inv) / "cache" / "model").glob("*.pickle"):
+        entry.write_bytes(b"not a pickle")
+    loaded = cache.load_model(inv)
+    assert loaded.model == load_model(inv).model
+
+
+def test_cache_directory_is_private(inv: Path, tmp_path: Path) -> None:
+    build_release(cache.load_model(inv), tmp_path / "out", "r1")
+    root = state_dir(inv) / "cache"
+    assert root.stat().st_mode & 0o777 == 0o700
+    for p in root.rglob("*"):
+        assert p.stat().st_mode & 0o077 == 0, p
+
+
+def test_facts_of_a_cached_model_are_the_models(inv: Path) -> None:
+    cache.load_model(inv)
+    warm = cache.load_model(inv)
+    assert warm.facts == cache.facts_of(load_model(inv).model)
+    assert warm._model is None  # the facts did not read the model
+
+
+def test_releases_hard_link_unchanged_files(inv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "releases"
+    first = build_release(cache.load_model(inv), out, "r1")
+    change_trunk(inv)
+    second = build_release(cache.load_model(inv), out, "r2")
+    linked, written = [], []
+    for p in sorted(second.path.rglob("*")):
+        rel = p.relative_to(second.path)
+        if not p.is_file() or rel.name == "manifest.json" or str(rel) == "model.json":
+            continue
+        old = first.path / rel
+        same = old.exists() and old.stat().st_ino == p.stat().st_ino
+        (linked if same else written).append(str(rel))
+        if same:
+            assert old.read_bytes() == p.read_bytes()
+        else:
+            assert not old.exists() or old.read_bytes() != p.read_bytes()
+    assert linked and written  # a one-trunk change rewrites few files
+    assert len(written) < len(linked)
+    secret = second.path / "pbx-central" / "asterisk" / "pjsip_siporch.conf"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    # a release without its predecessor keeps every file (pruning unlinks one name)
+    uncached = tree(second.path)
+    shutil.rmtree(first.path)
+    assert tree(second.path) == uncached
+
+
+def test_cli_validate_render_diff_with_and_without_cache(inv: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("SIPORCH_STATE", None)
+
+    def run(*args: str, cached: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "siporch", *args, "-i", str(inv)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**env, cache.CACHE_ENV: "1" if cached else "0"},
+            check=False,
+        )
+
+    outputs = {}
+    for cached in (False, True, True):
+        v = run("validate", "--json", cached=cached)
+        assert v.returncode == 0, v.stderr
+        outputs.setdefault("validate", set()).add(v.stdout)
+    assert len(outputs["validate"]) == 1
+    r = run("render", "--json")
+    rid = json.loads(r.stdout)["id"]
+    for cached in (False, True):
+        d = run("diff", "--against", rid, cached=cached)
+        assert d.returncode == 0 and "no changes" in d.stdout, d.stdout + d.stderr
+    change_trunk(inv)
+    changed = [run("diff", "--against", rid, cached=c) for c in (False, True, True)]
+    assert {d.returncode for d in changed} == {1}
+    assert len({d.stdout for d in changed}) == 1
+    assert "+++ candidate/" in changed[0].stdout
+
+
+# ------------------------------------------------------------- diffs of large tables
+
+
+def _apply(a: list[str], diff: str) -> list[str]:
+    """``a`` patched with a unified diff (checking every context and removed line)."""
+    lines = diff.splitlines(keepends=True)[2:]
+    out: list[str] = []
+    pos = i = 0
+    while i < len(lines):
+        m = re.match(r"@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", lines[i])
+        assert m, lines[i]
+        start = int(m.group(1)) - 1 if int(m.group(2) or 1) else int(m.group(1))
+        out += a[pos:start]
+        pos, i = start, i + 1
+        while i < len(lines) and not lines[i].startswith("@@"):
+            kind, body = lines[i][0], lines[i][1:]
+            if kind in " -":
+                assert a[pos] == body
+                pos += 1
+            if kind in " +":
+                out.append(body)
+            i += 1
+    return out + a[pos:]
+
+
+def test_unified_diff_is_a_valid_patch() -> None:
+    rng = random.Random(13)
+    for _ in range(2000):
+        a = [f"l{rng.randint(0, 8)}\n" for _ in range(rng.randint(0, 60))]
+        b = list(a)
+        for _ in range(rng.randint(0, 5)):
+            k = rng.randint(0, len(b))
+            op = rng.choice("idr")
+            if op == "i":
+                b.insert(k, f"x{rng.randint(0, 8)}\n")
+            elif k < len(b):
+                if op == "d":
+                    del b[k]
+                else:
+                    b[k] = f"l{rng.randint(0, 8)}\n"
+        text = "".join(_unified(a, b, "old/f", "new/f"))
+        assert (text == "") == (a == b)
+        if a != b:
+            assert text.startswith("--- old/f\n+++ new/f\n@@ ")
+            assert _apply(a, text) == b
+
+
+def test_unified_diff_of_a_large_table_is_difflibs() -> None:
+    a = [f"{i}:trunk-{i:05d}:30\n" for i in range(100_000)]
+    b = list(a)
+    b[54_321] = "54321:trunk-54321:31\n"
+    text = "".join(_unified(a, b, "o", "n"))  # compares 7 lines, not 100,000
+    assert text == "".join(
+        difflib.unified_diff(a[54_000:55_000], b[54_000:55_000], "o", "n")
+    ).replace("@@ -319,7 +319,7 @@", "@@ -54319,7 +54319,7 @@")
+
+
+def test_secret_values_are_every_secret_of_the_schema(inv: Path) -> None:
+    from pydantic import BaseModel, SecretStr
+
+    from siporch.core import model_secrets
+    from siporch.model.schema import Model
+
+    found: set[str] = set()
+
+    def visit(cls: type[BaseModel], seen: set[type]) -> None:
+        if cls in seen:
+            return
+        seen.add(cls)
+        for name, f in cls.model_fields.items():
+            for tp in _types(f.annotation):
+                if tp is SecretStr:
+                    found.add(f"{cls.__name__}.{name}")
+                elif isinstance(tp, type) and issubclass(tp, BaseModel):
+                    visit(tp, seen)
+
+    visit(Model, set())
+    # the fields cache.secret_values (and model_hash) read: a new secret field needs both
+    assert found == {"Ami.secret", "RegisterAuth.password", "OutboundCredentials.password"}
+    model = load_model(inv).model
+    assert set(cache.secret_values(model)) == set(model_secrets(model))
+    assert cache.secret_values(model)
+
+
+def _types(tp: object) -> list[object]:
+    import typing
+
+    args = typing.get_args(tp)
+    return [tp] if not args else [t for a in args for t in _types(a)]
