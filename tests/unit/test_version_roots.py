@@ -35,8 +35,22 @@ ROOTS = {"sid": CACHE / "current", "bookworm": CACHE / "bookworm"}
 OLDEST = {"sid": ((6, 0), (11, 0)), "bookworm": ((5, 6), (10, 5))}
 
 
+def _own_root(suite: str) -> Path:
+    """The root of ``suite`` built from this tree's package list (the suite's link may
+    point at a root built from another list), else the link."""
+    from siporch.lab import rootfs
+    from siporch.lab.spec import LabPaths
+
+    try:
+        packages = rootfs.suite_spec(suite)[0]
+        found = rootfs.cached_root(LabPaths.default(), packages, suite)
+    except Exception:  # no such suite here, an unreadable cache: use the link
+        found = None
+    return found or ROOTS[suite]
+
+
 def lab_root(suite: str) -> Path:
-    root = ROOTS[suite]
+    root = _own_root(suite)
     if os.geteuid() != 0:
         pytest.skip("chroot needs root")
     if not (root / "usr/sbin/kamailio").exists():
