@@ -537,3 +537,17 @@ def test_probe_values_per_trunk() -> None:
     # the example: every trunk at the dispatcher's values, nothing for the script
     keys = _trunk_keys(render(example(), "edge-central"))
     assert "pr.n" not in keys and not any(k.endswith(".prb") for k in keys)
+
+
+def test_kamailio_cfg_uses_the_renderers_group_numbers() -> None:
+    """kamailio.cfg classifies sources by the permissions groups the renderer writes: the
+    numbers in both must be the same (a renumbering that misses one classifies every PBX
+    host as unknown)."""
+    from siporch.render import kamailio as kr
+
+    cfg = (Path(__file__).resolve().parents[2] / "templates/kamailio/kamailio.cfg").read_text()
+    for name in ("GROUP_LOCAL_PBX", "GROUP_EDGE", "GROUP_OTHER_PBX", "GROUP_MANAGEMENT"):
+        value = getattr(kr, name)
+        assert re.search(rf"(==\s*|\"){value}\b", cfg), (name, value)
+    for wrong in re.findall(r"srcgrp\) == (\d+)", cfg):
+        assert int(wrong) in {kr.GROUP_LOCAL_PBX, kr.GROUP_EDGE, kr.GROUP_OTHER_PBX}, wrong
