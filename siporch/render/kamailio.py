@@ -277,8 +277,7 @@ def registrar_names(trunk: Trunk) -> list[str]:
     if registrar:
         host = re.sub(r"^sips?:", "", registrar, flags=re.I).split(";", 1)[0]
         host = host.rsplit("@", 1)[-1]
-        if not host.startswith("["):
-            host = host.split(":", 1)[0]
+        host = host.split("]", 1)[0] + "]" if host.startswith("[") else host.split(":", 1)[0]
         try:
             ipaddress.ip_address(host.strip("[]"))
         except ValueError:
