@@ -615,3 +615,11 @@ def test_register_to_a_registrar_by_name(kind: str) -> None:
         code, reply = register(OUTSIDER, "itsp-c.example", 1, uuid.uuid4().hex)
         assert code == 403, reply
         assert _cseqs(sip2.registers) == [1, 2]
+
+        # the server that accepted (sip2) goes silent: a refresh with credentials goes to
+        # it, times out (fr_timer 4 s), and goes by the name again (sip1, now answering)
+        sip2.silent, sip1.silent = True, False
+        code, reply = register(PBX, "itsp-c.example", 3, call_id, auth=True, timeout=20)
+        assert code == 200 and server(reply) == "sip1", reply + s.log()[-3000:]
+        assert _cseqs(sip2.registers) == [1, 2, 3] and _cseqs(sip1.registers) == [1, 3]
+        assert "did not answer: REGISTER to itsp-c.example again" in s.log()
