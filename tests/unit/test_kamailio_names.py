@@ -9,6 +9,9 @@ Kamailio only: a private mount namespace gives it its own resolv.conf).
 * TLS: the SNI and the certificate name. A peer whose certificate names it passes; one
   whose certificate does not fails the call with 503 and the edge logs
   ``siporch: tls name mismatch``.
+* A REGISTER from the PBX to the registrar ``itsp-c.example`` is relayed by the name, its
+  answer to the challenge goes to the server that challenged, a silent one is left for
+  the name again; an unknown name gets 404, a stranger 403.
 
 Marked ``lab`` (real daemons, root); loopback only. The providers are small Python SIP
 responders (SIPp here has no TLS).
