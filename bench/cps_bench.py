@@ -101,9 +101,7 @@ def netns_down() -> None:
     sh("ip", "netns", "del", NS, check=False)
 
 
-def wait_port(
-    proto: str, address: str, port: int, seconds: float = 30, netns: str = NS
-) -> bool:
+def wait_port(proto: str, address: str, port: int, seconds: float = 30, netns: str = NS) -> bool:
     end = time.monotonic() + seconds
     flag = "-lun" if proto == "udp" else "-ltn"
     while time.monotonic() < end:
@@ -131,8 +129,14 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-def write_edge(base: Path, trunks: int) -> Path:
+def write_edge(base: Path, trunks: int, records: bool = False, inner: Path | None = None) -> Path:
+    """The rendered edge under ``base``; call records (when ``records``: off by default, as
+    this bench measured the edge before records existed; bench/records_bench.py compares
+    the two) in ``base/records``, a fresh database. ``inner``: ``base`` as Kamailio sees it (inside a
+    chroot); the returned path is the config as Kamailio sees it."""
+    inner = inner or base
     data = generate(trunks)
+    data["records"] = {"enabled": records}
     data["hosts"]["edge-central"]["kamailio"] = {
         "shm_mb": SHM_MB,
         "pkg_mb": PKG_MB,
@@ -144,13 +148,30 @@ def write_edge(base: Path, trunks: int) -> Path:
         data["trunks"][name].pop("max_channels", None)
     model = Model.model_validate(data)
     root = base / "current"
-    files = kamailio_render.render(model, "edge-central", root=str(root), run_dir=str(base / "run"))
+    files = kamailio_render.render(
+        model,
+        "edge-central",
+        root=str(inner / "current"),
+        run_dir=str(inner / "run"),
+        records_dir=str(inner / "records"),
+    )
     for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     (base / "run").mkdir(exist_ok=True)
-    return root / "kamailio" / "kamailio.cfg"
+    # as a deploy ships it: the release id the records carry
+    (root / "manifest.json").write_text('{\n  "host": "edge-central",\n  "id": "bench"\n}\n')
+    if records:
+        import sqlite3
+
+        db = base / "records" / "records.sqlite"
+        db.parent.mkdir(exist_ok=True)
+        db.unlink(missing_ok=True)
+        con = sqlite3.connect(db)
+        con.executescript(files["kamailio/records.sql"])
+        con.close()
+    return inner / "current" / "kamailio" / "kamailio.cfg"
 
 
 def run_uac(

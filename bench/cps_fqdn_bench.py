@@ -104,6 +104,8 @@ def write_edge(base: Path, data: dict[str, Any], address: str, ng_port: int) -> 
     edge["rtpengine"] = {"ng_port": ng_port}
     for name in (trunk_name(0), trunk_name(1)):
         data["trunks"][name].pop("max_channels", None)
+    # no call records: this compares name resolution, as measured before records existed
+    data["records"] = {"enabled": False}
     model = Model.model_validate(data)
     root = base / "current"
     run = base / "run"
@@ -160,7 +162,9 @@ def dns_change(base: Path, hosts: Path, dnsmasq: subprocess.Popen[bytes]) -> dic
     try:
         if not wait_udp(PEER_NEW, 5060):
             raise RuntimeError("the second UAS did not start")
-        text = hosts.read_text().replace(f"{PEER} sbc1.{_domain(0)}", f"{PEER_NEW} sbc1.{_domain(0)}")
+        text = hosts.read_text().replace(
+            f"{PEER} sbc1.{_domain(0)}", f"{PEER_NEW} sbc1.{_domain(0)}"
+        )
         hosts.write_text(text)
         t0 = time.monotonic()
         os.kill(dnsmasq.pid, signal.SIGHUP)
@@ -223,10 +227,14 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         procs.append(uas(PEER, base / "uas.log"))
         for addr in (EDGE_IP, EDGE_DNS, PEER):
             if not wait_udp(addr, 5060):
-                logs = {str(p.relative_to(base)): p.read_text()[-1500:] for p in base.rglob("*.log")}
+                logs = {
+                    str(p.relative_to(base)): p.read_text()[-1500:] for p in base.rglob("*.log")
+                }
                 raise RuntimeError(f"nothing listens on {addr}:5060: {logs}")
         if not wait_udp(DNS, 53):
-            raise RuntimeError("dnsmasq did not start: " + (base / "dnsmasq.log").read_text()[-1500:])
+            raise RuntimeError(
+                "dnsmasq did not start: " + (base / "dnsmasq.log").read_text()[-1500:]
+            )
         labels = {"ip": f"edge, {args.trunks} trunks, IP peers",
                   "dns": f"edge, {args.trunks} trunks, DNS-name peers (SRV + A)"}  # fmt: skip
         for label in edges:  # warm-up, not counted (the DNS edge fills its cache here)

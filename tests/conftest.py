@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,10 +95,93 @@ def lab() -> Iterator[LabHandle]:
         lab_mod.down()
 
 
+#: The xdist group of the tests that use the shared lab (the ``lab`` fixture): one worker
+#: runs them all, one after another, in collection order.
+SHARED_LAB_GROUP = "shared-lab"
+#: The xdist group of the other ``lab`` tests: real daemons from the lab's root filesystem
+#: in private network namespaces, or on the controller's loopback with fixed ports. They
+#: run one after another, beside the shared lab.
+DAEMONS_GROUP = "daemons"
+#: Where workers leave the group of each test for the scheduler (set by the controller).
+GROUPS_ENV = "SIPORCH_TEST_GROUPS"
+
+
+def uses_shared_lab(item: pytest.Item) -> bool:
+    """The test asks for the ``lab`` fixture, directly or through another fixture, or its
+    module drives the shared lab itself (``USES_SHARED_LAB = True``, for example the version
+    matrix, which brings the lab up with other roots)."""
+    module = getattr(item, "module", None)
+    if getattr(module, "USES_SHARED_LAB", False):
+        return True
+    return "lab" in getattr(item, "fixturenames", ())
+
+
+def xdist_group_of(item: pytest.Item) -> str:
+    """Which group ``item`` runs in under ``--dist loadgroup``: the shared lab, the private
+    daemons, or its own module (a module's tests stay together on one worker, so module
+    fixtures are built once and no module runs beside itself)."""
+    if item.get_closest_marker("lab") is not None:
+        return SHARED_LAB_GROUP if uses_shared_lab(item) else DAEMONS_GROUP
+    return item.nodeid.split("::", 1)[0]
+
+
+class GroupScheduling:
+    """``--dist loadgroup`` by ``xdist_group_of``: the workers write each test's group to
+    a file when they collect; the controller's scheduler hands out whole groups, biggest
+    first, and a worker with more than two tests pending gets no more (the worker that has
+    the shared lab gets nothing else until its last tests)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        from xdist.scheduler import LoadScopeScheduling
+
+        directory = self.directory
+
+        class Scheduler(LoadScopeScheduling):  # type: ignore[misc]
+            groups: dict[str, str] | None = None
+
+            def _split_scope(self, nodeid: str) -> str:
+                if self.groups is None:  # every worker has collected by now
+                    self.groups = {}
+                    for path in sorted(directory.glob("*.json")):
+                        self.groups.update(json.loads(path.read_text()))
+                return self.groups.get(nodeid) or nodeid.split("::", 1)[0]
+
+        return Scheduler(config, log)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workers = getattr(config.option, "numprocesses", None)
+    if hasattr(config, "workerinput") or not workers or config.getvalue("dist") != "loadgroup":
+        return
+    directory = Path(tempfile.mkdtemp(prefix="siporch-test-groups-"))
+    os.environ[GROUPS_ENV] = str(directory)  # the workers inherit it
+    config.pluginmanager.register(GroupScheduling(directory), "siporch-test-groups")
+    config.add_cleanup(lambda: shutil.rmtree(directory, ignore_errors=True))
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m reads the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that take the lab (or a host's daemons) down and up again run last, so they
     never pull the lab away from tests, or session fixtures, that use it. Such tests set
-    ``lab_restarts = True`` on their function (see ``restarts_lab`` in tests/lab)."""
+    ``lab_restarts = True`` on their function (see ``restarts_lab`` in tests/lab).
+
+    Every ``lab`` test that uses the shared lab is also marked ``shared_lab``. An xdist
+    worker (``-n N --dist loadgroup``, as scripts/test runs) writes each test's group
+    (``xdist_group_of``) for the scheduler: the shared lab's tests all run on one worker,
+    in this order, beside the rest."""
     items.sort(
         key=lambda item: bool(getattr(getattr(item, "function", None), "lab_restarts", False))
     )
+    for item in items:
+        if item.get_closest_marker("lab") is not None and uses_shared_lab(item):
+            item.add_marker(pytest.mark.shared_lab)
+    directory = os.environ.get(GROUPS_ENV)
+    workerinput = getattr(config, "workerinput", None)
+    if directory and workerinput is not None:
+        groups = {item.nodeid: xdist_group_of(item) for item in items}
+        path = Path(directory) / f"{workerinput['workerid']}.json"
+        path.write_text(json.dumps(groups))

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "releases": "List the releases on each host.",
     "rollback": "Roll every host back to the previous or a named release.",
     "status": "Live calls, trunk health and utilisation.",
+    "calls": "Call records of every edge: filters, CSV/JSON, per-trunk summary.",
     "exporter": "Serve Prometheus metrics.",
     "drift": "Compare what runs with the model and the last deploy.",
     "collection": "Build the Ansible collection siporch.trunks.",

@@ -42,6 +42,7 @@ PACKAGES: tuple[str, ...] = (
     "iputils-ping",
     "kamailio",
     "kamailio-extra-modules",
+    "kamailio-sqlite-modules",
     "kamailio-tls-modules",
     "kamailio-utils-modules",
     "keepalived",

@@ -674,6 +674,22 @@ class Security(Strict):
     )
 
 
+class Records(Strict):
+    """Call records written by each edge (Kamailio acc): one per call and one per leg, in a
+    local SQLite database outside the release directories (docs/calls.md)."""
+
+    enabled: bool = Field(default=True, description="write call records on every edge")
+    retention_days: int = Field(
+        default=90, ge=1, le=3650, description="records older than this are deleted"
+    )
+    max_mb: int = Field(
+        default=512,
+        ge=1,
+        le=2047,
+        description="size bound of an edge's record database; the oldest records go first",
+    )
+
+
 class Model(Strict):
     """The whole trunk model of an organisation."""
 
@@ -686,6 +702,7 @@ class Model(Strict):
     inbound: list[Did] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
     security: Security = Field(default_factory=Security)
+    records: Records = Field(default_factory=Records)
 
     def hosts_with_role(self, role: str, site: str | None = None) -> list[str]:
         return [

@@ -26,6 +26,7 @@ from siporch.model.schema import (
     Route,
     Trunk,
 )
+from siporch.records import RECORDS_DB, RECORDS_DIR, SCHEMA
 from siporch.render import shared_text
 from siporch.render.env import environment
 
@@ -39,6 +40,7 @@ RELOADS: list[tuple[str, str]] = [
     ("kamailio/kamailio.cfg", "kamailio:restart"),
     ("kamailio/host.cfg", "kamailio:restart"),
     ("kamailio/kamailio.env", "kamailio:restart"),
+    ("kamailio/records.sql", "kamailio:restart"),
     ("kamailio/tls.cfg", "kamailio:tls.reload"),
     ("kamailio/db/dispatcher", "kamailio:dispatcher.reload"),
     ("kamailio/db/address", "kamailio:permissions.addressReload"),
@@ -119,9 +121,11 @@ def render(
     *,
     root: str = DEFAULT_ROOT,
     run_dir: str = DEFAULT_RUN_DIR,
+    records_dir: str = RECORDS_DIR,
 ) -> dict[str, str]:
     """The ``kamailio/`` tree of edge ``host``. ``root`` is where the tree is read from on
-    the host (tests point it at a temporary directory); ``run_dir`` holds the RPC sockets."""
+    the host (tests point it at a temporary directory); ``run_dir`` holds the RPC sockets;
+    ``records_dir`` the call records (outside every release)."""
     if host not in model.hosts:
         raise KamailioRenderError(f"unknown host '{host}'")
     h = model.hosts[host]
@@ -132,12 +136,15 @@ def render(
     files: dict[str, str] = {
         "kamailio/kamailio.cfg": env.get_template("kamailio/kamailio.cfg").render(),
         "kamailio/host.cfg": env.get_template("kamailio/host.cfg.j2").render(
-            **_host_context(model, host, h, root, run_dir)
+            **_host_context(model, host, h, root, run_dir),
+            **_records_context(model, host, root, records_dir),
         ),
         "kamailio/kamailio.env": env.get_template("kamailio/kamailio.env.j2").render(
             shm_mb=h.kamailio.shm_mb, pkg_mb=h.kamailio.pkg_mb
         ),
     }
+    if model.records.enabled:
+        files["kamailio/records.sql"] = SCHEMA
     if _has_tls(h):
         files["kamailio/tls.cfg"] = env.get_template("kamailio/tls.cfg.j2").render(
             host=host, tls=h.tls
@@ -363,6 +370,18 @@ def _host_context(model: Model, name: str, h: Host, root: str, run_dir: str) -> 
     }
 
 
+def _records_context(model: Model, host: str, root: str, records_dir: str) -> dict[str, object]:
+    """Call records (siporch/records.py): where, how long, how big."""
+    r = model.records
+    return {
+        "records": r.enabled,
+        "records_db": f"{records_dir}/{RECORDS_DB}",
+        "records_retention_s": r.retention_days * 86400,
+        "records_max_bytes": r.max_mb * 1024 * 1024,
+        "release_manifest": f"{root}/manifest.json",
+    }
+
+
 def db_max_rows(h: Host) -> int:
     """db_text's max_result_rows: it allocates that many row pointers (8 bytes) in private
     memory for each query, so a quarter of pkg_mb goes to them."""
@@ -543,9 +562,7 @@ class _EdgeData:
             for pos, p in enumerate(peers):
                 uri = _peer_uri(p)
                 f = flags | no_dns if p.is_name else flags
-                rows.append(
-                    (self.ids[name], uri, f, len(peers) - pos, f"weight={p.weight}", name)
-                )
+                rows.append((self.ids[name], uri, f, len(peers) - pos, f"weight={p.weight}", name))
         for name in sorted(self.model.hosts):
             h = self.model.hosts[name]
             if h.role != "pbx":

@@ -12,15 +12,14 @@ import json
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import callkit as ck
 import pytest
 from callkit import KAMAILIO_LOG_CMD
 
-from siporch.deploy import runner
 from siporch.torture import MARKER, TCP_CASES, load_cases
 from siporch.torture.lab import EDGE, batches, kamailio_pid, send_from
 
@@ -30,33 +29,6 @@ REPO = Path(__file__).resolve().parents[2]
 PBX = "pbx-central"
 DID = "+12025550100"
 ASTERISK = "asterisk -C /etc/asterisk/asterisk.conf -rx"
-
-
-def _asterisk_runs(lab: Any) -> bool:
-    return lab.run(PBX, f"{ASTERISK} 'core show version'", timeout=15).returncode == 0
-
-
-def _deploy(lab: Any, timeout: float = 600) -> None:
-    """Deploy the lab model (registration gate off: the lab has no registrar behind itsp-b),
-    bounded in time: other tests deploy to the same lab and a run may wait on their locks."""
-    cmd = runner.build_command(
-        "deploy-trunk.yml",
-        lab.inventory,
-        vault_file=runner.vault_password_file(lab.inventory, None),
-        extra_vars={"asterisk_pbx_health_registrations": False},
-    )
-    env = dict(lab.ansible_env)
-    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
-    env["ANSIBLE_NOCOLOR"] = "1"
-    with tempfile.TemporaryDirectory(prefix="siporch-cp-") as control:
-        env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = control
-        try:
-            proc = subprocess.run(
-                cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
-            )
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the deploy took longer than {timeout:g} s")
-    assert proc.returncode == 0, proc.stdout[-4000:]
 
 
 def _calls(lab: Any, count: int = 5) -> subprocess.Popen[str]:
@@ -110,7 +82,10 @@ def _capture(lab: Any, path: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    time.sleep(2)  # tshark starts capturing
+    # tshark writes the file's header once it captures
+    if not ck.wait_for(lambda: path.exists() and path.stat().st_size > 0, 30):
+        proc.kill()
+        raise AssertionError(f"tshark did not start capturing: {proc.communicate()[1]!r}")
     return proc
 
 
@@ -169,18 +144,27 @@ def _wait_pid(info: dict[str, Any], seconds: float = 60) -> int | None:
     return None
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect: on the systemd lab hosts the calls placed beside the torture "
-    "batches failed (0 of 5 answered) in the last run; not yet explained",
-)
 def test_edge_survives_torture_and_keeps_routing(lab: Any, tmp_path: Path) -> None:
-    """Other tests deploy to the lab too, and some deploys restart Kamailio. A batch during
-    which Kamailio's pid changed is run again if the log shows it was stopped (signal 15) and
-    nothing died of a signal; a pid change without a stop, or any crash, fails the test."""
+    """The lab model deployed and calls answered first (the starting point is known), then
+    the torture batches, with the controller's deploy lock held throughout: no deploy from
+    elsewhere changes or restarts the edge under them. A batch during which Kamailio's pid
+    changed anyway is run again if the log shows it was stopped (signal 15) and nothing
+    died of a signal; a pid change without a stop, or any crash, fails the test."""
+    with ck.deploy_lock(wait=2400):
+        _torture(lab, tmp_path)
+
+
+def _torture(lab: Any, tmp_path: Path) -> None:
     info = lab.info
-    if kamailio_pid(info) is None or not _asterisk_runs(lab):
-        _deploy(lab)
+    kit = ck.Lab(lab)
+    # Whatever ran before (another model, a daemon stopped, a release rolled back) is
+    # undone: the hosts run the lab model, and calls from the ITSP are answered before any
+    # torture message is sent.
+    ck.ensure_deployed(kit, lab.inventory, ("edge-central", "edge-branch", PBX))
+    baseline = _calls(lab)
+    out, err = baseline.communicate(timeout=120)
+    assert baseline.returncode == 0, f"calls fail before any torture message: {out} {err}"
+    assert json.loads(out)["successful"] == 5, out
     names = [c.name for c in load_cases()]
     pcap = tmp_path / "pbx.pcap"
     capture = _capture(lab, pcap)

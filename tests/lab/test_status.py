@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -301,11 +302,19 @@ def test_calls_are_listed_with_trunks_and_directions_then_gone(slab: StatusLab) 
         slab.rx("channel request hangup all")
 
 
+def _ami_sessions(slab: StatusLab) -> int:
+    """How many AMI sessions Asterisk has ("N users connected.")."""
+    m = re.search(r"^(\d+) users? connected", slab.rx("manager show connected"), re.M)
+    assert m, slab.rx("manager show connected")
+    return int(m.group(1))
+
+
 def test_interval_counts_attempts_and_failures(slab: StatusLab) -> None:
     """`--interval`: follow events for a while, then one report with that interval's counts.
     itsp-branch allows 10 channels: the 11th call is refused by the dialplan (cause 34)."""
     cmd = [sys.executable, "-m", "siporch", "status", "--no-edges", "--no-releases"]
     cmd += ["-i", str(slab.inventory), "--json", "--interval", "10"]
+    before = _ami_sessions(slab)
     status = subprocess.Popen(
         ["ip", "netns", "exec", slab.netns, *cmd],
         stdout=subprocess.PIPE,
@@ -313,7 +322,12 @@ def test_interval_counts_attempts_and_failures(slab: StatusLab) -> None:
         text=True,
         cwd=REPO,
     )
-    time.sleep(2.5)
+    # the interval counts what happens once siporch status is logged in to AMI
+    deadline = time.monotonic() + 30
+    while _ami_sessions(slab) <= before:
+        assert status.poll() is None, status.communicate()
+        assert time.monotonic() < deadline, "siporch status did not log in to AMI in 30 s"
+        time.sleep(0.2)
     call = slab.sipp(
         "-i", EDGE, "-p", "5098", "-mp", "48000", "-sf", str(SIPP_DIR / "trunk_uac.xml"),
         "-key", "trunk", "itsp-branch", "-key", "caller", "+15551230001",
@@ -333,6 +347,18 @@ def test_interval_counts_attempts_and_failures(slab: StatusLab) -> None:
     assert report["calls"] == []
 
 
+def _wait_listening(slab: StatusLab, address: str, port: int, proc: Any) -> None:
+    """Until something listens on UDP ``address``:``port`` in the namespace (SIPp started)."""
+    deadline = time.monotonic() + 20
+    while not subprocess.run(
+        ["ip", "netns", "exec", slab.netns, "ss", "-Hlun", f"src {address}:{port}"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip():  # fmt: skip
+        assert proc.poll() is None, f"SIPp on {address}:{port} exited"
+        assert time.monotonic() < deadline, f"nothing listens on {address}:{port} after 20 s"
+        time.sleep(0.2)
+
+
 def test_registrar_stops_then_exit_1_and_trunk_unregistered(slab: StatusLab) -> None:
     # the registration trunk registers through the edge: the stand-in registrar listens there
     registrar = slab.sipp(
@@ -340,7 +366,7 @@ def test_registrar_stops_then_exit_1_and_trunk_unregistered(slab: StatusLab) -> 
         seconds=60,
     )  # fmt: skip
     try:
-        time.sleep(0.5)
+        _wait_listening(slab, EDGE, 5060, registrar)
         slab.rx("pjsip send register itsp-b-reg")
 
         def itsp_b(r: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,9 @@ from siporch.lab import lab as lab_mod
 from siporch.lab.inventory import read_lab_json
 
 pytestmark = [pytest.mark.lab, pytest.mark.matrix]
+#: It brings the shared lab up with other roots: it runs with the shared lab's tests
+#: (tests/conftest.py), never beside them.
+USES_SHARED_LAB = True
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "inventory" / "example"

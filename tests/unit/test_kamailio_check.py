@@ -40,7 +40,22 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "inventory" / "example"
 SCENARIOS = REPO / "tests" / "data" / "kamailio"
 UAC = REPO / "siporch" / "sipp" / "uac_rr.xml"
-ROOTFS = Path("/var/cache/siporch/rootfs/current")
+
+
+def _own_root() -> Path:
+    """The lab root built from this tree's package list (``current`` may point at a root
+    built from another list), else ``current``."""
+    from siporch.lab import rootfs
+    from siporch.lab.spec import LabPaths
+
+    try:
+        found = rootfs.cached_root(LabPaths.default())
+    except OSError:
+        found = None
+    return found or Path("/var/cache/siporch/rootfs/current")
+
+
+ROOTFS = _own_root()
 
 sys.path.insert(0, str(REPO))
 from bench.genmodel import generate  # noqa: E402
@@ -213,8 +228,20 @@ def _rtpengine_up(port: int) -> bool:
 def _release(edge: Edge, name: str, model: Model, host: str = "edge-central") -> None:
     """Write release ``name`` (again) and point ``current`` at it. The data files get a new
     mtime either way: db_text re-reads a table only when its file is newer."""
-    files = render(model, host, root=str(edge.inner / "current"), run_dir=str(edge.inner / "run"))
+    files = render(
+        model,
+        host,
+        root=str(edge.inner / "current"),
+        run_dir=str(edge.inner / "run"),
+        records_dir=str(edge.inner / "records"),
+    )
     write_tree(files, edge.base / "releases" / name)
+    # what a deploy ships with the tree, and the call-record database (kept across releases)
+    (edge.base / "releases" / name / "manifest.json").write_text(
+        json.dumps({"id": f"release-{name}", "host": host}, indent=2) + "\n"
+    )
+    if "kamailio/records.sql" in files:
+        init_records(edge.base / "records" / "records.sqlite", files["kamailio/records.sql"])
     now = time.time()
     for path in (edge.base / "releases" / name / "kamailio" / "db").iterdir():
         os.utime(path, (now, now))
@@ -222,6 +249,18 @@ def _release(edge: Edge, name: str, model: Model, host: str = "edge-central") ->
     link.unlink(missing_ok=True)
     link.symlink_to(Path("releases") / name)
     link.replace(edge.base / "current")
+
+
+def init_records(db: Path, schema: str) -> None:
+    """What the kamailio_edge role's helper does before Kamailio starts (records-init)."""
+    import sqlite3
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(db)
+    try:
+        con.executescript(schema)
+    finally:
+        con.close()
 
 
 def _need_tools() -> None:
@@ -384,7 +423,7 @@ def sipp_call(
             stderr=subprocess.DEVNULL,
             cwd=work,
         )
-    time.sleep(0.5)
+    _wait(lambda: _bound(list(uas)), 10)  # a loaded machine starts SIPp slowly
     uac = uac_scenario
     if user_agent is not None:
         uac = work / "uac.xml"
@@ -433,6 +472,12 @@ def sipp_call(
                 p.kill()
     read = lambda p: p.read_text(errors="replace") if p.exists() else ""  # noqa: E731
     return Call(rc, read(work / "uac.log"), {ip: read(work / f"uas-{ip}.log") for ip in uas})
+
+
+def _bound(addresses: list[str], port: int = 5060) -> bool:
+    """Every address has a UDP socket bound on ``port`` (the UAS is up)."""
+    out = check(["ss", "-lun"]).stdout
+    return all(f"{a}:{port} " in out for a in addresses)
 
 
 def reject_scenario(edge: Edge, code: int) -> Path:

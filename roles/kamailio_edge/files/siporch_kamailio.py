@@ -12,6 +12,9 @@ Subcommands:
                            table are serialised with a lock and spaced by the reload interval.
   dispatcher-check DB      every destination of the dispatcher table DB is loaded in Kamailio.
   options HOST PORT        the edge answers a SIP OPTIONS over UDP.
+  records-init DB SQL [--user U]
+                           create or upgrade the call-record database DB with the schema in
+                           SQL (idempotent); DB and its directory belong to U, mode 0600/0700.
 Exit status: 0 on success, 1 on a failed check, 2 on bad usage.
 """
 
@@ -462,6 +465,37 @@ def options(host: str, port: int, timeout: float, attempts: int) -> str:
     raise Failure(f"no answer to OPTIONS on {host}:{port} after {attempts} attempt(s)")
 
 
+def records_init(db: Path, sql: Path, user: str) -> str:
+    """The call-record database, outside every release: created (or upgraded: the schema is
+    idempotent) and readable by root and Kamailio's user only."""
+    import sqlite3
+
+    uid = gid = 0
+    if user:
+        import pwd
+
+        entry = pwd.getpwnam(user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    db.parent.mkdir(parents=True, exist_ok=True)
+    os.chown(db.parent, uid, gid)
+    os.chmod(db.parent, 0o700)
+    old = os.umask(0o077)
+    try:
+        con = sqlite3.connect(str(db), timeout=30)
+        try:
+            con.executescript(sql.read_text())
+            con.commit()
+        finally:
+            con.close()
+    finally:
+        os.umask(old)
+    for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        if path.exists():
+            os.chown(path, uid, gid)
+            os.chmod(path, 0o600)
+    return f"call records in {db}"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="siporch_kamailio")
     parser.add_argument("--cfg", default=f"{LIVE_ROOT}/kamailio/kamailio.cfg")
@@ -484,6 +518,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("port", type=int)
     p.add_argument("--timeout", type=float, default=1.0)
     p.add_argument("--attempts", type=int, default=5)
+    p = sub.add_parser("records-init")
+    p.add_argument("db")
+    p.add_argument("sql")
+    p.add_argument("--user", default="")
     args = parser.parse_args(argv)
     cfg = Path(args.cfg)
     try:
@@ -497,6 +535,8 @@ def main(argv: list[str]) -> int:
             print(dispatcher_check(cfg, Path(args.db), args.wait))
         elif args.cmd == "options":
             print(options(args.host, args.port, args.timeout, args.attempts))
+        elif args.cmd == "records-init":
+            print(records_init(Path(args.db), Path(args.sql), args.user))
     except Failure as exc:
         print(str(exc), file=sys.stderr)
         return 1

@@ -1,0 +1,348 @@
+"""Call records: what they cost the edge, and how fast `siporch calls --summary` reads them.
+
+    sudo python bench/records_bench.py cps --calls 3000 --rounds 3 --json bench/results/records_cps.json
+    python bench/records_bench.py summary --records 1000000 --json bench/results/records_summary.json
+
+``cps``: the rendered edge of bench/cps_bench.py (1,000 generated trunks, its own network
+namespace, SIPp UAC -> edge -> SIPp UAS, closed loop with ``--concurrency`` calls in flight,
+no hold time), with ``records.enabled`` on (acc into SQLite: one call record and one leg
+record per call) and off, alternating in the same run, Kamailio restarted between the two.
+After each run with records on, the records written are counted against the calls placed.
+
+``summary``: a records database with ``--records`` synthetic calls (5 trunks, 70% answered,
+10% with a failed first leg) is written, then ``siporch calls --from-file DB --summary``
+runs on it; wall time and the peak resident memory of the command (and of the reader it
+starts) are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench import cps_bench as cb  # noqa: E402
+from siporch import records  # noqa: E402
+from siporch.sipp import scenario  # noqa: E402
+
+# --------------------------------------------------------------------------- cps
+
+NS = "siporch-reccps"  # its own namespace (not sipo-*: the lab owns those names)
+
+
+def netns_up() -> None:
+    cb.sh("ip", "netns", "del", NS, check=False)
+    cb.sh("ip", "netns", "add", NS)
+    cb.sh(*cb.ns("ip", "link", "set", "lo", "up", netns=NS))
+    for a in (cb.EDGE, cb.PBX, cb.PEER_BYPASS):
+        cb.sh(*cb.ns("ip", "addr", "add", f"{a}/32", "dev", "lo", netns=NS))
+
+
+def netns_down() -> None:
+    cb.sh("ip", "netns", "del", NS, check=False)
+
+
+def _count(db: Path) -> tuple[int, int]:
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        calls = con.execute("SELECT count(*) FROM calls").fetchone()[0]
+        legs = con.execute("SELECT count(*) FROM legs").fetchone()[0]
+    finally:
+        con.close()
+    return int(calls), int(legs)
+
+
+def cps(args: argparse.Namespace) -> dict[str, Any]:
+    if args.root:
+        # Kamailio from that root file system (the lab's: Kamailio 6), with chroot
+        chroot = args.root.resolve()
+        base = Path(tempfile.mkdtemp(prefix="siporch-reccps-", dir=chroot / "tmp"))
+        inner_base = Path("/") / base.relative_to(chroot)
+        prefix = ["chroot", str(chroot)]
+    else:
+        base = Path(tempfile.mkdtemp(prefix="siporch-reccps-"))
+        inner_base, prefix = base, []
+    procs: list[subprocess.Popen[bytes]] = []
+    runs: dict[str, list[dict[str, Any]]] = {"records on": [], "records off": []}
+    try:
+        netns_up()
+        procs.append(
+            cb.start(
+                [
+                    "rtpengine", "--config-file=none", "--table=-1", f"--interface={cb.EDGE}",
+                    f"--listen-ng=127.0.0.1:{cb.NG_PORT}", "-f", "-E",
+                    "--port-min=20000", "--port-max=59999", "--log-level=3",
+                    f"--delete-delay={cb.DELETE_DELAY}",
+                ],
+                base / "rtpengine.log",
+                netns=NS,
+            )
+        )  # fmt: skip
+        procs.append(
+            cb.start(
+                [
+                    shutil.which("sipp") or "sipp", "-sf", str(scenario("uas_answer")),
+                    "-i", cb.PBX, "-p", "5060", "-t", "u1", "-nostdin", "-m", "10000000",
+                    "-max_socket", "1000", "-timeout", "3600s",
+                ],
+                base / "uas.log",
+                netns=NS,
+            )
+        )  # fmt: skip
+        for r in range(args.rounds):
+            order = (True, False) if r % 2 == 0 else (False, True)
+            for on in order:
+                sub = base / ("on" if on else "off")
+                shutil.rmtree(sub, ignore_errors=True)
+                sub.mkdir()
+                cfg = cb.write_edge(sub, args.trunks, records=on, inner=inner_base / sub.name)
+                edge = cb.start(
+                    [*prefix, "kamailio", "-DD", "-E", "-f", str(cfg), "-m", str(cb.SHM_MB),
+                     "-M", str(cb.PKG_MB)],
+                    sub / "edge.log",
+                    netns=NS,
+                )  # fmt: skip
+                try:
+                    if not cb.wait_port("udp", cb.EDGE, 5060, 60, netns=NS):
+                        raise RuntimeError(
+                            "the edge did not start: " + (sub / "edge.log").read_text()[-1500:]
+                        )
+                    time.sleep(2.0)  # dispatcher's first probe of the PBX
+                    cb.run_uac(
+                        cb.PEER_BYPASS, cb.EDGE, cb.DID_BYPASS, 200, args.concurrency, netns=NS
+                    )
+                    db = sub / "records" / "records.sqlite"
+                    c0 = _count(db) if on else (0, 0)
+                    res = cb.run_uac(
+                        cb.PEER_BYPASS,
+                        cb.EDGE,
+                        cb.DID_BYPASS,
+                        args.calls,
+                        args.concurrency,
+                        netns=NS,
+                    )
+                    if on:
+                        time.sleep(1.0)  # the last BYEs' records
+                        c1 = _count(db)
+                        res["call_records"] = c1[0] - c0[0]
+                        res["leg_records"] = c1[1] - c0[1]
+                        errors = sum(
+                            1
+                            for line in (sub / "edge.log").read_text(errors="replace").splitlines()
+                            if "db_sqlite" in line and "ERROR" in line
+                        )
+                        res["db_errors_logged"] = errors
+                finally:
+                    cb.stop(edge)
+                runs["records on" if on else "records off"].append(res)
+        rows = []
+        for label, results in runs.items():
+            rows.append(
+                {
+                    "label": label,
+                    "cps": statistics.median(x["cps"] for x in results),
+                    "failed": sum(x["failed"] for x in results),
+                    "runs": results,
+                }
+            )
+        ratio = rows[0]["cps"] / (rows[1]["cps"] or 1.0)
+        return {
+            "trunks": args.trunks,
+            "calls": args.calls,
+            "concurrency": args.concurrency,
+            "rounds": args.rounds,
+            "kamailio": {
+                "shm_mb": cb.SHM_MB,
+                "pkg_mb": cb.PKG_MB,
+                "children": cb.CHILDREN,
+                "version": _version(prefix),
+            },
+            "rows": rows,
+            "ratio_on_off": round(ratio, 3),
+        }
+    finally:
+        for p in reversed(procs):
+            cb.stop(p)
+        netns_down()
+        if args.keep:
+            print(f"logs kept in {base}", file=sys.stderr)
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _version(prefix: list[str]) -> str:
+    out = cb.sh(*prefix, "kamailio", "-v", check=False).stdout
+    return out.splitlines()[0] if out else "?"
+
+
+def cps_markdown(r: dict[str, Any]) -> str:
+    lines = [
+        f"Records on vs off, {r['calls']} calls per run, {r['concurrency']} in flight, "
+        f"median of {r['rounds']} rounds, media bypass, {r['kamailio']['version']}; "
+        f"ratio on/off = {r['ratio_on_off']:.2f}x",
+        "",
+        "| edge | cps (median) | failed calls | runs (cps) | call / leg records per run |",
+        "|---|---:|---:|---|---|",
+    ]
+    for row in r["rows"]:
+        each = ", ".join(f"{x['cps']:g}" for x in row["runs"])
+        recs = ", ".join(
+            f"{x['call_records']}/{x['leg_records']} of {x['successful']}"
+            for x in row["runs"]
+            if "call_records" in x
+        )
+        lines.append(f"| {row['label']} | {row['cps']:g} | {row['failed']} | {each} | {recs} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def synth(db: Path, n: int, seed: int = 7) -> None:
+    """``n`` calls over 30 days on 5 trunks, with their legs, as the edge writes them."""
+    rng = random.Random(seed)
+    db.unlink(missing_ok=True)
+    con = sqlite3.connect(db)
+    con.executescript(records.SCHEMA)
+    con.execute("PRAGMA synchronous=OFF")
+    trunks = ["itsp-a", "itsp-b", "itsp-c", "pstn-gw", "itsp-branch"]
+    t0 = time.time() - 30 * 86400
+    step = 30 * 86400 / n
+    calls: list[tuple[Any, ...]] = []
+    legs: list[tuple[Any, ...]] = []
+    for i in range(n):
+        setup = t0 + i * step
+        trunk = trunks[i % 5]
+        failover = rng.random() < 0.1
+        answered = rng.random() < 0.7
+        ring = setup + rng.uniform(0.5, 4.0)
+        answer = ring + rng.uniform(1, 10) if answered else None
+        dur = (answer - setup + rng.uniform(5, 600)) if answer else rng.uniform(1, 30)
+        code, reason = (200, "OK") if answered else rng.choice(
+            [(486, "Busy Here"), (480, "Temporarily Unavailable"), (503, "Service Unavailable"),
+             (404, "Not Found"), (487, "Request Terminated")]
+        )  # fmt: skip
+        cid = f"c{i}"
+        calls.append(
+            (cid, "outbound" if i % 3 else "inbound", trunk, "203.0.113.10", "2125550111",
+             f"1312555{i % 10000:04d}", code, reason, setup, ring, answer, dur,
+             2 if failover else 1, "20261205T000000Z-abcdef12")
+        )  # fmt: skip
+        if failover:
+            legs.append((cid, "503", "Service Unavailable", setup + 0.2, trunk, 1))
+        legs.append((cid, str(code), reason, answer or setup + dur, trunk, 2 if failover else 1))
+        if len(calls) >= 50000:
+            _flush(con, calls, legs)
+    _flush(con, calls, legs)
+    con.commit()
+    con.close()
+
+
+def _flush(
+    con: sqlite3.Connection, calls: list[tuple[Any, ...]], legs: list[tuple[Any, ...]]
+) -> None:
+    con.executemany(
+        "INSERT INTO calls (callid, direction, trunk, peer, calling, called, code, reason, "
+        "setup, ring, answer, duration, legs, release) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        calls,
+    )
+    con.executemany(
+        "INSERT INTO legs (callid, sip_code, sip_reason, ts, trunk, leg) VALUES (?,?,?,?,?,?)",
+        legs,
+    )
+    calls.clear()
+    legs.clear()
+
+
+def summary(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="siporch-recsum-") as tmp:
+        db = Path(tmp) / "edge-central.sqlite"
+        t0 = time.monotonic()
+        synth(db, args.records)
+        build_s = time.monotonic() - t0
+        size = db.stat().st_size
+        cmd = [sys.executable, "-m", "siporch", "calls", "--from-file", str(db), "--summary",
+               "--json"]  # fmt: skip
+        t0 = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=3600)
+        wall = time.monotonic() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-2000:])
+        peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    return {
+        "records": args.records,
+        "db_mb": round(size / 1e6, 1),
+        "build_seconds": round(build_s, 1),
+        "summary_seconds": round(wall, 2),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+        "trunks": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("cps")
+    c.add_argument("--trunks", type=int, default=1000)
+    c.add_argument("--calls", type=int, default=3000)
+    c.add_argument("--concurrency", type=int, default=50)
+    c.add_argument("--rounds", type=int, default=3)
+    c.add_argument("--json", type=Path)
+    c.add_argument("--keep", action="store_true")
+    c.add_argument(
+        "--root",
+        type=Path,
+        help="run Kamailio from this root file system with chroot (e.g. the lab's, "
+        "/var/cache/siporch/rootfs/<key>, for Kamailio 6)",
+    )
+    s = sub.add_parser("summary")
+    s.add_argument("--records", type=int, default=1_000_000)
+    s.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "cps":
+            if os.geteuid() != 0:
+                print("records_bench cps needs root (a network namespace)", file=sys.stderr)
+                return 2
+            if not 1 <= args.calls <= 100000 or not 1 <= args.concurrency <= 1000:
+                print("--calls must be 1..100000 and --concurrency 1..1000", file=sys.stderr)
+                return 2
+            if cb.missing_tool("kamailio", "rtpengine", "sipp"):
+                return 2
+            result = cps(args)
+            print(cps_markdown(result))
+        else:
+            if not 1 <= args.records <= 20_000_000:
+                print("--records must be 1..20000000", file=sys.stderr)
+                return 2
+            result = summary(args)
+            print(
+                f"{result['records']} records ({result['db_mb']} MB): siporch calls --summary "
+                f"{result['summary_seconds']} s, peak RSS {result['peak_rss_mb']} MB"
+            )
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        print(f"records_bench: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""`siporch calls`: call records of every edge (docs/calls.md).
+
+Each edge is read over SSH with the inventory's settings (as `siporch status` reads the
+releases): a small Python program runs there, filters in SQLite and prints one JSON line
+per call, which is read and printed as it arrives (bounded memory, any range).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from siporch import records
+from siporch.errors import SiporchError
+
+INVENTORY_DEFAULT = "inventory/example"
+
+
+class CallsError(SiporchError):
+    exit_code = 2
+
+
+def _edges(inventory: Path, vault_password_file: Path | None, hosts: tuple[str, ...]) -> list:
+    from siporch.model import load_model
+
+    model = load_model(inventory, vault_password_file).model
+    edges = [(n, str(h.address)) for n, h in model.hosts.items() if h.role == "edge"]
+    unknown = [h for h in hosts if h not in model.hosts]
+    if unknown:
+        raise CallsError(
+            f"unknown host(s): {', '.join(unknown)}",
+            hint=f"edges in the model: {', '.join(n for n, _ in edges)}",
+        )
+    if hosts:
+        edges = [(n, a) for n, a in edges if n in hosts]
+    if not edges:
+        raise CallsError(f"{inventory}: the model has no edge host")
+    return edges
+
+
+def _stream(argv: list[str], edge: str, timeout: float, problems: list[str]) -> Iterator[str]:
+    """Lines of a command's output as they come; a failure is noted in ``problems``."""
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1 << 16,
+        )
+    except OSError as exc:
+        problems.append(f"{edge}: {exc}")
+        return
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        for line in proc.stdout:
+            if line.startswith("# no-records"):
+                problems.append(f"{edge}: no call records yet ({line.split(' ', 2)[-1].strip()})")
+                continue
+            yield line
+        err = proc.stderr.read()
+        rc = proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if rc != 0:
+        last = (err.strip().splitlines() or [f"exit code {rc}"])[-1]
+        problems.append(f"{edge}: records not read: {last}")
+
+
+def _edge_argv(inventory: Path, edge: str, address: str, timeout: float, remote: list[str]):
+    import shlex
+
+    from siporch.monitor.status import _ssh_argv, _ssh_vars
+
+    v = _ssh_vars(inventory, edge)
+    if v is None:
+        return None
+    return [*_ssh_argv(v, address, timeout), shlex.join(remote)]
+
+
+def _calls(
+    sources: list[tuple[str, list[str]]], flt: records.Filters, timeout: float, problems: list[str]
+) -> Iterator[records.Call]:
+    for edge, argv in sources:
+        for call in records.parse_lines(_stream(argv, edge, timeout, problems), edge=edge):
+            # the edge filtered already; the result (derived from the code) is filtered here
+            if flt.match(call):
+                yield call
+
+
+def _console(out: IO[str]) -> Any:
+    from rich.console import Console
+
+    # piped or captured: wide enough for a whole row, never cut
+    return Console(file=out, width=None if out.isatty() else 220)
+
+
+def _table(calls: Iterator[records.Call], mask: bool, out: IO[str]) -> int:
+    from rich.table import Table
+
+    console = _console(out)
+    n = 0
+    batch: list[records.Call] = []
+
+    def flush(header: bool) -> None:
+        t = Table(show_header=header, box=None, pad_edge=False)
+        for col in (
+            "setup (UTC)",
+            "edge",
+            "dir",
+            "trunk",
+            "calling",
+            "called",
+            "result",
+            "code",
+            "pdd s",
+            "dur s",
+            "legs",
+        ):
+            t.add_column(col, no_wrap=True)
+        for c in batch:
+            d = c.as_dict(mask)
+            t.add_row(
+                (d["setup"] or "")[:23].replace("T", " "),
+                c.edge,
+                c.direction[:3],
+                c.trunk,
+                d["calling"],
+                d["called"],
+                c.result,
+                f"{c.code} {c.reason}".strip(),
+                "" if d["pdd"] is None else f"{d['pdd']:.2f}",
+                "" if d["duration"] is None else f"{d['duration']:.1f}",
+                str(c.legs),
+            )
+        console.print(t)
+
+    for c in calls:
+        batch.append(c)
+        n += 1
+        if len(batch) >= 500:  # printed in blocks: memory stays bounded
+            flush(n == len(batch))
+            batch.clear()
+    if batch or n == 0:
+        flush(n == len(batch))
+    return n
+
+
+def _summary_table(rows: list[records.TrunkSummary], out: IO[str]) -> None:
+    from rich.table import Table
+
+    t = Table(title="Call records per trunk")
+    for col in (
+        "trunk",
+        "attempts",
+        "answered",
+        "ASR",
+        "ACD s",
+        "PDD median s",
+        "PDD p95 s",
+        "failovers",
+        "top failures",
+    ):
+        t.add_column(col)
+
+    def num(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    for s in rows:
+        d = s.as_dict()
+        t.add_row(
+            s.trunk,
+            str(s.attempts),
+            str(s.answered),
+            num(None if d["asr"] is None else d["asr"] * 100, ".1f")
+            + ("%" if d["asr"] is not None else ""),
+            num(d["acd"], ".1f"),
+            num(d["pdd_median"], ".2f"),
+            num(d["pdd_p95"], ".2f"),
+            str(s.failovers),
+            ", ".join(d["top_failures"]),
+        )
+    _console(out).print(t)
+
+
+@click.command(name="calls")
+@click.option(
+    "-i",
+    "--inventory",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=INVENTORY_DEFAULT,
+    envvar="SIPORCH_INVENTORY",
+    show_default=True,
+    help="Inventory directory holding the trunk model.",
+)
+@click.option(
+    "--vault-password-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Ansible Vault password file (default: ANSIBLE_VAULT_PASSWORD_FILE).",
+)
+@click.option("--host", "hosts", multiple=True, help="Only this edge (repeatable).")
+@click.option(
+    "--from-file",
+    "files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Read this records database (a copy of an edge's records.sqlite) instead of the "
+    "edges (repeatable).",
+)
+@click.option(
+    "--since", default=None, help="From this time: ISO 8601 (UTC), epoch, or 2h / 7d ago."
+)
+@click.option("--until", default=None, help="Before this time (same forms).")
+@click.option("--trunk", default=None, help="Only calls whose last leg was on this trunk.")
+@click.option("--number", default=None, help="Calling or called number contains this.")
+@click.option(
+    "--result",
+    type=click.Choice(records.RESULTS),
+    default=None,
+    help="Only calls with this result.",
+)
+@click.option("--summary", is_flag=True, help="Per trunk: attempts, ASR, ACD, PDD, failovers.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV with a header line.")
+@click.option("--mask", is_flag=True, help="Mask calling and called numbers.")
+@click.option(
+    "--timeout", type=float, default=120.0, show_default=True, help="Per-edge timeout, s."
+)
+def cli(
+    inventory: Path,
+    vault_password_file: Path | None,
+    hosts: tuple[str, ...],
+    files: tuple[Path, ...],
+    since: str | None,
+    until: str | None,
+    trunk: str | None,
+    number: str | None,
+    result: str | None,
+    summary: bool,
+    as_json: bool,
+    as_csv: bool,
+    mask: bool,
+    timeout: float,
+) -> int:
+    """Call records of every edge: one line per call, or a summary per trunk.
+
+    Exit codes: 0 read from every edge; 1 an edge could not be read (the others are
+    shown); 2 bad input.
+    """
+    if as_json and as_csv:
+        raise click.BadParameter("choose one of --json and --csv", param_hint="--csv")
+    now = time.time()
+    try:
+        t0 = records.parse_time(since, now) if since else None
+        t1 = records.parse_time(until, now) if until else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since/--until") from exc
+    flt = records.Filters(since=t0, until=t1, trunk=trunk, number=number, result=result)
+
+    problems: list[str] = []
+    sources: list[tuple[str, list[str]]] = []
+    if files:
+        for f in files:
+            sources.append(
+                (f.stem, [sys.executable, "-c", records.remote_script(), str(f), flt.as_json()])
+            )
+    else:
+        if shutil.which("ssh") is None:
+            raise CallsError("ssh is not installed; the edges are read over SSH")
+        for edge, address in _edges(inventory, vault_password_file, hosts):
+            argv = _edge_argv(
+                inventory, edge, address, timeout, records.remote_command(records.db_path(), flt)
+            )
+            if argv is None:
+                problems.append(f"{edge}: not in the Ansible inventory {inventory}")
+                continue
+            sources.append((edge, argv))
+
+    calls = _calls(sources, flt, timeout, problems)
+    out = sys.stdout
+    if summary:
+        rows = records.summarize(calls)
+        if as_json:
+            import json
+
+            for s in rows:
+                out.write(json.dumps(s.as_dict()) + "\n")
+        elif as_csv:
+            import csv
+
+            w = csv.writer(out)
+            w.writerow(
+                [
+                    "trunk",
+                    "attempts",
+                    "answered",
+                    "asr",
+                    "acd",
+                    "pdd_median",
+                    "pdd_p95",
+                    "failovers",
+                    "top_failures",
+                ]
+            )
+            for s in rows:
+                d = s.as_dict()
+                w.writerow(
+                    [
+                        d["trunk"],
+                        d["attempts"],
+                        d["answered"],
+                        d["asr"],
+                        d["acd"],
+                        d["pdd_median"],
+                        d["pdd_p95"],
+                        d["failovers"],
+                        "; ".join(d["top_failures"]),
+                    ]
+                )
+        else:
+            _summary_table(rows, out)
+    elif as_json:
+        import json
+
+        for c in calls:
+            out.write(json.dumps(c.as_dict(mask)) + "\n")
+    elif as_csv:
+        out.write(records.csv_header())
+        for c in calls:
+            out.write(records.csv_row(c, mask))
+    else:
+        _table(calls, mask, out)
+    for p in problems:
+        click.echo(f"siporch: {p}", err=True)
+    return 1 if any("not read" in p or "not in the" in p for p in problems) else 0

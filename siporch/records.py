@@ -1,0 +1,507 @@
+"""Call records: what each edge's Kamailio (``acc``) writes, and how ``siporch calls`` reads it.
+
+Every edge keeps its records in a local SQLite database outside the release directories
+(``/var/lib/siporch/records/records.sqlite``, mode 0600 in a 0700 directory owned by
+Kamailio's user), so a deploy, a rollback or a restart never loses them:
+
+* ``calls``: one row per call (acc CDR, from the dialog module): setup, ring, answer and
+  end times, the final code and reason, the trunk and peer of the last leg, direction,
+  calling and called numbers after translation, the number of legs and the release.
+* ``legs``: one row per leg (acc transaction records): every failed leg (a failover
+  attempt) with its code and reason, and the answered one.
+
+Kamailio deletes records older than ``records.retention_days`` and, when the database
+holds more than ``records.max_mb``, the oldest ones (route RECORDS_TRIM, every 15 s).
+
+Reading: :func:`remote_script` is a small stdlib-only Python program run on each edge over
+SSH; it prints one JSON object per line (streamed, filtered on the edge).
+:func:`summarize` folds such rows into per-trunk figures in bounded memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+RECORDS_DIR = "/var/lib/siporch/records"
+RECORDS_DB = "records.sqlite"
+SCHEMA_VERSION = 1
+
+# acc writes start_time, end_time and duration (CDR core) and method, from_tag, to_tag,
+# callid, sip_code, sip_reason and time (transaction core); the rest are acc extras
+# (cdr_extra / db_extra in templates/kamailio/kamailio.cfg, same names).
+SCHEMA = """\
+PRAGMA journal_mode=WAL;
+CREATE TABLE IF NOT EXISTS calls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    start_time TEXT,
+    end_time TEXT,
+    duration REAL,
+    callid TEXT,
+    edge TEXT,
+    direction TEXT,
+    trunk TEXT,
+    peer TEXT,
+    source TEXT,
+    calling TEXT,
+    called TEXT,
+    code INTEGER,
+    reason TEXT,
+    setup REAL,
+    ring REAL,
+    answer REAL,
+    legs INTEGER,
+    release TEXT
+);
+CREATE INDEX IF NOT EXISTS calls_setup ON calls (setup);
+CREATE TABLE IF NOT EXISTS legs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    method TEXT,
+    from_tag TEXT,
+    to_tag TEXT,
+    callid TEXT,
+    sip_code TEXT,
+    sip_reason TEXT,
+    time TEXT,
+    ts REAL,
+    edge TEXT,
+    direction TEXT,
+    trunk TEXT,
+    peer TEXT,
+    calling TEXT,
+    called TEXT,
+    leg INTEGER,
+    release TEXT
+);
+CREATE INDEX IF NOT EXISTS legs_ts ON legs (ts);
+CREATE INDEX IF NOT EXISTS legs_callid ON legs (callid);
+CREATE TABLE IF NOT EXISTS version (table_name TEXT PRIMARY KEY, table_version INTEGER);
+INSERT OR REPLACE INTO version VALUES ('calls', 1), ('legs', 1);
+"""
+
+RESULTS = ("answered", "failed", "busy", "cancelled")
+
+
+# --------------------------------------------------------------------------- rows
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call as ``siporch calls`` shows it (times in seconds since the epoch, UTC)."""
+
+    edge: str
+    callid: str
+    direction: str
+    trunk: str
+    peer: str
+    calling: str
+    called: str
+    code: int
+    reason: str
+    setup: float
+    ring: float | None
+    answer: float | None
+    end: float | None
+    legs: int
+    failed_legs: list[dict[str, Any]]
+    release: str
+
+    @property
+    def result(self) -> str:
+        return result_of(self.code)
+
+    @property
+    def pdd(self) -> float | None:
+        """Post-dial delay: setup to the first ringing (or the answer when none)."""
+        first = self.ring if self.ring is not None else self.answer
+        return None if first is None else max(0.0, first - self.setup)
+
+    @property
+    def duration(self) -> float | None:
+        if self.answer is None or self.end is None:
+            return None
+        return max(0.0, self.end - self.answer)
+
+    def as_dict(self, mask: bool = False) -> dict[str, Any]:
+        return {
+            "edge": self.edge,
+            "callid": self.callid,
+            "direction": self.direction,
+            "trunk": self.trunk,
+            "peer": self.peer,
+            "calling": mask_number(self.calling) if mask else self.calling,
+            "called": mask_number(self.called) if mask else self.called,
+            "result": self.result,
+            "code": self.code,
+            "reason": self.reason,
+            "setup": iso(self.setup),
+            "ring": iso(self.ring),
+            "answer": iso(self.answer),
+            "end": iso(self.end),
+            "pdd": None if self.pdd is None else round(self.pdd, 3),
+            "duration": None if self.duration is None else round(self.duration, 3),
+            "legs": self.legs,
+            "failed_legs": [
+                {**leg, "called": mask_number(leg.get("called", "")) if mask else leg.get("called")}
+                for leg in self.failed_legs
+            ],
+            "release": self.release,
+        }
+
+
+def result_of(code: int) -> str:
+    if 200 <= code < 300:
+        return "answered"
+    if code in (486, 600):
+        return "busy"
+    if code == 487:
+        return "cancelled"
+    return "failed"
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def mask_number(number: str | None) -> str:
+    """Keep a leading '+', the first 3 digits and the last 2: +1312*****00."""
+    if not number:
+        return number or ""
+    plus = "+" if number.startswith("+") else ""
+    digits = number[len(plus) :]
+    if len(digits) <= 5:
+        return plus + "*" * len(digits)
+    return plus + digits[:3] + "*" * (len(digits) - 5) + digits[-2:]
+
+
+def _float(v: Any) -> float | None:
+    if v in (None, "", "0", 0):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if f > 0 else None
+
+
+def call_from_row(row: dict[str, Any]) -> Call:
+    """A row as the edge script prints it (columns of ``calls`` + ``failed_legs``)."""
+    setup = _float(row.get("setup")) or 0.0
+    answer = _float(row.get("answer"))
+    end = None
+    duration = row.get("duration")
+    if answer is not None and duration not in (None, ""):
+        # duration is from dialog creation (the setup) to the BYE
+        end = setup + float(duration)
+        end = max(end, answer)
+    try:
+        code = int(row.get("code") or 0)
+    except ValueError:
+        code = 0
+    return Call(
+        edge=str(row.get("edge") or ""),
+        callid=str(row.get("callid") or ""),
+        direction=str(row.get("direction") or ""),
+        trunk=str(row.get("trunk") or ""),
+        peer=str(row.get("peer") or ""),
+        calling=str(row.get("calling") or ""),
+        called=str(row.get("called") or ""),
+        code=code,
+        reason=str(row.get("reason") or ""),
+        setup=setup,
+        ring=_float(row.get("ring")),
+        answer=answer,
+        end=end,
+        legs=int(row.get("legs") or 0),
+        failed_legs=list(row.get("failed_legs") or []),
+        release=str(row.get("release") or ""),
+    )
+
+
+LEG_FIELDS = ("ts", "trunk", "peer", "called", "code", "reason")
+
+
+def parse_lines(lines: Iterable[str], edge: str = "") -> Iterator[Call]:
+    """Calls from what the edge script printed: a ``# columns [...]`` line, then one JSON
+    array per call (JSON objects are read too). Other lines are skipped."""
+    columns: list[str] | None = None
+    for line in lines:
+        if line.startswith("# columns "):
+            columns = json.loads(line[len("# columns ") :])
+            continue
+        line = line.strip()
+        if not line or line[0] not in "[{":
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, list):
+            if columns is None or len(columns) != len(data):
+                continue
+            row = dict(zip(columns, data, strict=True))
+        else:
+            row = data
+        legs = row.get("failed_legs")
+        if isinstance(legs, str):
+            row["failed_legs"] = [dict(zip(LEG_FIELDS, x, strict=False)) for x in json.loads(legs)]
+        elif legs is None:
+            row["failed_legs"] = []
+        if edge and not row.get("edge"):
+            row["edge"] = edge
+        yield call_from_row(row)
+
+
+# --------------------------------------------------------------------------- filters
+
+
+@dataclass(frozen=True)
+class Filters:
+    since: float | None = None
+    until: float | None = None
+    trunk: str | None = None
+    number: str | None = None
+    result: str | None = None
+
+    def as_json(self) -> str:
+        return json.dumps(
+            {
+                "since": self.since,
+                "until": self.until,
+                "trunk": self.trunk,
+                "number": self.number,
+                "result": self.result,
+            }
+        )
+
+    def match(self, call: Call) -> bool:
+        if self.since is not None and call.setup < self.since:
+            return False
+        if self.until is not None and call.setup >= self.until:
+            return False
+        if self.trunk and call.trunk != self.trunk:
+            return False
+        if self.number and self.number not in call.calling and self.number not in call.called:
+            return False
+        return not (self.result and call.result != self.result)
+
+
+_REL = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+
+
+def parse_time(text: str, now: float) -> float:
+    """``2026-12-05T10:00``, ``2026-12-05 10:00:00Z``, an epoch, or ``30m``/``2h``/``7d`` ago."""
+    t = text.strip()
+    m = _REL.match(t)
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+        return now - float(m.group(1)) * unit
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(
+            f"'{text}' is not a time (use 2026-12-05T10:00, an epoch, or 30m / 2h / 7d)"
+        ) from exc
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+# --------------------------------------------------------------------------- summary
+
+
+class Quantiles:
+    """Median and p95 in bounded memory: a uniform reservoir sample (exact below its size)."""
+
+    def __init__(self, size: int = 20000, seed: int = 1) -> None:
+        self.size = size
+        self.seen = 0
+        self.sample: list[float] = []
+        self._rng = random.Random(seed)
+
+    def add(self, v: float) -> None:
+        self.seen += 1
+        if len(self.sample) < self.size:
+            self.sample.append(v)
+        else:
+            j = self._rng.randrange(self.seen)
+            if j < self.size:
+                self.sample[j] = v
+
+    def quantile(self, q: float) -> float | None:
+        if not self.sample:
+            return None
+        s = sorted(self.sample)
+        k = (len(s) - 1) * q
+        lo, hi = math.floor(k), math.ceil(k)
+        return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+@dataclass
+class TrunkSummary:
+    trunk: str
+    attempts: int = 0
+    answered: int = 0
+    talk: float = 0.0
+    failovers: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
+    pdd: Quantiles = field(default_factory=Quantiles)
+
+    @property
+    def asr(self) -> float | None:
+        return None if self.attempts == 0 else self.answered / self.attempts
+
+    @property
+    def acd(self) -> float | None:
+        return None if self.answered == 0 else self.talk / self.answered
+
+    def as_dict(self) -> dict[str, Any]:
+        med, p95 = self.pdd.quantile(0.5), self.pdd.quantile(0.95)
+        return {
+            "trunk": self.trunk,
+            "attempts": self.attempts,
+            "answered": self.answered,
+            "asr": None if self.asr is None else round(self.asr, 4),
+            "acd": None if self.acd is None else round(self.acd, 3),
+            "pdd_median": None if med is None else round(med, 3),
+            "pdd_p95": None if p95 is None else round(p95, 3),
+            "failovers": self.failovers,
+            "top_failures": [f"{c} x{n}" for c, n in self.codes.most_common(3)],
+        }
+
+
+def summarize(calls: Iterable[Call]) -> list[TrunkSummary]:
+    """Per trunk: attempts (calls whose last leg was on the trunk), answered, ASR, ACD (s),
+    PDD median and p95 (s, answered or ringing calls), failovers (failed legs on the
+    trunk that another leg followed) and the most frequent final failure codes."""
+    by: dict[str, TrunkSummary] = {}
+    for c in calls:
+        s = by.get(c.trunk)
+        if s is None:
+            s = by[c.trunk] = TrunkSummary(c.trunk or "-")
+        s.attempts += 1
+        if c.result == "answered":
+            s.answered += 1
+            s.talk += c.duration or 0.0
+        else:
+            s.codes[f"{c.code} {c.reason}".strip()] += 1
+        pdd = c.pdd
+        if pdd is not None:
+            s.pdd.add(pdd)
+        # the last failed leg of a failed call was its final attempt, not a failover
+        followed = c.failed_legs if c.result == "answered" else c.failed_legs[:-1]
+        for leg in followed:
+            t = str(leg.get("trunk") or c.trunk)
+            ls = by.get(t)
+            if ls is None:
+                ls = by[t] = TrunkSummary(t or "-")
+            ls.failovers += 1
+    return sorted(by.values(), key=lambda s: s.trunk)
+
+
+CSV_FIELDS = (
+    "edge",
+    "setup",
+    "direction",
+    "trunk",
+    "peer",
+    "calling",
+    "called",
+    "result",
+    "code",
+    "reason",
+    "pdd",
+    "answer",
+    "end",
+    "duration",
+    "legs",
+    "release",
+    "callid",
+)
+
+
+def csv_header() -> str:
+    buf = io.StringIO()
+    csv.writer(buf).writerow(CSV_FIELDS)
+    return buf.getvalue()
+
+
+def csv_row(call: Call, mask: bool = False) -> str:
+    d = call.as_dict(mask)
+    buf = io.StringIO()
+    csv.writer(buf).writerow(["" if d[k] is None else d[k] for k in CSV_FIELDS])
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- edge side
+
+
+# Run on an edge with python3 (standard library only): argv[1] is the database, stdin-free,
+# argv[2] the filters as JSON. One JSON object per call on stdout, oldest first, with the
+# failed legs of the call; "#" lines are diagnostics.
+_REMOTE = r"""
+import json, os, sqlite3, sys
+path, flt = sys.argv[1], json.loads(sys.argv[2])
+if not os.path.exists(path):
+    print("# no-records " + path)
+    sys.exit(0)
+st = os.stat(path)
+if os.getuid() == 0 and st.st_uid != 0:
+    # read as the database's owner: a file SQLite creates beside it (-wal, -shm) stays theirs
+    os.setgid(st.st_gid)
+    os.setuid(st.st_uid)
+con = sqlite3.connect("file:" + path + "?mode=ro", uri=True, timeout=10)
+where, args = [], []
+if flt.get("since") is not None:
+    where.append("setup >= ?"); args.append(flt["since"])
+if flt.get("until") is not None:
+    where.append("setup < ?"); args.append(flt["until"])
+if flt.get("trunk"):
+    where.append("trunk = ?"); args.append(flt["trunk"])
+if flt.get("number"):
+    where.append("(instr(calling, ?) > 0 OR instr(called, ?) > 0)"); args += [flt["number"]] * 2
+sql = (
+    "SELECT c.*, CASE WHEN c.legs > 1 OR c.code >= 300 THEN (SELECT json_group_array("
+    "json_array(l.ts, l.trunk, l.peer, l.called, l.sip_code, l.sip_reason)) FROM "
+    "(SELECT * FROM legs WHERE callid = c.callid AND CAST(sip_code AS INTEGER) >= 300 "
+    "ORDER BY ts) AS l) END AS failed_legs FROM calls AS c"
+    + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY setup"
+)
+cur = con.execute(sql, args)
+out = sys.stdout
+out.write("# columns " + json.dumps([d[0] for d in cur.description]) + "\n")
+dumps = json.dumps
+while True:
+    rows = cur.fetchmany(2000)
+    if not rows:
+        break
+    out.write("".join(dumps(r) + "\n" for r in rows))
+"""
+
+
+def db_path() -> str:
+    """Where an edge keeps its records (the kamailio_edge role's kamailio_edge_records_db)."""
+    return f"{RECORDS_DIR}/{RECORDS_DB}"
+
+
+def remote_script() -> str:
+    return _REMOTE
+
+
+def remote_command(db_path: str, filters: Filters) -> list[str]:
+    return ["python3", "-c", _REMOTE, db_path, filters.as_json()]

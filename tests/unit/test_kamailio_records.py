@@ -1,0 +1,266 @@
+"""Call records written by the real edge (Kamailio acc into SQLite), on loopback.
+
+The example edge runs as in test_kamailio_check (Debian 12's Kamailio 5.6 on the host, and
+sid's 6.x from the lab root), with its own addresses (127.0.87.x) so that both modules can
+run at once. SIPp places the calls; the records are read back with the same script
+``siporch calls`` runs on an edge over SSH.
+
+* an answered outbound call: one call record (trunk, peer, numbers after translation, code
+  200, setup/answer/end times, release) and no leg record;
+* a failover (503 from the first peer, 200 from the second): one call record (the second
+  peer, two legs) and one leg record, the 503;
+* an inbound call; a 486 relayed without failover;
+* retention: a record older than ``records.retention_days`` is deleted by the edge.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from siporch import records
+from tests.unit.test_kamailio_check import (
+    SCENARIOS,
+    Edge,
+    _need_tools,
+    _release,
+    _running,
+    _wait,
+    loopback_model,
+    received,
+    reject_scenario,
+)
+from tests.unit.test_kamailio_check import (
+    sipp_call as _sipp_call,
+)
+
+NET = "127.0.87"
+EDGE, PBX, PEER1, PEER2, ITSP_B, STRANGER = (f"{NET}.{n}" for n in (10, 20, 30, 31, 40, 99))
+NG_PORT = 22392
+DB_SQLITE = "usr/lib/x86_64-linux-gnu/kamailio/modules/db_sqlite.so"
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module", params=["host", "lab-root"])
+def edge(request: pytest.FixtureRequest) -> Iterator[Edge]:
+    _need_tools()
+    import shutil
+
+    if request.param == "host":
+        base = Path(tempfile.mkdtemp(prefix="siporch-rec-"))
+        inner, prefix = base, []
+    else:
+        # this tree's root (its package list has kamailio-sqlite-modules), not whichever
+        # root `current` points at
+        from siporch.lab import rootfs
+        from siporch.lab.spec import LabPaths
+
+        found = rootfs.cached_root(LabPaths.default())
+        if found is None or not (found / DB_SQLITE).exists():
+            pytest.skip("no lab root with db_sqlite built (siporch lab up builds it)")
+        root = found.resolve()
+        base = Path(tempfile.mkdtemp(prefix="siporch-rec-", dir=root / "tmp"))
+        inner, prefix = Path("/") / base.relative_to(root), ["chroot", str(root)]
+    (base / "run").mkdir()
+    e = Edge(base, inner, f"unix:{base}/run/kamailio_ctl")
+    try:
+        _release(e, "a", loopback_model(net=NET, ng_port=NG_PORT))
+        with _running([e], prefix, NG_PORT, base):
+            yield e
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def sipp_call(edge: Edge, src: str, number: str, uas: dict[str, Path], timeout: int = 12) -> Any:
+    return _sipp_call(edge, src, number, uas, timeout=timeout, target=EDGE)
+
+
+def db(edge: Edge) -> Path:
+    return edge.base / "records" / "records.sqlite"
+
+
+def rows(edge: Edge, sql: str, *args: object) -> list[dict[str, Any]]:
+    con = sqlite3.connect(db(edge), timeout=10)
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute(sql, args)]
+    finally:
+        con.close()
+
+
+def call_record(edge: Edge, callid_hint: str, wait: float = 10) -> dict[str, Any]:
+    """The call record whose called number contains ``callid_hint`` written last."""
+    found: list[dict[str, Any]] = []
+
+    def ready() -> bool:
+        found[:] = rows(
+            edge, "SELECT * FROM calls WHERE called LIKE ? ORDER BY id DESC", f"%{callid_hint}%"
+        )
+        return bool(found)
+
+    assert _wait(ready, wait), (
+        "no call record:\n" + (edge.base / "kamailio.log").read_text()[-3000:]
+    )
+    return found[0]
+
+
+def legs_of(edge: Edge, callid: str) -> list[dict[str, Any]]:
+    return rows(edge, "SELECT * FROM legs WHERE callid = ? ORDER BY ts", callid)
+
+
+def test_answered_outbound_call_is_recorded(edge: Edge) -> None:
+    before = time.time()
+    call = sipp_call(edge, PBX, "3125550100", {PEER1: SCENARIOS / "uas_rr.xml"})
+    assert call.rc == 0, call.uac[-2000:]
+    rec = call_record(edge, "13125550100")
+    assert rec["direction"] == "outbound"
+    assert rec["trunk"] == "itsp-a"
+    assert rec["peer"] == PEER1
+    # after translation: route "national" strips the '+' for itsp-a
+    assert rec["called"] == "13125550100"
+    assert rec["calling"] == "2125550111"
+    assert int(rec["code"]) == 200
+    assert rec["reason"] == "OK"
+    assert rec["release"] == "release-a"
+    assert before - 1 <= rec["setup"] <= rec["answer"] <= time.time()
+    assert rec["duration"] > 0
+    assert int(rec["legs"]) == 1
+    assert legs_of(edge, rec["callid"]) == [], "an answered first leg is the call's own record"
+
+
+def test_failover_records_one_call_and_two_legs(edge: Edge) -> None:
+    call = sipp_call(
+        edge,
+        PBX,
+        "3125550101",
+        {PEER1: reject_scenario(edge, 503), PEER2: SCENARIOS / "uas_rr.xml"},
+    )
+    assert call.rc == 0, call.uac[-2000:]
+    rec = call_record(edge, "13125550101")
+    assert int(rec["code"]) == 200
+    assert rec["peer"] == PEER2
+    assert int(rec["legs"]) == 2
+    legs = legs_of(edge, rec["callid"])
+    # the failed leg has its own row; the answered one is the call record
+    assert [(int(leg["sip_code"]), leg["peer"], int(leg["leg"])) for leg in legs] == [
+        (503, PEER1, 1),
+    ]
+    assert all(leg["trunk"] == "itsp-a" and leg["direction"] == "outbound" for leg in legs)
+
+
+def test_inbound_call_is_recorded(edge: Edge) -> None:
+    call = sipp_call(edge, PEER1, "2025550123", {PBX: SCENARIOS / "uas_rr.xml"})
+    assert call.rc == 0, call.uac[-2000:]
+    rec = call_record(edge, "+12025550123")
+    assert rec["direction"] == "inbound"
+    assert rec["trunk"] == "itsp-a"
+    assert rec["peer"] == PEER1
+    assert rec["called"] == "+12025550123"
+    assert int(rec["code"]) == 200
+
+
+def test_busy_call_is_recorded_with_its_code(edge: Edge) -> None:
+    sipp_call(
+        edge,
+        PBX,
+        "3125550102",
+        {PEER1: reject_scenario(edge, 486), PEER2: SCENARIOS / "uas_rr.xml"},
+        timeout=6,
+    )
+    rec = call_record(edge, "13125550102")
+    assert int(rec["code"]) == 486
+    assert rec["answer"] is None
+    legs = legs_of(edge, rec["callid"])
+    assert [int(leg["sip_code"]) for leg in legs] == [486]
+
+
+def test_a_call_no_peer_takes_carries_the_edges_own_reply(edge: Edge) -> None:
+    """Both of itsp-a's peers answer 503, and itsp-b (next in route national) is silent:
+    three failed legs, and the call's code is the final reply the caller got."""
+    call = sipp_call(
+        edge,
+        PBX,
+        "3125550103",
+        {PEER1: reject_scenario(edge, 503), PEER2: reject_scenario(edge, 503)},
+        timeout=25,
+    )
+    rec = call_record(edge, "13125550103")
+    legs = legs_of(edge, rec["callid"])
+    assert [(int(leg["sip_code"]), leg["peer"]) for leg in legs] == [
+        (503, PEER1),
+        (503, PEER2),
+        (408, ITSP_B),
+    ]
+    got = [m.splitlines()[0] for m in received(call.uac) if re.match(r"SIP/2.0 [3-6]", m)]
+    assert got, call.uac[-1500:]
+    assert f"SIP/2.0 {int(rec['code'])} {rec['reason']}" == got[-1].strip()
+    assert rec["answer"] is None and int(rec["legs"]) == 3
+    assert rec["trunk"] == "itsp-b"
+
+
+def test_calls_the_edge_refuses_are_recorded(edge: Edge) -> None:
+    """A DID nobody serves: 404 from the edge itself, no dialog; the record says so. A
+    source the edge does not know leaves no record (scanners would fill the database)."""
+    sipp_call(edge, PEER1, "3125550177", {PBX: SCENARIOS / "uas_rr.xml"}, timeout=5)
+    rec = call_record(edge, "3125550177")
+    assert (rec["direction"], rec["trunk"], int(rec["code"])) == ("inbound", "itsp-a", 404)
+    assert rec["reason"] == "No Such Number"
+    assert int(rec["legs"]) == 0 and rec["answer"] is None
+    assert rec["release"] == "release-a"
+    sipp_call(edge, STRANGER, "3125550178", {PEER1: SCENARIOS / "uas_rr.xml"}, timeout=5)
+    sipp_call(edge, PBX, "3125550179", {PEER1: SCENARIOS / "uas_rr.xml"})  # a marker
+    call_record(edge, "13125550179")
+    assert not rows(edge, "SELECT id FROM calls WHERE called LIKE '%3125550178%'")
+
+
+def test_records_read_as_siporch_calls_does(edge: Edge) -> None:
+    """The script ``siporch calls`` runs on each edge, run here on the same database."""
+    flt = records.Filters(trunk="itsp-a")
+    out = subprocess.run(
+        [sys.executable, "-c", records.remote_script(), str(db(edge)), flt.as_json()],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    calls = list(records.parse_lines(out.splitlines(), edge="edge-central"))
+    assert calls, out
+    by_called = {c.called: c for c in calls}
+    if "13125550101" in by_called:
+        fo = by_called["13125550101"]
+        assert [leg["code"] for leg in fo.failed_legs] == ["503"]
+    summary = {s.trunk: s for s in records.summarize(calls)}
+    s = summary["itsp-a"]
+    assert s.attempts == len(calls)
+    assert s.answered == sum(1 for c in calls if c.result == "answered")
+
+
+def test_old_records_are_deleted(edge: Edge) -> None:
+    """The example keeps 90 days: a record of 91 days ago goes at the next trim (15 s)."""
+    old = time.time() - 91 * 86400
+    con = sqlite3.connect(db(edge), timeout=10)
+    with con:
+        con.execute(
+            "INSERT INTO calls (callid, trunk, setup, code) VALUES ('old-call', 'itsp-a', ?, 200)",
+            (old,),
+        )
+        con.execute("INSERT INTO legs (callid, ts, sip_code) VALUES ('old-call', ?, '200')", (old,))
+    con.close()
+
+    def gone() -> bool:
+        return not rows(edge, "SELECT id FROM calls WHERE callid = 'old-call'") and not rows(
+            edge, "SELECT id FROM legs WHERE callid = 'old-call'"
+        )
+
+    assert _wait(gone, 40), "the old record is still there"
+    assert rows(edge, "SELECT id FROM calls WHERE callid != 'old-call'"), "recent records went too"
