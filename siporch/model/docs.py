@@ -135,7 +135,12 @@ fails or prints nothing, is reported with that file's name. All of these exit wi
   (warning: an `itsp` trunk whose peers are all names and that has neither gets 403 for
   every call it sends; not for a second, send-only account at a provider whose peer name
   another trunk of the site has with its blocks: the provider's calls come in as that
-  trunk, since one source names one trunk). Over TLS the certificate must list the peer's name. `media.mode:
+  trunk, since one source names one trunk). A `register` trunk registers by the name too
+  (its registrar, `auth.registrar` or the first peer, through the edge, which resolves it
+  the same way; the registrar's challenge is answered by the PBX's registration); the
+  provider's calls to the registered contact are trusted the same way, so give its
+  signalling blocks in `inbound_addresses` (`inbound_trust_resolved` trusts one resolved
+  address per name, not all of its servers). Over TLS the certificate must list the peer's name. `media.mode:
   bypass` on an `itsp` trunk sends internal media addresses to the provider: an error while
   `security.topology_hiding` is on, unless `media.allow_internal_addresses: true`.
 

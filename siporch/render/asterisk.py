@@ -484,6 +484,12 @@ def _registration(
     peer = trunk.peers[0]
     if auth.registrar:
         server = auth.registrar if auth.registrar.startswith("sip") else f"sip:{auth.registrar}"
+    elif peer.is_name and peer.port is None:
+        # a name without a port: the edge resolves it per RFC 3263 (NAPTR, SRV), as it does
+        # for calls; a port would mean A/AAAA only
+        server = f"sip:{peer.address}"
+        if peer.transport != "udp":
+            server += f";transport={peer.transport}"
     else:
         server = f"sip:{_uri_host(peer.address)}:{peer.effective_port}"
         if peer.transport != "udp":

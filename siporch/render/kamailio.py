@@ -17,7 +17,16 @@ from dataclasses import dataclass
 
 from siporch.errors import SiporchError
 from siporch.model.numbering import trunk_ids
-from siporch.model.schema import Host, Model, NumberRule, Peer, Probe, Route, Trunk
+from siporch.model.schema import (
+    Host,
+    Model,
+    NumberRule,
+    Peer,
+    Probe,
+    RegisterAuth,
+    Route,
+    Trunk,
+)
 from siporch.records import RECORDS_DB, RECORDS_DIR, SCHEMA
 from siporch.render import shared_text
 from siporch.render.env import environment
@@ -253,6 +262,26 @@ def _peer_uri(p: Peer) -> str:
             return f"sip:{p.address}"
         return f"sip:{p.address};transport={p.transport}"
     return f"sip:{p.address}:{p.port};transport={p.transport}"
+
+
+def registrar_names(trunk: Trunk) -> list[str]:
+    """The host names (lower case) a registration of ``trunk`` may be sent to: its peers by
+    name and ``auth.registrar`` when that is a name."""
+    out: dict[str, None] = {}
+    for p in trunk.peers:
+        if isinstance(p.address, str):
+            out.setdefault(p.address.lower(), None)
+    registrar = trunk.auth.registrar if isinstance(trunk.auth, RegisterAuth) else None
+    if registrar:
+        host = re.sub(r"^sips?:", "", registrar, flags=re.I).split(";", 1)[0]
+        host = host.rsplit("@", 1)[-1]
+        host = host.split("]", 1)[0] + "]" if host.startswith("[") else host.split(":", 1)[0]
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            if host:
+                out.setdefault(host.lower(), None)
+    return list(out)
 
 
 def _trusts_resolved(trunk: Trunk) -> bool:
@@ -648,6 +677,7 @@ class _EdgeData:
             items.append((f"n.{name}", tid))
         if any(_trusts_resolved(self.model.trunks[n]) for n in self.local):
             items.append(("trr", 1))
+        items += self._registrar_items()
         items += self._probe_items()
         for name in self.remote:
             tid = self.ids[name]
@@ -663,6 +693,19 @@ class _EdgeData:
                 (f"n.{name}", tid),
             ]
         return items
+
+    def _registrar_items(self) -> list[tuple[str, str | int]]:
+        """``rh.<host name>`` = trunk id: the registrars by name a PBX may REGISTER to through
+        the edge (route REGISTER_OUT; registrars by address are found in the dispatcher).
+        A name shared by several trunks names the first ``register`` trunk, else the first."""
+        names: dict[str, int] = {}
+        order = sorted(
+            self.local, key=lambda n: self.model.trunks[n].auth.type != "register"
+        )  # stable: model order within each kind
+        for name in order:
+            for host in registrar_names(self.model.trunks[name]):
+                names.setdefault(host, self.ids[name])
+        return [(f"rh.{host}", tid) for host, tid in names.items()]
 
     def _probe_items(self) -> list[tuple[str, str | int]]:
         """The peers the script probes (route PROBE_TICK): ``pr.<k>.s`` (trunk id = set),

@@ -8,8 +8,9 @@ the lab inventory that holds, beside the example's ``itsp-c`` (credentials, rout
 route (+353 6x...):
 
 =============  ===========================================================================
-c-register     ``auth: register`` (ITSP C's user and password), no ``credentials``: its
-               registration's credentials answer the 407 (+353 61...)
+c-register     ``auth: register`` (ITSP C's user and password), no ``credentials``: it
+               registers to ``itsp-c.example`` through the edge, and its registration's
+               credentials answer the INVITE's 407 (+353 61...)
 c-wrongpw      ``credentials`` with a wrong password (+353 62...)
 c-fixed        caller ID ``fixed`` (+35315550100), a calling rule (+353... -> 0...), tech
                prefix ``7788``, codecs PCMA then PCMU, ``dtmf: inband`` (+353 63...)
@@ -234,12 +235,12 @@ def _edge_log(kit: Kit, pattern: str) -> list[str]:
     return [line for line in out.splitlines() if pattern in line]
 
 
-def _status(kit: Kit) -> dict[str, Any]:
+def _status(kit: Kit, *hosts: str) -> dict[str, Any]:
     env = {"ANSIBLE_VAULT_PASSWORD_FILE": str(kit.inv.parent / ".vault-pass"),
            "ANSIBLE_DEPRECATION_WARNINGS": "False"}  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-m", "siporch", "status", "--json", "-i", str(kit.inv),
-         "--host", EDGE, "--no-releases"],
+         *[a for h in hosts or (EDGE,) for a in ("--host", h)], "--no-releases"],
         capture_output=True, text=True, timeout=90, check=False, cwd=REPO,
         env={**os.environ, **env},
     )  # fmt: skip
@@ -261,8 +262,8 @@ def test_challenged_invite_on_a_credentials_trunk(kit: Kit) -> None:
     """itsp-c (credentials, no registration): 407, the edge answers, the call is up."""
     invites = _answered_call(kit, CREDENTIALS)
     assert invites[1]["src_ip"] == EDGE_IP and invites[1]["host"] == "itsp-c1"  # sip1 first
-    # a credentials trunk does not register
-    assert not [r for h in PROVIDERS for r in provider.received(h) if r["method"] == "REGISTER"]
+    # a credentials trunk does not register (c-register, the same account, does)
+    assert "itsp-c-reg" not in kit.lab.asterisk("pjsip show registrations")
     # and from Asterisk, the PBX itself
     dialog = _pbx_call(kit, PBX_CREDENTIALS)
     assert [r["method"] for r in dialog if r["response"] == "relay"][:3] == ["INVITE", "ACK", "BYE"]
@@ -274,6 +275,53 @@ def test_challenged_invite_on_a_registration_trunk(kit: Kit) -> None:
     assert invites[1]["credentials"] is True
     dialog = _pbx_call(kit, PBX_REGISTER)
     assert [r["method"] for r in dialog if r["response"] == "relay"][:3] == ["INVITE", "ACK", "BYE"]
+
+
+def _registers() -> list[dict[str, Any]]:
+    recs = [r for h in PROVIDERS for r in provider.received(h) if r.get("method") == "REGISTER"]
+    return _once(sorted(recs, key=lambda r: r.get("ts", 0)))
+
+
+def _challenged_then_accepted(recs: list[dict[str, Any]]) -> bool:
+    """A REGISTER challenged with 401, then one of the same registration (Call-ID) with
+    valid credentials accepted by the same server."""
+    return any(
+        a["auth"] == "none" and a["response"] == "401"
+        and b["auth"] == "valid" and b["response"] == "200"
+        and a["call_id"] == b["call_id"] and a["host"] == b["host"]
+        for i, a in enumerate(recs) for b in recs[i + 1:]
+    )  # fmt: skip
+
+
+def _registration_line(kit: Kit) -> str:
+    out = kit.lab.asterisk("pjsip show registrations")
+    return next((ln for ln in out.splitlines() if "c-register-reg/" in ln), out)
+
+
+def test_registration_trunk_registers_by_name(kit: Kit) -> None:
+    """c-register's registrar is ITSP C by name: the PBX's REGISTER goes through the edge,
+    which relays it by the name (NAPTR/SRV: sip1); ITSP C's 401 goes back to Asterisk,
+    whose registration answers it, to the server that challenged; Asterisk and
+    ``siporch status`` show the trunk registered."""
+    _clear()
+    kit.lab.asterisk("pjsip send register c-register-reg")
+    assert ck.wait_for(lambda: _challenged_then_accepted(_registers()), 20), _registers()
+    recs = _registers()
+    assert all(r["src_ip"] == EDGE_IP for r in recs), recs
+    accepted = next(r for r in recs if r["response"] == "200")
+    assert accepted["ruri"] == f"sip:{C}", accepted["ruri"]  # the name, resolved by the edge
+    assert accepted["host"] == "itsp-c1"  # sip1 first (SRV priority 10)
+    assert ck.wait_for(lambda: "Registered" in _registration_line(kit), 20), _registration_line(
+        kit
+    )
+    assert f"sip:{C}" in _registration_line(kit)
+
+    def registered() -> bool:
+        report = _status(kit, EDGE, "pbx-central")
+        trunk = next((t for t in report["trunks"] if t["name"] == "c-register"), {})
+        return trunk.get("registration") == "registered"
+
+    assert ck.wait_for(registered, 30, step=2), _status(kit, EDGE, "pbx-central")["trunks"]
 
 
 def test_wrong_password_fails_clearly(kit: Kit) -> None:

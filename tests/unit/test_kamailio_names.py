@@ -9,6 +9,9 @@ Kamailio only: a private mount namespace gives it its own resolv.conf).
 * TLS: the SNI and the certificate name. A peer whose certificate names it passes; one
   whose certificate does not fails the call with 503 and the edge logs
   ``siporch: tls name mismatch``.
+* A REGISTER from the PBX to the registrar ``itsp-c.example`` is relayed by the name, its
+  answer to the challenge goes to the server that challenged, a silent one is left for
+  the name again; an unknown name gets 404, a stranger 403.
 
 Marked ``lab`` (real daemons, root); loopback only. The providers are small Python SIP
 responders (SIPp here has no TLS).
@@ -56,8 +59,9 @@ pytestmark = pytest.mark.lab
 
 @dataclass
 class Responder:
-    """A provider SBC on ``ip``:``port``: answers OPTIONS 200 and INVITE 486 (a final
-    reply the edge relays without failover), with ``Server: <name>``; or stays silent."""
+    """A provider SBC on ``ip``:``port``: answers OPTIONS 200, INVITE 486 (a final reply
+    the edge relays without failover), REGISTER 401 without credentials and 200 with them,
+    with ``Server: <name>``; or stays silent."""
 
     name: str
     ip: str
@@ -65,6 +69,7 @@ class Responder:
     tls: ssl.SSLContext | None = None
     silent: bool = False
     invites: list[str] = field(default_factory=list)
+    registers: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _socks: list[socket.socket] = field(default_factory=list)
 
@@ -74,9 +79,22 @@ class Responder:
             return None
         if first.startswith("INVITE "):
             self.invites.append(msg)
+        if first.startswith("REGISTER "):
+            self.registers.append(msg)
         if self.silent:
             return None
-        code = "200 OK" if first.startswith("OPTIONS ") else "486 Busy Here"
+        extra = ""
+        if first.startswith("REGISTER "):
+            if re.search(r"^Authorization:", msg, re.I | re.M):
+                code = "200 OK"
+            else:
+                code = "401 Unauthorized"
+                extra = (
+                    f'WWW-Authenticate: Digest realm="itsp-c.example", nonce="{self.name}n1", '
+                    'algorithm=MD5, qop="auth"\r\n'
+                )
+        else:
+            code = "200 OK" if first.startswith("OPTIONS ") else "486 Busy Here"
         keep = [
             line
             for line in msg.split("\r\n")
@@ -85,7 +103,7 @@ class Responder:
         keep = [f"{h};tag=p{self.name}" if re.match(r"^(To|t):", h, re.I) else h for h in keep]
         return (
             f"SIP/2.0 {code}\r\n" + "\r\n".join(keep) + f"\r\nServer: {self.name}\r\n"
-            "Content-Length: 0\r\n\r\n"
+            f"{extra}Content-Length: 0\r\n\r\n"
         ).encode()
 
     def start(self) -> None:
@@ -212,6 +230,59 @@ def invite(src: str, number: str = NUMBER, timeout: float = 15) -> tuple[int, st
                 s.sendto(ack.encode(), (EDGE, 5060))
                 return code, data
         return 0, ""
+
+
+def register(
+    src: str, registrar: str, cseq: int, call_id: str, auth: bool = False, timeout: float = 15
+) -> tuple[int, str]:
+    """A REGISTER from ``src`` to the edge (the edge as outbound proxy, the registrar in
+    the Request-URI), as the PBX sends it: (final code, final reply)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((src, 0))
+        port = s.getsockname()[1]
+        branch = "z9hG4bK" + uuid.uuid4().hex[:16]
+        credentials = (
+            'Authorization: Digest username="u", realm="itsp-c.example", nonce="n", '
+            f'uri="sip:{registrar}", response="00000000000000000000000000000000"\r\n'
+            if auth
+            else ""
+        )
+        msg = (
+            f"REGISTER sip:{registrar} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {src}:{port};branch={branch}\r\n"
+            f"Route: <sip:{EDGE}:5060;lr>\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:u@{registrar}>;tag=r{call_id[:8]}\r\n"
+            f"To: <sip:u@{registrar}>\r\n"
+            f"Call-ID: {call_id}\r\n"
+            f"CSeq: {cseq} REGISTER\r\n"
+            f"Contact: <sip:u@{src}:{port}>\r\n"
+            "Expires: 600\r\n"
+            f"{credentials}"
+            "Content-Length: 0\r\n\r\n"
+        )
+        s.sendto(msg.encode(), (EDGE, 5060))
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            s.settimeout(max(0.1, end - time.monotonic()))
+            try:
+                data = s.recv(65535).decode(errors="replace")
+            except TimeoutError:
+                break
+            code = int(data.split(" ", 2)[1])
+            if code >= 200:
+                return code, data
+        return 0, ""
+
+
+def _cseqs(msgs: list[str]) -> list[int]:
+    """The CSeq numbers of ``msgs``, retransmissions once."""
+    out: list[int] = []
+    for m in msgs:
+        found = re.search(r"^CSeq: *(\d+)", m, re.M)
+        if found and int(found.group(1)) not in out:
+            out.append(int(found.group(1)))
+    return out
 
 
 # ------------------------------------------------------------------------- the setup
@@ -509,3 +580,49 @@ def test_trust_from_resolved_addresses_follows_dns(kind: str) -> None:
         print(f"[{kind}] trust moved with DNS after {took:.1f} s")
         code, _ = invite(SIP1, number=did)
         assert code == 403
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_register_to_a_registrar_by_name(kind: str) -> None:
+    """The PBX registers to ``itsp-c.example`` through the edge: the edge relays by the
+    name (NAPTR -> SRV: sip1 first, silent here, so DNS failover to sip2), sip2's 401 goes
+    back to the PBX, and its answer goes straight to sip2, the server that challenged (not
+    to the name again, which would try silent sip1 first). A name that is no trunk's
+    registrar gets 404, a REGISTER from outside the PBX hosts 403."""
+    itsp_c = {
+        "peers": [{"address": "itsp-c.example", "transport": "udp"}],
+        "inbound_addresses": [f"{NET}.60/30"],
+    }
+    sip1 = Responder("sip1", SIP1, silent=True)
+    sip2 = Responder("sip2", SIP2)
+    with running(kind, itsp_c) as s, responders(sip1, sip2):
+        call_id = uuid.uuid4().hex
+        code, reply = register(PBX, "itsp-c.example", 1, call_id)
+        assert code == 401, s.log()[-3000:]
+        assert server(reply) == "sip2" and 'nonce="sip2n1"' in reply, reply
+        assert _cseqs(sip1.registers) == [1]
+        start = time.monotonic()
+        code, reply = register(PBX, "itsp-c.example", 2, call_id, auth=True)
+        took = time.monotonic() - start
+        assert code == 200 and server(reply) == "sip2", reply + s.log()[-3000:]
+        assert took < 2, took  # not through silent sip1 (fr_timer 4 s) first
+        assert _cseqs(sip1.registers) == [1], sip1.registers
+        assert _cseqs(sip2.registers) == [1, 2]
+        # relayed by name, with the edge as the contact
+        last = sip2.registers[-1]
+        assert last.startswith("REGISTER sip:itsp-c.example SIP/2.0"), last
+        assert re.search(rf"^Contact: <sip:u@{re.escape(EDGE)};transport=udp>", last, re.M), last
+
+        code, reply = register(PBX, "unknown.example", 1, uuid.uuid4().hex)
+        assert code == 404 and "Unknown Registrar" in reply.split("\r\n", 1)[0], reply
+        code, reply = register(OUTSIDER, "itsp-c.example", 1, uuid.uuid4().hex)
+        assert code == 403, reply
+        assert _cseqs(sip2.registers) == [1, 2]
+
+        # the server that accepted (sip2) goes silent: a refresh with credentials goes to
+        # it, times out (fr_timer 4 s), and goes by the name again (sip1, now answering)
+        sip2.silent, sip1.silent = True, False
+        code, reply = register(PBX, "itsp-c.example", 3, call_id, auth=True, timeout=20)
+        assert code == 200 and server(reply) == "sip1", reply + s.log()[-3000:]
+        assert _cseqs(sip2.registers) == [1, 2, 3] and _cseqs(sip1.registers) == [1, 3]
+        assert "did not answer: REGISTER to itsp-c.example again" in s.log()

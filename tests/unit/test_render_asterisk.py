@@ -313,6 +313,29 @@ def test_registration_through_the_edge() -> None:
     assert "itsp-a-reg" not in sections(pjsip)
 
 
+def _register_by_name(peer: dict[str, Any], registrar: str | None = None) -> dict[str, list[str]]:
+    data = example().model_dump()
+    t = data["trunks"]["itsp-b"]
+    t["peers"] = [peer]
+    t["auth"]["registrar"] = registrar
+    pjsip = asterisk.render(Model.model_validate(data), "pbx-central")["asterisk/pjsip_siporch.conf"]
+    return of_type(pjsip, "itsp-b-reg", "registration")
+
+
+def test_registration_to_a_registrar_by_name() -> None:
+    """A name without a port: no port in server_uri, so the edge resolves it as RFC 3263
+    says (NAPTR/SRV); with a port, A/AAAA only; auth.registrar as given."""
+    reg = _register_by_name({"address": "sip.itsp-b.example.com", "transport": "udp"})
+    assert reg["server_uri"] == ["sip:sip.itsp-b.example.com"]
+    assert reg["client_uri"] == ["sip:examplecorp@sip.itsp-b.example.com"]
+    reg = _register_by_name({"address": "sip.itsp-b.example.com", "transport": "tcp"})
+    assert reg["server_uri"] == ["sip:sip.itsp-b.example.com\\;transport=tcp"]
+    reg = _register_by_name({"address": "sip.itsp-b.example.com", "port": 5080, "transport": "udp"})
+    assert reg["server_uri"] == ["sip:sip.itsp-b.example.com:5080"]
+    reg = _register_by_name({"address": "203.0.113.30", "transport": "udp"}, "reg.itsp-b.example.com")
+    assert reg["server_uri"] == ["sip:reg.itsp-b.example.com"]
+
+
 def test_edge_endpoints() -> None:
     pjsip = files()["asterisk/pjsip_siporch.conf"]
     ep = of_type(pjsip, "siporch-edge-edge-central", "endpoint")

@@ -190,6 +190,38 @@ def htable(files: dict[str, str], name: str) -> dict[str, str]:
     return {r[1]: r[4] for r in table(files, name)}
 
 
+def test_registrars_by_name() -> None:
+    """htable trunks rh.<name> -> trunk id for route REGISTER_OUT: peers by name and a
+    registrar by name (lower case); a name two trunks share names the register trunk."""
+    data = variant().model_dump(mode="json")
+    data["trunks"]["itsp-a"]["peers"] = [{"address": "SIP.Shared.example", "transport": "udp"}]
+    data["trunks"]["itsp-b"]["peers"] = [
+        {"address": "sip.shared.example", "transport": "udp"},
+        {"address": "203.0.113.31", "transport": "udp"},
+    ]
+    data["trunks"]["itsp-b"]["auth"]["registrar"] = "sip:Reg.B.example:5080;transport=tcp"
+    data["trunks"]["itsp-b"]["inbound_addresses"] = ["203.0.113.0/24"]
+    data["trunks"]["itsp-a"]["inbound_addresses"] = ["198.51.100.0/24"]
+    model = Model.model_validate(data)
+    files = kamailio.render(model, "edge-central")
+    ht = htable(files, "trunks")
+    ids = {ht[k]: k for k in ht if k.endswith(".name")}
+    b = ids["itsp-b"].split(".")[0]
+    assert {k: v for k, v in ht.items() if k.startswith("rh.")} == {
+        "rh.sip.shared.example": b,
+        "rh.reg.b.example": b,
+        "rh.itsp-c.example": ids["itsp-c"].split(".")[0],
+    }
+    assert kamailio.registrar_names(model.trunks["itsp-b"]) == [
+        "sip.shared.example",
+        "reg.b.example",
+    ]
+    # a registrar by address is no name: the dispatcher finds it
+    data["trunks"]["itsp-b"]["auth"]["registrar"] = "sip:[2001:db8::1]:5060"
+    model = Model.model_validate(data)
+    assert kamailio.registrar_names(model.trunks["itsp-b"]) == ["sip.shared.example"]
+
+
 def test_permissions_groups() -> None:
     rows = table(render(example(), "edge-central"), "address")
     by_ip = {r[2]: (int(r[1]), r[5]) for r in rows}
