@@ -80,12 +80,14 @@ def _stream(argv: list[str], edge: str, timeout: float, problems: list[str]) -> 
 def _edge_argv(inventory: Path, edge: str, address: str, timeout: float, remote: list[str]):
     import shlex
 
-    from siporch.monitor.status import _ssh_argv, _ssh_vars
+    from siporch.monitor.status import host_access
 
-    v = _ssh_vars(inventory, edge)
-    if v is None:
+    # the inventory's ssh settings and ansible.cfg, as `siporch status`; the records are
+    # readable only by root and Kamailio's user: through the host's become
+    access = host_access(inventory, edge, address, timeout)
+    if access is None:
         return None
-    return [*_ssh_argv(v, address, timeout), shlex.join(remote)]
+    return access.argv(shlex.join(remote), root=True)
 
 
 def _calls(
