@@ -18,19 +18,20 @@ from typing import IO, Any
 import click
 
 from siporch import records
+from siporch.cli.common import inventory_options, primary
 from siporch.errors import SiporchError
-
-INVENTORY_DEFAULT = "inventory/example"
 
 
 class CallsError(SiporchError):
     exit_code = 2
 
 
-def _edges(inventory: Path, vault_password_file: Path | None, hosts: tuple[str, ...]) -> list:
-    from siporch.model import load_model
+def _edges(
+    inventory: tuple[Path, ...], vault_password_file: Path | None, hosts: tuple[str, ...]
+) -> list:
+    from siporch.cli.common import load
 
-    model = load_model(inventory, vault_password_file).model
+    model = load(inventory, vault_password_file).model
     edges = [(n, str(h.address)) for n, h in model.hosts.items() if h.role == "edge"]
     unknown = [h for h in hosts if h not in model.hosts]
     if unknown:
@@ -41,7 +42,7 @@ def _edges(inventory: Path, vault_password_file: Path | None, hosts: tuple[str, 
     if hosts:
         edges = [(n, a) for n, a in edges if n in hosts]
     if not edges:
-        raise CallsError(f"{inventory}: the model has no edge host")
+        raise CallsError(f"{primary(inventory)}: the model has no edge host")
     return edges
 
 
@@ -77,7 +78,7 @@ def _stream(argv: list[str], edge: str, timeout: float, problems: list[str]) -> 
         problems.append(f"{edge}: records not read: {last}")
 
 
-def _edge_argv(inventory: Path, edge: str, address: str, timeout: float, remote: list[str]):
+def _edge_argv(inventory: tuple[Path, ...], edge: str, address: str, timeout: float, remote: list[str]):
     import shlex
 
     from siporch.monitor.status import host_access
@@ -196,21 +197,7 @@ def _summary_table(rows: list[records.TrunkSummary], out: IO[str]) -> None:
 
 
 @click.command(name="calls")
-@click.option(
-    "-i",
-    "--inventory",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=INVENTORY_DEFAULT,
-    envvar="SIPORCH_INVENTORY",
-    show_default=True,
-    help="Inventory directory holding the trunk model.",
-)
-@click.option(
-    "--vault-password-file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Ansible Vault password file (default: ANSIBLE_VAULT_PASSWORD_FILE).",
-)
+@inventory_options
 @click.option("--host", "hosts", multiple=True, help="Only this edge (repeatable).")
 @click.option(
     "--from-file",
@@ -240,7 +227,7 @@ def _summary_table(rows: list[records.TrunkSummary], out: IO[str]) -> None:
     "--timeout", type=float, default=120.0, show_default=True, help="Per-edge timeout, s."
 )
 def cli(
-    inventory: Path,
+    inventory: tuple[Path, ...],
     vault_password_file: Path | None,
     hosts: tuple[str, ...],
     files: tuple[Path, ...],
@@ -285,7 +272,7 @@ def cli(
                 inventory, edge, address, timeout, records.remote_command(records.db_path(), flt)
             )
             if argv is None:
-                problems.append(f"{edge}: not in the Ansible inventory {inventory}")
+                problems.append(f"{edge}: not in the Ansible inventory {primary(inventory)}")
                 continue
             sources.append((edge, argv))
 
