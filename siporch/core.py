@@ -655,3 +655,65 @@ def model_secrets(model: Any) -> list[str]:
 
     walk(model)
     return [v for v in out if v]
+
+
+# -- Release history on a host -------------------------------------------------------------
+#
+# Each switch of a host's `current` link appends one line to `<root>/history`:
+# ``<UTC time> <kind> <release id>``, where kind is ``deploy`` (a new release goes live) or
+# ``back`` (a rollback, or a failed run putting the host back). A rollback goes to the
+# release the host ran before the current one went live, skipping releases that were rolled
+# back from or never passed a run, which the release ids alone (sorted by time) cannot tell.
+
+HISTORY_FILE = "history"
+HISTORY_KINDS = ("deploy", "back")
+
+
+def history_line(kind: str, release_id: str, when: str) -> str:
+    """One line of a host's history file."""
+    if kind not in HISTORY_KINDS:
+        raise ValueError(f"unknown history kind {kind!r}")
+    return f"{when} {kind} {release_id}\n"
+
+
+def release_stack(history: str) -> list[str]:
+    """The releases a host went live with and did not leave by going back, oldest first.
+
+    A ``deploy`` line pushes its release; a ``back`` line drops the releases newer than
+    the one it goes to (release ids start with their UTC time) and pushes that one unless it
+    is already on top. Lines in another format are skipped."""
+    stack: list[str] = []
+    for line in history.splitlines():
+        parts = line.split()
+        if len(parts) != 3 or parts[1] not in HISTORY_KINDS:
+            continue
+        kind, release_id = parts[1], parts[2]
+        if kind == "back":
+            while stack and stack[-1] > release_id:  # left for an older release
+                stack.pop()
+        if not stack or stack[-1] != release_id:
+            stack.append(release_id)
+    return stack
+
+
+def rollback_target(history: str, current: str, available: Iterable[str]) -> str:
+    """The release a rollback of a host should go to ("" = none).
+
+    From the history when it agrees with the `current` link (its last release is the
+    current one): the newest release below it on the stack that is still on the host.
+    Otherwise (no history, as on hosts deployed by older siporch versions, or a link
+    switched by hand): the newest release whose id sorts before the current one. Below
+    the oldest release of the history, releases it never names (from before it was kept)
+    are taken by id the same way."""
+    on_host = sorted(set(available))
+    stack = release_stack(history)
+    if stack and stack[-1] == current:
+        for release_id in reversed(stack[:-1]):
+            if release_id in on_host:
+                return release_id
+        # Below the history: releases from before it was kept (never named in it).
+        named = {line.split()[2] for line in history.splitlines() if len(line.split()) == 3}
+        older = [r for r in on_host if r < stack[0] and r not in named]
+        return older[-1] if older else ""
+    older = [r for r in on_host if r < current]
+    return older[-1] if older else ""

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Print the releases of a siporch host as JSON: {current, releases: [{id, time, manifest}]}."""
+"""Print the releases of a siporch host as JSON: {current, releases: [{id, time, manifest}], history}."""
 
 import json
 import os
@@ -33,4 +33,10 @@ for name in sorted(os.listdir(base)) if os.path.isdir(base) else []:
             "reloads": {k: v.get("reload", "") for k, v in manifest.get("files", {}).items()},
         }
     )
-print(json.dumps({"current": current, "releases": releases}))
+history = ""
+try:
+    with open(os.path.join(root, "history")) as fh:
+        history = fh.read()[-200000:]
+except OSError:
+    pass
+print(json.dumps({"current": current, "releases": releases, "history": history}))

@@ -21,7 +21,10 @@ from siporch.deploy.releases import collect
 @click.option("--json", "as_json", is_flag=True, help="Print the releases of every host as JSON.")
 def cli(
     inventory: tuple[Path, ...], vault_password_file: Path | None, limit: str | None, as_json: bool) -> int:
-    """The releases on each host: id, time, model hash, what it changed, which is current."""
+    """The releases on each host: id, time, model hash, what it changed, which is current.
+
+    * marks the release a host runs, < the one `siporch rollback` would take it back to.
+    """
     vault = runner.vault_password_file(primary(inventory), vault_password_file)
     rows, errors = collect(inventory, vault, limit)
     if as_json:
@@ -44,7 +47,7 @@ def cli(
         table.add_column("changed")
         for r in releases:
             table.add_row(
-                "[green]*[/green]" if r.current else "",
+                "[green]*[/green]" if r.current else "[yellow]<[/yellow]" if r.rollback else "",
                 r.id,
                 r.time,
                 r.model_hash,

@@ -26,10 +26,12 @@ def cli(
     force: bool,
     verbose: bool,
 ) -> int:
-    """Roll every host back to the release before its current one, or to release ID.
+    """Roll every host back to the release it ran before its current one, or to release ID.
 
-    The previous release is read from the /etc/siporch/current link of each host. The
-    target goes through the same check, reload and health gate as a deploy.
+    Each host's /etc/siporch/current link and its history file (one line per switch) say
+    what it ran: a rollback skips releases already rolled back from and releases whose
+    deploy failed (`siporch releases` marks the target with <). The target goes through the
+    same check, reload and health gate as a deploy.
     """
     extra: dict[str, object] = {"siporch_force": force}
     if release_id:

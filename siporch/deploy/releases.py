@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from siporch.core import rollback_target
 from siporch.deploy import runner
 from siporch.errors import DeployError
 from siporch.plan import reload_actions
@@ -23,6 +24,7 @@ class HostRelease:
     model_hash: str
     changes: list[str]
     current: bool
+    rollback: bool = False  # where `siporch rollback` would take this host
 
 
 def release_time(release_id: str, fallback: str = "") -> str:
@@ -50,6 +52,13 @@ def host_releases(host: str, listing: dict[str, Any]) -> list[HostRelease]:
     if "error" in listing:
         raise DeployError(f"{host}: {listing['error']}")
     current = listing.get("current", "")
+    target = (
+        rollback_target(
+            str(listing.get("history", "")), current, [e["id"] for e in listing.get("releases", [])]
+        )
+        if current
+        else ""
+    )
     rows: list[HostRelease] = []
     previous: dict[str, Any] | None = None
     for entry in sorted(listing.get("releases", []), key=lambda e: e["id"]):
@@ -67,6 +76,7 @@ def host_releases(host: str, listing: dict[str, Any]) -> list[HostRelease]:
                 model_hash=(entry.get("model_hash") or "")[:12],
                 changes=changes,
                 current=entry["id"] == current,
+                rollback=entry["id"] == target,
             )
         )
         previous = manifest

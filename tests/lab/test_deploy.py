@@ -231,6 +231,43 @@ def test_rollback_to_named_release(lab: Any, state: dict[str, Any]) -> None:
     assert _current(lab, EDGE) == state["r1"]
 
 
+def test_rollback_returns_to_what_the_host_ran(
+    lab: Any, state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Deploy X, roll back (to r1), deploy Y, roll back: the host goes back to r1, which it
+    ran before Y, not to X, which sorts between them but was rolled back from."""
+    models = []
+    for channels in (31, 32):
+        inv = ck.copy_inventory(lab, tmp_path_factory.mktemp(f"ch{channels}"))
+        ck.edit_model(inv, lambda m, n=channels: m["trunks"]["itsp-a"].update(max_channels=n))
+        models.append(inv)
+    _ok(_run(models[0], limit=EDGE))
+    rx = _current(lab, EDGE)
+    _ok(_run(state["base"], "rollback-trunk.yml", limit=EDGE))
+    assert _current(lab, EDGE) == state["r1"]
+    _ok(_run(models[1], limit=EDGE))
+    ry = _current(lab, EDGE)
+    assert state["r1"] < rx < ry, (state["r1"], rx, ry)
+
+    listing = subprocess.run(
+        [sys.executable, "-m", "siporch", "releases", "-i", str(state["base"]),
+         "--limit", EDGE, "--json"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert listing.returncode == 0, listing.stderr
+    rows = {r["id"]: r for r in json.loads(listing.stdout)["hosts"][EDGE]}
+    assert rows[ry]["current"] and rows[state["r1"]]["rollback"], rows
+    assert not rows[rx]["rollback"]
+
+    history = lab.run(EDGE, "cat /etc/siporch/history", check=True).stdout.splitlines()
+    assert [line.split()[1:] for line in history[-3:]] == [
+        ["deploy", rx], ["back", state["r1"]], ["deploy", ry]
+    ], history[-3:]  # fmt: skip
+
+    _ok(_run(state["base"], "rollback-trunk.yml", limit=EDGE))
+    assert _current(lab, EDGE) == state["r1"]
+
+
 def test_bad_model_contacts_no_host(lab: Any, state: dict[str, Any], tmp_path: Path) -> None:
     inv = ck.copy_inventory(lab, tmp_path)
     ck.edit_model(inv, lambda m: m["trunks"]["itsp-a"].update(site="nowhere"))

@@ -363,3 +363,69 @@ def test_model_changes_of_a_deploy_against_what_hosts_run(loaded, release_dir, t
     # hosts never deployed: every site, host and trunk is new
     fresh = core.model_changes(edited.path, ["", ""])
     assert "trunk itsp-b added" in fresh
+
+
+# -- Release history and the rollback target ------------------------------------------------
+
+R0, R1, R2, R3 = (f"2026010{i}T000000Z-0000000{i}" for i in range(4))
+
+
+def _history(*entries: tuple[str, str]) -> str:
+    return "".join(core.history_line(kind, rid, "2026-01-01T00:00:00Z") for kind, rid in entries)
+
+
+def test_rollback_skips_a_release_that_was_rolled_back_from() -> None:
+    # R1 went live, was rolled back from; R2 went live: a rollback goes to R0, not R1
+    history = _history(("deploy", R0), ("deploy", R1), ("back", R0), ("deploy", R2))
+    assert core.release_stack(history) == [R0, R2]
+    assert core.rollback_target(history, R2, [R0, R1, R2]) == R0
+
+
+def test_rollback_skips_a_release_whose_deploy_was_reverted() -> None:
+    history = _history(("deploy", R0), ("deploy", R1), ("back", R0), ("deploy", R2))
+    history += _history(("deploy", R3), ("back", R2))  # R3 failed its health gate
+    assert core.rollback_target(history, R2, [R0, R1, R2, R3]) == R0
+
+
+def test_repeated_rollbacks_go_further_back() -> None:
+    history = _history(("deploy", R0), ("deploy", R1), ("deploy", R2), ("back", R1))
+    assert core.rollback_target(history, R1, [R0, R1, R2]) == R0
+
+
+def test_named_rollback_forward_is_pushed() -> None:
+    history = _history(("deploy", R0), ("deploy", R1), ("back", R0), ("back", R1))
+    assert core.release_stack(history) == [R0, R1]
+    assert core.rollback_target(history, R1, [R0, R1]) == R0
+
+
+def test_pruned_releases_are_skipped() -> None:
+    history = _history(("deploy", R0), ("deploy", R1), ("deploy", R2))
+    assert core.rollback_target(history, R2, [R0, R2]) == R0
+    assert core.rollback_target(history, R2, [R2]) == ""
+
+
+def test_without_history_the_release_before_by_id() -> None:
+    assert core.rollback_target("", R2, [R0, R1, R2, R3]) == R1
+    assert core.rollback_target("", R0, [R0, R1]) == ""
+
+
+def test_history_that_disagrees_with_the_link_is_not_trusted() -> None:
+    history = _history(("deploy", R0), ("deploy", R1))
+    assert core.rollback_target(history, R2, [R0, R1, R2]) == R1  # link switched by hand
+
+
+def test_releases_from_before_the_history_are_reached_by_id() -> None:
+    # R0 and R1 predate the history (an older siporch); R2 is its first line
+    history = _history(("deploy", R2))
+    assert core.rollback_target(history, R2, [R0, R1, R2]) == R1
+    # but a release the history shows as rolled back from is never a target
+    history = _history(("deploy", R1), ("back", R0), ("deploy", R2))
+    assert core.release_stack(history) == [R0, R2]
+    assert core.rollback_target(history, R2, [R0, R1, R2]) == R0
+
+
+def test_history_ignores_foreign_lines_and_rejects_unknown_kinds() -> None:
+    history = "garbage\n\n" + _history(("deploy", R0), ("deploy", R1)) + "x y z w\n"
+    assert core.release_stack(history) == [R0, R1]
+    with pytest.raises(ValueError):
+        core.history_line("sideways", R0, "t")

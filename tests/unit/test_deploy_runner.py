@@ -132,3 +132,16 @@ def test_host_releases_error() -> None:
 
 def test_release_time_fallback() -> None:
     assert release_time("not-an-id", "2026-01-01T00:00:00Z") == "2026-01-01T00:00:00Z"
+
+
+def test_host_releases_marks_the_rollback_target_from_the_history() -> None:
+    base = {"kamailio/kamailio.cfg": "c1"}
+    a, b, c = "20260101T000000Z-aaaaaaaa", "20260102T000000Z-bbbbbbbb", "20260103T000000Z-cccccccc"
+    listing = {
+        "current": c,
+        "releases": [_entry(a, base), _entry(b, base), _entry(c, base)],
+        "history": f"t deploy {a}\nt deploy {b}\nt back {a}\nt deploy {c}\n",
+    }
+    rows = host_releases("edge-central", listing)
+    assert [r.rollback for r in rows] == [True, False, False]
+    assert [r.current for r in rows] == [False, False, True]

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from siporch.core import ADDED, REMOVED, FileEntry, diff_trees, model_changes, states
+from siporch.core import (
+    ADDED,
+    REMOVED,
+    FileEntry,
+    diff_trees,
+    model_changes,
+    rollback_target,
+    states,
+)
 from siporch.plan import reload_actions
 
 
@@ -69,6 +77,11 @@ def siporch_model_changes(candidate_dir: str, running: list[str]) -> list[str]:
     return model_changes(Path(candidate_dir), running)
 
 
+def siporch_rollback_target(history: str, current: str, available: list[str]) -> str:
+    """The release a rollback of the host goes to (`siporch.core.rollback_target`)."""
+    return rollback_target(history or "", current or "", available or [])
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -79,4 +92,5 @@ class FilterModule:
             "siporch_release_drift": siporch_release_drift,
             "siporch_heal_actions": siporch_heal_actions,
             "siporch_heal_changes": siporch_heal_changes,
+            "siporch_rollback_target": siporch_rollback_target,
         }
