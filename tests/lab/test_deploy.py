@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -294,8 +293,13 @@ def test_no_dropped_calls_through_deploy_and_rollback(lab: Any, state: dict[str,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
     try:
-        time.sleep(8)  # every call established
-        assert proc.poll() is None, proc.communicate()
+        # every call established (answered, in the edge's dialogs) before the deploy
+        def established() -> bool:
+            assert proc.poll() is None, proc.communicate()
+            out = lab.run(EDGE, [HELPER, "rpc", "dlg.stats_active"], check=True).stdout
+            return int(json.loads(out)["ongoing"]) >= calls
+
+        assert ck.wait_for(established, 60, step=0.5), "the calls were not all established"
         _ok(_run(state["peer"]))
         assert _current(lab, EDGE) == state["r2"]
         _ok(_run(state["base"], "rollback-trunk.yml", extra_vars={"siporch_release": state["r1"]}))

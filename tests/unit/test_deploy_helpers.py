@@ -291,3 +291,21 @@ def test_reload_filters() -> None:
     assert filters["siporch_reload_actions"](old, old) == []
     assert filters["siporch_changed_files"](new, old) == {"kamailio/db/dispatcher": "modified"}
     assert filters["siporch_daemons"](new) == ["asterisk", "kamailio"]
+
+
+def test_set_release_reads_the_manifest_and_never_fails(tmp_path: Path) -> None:
+    """`set-release` names the release of the config's own tree; with no Kamailio (or no
+    records variable) it says so and still exits 0: it is a label, never a failed run."""
+    release = tmp_path / "releases" / "20260101T000000Z-aaaaaaaa"
+    (release / "kamailio").mkdir(parents=True)
+    (release / "kamailio" / "kamailio.cfg").write_text(
+        CFG + f'modparam("jsonrpcs", "dgram_socket", "{tmp_path}/absent.sock")\n'
+    )
+    (release / "manifest.json").write_text('{"id": "20260101T000000Z-aaaaaaaa"}')
+    current = tmp_path / "current"
+    current.symlink_to(release)
+    cfg = current / "kamailio" / "kamailio.cfg"
+    assert kam.set_release(cfg).startswith("release not set: ")
+    assert kam.main(["--cfg", str(cfg), "set-release"]) == 0
+    (release / "manifest.json").unlink()
+    assert "no manifest" in kam.set_release(cfg)

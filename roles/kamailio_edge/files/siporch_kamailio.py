@@ -496,6 +496,25 @@ def records_init(db: Path, sql: Path, user: str) -> str:
     return f"call records in {db}"
 
 
+def set_release(cfg: Path) -> str:
+    """Tell the running Kamailio the release it now runs (the id in the call records):
+    the id of the manifest of the release ``cfg`` belongs to, set in ``$shv(rel)``. Its own
+    timer reads it too, but only every 15 s, and a switch that reloads nothing (a rollback
+    to identical tables) would not be seen until then."""
+    manifest = cfg.resolve().parent.parent / "manifest.json"
+    try:
+        release_id = str(json.loads(manifest.read_text()).get("id", ""))
+    except (OSError, ValueError):
+        return f"no manifest at {manifest}: release not set"
+    if not release_id:
+        return "no release id in the manifest: release not set"
+    try:
+        rpc(cfg, "pv.shvSet", ["rel", "str", release_id])
+    except (Failure, OSError, ValueError) as exc:  # a label only: never fails a run
+        return f"release not set: {exc}"
+    return f"release {release_id}"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="siporch_kamailio")
     parser.add_argument("--cfg", default=f"{LIVE_ROOT}/kamailio/kamailio.cfg")
@@ -518,6 +537,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("port", type=int)
     p.add_argument("--timeout", type=float, default=1.0)
     p.add_argument("--attempts", type=int, default=5)
+    sub.add_parser("set-release")
     p = sub.add_parser("records-init")
     p.add_argument("db")
     p.add_argument("sql")
@@ -535,6 +555,8 @@ def main(argv: list[str]) -> int:
             print(dispatcher_check(cfg, Path(args.db), args.wait))
         elif args.cmd == "options":
             print(options(args.host, args.port, args.timeout, args.attempts))
+        elif args.cmd == "set-release":
+            print(set_release(cfg))
         elif args.cmd == "records-init":
             print(records_init(Path(args.db), Path(args.sql), args.user))
     except Failure as exc:
