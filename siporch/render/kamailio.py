@@ -54,7 +54,8 @@ RELOADS: list[tuple[str, str]] = [
     ("kamailio/db/version", "none"),
 ]
 
-# Numbering shared with kamailio.cfg: keep both in step.
+# Numbering shared with kamailio.cfg. kamailio.cfg holds none of these numbers, only the
+# names CFG_DEFINES gives them in host.cfg.
 GROUP_LOCAL_PBX = 1_000_001  #: permissions group of this site's PBX hosts
 GROUP_EDGE = 1_000_002  #: permissions group of the other edge hosts
 GROUP_OTHER_PBX = 1_000_003  #: PBX hosts of other sites (in-dialog requests only)
@@ -68,7 +69,37 @@ DP_DID_PATTERNS = 3
 DP_TRUNK_IN_BASE = 1_000_000
 DP_TRUNK_OUT_BASE = 2_000_000
 DP_TRUNK_CALLING_BASE = 3_000_000  #: + trunk id: calling-number translation toward the trunk
-MAX_TRUNK_ID = 999_999  #: below the dispatcher sets and groups of hosts (1,000,000+)
+#: A trunk's id is also its permissions group and its dispatcher set: every group and set
+#: above this one is a host's or a site's.
+MAX_TRUNK_ID = 999_999
+
+#: The ``#!define``s host.cfg gives kamailio.cfg (name -> number). A name ending in ``_S`` is
+#: the number as a quoted string, for function arguments: Kamailio's preprocessor replaces
+#: names, never text inside quotes. kamailio.cfg uses every one of them and no number of
+#: its own (tests/unit/test_render_kamailio.py).
+CFG_DEFINES: dict[str, int] = {
+    "GROUP_LOCAL_PBX": GROUP_LOCAL_PBX,
+    "GROUP_EDGE": GROUP_EDGE,
+    "GROUP_OTHER_PBX": GROUP_OTHER_PBX,
+    "GROUP_MANAGEMENT_S": GROUP_MANAGEMENT,
+    "RPC_HTTP_PORT": RPC_HTTP_PORT,
+    "DP_NORMALIZE_S": DP_NORMALIZE,
+    "DP_ROUTES_S": DP_ROUTES,
+    "DP_DID_PATTERNS_S": DP_DID_PATTERNS,
+    "DP_TRUNK_IN_BASE": DP_TRUNK_IN_BASE,
+    "DP_TRUNK_OUT_BASE": DP_TRUNK_OUT_BASE,
+    "DP_TRUNK_CALLING_BASE": DP_TRUNK_CALLING_BASE,
+    "MAX_TRUNK_ID": MAX_TRUNK_ID,
+}
+
+
+def cfg_defines() -> list[str]:
+    """The ``#!define`` lines of :data:`CFG_DEFINES`."""
+    return [
+        f'#!define {name} "{value}"' if name.endswith("_S") else f"#!define {name} {value}"
+        for name, value in CFG_DEFINES.items()
+    ]
+
 
 TABLE_VERSIONS = {
     "address": 6,
@@ -356,7 +387,7 @@ def _host_context(
         "topoh_key": key,
         "tls": _has_tls(h),
         "tls_config": f"{root}/kamailio/tls.cfg",
-        "rpc_port": RPC_HTTP_PORT,
+        "defines": cfg_defines(),
         "rpc_listen": _hostport(h.address, RPC_HTTP_PORT),
         "children": h.kamailio.children,
         "listens": listens,
