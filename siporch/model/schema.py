@@ -542,14 +542,16 @@ class Trunk(Strict):
     def _sources(self) -> list[IPNetwork]:
         if self.security.allowed_sources:
             return list(self.security.allowed_sources)
-        seen: dict[str, IPNetwork] = {}
+        seen: dict[IPNetwork, None] = {}
         for p in self.peers:
-            if not isinstance(p.address, str):
-                net = ipaddress.ip_network(p.address)
-                seen.setdefault(str(net), net)
+            address = p.address
+            if not isinstance(address, str):
+                # from (int, length): the fast way (the edge's render, 10,000 trunks)
+                net_type = ipaddress.IPv4Network if address.version == 4 else ipaddress.IPv6Network
+                seen.setdefault(net_type((int(address), address.max_prefixlen)), None)
         for net in self.inbound_addresses:
-            seen.setdefault(str(net), net)
-        return list(seen.values())
+            seen.setdefault(net, None)
+        return list(seen)
 
 
 class DidRange(Strict):

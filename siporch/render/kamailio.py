@@ -27,6 +27,7 @@ from siporch.model.schema import (
     Route,
     Trunk,
 )
+from siporch.numbers import digit_blocks
 from siporch.records import RECORDS_DB, RECORDS_DIR, SCHEMA
 from siporch.render import shared_text
 from siporch.render.env import environment
@@ -268,19 +269,6 @@ def _hostport(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int)
     return f"{a}:{port}"
 
 
-def _sources(trunk: Trunk) -> list[tuple[str, int]]:
-    """(address, prefix length) of the trunk's sources, as ``Trunk.sources()`` gives them."""
-    if trunk.security.allowed_sources:
-        return [(_ip(n.network_address), n.prefixlen) for n in trunk.security.allowed_sources]
-    seen: dict[tuple[str, int], None] = {}
-    for p in trunk.peers:
-        if not isinstance(p.address, str):
-            seen.setdefault((_ip(p.address), p.address.max_prefixlen), None)
-    for n in trunk.inbound_addresses:
-        seen.setdefault((_ip(n.network_address), n.prefixlen), None)
-    return list(seen)
-
-
 def _peer_uri(p: Peer) -> str:
     """The dispatcher destination of a peer. A host name stays a name, resolved by
     Kamailio at call time: without a port as RFC 3263 says (no transport parameter for
@@ -478,30 +466,11 @@ def range_prefixes(start: str, end: str) -> list[str]:
     if len(start) != len(end) or not (start.isdigit() and end.isdigit()) or start > end:
         raise KamailioRenderError(f"bad number range {start}..{end}")
     out: list[str] = []
-
-    def cover(lo: str, hi: str, prefix: str) -> None:
-        common = 0
-        while common < len(lo) and lo[common] == hi[common]:
-            common += 1
-        if common:
-            prefix, lo, hi = prefix + lo[:common], lo[common:], hi[common:]
-        if not lo:
-            out.append(prefix)
-            return
-        if lo == "0" * len(lo) and hi == "9" * len(hi):
-            out.append(prefix)
-            return
-        a, b = int(lo[0]), int(hi[0])
-        if a == b:
-            cover(lo[1:], hi[1:], prefix + lo[0])
-            return
-        n = len(lo) - 1
-        cover(lo[1:], "9" * n, prefix + lo[0])
-        for d in range(a + 1, b):
-            out.append(prefix + str(d))
-        cover("0" * n, hi[1:], prefix + hi[0])
-
-    cover(start, end, "")
+    for blk in digit_blocks(start, end):
+        if not blk.first or (blk.first, blk.last) == ("0", "9"):
+            out.append(blk.prefix)  # the key's length stands for the digits that follow
+        else:
+            out.extend(blk.prefix + str(d) for d in range(int(blk.first), int(blk.last) + 1))
     return out
 
 
@@ -599,8 +568,8 @@ class _EdgeData:
         rows: list[Row] = []
         for name in self.local:
             tid = self.ids[name]
-            for address, prefix in _sources(self.model.trunks[name]):
-                rows.append((tid, address, prefix, 0, name))
+            for net in self.model.trunks[name].source_networks:
+                rows.append((tid, _ip(net.network_address), net.prefixlen, 0, name))
         for name, h in self.model.hosts.items():
             if name == self.host:
                 continue
