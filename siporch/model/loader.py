@@ -780,11 +780,6 @@ class _Locator:
         return out
 
 
-def find_vault_password_file(inventory: Path) -> Path | None:
-    """``<inventory>/.vault-pass`` or its parent's (see :mod:`siporch.vault`)."""
-    return vault.default_password_file(_inventory_dir(Path(inventory)))
-
-
 def load_model(
     inventory: Inventory,
     vault_password_file: Path | None = None,
