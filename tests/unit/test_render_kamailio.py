@@ -1,12 +1,11 @@
-"""The Kamailio edge renderer: golden files, determinism, a kamailio.cfg that does not
-depend on the trunk count, and the data tables' semantics against the model's own."""
+"""The Kamailio edge renderer: determinism, a kamailio.cfg that does not
+depend on the trunk count, and the data tables' semantics against the model's own (golden
+files: test_golden.py)."""
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import functools
-import os
 import re
 import sys
 from pathlib import Path
@@ -59,39 +58,6 @@ def variant(**changes: Any) -> Model:
             t["credentials"]["password"] = "p"
     data.update(changes)
     return Model.model_validate(data)
-
-
-# ------------------------------------------------------------------------- golden files
-
-
-@pytest.mark.parametrize("host", EDGES)
-def test_golden(host: str) -> None:
-    files = render(example(), host)
-    root = GOLDEN / host
-    if os.environ.get("SIPORCH_UPDATE_GOLDEN") == "1":
-        for old in sorted(root.rglob("*"), reverse=True):
-            if old.is_file():
-                old.unlink()
-        for rel, text in files.items():
-            path = root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-    on_disk = {str(p.relative_to(root)): p.read_text() for p in root.rglob("*") if p.is_file()}
-    assert sorted(on_disk) == sorted(files), "rendered file list differs from the golden one"
-    diffs = []
-    for rel, text in files.items():
-        if text != on_disk[rel]:
-            diffs.append(
-                "".join(
-                    difflib.unified_diff(
-                        on_disk[rel].splitlines(keepends=True),
-                        text.splitlines(keepends=True),
-                        f"golden/{host}/{rel}",
-                        f"rendered/{host}/{rel}",
-                    )
-                )
-            )
-    assert not diffs, "\n".join(diffs) + "\n(SIPORCH_UPDATE_GOLDEN=1 rewrites the golden files)"
 
 
 @pytest.mark.parametrize("host", EDGES)
