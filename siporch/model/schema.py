@@ -451,6 +451,13 @@ class TrunkSecurity(Strict):
     )
 
 
+Codec = Literal["pcmu", "pcma", "g722", "g729", "opus", "gsm"]
+
+
+def _default_codecs() -> list[Codec]:
+    return ["pcmu", "pcma"]
+
+
 class Trunk(Strict):
     """A SIP trunk: to an ITSP (`itsp`) or a direct SIP connection to an internal PBX or
     PSTN gateway (`direct`)."""
@@ -475,8 +482,8 @@ class Trunk(Strict):
     auth: Annotated[IpAuth | RegisterAuth, Field(discriminator="type")] = Field(
         default_factory=lambda: IpAuth(type="ip")
     )
-    codecs: list[Literal["pcmu", "pcma", "g722", "g729", "opus", "gsm"]] = Field(
-        default_factory=lambda: ["pcmu", "pcma"], min_length=1, description="in order of preference"
+    codecs: list[Codec] = Field(
+        default_factory=_default_codecs, min_length=1, description="in order of preference"
     )
     dtmf: Literal["rfc4733", "inband", "info", "auto"] = Field(
         default="rfc4733", description="how DTMF digits are sent"

@@ -33,9 +33,7 @@ def example() -> Model:
 def _cases() -> list[tuple[str, str]]:
     hosts = example().hosts
     return [
-        (renderer, host)
-        for host in sorted(hosts)
-        for renderer in ROLE_RENDERERS[hosts[host].role]
+        (renderer, host) for host in sorted(hosts) for renderer in ROLE_RENDERERS[hosts[host].role]
     ]
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.genmodel import generate
 from siporch.model import load_model
 from siporch.model.schema import DidRange, Model, Route
 from siporch.render import kamailio
@@ -32,8 +32,6 @@ EXAMPLE = REPO / "inventory" / "example"
 GOLDEN = REPO / "tests" / "golden" / "kamailio"
 EDGES = ("edge-central", "edge-branch")
 
-sys.path.insert(0, str(REPO))
-from bench.genmodel import generate  # noqa: E402
 
 
 @functools.cache
