@@ -636,6 +636,11 @@ FailoverOn = Annotated[
 ]
 
 
+#: When a route goes on to its next trunk unless it says otherwise; also what the edge uses
+#: for a call with no route (a DID served by a trunk, a call another edge relays).
+DEFAULT_FAILOVER_ON = ("5xx", "timeout", "unreachable", "capacity")
+
+
 class Route(Strict):
     """An outbound route: numbers (after normalization) -> trunks."""
 
@@ -648,9 +653,7 @@ class Route(Strict):
         default="failover", description="trunks in order, or spread by weight"
     )
     weights: dict[Name, int] = Field(default_factory=dict, description="for `weighted`")
-    failover_on: list[FailoverOn] = Field(
-        default_factory=lambda: ["5xx", "timeout", "unreachable", "capacity"]
-    )
+    failover_on: list[FailoverOn] = Field(default_factory=lambda: list(DEFAULT_FAILOVER_ON))
     failover_timeout: int = Field(
         default=10, ge=1, le=120, description="seconds without an answer before the next peer"
     )

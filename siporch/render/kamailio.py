@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from siporch.errors import SiporchError
 from siporch.model.numbering import trunk_ids
 from siporch.model.schema import (
+    DEFAULT_FAILOVER_ON,
     Host,
     Model,
     NumberRule,
@@ -74,11 +75,16 @@ DP_TRUNK_CALLING_BASE = 3_000_000  #: + trunk id: calling-number translation tow
 #: above this one is a host's or a site's.
 MAX_TRUNK_ID = 999_999
 
+def _failover_list(conditions: Iterable[str]) -> str:
+    """Failover conditions as kamailio.cfg tests them: ``in_list(x, fo, ",")``."""
+    return "," + ",".join(conditions) + ","
+
+
 #: The ``#!define``s host.cfg gives kamailio.cfg (name -> number). A name ending in ``_S`` is
 #: the number as a quoted string, for function arguments: Kamailio's preprocessor replaces
 #: names, never text inside quotes. kamailio.cfg uses every one of them and no number of
 #: its own (tests/unit/test_render_kamailio.py).
-CFG_DEFINES: dict[str, int] = {
+CFG_DEFINES: dict[str, int | str] = {
     "GROUP_LOCAL_PBX": GROUP_LOCAL_PBX,
     "GROUP_EDGE": GROUP_EDGE,
     "GROUP_OTHER_PBX": GROUP_OTHER_PBX,
@@ -91,13 +97,17 @@ CFG_DEFINES: dict[str, int] = {
     "DP_TRUNK_OUT_BASE": DP_TRUNK_OUT_BASE,
     "DP_TRUNK_CALLING_BASE": DP_TRUNK_CALLING_BASE,
     "MAX_TRUNK_ID": MAX_TRUNK_ID,
+    # the failover conditions of a call without a route ($avp(fo), as routes' ``fo`` keys)
+    "FAILOVER_DEFAULT": _failover_list(DEFAULT_FAILOVER_ON),
 }
 
 
 def cfg_defines() -> list[str]:
-    """The ``#!define`` lines of :data:`CFG_DEFINES`."""
+    """The ``#!define`` lines of :data:`CFG_DEFINES` (text and ``_S`` names quoted)."""
     return [
-        f'#!define {name} "{value}"' if name.endswith("_S") else f"#!define {name} {value}"
+        f'#!define {name} "{value}"'
+        if isinstance(value, str) or name.endswith("_S")
+        else f"#!define {name} {value}"
         for name, value in CFG_DEFINES.items()
     ]
 
@@ -750,7 +760,7 @@ class _EdgeData:
             items += [
                 (f"{i}.name", r.name),
                 (f"{i}.n", len(r.trunks)),
-                (f"{i}.fo", "," + ",".join(r.failover_on) + ","),
+                (f"{i}.fo", _failover_list(r.failover_on)),
                 (f"{i}.fr", r.failover_timeout * 1000),
             ]
             wsum = 0
