@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from siporch.core import diff_trees, states, unified_diff
-from siporch.model.numbering import assign_ids, renumbered
+from siporch.core import assign_ids, diff_trees, renumbered, states, unified_diff
 
 #: Order in which reloads run; a restart of a daemon makes its runtime reloads redundant.
 ACTION_ORDER = [
