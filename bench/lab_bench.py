@@ -97,10 +97,10 @@ def start_daemons(paths: LabPaths) -> None:
     """Install the release rendered from inventory/lab and start Asterisk, Kamailio and
     rtpengine as the model tests do."""
     from siporch.model import load_model
-    from siporch.model.loader import find_vault_password_file
     from siporch.render import render_release
+    from siporch.vault import find_password_file
 
-    model = load_model(LAB_INV, find_vault_password_file(LAB_INV)).model
+    model = load_model(LAB_INV, find_password_file(LAB_INV)).model
     for host, files in render_release(model).items():
         base = paths.host_root(host) / "etc/siporch"
         rel = base / "releases" / "bench"

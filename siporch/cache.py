@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from siporch import __version__
+from siporch import __version__, vault
 
 #: Environment variable: ``0`` (or ``off``, ``no``, ``false``) turns the cache off.
 CACHE_ENV = "SIPORCH_CACHE"
@@ -124,8 +124,7 @@ def _inventory_files(sources: Sequence[Path], skip: Path | None) -> list[Path]:
                     continue
                 dirnames.sort()
                 files.update(here / f for f in filenames)
-        files.add(top / ".vault-pass")
-        files.add(top.parent / ".vault-pass")
+        files.update(vault.default_candidates(top))
     return sorted(files)
 
 
@@ -382,7 +381,7 @@ def load_model(
     if not enabled() or not sources or not all(s.exists() for s in sources):
         return loader.load_model(inventory, vault_password_file, groups=groups)
     state = state_dir(sources[0])
-    password = vault_password_file or loader.find_vault_password_file(sources[0])
+    password = vault.find_password_file(sources[0], vault_password_file)
     key = model_key(sources, password, groups, state)
     if key is None:
         return loader.load_model(inventory, vault_password_file, groups=groups)

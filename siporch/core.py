@@ -717,3 +717,30 @@ def rollback_target(history: str, current: str, available: Iterable[str]) -> str
         return older[-1] if older else ""
     older = [r for r in on_host if r < current]
     return older[-1] if older else ""
+
+
+# ----------------------------------------------------------------------------- trunk ids
+
+
+def assign_ids(explicit: Mapping[str, int | None]) -> dict[str, int]:
+    """Trunk name -> id, in the order of ``explicit`` (name -> its own ``id`` or None): an
+    own id wins; the others count from 1 in name order, skipping the ids taken. The one
+    numbering of the renderers (`siporch.model.numbering.trunk_ids`) and of the plan."""
+    used = {i for i in explicit.values() if i is not None}
+    out: dict[str, int] = {}
+    n = 1
+    for name in sorted(explicit):
+        given = explicit[name]
+        if given is not None:
+            out[name] = given
+            continue
+        while n in used:
+            n += 1
+        out[name] = n
+        used.add(n)
+    return {name: out[name] for name in explicit}
+
+
+def renumbered(old: Mapping[str, int], new: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    """The trunks of both that change id: name -> (old id, new id)."""
+    return {name: (old[name], new[name]) for name in new if name in old and old[name] != new[name]}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from siporch.errors import SiporchError
 from siporch.model.schema import Model, NumberRule
@@ -120,3 +120,43 @@ def inbound(model: Model, received: str, trunk_name: str) -> RouteTrace:
             }
             break
     return trace
+
+
+class DigitBlock(NamedTuple):
+    """Every digit string of ``prefix``, then one digit in ``first``..``last``, then ``free``
+    digits of any value. A block of one string is ``(string, "", "", 0)``."""
+
+    prefix: str
+    first: str
+    last: str
+    free: int
+
+
+def digit_blocks(lo: str, hi: str) -> list[DigitBlock]:
+    """The digit strings ``lo``..``hi`` (same length, ``lo <= hi``) as the fewest blocks,
+    in order: a greedy split. The Kamailio edge writes them as htable prefixes, the PBX as
+    extension patterns."""
+    if lo == hi:
+        return [DigitBlock(lo, "", "", 0)]
+    i = 0
+    while lo[i] == hi[i]:
+        i += 1
+    prefix, a, b = lo[:i], lo[i], hi[i]
+    rest_lo, rest_hi = lo[i + 1 :], hi[i + 1 :]
+    n = len(rest_lo)
+    first, last = a, b
+    out: list[DigitBlock] = []
+    if rest_lo != "0" * n:
+        out += [
+            blk._replace(prefix=prefix + a + blk.prefix) for blk in digit_blocks(rest_lo, "9" * n)
+        ]
+        first = chr(ord(a) + 1)
+    tail: list[DigitBlock] = []
+    if rest_hi != "9" * n:
+        tail = [
+            blk._replace(prefix=prefix + b + blk.prefix) for blk in digit_blocks("0" * n, rest_hi)
+        ]
+        last = chr(ord(b) - 1)
+    if first <= last:
+        out.append(DigitBlock(prefix, first, last, n))
+    return out + tail

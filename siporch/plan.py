@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from siporch.core import diff_trees, states, unified_diff
+from siporch.core import assign_ids, diff_trees, renumbered, states, unified_diff
 
 #: Order in which reloads run; a restart of a daemon makes its runtime reloads redundant.
 ACTION_ORDER = [
@@ -107,7 +107,26 @@ def semantic_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
             _leaf_diff("model", key, old.get(key), new.get(key), out)
     if old and _topoh(old) != _topoh(new):
         out.append(TOPOH_WARNING)
+    if old:
+        out.extend(_renumbering(old, new))
     return out
+
+
+def _trunk_ids(model: dict[str, Any]) -> dict[str, int]:
+    trunks = model.get("trunks") or {}
+    return assign_ids({name: (t or {}).get("id") for name, t in trunks.items()})
+
+
+def _renumbering(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """A warning per trunk whose implied id changes (a trunk without ``id`` is numbered
+    in name order: adding or removing one can renumber the ones after it)."""
+    moves = renumbered(_trunk_ids(old), _trunk_ids(new))
+    return [
+        f"warning: trunk {name}: id {a} -> {b} (its dispatcher set, permissions group, "
+        "dialplan ids, htable keys and dialog profile change; calls up on it lose their "
+        f"channel count): give it `id: {a}` in the model to keep it"
+        for name, (a, b) in moves.items()
+    ]
 
 
 #: Topology hiding encodes the edge's Record-Route and Contact of every call with a key

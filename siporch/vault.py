@@ -31,22 +31,36 @@ class VaultError(SiporchError):
         self.reason = reason
 
 
+def default_candidates(inventory: Path) -> tuple[Path, Path]:
+    """Where a vault password file is looked for by default, in order:
+    ``<inventory>/.vault-pass``, ``<inventory>/../.vault-pass``."""
+    return inventory / DEFAULT_NAME, inventory.parent / DEFAULT_NAME
+
+
 def default_password_file(inventory: Path) -> Path | None:
-    """``<inventory>/.vault-pass`` or ``<inventory>/../.vault-pass``, if one exists."""
-    for candidate in (inventory / DEFAULT_NAME, inventory.parent / DEFAULT_NAME):
+    """The first of :func:`default_candidates` that exists."""
+    for candidate in default_candidates(inventory):
         if candidate.exists() or candidate.is_symlink():
             return candidate
     return None
 
 
+def find_password_file(inventory: Path | None, given: Path | None = None) -> Path | None:
+    """The vault password file to use, unchecked, or None when there is none: ``given``,
+    else ``$ANSIBLE_VAULT_PASSWORD_FILE``, else :func:`default_password_file` of the
+    inventory directory (or of the directory of an inventory file)."""
+    if given is not None:
+        return given
+    if os.environ.get(ENV):
+        return Path(os.environ[ENV])
+    if inventory is None:
+        return None
+    return default_password_file(inventory if inventory.is_dir() else inventory.parent)
+
+
 def password_file(inventory: Path | None, given: Path | None = None) -> Path | None:
-    """The vault password file to use (checked: it exists and can give a password), or None
-    when there is none."""
-    if given is None and os.environ.get(ENV):
-        given = Path(os.environ[ENV])
-    path = given if given is not None else (
-        default_password_file(inventory) if inventory is not None else None
-    )
+    """:func:`find_password_file`, checked: it exists and can give a password."""
+    path = find_password_file(inventory, given)
     if path is not None:
         check_password_file(path)
     return path

@@ -7,10 +7,10 @@ file and line. Pure functions over a validated Model.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from siporch.model.schema import Model
+from siporch.model.schema import Did, Model, Route
 
 Finding = tuple[tuple[Any, ...], str, str]
 
@@ -124,7 +124,11 @@ def _refs(m: Model) -> Iterator[Finding]:
 
 
 def _names(m: Model) -> Iterator[Finding]:
-    for section, items in (("inbound", m.inbound), ("routes", m.routes)):
+    sections: tuple[tuple[str, Sequence[Did | Route]], ...] = (
+        ("inbound", m.inbound),
+        ("routes", m.routes),
+    )
+    for section, items in sections:
         seen: dict[str, int] = {}
         for i, item in enumerate(items):
             if item.name in seen:

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
@@ -349,7 +349,7 @@ def _fast_loader_class() -> type:
 
     trusted = TrustedAsTemplate()
 
-    class FastYaml(yaml.CSafeLoader):  # type: ignore[misc,name-defined]
+    class FastYaml(yaml.CSafeLoader):
         path: str
         duplicates: list[tuple[str, int, str]]
 
@@ -649,7 +649,8 @@ class _TextLines:
         ident = (id(lines), start, col)
         if ident in self._index:
             return self._index[ident]
-        out: dict[str, int] | None = {}
+        keys: dict[str, int] = {}
+        out: dict[str, int] | None = keys
         for i in range(start, end):
             line = lines[i]
             if not self._content(line):
@@ -662,10 +663,10 @@ class _TextLines:
             if i != start and line[col : col + 2].strip() == "-":
                 continue  # an item of the previous key's list, written at the key's column
             m = _KEY_LINE.match(line, col)
-            if m is None or m.group(1).lower() in _NOT_STR or m.group(1) in out:
+            if m is None or m.group(1).lower() in _NOT_STR or m.group(1) in keys:
                 out = None
                 break
-            out[m.group(1)] = i
+            keys[m.group(1)] = i
         self._index[ident] = out
         return out
 
@@ -778,11 +779,6 @@ class _Locator:
         if placed and self._text is not None:
             self._text.located.add(id(out))
         return out
-
-
-def find_vault_password_file(inventory: Path) -> Path | None:
-    """``<inventory>/.vault-pass`` or its parent's (see :mod:`siporch.vault`)."""
-    return vault.default_password_file(_inventory_dir(Path(inventory)))
 
 
 def load_model(
@@ -1234,7 +1230,8 @@ def _validate(
     try:
         model = Model.model_validate(data)
     except ValidationError as exc:
-        for loc, msg in describe_errors(exc.errors(include_url=False), data):
+        details = cast(list[dict[str, Any]], exc.errors(include_url=False))  # dicts at run time
+        for loc, msg in describe_errors(details, data):
             if any(loc[: len(r)] == r for r, _ in refused):  # reported above
                 continue
             if format_path(loc) in templated:  # its template failed: reported above

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from siporch.errors import SiporchError
 from siporch.model.schema import Host, Model, Trunk
+from siporch.numbers import digit_blocks
 from siporch.render.env import render_template
 
 #: Where the current release's Asterisk files are (the site's include lines point here).
@@ -97,37 +98,6 @@ def _digit_class(lo: str, hi: str) -> str:
     return f"[{lo}-{hi}]"
 
 
-def _range_digits(lo: str, hi: str) -> list[str]:
-    """Patterns (without the leading ``_``) that cover exactly the digit strings lo..hi.
-
-    Both are digit strings of the same length with lo <= hi. Each result is a fixed prefix,
-    at most one digit class, then ``X`` for every remaining position: the blocks of a
-    greedy split, which is the least number of such blocks.
-    """
-    if lo == hi:
-        return [lo]
-    i = 0
-    while lo[i] == hi[i]:
-        i += 1
-    prefix, a, b = lo[:i], lo[i], hi[i]
-    rest_lo, rest_hi = lo[i + 1 :], hi[i + 1 :]
-    n = len(rest_lo)
-    low_full = rest_lo == "0" * n
-    high_full = rest_hi == "9" * n
-    out: list[str] = []
-    first, last = a, b
-    if not low_full:
-        out += [prefix + a + p for p in _range_digits(rest_lo, "9" * n)]
-        first = chr(ord(a) + 1)
-    tail: list[str] = []
-    if not high_full:
-        tail = [prefix + b + p for p in _range_digits("0" * n, rest_hi)]
-        last = chr(ord(b) - 1)
-    if first <= last:
-        out.append(prefix + _digit_class(first, last) + "X" * n)
-    return out + tail
-
-
 def did_range_patterns(start: str, end: str) -> list[str]:
     """Asterisk extension patterns matching exactly the numbers start..end (both included).
 
@@ -145,9 +115,13 @@ def did_range_patterns(start: str, end: str) -> list[str]:
     if lo > hi:
         raise AsteriskRenderError(f"DID range {start}..{end}: start is after end")
     out = []
-    for p in _range_digits(lo, hi):
-        literal = all(c.isdigit() for c in p)
-        out.append(head + p if literal else "_" + head + p)
+    for blk in digit_blocks(lo, hi):
+        if not blk.first:
+            out.append(head + blk.prefix)
+        else:
+            pattern = blk.prefix + _digit_class(blk.first, blk.last) + "X" * blk.free
+            literal = pattern.isdigit()
+            out.append(head + pattern if literal else "_" + head + pattern)
     return out
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from siporch.errors import SiporchError
 from siporch.model.numbering import trunk_ids
 from siporch.model.schema import (
+    DEFAULT_FAILOVER_ON,
     Host,
     Model,
     NumberRule,
@@ -27,6 +28,7 @@ from siporch.model.schema import (
     Route,
     Trunk,
 )
+from siporch.numbers import digit_blocks
 from siporch.records import RECORDS_DB, RECORDS_DIR, SCHEMA
 from siporch.render import shared_text
 from siporch.render.env import environment
@@ -54,7 +56,8 @@ RELOADS: list[tuple[str, str]] = [
     ("kamailio/db/version", "none"),
 ]
 
-# Numbering shared with kamailio.cfg: keep both in step.
+# Numbering shared with kamailio.cfg. kamailio.cfg holds none of these numbers, only the
+# names CFG_DEFINES gives them in host.cfg.
 GROUP_LOCAL_PBX = 1_000_001  #: permissions group of this site's PBX hosts
 GROUP_EDGE = 1_000_002  #: permissions group of the other edge hosts
 GROUP_OTHER_PBX = 1_000_003  #: PBX hosts of other sites (in-dialog requests only)
@@ -68,7 +71,46 @@ DP_DID_PATTERNS = 3
 DP_TRUNK_IN_BASE = 1_000_000
 DP_TRUNK_OUT_BASE = 2_000_000
 DP_TRUNK_CALLING_BASE = 3_000_000  #: + trunk id: calling-number translation toward the trunk
-MAX_TRUNK_ID = 999_999  #: below the dispatcher sets and groups of hosts (1,000,000+)
+#: A trunk's id is also its permissions group and its dispatcher set: every group and set
+#: above this one is a host's or a site's.
+MAX_TRUNK_ID = 999_999
+
+def _failover_list(conditions: Iterable[str]) -> str:
+    """Failover conditions as kamailio.cfg tests them: ``in_list(x, fo, ",")``."""
+    return "," + ",".join(conditions) + ","
+
+
+#: The ``#!define``s host.cfg gives kamailio.cfg (name -> number). A name ending in ``_S`` is
+#: the number as a quoted string, for function arguments: Kamailio's preprocessor replaces
+#: names, never text inside quotes. kamailio.cfg uses every one of them and no number of
+#: its own (tests/unit/test_render_kamailio.py).
+CFG_DEFINES: dict[str, int | str] = {
+    "GROUP_LOCAL_PBX": GROUP_LOCAL_PBX,
+    "GROUP_EDGE": GROUP_EDGE,
+    "GROUP_OTHER_PBX": GROUP_OTHER_PBX,
+    "GROUP_MANAGEMENT_S": GROUP_MANAGEMENT,
+    "RPC_HTTP_PORT": RPC_HTTP_PORT,
+    "DP_NORMALIZE_S": DP_NORMALIZE,
+    "DP_ROUTES_S": DP_ROUTES,
+    "DP_DID_PATTERNS_S": DP_DID_PATTERNS,
+    "DP_TRUNK_IN_BASE": DP_TRUNK_IN_BASE,
+    "DP_TRUNK_OUT_BASE": DP_TRUNK_OUT_BASE,
+    "DP_TRUNK_CALLING_BASE": DP_TRUNK_CALLING_BASE,
+    "MAX_TRUNK_ID": MAX_TRUNK_ID,
+    # the failover conditions of a call without a route ($avp(fo), as routes' ``fo`` keys)
+    "FAILOVER_DEFAULT": _failover_list(DEFAULT_FAILOVER_ON),
+}
+
+
+def cfg_defines() -> list[str]:
+    """The ``#!define`` lines of :data:`CFG_DEFINES` (text and ``_S`` names quoted)."""
+    return [
+        f'#!define {name} "{value}"'
+        if isinstance(value, str) or name.endswith("_S")
+        else f"#!define {name} {value}"
+        for name, value in CFG_DEFINES.items()
+    ]
+
 
 TABLE_VERSIONS = {
     "address": 6,
@@ -237,19 +279,6 @@ def _hostport(address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int)
     return f"{a}:{port}"
 
 
-def _sources(trunk: Trunk) -> list[tuple[str, int]]:
-    """(address, prefix length) of the trunk's sources, as ``Trunk.sources()`` gives them."""
-    if trunk.security.allowed_sources:
-        return [(_ip(n.network_address), n.prefixlen) for n in trunk.security.allowed_sources]
-    seen: dict[tuple[str, int], None] = {}
-    for p in trunk.peers:
-        if not isinstance(p.address, str):
-            seen.setdefault((_ip(p.address), p.address.max_prefixlen), None)
-    for n in trunk.inbound_addresses:
-        seen.setdefault((_ip(n.network_address), n.prefixlen), None)
-    return list(seen)
-
-
 def _peer_uri(p: Peer) -> str:
     """The dispatcher destination of a peer. A host name stays a name, resolved by
     Kamailio at call time: without a port as RFC 3263 says (no transport parameter for
@@ -356,7 +385,7 @@ def _host_context(
         "topoh_key": key,
         "tls": _has_tls(h),
         "tls_config": f"{root}/kamailio/tls.cfg",
-        "rpc_port": RPC_HTTP_PORT,
+        "defines": cfg_defines(),
         "rpc_listen": _hostport(h.address, RPC_HTTP_PORT),
         "children": h.kamailio.children,
         "listens": listens,
@@ -447,30 +476,11 @@ def range_prefixes(start: str, end: str) -> list[str]:
     if len(start) != len(end) or not (start.isdigit() and end.isdigit()) or start > end:
         raise KamailioRenderError(f"bad number range {start}..{end}")
     out: list[str] = []
-
-    def cover(lo: str, hi: str, prefix: str) -> None:
-        common = 0
-        while common < len(lo) and lo[common] == hi[common]:
-            common += 1
-        if common:
-            prefix, lo, hi = prefix + lo[:common], lo[common:], hi[common:]
-        if not lo:
-            out.append(prefix)
-            return
-        if lo == "0" * len(lo) and hi == "9" * len(hi):
-            out.append(prefix)
-            return
-        a, b = int(lo[0]), int(hi[0])
-        if a == b:
-            cover(lo[1:], hi[1:], prefix + lo[0])
-            return
-        n = len(lo) - 1
-        cover(lo[1:], "9" * n, prefix + lo[0])
-        for d in range(a + 1, b):
-            out.append(prefix + str(d))
-        cover("0" * n, hi[1:], prefix + hi[0])
-
-    cover(start, end, "")
+    for blk in digit_blocks(start, end):
+        if not blk.first or (blk.first, blk.last) == ("0", "9"):
+            out.append(blk.prefix)  # the key's length stands for the digits that follow
+        else:
+            out.extend(blk.prefix + str(d) for d in range(int(blk.first), int(blk.last) + 1))
     return out
 
 
@@ -568,8 +578,8 @@ class _EdgeData:
         rows: list[Row] = []
         for name in self.local:
             tid = self.ids[name]
-            for address, prefix in _sources(self.model.trunks[name]):
-                rows.append((tid, address, prefix, 0, name))
+            for net in self.model.trunks[name].source_networks:
+                rows.append((tid, _ip(net.network_address), net.prefixlen, 0, name))
         for name, h in self.model.hosts.items():
             if name == self.host:
                 continue
@@ -750,7 +760,7 @@ class _EdgeData:
             items += [
                 (f"{i}.name", r.name),
                 (f"{i}.n", len(r.trunks)),
-                (f"{i}.fo", "," + ",".join(r.failover_on) + ","),
+                (f"{i}.fo", _failover_list(r.failover_on)),
                 (f"{i}.fr", r.failover_timeout * 1000),
             ]
             wsum = 0

@@ -17,8 +17,8 @@ from panoramisk import Manager
 
 from siporch.lab import hosts as hostfs
 from siporch.model import load_model
-from siporch.model.loader import find_vault_password_file
 from siporch.render import render_release
+from siporch.vault import find_password_file
 
 pytestmark = pytest.mark.lab
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,7 +45,7 @@ def release(lab) -> Iterator[dict[str, object]]:  # type: ignore[no-untyped-def]
             "(tests/lab/test_deploy.py, tests/infra) start them from the rendered release; "
             "this module starts them by hand on no-init hosts (siporch lab up --init none)"
         )
-    loaded = load_model(lab.inventory, find_vault_password_file(lab.inventory))
+    loaded = load_model(lab.inventory, find_password_file(lab.inventory))
     rendered = render_release(loaded.model)
     previous: dict[str, str | None] = {}
     for host, files in rendered.items():

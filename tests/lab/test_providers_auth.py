@@ -26,7 +26,6 @@ import hashlib
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,12 +33,11 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "unit"))
-import test_kamailio_check as kc  # noqa: E402
+from siporch.model.numbering import trunk_ids
+from siporch.model.schema import Model
+from tests.lab import edgekit as kc
 
-from siporch.model.numbering import trunk_ids  # noqa: E402
-from siporch.model.schema import Model  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.lab
 

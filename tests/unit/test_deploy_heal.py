@@ -91,3 +91,33 @@ def test_restoring_reloads_only_what_the_files_need() -> None:
     assert actions == ["kamailio:restart"]
     changes = f.siporch_heal_changes({"files": ["kamailio/db/dispatcher"], "extra": ["x"]})
     assert changes == {"kamailio/db/dispatcher": "restored", "x": "removed (not in the release)"}
+
+
+def test_failure_reason_of_a_failed_task() -> None:
+    """The reason the deploy and rollback playbooks record for a failed host (one filter
+    for both): the first failed item of a loop; stderr, else stdout, else msg; cut at 600
+    characters; "unreachable: " for a host out of reach."""
+    reason = _filters().siporch_failure_reason
+    assert reason({"msg": " non-zero return code ", "stderr": " boom\n", "stdout": "x"}) == "boom"
+    assert reason({"msg": "m", "stderr": "", "stdout": " out "}) == "out"
+    assert reason({"msg": "only msg"}) == "only msg"
+    assert reason({}) == reason(None) == "failed"
+    loop = {
+        "msg": "One or more items failed",
+        "results": [{"failed": False, "stderr": "ok"}, {"failed": True, "stderr": "second"}],
+    }
+    assert reason(loop) == "second"
+    assert reason({"unreachable": True, "msg": "Failed to connect"}) == (
+        "unreachable: Failed to connect"
+    )
+    long = " ".join(["word"] * 200)
+    cut = reason({"msg": long})
+    assert cut.endswith("...") and len(cut) <= 600 and long.startswith(cut[:-3])
+    assert reason({"msg": "w" * 603}) == "w" * 603  # Jinja's leeway: no cut within 5
+
+
+def test_the_playbooks_record_failures_with_the_filter() -> None:
+    for name in ("deploy-trunk.yml", "rollback-trunk.yml"):
+        text = (REPO / "playbooks" / name).read_text()
+        assert 'reason: "{{ ansible_failed_result | siporch_failure_reason }}"' in text, name
+        assert "selectattr('failed')" not in text, name

@@ -266,13 +266,11 @@ def test_asterisk_manager_credentials(tmp_path: Path) -> None:
 
 
 def test_reload_filters() -> None:
-    import sys
-
-    sys.path.insert(0, str(REPO / "roles" / "siporch_release" / "filter_plugins"))
-    try:
-        plugin = importlib.import_module("siporch_release")
-    finally:
-        sys.path.pop(0)
+    path = REPO / "roles" / "siporch_release" / "filter_plugins" / "siporch_release.py"
+    spec = importlib.util.spec_from_file_location("siporch_release_filters", path)
+    assert spec and spec.loader
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
     filters = plugin.FilterModule().filters()
     old = {
         "files": {

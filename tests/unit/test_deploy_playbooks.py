@@ -142,3 +142,75 @@ def test_an_unreachable_host_runs_its_rescue_and_the_playbook_goes_on(tmp_path: 
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "PLAY [Roll back]" not in out  # what siporch_linear is for
+
+
+ROLES = ("asterisk_pbx", "kamailio_edge", "rtpengine_media", "siporch_release")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_argument_specs_are_written_once_per_role(role: str) -> None:
+    """Every entry point of a role takes the same variables: they are written once (the
+    YAML anchor ``&options``) and every other entry point refers to them."""
+    path = REPO / "roles" / role / "meta" / "argument_specs.yml"
+    text = path.read_text()
+    specs = yaml.safe_load(text)["argument_specs"]
+    assert text.count("options: &options") == 1
+    assert text.count("options: *options") == len(specs) - 1
+    options = specs["main"]["options"]
+    assert all(spec["options"] == options for spec in specs.values())
+    assert all(o.get("description") for o in options.values()), path
+    tasks = {p.stem for p in (REPO / "roles" / role / "tasks").glob("*.yml")}
+    assert set(specs) <= tasks, "an entry point without its tasks file"
+
+
+@pytest.mark.parametrize(
+    ("role", "entry", "variable"),
+    [
+        ("siporch_release", "discover", "siporch_release_keep"),
+        ("kamailio_edge", "health", "kamailio_edge_install_packages"),
+    ],
+)
+def test_an_entry_point_validates_the_shared_options(
+    role: str, entry: str, variable: str, tmp_path: Path
+) -> None:
+    """Ansible resolves the alias: an entry point other than main refuses a wrong type."""
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "hosts": "localhost",
+                    "gather_facts": False,
+                    "connection": "local",
+                    "tasks": [
+                        {
+                            "name": "Include with a wrong argument",
+                            "ansible.builtin.include_role": {"name": role, "tasks_from": entry},
+                            "vars": {variable: [1, 2]},
+                        }
+                    ],
+                }
+            ]
+        )
+    )
+    proc = subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", str(playbook)],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert f"Validating arguments against arg spec '{entry}'" in out, out
+    assert "Validation of arguments failed" in out and variable in out, out
+
+
+def test_every_handler_is_notified() -> None:
+    notified: set[tuple[str, str]] = set()
+    for role in ROLES:
+        for path in (REPO / "roles" / role / "tasks").glob("*.yml"):
+            for line in path.read_text().splitlines():
+                if line.strip().startswith("notify:"):
+                    notified.add((role, line.split(":", 1)[1].strip()))
+    for role in ROLES:
+        path = REPO / "roles" / role / "handlers" / "main.yml"
+        for handler in yaml.safe_load(path.read_text()) if path.exists() else []:
+            assert (role, handler["name"]) in notified, f"{path}: {handler['name']} is never notified"

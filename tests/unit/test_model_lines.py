@@ -6,7 +6,6 @@ reader's, byte for byte."""
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
+from bench.genmodel import write_inventory
 from siporch.errors import ModelError
 from siporch.model import load_model, loader
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "inventory" / "example"
-sys.path.insert(0, str(REPO))
-from bench.genmodel import write_inventory  # noqa: E402
 
 MODEL = Path("group_vars") / "all" / "siporch.yml"
 

@@ -141,3 +141,26 @@ def test_bad_inventory_exits_2_without_traceback(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "inventory directory does not exist" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_trunk_that_would_change_id_is_warned_about() -> None:
+    """Trunks without ``id`` count in name order: adding one before others renumbers them
+    (dispatcher sets, groups, dialplan ids, htable keys, dialog profiles), and the plan
+    says so; a trunk with its own id keeps it."""
+    old = _model()
+    new = copy.deepcopy(old)
+    first = sorted(new["trunks"])[0]
+    new["trunks"]["aaa-new"] = copy.deepcopy(new["trunks"][first])
+    lines = semantic_diff(old, new)
+    assert "trunk aaa-new added" in lines
+    warnings = [line for line in lines if line.startswith("warning: trunk ")]
+    implicit = sorted(n for n, t in old["trunks"].items() if t.get("id") is None)
+    assert implicit and len(warnings) == len(implicit)
+    assert warnings[0].startswith(f"warning: trunk {implicit[0]}: id 1 -> 2 ")
+    assert warnings[0].endswith("give it `id: 1` in the model to keep it")
+    pinned = copy.deepcopy(new)
+    for i, name in enumerate(implicit, 1):
+        pinned["trunks"][name]["id"] = i
+    pinned["trunks"]["aaa-new"]["id"] = None
+    assert not [x for x in semantic_diff(old, pinned) if x.startswith("warning: trunk ")]
+    assert not [x for x in semantic_diff(old, copy.deepcopy(old)) if x.startswith("warning")]

@@ -1,6 +1,6 @@
 """Call records: parsing, filters, summary and `siporch calls` over a records database.
 
-The rows are as the edge writes them (columns of tests/unit/test_kamailio_records.py's
+The rows are as the edge writes them (columns of tests/lab/test_kamailio_records.py's
 real Kamailio runs); the database is built with the schema the edges use.
 """
 

@@ -1,14 +1,12 @@
-"""The Kamailio edge renderer: golden files, determinism, a kamailio.cfg that does not
-depend on the trunk count, and the data tables' semantics against the model's own."""
+"""The Kamailio edge renderer: determinism, a kamailio.cfg that does not
+depend on the trunk count, and the data tables' semantics against the model's own (golden
+files: test_golden.py)."""
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import functools
-import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.genmodel import generate
 from siporch.model import load_model
 from siporch.model.schema import DidRange, Model, Route
 from siporch.render import kamailio
@@ -33,8 +32,6 @@ EXAMPLE = REPO / "inventory" / "example"
 GOLDEN = REPO / "tests" / "golden" / "kamailio"
 EDGES = ("edge-central", "edge-branch")
 
-sys.path.insert(0, str(REPO))
-from bench.genmodel import generate  # noqa: E402
 
 
 @functools.cache
@@ -59,39 +56,6 @@ def variant(**changes: Any) -> Model:
             t["credentials"]["password"] = "p"
     data.update(changes)
     return Model.model_validate(data)
-
-
-# ------------------------------------------------------------------------- golden files
-
-
-@pytest.mark.parametrize("host", EDGES)
-def test_golden(host: str) -> None:
-    files = render(example(), host)
-    root = GOLDEN / host
-    if os.environ.get("SIPORCH_UPDATE_GOLDEN") == "1":
-        for old in sorted(root.rglob("*"), reverse=True):
-            if old.is_file():
-                old.unlink()
-        for rel, text in files.items():
-            path = root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-    on_disk = {str(p.relative_to(root)): p.read_text() for p in root.rglob("*") if p.is_file()}
-    assert sorted(on_disk) == sorted(files), "rendered file list differs from the golden one"
-    diffs = []
-    for rel, text in files.items():
-        if text != on_disk[rel]:
-            diffs.append(
-                "".join(
-                    difflib.unified_diff(
-                        on_disk[rel].splitlines(keepends=True),
-                        text.splitlines(keepends=True),
-                        f"golden/{host}/{rel}",
-                        f"rendered/{host}/{rel}",
-                    )
-                )
-            )
-    assert not diffs, "\n".join(diffs) + "\n(SIPORCH_UPDATE_GOLDEN=1 rewrites the golden files)"
 
 
 @pytest.mark.parametrize("host", EDGES)
@@ -516,7 +480,7 @@ def test_outbound_codec_order_and_dtmf_flags() -> None:
 
 def test_cfg_numbers_agree_with_the_renderer() -> None:
     cfg = render(example(), "edge-central")["kamailio/kamailio.cfg"]
-    assert f"$var(dpid) = {kamailio.DP_TRUNK_CALLING_BASE} + $avp(dtid);" in cfg
+    assert "$var(dpid) = DP_TRUNK_CALLING_BASE + $avp(dtid);" in cfg
     assert "dbtable=credentials;" in cfg
     assert 'modparam("dialog", "track_cseq_updates", 1)' in cfg
     assert "siporch: auth failed trunk=$avp(dname)" in cfg
@@ -571,15 +535,47 @@ def test_probe_values_per_trunk() -> None:
     assert "pr.n" not in keys and not any(k.endswith(".prb") for k in keys)
 
 
-def test_kamailio_cfg_uses_the_renderers_group_numbers() -> None:
-    """kamailio.cfg classifies sources by the permissions groups the renderer writes: the
-    numbers in both must be the same (a renumbering that misses one classifies every PBX
-    host as unknown)."""
-    from siporch.render import kamailio as kr
-
-    cfg = (Path(__file__).resolve().parents[2] / "templates/kamailio/kamailio.cfg").read_text()
-    for name in ("GROUP_LOCAL_PBX", "GROUP_EDGE", "GROUP_OTHER_PBX", "GROUP_MANAGEMENT"):
-        value = getattr(kr, name)
-        assert re.search(rf"(==\s*|\"){value}\b", cfg), (name, value)
-    for wrong in re.findall(r"srcgrp\) == (\d+)", cfg):
-        assert int(wrong) in {kr.GROUP_LOCAL_PBX, kr.GROUP_EDGE, kr.GROUP_OTHER_PBX}, wrong
+def test_kamailio_cfg_takes_the_shared_numbers_from_host_cfg_only() -> None:
+    """The numbers the data tables and kamailio.cfg share are defined once, in Python, and
+    reach kamailio.cfg as host.cfg's ``#!define``s: kamailio.cfg names them and never
+    spells one (a renumbering then cannot miss it), and uses every define it is given."""
+    cfg_path = REPO / "templates/kamailio/kamailio.cfg"
+    cfg = cfg_path.read_text()
+    shared = {
+        name: value
+        for name, value in vars(kamailio).items()
+        if re.fullmatch(r"(GROUP|SET|DP)_[A-Z_]+|MAX_TRUNK_ID|RPC_HTTP_PORT", name)
+        and isinstance(value, int)
+    }
+    numbers = {v for v in kamailio.CFG_DEFINES.values() if isinstance(v, int)}
+    assert numbers <= set(shared.values())
+    for text in (v for v in kamailio.CFG_DEFINES.values() if isinstance(v, str)):
+        assert text not in cfg, f"kamailio.cfg spells {text!r}"
+    # no shared number spelled out, in code or in comments: the large ones anywhere (and the
+    # trunk-id boundary one above MAX_TRUNK_ID), the small dialplan ids as dialplan ids
+    large = {v for v in shared.values() if v > 9} | {kamailio.MAX_TRUNK_ID + 1}
+    for number in sorted(large):
+        spelled = {rf"\b{number}\b", rf"\b{number:_}\b", rf"\b{number:,}\b"}
+        for line_no, line in enumerate(cfg.splitlines(), 1):
+            for pattern in spelled:
+                assert not re.search(pattern, line), f"kamailio.cfg:{line_no}: {number}: {line}"
+    for line_no, line in enumerate(cfg.splitlines(), 1):
+        first = re.search(r"\bdp_(?:match|replace)\(\s*([^,\s]+)", line)
+        assert first is None or first.group(1) in {
+            '"$var(dpid)"', *(n for n in kamailio.CFG_DEFINES if n.startswith("DP_"))
+        }, f"kamailio.cfg:{line_no}: dialplan id {first.group(1) if first else ''}"
+        assert not re.search(r"dialplan \d", line), f"kamailio.cfg:{line_no}: {line}"
+    # every define is used, outside comments
+    code = "\n".join(line.split("#", 1)[0] for line in cfg.splitlines() if not line.startswith("#!"))
+    for name in kamailio.CFG_DEFINES:
+        assert re.search(rf"\b{name}\b", code), f"kamailio.cfg does not use {name}"
+    # ... and host.cfg defines them with the renderer's values, each once
+    host_cfg = render(example(), "edge-central")["kamailio/host.cfg"]
+    defined = re.findall(r"^#!define (\w+) (.*)$", host_cfg, re.MULTILINE)
+    for name, value in kamailio.CFG_DEFINES.items():
+        want = f'"{value}"' if isinstance(value, str) or name.endswith("_S") else str(value)
+        assert [v for n, v in defined if n == name] == [want], name
+    # kamailio.cfg tells a trunk from a host or a site by "id <= MAX_TRUNK_ID"
+    groups = (kamailio.GROUP_LOCAL_PBX, kamailio.GROUP_EDGE, kamailio.GROUP_OTHER_PBX)
+    assert min(*groups, kamailio.GROUP_MANAGEMENT) > kamailio.MAX_TRUNK_ID
+    assert kamailio.MAX_TRUNK_ID < kamailio.SET_HOST_BASE < kamailio.SET_SITE_EDGES_BASE

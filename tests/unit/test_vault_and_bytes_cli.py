@@ -170,3 +170,30 @@ def test_deploy_commands_use_the_same_checks(
     monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE", str(tmp_path / "other"))
     with pytest.raises(VaultError, match="does not exist"):
         password_file(inv)
+
+
+def test_one_vault_password_lookup_for_directories_files_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loader, the model cache and the deploy commands find the same file: given, else
+    $ANSIBLE_VAULT_PASSWORD_FILE, else .vault-pass in the inventory directory (that of an
+    inventory file) or its parent."""
+    from siporch.vault import find_password_file
+
+    monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE", raising=False)
+    inv = tmp_path / "env" / "prod"
+    inv.mkdir(parents=True)
+    (inv / "hosts.yml").write_text("all: {}\n")
+    outer = tmp_path / "env" / ".vault-pass"
+    outer.write_text("outer\n")
+    assert find_password_file(inv) == outer
+    assert find_password_file(inv / "hosts.yml") == outer
+    inner = inv / ".vault-pass"
+    inner.write_text("inner\n")
+    assert find_password_file(inv) == find_password_file(inv / "hosts.yml") == inner
+    assert password_file(inv / "hosts.yml") == inner
+    other = tmp_path / "other-pass"
+    other.write_text("other\n")
+    monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE", str(other))
+    assert find_password_file(inv) == other
+    assert find_password_file(inv, outer) == outer

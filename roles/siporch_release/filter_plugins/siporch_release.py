@@ -82,6 +82,27 @@ def siporch_rollback_target(history: str, current: str, available: list[str]) ->
     return rollback_target(history or "", current or "", available or [])
 
 
+def _truncate(text: str, length: int = 600, end: str = "...", leeway: int = 5) -> str:
+    """Jinja's ``truncate(length)`` (at a word boundary, with Ansible's leeway of 5)."""
+    if len(text) <= length + leeway:
+        return text
+    return text[: length - len(end)].rsplit(" ", 1)[0] + end
+
+
+def siporch_failure_reason(result: dict[str, Any] | None) -> str:
+    """Why a task failed, in one line for the deploy summary, from ``ansible_failed_result``:
+    of a loop, its first failed item; its stderr, else stdout, else msg (at most 600
+    characters); ``unreachable: `` in front when the host could not be reached."""
+    result = result or {}
+    failed = [r for r in result.get("results") or [] if isinstance(r, dict) and r.get("failed")]
+    r = failed[0] if failed else result
+    text = next(
+        (t for t in (str(r.get(k) or "").strip() for k in ("stderr", "stdout", "msg")) if t),
+        "failed",
+    )
+    return ("unreachable: " if result.get("unreachable") else "") + _truncate(text)
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -93,4 +114,5 @@ class FilterModule:
             "siporch_heal_actions": siporch_heal_actions,
             "siporch_heal_changes": siporch_heal_changes,
             "siporch_rollback_target": siporch_rollback_target,
+            "siporch_failure_reason": siporch_failure_reason,
         }

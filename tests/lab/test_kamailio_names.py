@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 
 from siporch.model.schema import Model
-from tests.unit.test_kamailio_check import (
+from tests.lab.edgekit import (
     ROOTFS,
     Edge,
     _need_tools,

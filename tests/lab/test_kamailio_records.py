@@ -1,7 +1,7 @@
 """Call records written by the real edge (Kamailio acc into SQLite), on loopback.
 
-The example edge runs as in test_kamailio_check (Debian 12's Kamailio 5.6 on the host, and
-sid's 6.x from the lab root), with its own addresses (127.0.87.x) so that both modules can
+The example edge runs as in test_kamailio_edge (tests/lab/edgekit.py: Debian 12's
+Kamailio 5.6 on the host, and sid's 6.x from the lab root), with its own addresses (127.0.87.x) so that both modules can
 run at once. SIPp places the calls; the records are read back with the same script
 ``siporch calls`` runs on an edge over SSH.
 
@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from siporch import records
-from tests.unit.test_kamailio_check import (
+from tests.lab.edgekit import (
     SCENARIOS,
     Edge,
     _need_tools,
@@ -39,7 +39,7 @@ from tests.unit.test_kamailio_check import (
     received,
     reject_scenario,
 )
-from tests.unit.test_kamailio_check import (
+from tests.lab.edgekit import (
     sipp_call as _sipp_call,
 )
 
