@@ -191,7 +191,11 @@ class RecordTotals:
             st = self.edges.setdefault(edge, EdgeState(edge, site))
             st.up, st.error = False, error
 
-    def snapshot(self) -> tuple[list[EdgeState], list[tuple[tuple[str, str, str], TrunkTotals]], dict[tuple[str, str], int]]:
+    def snapshot(
+        self,
+    ) -> tuple[
+        list[EdgeState], list[tuple[tuple[str, str, str], TrunkTotals]], dict[tuple[str, str], int]
+    ]:
         import copy
 
         with self._lock:
@@ -323,3 +327,16 @@ async def poll(
         )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+class RecordsCollector:
+    """A prometheus-client collector of :class:`RecordTotals` (read at each scrape)."""
+
+    def __init__(self, totals: RecordTotals) -> None:
+        self.totals = totals
+
+    def collect(self) -> Iterator[Any]:
+        yield from self.totals.families()
+
+    def describe(self) -> list[Any]:
+        return []
