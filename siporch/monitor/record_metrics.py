@@ -267,6 +267,8 @@ class RecordTotals:
             labels=["edge", "site"],
         )
         for e in edges:
+            if e.read_at is None and e.error is None:
+                continue  # not read yet
             up.add_metric([e.name, e.site], 1 if e.up else 0)
             last.add_metric([e.name, e.site], e.last_id)
         yield from (calls, answered, failed, pdd, duration, failover, up, last)

@@ -182,6 +182,9 @@ def test_a_new_database_is_read_from_its_start(tmp_path: Path) -> None:
 
 def test_missing_database_and_failed_read(tmp_path: Path) -> None:
     totals = rm.RecordTotals()
+    totals.edge("edge-central", "central")
+    # not read yet: no sample (neither up nor down)
+    assert not [k for k in scrape(totals) if k[0] == "siporch_edge_records_up"]
     data = read(totals, tmp_path / "none.sqlite")
     assert data == {"missing": True}
     assert value(scrape(totals), "siporch_edge_records_up", edge="edge-central") == 1
