@@ -66,6 +66,23 @@ def _count(db: Path) -> tuple[int, int]:
     return int(calls), int(legs)
 
 
+def _group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) of the live processes of a process group: the edge's
+    Kamailio and its children (started in a session of their own)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:  # pgrp; utime and stime follow at 11 and 12
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def cps(args: argparse.Namespace) -> dict[str, Any]:
     if args.root:
         # Kamailio from that root file system (the lab's: Kamailio 6), with chroot
@@ -127,6 +144,7 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     db = sub / "records" / "records.sqlite"
                     c0 = _count(db) if on else (0, 0)
+                    cpu0 = _group_cpu(edge.pid)
                     res = cb.run_uac(
                         cb.PEER_BYPASS,
                         cb.EDGE,
@@ -134,6 +152,11 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                         args.calls,
                         args.concurrency,
                         netns=NS,
+                    )
+                    # Kamailio's CPU per call: unlike calls/s, hardly moved by what else
+                    # runs on the machine (the calls/s of a CPU-bound edge follow it)
+                    res["cpu_ms_per_call"] = round(
+                        (_group_cpu(edge.pid) - cpu0) * 1000 / max(1, res["successful"]), 4
                     )
                     if on:
                         time.sleep(1.0)  # the last BYEs' records
@@ -155,11 +178,18 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                 {
                     "label": label,
                     "cps": statistics.median(x["cps"] for x in results),
+                    "cpu_ms_per_call": statistics.median(x["cpu_ms_per_call"] for x in results),
                     "failed": sum(x["failed"] for x in results),
                     "runs": results,
                 }
             )
         ratio = rows[0]["cps"] / (rows[1]["cps"] or 1.0)
+        # each round's on/off pair ran back to back: the median of the per-round ratios is
+        # less moved by the machine's load changing during the run than the ratio of medians
+        paired = statistics.median(
+            on["cps"] / (off["cps"] or 1.0)
+            for on, off in zip(runs["records on"], runs["records off"], strict=True)
+        )
         return {
             "trunks": args.trunks,
             "calls": args.calls,
@@ -173,6 +203,9 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
             },
             "rows": rows,
             "ratio_on_off": round(ratio, 3),
+            "ratio_paired_median": round(paired, 3),
+            # calls/s a CPU-bound edge keeps with records on: CPU per call off / on
+            "ratio_cpu": round(rows[1]["cpu_ms_per_call"] / (rows[0]["cpu_ms_per_call"] or 1), 3),
         }
     finally:
         for p in reversed(procs):
@@ -193,10 +226,12 @@ def cps_markdown(r: dict[str, Any]) -> str:
     lines = [
         f"Records on vs off, {r['calls']} calls per run, {r['concurrency']} in flight, "
         f"median of {r['rounds']} rounds, media bypass, {r['kamailio']['version']}; "
-        f"ratio on/off = {r['ratio_on_off']:.2f}x",
+        f"ratio on/off = {r['ratio_on_off']:.2f}x (median of the per-round ratios "
+        f"{r['ratio_paired_median']:.2f}x); Kamailio CPU per call off/on = {r['ratio_cpu']:.2f}x",
         "",
-        "| edge | cps (median) | failed calls | runs (cps) | call / leg records per run |",
-        "|---|---:|---:|---|---|",
+        "| edge | cps (median) | Kamailio CPU ms per call (median) | failed calls | runs (cps) "
+        "| call / leg records per run |",
+        "|---|---:|---:|---:|---|---|",
     ]
     for row in r["rows"]:
         each = ", ".join(f"{x['cps']:g}" for x in row["runs"])
@@ -205,7 +240,10 @@ def cps_markdown(r: dict[str, Any]) -> str:
             for x in row["runs"]
             if "call_records" in x
         )
-        lines.append(f"| {row['label']} | {row['cps']:g} | {row['failed']} | {each} | {recs} |")
+        lines.append(
+            f"| {row['label']} | {row['cps']:g} | {row['cpu_ms_per_call']:g} | {row['failed']} "
+            f"| {each} | {recs} |"
+        )
     return "\n".join(lines)
 
 

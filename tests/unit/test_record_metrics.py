@@ -65,10 +65,12 @@ def add_call(
     con.commit()
 
 
-def read(totals: rm.RecordTotals, db: Path, edge: str = "edge-central") -> dict[str, Any]:
+def read(
+    totals: rm.RecordTotals, db: Path, edge: str = "edge-central", chunk: int = rm.CHUNK
+) -> dict[str, Any]:
     st = totals.edge(edge, "central")
     proc = subprocess.run(
-        [sys.executable, *rm.remote_command(str(db), st.last_id)[1:]],
+        [sys.executable, *rm.remote_command(str(db), st.last_id, chunk)[1:]],
         capture_output=True,
         text=True,
         timeout=60,
@@ -210,3 +212,19 @@ def test_memory_is_bounded_by_trunks(tmp_path: Path) -> None:
     assert len(totals.trunks) == 3
     assert sum(t.attempts for t in totals.trunks.values()) == 20000
     assert sum(t.answered for t in totals.trunks.values()) == 10000
+
+
+def test_chunked_reads_add_up(tmp_path: Path) -> None:
+    """Read 2 ids at a time (as a first read of a large database goes, by chunks): the
+    totals equal those of one read."""
+    db = tmp_path / "records.sqlite"
+    fill(make_db(db))
+    chunked = rm.RecordTotals()
+    while True:
+        data = read(chunked, db, chunk=2)
+        if data["newest"] <= data["top"]:
+            break
+    assert data["top"] == 6
+    whole = rm.RecordTotals()
+    read(whole, db)
+    assert scrape(chunked) == scrape(whole)
