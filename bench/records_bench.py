@@ -1,6 +1,6 @@
 """Call records: what they cost the edge, and how fast `siporch calls --summary` reads them.
 
-    sudo python bench/records_bench.py cps --calls 3000 --rounds 3 --json bench/results/records_cps.json
+    sudo python bench/records_bench.py cps --calls 2000 --rounds 5 --json bench/results/records_cps.json
     python bench/records_bench.py summary --records 1000000 --json bench/results/records_summary.json
 
 ``cps``: the rendered edge of bench/cps_bench.py (1,000 generated trunks, its own network
@@ -8,6 +8,8 @@ namespace, SIPp UAC -> edge -> SIPp UAS, closed loop with ``--concurrency`` call
 no hold time), with ``records.enabled`` on (acc into SQLite: one call record and one leg
 record per call) and off, alternating in the same run, Kamailio restarted between the two.
 After each run with records on, the records written are counted against the calls placed.
+Reported per run: calls/s, and the CPU time of the edge's Kamailio processes per call (user +
+system from /proc: what a CPU-bound edge's calls/s follow, hardly moved by other load).
 
 ``summary``: a records database with ``--records`` synthetic calls (5 trunks, 70% answered,
 10% with a failed first leg) is written, then ``siporch calls --from-file DB --summary``
