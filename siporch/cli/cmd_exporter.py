@@ -87,10 +87,10 @@ def cli(
     from siporch.monitor.watch import Watcher
 
     addr, port = parse_listen(listen)
-    topology = load_topology(inventory, vault_password_file, hosts, kamailio_rpc, rtpengine_ng)
-    secret = ami_secret_file.read_text().strip() if ami_secret_file else None
     if records_interval <= 0:
         raise click.BadParameter("must be above 0", param_hint="--records-interval")
+    topology = load_topology(inventory, vault_password_file, hosts, kamailio_rpc, rtpengine_ng)
+    secret = ami_secret_file.read_text().strip() if ami_secret_file else None
     totals = record_metrics.RecordTotals()
     record_edges = list(topology.edges) if records else []
 
