@@ -2,6 +2,11 @@
 
     sudo python bench/records_bench.py cps --calls 2000 --rounds 5 --json bench/results/records_cps.json
     python bench/records_bench.py summary --records 1000000 --json bench/results/records_summary.json
+    python bench/records_bench.py exporter --records 1000000
+
+``exporter``: the same synthetic database, read as a restarted `siporch exporter` reads an
+edge (the edge program of siporch/monitor/record_metrics.py, chunk after chunk from id 0);
+wall time and the edge program's peak resident memory.
 
 ``cps``: the rendered edge of bench/cps_bench.py (1,000 generated trunks, its own network
 namespace, SIPp UAC -> edge -> SIPp UAS, closed loop with ``--concurrency`` calls in flight,
@@ -334,6 +339,41 @@ def summary(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def exporter_read(args: argparse.Namespace) -> dict[str, Any]:
+    """The exporter's first read of an edge's records (a restarted exporter): the edge
+    program run locally on a synthetic database, chunk after chunk, until the newest id."""
+    import re
+
+    from siporch.monitor import record_metrics as rm
+
+    with tempfile.TemporaryDirectory(prefix="siporch-recexp-") as tmp:
+        db = Path(tmp) / "records.sqlite"
+        synth(db, args.records)
+        last, runs, peak_kb, calls = 0, 0, 0, 0
+        t0 = time.monotonic()
+        while True:
+            proc = subprocess.run(
+                ["/usr/bin/time", "-v", sys.executable, *rm.remote_command(str(db), last)[1:]],
+                capture_output=True, text=True, timeout=3600, check=True,
+            )  # fmt: skip
+            data = json.loads(proc.stdout)
+            m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+            peak_kb = max(peak_kb, int(m.group(1)) if m else 0)
+            runs += 1
+            calls += sum(int(r[2]) for r in data["rows"])
+            last = data["top"]
+            if data["newest"] <= data["top"]:
+                break
+        wall = time.monotonic() - t0
+    return {
+        "records": args.records,
+        "calls_counted": calls,
+        "runs": runs,
+        "seconds": round(wall, 2),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -353,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("summary")
     s.add_argument("--records", type=int, default=1_000_000)
     s.add_argument("--json", type=Path)
+    e = sub.add_parser("exporter")
+    e.add_argument("--records", type=int, default=1_000_000)
+    e.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     try:
         if args.cmd == "cps":
@@ -366,6 +409,16 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             result = cps(args)
             print(cps_markdown(result))
+        elif args.cmd == "exporter":
+            if not 1 <= args.records <= 20_000_000:
+                print("--records must be 1..20000000", file=sys.stderr)
+                return 2
+            result = exporter_read(args)
+            print(
+                f"{result['records']} records: the exporter's first read took "
+                f"{result['runs']} run(s) of the edge program, {result['seconds']} s, peak RSS "
+                f"{result['peak_rss_mb']} MB ({result['calls_counted']} calls counted)"
+            )
         else:
             if not 1 <= args.records <= 20_000_000:
                 print("--records must be 1..20000000", file=sys.stderr)
