@@ -4,9 +4,9 @@
     python bench/records_bench.py summary --records 1000000 --json bench/results/records_summary.json
     python bench/records_bench.py exporter --records 1000000
 
-``exporter``: a synthetic database as for ``summary`` (below), read as a restarted `siporch exporter` reads an
-edge (the edge program of siporch/monitor/record_metrics.py, chunk after chunk from id 0);
-wall time and the edge program's peak resident memory.
+``exporter``: a synthetic database as for ``summary`` (below), read as a restarted
+`siporch exporter` reads an edge (the edge program of siporch/monitor/record_metrics.py,
+chunk after chunk from id 0); wall time and the edge program's peak resident memory.
 
 ``cps``: the rendered edge of bench/cps_bench.py (1,000 generated trunks, its own network
 namespace, SIPp UAC -> edge -> SIPp UAS, closed loop with ``--concurrency`` calls in flight,
