@@ -1,13 +1,20 @@
 """Call records: what they cost the edge, and how fast `siporch calls --summary` reads them.
 
-    sudo python bench/records_bench.py cps --calls 3000 --rounds 3 --json bench/results/records_cps.json
+    sudo python bench/records_bench.py cps --calls 2000 --rounds 5 --json bench/results/records_cps.json
     python bench/records_bench.py summary --records 1000000 --json bench/results/records_summary.json
+    python bench/records_bench.py exporter --records 1000000
+
+``exporter``: a synthetic database as for ``summary`` (below), read as a restarted
+`siporch exporter` reads an edge (the edge program of siporch/monitor/record_metrics.py,
+chunk after chunk from id 0); wall time and the edge program's peak resident memory.
 
 ``cps``: the rendered edge of bench/cps_bench.py (1,000 generated trunks, its own network
 namespace, SIPp UAC -> edge -> SIPp UAS, closed loop with ``--concurrency`` calls in flight,
 no hold time), with ``records.enabled`` on (acc into SQLite: one call record and one leg
 record per call) and off, alternating in the same run, Kamailio restarted between the two.
 After each run with records on, the records written are counted against the calls placed.
+Reported per run: calls/s, and the CPU time of the edge's Kamailio processes per call (user +
+system from /proc: what a CPU-bound edge's calls/s follow, hardly moved by other load).
 
 ``summary``: a records database with ``--records`` synthetic calls (5 trunks, 70% answered,
 10% with a failed first leg) is written, then ``siporch calls --from-file DB --summary``
@@ -64,6 +71,23 @@ def _count(db: Path) -> tuple[int, int]:
     finally:
         con.close()
     return int(calls), int(legs)
+
+
+def _group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) of the live processes of a process group: the edge's
+    Kamailio and its children (started in a session of their own)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:  # pgrp; utime and stime follow at 11 and 12
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 def cps(args: argparse.Namespace) -> dict[str, Any]:
@@ -127,6 +151,7 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     db = sub / "records" / "records.sqlite"
                     c0 = _count(db) if on else (0, 0)
+                    cpu0 = _group_cpu(edge.pid)
                     res = cb.run_uac(
                         cb.PEER_BYPASS,
                         cb.EDGE,
@@ -134,6 +159,11 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                         args.calls,
                         args.concurrency,
                         netns=NS,
+                    )
+                    # Kamailio's CPU per call: unlike calls/s, hardly moved by what else
+                    # runs on the machine (the calls/s of a CPU-bound edge follow it)
+                    res["cpu_ms_per_call"] = round(
+                        (_group_cpu(edge.pid) - cpu0) * 1000 / max(1, res["successful"]), 4
                     )
                     if on:
                         time.sleep(1.0)  # the last BYEs' records
@@ -155,11 +185,18 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                 {
                     "label": label,
                     "cps": statistics.median(x["cps"] for x in results),
+                    "cpu_ms_per_call": statistics.median(x["cpu_ms_per_call"] for x in results),
                     "failed": sum(x["failed"] for x in results),
                     "runs": results,
                 }
             )
         ratio = rows[0]["cps"] / (rows[1]["cps"] or 1.0)
+        # each round's on/off pair ran back to back: the median of the per-round ratios is
+        # less moved by the machine's load changing during the run than the ratio of medians
+        paired = statistics.median(
+            on["cps"] / (off["cps"] or 1.0)
+            for on, off in zip(runs["records on"], runs["records off"], strict=True)
+        )
         return {
             "trunks": args.trunks,
             "calls": args.calls,
@@ -173,6 +210,9 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
             },
             "rows": rows,
             "ratio_on_off": round(ratio, 3),
+            "ratio_paired_median": round(paired, 3),
+            # calls/s a CPU-bound edge keeps with records on: CPU per call off / on
+            "ratio_cpu": round(rows[1]["cpu_ms_per_call"] / (rows[0]["cpu_ms_per_call"] or 1), 3),
         }
     finally:
         for p in reversed(procs):
@@ -193,10 +233,12 @@ def cps_markdown(r: dict[str, Any]) -> str:
     lines = [
         f"Records on vs off, {r['calls']} calls per run, {r['concurrency']} in flight, "
         f"median of {r['rounds']} rounds, media bypass, {r['kamailio']['version']}; "
-        f"ratio on/off = {r['ratio_on_off']:.2f}x",
+        f"ratio on/off = {r['ratio_on_off']:.2f}x (median of the per-round ratios "
+        f"{r['ratio_paired_median']:.2f}x); Kamailio CPU per call off/on = {r['ratio_cpu']:.2f}x",
         "",
-        "| edge | cps (median) | failed calls | runs (cps) | call / leg records per run |",
-        "|---|---:|---:|---|---|",
+        "| edge | cps (median) | Kamailio CPU ms per call (median) | failed calls | runs (cps) "
+        "| call / leg records per run |",
+        "|---|---:|---:|---:|---|---|",
     ]
     for row in r["rows"]:
         each = ", ".join(f"{x['cps']:g}" for x in row["runs"])
@@ -205,7 +247,10 @@ def cps_markdown(r: dict[str, Any]) -> str:
             for x in row["runs"]
             if "call_records" in x
         )
-        lines.append(f"| {row['label']} | {row['cps']:g} | {row['failed']} | {each} | {recs} |")
+        lines.append(
+            f"| {row['label']} | {row['cps']:g} | {row['cpu_ms_per_call']:g} | {row['failed']} "
+            f"| {each} | {recs} |"
+        )
     return "\n".join(lines)
 
 
@@ -294,6 +339,41 @@ def summary(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def exporter_read(args: argparse.Namespace) -> dict[str, Any]:
+    """The exporter's first read of an edge's records (a restarted exporter): the edge
+    program run locally on a synthetic database, chunk after chunk, until the newest id."""
+    import re
+
+    from siporch.monitor import record_metrics as rm
+
+    with tempfile.TemporaryDirectory(prefix="siporch-recexp-") as tmp:
+        db = Path(tmp) / "records.sqlite"
+        synth(db, args.records)
+        last, runs, peak_kb, calls = 0, 0, 0, 0
+        t0 = time.monotonic()
+        while True:
+            proc = subprocess.run(
+                ["/usr/bin/time", "-v", sys.executable, *rm.remote_command(str(db), last)[1:]],
+                capture_output=True, text=True, timeout=3600, check=True,
+            )  # fmt: skip
+            data = json.loads(proc.stdout)
+            m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+            peak_kb = max(peak_kb, int(m.group(1)) if m else 0)
+            runs += 1
+            calls += sum(int(r[2]) for r in data["rows"])
+            last = data["top"]
+            if data["newest"] <= data["top"]:
+                break
+        wall = time.monotonic() - t0
+    return {
+        "records": args.records,
+        "calls_counted": calls,
+        "runs": runs,
+        "seconds": round(wall, 2),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -313,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("summary")
     s.add_argument("--records", type=int, default=1_000_000)
     s.add_argument("--json", type=Path)
+    e = sub.add_parser("exporter")
+    e.add_argument("--records", type=int, default=1_000_000)
+    e.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     try:
         if args.cmd == "cps":
@@ -326,6 +409,16 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             result = cps(args)
             print(cps_markdown(result))
+        elif args.cmd == "exporter":
+            if not 1 <= args.records <= 20_000_000:
+                print("--records must be 1..20000000", file=sys.stderr)
+                return 2
+            result = exporter_read(args)
+            print(
+                f"{result['records']} records: the exporter's first read took "
+                f"{result['runs']} run(s) of the edge program, {result['seconds']} s, peak RSS "
+                f"{result['peak_rss_mb']} MB ({result['calls_counted']} calls counted)"
+            )
         else:
             if not 1 <= args.records <= 20_000_000:
                 print("--records must be 1..20000000", file=sys.stderr)

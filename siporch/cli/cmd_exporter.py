@@ -42,6 +42,19 @@ def parse_listen(value: str) -> tuple[str, int]:
     show_default=True,
     help="Seconds between edge queries (Kamailio and rtpengine).",
 )
+@click.option(
+    "--records/--no-records",
+    default=True,
+    show_default=True,
+    help="Per-trunk counters and histograms from the edges' call records (read over SSH).",
+)
+@click.option(
+    "--records-interval",
+    type=float,
+    default=15.0,
+    show_default=True,
+    help="Seconds between reads of the edges' new call records.",
+)
 @click.option("--duration", type=float, default=None, hidden=True, help="Stop after N s.")
 def cli(
     inventory: tuple[Path, ...],
@@ -55,22 +68,31 @@ def cli(
     ami_secret_file: Path | None,
     listen: str,
     edge_interval: float,
+    records: bool,
+    records_interval: float,
     duration: float | None,
 ) -> int:
     """Serve Prometheus metrics: calls, attempts and failures per trunk, registration,
-    peers up/down, host reachability and the release each host runs.
+    peers up/down, host reachability and the release each host runs; per-trunk calls,
+    answers, failures by class, PDD and talk time histograms and failover legs from the
+    edges' call records (the same totals after a restart).
 
     The PBX state follows AMI events; every scrape reads it without asking the hosts.
     """
     from prometheus_client import start_http_server
     from prometheus_client.core import REGISTRY
 
+    from siporch.monitor import record_metrics
     from siporch.monitor.reporters import ReportCollector
     from siporch.monitor.watch import Watcher
 
     addr, port = parse_listen(listen)
+    if records_interval <= 0:
+        raise click.BadParameter("must be above 0", param_hint="--records-interval")
     topology = load_topology(inventory, vault_password_file, hosts, kamailio_rpc, rtpengine_ng)
     secret = ami_secret_file.read_text().strip() if ami_secret_file else None
+    totals = record_metrics.RecordTotals()
+    record_edges = list(topology.edges) if records else []
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -100,20 +122,45 @@ def cli(
                 raise MonitorError("the status loop did not answer within 5 s") from None
 
         collector = ReportCollector(get_report)
+        rec_collector = record_metrics.RecordsCollector(totals)
         REGISTRY.register(collector)
+        if record_edges:
+            REGISTRY.register(rec_collector)
+
+        def unregister() -> None:
+            REGISTRY.unregister(collector)
+            if record_edges:
+                REGISTRY.unregister(rec_collector)
+
         try:
             server, _thread = start_http_server(port, addr=addr)
         except OSError as exc:
-            REGISTRY.unregister(collector)
+            unregister()
             raise MonitorError(f"cannot listen on {addr}:{port}: {exc.strerror}") from None
         click.echo(f"siporch exporter: http://{addr}:{port}/metrics", err=True)
         if duration is not None:
             loop.call_later(duration, stop.set)
+        tasks = []
+        if record_edges:
+            tasks.append(
+                asyncio.ensure_future(
+                    record_metrics.poll(
+                        totals,
+                        inventory,
+                        record_edges,
+                        stop,
+                        interval=records_interval,
+                        timeout=max(timeout, 60.0),
+                    )
+                )
+            )
         try:
             await watcher.run(stop)
         finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
             server.shutdown()
-            REGISTRY.unregister(collector)
+            unregister()
 
     asyncio.run(main())
     return 0

@@ -190,6 +190,11 @@ def prometheus_families(report: Report) -> Iterator[Any]:
     capacity = GaugeMetricFamily(
         "siporch_trunk_max_channels", "The trunk's channel limit", labels=["trunk", "site"]
     )
+    utilisation = GaugeMetricFamily(
+        "siporch_trunk_channel_utilisation",
+        "Active calls over the trunk's max_channels (0..1; no series without a limit)",
+        labels=["trunk", "site"],
+    )
     attempts = CounterMetricFamily(
         "siporch_trunk_call_attempts",
         "Calls attempted on the trunk since the exporter started",
@@ -218,6 +223,8 @@ def prometheus_families(report: Report) -> Iterator[Any]:
         active.add_metric(labels, t["active_calls"])
         if t["max_channels"] is not None:
             capacity.add_metric(labels, t["max_channels"])
+            if t["max_channels"] > 0:
+                utilisation.add_metric(labels, t["active_calls"] / t["max_channels"])
         if t["attempts"] is not None:
             attempts.add_metric(labels, t["attempts"])
             failures.add_metric(labels, t["failures"])
@@ -259,6 +266,7 @@ def prometheus_families(report: Report) -> Iterator[Any]:
     yield from (
         active,
         capacity,
+        utilisation,
         attempts,
         failures,
         registered,

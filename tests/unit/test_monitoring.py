@@ -14,6 +14,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
+from siporch.monitor.record_metrics import RecordsCollector, RecordTotals
 from siporch.monitor.reporters import ReportCollector
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +27,8 @@ needs_promtool = pytest.mark.skipif(promtool is None, reason="promtool (scripts/
 
 
 def exported_metrics() -> set[str]:
-    """Names the exporter exposes, read from a report with one of everything."""
+    """Names the exporter exposes, read from a report with one of everything and call
+    record totals with one trunk."""
     trunk = {
         "name": "t", "site": "s", "active_calls": 1, "max_channels": 2, "attempts": 3,
         "failures": 1, "registration": "registered", "health": "ok",
@@ -40,6 +42,11 @@ def exported_metrics() -> set[str]:
     }
     registry = CollectorRegistry()
     registry.register(ReportCollector(lambda: report))  # type: ignore[arg-type]
+    totals = RecordTotals()
+    row = ["t", "inbound", 2, 1, 0, 1, 0, 0, 0]  # calls, answered, failures by class
+    row += [1, 0.5, *[1] * 11, 1, 30.0, *[0, 0, 1, 1, 1, 1, 1, 1, 1]]  # PDD, talk time
+    totals.add("h", "s", {"top": 2, "rows": [row], "failover_legs": [["t", 1]]})
+    registry.register(RecordsCollector(totals))  # type: ignore[arg-type]
     text = generate_latest(registry).decode()
     names = {ln.split("{")[0].split(" ")[0] for ln in text.splitlines() if ln and ln[0] != "#"}
     return names | {"up"}
@@ -101,7 +108,7 @@ def test_every_alert_has_severity_and_summary() -> None:
     alerts = [r for g in doc["groups"] for r in g["rules"]]
     assert {a["alert"] for a in alerts} >= {
         "SiporchTrunkDown", "SiporchTrunkAllPeersDown", "SiporchRegistrationLost",
-        "SiporchTrunkLowSuccessRatio", "SiporchTrunkNearCapacity", "SiporchHostUnreachable",
+        "SiporchTrunkLowASR", "SiporchTrunkNearCapacity", "SiporchHostUnreachable",
     }  # fmt: skip
     for a in alerts:
         assert a["labels"]["severity"] in ("critical", "warning"), a["alert"]
