@@ -57,7 +57,53 @@ def edit_model(inv: Path, edit: Callable[[dict[str, Any]], None]) -> None:
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-def deploy(inv: Path, **extra: Any) -> tuple[float, runner.RunResult]:
+PROFILE: dict[str, Any] = {"dir": None, "n": 0}
+
+
+def profile_env(label: str) -> dict[str, str]:
+    """Environment that makes ansible-playbook write per-task timing (--profile DIR)."""
+    if PROFILE["dir"] is None:
+        return {}
+    PROFILE["n"] += 1
+    path = Path(PROFILE["dir"]) / f"{PROFILE['n']:02d}-{label}.jsonl"
+    return {
+        "ANSIBLE_CALLBACK_PLUGINS": str(REPO / "bench" / "callbacks"),
+        "ANSIBLE_CALLBACKS_ENABLED": "siporch_timing",
+        "SIPORCH_TIMING_FILE": str(path),
+    }
+
+
+def summarise_profile(path: Path, top: int = 8) -> str:
+    """Where the time of one profiled run went: by play, by host, the slowest tasks."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    tasks = [r for r in rows if "task" in r]
+    total = next((r["end_of_run"] for r in rows if "end_of_run" in r), 0.0)
+    plays: dict[str, list[float]] = {}
+    for r in tasks:
+        span = plays.setdefault(r["play"], [r["start"], r["end"]])
+        span[0], span[1] = min(span[0], r["start"]), max(span[1], r["end"])
+    hosts: dict[str, float] = {}
+    count: dict[str, int] = {}
+    by_task: dict[tuple[str, str], float] = {}
+    for r in tasks:
+        d = r["end"] - r["start"]
+        hosts[r["host"]] = hosts.get(r["host"], 0.0) + d
+        if r["status"] != "skipped":
+            count[r["host"]] = count.get(r["host"], 0) + 1
+        key = (r["host"], r["task"])
+        by_task[key] = by_task.get(key, 0.0) + d
+    out = [f"{path.name}: {total:.1f} s in all"]
+    out += [f"  play {name!r}: {b - a:.1f} s" for name, (a, b) in plays.items()]
+    out += [
+        f"  host {h}: {t:.1f} s in {count.get(h, 0)} task results (skipped ones not counted)"
+        for h, t in sorted(hosts.items())
+    ]
+    slow = sorted(by_task.items(), key=lambda kv: -kv[1])[:top]
+    out += [f"  slow: {h} {name!r} {t:.2f} s" for (h, name), t in slow]
+    return "\n".join(out)
+
+
+def deploy(inv: Path, label: str = "deploy", **extra: Any) -> tuple[float, runner.RunResult]:
     report = runner.report_path()
     cmd = runner.build_command(
         "deploy-trunk.yml",
@@ -66,11 +112,21 @@ def deploy(inv: Path, **extra: Any) -> tuple[float, runner.RunResult]:
         report_file=report,
         extra_vars={**QUIET, **extra},
     )
+    env = profile_env(label)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     started = time.monotonic()
     try:
         result = runner.run(cmd, report)
     finally:
         report.unlink(missing_ok=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if env:
+        print(summarise_profile(Path(env["SIPORCH_TIMING_FILE"])), file=sys.stderr, flush=True)
     if not result.ok:
         tail = "\n".join(result.output[-30:])
         raise SystemExit(f"deploy of {inv} failed:\n{tail}")
@@ -88,7 +144,7 @@ def bench_noop(tmp: Path, repeat: int) -> list[str]:
     times = []
     changed = []
     for _ in range(repeat):
-        t, result = deploy(inv)
+        t, result = deploy(inv, "noop")
         times.append(t)
         changed.append(result.changed)
     return [
@@ -98,7 +154,7 @@ def bench_noop(tmp: Path, repeat: int) -> list[str]:
     ]
 
 
-def bench_scale(tmp: Path, trunks: int) -> list[str]:
+def bench_scale(tmp: Path, trunks: int, repeat: int = 1) -> list[str]:
     inv = copy_inventory(tmp / "scale")
     lab_hosts = yaml.safe_load((inv / "group_vars" / "all" / "siporch.yml").read_text())
     model = generate(trunks)
@@ -106,20 +162,36 @@ def bench_scale(tmp: Path, trunks: int) -> list[str]:
     (inv / "group_vars" / "all" / "siporch.yml").write_text(
         yaml.safe_dump({"siporch": model}, sort_keys=False)
     )
-    t_first, first = deploy(inv)
+    t_first, first = deploy(inv, "first")
+    t_noop = [deploy(inv, "scale-noop")[0] for _ in range(repeat)]
     first_trunk = next(iter(model["trunks"]))
-    edit_model(
-        inv,
-        lambda m: m["trunks"][first_trunk]["peers"].append(
-            {"address": "198.19.255.250", "port": 5060, "transport": "udp", "priority": 3}
-        ),
-    )
-    t_change, change = deploy(inv)
+    peer = {"address": "198.19.255.250", "port": 5060, "transport": "udp", "priority": 3}
+    adds: list[float] = []
+    backs: list[float] = []
+    change = None
+    for _ in range(repeat):
+        edit_model(inv, lambda m: m["trunks"][first_trunk]["peers"].append(dict(peer)))
+        t, change = deploy(inv, "peer-added")
+        adds.append(t)
+        edit_model(inv, lambda m: m["trunks"][first_trunk]["peers"].remove(peer))
+        backs.append(deploy(inv, "peer-removed")[0])
+    assert change is not None
     return [
         f"| first deploy of a {trunks}-trunk model | {t_first:.1f} s | {reloads(first)} |",
-        f"| one trunk change (a peer added) with {trunks} trunks | {t_change:.1f} s | "
+        f"| no-op deploy with {trunks} trunks | {span(t_noop)} | |",
+        f"| one trunk change (a peer added) with {trunks} trunks | {span(adds)} | "
         f"{reloads(change)} |",
+        f"| the change back (the peer removed) | {span(backs)} | |",
     ]
+
+
+def span(times: list[float]) -> str:
+    if len(times) == 1:
+        return f"{times[0]:.1f} s"
+    return (
+        f"{statistics.median(times):.1f} s median of {len(times)} "
+        f"(min {min(times):.1f}, max {max(times):.1f})"
+    )
 
 
 def bench_init(tmp: Path, modes: list[str], repeat: int) -> list[str]:
@@ -211,7 +283,17 @@ def main() -> int:
     ap.add_argument("--trunks", type=int, default=1000)
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="write per-task timing of every deploy to DIR (JSON lines) and print where "
+        "the time went (stderr)",
+    )
     args = ap.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE["dir"] = args.profile
     if not (LAB_INVENTORY / "lab.json").is_file():
         raise SystemExit("the lab is not up: run `siporch lab up` first")
     which = set(args.only or ["noop", "scale", "drops"])  # `init` only when asked for
@@ -237,7 +319,7 @@ def run_benchmarks(which: set[str], args: argparse.Namespace) -> None:
             if "noop" in which:
                 print("\n".join(bench_noop(tmp, args.repeat)), flush=True)
             if "scale" in which:
-                print("\n".join(bench_scale(tmp, args.trunks)), flush=True)
+                print("\n".join(bench_scale(tmp, args.trunks, args.repeat)), flush=True)
             print()
         if "init" in which:
             from siporch.lab.spec import HOSTS
