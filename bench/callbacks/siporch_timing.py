@@ -62,8 +62,14 @@ class CallbackModule(CallbackBase):
         host = result._host.get_name()
         end = self._now()
         start = self._host_start.get(host, self._task_start)
-        line = {"play": self._play, "task": self._task, "host": host, "status": status,
-                "start": round(start, 3), "end": round(end, 3)}
+        line = {
+            "play": self._play,
+            "task": self._task,
+            "host": host,
+            "status": status,
+            "start": round(start, 3),
+            "end": round(end, 3),
+        }
         self._out.write(json.dumps(line) + "\n")
         self._out.flush()
 
