@@ -87,3 +87,17 @@ def test_a_file_changed_on_the_host_is_seen(tmp_path: Path) -> None:
         manifest, _state(tmp_path, RID)["target"]["files"], f"{tmp_path}/releases/{RID}"
     )
     assert drift["missing"] == ["kamailio/db/dispatcher"]
+
+
+def test_hashes_the_installed_helpers(tmp_path: Path) -> None:
+    helper = tmp_path / "siporch_kamailio.py"
+    helper.write_text("print()\n")
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT.read_text(), str(tmp_path), "", str(helper), "/nonexistent"],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    installed = json.loads(out.stdout)["installed"]
+    assert installed == {
+        str(helper): hashlib.sha256(b"print()\n").hexdigest(),
+        "/nonexistent": "",
+    }

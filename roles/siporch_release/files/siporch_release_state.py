@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Print in one JSON document what a deploy reads of a siporch host's releases.
 
-    siporch_release_state.py ROOT [TARGET_ID]
+    siporch_release_state.py ROOT [TARGET_ID [FILE...]]
 
 {"current": id or "", "manifest": the current release's manifest or {}, "releases": [ids],
  "systemd": bool, "target": {"exists", "checksum" (sha256 of its manifest.json), "files":
  [{path, checksum, mode}] of every file under releases/TARGET_ID}}. The files are hashed
 only when TARGET_ID is the release the host runs or already has (a redeploy of it restores
-what was changed by hand). Run by the siporch_release role (discover.yml) with
+what was changed by hand). "installed": {FILE: sha256 or ""} of each FILE (the daemons'
+helpers the roles install). Run by the siporch_release role (discover.yml) with
 `python3 -c`: one SSH round trip instead of a stat, slurp, find and stat per host.
 Standard library only.
 """
@@ -70,12 +71,19 @@ def main(argv):
             found["exists"] = True
             found["checksum"] = sha256(mfile)
             found["files"] = tree(tdir)
+    installed = {}
+    for path in argv[3:]:
+        try:
+            installed[path] = sha256(path)
+        except OSError:
+            installed[path] = ""
     out = {
         "current": current,
         "manifest": manifest,
         "releases": releases,
         "systemd": os.path.isdir("/run/systemd/system"),
         "target": found,
+        "installed": installed,
     }
     sys.stdout.write(json.dumps(out))
     return 0
