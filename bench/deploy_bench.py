@@ -9,6 +9,11 @@
   for each --init mode, `lab up --init MODE` (timed; the lab is started again when the
   mode changes), a first deploy of the lab's model, no-op deploys (--repeat), and a deploy
   that adds one peer to one trunk (and one that removes it again).
+* load: a steady --cps new calls per second from itsp-a1 through edge-central (SIPp,
+  Record-Route aware, --hold s each) from before a deploy that adds a peer to the calls'
+  trunk until after it ends; once with siporch's least reloads, once with every changed
+  daemon restarted (siporch_restart_on_change), in the same run. A call failed at setup
+  got no 200 OK to its INVITE; a call dropped was answered but its BYE got no 200 OK.
 * drops: --calls long SIPp calls through the edge (siporch call, Record-Route aware), then a
   deploy that adds a peer to the calls' trunk; once with siporch's least reloads, once with
   every changed daemon restarted (siporch_restart_on_change); calls whose BYE got no 200 OK.
@@ -239,6 +244,85 @@ def place_calls(inv: Path, calls: int, duration: int) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
+def start_load(inv: Path, cps: int, seconds: float, hold_ms: int, workdir: Path) -> Any:
+    """SIPp placing ``cps`` calls per second for ``seconds`` from itsp-a1 to edge-central;
+    returns the process (its counts file is written in ``workdir``)."""
+    from siporch.calls import lab_hosts
+    from siporch.sipp import scenario
+
+    hosts = lab_hosts(inv)
+    src = hosts["itsp-a1"]
+    target = hosts["edge-central"]["lab_address"]
+    calls = int(cps * seconds)
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        "ip", "netns", "exec", src["lab_netns"], shutil.which("sipp") or "sipp",
+        "-sf", str(scenario("uac_rr")), "-s", "+12025550100",
+        "-i", src["lab_address"], "-p", str(27000 + os.getpid() % 2000), "-t", "u1",
+        "-m", str(calls), "-r", str(cps), "-l", str(cps * (hold_ms // 1000 + 3)),
+        "-d", str(hold_ms), "-timeout", f"{int(seconds) + 60}s", "-recv_timeout", "10000",
+        "-nostdin", "-trace_counts", "-trace_stat", "-fd", "1",
+        f"{target}:5060",
+    ]  # fmt: skip
+    return subprocess.Popen(
+        argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+
+def load_counts(workdir: Path) -> dict[str, int]:
+    """attempted, answered (a 200 OK to the INVITE), completed (a 200 OK to the BYE) from
+    SIPp's last -trace_counts and -trace_stat lines."""
+    counts = next(workdir.glob("*_counts.csv"))
+    rows = [r.split(";") for r in counts.read_text().splitlines() if r.strip()]
+    head, last = rows[0], rows[-1]
+    ok200 = [i for i, name in enumerate(head) if name.endswith("_200_Recv")]
+    stat = next(workdir.glob("*_.csv"))
+    srows = [r.split(";") for r in stat.read_text().splitlines() if r.strip()]
+    shead, slast = srows[0], srows[-1]
+    attempted = int(slast[shead.index("TotalCallCreated")])
+    return {
+        "attempted": attempted,
+        "answered": int(last[ok200[0]]),
+        "completed": int(last[ok200[1]]),
+    }
+
+
+def bench_load(tmp: Path, cps: int, hold_ms: int) -> list[str]:
+    base = copy_inventory(tmp / "load-base")
+    peer = copy_inventory(tmp / "load-peer")
+    edit_model(
+        peer,
+        lambda m: m["trunks"]["itsp-a"]["peers"].append(
+            {"address": "198.18.1.12", "port": 5060, "transport": "udp", "priority": 3}
+        ),
+    )
+    rows = []
+    for label, extra in (
+        ("siporch (least reloads)", {}),
+        ("restart on change (baseline)", {"siporch_restart_on_change": True}),
+    ):
+        deploy(base, "load-base")
+        # load from 3 s before the deploy until well after it: the deploy's own time, measured
+        # on a no-op deploy just before, times two, and 10 s more
+        t_noop, _ = deploy(base, "load-noop")
+        seconds = 3 + 2 * t_noop + 10
+        workdir = tmp / f"load-{len(rows)}"
+        proc = start_load(base, cps, seconds, hold_ms, workdir)
+        time.sleep(3)
+        t, result = deploy(peer, "load-peer", **extra)
+        proc.communicate(timeout=seconds + 120)
+        c = load_counts(workdir)
+        setup_failed = c["attempted"] - c["answered"]
+        dropped = c["answered"] - c["completed"]
+        rows.append(
+            f"| {label} | {c['attempted']} | {setup_failed} | {dropped} | {t:.1f} s | "
+            f"{reloads(result)} |"
+        )
+        print(rows[-1], flush=True)
+    deploy(base, "load-base")
+    return rows
+
+
 def bench_drops(tmp: Path, calls: int) -> list[str]:
     base = copy_inventory(tmp / "drops-base")
     peer = copy_inventory(tmp / "drops-peer")
@@ -272,7 +356,9 @@ def bench_drops(tmp: Path, calls: int) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", nargs="+", choices=["noop", "scale", "drops", "init"])
+    ap.add_argument("--only", nargs="+", choices=["noop", "scale", "drops", "init", "load"])
+    ap.add_argument("--cps", type=int, default=20, help="new calls per second (`load`)")
+    ap.add_argument("--hold", type=int, default=2000, help="ms each call is held (`load`)")
     ap.add_argument(
         "--init",
         nargs="+",
@@ -330,6 +416,14 @@ def run_benchmarks(which: set[str], args: argparse.Namespace) -> None:
             )
             print("|---|---|---|---|---|---|", flush=True)
             bench_init(tmp, args.init, args.repeat)
+            print()
+        if "load" in which:
+            print(
+                f"| deploy of a peer change under {args.cps} new calls/s | calls | failed at "
+                "setup | dropped | deploy time | reloads |"
+            )
+            print("|---|---|---|---|---|---|", flush=True)
+            bench_load(tmp, args.cps, args.hold)
             print()
         if "drops" in which:
             print(
