@@ -7,7 +7,8 @@
  "systemd": bool, "target": {"exists", "checksum" (sha256 of its manifest.json), "files":
  [{path, checksum, mode}] of every file under releases/TARGET_ID}}. The files are hashed
 only when TARGET_ID is the release the host runs or already has (a redeploy of it restores
-what was changed by hand). "installed": {FILE: sha256 or ""} of each FILE (the daemons'
+what was changed by hand); "current_files" are the same hashes of the running release
+when TARGET_ID is another (null otherwise). "installed": {FILE: sha256 or ""} of each FILE (the daemons'
 helpers the roles install). Run by the siporch_release role (discover.yml) with
 `python3 -c`: one SSH round trip instead of a stat, slurp, find and stat per host.
 Standard library only.
@@ -71,6 +72,9 @@ def main(argv):
             found["exists"] = True
             found["checksum"] = sha256(mfile)
             found["files"] = tree(tdir)
+    current_files = None
+    if target and current and current != target and os.path.isdir(os.path.join(base, current)):
+        current_files = tree(os.path.join(base, current))
     installed = {}
     for path in argv[3:]:
         try:
@@ -83,6 +87,7 @@ def main(argv):
         "releases": releases,
         "systemd": os.path.isdir("/run/systemd/system"),
         "target": found,
+        "current_files": current_files,
         "installed": installed,
     }
     sys.stdout.write(json.dumps(out))
