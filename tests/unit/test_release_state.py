@@ -101,3 +101,14 @@ def test_hashes_the_installed_helpers(tmp_path: Path) -> None:
         str(helper): hashlib.sha256(b"print()\n").hexdigest(),
         "/nonexistent": "",
     }
+
+
+def test_hashes_the_running_release_when_the_target_is_another(tmp_path: Path) -> None:
+    manifest = _release(tmp_path)
+    state = _state(tmp_path, "20260202T000000Z-new")
+    assert state["target"]["exists"] is False
+    drift = _filters().siporch_release_drift(
+        manifest, state["current_files"], f"{tmp_path}/releases/{RID}"
+    )
+    assert drift == {"modified": [], "missing": [], "extra": []}
+    assert _state(tmp_path, RID)["current_files"] is None
