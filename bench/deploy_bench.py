@@ -358,7 +358,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", choices=["noop", "scale", "drops", "init", "load"])
     ap.add_argument("--cps", type=int, default=20, help="new calls per second (`load`)")
-    ap.add_argument("--hold", type=int, default=2000, help="ms each call is held (`load`)")
+    ap.add_argument(
+        "--hold",
+        type=int,
+        default=1000,
+        help="ms each call is held (`load`; cps x hold stays under the trunk's max_channels)",
+    )
     ap.add_argument(
         "--init",
         nargs="+",
