@@ -1,6 +1,7 @@
 """Deploy benchmarks on the lab (root, `siporch lab up`); prints Markdown for docs/benchmarks.md.
 
-    python bench/deploy_bench.py [--only noop scale drops] [--trunks 1000] [--calls 20]
+    python bench/deploy_bench.py [--only noop scale drops init load] [--trunks 1000] [--calls 20]
+        [--cps 20] [--hold 1000] [--repeat 3] [--profile DIR]
 
 * noop: wall time of a deploy of an unchanged model (after one deploy of it).
 * scale: a model with --trunks trunks (bench/genmodel.py, the lab's hosts): time of its first
