@@ -1,6 +1,7 @@
 """Deploy benchmarks on the lab (root, `siporch lab up`); prints Markdown for docs/benchmarks.md.
 
-    python bench/deploy_bench.py [--only noop scale drops] [--trunks 1000] [--calls 20]
+    python bench/deploy_bench.py [--only noop scale drops init load] [--trunks 1000] [--calls 20]
+        [--cps 20] [--hold 1000] [--repeat 3] [--profile DIR]
 
 * noop: wall time of a deploy of an unchanged model (after one deploy of it).
 * scale: a model with --trunks trunks (bench/genmodel.py, the lab's hosts): time of its first
@@ -9,6 +10,11 @@
   for each --init mode, `lab up --init MODE` (timed; the lab is started again when the
   mode changes), a first deploy of the lab's model, no-op deploys (--repeat), and a deploy
   that adds one peer to one trunk (and one that removes it again).
+* load: a steady --cps new calls per second from itsp-a1 through edge-central (SIPp,
+  Record-Route aware, --hold s each) from before a deploy that adds a peer to the calls'
+  trunk until after it ends; once with siporch's least reloads, once with every changed
+  daemon restarted (siporch_restart_on_change), in the same run. A call failed at setup
+  got no 200 OK to its INVITE; a call dropped was answered but its BYE got no 200 OK.
 * drops: --calls long SIPp calls through the edge (siporch call, Record-Route aware), then a
   deploy that adds a peer to the calls' trunk; once with siporch's least reloads, once with
   every changed daemon restarted (siporch_restart_on_change); calls whose BYE got no 200 OK.
@@ -57,7 +63,53 @@ def edit_model(inv: Path, edit: Callable[[dict[str, Any]], None]) -> None:
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-def deploy(inv: Path, **extra: Any) -> tuple[float, runner.RunResult]:
+PROFILE: dict[str, Any] = {"dir": None, "n": 0}
+
+
+def profile_env(label: str) -> dict[str, str]:
+    """Environment that makes ansible-playbook write per-task timing (--profile DIR)."""
+    if PROFILE["dir"] is None:
+        return {}
+    PROFILE["n"] += 1
+    path = Path(PROFILE["dir"]) / f"{PROFILE['n']:02d}-{label}.jsonl"
+    return {
+        "ANSIBLE_CALLBACK_PLUGINS": str(REPO / "bench" / "callbacks"),
+        "ANSIBLE_CALLBACKS_ENABLED": "siporch_timing",
+        "SIPORCH_TIMING_FILE": str(path),
+    }
+
+
+def summarise_profile(path: Path, top: int = 8) -> str:
+    """Where the time of one profiled run went: by play, by host, the slowest tasks."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    tasks = [r for r in rows if "task" in r]
+    total = next((r["end_of_run"] for r in rows if "end_of_run" in r), 0.0)
+    plays: dict[str, list[float]] = {}
+    for r in tasks:
+        span = plays.setdefault(r["play"], [r["start"], r["end"]])
+        span[0], span[1] = min(span[0], r["start"]), max(span[1], r["end"])
+    hosts: dict[str, float] = {}
+    count: dict[str, int] = {}
+    by_task: dict[tuple[str, str], float] = {}
+    for r in tasks:
+        d = r["end"] - r["start"]
+        hosts[r["host"]] = hosts.get(r["host"], 0.0) + d
+        if r["status"] != "skipped":
+            count[r["host"]] = count.get(r["host"], 0) + 1
+        key = (r["host"], r["task"])
+        by_task[key] = by_task.get(key, 0.0) + d
+    out = [f"{path.name}: {total:.1f} s in all"]
+    out += [f"  play {name!r}: {b - a:.1f} s" for name, (a, b) in plays.items()]
+    out += [
+        f"  host {h}: {t:.1f} s in {count.get(h, 0)} task results (skipped ones not counted)"
+        for h, t in sorted(hosts.items())
+    ]
+    slow = sorted(by_task.items(), key=lambda kv: -kv[1])[:top]
+    out += [f"  slow: {h} {name!r} {t:.2f} s" for (h, name), t in slow]
+    return "\n".join(out)
+
+
+def deploy(inv: Path, label: str = "deploy", **extra: Any) -> tuple[float, runner.RunResult]:
     report = runner.report_path()
     cmd = runner.build_command(
         "deploy-trunk.yml",
@@ -66,11 +118,21 @@ def deploy(inv: Path, **extra: Any) -> tuple[float, runner.RunResult]:
         report_file=report,
         extra_vars={**QUIET, **extra},
     )
+    env = profile_env(label)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     started = time.monotonic()
     try:
         result = runner.run(cmd, report)
     finally:
         report.unlink(missing_ok=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if env:
+        print(summarise_profile(Path(env["SIPORCH_TIMING_FILE"])), file=sys.stderr, flush=True)
     if not result.ok:
         tail = "\n".join(result.output[-30:])
         raise SystemExit(f"deploy of {inv} failed:\n{tail}")
@@ -88,7 +150,7 @@ def bench_noop(tmp: Path, repeat: int) -> list[str]:
     times = []
     changed = []
     for _ in range(repeat):
-        t, result = deploy(inv)
+        t, result = deploy(inv, "noop")
         times.append(t)
         changed.append(result.changed)
     return [
@@ -98,7 +160,7 @@ def bench_noop(tmp: Path, repeat: int) -> list[str]:
     ]
 
 
-def bench_scale(tmp: Path, trunks: int) -> list[str]:
+def bench_scale(tmp: Path, trunks: int, repeat: int = 1) -> list[str]:
     inv = copy_inventory(tmp / "scale")
     lab_hosts = yaml.safe_load((inv / "group_vars" / "all" / "siporch.yml").read_text())
     model = generate(trunks)
@@ -106,20 +168,36 @@ def bench_scale(tmp: Path, trunks: int) -> list[str]:
     (inv / "group_vars" / "all" / "siporch.yml").write_text(
         yaml.safe_dump({"siporch": model}, sort_keys=False)
     )
-    t_first, first = deploy(inv)
+    t_first, first = deploy(inv, "first")
+    t_noop = [deploy(inv, "scale-noop")[0] for _ in range(repeat)]
     first_trunk = next(iter(model["trunks"]))
-    edit_model(
-        inv,
-        lambda m: m["trunks"][first_trunk]["peers"].append(
-            {"address": "198.19.255.250", "port": 5060, "transport": "udp", "priority": 3}
-        ),
-    )
-    t_change, change = deploy(inv)
+    peer = {"address": "198.19.255.250", "port": 5060, "transport": "udp", "priority": 3}
+    adds: list[float] = []
+    backs: list[float] = []
+    change = None
+    for _ in range(repeat):
+        edit_model(inv, lambda m: m["trunks"][first_trunk]["peers"].append(dict(peer)))
+        t, change = deploy(inv, "peer-added")
+        adds.append(t)
+        edit_model(inv, lambda m: m["trunks"][first_trunk]["peers"].remove(peer))
+        backs.append(deploy(inv, "peer-removed")[0])
+    assert change is not None
     return [
         f"| first deploy of a {trunks}-trunk model | {t_first:.1f} s | {reloads(first)} |",
-        f"| one trunk change (a peer added) with {trunks} trunks | {t_change:.1f} s | "
+        f"| no-op deploy with {trunks} trunks | {span(t_noop)} | |",
+        f"| one trunk change (a peer added) with {trunks} trunks | {span(adds)} | "
         f"{reloads(change)} |",
+        f"| the change back (the peer removed) | {span(backs)} | |",
     ]
+
+
+def span(times: list[float]) -> str:
+    if len(times) == 1:
+        return f"{times[0]:.1f} s"
+    return (
+        f"{statistics.median(times):.1f} s median of {len(times)} "
+        f"(min {min(times):.1f}, max {max(times):.1f})"
+    )
 
 
 def bench_init(tmp: Path, modes: list[str], repeat: int) -> list[str]:
@@ -167,6 +245,85 @@ def place_calls(inv: Path, calls: int, duration: int) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
+def start_load(inv: Path, cps: int, seconds: float, hold_ms: int, workdir: Path) -> Any:
+    """SIPp placing ``cps`` calls per second for ``seconds`` from itsp-a1 to edge-central;
+    returns the process (its counts file is written in ``workdir``)."""
+    from siporch.calls import lab_hosts
+    from siporch.sipp import scenario
+
+    hosts = lab_hosts(inv)
+    src = hosts["itsp-a1"]
+    target = hosts["edge-central"]["lab_address"]
+    calls = int(cps * seconds)
+    workdir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        "ip", "netns", "exec", src["lab_netns"], shutil.which("sipp") or "sipp",
+        "-sf", str(scenario("uac_rr")), "-s", "+12025550100",
+        "-i", src["lab_address"], "-p", str(27000 + os.getpid() % 2000), "-t", "u1",
+        "-m", str(calls), "-r", str(cps), "-l", str(cps * (hold_ms // 1000 + 3)),
+        "-d", str(hold_ms), "-timeout", f"{int(seconds) + 60}s", "-recv_timeout", "10000",
+        "-nostdin", "-trace_counts", "-trace_stat", "-fd", "1",
+        f"{target}:5060",
+    ]  # fmt: skip
+    return subprocess.Popen(
+        argv, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+
+def load_counts(workdir: Path) -> dict[str, int]:
+    """attempted, answered (a 200 OK to the INVITE), completed (a 200 OK to the BYE) from
+    SIPp's last -trace_counts and -trace_stat lines."""
+    counts = next(workdir.glob("*_counts.csv"))
+    rows = [r.split(";") for r in counts.read_text().splitlines() if r.strip()]
+    head, last = rows[0], rows[-1]
+    ok200 = [i for i, name in enumerate(head) if name.endswith("_200_Recv")]
+    stat = next(workdir.glob("*_.csv"))
+    srows = [r.split(";") for r in stat.read_text().splitlines() if r.strip()]
+    shead, slast = srows[0], srows[-1]
+    attempted = int(slast[shead.index("TotalCallCreated")])
+    return {
+        "attempted": attempted,
+        "answered": int(last[ok200[0]]),
+        "completed": int(last[ok200[1]]),
+    }
+
+
+def bench_load(tmp: Path, cps: int, hold_ms: int) -> list[str]:
+    base = copy_inventory(tmp / "load-base")
+    peer = copy_inventory(tmp / "load-peer")
+    edit_model(
+        peer,
+        lambda m: m["trunks"]["itsp-a"]["peers"].append(
+            {"address": "198.18.1.12", "port": 5060, "transport": "udp", "priority": 3}
+        ),
+    )
+    rows = []
+    for label, extra in (
+        ("siporch (least reloads)", {}),
+        ("restart on change (baseline)", {"siporch_restart_on_change": True}),
+    ):
+        deploy(base, "load-base")
+        # load from 3 s before the deploy until well after it: the deploy's own time, measured
+        # on a no-op deploy just before, times two, and 10 s more
+        t_noop, _ = deploy(base, "load-noop")
+        seconds = 3 + 2 * t_noop + 10
+        workdir = tmp / f"load-{len(rows)}"
+        proc = start_load(base, cps, seconds, hold_ms, workdir)
+        time.sleep(3)
+        t, result = deploy(peer, "load-peer", **extra)
+        proc.communicate(timeout=seconds + 120)
+        c = load_counts(workdir)
+        setup_failed = c["attempted"] - c["answered"]
+        dropped = c["answered"] - c["completed"]
+        rows.append(
+            f"| {label} | {c['attempted']} | {setup_failed} | {dropped} | {t:.1f} s | "
+            f"{reloads(result)} |"
+        )
+        print(rows[-1], flush=True)
+    deploy(base, "load-base")
+    return rows
+
+
 def bench_drops(tmp: Path, calls: int) -> list[str]:
     base = copy_inventory(tmp / "drops-base")
     peer = copy_inventory(tmp / "drops-peer")
@@ -200,7 +357,14 @@ def bench_drops(tmp: Path, calls: int) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", nargs="+", choices=["noop", "scale", "drops", "init"])
+    ap.add_argument("--only", nargs="+", choices=["noop", "scale", "drops", "init", "load"])
+    ap.add_argument("--cps", type=int, default=20, help="new calls per second (`load`)")
+    ap.add_argument(
+        "--hold",
+        type=int,
+        default=1000,
+        help="ms each call is held (`load`; cps x hold stays under the trunk's max_channels)",
+    )
     ap.add_argument(
         "--init",
         nargs="+",
@@ -211,7 +375,17 @@ def main() -> int:
     ap.add_argument("--trunks", type=int, default=1000)
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="write per-task timing of every deploy to DIR (JSON lines) and print where "
+        "the time went (stderr)",
+    )
     args = ap.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE["dir"] = args.profile
     if not (LAB_INVENTORY / "lab.json").is_file():
         raise SystemExit("the lab is not up: run `siporch lab up` first")
     which = set(args.only or ["noop", "scale", "drops"])  # `init` only when asked for
@@ -237,7 +411,7 @@ def run_benchmarks(which: set[str], args: argparse.Namespace) -> None:
             if "noop" in which:
                 print("\n".join(bench_noop(tmp, args.repeat)), flush=True)
             if "scale" in which:
-                print("\n".join(bench_scale(tmp, args.trunks)), flush=True)
+                print("\n".join(bench_scale(tmp, args.trunks, args.repeat)), flush=True)
             print()
         if "init" in which:
             from siporch.lab.spec import HOSTS
@@ -248,6 +422,14 @@ def run_benchmarks(which: set[str], args: argparse.Namespace) -> None:
             )
             print("|---|---|---|---|---|---|", flush=True)
             bench_init(tmp, args.init, args.repeat)
+            print()
+        if "load" in which:
+            print(
+                f"| deploy of a peer change under {args.cps} new calls/s | calls | failed at "
+                "setup | dropped | deploy time | reloads |"
+            )
+            print("|---|---|---|---|---|---|", flush=True)
+            bench_load(tmp, args.cps, args.hold)
             print()
         if "drops" in which:
             print(

@@ -392,8 +392,18 @@ def rpc_fifo(cfg: Path, method: str, timeout: float = 10.0) -> object:
         reply.unlink(missing_ok=True)
 
 
-def loaded_destinations(cfg: Path) -> dict[str, str]:
+#: Destinations above which dispatcher.list is asked over the FIFO first: its reply does not
+#: fit in one datagram, which would be waited for until the datagram timeout (5 s).
+LARGE_DISPATCHER = 150
+
+
+def loaded_destinations(cfg: Path, expected: int = 0) -> dict[str, str]:
     """URI -> flags of every destination Kamailio's dispatcher holds."""
+    if expected > LARGE_DISPATCHER:
+        try:
+            return _loaded_destinations(rpc_fifo(cfg, "dispatcher.list"))
+        except Failure:
+            pass  # no FIFO: the datagram socket, then kamcmd, as for a small table
     try:
         return _loaded_destinations(rpc(cfg, "dispatcher.list"))
     except Failure as exc:
@@ -413,7 +423,7 @@ def dispatcher_check(cfg: Path, db_file: Path, wait: float) -> str:
     deadline = time.monotonic() + wait
     while True:
         try:
-            loaded = loaded_destinations(cfg)
+            loaded = loaded_destinations(cfg, len(expected))
         except Failure as exc:
             if "no destination sets" in str(exc).lower() and not expected:
                 return "dispatcher: no destinations expected, none loaded"
