@@ -665,7 +665,6 @@ def model_secrets(model: Any) -> list[str]:
 # release the host ran before the current one went live, skipping releases that were rolled
 # back from or never passed a run, which the release ids alone (sorted by time) cannot tell.
 
-HISTORY_FILE = "history"
 HISTORY_KINDS = ("deploy", "back")
 
 

@@ -81,8 +81,19 @@ def main(argv):
             installed[path] = sha256(path)
         except OSError:
             installed[path] = ""
+    # the end of the history file (one line per switch; a cut first line is skipped by
+    # siporch.core.release_stack), for the rollback target
+    history = ""
+    try:
+        with open(os.path.join(root, "history"), "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 65536))
+            history = fh.read().decode("utf-8", "replace")
+    except OSError:
+        pass
     out = {
         "current": current,
+        "history": history,
         "manifest": manifest,
         "releases": releases,
         "systemd": os.path.isdir("/run/systemd/system"),
