@@ -28,7 +28,8 @@ class CallsError(SiporchError):
 
 def _edges(
     inventory: tuple[Path, ...], vault_password_file: Path | None, hosts: tuple[str, ...]
-) -> list:
+) -> tuple[list, str]:
+    """The edges to read, and the model's records backend."""
     from siporch.cli.common import load
 
     model = load(inventory, vault_password_file).model
@@ -43,7 +44,7 @@ def _edges(
         edges = [(n, a) for n, a in edges if n in hosts]
     if not edges:
         raise CallsError(f"{primary(inventory)}: the model has no edge host")
-    return edges
+    return edges, model.records.backend
 
 
 def _stream(argv: list[str], edge: str, timeout: float, problems: list[str]) -> Iterator[str]:
@@ -267,7 +268,20 @@ def cli(
     else:
         if shutil.which("ssh") is None:
             raise CallsError("ssh is not installed; the edges are read over SSH")
-        for edge, address in _edges(inventory, vault_password_file, hosts):
+        edges, backend = _edges(inventory, vault_password_file, hosts)
+        if backend == "postgresql":
+            # one database for every edge: read once, through the first edge (--host: those
+            # edges' records)
+            names = [n for n, _ in edges] if hosts else []
+            remote = records.remote_command_pg(records.live_host_cfg(), flt, names)
+            for edge, address in edges:
+                argv = _edge_argv(inventory, edge, address, timeout, remote)
+                if argv is not None:
+                    sources.append((edge, argv))
+                    break
+            else:
+                problems.append(f"no edge is in the Ansible inventory {primary(inventory)}")
+        for edge, address in edges if backend != "postgresql" else []:
             argv = _edge_argv(
                 inventory, edge, address, timeout, records.remote_command(records.db_path(), flt)
             )

@@ -29,7 +29,7 @@ from siporch.model.schema import (
     Trunk,
 )
 from siporch.numbers import digit_blocks
-from siporch.records import RECORDS_DB, RECORDS_DIR, SCHEMA
+from siporch.records import RECORDS_DB, RECORDS_DIR, SCHEMA, SCHEMA_PG
 from siporch.render import shared_text
 from siporch.render.env import environment
 
@@ -44,6 +44,7 @@ RELOADS: list[tuple[str, str]] = [
     ("kamailio/host.cfg", "kamailio:restart"),
     ("kamailio/kamailio.env", "kamailio:restart"),
     ("kamailio/records.sql", "kamailio:restart"),
+    ("kamailio/records-pg.sql", "kamailio:restart"),
     ("kamailio/tls.cfg", "kamailio:tls.reload"),
     ("kamailio/db/dispatcher", "kamailio:dispatcher.reload"),
     ("kamailio/db/address", "kamailio:permissions.addressReload"),
@@ -210,7 +211,10 @@ def render(
         shm_mb=sizes.shm_mb, pkg_mb=sizes.pkg_mb
     )
     if model.records.enabled:
-        files["kamailio/records.sql"] = SCHEMA
+        if model.records.backend == "postgresql":
+            files["kamailio/records-pg.sql"] = SCHEMA_PG
+        else:
+            files["kamailio/records.sql"] = SCHEMA
     if _has_tls(h):
         files["kamailio/tls.cfg"] = env.get_template("kamailio/tls.cfg.j2").render(
             host=host, tls=h.tls
@@ -395,8 +399,18 @@ def _host_context(
 def _records_context(model: Model, host: str, root: str, records_dir: str) -> dict[str, object]:
     """Call records (siporch/records.py): where, how long, how big."""
     r = model.records
+    pg = r.postgresql if r.backend == "postgresql" else None
+    host_part = (f"[{pg.host}]" if ":" in pg.host else pg.host) if pg is not None else ""
     return {
         "records": r.enabled,
+        "records_backend": r.backend,
+        # db_postgres's URL; the model allows no character that would need escaping in it
+        "records_pg_url": (
+            f"postgres://{pg.user}:{pg.password.get_secret_value()}@{host_part}:{pg.port}/"
+            f"{pg.database}"
+            if pg is not None
+            else ""
+        ),
         "records_db": f"{records_dir}/{RECORDS_DB}",
         "records_retention_s": r.retention_days * 86400,
         "records_max_bytes": r.max_mb * 1024 * 1024,
