@@ -69,9 +69,7 @@ def test_the_reader_finds_the_url_and_builds_a_streamed_query(tmp_path: Path) ->
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "psql"
-    fake.write_text(
-        "#!/bin/sh\necho \"ARGS $*\"\necho \"PW $PGPASSWORD\"\ncat\n"
-    )
+    fake.write_text('#!/bin/sh\necho "ARGS $*"\necho "PW $PGPASSWORD"\ncat\n')
     fake.chmod(0o755)
     flt = records.Filters(since=100.0, trunk="it's-a", number="312")
     argv = records.remote_command_pg(str(cfg), flt, ["edge-central"])
