@@ -251,3 +251,27 @@ def test_retention_deletes_the_edges_own_old_records(kit: tuple[ck.Lab, Path]) -
     assert ck.wait_for(gone, 40, step=1.0)
     assert psql(k, f"SELECT count(*) FROM calls WHERE callid = '{marker}-other'") == "1"
     psql(k, f"DELETE FROM calls WHERE callid = '{marker}-other'")
+
+
+def test_the_exporter_counts_the_edges_records_in_postgresql(kit: tuple[ck.Lab, Path]) -> None:
+    """The exporter reads edge-central's rows of the shared database: its call counter is
+    the server's count of that edge's records."""
+    from test_exporter_records import Exporter, total
+
+    k, inv = kit
+    want = int(psql(k, "SELECT count(*) FROM calls WHERE edge = 'edge-central'"))
+    answered = int(
+        psql(
+            k,
+            "SELECT count(*) FROM calls WHERE edge = 'edge-central' AND code BETWEEN 200 AND 299",
+        )
+    )
+    assert want >= 3
+    exporter = Exporter(inv)
+    exporter.start()
+    try:
+        got = exporter.read_once()
+    finally:
+        exporter.stop()
+    assert total(got, "siporch_trunk_calls_total", edge="edge-central") == want, got
+    assert total(got, "siporch_trunk_answered_calls_total", edge="edge-central") == answered

@@ -4,6 +4,7 @@ and Kamailio's own check of the rendered edge with db_postgres (the lab's sid ro
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -135,3 +136,39 @@ def test_rendered_postgresql_edge_passes_kamailio_check() -> None:
         assert "config file ok" in result.stdout + result.stderr
     finally:
         shutil.rmtree(inner, ignore_errors=True)
+
+
+def test_the_exporters_edge_program_reads_postgresql(tmp_path: Path) -> None:
+    """The exporter's edge program with a psql that answers as the server would: the
+    edge's rows in the shared database, folded like SQLite's."""
+    from siporch.monitor import record_metrics as rm
+
+    cfg = tmp_path / "host.cfg"
+    cfg.write_text(render(pg_model(), "edge-central")["kamailio/host.cfg"])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sql = tmp_path / "sql"
+    n = 9 + 2 + len(rm.PDD_BUCKETS) + len(rm.DURATION_BUCKETS)
+    row = ["3", "2", "0", "1", "0", "0", "0", "3", "1.5"] + ["3"] * len(rm.PDD_BUCKETS)
+    row += ["2", "6.0"] + ["2"] * len(rm.DURATION_BUCKETS)
+    assert len(row) == n
+    answer = tmp_path / "answer"
+    answer.write_text(
+        "T\t7\t0\t7\n" + "\t".join(["R", "itsp-a", "inbound", *row]) + "\nF\titsp-a\t1\n"
+    )
+    (bin_dir / "psql").write_text(f"#!/bin/sh\ncat > {sql}\ncat {answer}\n")
+    (bin_dir / "psql").chmod(0o755)
+    argv = rm.remote_command(str(tmp_path / "none.sqlite"), 0, edge="edge-central")
+    argv[-2] = str(cfg)  # the edge's live host.cfg
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    out = subprocess.run(
+        ["python3", *argv[1:]], capture_output=True, text=True, env=env, timeout=30, check=True
+    ).stdout
+    data = json.loads(out.strip().splitlines()[-1])
+    assert (data["top"], data["newest"], data["restarted"]) == (7, 7, False)
+    assert data["failover_legs"] == [["itsp-a", 1]]
+    totals = rm.RecordTotals()
+    totals.add("edge-central", "central", data)
+    ((_, t),) = totals.snapshot()[1]
+    assert (t.attempts, t.answered, t.failures["4xx"], t.pdd.count) == (3, 2, 1, 3)
+    assert "WHERE edge = 'edge-central'" in sql.read_text()
