@@ -269,7 +269,8 @@ class Facts:
 
 def secret_values(model: Any) -> list[str]:
     """Every secret value of a model: the fields the schema declares secret (AMI secrets,
-    registration and outbound passwords; ``tests/unit/test_render_cache.py`` checks that
+    registration and outbound passwords, the records server's password;
+    ``tests/unit/test_render_cache.py`` checks that
     the schema has no others, and that this is ``siporch.core.model_secrets``' set, which
     walks every field and takes a second at 10,000 trunks)."""
     out: list[str] = []
@@ -281,6 +282,8 @@ def secret_values(model: Any) -> list[str]:
             out.append(trunk.auth.password.get_secret_value())
         if trunk.credentials is not None:
             out.append(trunk.credentials.password.get_secret_value())
+    if model.records.postgresql is not None:
+        out.append(model.records.postgresql.password.get_secret_value())
     return out
 
 
