@@ -1,7 +1,7 @@
 """A dashboard picture of the call-record metrics, from a real exporter (docs/calls.md).
 
     sudo flock /run/siporch-lab.flock python bench/records_dashboard.py -i inventory/lab \
-        --png docs/img/calls-dashboard.png --json bench/results/records_dashboard.json
+        --place-calls --png docs/img/calls-dashboard.png --json bench/results/records_dashboard.json
 
 Starts `siporch exporter` on the inventory (records only: ``--no-releases``), waits until it
 has read every edge's call records (``siporch_edge_records_up`` 1 for each), scrapes
@@ -80,6 +80,27 @@ def from_exporter(inventory: Path, hosts: list[str], wait: float) -> list[Sample
         except subprocess.TimeoutExpired:
             proc.kill()
     raise SystemExit(f"the exporter read no call records in {wait:g} s")
+
+
+# --place-calls: a small real mix through the lab's edges before the exporter reads them
+# (siporch call: SIPp from the ITSP hosts): answered calls of two lengths on itsp-a (the
+# PBX answers +12025550100 with Echo), a number that is no DID (404 from the edge), and
+# the branch trunk's DID.
+LAB_CALLS = (
+    ("itsp-a1", "2025550100", 12, 2.0),
+    ("itsp-a1", "2025550100", 8, 6.0),
+    ("itsp-a1", "2025550999", 5, 1.0),
+    ("itsp-branch", "+12065550100", 6, 4.0),
+)
+
+
+def place_calls(inventory: Path) -> None:
+    for source, number, n, seconds in LAB_CALLS:
+        cmd = [sys.executable, "-m", "siporch", "call", number, "-i", str(inventory),
+               "--from", source, "--calls", str(n), "--rate", "4", "--duration", str(seconds),
+               "--timeout", "120", "--json"]  # fmt: skip
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
+        print(f"{source} -> {number} x{n}: {proc.stdout.strip() or proc.stderr.strip()[-200:]}")
 
 
 def _by_trunk(samples: list[Sample], name: str, **match: str) -> dict[str, float]:
@@ -171,7 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wait", type=float, default=120.0)
     p.add_argument("--png", type=Path, default=REPO / "docs" / "img" / "calls-dashboard.png")
     p.add_argument("--json", type=Path)
+    p.add_argument(
+        "--place-calls", action="store_true", help="place a small mix of lab calls first"
+    )
     args = p.parse_args(argv)
+    if args.place_calls:
+        place_calls(args.inventory)
     samples = scrape(args.url) if args.url else from_exporter(args.inventory, args.host, args.wait)
     if not any(n == "siporch_trunk_calls_total" for n, _, _ in samples):
         print("no call-record metrics to draw", file=sys.stderr)
