@@ -341,6 +341,33 @@ def _cached_loaded_class() -> type:
 _CACHED_LOADED: type | None = None
 
 
+def _chunk_store(directory: Path, path: str) -> Any:
+    """The parsed entries of one inventory file (``siporch.model.chunks``), kept in the
+    cache beside the models: one file per inventory file, replaced when it changes."""
+    from siporch.model.chunks import Store
+
+    ident = f"chunks {FORMAT}\n{code_hash()}\n{_versions()}\n{path}"
+    target = directory / f"{_sha(ident.encode())}.pickle"
+
+    def load() -> bytes | None:
+        try:
+            return target.read_bytes()
+        except OSError:
+            return None
+
+    def save(data: bytes) -> None:
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        except OSError:
+            pass  # a cache that cannot be written is only slower
+
+    return Store(load, save)
+
+
 def _entry_of(loaded: Any) -> dict[str, Any]:
     return {
         "blob": pickle.dumps(loaded.model, protocol=pickle.HIGHEST_PROTOCOL),
@@ -389,7 +416,12 @@ def load_model(
     entry = _read(path)
     if isinstance(entry, dict) and {"blob", "facts", "fields"} <= set(entry):
         return _loaded_of(entry)
-    loaded = loader.load_model(inventory, vault_password_file, groups=groups)
+    previous = loader.CHUNKS
+    loader.CHUNKS = functools.partial(_chunk_store, cache_dir(state) / "chunks")
+    try:
+        loaded = loader.load_model(inventory, vault_password_file, groups=groups)
+    finally:
+        loader.CHUNKS = previous
     entry = _entry_of(loaded)
     _write(path, entry)
     return _loaded_of(entry, loaded.model)
