@@ -43,7 +43,7 @@ CACHE_ENV = "SIPORCH_CACHE"
 #: Entries kept of each kind (model, render).
 KEEP = 4
 #: Bumped when an entry's layout changes.
-FORMAT = "1"
+FORMAT = "2"
 
 T = TypeVar("T")
 
@@ -315,6 +315,7 @@ def _cached_loaded_class() -> type:
         unchanged model's diff or render needs only its facts and files)."""
 
         facts: Facts
+        reload: tuple[Any, ...] = ((), None, None)  # load_model's arguments
         _blob: bytes
         _model: Any
 
@@ -326,7 +327,13 @@ def _cached_loaded_class() -> type:
         def model(self) -> Any:
             if self._model is None:
                 with gcpause.paused():
-                    self._model = pickle.loads(self._blob)
+                    try:
+                        self._model = _model_of(self._blob, self.model_hash)
+                    except StaleEntry:  # read the inventory again
+                        from siporch.model import loader
+
+                        sources, password, groups = self.reload
+                        self._model = loader.load_model(sources, password, groups=groups).model
                 self._blob = b""
             return self._model
 
@@ -339,6 +346,25 @@ def _cached_loaded_class() -> type:
 
 
 _CACHED_LOADED: type | None = None
+
+
+class StaleEntry(Exception):
+    """A cache entry's data does not validate to the model it was stored for."""
+
+
+def _model_of(blob: bytes, model_hash: str) -> Any:
+    """The model of an entry: unpickled (``M``), or validated again from the data it was
+    validated from (``D``), the same model when its hash says so."""
+    from siporch.model.loader import model_hash as hash_of
+    from siporch.model.schema import Model
+
+    kind, body = blob[:1], blob[1:]
+    if kind == b"M":
+        return pickle.loads(body)
+    model = Model.model_validate(pickle.loads(body))
+    if hash_of(model) != model_hash:
+        raise StaleEntry("the cached model data no longer validates to its model")
+    return model
 
 
 def _chunk_store(directory: Path, path: str) -> Any:
@@ -369,8 +395,12 @@ def _chunk_store(directory: Path, path: str) -> Any:
 
 
 def _entry_of(loaded: Any) -> dict[str, Any]:
+    if loaded.data is not None:  # the plain data: validated again on use, checked by hash
+        blob = b"D" + pickle.dumps(loaded.data, protocol=pickle.HIGHEST_PROTOCOL)
+    else:
+        blob = b"M" + pickle.dumps(loaded.model, protocol=pickle.HIGHEST_PROTOCOL)
     return {
-        "blob": pickle.dumps(loaded.model, protocol=pickle.HIGHEST_PROTOCOL),
+        "blob": blob,
         "facts": facts_of(loaded.model),
         "fields": {
             "source": loaded.source,
@@ -387,6 +417,7 @@ def _loaded_of(entry: dict[str, Any], known: Any = None) -> Any:
     if _CACHED_LOADED is None:
         _CACHED_LOADED = _cached_loaded_class()
     out = _CACHED_LOADED(entry["blob"], entry["facts"], **entry["fields"])
+    out.reload = entry.get("reload", ((), None, None))
     if known is not None:
         out.model = known
     return out
@@ -416,12 +447,15 @@ def load_model(
     entry = _read(path)
     if isinstance(entry, dict) and {"blob", "facts", "fields"} <= set(entry):
         return _loaded_of(entry)
-    previous = loader.CHUNKS
+    previous = loader.CHUNKS, loader.KEEP_DATA
     loader.CHUNKS = functools.partial(_chunk_store, cache_dir(state) / "chunks")
+    loader.KEEP_DATA = True
     try:
         loaded = loader.load_model(inventory, vault_password_file, groups=groups)
     finally:
-        loader.CHUNKS = previous
+        loader.CHUNKS, loader.KEEP_DATA = previous
     entry = _entry_of(loaded)
+    entry["reload"] = (tuple(sources), vault_password_file, dict(groups) if groups else None)
+    loaded.data = None
     _write(path, entry)
     return _loaded_of(entry, loaded.model)

@@ -58,6 +58,9 @@ class LoadedModel:
     model_hash: str
     warnings: list[Problem] = field(default_factory=list)
     inventories: tuple[Path, ...] = ()
+    # the plain data the model was validated from, when KEEP_DATA asked for it (the cache
+    # keeps it instead of the model: a tenth of the time to store)
+    data: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -329,6 +332,8 @@ FAST_YAML = True
 #: where the fast path keeps the parsed entries of a file (``chunks.Store``), when a
 #: cache is in use (set by ``siporch.cache.load_model``); None: every file read whole
 CHUNKS: Callable[[str], chunks.Store | None] | None = None
+#: keep the data a model was validated from in ``LoadedModel.data`` (for the cache)
+KEEP_DATA = False
 
 
 def _data_loader(secrets: _Secrets, fast: bool) -> Any:
@@ -1355,6 +1360,7 @@ def _validate(
         model_hash=model_hash(model),
         warnings=[p for p in found if p.severity == "warning"],
         inventories=sources or (inventory,),
+        data=data if KEEP_DATA else None,
     )
 
 

@@ -170,3 +170,20 @@ def test_cached_loads_after_an_edit_are_uncached_loads(
 def test_quick_unsafe_check_is_the_regular_expression(parts: list[str]) -> None:
     text = "".join(parts)
     assert _unsafe(text) == bool(_UNSAFE.search(text))
+
+
+def test_cached_model_is_validated_again_from_its_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache keeps the data a model was validated from; a later process validates it
+    again (the same model, checked by its hash), or reads the inventory again when the
+    data no longer gives that model."""
+    inv = write_inventory(tmp_path / "inv", 20)
+    first = cache.load_model(inv)
+    assert first.data is None  # not kept once stored
+    again = cache.load_model(inv)
+    assert isinstance(again, cache._cached_loaded_class()) or again._blob[:1] == b"D"
+    assert again.model == first.model
+    stale = cache.load_model(inv)
+    monkeypatch.setattr(loader, "model_hash", lambda model: "not the hash")
+    assert stale.model == first.model  # read again from the inventory
