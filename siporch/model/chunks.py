@@ -77,6 +77,7 @@ def _closed(line: str) -> bool:
 
 
 _SHALLOW = re.compile(r"^( {0,4})(\S[^\n]*)", re.MULTILINE)
+_LISTED = re.compile(r"^( {0,2})(\S[^\n]*)", re.MULTILINE)
 _TAB_INDENT = re.compile(r"^ *\t", re.MULTILINE)
 
 
@@ -113,14 +114,20 @@ def split(text: str, minimum: int | None = None) -> Split | None:
             last = offset
             current = None
 
-    for m in _SHALLOW.finditer(text):
+    at = 0
+    while True:
+        # in a list of entries only the lines at two spaces or less matter: skip the rest
+        m = (_SHALLOW if listing is None else _LISTED).search(text, at)
+        if m is None:
+            break
+        at = m.end()
         pos = m.start()
         line_no += text.count("\n", last_line, pos)
         last_line = pos
         ind, content = len(m.group(1)), m.group(2)
         if listing is not None:
-            if ind == 4 or (ind == 2 and content.startswith("#")):
-                continue  # an item's body
+            if ind == 2 and content.startswith("#"):
+                continue  # in an item's body
             if ind == 2 and content.startswith("- "):
                 if not _closed(m.group(0)):
                     return None
