@@ -705,6 +705,8 @@ class _TextLines:
         self._index: dict[tuple[int, int, int], dict[str, int] | None] = {}
         self._ends: dict[tuple[int, int, int], int] = {}
         self._items: dict[tuple[int, int, int, int], list[int]] = {}
+        # per file (id of its lines): each line's indent, -1 for a blank or comment line
+        self._indents: dict[int, list[int]] = {}
         self.located: set[int] = set()  # id() of problems placed here
 
     def _lines(self, path: str) -> list[str] | None:
@@ -713,9 +715,13 @@ class _TextLines:
                 text = Path(path).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):
                 text = None
-            self._files[path] = (
-                None if text is None or _UNSAFE.search(text) else text.splitlines()
-            )
+            lines = None if text is None or _unsafe(text) else text.splitlines()
+            self._files[path] = lines
+            if lines is not None:
+                self._indents[id(lines)] = [
+                    len(line) - len(line.lstrip(" ")) if self._content(line) else -1
+                    for line in lines
+                ]
         return self._files[path]
 
     @staticmethod
@@ -732,10 +738,9 @@ class _TextLines:
         ``indent`` or less."""
         ident = (id(lines), start, indent)
         if ident not in self._ends:
+            indents = self._indents[id(lines)]
             i = start
-            while i < len(lines) and (
-                not self._content(lines[i]) or self._indent(lines[i]) > indent
-            ):
+            while i < len(lines) and (indents[i] < 0 or indents[i] > indent):
                 i += 1
             self._ends[ident] = i
         return self._ends[ident]
@@ -749,12 +754,14 @@ class _TextLines:
             return self._index[ident]
         keys: dict[str, int] = {}
         out: dict[str, int] | None = keys
+        indents = self._indents[id(lines)]
         for i in range(start, end):
-            line = lines[i]
-            if not self._content(line):
+            ind = indents[i]
+            if ind < 0:
                 continue
-            if i != start and self._indent(line) != col:
-                if self._indent(line) < col:
+            line = lines[i]
+            if i != start and ind != col:
+                if ind < col:
                     out = None
                     break
                 continue
@@ -793,12 +800,11 @@ class _TextLines:
                     break  # _origin_at stops where a path does not fit
                 items = self._items.get((id(lines), first, end, col))
                 if items is None:
+                    indents = self._indents[id(lines)]
                     items = self._items[(id(lines), first, end, col)] = [
                         i
                         for i in range(first, end)
-                        if self._content(lines[i])
-                        and self._indent(lines[i]) == col
-                        and lines[i][col : col + 2].strip() == "-"
+                        if indents[i] == col and lines[i][col : col + 2].strip() == "-"
                     ]
                 if not 0 <= part < len(items):
                     break
