@@ -384,6 +384,7 @@ def _chunk_store(directory: Path, path: str) -> Any:
     def save(data: bytes) -> None:
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(directory.parent, 0o700)  # decrypted values, as in the other entries
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

@@ -147,7 +147,10 @@ def test_cached_loads_after_an_edit_are_uncached_loads(
     inv = write_inventory(tmp_path / "inv", 120)
     path = inv / "group_vars" / "all" / "siporch.yml"
     first = cache.load_model(inv)
-    assert list((inv.parent / "build" / "cache" / "chunks").glob("*.pickle"))
+    stored = inv.parent / "build" / "cache" / "chunks"
+    assert list(stored.glob("*.pickle"))
+    for p in (stored.parent, stored, *stored.iterdir()):  # decrypted values: private
+        assert p.stat().st_mode & 0o077 == 0, p
     path.write_text(path.read_text().replace("max_channels: 31\n", "max_channels: 77\n", 1))
     second = cache.load_model(inv)
     assert second.model_hash != first.model_hash
