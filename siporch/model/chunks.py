@@ -221,8 +221,15 @@ def entry_key(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+_ESCAPED = re.compile(r"\\[xuU]")
+
+
 def may_template(text: str) -> bool:
-    return "{" in text and any(m in text for m in _MARKS)
+    """Whether a string of this text may be a template: a mark of Jinja's, or an escape
+    of a double-quoted scalar that could spell one."""
+    return ("{" in text and any(m in text for m in _MARKS)) or (
+        "\\" in text and _ESCAPED.search(text) is not None
+    )
 
 
 class Store:

@@ -190,3 +190,9 @@ def test_cached_model_is_validated_again_from_its_data(
     stale = cache.load_model(inv)
     monkeypatch.setattr(loader, "model_hash", lambda model: "not the hash")
     assert stale.model == first.model  # read again from the inventory
+
+
+def test_entries_that_may_hold_a_template_are_parsed_each_time() -> None:
+    assert chunks.may_template("    a:\n      b: '{{ x }}'\n")
+    assert chunks.may_template('    a:\n      b: "\\x7b\\x7b x }}"\n')  # escaped marks
+    assert not chunks.may_template("    a:\n      b: '{x}'\n")
