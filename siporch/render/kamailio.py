@@ -349,13 +349,15 @@ def _edge_probe(model: Model, site: str) -> Probe:
     return Probe(interval=interval, threshold=threshold)
 
 
-def script_probed(model: Model, trunk: Trunk) -> bool:
+def script_probed(model: Model, trunk: Trunk, edge: Probe | None = None) -> bool:
     """A probed trunk whose interval or threshold is not the dispatcher's of its edge: the
     edge's route PROBE_TICK probes its peers at its own interval and takes one out after
-    its own number of failures (docs/kamailio.md, OPTIONS probing)."""
+    its own number of failures (docs/kamailio.md, OPTIONS probing). ``edge``: the edge's
+    ``_edge_probe`` of the trunk's site, when the caller has it (it walks every trunk)."""
     if not trunk.probe.enabled:
         return False
-    edge = _edge_probe(model, trunk.site)
+    if edge is None:
+        edge = _edge_probe(model, trunk.site)
     return (trunk.probe.interval, trunk.probe.threshold) != (edge.interval, edge.threshold)
 
 
@@ -586,6 +588,7 @@ class _EdgeData:
         hosts = sorted(model.hosts)
         self.host_set = {n: SET_HOST_BASE + i for i, n in enumerate(hosts, 1)}
         self.site_set = {n: SET_SITE_EDGES_BASE + i for i, n in enumerate(sorted(model.sites), 1)}
+        self.probe = _edge_probe(model, self.site)  # every local trunk's site
 
     # -- permissions
     def address_rows(self) -> list[Row]:
@@ -622,7 +625,7 @@ class _EdgeData:
             t = self.model.trunks[name]
             peers = _peer_order(t.peers)
             # probed by dispatcher (flag 8) at the edge's values, or by the script
-            flags = 8 if t.probe.enabled and not script_probed(self.model, t) else 0
+            flags = 8 if t.probe.enabled and not script_probed(self.model, t, self.probe) else 0
             no_dns = 0 if _trusts_resolved(t) else DS_FLAG_NO_DNS
             for pos, p in enumerate(peers):
                 uri = _peer_uri(p)
@@ -739,7 +742,7 @@ class _EdgeData:
         k = 0
         for name in self.local:
             t = self.model.trunks[name]
-            if not script_probed(self.model, t):
+            if not script_probed(self.model, t, self.probe):
                 continue
             tid = self.ids[name]
             items += [(f"{tid}.prb", 1), (f"{tid}.pth", t.probe.threshold)]
