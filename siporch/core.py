@@ -718,6 +718,18 @@ def rollback_target(history: str, current: str, available: Iterable[str]) -> str
     return older[-1] if older else ""
 
 
+def releases_to_prune(available: Iterable[str], keep: int, current: str, history: str) -> list[str]:
+    """The releases to remove from a host that holds ``available``, keeping the newest
+    ``keep`` by id (ids start with their UTC time), and never the ``current`` one nor the
+    release a rollback would go to (:func:`rollback_target`, from the host's history),
+    oldest first. ``keep`` below 1 keeps everything."""
+    ids = sorted(set(available) | ({current} if current else set()))
+    if keep < 1 or len(ids) <= keep:
+        return []
+    protected = {current, rollback_target(history, current, ids)} if current else set()
+    return [r for r in ids[:-keep] if r not in protected]
+
+
 # ----------------------------------------------------------------------------- trunk ids
 
 
