@@ -164,3 +164,16 @@ def test_a_pinned_id_another_trunk_keeps_is_an_error_naming_file_and_field(inv: 
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "siporch.yml" in proc.stderr and "trunks.itsp-a.id" in proc.stderr
+
+
+def test_the_plan_says_nothing_of_a_kept_id_and_warns_of_a_changed_one() -> None:
+    from siporch.plan import semantic_diff
+
+    old = {"trunks": {"a": {"id": None, "site": "x"}, "b": {"id": None, "site": "x"}}}
+    # the same numbering, now written in the model (kept ids): no change at all
+    kept = {"trunks": {"a": {"id": 1, "site": "x"}, "b": {"id": 2, "site": "x"}}}
+    assert semantic_diff(old, kept) == []
+    # an id that changes (here b's own id) is a warning naming the trunk and both ids
+    moved = {"trunks": {"a": {"id": 1, "site": "x"}, "b": {"id": 5, "site": "x"}}}
+    (line,) = semantic_diff(old, moved)
+    assert line.startswith("warning: trunk b: id 2 -> 5")
