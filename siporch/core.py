@@ -727,6 +727,10 @@ def releases_to_prune(available: Iterable[str], keep: int, current: str, history
     if keep < 1 or len(ids) <= keep:
         return []
     protected = {current, rollback_target(history, current, ids)} if current else set()
+    if current and release_stack(history)[-1:] != [current]:
+        # a history read before the switch to ``current`` (a deploy's prune): the target
+        # once the host's history has that switch's line
+        protected.add(rollback_target(history + history_line("deploy", current, "-"), current, ids))
     return [r for r in ids[:-keep] if r not in protected]
 
 

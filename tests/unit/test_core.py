@@ -479,3 +479,14 @@ def test_prune_filter_is_the_core_function() -> None:
     history = "".join(core.history_line("deploy", r, "t") for r in IDS)
     assert prune(IDS, "10", IDS[-1], history) == IDS[:5]
     assert prune(IDS, 10, IDS[-1], None) == IDS[:5]
+
+
+def test_prune_reads_a_history_from_before_the_switch() -> None:
+    # discover read the history before this run went live with IDS[-1]: the host ran
+    # IDS[1] (IDS[2..13] rolled back from), which a rollback of IDS[-1] goes to
+    lines = [core.history_line("deploy", IDS[0], "t"), core.history_line("deploy", IDS[1], "t")]
+    for r in IDS[2:-1]:
+        lines += [core.history_line("deploy", r, "t"), core.history_line("back", IDS[1], "t")]
+    before_switch = "".join(lines)
+    pruned = core.releases_to_prune(IDS, 10, IDS[-1], before_switch)
+    assert IDS[1] not in pruned and IDS[-1] not in pruned
