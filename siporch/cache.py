@@ -32,7 +32,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,7 +43,7 @@ CACHE_ENV = "SIPORCH_CACHE"
 #: Entries kept of each kind (model, render).
 KEEP = 4
 #: Bumped when an entry's layout changes.
-FORMAT = "2"
+FORMAT = "3"
 
 T = TypeVar("T")
 
@@ -265,6 +265,7 @@ class Facts:
     hosts: dict[str, HostFacts]
     secrets: list[str]
     counts: dict[str, int]
+    trunk_ids: dict[str, int] = field(default_factory=dict)  # what a release records
 
 
 def secret_values(model: Any) -> list[str]:
@@ -288,6 +289,8 @@ def secret_values(model: Any) -> list[str]:
 
 
 def facts_of(model: Any) -> Facts:
+    from siporch.model.numbering import trunk_ids
+
     return Facts(
         hosts={
             h: HostFacts(spec.role, spec.site, str(spec.address)) for h, spec in model.hosts.items()
@@ -300,6 +303,7 @@ def facts_of(model: Any) -> Facts:
             "routes": len(model.routes),
             "dids": len(model.inbound),
         },
+        trunk_ids=trunk_ids(model),
     )
 
 
@@ -447,6 +451,12 @@ def load_model(
     key = model_key(sources, password, groups, state)
     if key is None:
         return loader.load_model(inventory, vault_password_file, groups=groups)
+    # the trunk ids the controller's releases gave, which the loaded model keeps
+    from siporch.release import id_base
+
+    first = sources[0]
+    ids = id_base(first.parent if first.is_file() else first, first)
+    key = _sha(f"{key}\nids {ids.key}".encode())
     path = cache_dir(state) / "model" / f"{key}.pickle"
     entry = _read(path)
     if isinstance(entry, dict) and {"blob", "facts", "fields"} <= set(entry):

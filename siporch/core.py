@@ -718,26 +718,80 @@ def rollback_target(history: str, current: str, available: Iterable[str]) -> str
     return older[-1] if older else ""
 
 
+def releases_to_prune(available: Iterable[str], keep: int, current: str, history: str) -> list[str]:
+    """The releases to remove from a host that holds ``available``, keeping the newest
+    ``keep`` by id (ids start with their UTC time), and never the ``current`` one nor the
+    release a rollback would go to (:func:`rollback_target`, from the host's history),
+    oldest first. ``keep`` below 1 keeps everything."""
+    ids = sorted(set(available) | ({current} if current else set()))
+    if keep < 1 or len(ids) <= keep:
+        return []
+    protected = {current, rollback_target(history, current, ids)} if current else set()
+    if current and release_stack(history)[-1:] != [current]:
+        # a history read before the switch to ``current`` (a deploy's prune): the target
+        # once the host's history has that switch's line
+        protected.add(rollback_target(history + history_line("deploy", current, "-"), current, ids))
+    return [r for r in ids[:-keep] if r not in protected]
+
+
 # ----------------------------------------------------------------------------- trunk ids
 
 
 def assign_ids(explicit: Mapping[str, int | None]) -> dict[str, int]:
     """Trunk name -> id, in the order of ``explicit`` (name -> its own ``id`` or None): an
     own id wins; the others count from 1 in name order, skipping the ids taken. The one
-    numbering of the renderers (`siporch.model.numbering.trunk_ids`) and of the plan."""
-    used = {i for i in explicit.values() if i is not None}
-    out: dict[str, int] = {}
+    numbering of the renderers (`siporch.model.numbering.trunk_ids`) and of the plan; with
+    the ids of an earlier release kept, :func:`stable_ids`."""
+    return stable_ids(explicit, {}).ids
+
+
+@dataclass(frozen=True)
+class IdConflict:
+    """A trunk's own ``id`` that another trunk of the model kept from the base release."""
+
+    trunk: str
+    id: int
+    holder: str
+
+
+@dataclass(frozen=True)
+class StableIds:
+    ids: dict[str, int]
+    conflicts: tuple[IdConflict, ...] = ()
+
+
+def stable_ids(
+    explicit: Mapping[str, int | None],
+    kept: Mapping[str, int],
+    reserved: Iterable[int] = (),
+) -> StableIds:
+    """Trunk name -> id, in the order of ``explicit`` (name -> its own ``id`` or None), an
+    id once given being kept: an own id wins; a trunk without one keeps its id of the base
+    release (``kept``); the others take the lowest ids free, in name order, never one of
+    ``kept`` or ``reserved`` (the ids of trunks removed since: not reused while the hosts
+    may run them). A trunk's own id that another trunk without one keeps is a conflict
+    (that trunk is not renumbered behind the user's back: it keeps its id)."""
+    pinned = {name: i for name, i in explicit.items() if i is not None}
+    holder_of = {i: name for name, i in pinned.items()}
+    out: dict[str, int] = dict(pinned)
+    conflicts: list[IdConflict] = []
+    for name in sorted(explicit):
+        if name in pinned or name not in kept:
+            continue
+        i = kept[name]
+        if i in holder_of:
+            conflicts.append(IdConflict(holder_of[i], i, name))
+        out[name] = i
+    used = set(out.values()) | set(kept.values()) | set(reserved)
     n = 1
     for name in sorted(explicit):
-        given = explicit[name]
-        if given is not None:
-            out[name] = given
+        if name in out:
             continue
         while n in used:
             n += 1
         out[name] = n
         used.add(n)
-    return {name: out[name] for name in explicit}
+    return StableIds({name: out[name] for name in explicit}, tuple(conflicts))
 
 
 def renumbered(old: Mapping[str, int], new: Mapping[str, int]) -> dict[str, tuple[int, int]]:

@@ -89,7 +89,10 @@ def semantic_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
     old = old or {}
     out: list[str] = []
     for key, noun in _COLLECTIONS.items():
-        _named_diff(noun, old.get(key, {}) or {}, new.get(key, {}) or {}, out)
+        o, n = old.get(key, {}) or {}, new.get(key, {}) or {}
+        if key == "trunks":  # a trunk's id: its effective id changes, below (_renumbering)
+            o, n = _without_id(o), _without_id(n)
+        _named_diff(noun, o, n, out)
     for key, noun in _NAMED_LISTS.items():
         o = {i["name"]: i for i in old.get(key, []) or []}
         n = {i["name"]: i for i in new.get(key, []) or []}
@@ -112,14 +115,23 @@ def semantic_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
     return out
 
 
+def _without_id(trunks: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: {k: v for k, v in t.items() if k != "id"} if isinstance(t, dict) else t
+        for name, t in trunks.items()
+    }
+
+
 def _trunk_ids(model: dict[str, Any]) -> dict[str, int]:
     trunks = model.get("trunks") or {}
     return assign_ids({name: (t or {}).get("id") for name, t in trunks.items()})
 
 
 def _renumbering(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """A warning per trunk whose implied id changes (a trunk without ``id`` is numbered
-    in name order: adding or removing one can renumber the ones after it)."""
+    """A warning per trunk whose id changes: its own ``id`` changed, or, when the release
+    compared with was not the base of the render (a trunk without ``id`` keeps the id the
+    controller's releases gave it, `siporch.core.stable_ids`; without them, it is numbered
+    in name order), adding or removing a trunk renumbers the ones after it."""
     moves = renumbered(_trunk_ids(old), _trunk_ids(new))
     return [
         f"warning: trunk {name}: id {a} -> {b} (its dispatcher set, permissions group, "

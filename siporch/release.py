@@ -8,7 +8,7 @@ The controller's state directory (:func:`state_dir`) is ``$SIPORCH_STATE`` when 
 ``build/`` beside the inventory directory (``~/proj/inventory`` -> ``~/proj/build``); never
 inside the installed package. Layout::
 
-    <state>/releases/<id>/manifest.json          every host, no secrets
+    <state>/releases/<id>/manifest.json          every host, no secrets; trunk_ids
     <state>/releases/<id>/model.json             the model with secrets replaced by hashes
     <state>/releases/<id>/<host>/manifest.json   that host's part (shipped with its files)
     <state>/releases/<id>/<host>/<relpath>       the rendered files
@@ -38,6 +38,7 @@ from siporch import __version__
 from siporch.core import HostManifest, Manifest
 from siporch.errors import SiporchError
 from siporch.model.loader import LoadedModel
+from siporch.model.numbering import trunk_ids
 from siporch.model.schema import Model
 from siporch.render import reload_action, render_release, secret_files
 
@@ -186,6 +187,81 @@ def host_manifest(
     }
 
 
+#: Key of a release's manifest.json: {trunk name: id} of every trunk of the release.
+TRUNK_IDS = "trunk_ids"
+
+
+@dataclass(frozen=True)
+class IdBase:
+    """The trunk ids a render keeps: those of the newest release of the inventory on the
+    controller (``release``), and of the release last deployed from it when that is
+    another; ``reserved`` holds every id of either (a removed trunk's id is not given to
+    another trunk while a host may run it)."""
+
+    release: str | None
+    kept: dict[str, int]
+    reserved: frozenset[int]
+    deployed: str | None = None
+
+    @property
+    def key(self) -> str:
+        """A hash of the ids this base keeps and reserves (for the model cache: a new
+        release that numbers the trunks the same keeps the cached model)."""
+        text = json.dumps([sorted(self.kept.items()), sorted(self.reserved)])
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def release_trunk_ids(out_dir: Path, manifest: dict[str, Any]) -> dict[str, int]:
+    """{trunk: id} of a release: recorded in its manifest; for a release made before they
+    were, the numbering of its model.json (own ids, then name order)."""
+    from siporch.core import assign_ids
+
+    recorded = manifest.get(TRUNK_IDS)
+    if isinstance(recorded, dict):
+        return {str(k): int(v) for k, v in recorded.items()}
+    try:
+        model = json.loads((out_dir / str(manifest.get("id")) / "model.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    trunks = model.get("trunks") or {}
+    return assign_ids({n: (t or {}).get("id") for n, t in trunks.items()})
+
+
+def _newest_release(out_dir: Path, inventory: str) -> dict[str, Any] | None:
+    """The manifest of the newest release of ``inventory`` in ``out_dir`` (ids sort by
+    time), reading manifests newest first until one is the inventory's."""
+    try:
+        names = sorted((n for n in os.listdir(out_dir) if n[:1].isdigit()), reverse=True)
+    except OSError:
+        return None
+    for name in names:
+        try:
+            data = json.loads((out_dir / name / MANIFEST).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("inventory") == inventory:
+            return data
+    return None
+
+
+def id_base(inventory: Path, first_source: Path | None = None) -> IdBase:
+    """The trunk ids a render of ``inventory`` keeps (:class:`IdBase`), from the
+    controller's releases of it (``state_dir(first_source)/releases``)."""
+    out_dir = default_out(first_source or inventory)
+    newest = _newest_release(out_dir, inventory_key(inventory))
+    kept = release_trunk_ids(out_dir, newest) if newest else {}
+    reserved = set(kept.values())
+    deployed = deployed_release(first_source or inventory, out_dir)
+    if deployed and (newest is None or deployed != newest.get("id")):
+        try:
+            old = release_trunk_ids(out_dir, load_release(deployed, out_dir))
+        except (SiporchError, OSError, ValueError):
+            old = {}
+        reserved |= set(old.values())
+        kept = {**{n: i for n, i in old.items() if i not in kept.values()}, **kept}
+    return IdBase(str(newest["id"]) if newest else None, kept, frozenset(reserved), deployed)
+
+
 def list_releases(out_dir: Path) -> list[dict[str, Any]]:
     """Manifests of the releases on the controller, oldest first."""
     out = []
@@ -284,6 +360,8 @@ def build_release(
             "changes": _changes(previous[-1] if previous else None, out_dir, sanitized),
             "hosts": hosts,
         }
+        ids = getattr(model, "trunk_ids", None)
+        manifest[TRUNK_IDS] = dict(ids) if ids is not None else trunk_ids(loaded.model)
         (tmp / "model.json").write_text(text)
         (tmp / MANIFEST).write_text(Manifest.from_json(manifest).dumps())
         os.rename(tmp, final)

@@ -1359,6 +1359,8 @@ def _validate(
     errors = [p for p in found if p.severity == "error"]
     if errors:
         raise ModelError(problems=found)
+    if hosts is not None:  # an inventory's model: the ids its releases gave are kept
+        model = _keep_trunk_ids(model, inventory, sources, loc8)
     return LoadedModel(
         model=model,
         source=loc8.source,
@@ -1368,6 +1370,46 @@ def _validate(
         inventories=sources or (inventory,),
         data=data if KEEP_DATA else None,
     )
+
+
+def _keep_trunk_ids(
+    model: Model, inventory: Path, sources: Sequence[Path], loc8: _Locator
+) -> Model:
+    """The model with each trunk's id as the controller's releases of this inventory gave
+    it (`siporch.release.id_base`, `siporch.core.stable_ids`): a trunk without its own
+    ``id`` keeps its id, a new one takes the lowest id free. The model is returned as it
+    is when that numbering is the plain one (own ids, then name order); else every trunk
+    without its own id gets the id it keeps, so that every reader of the model (renderers,
+    monitor, plan) numbers trunks the same. A trunk's own id that another trunk keeps is an
+    error at that ``id``."""
+    from siporch.core import assign_ids, stable_ids
+    from siporch.release import id_base
+
+    base = id_base(inventory, sources[0] if sources else None)
+    if not base.kept and not base.reserved:
+        return model
+    explicit = {name: t.id for name, t in model.trunks.items()}
+    result = stable_ids(explicit, base.kept, base.reserved)
+    if result.conflicts:
+        where = base.release or base.deployed or "the last release"
+        raise ModelError(
+            problems=[
+                loc8.problem(
+                    ("trunks", c.trunk, "id"),
+                    f"id {c.id} is kept by trunk '{c.holder}' (its id in release {where}; "
+                    f"a trunk's id is kept once given): give '{c.trunk}' another id, or "
+                    f"give '{c.holder}' an `id` of its own",
+                )
+                for c in result.conflicts
+            ]
+        )
+    if result.ids == assign_ids(explicit):
+        return model
+    trunks = {
+        name: t if t.id is not None else t.model_copy(update={"id": result.ids[name]})
+        for name, t in model.trunks.items()
+    }
+    return model.model_copy(update={"trunks": trunks})
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:

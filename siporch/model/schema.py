@@ -463,7 +463,17 @@ class Trunk(Strict):
     PSTN gateway (`direct`)."""
 
     description: str = Field(default="", description="free text shown by status")
-    id: int | None = Field(default=None, ge=1, le=65535, description="stable numeric id")
+    id: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description=(
+            "numeric id (dispatcher set, permissions group, htable keys, dialog profile); "
+            "unset: the id the controller's last release of the inventory gave the trunk, "
+            "or for a new trunk the lowest id free (never one a release still holds); an id "
+            "once given is kept, so adding or removing a trunk renumbers no other"
+        ),
+    )
     site: Name
     kind: Literal["itsp", "direct"] = Field(
         description="itsp: a provider beyond the firewall; direct: an internal PBX or gateway"

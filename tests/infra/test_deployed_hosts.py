@@ -122,3 +122,5 @@ def test_helpers_installed(lab: Any, deployed: str) -> None:
     ):
         f = _host(lab, name).file(f"/usr/local/lib/siporch/{helper}")
         assert f.is_file and f.mode == 0o755
+        lib = _host(lab, name).file("/usr/local/lib/siporch/siporch_hostlib.py")
+        assert lib.is_file and lib.mode == 0o644

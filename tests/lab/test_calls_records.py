@@ -48,11 +48,6 @@ def kit(lab: Any) -> Iterator[ck.Lab]:
             os.environ.pop("SIPORCH_DEPLOY_LOCK", None)
 
 
-@pytest.fixture(scope="module")
-def state() -> dict[str, Any]:
-    return {}
-
-
 def calls(inv: Path, *args: str) -> list[dict[str, Any]]:
     proc = subprocess.run(
         [sys.executable, "-m", "siporch", "calls", "-i", str(inv), "--host", "edge-central",
@@ -93,9 +88,11 @@ def _run(inv: Path, playbook: str = "deploy-trunk.yml") -> dict[str, Any]:
     return out
 
 
-def test_calls_are_recorded(lab: Any, kit: ck.Lab, state: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def placed(lab: Any, kit: ck.Lab) -> dict[str, Any]:
+    """Three calls placed through the edge (answered inbound, answered outbound, busy
+    outbound) and their records: ``since`` (a time before them) and ``recs``."""
     since = time.time() - 1
-    state["since"] = since
     # inbound: itsp-a1 calls the HQ number, the PBX answers (Echo); the caller hangs up
     inbound = ck.uac(kit, "itsp-a1", EDGE, HQ_DID, duration_ms=TALK_S * 1000)
     assert (inbound.successful, inbound.failed) == (1, 0), inbound.stderr
@@ -107,6 +104,11 @@ def test_calls_are_recorded(lab: Any, kit: ck.Lab, state: dict[str, Any]) -> Non
     with ck.uas(kit, "itsp-a1", "uas_peer_busy"), ck.uas(kit, "itsp-a2", "uas_peer_busy"):
         ck.originate(kit, BUSY_NUMBER, seconds=TALK_S)
         recs = wait_records(lab.inventory, since, 3)
+    return {"since": since, "recs": recs}
+
+
+def test_calls_are_recorded(lab: Any, kit: ck.Lab, placed: dict[str, Any]) -> None:
+    since, recs = placed["since"], placed["recs"]
     by_called = {r["called"]: r for r in recs}
     assert set(by_called) >= {"+12025550100", "1" + OUT_NUMBER, "1" + BUSY_NUMBER}, recs
 
@@ -130,7 +132,6 @@ def test_calls_are_recorded(lab: Any, kit: ck.Lab, state: dict[str, Any]) -> Non
     assert {r["release"] for r in (rin, rout, rbusy)} == {release}
     for r in (rin, rout, rbusy):
         assert r["setup"] and r["setup"] >= time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(since))
-    state["recs"] = {r["callid"] for r in (rin, rout, rbusy)}
     # readable by root and Kamailio's user only
     shown = kit.run(
         "edge-central",
@@ -140,10 +141,10 @@ def test_calls_are_recorded(lab: Any, kit: ck.Lab, state: dict[str, Any]) -> Non
     assert shown[1] == shown[3] and shown[1] in ("kamailio", "root"), shown
 
 
-def test_summary_matches_the_calls_placed(lab: Any, state: dict[str, Any]) -> None:
+def test_summary_matches_the_calls_placed(lab: Any, placed: dict[str, Any]) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "siporch", "calls", "-i", str(lab.inventory), "--host",
-         "edge-central", "--since", f"{state['since']:.3f}", "--summary", "--json"],
+         "edge-central", "--since", f"{placed['since']:.3f}", "--summary", "--json"],
         capture_output=True, text=True, timeout=120, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -155,10 +156,10 @@ def test_summary_matches_the_calls_placed(lab: Any, state: dict[str, Any]) -> No
     assert any(f.startswith("486 ") for f in a["top_failures"]), a
 
 
-def test_masked_csv(lab: Any, state: dict[str, Any]) -> None:
+def test_masked_csv(lab: Any, placed: dict[str, Any]) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "siporch", "calls", "-i", str(lab.inventory), "--host",
-         "edge-central", "--since", f"{state['since']:.3f}", "--csv", "--mask"],
+         "edge-central", "--since", f"{placed['since']:.3f}", "--csv", "--mask"],
         capture_output=True, text=True, timeout=120, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -167,11 +168,11 @@ def test_masked_csv(lab: Any, state: dict[str, Any]) -> None:
 
 
 def test_records_survive_a_deploy_and_a_rollback(
-    lab: Any, kit: ck.Lab, state: dict[str, Any], tmp_path: Path
+    lab: Any, kit: ck.Lab, placed: dict[str, Any], tmp_path: Path
 ) -> None:
-    since = state["since"]
+    since = placed["since"]
     before = {r["callid"] for r in calls(lab.inventory, "--since", f"{since:.3f}")}
-    assert state["recs"] <= before
+    assert {r["callid"] for r in placed["recs"]} <= before
     inv = ck.copy_inventory(lab, tmp_path)
     ck.edit_model(inv, lambda m: m["trunks"]["itsp-a"].update(max_channels=37))
     first = ck.current_release(kit, "edge-central")

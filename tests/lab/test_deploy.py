@@ -1,8 +1,12 @@
 """Deploys and rollbacks on the lab: real Kamailio, rtpengine and Asterisk, Ansible over SSH.
 
-The tests run in file order and build on each other: a fresh deploy, a no-op deploy, a
-peer added (dispatcher reload only), a routing change planned as a restart, a bad model,
-a release that fails its on-host check, rollbacks, and calls that survive it all.
+A fresh deploy, a no-op deploy, a peer added (dispatcher reload only), a routing change
+planned as a restart, a bad model, a release that fails its on-host check, rollbacks, and
+calls that survive it all. Two models are shared by the module: ``base`` (the lab's own)
+and ``peer`` (one peer more), each rendered once; each test asks for the lab in the
+state it starts from (``on_base``, ``on_peer``, ...), which deploys only when the hosts
+are not in it already, so any test runs alone and the module in file order deploys no
+more than its tests need.
 """
 
 from __future__ import annotations
@@ -11,13 +15,16 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import callkit as ck
 import pytest
 
+from siporch.core import rollback_target
 from siporch.deploy import runner
 
 pytestmark = pytest.mark.lab
@@ -57,7 +64,8 @@ def _reloads(result: runner.RunResult) -> dict[str, list[str]]:
 
 
 def _current(lab: Any, host: str) -> str:
-    proc = lab.run(host, "readlink /etc/siporch/current", check=True)
+    """The release ``host`` runs ("" when it has none)."""
+    proc = lab.run(host, "readlink /etc/siporch/current || true", check=True)
     return Path(proc.stdout.strip()).name
 
 
@@ -102,50 +110,43 @@ def exclusive() -> Iterator[None]:
         lock_mod.release(lock, token)
 
 
+@dataclass(frozen=True)
+class Model:
+    """An inventory and the release its model renders to."""
+
+    inv: Path
+    release: str
+
+
+def _render(inv: Path) -> str:
+    """The id of the release of ``inv`` (rendered into its own state directory; a deploy
+    of ``inv`` reuses it)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "siporch", "render", "-i", str(inv), "--json"],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rid: str = json.loads(proc.stdout)["id"]
+    return rid
+
+
+def _after(release: str) -> None:
+    """Wait until a release rendered now sorts after ``release`` (ids start with their
+    UTC second)."""
+    while time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) <= release.split("-", 1)[0]:
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
-def state() -> dict[str, Any]:
-    return {}
+def base(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Model:
+    """The lab's own model."""
+    inv = ck.copy_inventory(lab, tmp_path_factory.mktemp("base"))
+    return Model(inv, _render(inv))
 
 
-def test_fresh_deploy(
-    lab: Any, state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    base = ck.copy_inventory(lab, tmp_path_factory.mktemp("base"))
-    state["base"] = base
-    result = _run(base)
-    _ok(result)
-    assert result.report is not None
-    release = result.report["release"]
-    state["r1"] = release
-    for host in SIPORCH_HOSTS:
-        assert _current(lab, host) == release
-    _pids(lab)  # every daemon runs
-
-
-def test_second_deploy_changes_nothing(lab: Any, state: dict[str, Any]) -> None:
-    before = _pids(lab)
-    result = _run(state["base"])
-    _ok(result)
-    assert result.changed == 0, result.recap
-    assert all(not r for r in _reloads(result).values())
-    assert _pids(lab) == before
-
-
-def test_check_mode_touches_nothing(lab: Any, state: dict[str, Any], tmp_path: Path) -> None:
-    """A routing-level change (Kamailio children, in host.cfg) is planned as a restart."""
-    inv = ck.copy_inventory(lab, tmp_path)
-    ck.edit_model(inv, lambda m: m["hosts"][EDGE].setdefault("kamailio", {}).update(children=3))
-    before = _pids(lab)
-    result = _run(inv, check=True, diff=True)
-    _ok(result)
-    assert "kamailio:restart" in _reloads(result)[EDGE]
-    assert _current(lab, EDGE) == state["r1"]
-    assert _pids(lab) == before
-
-
-def test_adding_a_peer_reloads_dispatcher_only(
-    lab: Any, state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-) -> None:
+@pytest.fixture(scope="module")
+def peer(lab: Any, base: Model, tmp_path_factory: pytest.TempPathFactory) -> Model:
+    """The lab's model with one more peer on itsp-a; its release sorts after base's."""
     inv = ck.copy_inventory(lab, tmp_path_factory.mktemp("peer"))
     ck.edit_model(
         inv,
@@ -153,11 +154,93 @@ def test_adding_a_peer_reloads_dispatcher_only(
             {"address": NEW_PEER, "port": 5060, "transport": "udp", "priority": 3}
         ),
     )
-    state["peer"] = inv
-    before = _pids(lab)
-    result = _run(inv)
+    _after(base.release)
+    return Model(inv, _render(inv))
+
+
+def _on(lab: Any, model: Model) -> bool:
+    """Whether every host runs ``model``'s release."""
+    return all(_current(lab, host) == model.release for host in SIPORCH_HOSTS)
+
+
+def _deploy(lab: Any, model: Model) -> runner.RunResult:
+    result = _run(model.inv)
     _ok(result)
-    state["r2"] = result.report["release"] if result.report else ""
+    assert result.report is not None and result.report["release"] == model.release
+    return result
+
+
+def _releases(lab: Any, host: str) -> list[str]:
+    return lab.run(host, "ls /etc/siporch/releases 2>/dev/null || true").stdout.split()
+
+
+def _rollback_target(lab: Any, host: str) -> str:
+    history = lab.run(host, "cat /etc/siporch/history 2>/dev/null || true").stdout
+    return rollback_target(history, _current(lab, host), _releases(lab, host))
+
+
+@pytest.fixture
+def on_base(lab: Any, base: Model) -> Model:
+    """Every host runs the base release (deployed unless it already does)."""
+    if not _on(lab, base):
+        _deploy(lab, base)
+    return base
+
+
+@pytest.fixture
+def on_peer(lab: Any, base: Model, peer: Model) -> Model:
+    """Every host runs the peer release, went live over the base one (a rollback goes
+    back to base)."""
+    if _on(lab, peer) and all(_rollback_target(lab, h) == base.release for h in SIPORCH_HOSTS):
+        return peer
+    if not _on(lab, base):
+        _deploy(lab, base)
+    _deploy(lab, peer)
+    return peer
+
+
+@pytest.fixture
+def on_base_holding_peer(lab: Any, base: Model, peer: Model) -> Model:
+    """Every host runs the base release and holds the peer one."""
+    if not all(peer.release in _releases(lab, h) for h in SIPORCH_HOSTS):
+        _deploy(lab, peer)
+    if not _on(lab, base):
+        _deploy(lab, base)
+    return base
+
+
+def test_fresh_deploy(lab: Any, base: Model) -> None:
+    result = _deploy(lab, base)
+    for host in SIPORCH_HOSTS:
+        assert _current(lab, host) == base.release
+    _pids(lab)  # every daemon runs
+    assert result.report is not None
+
+
+def test_second_deploy_changes_nothing(lab: Any, on_base: Model) -> None:
+    before = _pids(lab)
+    result = _run(on_base.inv)
+    _ok(result)
+    assert result.changed == 0, result.recap
+    assert all(not r for r in _reloads(result).values())
+    assert _pids(lab) == before
+
+
+def test_check_mode_touches_nothing(lab: Any, on_base: Model, tmp_path: Path) -> None:
+    """A routing-level change (Kamailio children, in host.cfg) is planned as a restart."""
+    inv = ck.copy_inventory(lab, tmp_path)
+    ck.edit_model(inv, lambda m: m["hosts"][EDGE].setdefault("kamailio", {}).update(children=3))
+    before = _pids(lab)
+    result = _run(inv, check=True, diff=True)
+    _ok(result)
+    assert "kamailio:restart" in _reloads(result)[EDGE]
+    assert _current(lab, EDGE) == on_base.release
+    assert _pids(lab) == before
+
+
+def test_adding_a_peer_reloads_dispatcher_only(lab: Any, on_base: Model, peer: Model) -> None:
+    before = _pids(lab)
+    result = _deploy(lab, peer)
     reloads = _reloads(result)
     # The peer's address is also a trusted source of the trunk: the address table changes
     # with the dispatcher table. No restart, nothing else.
@@ -170,14 +253,14 @@ def test_adding_a_peer_reloads_dispatcher_only(
     assert not reloads["pbx-central"]
     assert _pids(lab) == before
     assert f"sip:{NEW_PEER}:5060" in _dispatcher_uris(lab)
-    assert _current(lab, EDGE) == state["r2"] != state["r1"]
+    assert _current(lab, EDGE) == peer.release != on_base.release
 
 
 def test_release_failing_its_check_leaves_the_previous_active(
-    lab: Any, state: dict[str, Any], tmp_path: Path
+    lab: Any, on_peer: Model, tmp_path: Path
 ) -> None:
     """A release whose kamailio.cfg Kamailio rejects never goes live."""
-    inv = state["peer"]
+    inv = on_peer.inv
     out = tmp_path / "releases"
     render = subprocess.run(
         [sys.executable, "-m", "siporch", "render", "-i", str(inv), "--out", str(out), "--json"],
@@ -202,39 +285,38 @@ def test_release_failing_its_check_leaves_the_previous_active(
     assert "Kamailio tree" in failures[0]["step"]
     assert "kamailio -c failed" in failures[0]["reason"]
     for host in SIPORCH_HOSTS:
-        assert _current(lab, host) == state["r2"]
+        assert _current(lab, host) == on_peer.release
     assert _pids(lab) == before
     lab.run(EDGE, [HELPER, "options", lab.address(EDGE), "5060"], check=True)
 
 
-def test_rollback_to_previous(lab: Any, state: dict[str, Any]) -> None:
+def test_rollback_to_previous(lab: Any, base: Model, on_peer: Model) -> None:
     before = _pids(lab)
-    result = _run(state["base"], "rollback-trunk.yml")
+    result = _run(base.inv, "rollback-trunk.yml")
     _ok(result)
     for host in SIPORCH_HOSTS:
-        assert _current(lab, host) == state["r1"]
+        assert _current(lab, host) == base.release
     assert "kamailio:dispatcher.reload" in _reloads(result)[EDGE]
     assert "kamailio:restart" not in _reloads(result)[EDGE]
     assert f"sip:{NEW_PEER}:5060" not in _dispatcher_uris(lab)
     assert _pids(lab) == before
 
 
-def test_rollback_to_named_release(lab: Any, state: dict[str, Any]) -> None:
-    result = _run(state["base"], "rollback-trunk.yml", extra_vars={"siporch_release": state["r2"]})
+def test_rollback_to_named_release(lab: Any, on_base_holding_peer: Model, peer: Model) -> None:
+    base = on_base_holding_peer
+    result = _run(base.inv, "rollback-trunk.yml", extra_vars={"siporch_release": peer.release})
     _ok(result)
     for host in SIPORCH_HOSTS:
-        assert _current(lab, host) == state["r2"]
+        assert _current(lab, host) == peer.release
     assert f"sip:{NEW_PEER}:5060" in _dispatcher_uris(lab)
-    # and back to the base model for the tests that follow
-    _ok(_run(state["base"]))
-    assert _current(lab, EDGE) == state["r1"]
 
 
 def test_rollback_returns_to_what_the_host_ran(
-    lab: Any, state: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    lab: Any, on_base: Model, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Deploy X, roll back (to r1), deploy Y, roll back: the host goes back to r1, which it
     ran before Y, not to X, which sorts between them but was rolled back from."""
+    r1 = on_base.release
     models = []
     for channels in (31, 32):
         inv = ck.copy_inventory(lab, tmp_path_factory.mktemp(f"ch{channels}"))
@@ -242,32 +324,32 @@ def test_rollback_returns_to_what_the_host_ran(
         models.append(inv)
     _ok(_run(models[0], limit=EDGE))
     rx = _current(lab, EDGE)
-    _ok(_run(state["base"], "rollback-trunk.yml", limit=EDGE))
-    assert _current(lab, EDGE) == state["r1"]
+    _ok(_run(on_base.inv, "rollback-trunk.yml", limit=EDGE))
+    assert _current(lab, EDGE) == r1
     _ok(_run(models[1], limit=EDGE))
     ry = _current(lab, EDGE)
-    assert state["r1"] < rx < ry, (state["r1"], rx, ry)
+    assert r1 < rx < ry, (r1, rx, ry)
 
     listing = subprocess.run(
-        [sys.executable, "-m", "siporch", "releases", "-i", str(state["base"]),
+        [sys.executable, "-m", "siporch", "releases", "-i", str(on_base.inv),
          "--limit", EDGE, "--json"],
         capture_output=True, text=True, timeout=120, cwd=REPO,
     )  # fmt: skip
     assert listing.returncode == 0, listing.stderr
     rows = {r["id"]: r for r in json.loads(listing.stdout)["hosts"][EDGE]}
-    assert rows[ry]["current"] and rows[state["r1"]]["rollback"], rows
+    assert rows[ry]["current"] and rows[r1]["rollback"], rows
     assert not rows[rx]["rollback"]
 
     history = lab.run(EDGE, "cat /etc/siporch/history", check=True).stdout.splitlines()
     assert [line.split()[1:] for line in history[-3:]] == [
-        ["deploy", rx], ["back", state["r1"]], ["deploy", ry]
+        ["deploy", rx], ["back", r1], ["deploy", ry]
     ], history[-3:]  # fmt: skip
 
-    _ok(_run(state["base"], "rollback-trunk.yml", limit=EDGE))
-    assert _current(lab, EDGE) == state["r1"]
+    _ok(_run(on_base.inv, "rollback-trunk.yml", limit=EDGE))
+    assert _current(lab, EDGE) == r1
 
 
-def test_bad_model_contacts_no_host(lab: Any, state: dict[str, Any], tmp_path: Path) -> None:
+def test_bad_model_contacts_no_host(lab: Any, on_base: Model, tmp_path: Path) -> None:
     inv = ck.copy_inventory(lab, tmp_path)
     ck.edit_model(inv, lambda m: m["trunks"]["itsp-a"].update(site="nowhere"))
     result = _run(inv)
@@ -277,16 +359,18 @@ def test_bad_model_contacts_no_host(lab: Any, state: dict[str, Any], tmp_path: P
     assert "PLAY [Read the release each host runs]" not in text
     for host in SIPORCH_HOSTS:
         assert f"[{host}]" not in text
-        assert _current(lab, host) == state["r1"]
+        assert _current(lab, host) == on_base.release
 
 
-def test_no_dropped_calls_through_deploy_and_rollback(lab: Any, state: dict[str, Any]) -> None:
+def test_no_dropped_calls_through_deploy_and_rollback(
+    lab: Any, on_base: Model, peer: Model
+) -> None:
     """Long calls through the edge survive a trunk-change deploy and a rollback."""
     calls = 10
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "siporch", "call", "+12025550100",
-            "-i", str(state["base"]), "--from", "itsp-a1",
+            "-i", str(on_base.inv), "--from", "itsp-a1",
             "--calls", str(calls), "--rate", "5", "--duration", "120",
             "--timeout", "360", "--json",
         ],
@@ -300,10 +384,11 @@ def test_no_dropped_calls_through_deploy_and_rollback(lab: Any, state: dict[str,
             return int(json.loads(out)["ongoing"]) >= calls
 
         assert ck.wait_for(established, 60, step=0.5), "the calls were not all established"
-        _ok(_run(state["peer"]))
-        assert _current(lab, EDGE) == state["r2"]
-        _ok(_run(state["base"], "rollback-trunk.yml", extra_vars={"siporch_release": state["r1"]}))
-        assert _current(lab, EDGE) == state["r1"]
+        _ok(_run(peer.inv))
+        assert _current(lab, EDGE) == peer.release
+        _ok(_run(on_base.inv, "rollback-trunk.yml",
+                 extra_vars={"siporch_release": on_base.release}))  # fmt: skip
+        assert _current(lab, EDGE) == on_base.release
         # the calls lived through both: still up on the edge now, and each ends with its BYE
         # answered (below)
         assert established(), "calls ended during the deploy or the rollback"

@@ -429,3 +429,64 @@ def test_history_ignores_foreign_lines_and_rejects_unknown_kinds() -> None:
     assert core.release_stack(history) == [R0, R1]
     with pytest.raises(ValueError):
         core.history_line("sideways", R0, "t")
+
+
+# -- Pruning the releases on a host ---------------------------------------------------------
+
+IDS = [f"202601{d:02d}T000000Z-{d:08x}" for d in range(1, 16)]
+
+
+def test_prune_keeps_the_newest_by_id() -> None:
+    history = "".join(core.history_line("deploy", r, "t") for r in IDS)
+    assert core.releases_to_prune(IDS, 10, IDS[-1], history) == IDS[:5]
+    assert core.releases_to_prune(IDS[:10], 10, IDS[9], history) == []
+    assert core.releases_to_prune(IDS, 0, IDS[-1], history) == []
+
+
+def test_prune_never_removes_the_rollback_target() -> None:
+    # IDS[1] went live, then IDS[2..14] were each rolled back from: a rollback of
+    # IDS[14]... goes to IDS[1], the oldest; it must survive the prune
+    lines = [core.history_line("deploy", IDS[0], "t"), core.history_line("deploy", IDS[1], "t")]
+    for r in IDS[2:-1]:
+        lines += [core.history_line("deploy", r, "t"), core.history_line("back", IDS[1], "t")]
+    lines.append(core.history_line("deploy", IDS[-1], "t"))
+    history = "".join(lines)
+    assert core.rollback_target(history, IDS[-1], IDS) == IDS[1]
+    pruned = core.releases_to_prune(IDS, 10, IDS[-1], history)
+    assert IDS[1] not in pruned and IDS[-1] not in pruned
+    assert pruned == [IDS[0], *IDS[2:5]]
+
+
+def test_prune_never_removes_the_current_release() -> None:
+    # the host was rolled back by hand to an old release: it stays, and so does its
+    # rollback target by id (no history agrees with the link)
+    pruned = core.releases_to_prune(IDS, 10, IDS[2], "")
+    assert IDS[2] not in pruned and IDS[1] not in pruned
+    assert pruned == [IDS[0], IDS[3], IDS[4]]
+
+
+def test_prune_filter_is_the_core_function() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "siporch_release_filters",
+        REPO / "roles" / "siporch_release" / "filter_plugins" / "siporch_release.py",
+    )
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    prune = mod.FilterModule().filters()["siporch_releases_to_prune"]
+    history = "".join(core.history_line("deploy", r, "t") for r in IDS)
+    assert prune(IDS, "10", IDS[-1], history) == IDS[:5]
+    assert prune(IDS, 10, IDS[-1], None) == IDS[:5]
+
+
+def test_prune_reads_a_history_from_before_the_switch() -> None:
+    # discover read the history before this run went live with IDS[-1]: the host ran
+    # IDS[1] (IDS[2..13] rolled back from), which a rollback of IDS[-1] goes to
+    lines = [core.history_line("deploy", IDS[0], "t"), core.history_line("deploy", IDS[1], "t")]
+    for r in IDS[2:-1]:
+        lines += [core.history_line("deploy", r, "t"), core.history_line("back", IDS[1], "t")]
+    before_switch = "".join(lines)
+    pruned = core.releases_to_prune(IDS, 10, IDS[-1], before_switch)
+    assert IDS[1] not in pruned and IDS[-1] not in pruned

@@ -27,7 +27,20 @@ UPDATE = os.environ.get("SIPORCH_UPDATE_GOLDEN") == "1"
 
 @functools.cache
 def example() -> Model:
-    return load_model(EXAMPLE).model
+    """The example's model, numbered as a first render numbers it (the controller's own
+    releases of the example, which its trunks' ids are kept from, are not read)."""
+    import tempfile
+
+    saved = os.environ.get("SIPORCH_STATE")
+    with tempfile.TemporaryDirectory() as state:
+        os.environ["SIPORCH_STATE"] = state
+        try:
+            return load_model(EXAMPLE).model
+        finally:
+            if saved is None:
+                os.environ.pop("SIPORCH_STATE", None)
+            else:
+                os.environ["SIPORCH_STATE"] = saved
 
 
 def _cases() -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "roles" / "siporch_release" / "files" / "siporch_release_state.py"
+HOSTLIB = SCRIPT.with_name("siporch_hostlib.py")  # run after it, as discover.yml runs it
 RID = "20260101T000000Z-abc"
 
 
@@ -27,7 +28,8 @@ def _filters() -> ModuleType:
 
 def _state(root: Path, target: str = "") -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT.read_text(), str(root), target],
+        [sys.executable, "-c", HOSTLIB.read_text() + "\n" + SCRIPT.read_text(), str(root),
+         target],
         capture_output=True, text=True, check=True, timeout=30,
     )  # fmt: skip
     return json.loads(out.stdout)
@@ -93,7 +95,8 @@ def test_hashes_the_installed_helpers(tmp_path: Path) -> None:
     helper = tmp_path / "siporch_kamailio.py"
     helper.write_text("print()\n")
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT.read_text(), str(tmp_path), "", str(helper), "/nonexistent"],
+        [sys.executable, "-c", HOSTLIB.read_text() + "\n" + SCRIPT.read_text(), str(tmp_path),
+         "", str(helper), "/nonexistent"],
         capture_output=True, text=True, check=True, timeout=30,
     )  # fmt: skip
     installed = json.loads(out.stdout)["installed"]
@@ -112,3 +115,12 @@ def test_hashes_the_running_release_when_the_target_is_another(tmp_path: Path) -
     )
     assert drift == {"modified": [], "missing": [], "extra": []}
     assert _state(tmp_path, RID)["current_files"] is None
+
+
+def test_runs_as_a_file_beside_the_scaffold(tmp_path: Path) -> None:
+    """Installed beside siporch_hostlib.py, the reader runs as a file too."""
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path)],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    assert json.loads(out.stdout)["current"] == ""

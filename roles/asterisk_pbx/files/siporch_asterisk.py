@@ -21,14 +21,16 @@ Exit status: 0 on success, 1 on a failed check.
 
 from __future__ import annotations
 
-import argparse
+import os
 import re
 import socket
-import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # siporch_hostlib beside it
+from siporch_hostlib import Failure, Helper, run
 
 LIVE_ROOT = "/etc/siporch/current"
 SITE_ETC = "/etc/asterisk"
@@ -56,10 +58,6 @@ PJSIP_TYPES = {
     "resource_list",
     "inbound-publication",
 }
-
-
-class Failure(Exception):
-    """A check failed; the message says why."""
 
 
 Section = tuple[str, dict[str, list[str]]]
@@ -295,13 +293,7 @@ def ami_login(conf: Path, timeout: float) -> str:
 
 
 def _cli(asterisk_conf: Path, command: str) -> str:
-    out = subprocess.run(
-        ["asterisk", "-C", str(asterisk_conf), "-rx", command],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    out = run(["asterisk", "-C", str(asterisk_conf), "-rx", command])
     if out.returncode != 0:
         raise Failure(f"asterisk -rx {command!r}: {(out.stderr or out.stdout).strip()}")
     return out.stdout
@@ -343,35 +335,27 @@ def calls(asterisk_conf: Path) -> int:
     return int(m.group(1))
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="siporch_asterisk")
-    parser.add_argument("--root", default=LIVE_ROOT)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    parser.add_argument("--asterisk-conf", default=ASTERISK_CONF)
-    tree = sub.add_parser("check-tree")
+def helper() -> Helper:
+    h = Helper("siporch_asterisk", __doc__)
+    h.parser.add_argument("--root", default=LIVE_ROOT)
+    h.parser.add_argument("--asterisk-conf", default=ASTERISK_CONF)
+    tree = h.command(
+        "check-tree", lambda a: check_tree(Path(a.release), Path(a.etc) if a.etc else None)
+    )
     tree.add_argument("release")
     tree.add_argument("--etc", default=None)
-    sub.add_parser("ami-login").add_argument("--timeout", type=float, default=20.0)
-    sub.add_parser("registrations").add_argument("--wait", type=float, default=30.0)
-    sub.add_parser("calls")
-    args = parser.parse_args(argv)
-    root = Path(args.root)
-    try:
-        if args.cmd == "check-tree":
-            print(check_tree(Path(args.release), Path(args.etc) if args.etc else None))
-        elif args.cmd == "ami-login":
-            print(ami_login(root / "asterisk" / "manager_siporch.conf", args.timeout))
-        elif args.cmd == "registrations":
-            print(registrations(Path(args.asterisk_conf), args.wait))
-        elif args.cmd == "calls":
-            print(calls(Path(args.asterisk_conf)))
-    except Failure as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    except (OSError, ValueError, subprocess.SubprocessError) as exc:
-        print(f"{args.cmd}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    h.command(
+        "ami-login", lambda a: ami_login(Path(a.root) / "asterisk" / "manager_siporch.conf", a.timeout)
+    ).add_argument("--timeout", type=float, default=20.0)
+    h.command(
+        "registrations", lambda a: registrations(Path(a.asterisk_conf), a.wait)
+    ).add_argument("--wait", type=float, default=30.0)
+    h.command("calls", lambda a: calls(Path(a.asterisk_conf)))
+    return h
+
+
+def main(argv: list[str]) -> int:
+    return helper().main(argv)
 
 
 if __name__ == "__main__":

@@ -20,27 +20,24 @@ Exit status: 0 on success, 1 on a failed check, 2 on bad usage.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import json
 import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # siporch_hostlib beside it
+from siporch_hostlib import Failure, Helper, run
+
 LIVE_ROOT = "/etc/siporch/current"
 LOCK_DIR = Path("/run/siporch")
 DEFAULT_RUNTIME_DIR = "/run/kamailio"
-
-
-class Failure(Exception):
-    """A check failed; the message says why."""
 
 
 # ---------------------------------------------------------------- configuration discovery
@@ -117,7 +114,7 @@ def rpc(cfg: Path, method: str, params: list[object] | None = None, timeout: flo
     payload = json.dumps(request).encode()
     if kind == "kamcmd":
         args = ["kamcmd", method, *(str(p) for p in params or [])]
-        out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+        out = run(args, timeout=timeout)
         if out.returncode != 0:
             raise Failure(f"kamcmd {method}: {out.stderr.strip() or out.stdout.strip()}")
         return out.stdout.strip()
@@ -206,9 +203,7 @@ def check_tree(release: Path, kamailio: str) -> str:
     cfg = release / "kamailio" / "kamailio.cfg"
     if not cfg.is_file():
         raise Failure(f"{cfg} is missing")
-    ver = subprocess.run(
-        [kamailio, "-v"], capture_output=True, text=True, timeout=30, check=False
-    )
+    ver = run([kamailio, "-v"])
     version = kamailio_version(ver.stdout + ver.stderr)
     require_kamailio(version)
     scratch = Path(tempfile.mkdtemp(prefix="siporch-check-"))
@@ -223,13 +218,7 @@ def check_tree(release: Path, kamailio: str) -> str:
                     continue
                 if LIVE_ROOT in text:
                     path.write_text(text.replace(LIVE_ROOT, str(copy)))
-        out = subprocess.run(
-            [kamailio, "-c", "-f", str(copy / "kamailio" / "kamailio.cfg")],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        out = run([kamailio, "-c", "-f", str(copy / "kamailio" / "kamailio.cfg")], timeout=60)
         log = (out.stdout + out.stderr).replace(str(copy), LIVE_ROOT)
         if out.returncode != 0:
             errors = [line for line in log.splitlines() if "ERROR" in line or "error" in line]
@@ -321,13 +310,7 @@ def ctl_socket(cfg: Path) -> str:
 
 def _kamcmd_destinations(cfg: Path) -> dict[str, str]:
     """dispatcher.list over kamcmd: no datagram size limit (large dispatcher tables)."""
-    out = subprocess.run(
-        ["kamcmd", "-s", ctl_socket(cfg), "dispatcher.list"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    out = run(["kamcmd", "-s", ctl_socket(cfg), "dispatcher.list"])
     if out.returncode != 0:
         raise Failure(f"kamcmd dispatcher.list: {(out.stderr or out.stdout).strip()}")
     loaded: dict[str, str] = {}
@@ -523,7 +506,7 @@ def records_init_pg(host_cfg: Path, sql: Path) -> str:
     env = dict(os.environ, PGPASSWORD=password, PGCONNECT_TIMEOUT="10")
     argv = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", host.strip("[]"),
             "-p", port or "5432", "-U", user, "-d", db, "-f", str(sql)]  # fmt: skip
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    proc = run(argv, timeout=60, env=env)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         raise Failure(f"call records in PostgreSQL {user}@{host}/{db}: {last}")
@@ -549,62 +532,45 @@ def set_release(cfg: Path) -> str:
     return f"release {release_id}"
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="siporch_kamailio")
-    parser.add_argument("--cfg", default=f"{LIVE_ROOT}/kamailio/kamailio.cfg")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("check-tree")
+def helper() -> Helper:
+    h = Helper("siporch_kamailio", __doc__)
+    h.parser.add_argument("--cfg", default=f"{LIVE_ROOT}/kamailio/kamailio.cfg")
+    cfg = lambda a: Path(a.cfg)  # noqa: E731
+    p = h.command("check-tree", lambda a: check_tree(Path(a.release), a.kamailio))
     p.add_argument("release")
     p.add_argument("--kamailio", default="kamailio")
-    p = sub.add_parser("rpc")
+    p = h.command(
+        "rpc", lambda a: json.dumps(rpc(cfg(a), a.method, list(a.params)), indent=1)
+    )
     p.add_argument("method")
     p.add_argument("params", nargs="*")
-    p = sub.add_parser("reload")
+    p = h.command("reload", lambda a: reload(cfg(a), a.action, a.interval, a.retry_for))
     p.add_argument("action")
     p.add_argument("--interval", type=float, default=5.0)
     p.add_argument("--retry-for", type=float, default=15.0)
-    p = sub.add_parser("dispatcher-check")
+    p = h.command("dispatcher-check", lambda a: dispatcher_check(cfg(a), Path(a.db), a.wait))
     p.add_argument("db")
     p.add_argument("--wait", type=float, default=10.0)
-    p = sub.add_parser("options")
+    p = h.command("options", lambda a: options(a.host, a.port, a.timeout, a.attempts))
     p.add_argument("host")
     p.add_argument("port", type=int)
     p.add_argument("--timeout", type=float, default=1.0)
     p.add_argument("--attempts", type=int, default=5)
-    sub.add_parser("set-release")
-    p = sub.add_parser("records-init")
+    h.command("set-release", lambda a: set_release(cfg(a)))
+    p = h.command("records-init", lambda a: records_init(Path(a.db), Path(a.sql), a.user))
     p.add_argument("db")
     p.add_argument("sql")
     p.add_argument("--user", default="")
-    p = sub.add_parser("records-init-pg")
+    p = h.command(
+        "records-init-pg", lambda a: records_init_pg(Path(a.host_cfg), Path(a.sql))
+    )
     p.add_argument("host_cfg")
     p.add_argument("sql")
-    args = parser.parse_args(argv)
-    cfg = Path(args.cfg)
-    try:
-        if args.cmd == "check-tree":
-            print(check_tree(Path(args.release), args.kamailio))
-        elif args.cmd == "rpc":
-            print(json.dumps(rpc(cfg, args.method, list(args.params)), indent=1))
-        elif args.cmd == "reload":
-            print(reload(cfg, args.action, args.interval, args.retry_for))
-        elif args.cmd == "dispatcher-check":
-            print(dispatcher_check(cfg, Path(args.db), args.wait))
-        elif args.cmd == "options":
-            print(options(args.host, args.port, args.timeout, args.attempts))
-        elif args.cmd == "set-release":
-            print(set_release(cfg))
-        elif args.cmd == "records-init":
-            print(records_init(Path(args.db), Path(args.sql), args.user))
-        elif args.cmd == "records-init-pg":
-            print(records_init_pg(Path(args.host_cfg), Path(args.sql)))
-    except Failure as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    except (OSError, ValueError, subprocess.SubprocessError) as exc:
-        print(f"{args.cmd}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return h
+
+
+def main(argv: list[str]) -> int:
+    return helper().main(argv)
 
 
 if __name__ == "__main__":

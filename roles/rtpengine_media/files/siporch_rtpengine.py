@@ -13,21 +13,19 @@ Exit status: 0 on success, 1 on a failed check.
 
 from __future__ import annotations
 
-import argparse
 import configparser
+import os
 import re
 import socket
-import subprocess
 import sys
 import uuid
 from pathlib import Path
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # siporch_hostlib beside it
+from siporch_hostlib import Failure, Helper, run
+
 LIVE_ROOT = "/etc/siporch/current"
 SECTION = "rtpengine"
-
-
-class Failure(Exception):
-    """A check failed; the message says why."""
 
 
 def _read(conf: Path) -> configparser.SectionProxy:
@@ -67,20 +65,12 @@ def check_tree(release: Path, binary: str) -> str:
     if not conf.is_file():
         raise Failure(f"{conf} is missing")
     section = _read(conf)
-    helptext = subprocess.run(
-        [binary, "--help"], capture_output=True, text=True, timeout=30, check=False
-    )
+    helptext = run([binary, "--help"])
     known = set(re.findall(r"--([a-z0-9-]+)", helptext.stdout + helptext.stderr))
     unknown = sorted(k for k in section if known and k not in known)
     if unknown:
         raise Failure(f"rtpengine.conf: options this rtpengine does not know: {unknown}")
-    out = subprocess.run(
-        [binary, "--config-file", str(conf), "--version"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    out = run([binary, "--config-file", str(conf), "--version"])
     if out.returncode != 0:
         detail = (out.stderr or out.stdout).strip()
         raise Failure(
@@ -184,34 +174,26 @@ def sessions(conf: Path) -> int:
     raise Failure("rtpengine: cannot read the session count")
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="siporch_rtpengine")
-    parser.add_argument("--conf", default=f"{LIVE_ROOT}/rtpengine/rtpengine.conf")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("check-tree")
+def ping(conf: Path) -> str:
+    reply = ng(conf, {"command": "ping"})
+    if reply.get("result") != b"pong":
+        raise Failure(f"rtpengine answered ping with {reply!r}")
+    return "rtpengine ng: pong"
+
+
+def helper() -> Helper:
+    h = Helper("siporch_rtpengine", __doc__)
+    h.parser.add_argument("--conf", default=f"{LIVE_ROOT}/rtpengine/rtpengine.conf")
+    p = h.command("check-tree", lambda a: check_tree(Path(a.release), a.rtpengine))
     p.add_argument("release")
     p.add_argument("--rtpengine", default="rtpengine")
-    sub.add_parser("ping")
-    sub.add_parser("sessions")
-    args = parser.parse_args(argv)
-    conf = Path(args.conf)
-    try:
-        if args.cmd == "check-tree":
-            print(check_tree(Path(args.release), args.rtpengine))
-        elif args.cmd == "ping":
-            reply = ng(conf, {"command": "ping"})
-            if reply.get("result") != b"pong":
-                raise Failure(f"rtpengine answered ping with {reply!r}")
-            print("rtpengine ng: pong")
-        elif args.cmd == "sessions":
-            print(sessions(conf))
-    except Failure as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    except (OSError, ValueError, subprocess.SubprocessError) as exc:
-        print(f"{args.cmd}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    h.command("ping", lambda a: ping(Path(a.conf)))
+    h.command("sessions", lambda a: sessions(Path(a.conf)))
+    return h
+
+
+def main(argv: list[str]) -> int:
+    return helper().main(argv)
 
 
 if __name__ == "__main__":

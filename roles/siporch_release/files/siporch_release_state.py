@@ -9,24 +9,22 @@
 only when TARGET_ID is the release the host runs or already has (a redeploy of it restores
 what was changed by hand); "current_files" are the same hashes of the running release
 when TARGET_ID is another (null otherwise). "installed": {FILE: sha256 or ""} of each FILE (the daemons'
-helpers the roles install). Run by the siporch_release role (discover.yml) with
-`python3 -c`: one SSH round trip instead of a stat, slurp, find and stat per host.
+helpers the roles install). Run by the siporch_release role (discover.yml, prune.yml)
+with `python3 -c`, the text of siporch_hostlib.py (the helpers' scaffold) first: one SSH
+round trip instead of a stat, slurp, find and stat per host, before anything is installed.
 Standard library only.
 """
 
-import hashlib
 import json
 import os
 import stat
 import sys
 
+if "sha256_file" not in globals():  # run as a file, beside the scaffold
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from siporch_hostlib import emit_json, sha256_file
 
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256 = sha256_file
 
 
 def tree(top):
@@ -101,7 +99,7 @@ def main(argv):
         "current_files": current_files,
         "installed": installed,
     }
-    sys.stdout.write(json.dumps(out))
+    emit_json(out)
     return 0
 
 

@@ -11,6 +11,7 @@ from siporch.core import (
     FileEntry,
     diff_trees,
     model_changes,
+    releases_to_prune,
     rollback_target,
     states,
 )
@@ -82,6 +83,14 @@ def siporch_rollback_target(history: str, current: str, available: list[str]) ->
     return rollback_target(history or "", current or "", available or [])
 
 
+def siporch_releases_to_prune(
+    available: list[str], keep: int, current: str, history: str = ""
+) -> list[str]:
+    """The releases prune removes (`siporch.core.releases_to_prune`): all but the newest
+    ``keep``, never the current one nor the one a rollback would go to."""
+    return releases_to_prune(available or [], int(keep), current or "", history or "")
+
+
 def _truncate(text: str, length: int = 600, end: str = "...", leeway: int = 5) -> str:
     """Jinja's ``truncate(length)`` (at a word boundary, with Ansible's leeway of 5)."""
     if len(text) <= length + leeway:
@@ -114,5 +123,6 @@ class FilterModule:
             "siporch_heal_actions": siporch_heal_actions,
             "siporch_heal_changes": siporch_heal_changes,
             "siporch_rollback_target": siporch_rollback_target,
+            "siporch_releases_to_prune": siporch_releases_to_prune,
             "siporch_failure_reason": siporch_failure_reason,
         }

@@ -1,0 +1,1 @@
+../../siporch_release/files/siporch_hostlib.py
