@@ -1,5 +1,9 @@
-"""How siporch reaches a host by itself (``siporch status``, ``siporch drift``): over SSH
-with the settings Ansible's ``ssh`` connection would use for that host.
+"""Reaching hosts: the inventory, SSH with Ansible's settings, become, timeouts.
+
+Every command that reaches a host by itself (``siporch status``, ``drift``, ``diff``,
+``calls``, the exporter) goes through this module; the deploy, rollback and ``releases``
+commands run siporch's playbooks, which reach the hosts through ansible-playbook with the
+same inventory and the same ``--limit`` patterns (:func:`select`).
 
 The host's variables (inventory, group_vars, host_vars) and the user's ansible.cfg (the
 one ansible-playbook would read from the current directory) are resolved by ansible-core
@@ -8,10 +12,14 @@ itself: ``remote_user``, ``private_key_file``, ``port``, ``ssh_args``, ``ssh_com
 ``ssh_executable``. siporch adds only what it needs after them (ssh keeps the first value
 of an option, so the user's settings win): no password prompt, a connection timeout.
 
-Commands that need root (reading a release's files) run through ``become`` when the host
-has it (``ansible_become`` or ansible.cfg's ``[privilege_escalation] become``), with the
-``sudo`` method: ``sudo -n`` (no password prompt: a password-protected sudo is reported
-as a failure, never waited for).
+Commands that need root (reading a release's files, the call records) run through
+``become`` when the host has it (``ansible_become`` or ansible.cfg's
+``[privilege_escalation] become``), with the ``sudo`` method: ``sudo -n`` (no password
+prompt: a password-protected sudo is reported as a failure, never waited for).
+
+What a host runs (its ``/etc/siporch/current`` release, the sha256 of each file and the
+release's manifest) is read here too (:func:`read_host`): the plan's base
+(`siporch.lifecycle`) and drift (`siporch.deploy.drift`) both start from it.
 """
 
 from __future__ import annotations
