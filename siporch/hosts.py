@@ -24,13 +24,25 @@ release's manifest) is read here too (:func:`read_host`): the plan's base
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from siporch.errors import SiporchError
+from siporch.core import MANIFEST, HostRead
+from siporch.errors import MonitorError, SiporchError
+
+#: An inventory as the commands take it: one source, or several (``-i`` repeated).
+Inventory = Path | Sequence[Path]
+
+#: The link to the release a host runs.
+CURRENT = "/etc/siporch/current"
+#: Separates the parts of :func:`probe_command`'s output.
+MARKER = "@@siporch@@"
 
 
 @dataclass(frozen=True)
@@ -128,23 +140,235 @@ def _true(value: Any) -> bool:
 _HOSTVARS: dict[tuple[str, ...], dict[str, dict[str, Any]]] = {}
 
 
-def _inventory_hostvars(inventory: Path | Sequence[Path]) -> dict[str, dict[str, Any]]:
+def sources(inventory: Inventory) -> tuple[Path, ...]:
+    """The inventory sources, in order."""
+    return (inventory,) if isinstance(inventory, Path | str) else tuple(Path(s) for s in inventory)
+
+
+def primary(inventory: Inventory) -> Path:
+    """The first inventory source: the controller's state (releases, the last deploy) and
+    the default vault password file are found beside it."""
+    return sources(inventory)[0]
+
+
+def _inventory_hostvars(inventory: Inventory) -> dict[str, dict[str, Any]]:
     """Every inventory host's ``ansible_*`` variables (read once per process)."""
     from siporch.model.loader import inventory_hosts
 
-    sources = (inventory,) if isinstance(inventory, Path | str) else tuple(inventory)
-    key = tuple(str(Path(s).resolve()) for s in sources)
+    srcs = sources(inventory)
+    key = tuple(str(Path(s).resolve()) for s in srcs)
     if key not in _HOSTVARS:
-        _HOSTVARS[key] = inventory_hosts([Path(s) for s in sources])
+        _HOSTVARS[key] = inventory_hosts(list(srcs))
     return _HOSTVARS[key]
 
 
-def host_access(
-    inventory: Path | Sequence[Path], host: str, address: str, timeout: float
-) -> HostAccess:
+def host_access(inventory: Inventory, host: str, address: str, timeout: float) -> HostAccess:
     """How to reach ``host`` (the model's ``address`` when the inventory gives none);
     raises `SiporchError` when it is not in the inventory or its connection is not ssh."""
     hv = _inventory_hostvars(inventory).get(host)
     if hv is None:
         raise SiporchError(f"{host}: not in the inventory")
     return resolve(host, {k: v for k, v in hv.items() if v is not None}, address, timeout)
+
+
+# --------------------------------------------------------------------- host selection
+
+
+def select(inventory: Inventory, limit: str | None, candidates: Sequence[str]) -> list[str]:
+    """The ``candidates`` (host names, in their order) that the Ansible host pattern
+    ``limit`` selects in the inventory, as ``ansible-playbook --limit`` would: names,
+    groups, globs, ``a:b``, ``a,b``, ``!exclude``, ``&intersect``, ``~regex``. None
+    selects every candidate. A pattern that selects none of them is an error."""
+    if not limit:
+        return list(candidates)
+    chosen = set(_match(inventory, limit))
+    out = [h for h in candidates if h in chosen]
+    if not out:
+        raise SiporchError(
+            f"--limit {limit}: matches no host this command looks at",
+            hint=f"hosts: {', '.join(candidates) or '(none)'}",
+        )
+    return out
+
+
+def _match(inventory: Inventory, pattern: str) -> list[str]:
+    """Host names the pattern selects in the inventory (ansible-core's InventoryManager)."""
+    from ansible.errors import AnsibleError
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.utils.display import Display
+
+    from siporch.vault import find_password_file, open_vault
+
+    loader = DataLoader()
+    password = find_password_file(primary(inventory))
+    if password is not None and password.exists():
+        with contextlib.suppress(SiporchError):
+            loader.set_vault_secrets(open_vault(password).secrets)
+    display = Display()
+    verbosity = display.verbosity
+    try:
+        manager = InventoryManager(loader=loader, sources=[str(s) for s in sources(inventory)])
+        return [h.name for h in manager.list_hosts(pattern)]
+    except AnsibleError as exc:
+        first = str(exc).strip().splitlines()[:1] or ["?"]
+        raise SiporchError(f"--limit {pattern}: {first[0]}") from None
+    finally:
+        display.verbosity = verbosity
+
+
+# --------------------------------------------------------------------- running commands
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A remote command that ran: its exit code and output."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    def last_error(self, limit: int = 200) -> str:
+        """The last line of stderr (or the exit code), for a one-line message."""
+        lines = self.stderr.decode(errors="replace").strip().splitlines()
+        return (lines[-1] if lines else f"exit {self.returncode}")[:limit]
+
+
+async def run(access: HostAccess, remote: str, *, timeout: float, root: bool = False) -> Completed:
+    """Run the shell command ``remote`` on the host (as root through its become: ``root``),
+    within ``timeout`` seconds; raises `MonitorError` when ssh cannot run or the host does
+    not answer in time."""
+    argv = access.argv(remote, root=root)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        raise MonitorError(f"{access.host}: cannot run ssh: {exc.strerror or exc}") from None
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+    except TimeoutError:
+        # ssh may have given up by itself at the same moment (ConnectTimeout)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise MonitorError(f"{access.host}: no answer over SSH within {timeout:g} s") from None
+    return Completed(proc.returncode or 0, out, err)
+
+
+async def ssh_run(
+    inventory: Inventory | None,
+    host: str,
+    address: str,
+    remote: list[str],
+    *,
+    timeout: float,
+    root: bool = False,
+) -> Completed | None:
+    """Run ``remote`` (an argv) on a host with the inventory's settings; None when the host
+    cannot be reached so (not in the inventory, not ssh, ssh missing, no answer in time)."""
+    access = try_access(inventory, host, address, timeout)
+    if access is None:
+        return None
+    try:
+        return await run(access, shlex.join(remote), timeout=timeout, root=root)
+    except MonitorError:
+        return None
+
+
+def try_access(
+    inventory: Inventory | None, host: str, address: str, timeout: float
+) -> HostAccess | None:
+    """:func:`host_access`, or None when the host cannot be reached over SSH."""
+    if inventory is None:
+        return None
+    try:
+        return host_access(inventory, host, address, timeout)
+    except SiporchError:
+        return None
+
+
+# ------------------------------------------------------------------ what a host runs
+
+
+async def read_current(
+    inventory: Inventory | None, host: str, address: str, *, timeout: float
+) -> str | None:
+    """The id of the release a host runs (where ``/etc/siporch/current`` points); None when
+    unknown (no link, or the host cannot be read)."""
+    res = await ssh_run(inventory, host, address, ["readlink", CURRENT], timeout=timeout)
+    if res is None:
+        return None
+    text = res.stdout.decode(errors="replace").strip()
+    if res.returncode != 0 or not text:
+        return None
+    return text.rstrip("/").rsplit("/", 1)[-1]
+
+
+def probe_command() -> str:
+    """Shell run on a host: readlink of current, sha256 of each file, the release manifest."""
+    return (
+        f"readlink {CURRENT} || true; echo; echo {MARKER}; "
+        f"if [ -d {CURRENT}/ ]; then cd {CURRENT}/ && "
+        "find . -type f -print0 | sort -z | xargs -0 -r sha256sum; fi; "
+        f"echo {MARKER}; cat {CURRENT}/{MANIFEST} 2>/dev/null || true"
+    )
+
+
+def parse_sha256sum(text: str) -> dict[str, str]:
+    """`sha256sum` output (``<hex>  ./path``) -> {relative path: hex}."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        digest, sep, path = line.partition("  ")
+        if not sep or len(digest) != 64:
+            continue
+        path = path[2:] if path.startswith("./") else path
+        out[path] = digest
+    return out
+
+
+def parse_host_probe(text: str) -> HostRead:
+    """The output of :func:`probe_command`: link, hashes, manifest, separated by markers;
+    raises `SiporchError` when it is not that."""
+    parts: list[str] = [""]
+    for line in text.splitlines():
+        if line == MARKER:
+            parts.append("")
+        else:
+            parts[-1] += line + "\n"
+    if len(parts) < 3:
+        raise SiporchError("unexpected answer from the host (no release probe output)")
+    link = parts[0].strip()
+    if not link:
+        return HostRead(None, {})
+    release = link.rstrip("/").rsplit("/", 1)[-1]
+    files = parse_sha256sum(parts[1])
+    try:
+        manifest = json.loads(parts[2]) if parts[2].strip() else None
+    except json.JSONDecodeError:
+        manifest = None
+    return HostRead(release, files, manifest if isinstance(manifest, dict) else None)
+
+
+async def read_host(inventory: Inventory, host: str, address: str, timeout: float) -> HostRead:
+    """What a host runs, read over SSH as root (a release's files may be readable by root
+    only); raises `MonitorError` when it cannot be read."""
+    try:
+        access = host_access(inventory, host, address, timeout)
+    except MonitorError:
+        raise
+    except SiporchError as exc:
+        raise MonitorError(str(exc)) from None
+    res = await run(access, probe_command(), timeout=timeout * 2, root=True)
+    if res.returncode != 0:
+        reason = res.stderr.decode(errors="replace").strip().splitlines()
+        raise MonitorError(
+            f"{host}: SSH failed (exit {res.returncode}): {reason[-1] if reason else ''}"
+        )
+    try:
+        return parse_host_probe(res.stdout.decode(errors="replace"))
+    except SiporchError as exc:
+        raise MonitorError(f"{host}: {exc}") from None

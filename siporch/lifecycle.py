@@ -8,7 +8,7 @@ it for its plugins); what needs the renderer, the release writer or SSH lives he
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,11 @@ from siporch.core import (
     read_manifest,
     unified_diff,
 )
+from siporch.hosts import Inventory, read_host
 
 
 def base_release(
-    inventory: Path | Sequence[Path],
+    inventory: Inventory,
     hosts: Mapping[str, str],
     *,
     out_dir: Path,
@@ -41,7 +42,6 @@ def base_release(
     release's manifest.json), with the inventory's SSH settings. The controller's
     ``out_dir`` only fills in a manifest a host lacks."""
     if reader is None:
-        from siporch.drift import read_host
 
         async def _read(host: str, address: str) -> HostRead:
             return await read_host(inventory, host, address, timeout)

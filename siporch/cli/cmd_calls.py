@@ -78,14 +78,16 @@ def _stream(argv: list[str], edge: str, timeout: float, problems: list[str]) -> 
         problems.append(f"{edge}: records not read: {last}")
 
 
-def _edge_argv(inventory: tuple[Path, ...], edge: str, address: str, timeout: float, remote: list[str]):
+def _edge_argv(
+    inventory: tuple[Path, ...], edge: str, address: str, timeout: float, remote: list[str]
+) -> list[str] | None:
     import shlex
 
-    from siporch.monitor.status import host_access
+    from siporch.hosts import try_access
 
     # the inventory's ssh settings and ansible.cfg, as `siporch status`; the records are
     # readable only by root and Kamailio's user: through the host's become
-    access = host_access(inventory, edge, address, timeout)
+    access = try_access(inventory, edge, address, timeout)
     if access is None:
         return None
     return access.argv(shlex.join(remote), root=True)

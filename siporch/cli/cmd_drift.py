@@ -46,7 +46,7 @@ def cli(
     Exit 0: no drift; 1: drift (one line per difference); 2: a host could not be reached
     or bad input.
     """
-    from siporch.drift import check
+    from siporch.deploy.drift import check
     from siporch.errors import ModelError
 
     for source in inventory:

@@ -10,17 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
+from siporch.hosts import Inventory, read_current
 from siporch.monitor.status import (
     EdgeResult,
     PbxResult,
     build_report,
     new_handler,
     query_edge,
-    read_release,
 )
 from siporch.monitor.topology import Topology
 from siporch.monitor.transport import CLOSED, AmiConnection
@@ -35,7 +34,7 @@ class Watcher:
         edges: bool = True,
         edge_interval: float = 10.0,
         releases: bool = False,
-        inventory: Path | Sequence[Path] | None = None,
+        inventory: Inventory | None = None,
         on_change: Callable[[], None] | None = None,
         secret_override: str | None = None,
     ) -> None:
@@ -109,7 +108,7 @@ class Watcher:
         items: list[Any] = [*self.results, *self.edge_results]
         found = await asyncio.gather(
             *(
-                read_release(self.inventory, i.target.name, i.target.address, timeout=self.timeout)
+                read_current(self.inventory, i.target.name, i.target.address, timeout=self.timeout)
                 for i in items
             )
         )
