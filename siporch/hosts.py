@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from typing import Any
 
 from siporch.core import MANIFEST, HostRead
 from siporch.errors import MonitorError, SiporchError
+
+log = logging.getLogger(__name__)
 
 #: An inventory as the commands take it: one source, or several (``-i`` repeated).
 Inventory = Path | Sequence[Path]
@@ -239,6 +242,7 @@ async def run(access: HostAccess, remote: str, *, timeout: float, root: bool = F
     within ``timeout`` seconds; raises `MonitorError` when ssh cannot run or the host does
     not answer in time."""
     argv = access.argv(remote, root=root)
+    log.debug("%s: %s", access.host, shlex.join(argv))
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,

@@ -25,9 +25,11 @@ from siporch.core import (
     plan_host,
     read_bases,
     read_manifest,
+    release_bases,
+    siporch_hosts,
     unified_diff,
 )
-from siporch.hosts import Inventory, read_host
+from siporch.hosts import Inventory, read_host, select
 
 
 def base_release(
@@ -48,6 +50,47 @@ def base_release(
 
         reader = _read
     return asyncio.run(read_bases(hosts, reader, lambda rid: read_manifest(out_dir, rid)))
+
+
+def plan_for(
+    inventory: Inventory,
+    loaded: Any,
+    *,
+    out_dir: Path,
+    against: str | None = None,
+    limit: str | None = None,
+    timeout: float = 5.0,
+    reader: Reader | None = None,
+) -> Plan:
+    """The plan of deploying ``loaded`` (a LoadedModel): against what each host runs (read
+    over SSH), or ``against`` a release of the controller's ``out_dir`` (a host that release
+    lacks counts as never deployed). ``limit``: only the hosts this Ansible host pattern
+    selects."""
+    from siporch.cache import facts
+    from siporch.errors import SiporchError
+
+    model = facts(loaded)  # what the plan needs of the model (a cached model is not read)
+    hosts = siporch_hosts(model)
+    chosen = select(inventory, limit, list(hosts)) if limit else list(hosts)
+    if against:
+        manifest = read_manifest(out_dir, against)
+        if manifest is None:
+            raise SiporchError(f"no release '{against}' in {out_dir}")
+        bases = {h: b for h, b in release_bases(manifest).items() if h in chosen or not limit}
+    else:
+        bases = base_release(
+            inventory,
+            {h: hosts[h] for h in chosen},
+            out_dir=out_dir,
+            timeout=timeout,
+            reader=reader,
+        )
+    files = None
+    if limit:
+        from siporch.release import cached_render
+
+        files = {h: f for h, f in cached_render(loaded).items() if h in chosen}
+    return build_plan(loaded, bases, out_dir=out_dir, files=files)
 
 
 def build_plan(

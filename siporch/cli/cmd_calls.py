@@ -7,6 +7,7 @@ per call, which is read and printed as it arrives (bounded memory, any range).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from typing import IO, Any
 import click
 
 from siporch import records
-from siporch.cli.common import inventory_options, primary
+from siporch.cli.common import console, host_options, json_option, primary, timeout_option
 from siporch.errors import SiporchError
 
 
@@ -27,9 +28,13 @@ class CallsError(SiporchError):
 
 
 def _edges(
-    inventory: tuple[Path, ...], vault_password_file: Path | None, hosts: tuple[str, ...]
-) -> list:
+    inventory: tuple[Path, ...],
+    vault_password_file: Path | None,
+    hosts: tuple[str, ...],
+    limit: str | None,
+) -> list[tuple[str, str]]:
     from siporch.cli.common import load
+    from siporch.hosts import select
 
     model = load(inventory, vault_password_file).model
     edges = [(n, str(h.address)) for n, h in model.hosts.items() if h.role == "edge"]
@@ -41,6 +46,9 @@ def _edges(
         )
     if hosts:
         edges = [(n, a) for n, a in edges if n in hosts]
+    if limit and edges:
+        chosen = select(inventory, limit, [n for n, _ in edges])
+        edges = [(n, a) for n, a in edges if n in chosen]
     if not edges:
         raise CallsError(f"{primary(inventory)}: the model has no edge host")
     return edges
@@ -199,8 +207,8 @@ def _summary_table(rows: list[records.TrunkSummary], out: IO[str]) -> None:
 
 
 @click.command(name="calls")
-@inventory_options
-@click.option("--host", "hosts", multiple=True, help="Only this edge (repeatable).")
+@host_options
+@click.option("--host", "hosts", multiple=True, metavar="NAME", help="Only this edge (repeatable).")
 @click.option(
     "--from-file",
     "files",
@@ -222,15 +230,14 @@ def _summary_table(rows: list[records.TrunkSummary], out: IO[str]) -> None:
     help="Only calls with this result.",
 )
 @click.option("--summary", is_flag=True, help="Per trunk: attempts, ASR, ACD, PDD, failovers.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@json_option("one object per call (or per trunk) per line")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header line.")
 @click.option("--mask", is_flag=True, help="Mask calling and called numbers.")
-@click.option(
-    "--timeout", type=float, default=120.0, show_default=True, help="Per-edge timeout, s."
-)
+@timeout_option(120.0, per="edge")
 def cli(
     inventory: tuple[Path, ...],
     vault_password_file: Path | None,
+    limit: str | None,
     hosts: tuple[str, ...],
     files: tuple[Path, ...],
     since: str | None,
@@ -269,7 +276,7 @@ def cli(
     else:
         if shutil.which("ssh") is None:
             raise CallsError("ssh is not installed; the edges are read over SSH")
-        for edge, address in _edges(inventory, vault_password_file, hosts):
+        for edge, address in _edges(inventory, vault_password_file, hosts, limit):
             argv = _edge_argv(
                 inventory, edge, address, timeout, records.remote_command(records.db_path(), flt)
             )
@@ -279,7 +286,9 @@ def cli(
             sources.append((edge, argv))
 
     calls = _calls(sources, flt, timeout, problems)
-    out = sys.stdout
+    out: IO[str] = sys.stdout
+    if console.quiet and not (as_json or as_csv):
+        out = open(os.devnull, "w")  # noqa: SIM115 (closed at exit)
     if summary:
         rows = records.summarize(calls)
         if as_json:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from siporch.cli.cmd_status import common_options, load_topology
+from siporch.cli.common import monitor_options
 from siporch.errors import MonitorError
 
 
@@ -29,7 +29,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 @click.command(name="exporter")
-@common_options
+@monitor_options
 @click.option(
     "--listen",
     required=True,
@@ -59,6 +59,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 def cli(
     inventory: tuple[Path, ...],
     vault_password_file: Path | None,
+    limit: str | None,
     hosts: tuple[str, ...],
     timeout: float,
     no_edges: bool,
@@ -89,7 +90,16 @@ def cli(
     addr, port = parse_listen(listen)
     if records_interval <= 0:
         raise click.BadParameter("must be above 0", param_hint="--records-interval")
-    topology = load_topology(inventory, vault_password_file, hosts, kamailio_rpc, rtpengine_ng)
+    from siporch.monitor.topology import from_inventory
+
+    topology = from_inventory(
+        inventory,
+        vault_password_file,
+        hosts=hosts,
+        limit=limit,
+        kamailio_rpc=kamailio_rpc,
+        rtpengine_ng=rtpengine_ng,
+    )
     secret = ami_secret_file.read_text().strip() if ami_secret_file else None
     totals = record_metrics.RecordTotals()
     record_edges = list(topology.edges) if records else []
