@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -19,96 +18,12 @@ from typing import IO, Any
 import click
 
 from siporch import records
-from siporch.cli.common import console, host_options, json_option, primary, timeout_option
+from siporch.cli.common import console, host_options, json_option, timeout_option
 from siporch.errors import SiporchError
 
 
 class CallsError(SiporchError):
     exit_code = 2
-
-
-def _edges(
-    inventory: tuple[Path, ...],
-    vault_password_file: Path | None,
-    hosts: tuple[str, ...],
-    limit: str | None,
-) -> list[tuple[str, str]]:
-    from siporch.cli.common import load
-    from siporch.hosts import select
-
-    model = load(inventory, vault_password_file).model
-    edges = [(n, str(h.address)) for n, h in model.hosts.items() if h.role == "edge"]
-    unknown = [h for h in hosts if h not in model.hosts]
-    if unknown:
-        raise CallsError(
-            f"unknown host(s): {', '.join(unknown)}",
-            hint=f"edges in the model: {', '.join(n for n, _ in edges)}",
-        )
-    if hosts:
-        edges = [(n, a) for n, a in edges if n in hosts]
-    if limit and edges:
-        chosen = select(inventory, limit, [n for n, _ in edges])
-        edges = [(n, a) for n, a in edges if n in chosen]
-    if not edges:
-        raise CallsError(f"{primary(inventory)}: the model has no edge host")
-    return edges
-
-
-def _stream(argv: list[str], edge: str, timeout: float, problems: list[str]) -> Iterator[str]:
-    """Lines of a command's output as they come; a failure is noted in ``problems``."""
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1 << 16,
-        )
-    except OSError as exc:
-        problems.append(f"{edge}: {exc}")
-        return
-    assert proc.stdout is not None and proc.stderr is not None
-    try:
-        for line in proc.stdout:
-            if line.startswith("# no-records"):
-                problems.append(f"{edge}: no call records yet ({line.split(' ', 2)[-1].strip()})")
-                continue
-            yield line
-        err = proc.stderr.read()
-        rc = proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if rc != 0:
-        last = (err.strip().splitlines() or [f"exit code {rc}"])[-1]
-        problems.append(f"{edge}: records not read: {last}")
-
-
-def _edge_argv(
-    inventory: tuple[Path, ...], edge: str, address: str, timeout: float, remote: list[str]
-) -> list[str] | None:
-    import shlex
-
-    from siporch.hosts import try_access
-
-    # the inventory's ssh settings and ansible.cfg, as `siporch status`; the records are
-    # readable only by root and Kamailio's user: through the host's become
-    access = try_access(inventory, edge, address, timeout)
-    if access is None:
-        return None
-    return access.argv(shlex.join(remote), root=True)
-
-
-def _calls(
-    sources: list[tuple[str, list[str]]], flt: records.Filters, timeout: float, problems: list[str]
-) -> Iterator[records.Call]:
-    for edge, argv in sources:
-        for call in records.parse_lines(_stream(argv, edge, timeout, problems), edge=edge):
-            # the edge filtered already; the result (derived from the code) is filtered here
-            if flt.match(call):
-                yield call
 
 
 def _console(out: IO[str]) -> Any:
@@ -267,25 +182,18 @@ def cli(
     flt = records.Filters(since=t0, until=t1, trunk=trunk, number=number, result=result)
 
     problems: list[str] = []
-    sources: list[tuple[str, list[str]]] = []
     if files:
-        for f in files:
-            sources.append(
-                (f.stem, [sys.executable, "-c", records.remote_script(), str(f), flt.as_json()])
-            )
+        sources = records.file_sources(files, flt)
     else:
         if shutil.which("ssh") is None:
             raise CallsError("ssh is not installed; the edges are read over SSH")
-        for edge, address in _edges(inventory, vault_password_file, hosts, limit):
-            argv = _edge_argv(
-                inventory, edge, address, timeout, records.remote_command(records.db_path(), flt)
-            )
-            if argv is None:
-                problems.append(f"{edge}: not in the Ansible inventory {primary(inventory)}")
-                continue
-            sources.append((edge, argv))
+        from siporch.cli.common import load
 
-    calls = _calls(sources, flt, timeout, problems)
+        model = load(inventory, vault_password_file).model
+        edges = records.edges_of(model, inventory, hosts, limit)
+        sources = records.edge_sources(inventory, edges, flt, timeout, problems)
+
+    calls = records.read_calls(sources, flt, timeout, problems)
     out: IO[str] = sys.stdout
     if console.quiet and not (as_json or as_csv):
         out = open(os.devnull, "w")  # noqa: SIM115 (closed at exit)

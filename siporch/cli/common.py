@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from siporch.errors import ModelError
-from siporch.hosts import primary
+from siporch.hosts import primary as primary
 from siporch.model import LoadedModel
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,7 +39,6 @@ INVENTORY_ENV = "SIPORCH_INVENTORY"
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
-__all__ = ["primary"]
 
 
 def _vault_option(func: F) -> F:
