@@ -196,10 +196,10 @@ def select(inventory: Inventory, limit: str | None, candidates: Sequence[str]) -
 
 def _match(inventory: Inventory, pattern: str) -> list[str]:
     """Host names the pattern selects in the inventory (ansible-core's InventoryManager)."""
+    from ansible import constants as C
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
-    from ansible.utils.display import Display
 
     from siporch.vault import find_password_file, open_vault
 
@@ -208,8 +208,10 @@ def _match(inventory: Inventory, pattern: str) -> list[str]:
     if password is not None and password.exists():
         with contextlib.suppress(SiporchError):
             loader.set_vault_secrets(open_vault(password).secrets)
-    display = Display()
-    verbosity = display.verbosity
+    # a part of the pattern that matches nothing is not worth Ansible's warning: siporch
+    # says it once, when the whole pattern selects none of the command's hosts
+    mismatch = C.HOST_PATTERN_MISMATCH
+    C.HOST_PATTERN_MISMATCH = "ignore"
     try:
         manager = InventoryManager(loader=loader, sources=[str(s) for s in sources(inventory)])
         return [h.name for h in manager.list_hosts(pattern)]
@@ -217,7 +219,7 @@ def _match(inventory: Inventory, pattern: str) -> list[str]:
         first = str(exc).strip().splitlines()[:1] or ["?"]
         raise SiporchError(f"--limit {pattern}: {first[0]}") from None
     finally:
-        display.verbosity = verbosity
+        C.HOST_PATTERN_MISMATCH = mismatch
 
 
 # --------------------------------------------------------------------- running commands

@@ -91,6 +91,8 @@ def test_verbose_and_quiet_are_taken_by(name: str) -> None:
         ("siporch_edge:!edge-branch", ["edge-central"]),
         ("edge-*", ["edge-central", "edge-branch"]),
         ("pbx-central,edge-branch", ["edge-branch", "pbx-central"]),
+        ("siporch_edge:&edge-branch", ["edge-branch"]),
+        ("~edge-c.*", ["edge-central"]),
         ("all", ALL),
         (None, ALL),
     ],
@@ -99,9 +101,10 @@ def test_limit_selects_as_ansible_does(pattern: str | None, hosts: list[str]) ->
     assert select(EXAMPLE, pattern, ALL) == hosts
 
 
-def test_limit_matching_nothing_is_an_error() -> None:
+def test_limit_matching_nothing_is_an_error(capfd: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SiporchError, match="--limit nothing-here: matches no host"):
         select(EXAMPLE, "nothing-here", ALL)
+    assert "WARNING" not in capfd.readouterr().err  # said once, by siporch
 
 
 def test_status_limit_filters_the_hosts_looked_at() -> None:
