@@ -117,12 +117,20 @@ def timeout_option(default: float, per: str = "host") -> Callable[[F], F]:
     return deco
 
 
-_VERBOSITY = {"level": 0}
+_VERBOSITY = {"verbose": 0, "quiet": 0}
+
+
+def _reset_output() -> None:
+    _VERBOSITY.update(verbose=0, quiet=0)
+    console.quiet = False
+    logging.getLogger("siporch").setLevel(logging.WARNING)
 
 
 def _apply_output(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Applies -v/-q for the run of the command; undone when its context closes."""
     if param.name == "verbose":
-        _VERBOSITY["level"] = int(value or 0)
+        ctx.call_on_close(_reset_output)
+        _VERBOSITY["verbose"] = int(value or 0)
         logger = logging.getLogger("siporch")
         logger.setLevel(logging.DEBUG if value else logging.WARNING)
         if value and not any(getattr(h, "_siporch", False) for h in logger.handlers):
@@ -132,8 +140,7 @@ def _apply_output(ctx: click.Context, param: click.Parameter, value: Any) -> Any
             logger.addHandler(handler)
     elif param.name == "quiet":
         console.quiet = bool(value)
-        if value:
-            _VERBOSITY["level"] = -1
+        _VERBOSITY["quiet"] = int(bool(value))
     return value
 
 
@@ -162,7 +169,7 @@ def output_options(func: F) -> F:
 
 def verbosity() -> int:
     """-1 with ``-q``, else the number of ``-v``."""
-    return _VERBOSITY["level"]
+    return -1 if _VERBOSITY["quiet"] else _VERBOSITY["verbose"]
 
 
 def host_options(func: F) -> F:

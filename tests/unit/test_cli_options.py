@@ -35,11 +35,14 @@ def command(name: str) -> click.Command:
     return cmd
 
 
+#: What a command needs to parse at all.
+REQUIRED = {"route": ["+12025550100"], "call": ["123", "--from", "x"],
+            "exporter": ["--listen", "127.0.0.1:9"]}  # fmt: skip
+
+
 def params(name: str, args: list[str]) -> dict[str, object]:
     """The values the command would get (parsed only, nothing runs)."""
-    required = {"route": ["+12025550100"], "call": ["123", "--from", "x"],
-                "exporter": ["--listen", "127.0.0.1:9"]}  # fmt: skip
-    with command(name).make_context(name, [*required.get(name, []), *args]) as ctx:
+    with command(name).make_context(name, [*REQUIRED.get(name, []), *args]) as ctx:
         return dict(ctx.params)
 
 
@@ -79,8 +82,14 @@ def test_limit_is_taken_by(name: str) -> None:
 
 @pytest.mark.parametrize("name", INVENTORY)
 def test_verbose_and_quiet_are_taken_by(name: str) -> None:
-    params(name, ["-v", "-v"])
-    params(name, ["-q"])
+    from siporch.cli import common
+
+    with command(name).make_context(name, [*REQUIRED.get(name, []), "-v", "-v"]):
+        assert common.verbosity() == 2
+    with command(name).make_context(name, [*REQUIRED.get(name, []), "-q"]):
+        assert common.verbosity() == -1 and common.console.quiet
+    # undone when the command's context closes: nothing leaks into the next command
+    assert common.verbosity() == 0 and not common.console.quiet
 
 
 @pytest.mark.parametrize(
