@@ -136,7 +136,7 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                 cfg = cb.write_edge(sub, args.trunks, records=on, inner=inner_base / sub.name)
                 edge = cb.start(
                     [*prefix, "kamailio", "-DD", "-E", "-f", str(cfg), "-m", str(cb.SHM_MB),
-                     "-M", str(cb.PKG_MB)],
+                     "-M", str(cb.PKG_MB), *(["-x", args.mem] if args.mem else [])],
                     sub / "edge.log",
                     netns=NS,
                 )  # fmt: skip
@@ -207,6 +207,7 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                 "pkg_mb": cb.PKG_MB,
                 "children": cb.CHILDREN,
                 "version": _version(prefix),
+                "memory_manager": args.mem or "default (qm)",
             },
             "rows": rows,
             "ratio_on_off": round(ratio, 3),
@@ -384,6 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--rounds", type=int, default=3)
     c.add_argument("--json", type=Path)
     c.add_argument("--keep", action="store_true")
+    c.add_argument(
+        "--mem",
+        choices=("qm", "fm", "tlsf"),
+        help="Kamailio's memory manager (kamailio -x), both runs; default: Kamailio's own (qm)",
+    )
     c.add_argument(
         "--root",
         type=Path,

@@ -43,7 +43,7 @@ CACHE_ENV = "SIPORCH_CACHE"
 #: Entries kept of each kind (model, render).
 KEEP = 4
 #: Bumped when an entry's layout changes.
-FORMAT = "1"
+FORMAT = "2"
 
 T = TypeVar("T")
 
@@ -269,7 +269,8 @@ class Facts:
 
 def secret_values(model: Any) -> list[str]:
     """Every secret value of a model: the fields the schema declares secret (AMI secrets,
-    registration and outbound passwords; ``tests/unit/test_render_cache.py`` checks that
+    registration and outbound passwords, the records server's password;
+    ``tests/unit/test_render_cache.py`` checks that
     the schema has no others, and that this is ``siporch.core.model_secrets``' set, which
     walks every field and takes a second at 10,000 trunks)."""
     out: list[str] = []
@@ -281,6 +282,8 @@ def secret_values(model: Any) -> list[str]:
             out.append(trunk.auth.password.get_secret_value())
         if trunk.credentials is not None:
             out.append(trunk.credentials.password.get_secret_value())
+    if model.records.postgresql is not None:
+        out.append(model.records.postgresql.password.get_secret_value())
     return out
 
 
@@ -315,6 +318,7 @@ def _cached_loaded_class() -> type:
         unchanged model's diff or render needs only its facts and files)."""
 
         facts: Facts
+        reload: tuple[Any, ...] = ((), None, None)  # load_model's arguments
         _blob: bytes
         _model: Any
 
@@ -326,7 +330,13 @@ def _cached_loaded_class() -> type:
         def model(self) -> Any:
             if self._model is None:
                 with gcpause.paused():
-                    self._model = pickle.loads(self._blob)
+                    try:
+                        self._model = _model_of(self._blob, self.model_hash)
+                    except StaleEntry:  # read the inventory again
+                        from siporch.model import loader
+
+                        sources, password, groups = self.reload
+                        self._model = loader.load_model(sources, password, groups=groups).model
                 self._blob = b""
             return self._model
 
@@ -341,9 +351,60 @@ def _cached_loaded_class() -> type:
 _CACHED_LOADED: type | None = None
 
 
+class StaleEntry(Exception):
+    """A cache entry's data does not validate to the model it was stored for."""
+
+
+def _model_of(blob: bytes, model_hash: str) -> Any:
+    """The model of an entry: unpickled (``M``), or validated again from the data it was
+    validated from (``D``), the same model when its hash says so."""
+    from siporch.model.loader import model_hash as hash_of
+    from siporch.model.schema import Model
+
+    kind, body = blob[:1], blob[1:]
+    if kind == b"M":
+        return pickle.loads(body)
+    model = Model.model_validate(pickle.loads(body))
+    if hash_of(model) != model_hash:
+        raise StaleEntry("the cached model data no longer validates to its model")
+    return model
+
+
+def _chunk_store(directory: Path, path: str) -> Any:
+    """The parsed entries of one inventory file (``siporch.model.chunks``), kept in the
+    cache beside the models: one file per inventory file, replaced when it changes."""
+    from siporch.model.chunks import Store
+
+    ident = f"chunks {FORMAT}\n{code_hash()}\n{_versions()}\n{path}"
+    target = directory / f"{_sha(ident.encode())}.pickle"
+
+    def load() -> bytes | None:
+        try:
+            return target.read_bytes()
+        except OSError:
+            return None
+
+    def save(data: bytes) -> None:
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(directory.parent, 0o700)  # decrypted values, as in the other entries
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        except OSError:
+            pass  # a cache that cannot be written is only slower
+
+    return Store(load, save)
+
+
 def _entry_of(loaded: Any) -> dict[str, Any]:
+    if loaded.data is not None:  # the plain data: validated again on use, checked by hash
+        blob = b"D" + pickle.dumps(loaded.data, protocol=pickle.HIGHEST_PROTOCOL)
+    else:
+        blob = b"M" + pickle.dumps(loaded.model, protocol=pickle.HIGHEST_PROTOCOL)
     return {
-        "blob": pickle.dumps(loaded.model, protocol=pickle.HIGHEST_PROTOCOL),
+        "blob": blob,
         "facts": facts_of(loaded.model),
         "fields": {
             "source": loaded.source,
@@ -360,6 +421,7 @@ def _loaded_of(entry: dict[str, Any], known: Any = None) -> Any:
     if _CACHED_LOADED is None:
         _CACHED_LOADED = _cached_loaded_class()
     out = _CACHED_LOADED(entry["blob"], entry["facts"], **entry["fields"])
+    out.reload = entry.get("reload", ((), None, None))
     if known is not None:
         out.model = known
     return out
@@ -389,7 +451,15 @@ def load_model(
     entry = _read(path)
     if isinstance(entry, dict) and {"blob", "facts", "fields"} <= set(entry):
         return _loaded_of(entry)
-    loaded = loader.load_model(inventory, vault_password_file, groups=groups)
+    previous = loader.CHUNKS, loader.KEEP_DATA
+    loader.CHUNKS = functools.partial(_chunk_store, cache_dir(state) / "chunks")
+    loader.KEEP_DATA = True
+    try:
+        loaded = loader.load_model(inventory, vault_password_file, groups=groups)
+    finally:
+        loader.CHUNKS, loader.KEEP_DATA = previous
     entry = _entry_of(loaded)
+    entry["reload"] = (tuple(sources), vault_password_file, dict(groups) if groups else None)
+    loaded.data = None
     _write(path, entry)
     return _loaded_of(entry, loaded.model)

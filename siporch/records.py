@@ -95,6 +95,58 @@ CREATE TABLE IF NOT EXISTS version (table_name TEXT PRIMARY KEY, table_version I
 INSERT OR REPLACE INTO version VALUES ('calls', 1), ('legs', 1);
 """
 
+# The same tables in PostgreSQL (records.backend postgresql): one database for every edge,
+# each row naming its edge. Idempotent; applied by the kamailio_edge role with psql.
+SCHEMA_PG = """\
+CREATE TABLE IF NOT EXISTS calls (
+    id BIGSERIAL PRIMARY KEY,
+    start_time TEXT,
+    end_time TEXT,
+    duration DOUBLE PRECISION,
+    callid TEXT,
+    edge TEXT,
+    direction TEXT,
+    trunk TEXT,
+    peer TEXT,
+    source TEXT,
+    calling TEXT,
+    called TEXT,
+    code INTEGER,
+    reason TEXT,
+    setup DOUBLE PRECISION,
+    ring DOUBLE PRECISION,
+    answer DOUBLE PRECISION,
+    legs INTEGER,
+    release TEXT
+);
+CREATE INDEX IF NOT EXISTS calls_setup ON calls (setup);
+CREATE INDEX IF NOT EXISTS calls_edge_setup ON calls (edge, setup);
+CREATE TABLE IF NOT EXISTS legs (
+    id BIGSERIAL PRIMARY KEY,
+    method TEXT,
+    from_tag TEXT,
+    to_tag TEXT,
+    callid TEXT,
+    sip_code TEXT,
+    sip_reason TEXT,
+    time TEXT,
+    ts DOUBLE PRECISION,
+    edge TEXT,
+    direction TEXT,
+    trunk TEXT,
+    peer TEXT,
+    calling TEXT,
+    called TEXT,
+    leg INTEGER,
+    release TEXT
+);
+CREATE INDEX IF NOT EXISTS legs_ts ON legs (ts);
+CREATE INDEX IF NOT EXISTS legs_edge_ts ON legs (edge, ts);
+CREATE INDEX IF NOT EXISTS legs_callid ON legs (callid);
+CREATE TABLE IF NOT EXISTS version (table_name TEXT PRIMARY KEY, table_version INTEGER);
+INSERT INTO version VALUES ('calls', 1), ('legs', 1) ON CONFLICT (table_name) DO NOTHING;
+"""
+
 RESULTS = ("answered", "failed", "busy", "cancelled")
 
 
@@ -514,6 +566,69 @@ def remote_command(db_path: str, filters: Filters) -> list[str]:
     return ["python3", "-c", _REMOTE, db_path, filters.as_json()]
 
 
+# Run on an edge with python3 (standard library only) when the records are in PostgreSQL:
+# argv[1] the edge's live host.cfg (its ACC_DB_URL names the server, user and password),
+# argv[2] the filters as JSON, argv[3] the edges to read (JSON list; empty: all). psql
+# prints one JSON object per call (FETCH_COUNT: a cursor, streamed), oldest first, with its
+# failed legs; "#" lines are diagnostics. The password goes to psql in its environment.
+_REMOTE_PG = r"""
+import json, os, re, shutil, subprocess, sys
+cfg, flt, edges = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+try:
+    text = open(cfg).read()
+except OSError as exc:
+    print("# no-records " + cfg + ": " + exc.strerror)
+    sys.exit(0)
+m = re.search(r'#!define ACC_DB_URL "postgres://([^:@/]+):([^@/]*)@([^/:]+)(?::(\d+))?/([^"]+)"', text)
+if not m:
+    print("# no-records " + cfg + " has no PostgreSQL records URL")
+    sys.exit(0)
+user, password, host, port, db = m.groups()
+psql = shutil.which("psql")
+if psql is None:
+    sys.stderr.write("psql is not installed on this edge (postgresql-client)\n")
+    sys.exit(3)
+def lit(v):
+    return "'" + str(v).replace("'", "''") + "'"
+where = []
+if flt.get("since") is not None:
+    where.append("c.setup >= %r" % float(flt["since"]))
+if flt.get("until") is not None:
+    where.append("c.setup < %r" % float(flt["until"]))
+if flt.get("trunk"):
+    where.append("c.trunk = " + lit(flt["trunk"]))
+if flt.get("number"):
+    n = lit(flt["number"])
+    where.append("(strpos(c.calling, %s) > 0 OR strpos(c.called, %s) > 0)" % (n, n))
+if edges:
+    where.append("c.edge IN (" + ", ".join(lit(e) for e in edges) + ")")
+sql = (
+    "SET standard_conforming_strings = on;\n"
+    "SELECT row_to_json(x) FROM (SELECT c.*, CASE WHEN c.legs > 1 OR c.code >= 300 THEN "
+    "(SELECT json_agg(json_build_array(l.ts, l.trunk, l.peer, l.called, l.sip_code, "
+    "l.sip_reason) ORDER BY l.ts)::text FROM legs AS l WHERE l.callid = c.callid "
+    "AND l.edge IS NOT DISTINCT FROM c.edge AND l.sip_code ~ '^[0-9]+$' "
+    "AND l.sip_code::integer >= 300) END AS failed_legs FROM calls AS c"
+    + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY c.setup, c.id) AS x;\n"
+)
+env = dict(os.environ, PGPASSWORD=password, PGCONNECT_TIMEOUT="10", PGAPPNAME="siporch-calls")
+argv = [psql, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-v", "FETCH_COUNT=2000",
+        "-h", host, "-p", port or "5432", "-U", user, "-d", db, "-f", "-"]
+proc = subprocess.Popen(argv, stdin=subprocess.PIPE, env=env, text=True)
+proc.communicate(sql)
+sys.exit(proc.returncode)
+"""
+
+
+def live_host_cfg() -> str:
+    """The live host.cfg of an edge (its records URL), read by the PostgreSQL reader."""
+    return "/etc/siporch/current/kamailio/host.cfg"
+
+
+def remote_command_pg(host_cfg: str, filters: Filters, edges: Iterable[str] = ()) -> list[str]:
+    return ["python3", "-c", _REMOTE_PG, host_cfg, filters.as_json(), json.dumps(list(edges))]
+
+
 # --------------------------------------------------------------------- reading the edges
 
 #: Where records are read from: a name (the edge, or a file's stem) and the argv that
@@ -556,15 +671,27 @@ def edge_sources(
     timeout: float,
     problems: list[str],
     *,
-    path: str | None = None,
+    backend: str = "sqlite",
+    only: Sequence[str] = (),
 ) -> list[Source]:
-    """How to read each edge's records over SSH with the inventory's settings; the records
+    """How to read the edges' records over SSH with the inventory's settings; the records
     are readable only by root and Kamailio's user: through the host's become. An edge that
-    cannot be reached so is noted in ``problems``."""
+    cannot be reached so is noted in ``problems``.
+
+    SQLite: each edge its own database. PostgreSQL: one database for every edge, read once
+    through the first edge that can be reached (``only``: those edges' records)."""
     from siporch.hosts import primary, try_access
 
     out: list[Source] = []
-    remote = shlex.join(remote_command(path or db_path(), filters))
+    if backend == "postgresql":
+        remote = shlex.join(remote_command_pg(live_host_cfg(), filters, only))
+        for edge, address in edges:
+            access = try_access(inventory, edge, address, timeout)
+            if access is not None:
+                return [(edge, access.argv(remote, root=True))]
+        problems.append(f"no edge is in the Ansible inventory {primary(inventory)}")
+        return out
+    remote = shlex.join(remote_command(db_path(), filters))
     for edge, address in edges:
         access = try_access(inventory, edge, address, timeout)
         if access is None:

@@ -191,7 +191,16 @@ def cli(
 
         model = load(inventory, vault_password_file).model
         edges = records.edges_of(model, inventory, hosts, limit)
-        sources = records.edge_sources(inventory, edges, flt, timeout, problems)
+        sources = records.edge_sources(
+            inventory,
+            edges,
+            flt,
+            timeout,
+            problems,
+            backend=model.records.backend,
+            # one PostgreSQL database holds every edge's records: --host/--limit pick edges
+            only=[n for n, _ in edges] if hosts or limit else [],
+        )
 
     calls = records.read_calls(sources, flt, timeout, problems)
     out: IO[str] = sys.stdout

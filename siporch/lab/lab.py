@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from siporch.errors import LabError
-from siporch.lab import dns, impair, procs, provider, rootfs, systemd, topology
+from siporch.lab import dns, impair, procs, provider, records_db, rootfs, systemd, topology
 from siporch.lab import hosts as hostfs
 from siporch.lab.inventory import lab_hosts_document, write_inventory
 from siporch.lab.spec import DNS_HOST, HOSTS, LabHost, LabPaths, host_by_name
 
 Progress = Callable[[str], None]
-DAEMONS = ("sshd", "kamailio", "asterisk", "rtpengine", "sipp", "dnsmasq")
+DAEMONS = ("sshd", "kamailio", "asterisk", "rtpengine", "sipp", "dnsmasq", "postgres")
 SSH_WAIT_S = 10.0
 # The Debian suite of the edges' root (`lab up --edge-root`); the other hosts run sid.
 EDGE_ROOT_ENV = "SIPORCH_LAB_EDGE_ROOT"
@@ -394,6 +394,8 @@ def service_problems(host: LabHost, paths: LabPaths) -> list[str]:
         return [] if dns.pid(paths) is not None else ["dnsmasq not running"]
     if host.name in provider.PROVIDER_HOSTS:
         return provider.problems(host.name, paths)
+    if host.name == records_db.RECORDS_DB_HOST:
+        return records_db.problems(paths)
     return []
 
 
@@ -414,6 +416,11 @@ def _ensure_services(paths: LabPaths, skip: set[str]) -> dict[str, str]:
             return name, str(exc)
         return name, None
 
+    if records_db.RECORDS_DB_HOST not in skip:
+        try:
+            records_db.ensure_running(paths)
+        except (LabError, OSError) as exc:
+            errors[records_db.RECORDS_DB_HOST] = str(exc)
     names = [n for n in provider.PROVIDER_HOSTS if n not in skip]
     with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
         for name, err in pool.map(one, names):

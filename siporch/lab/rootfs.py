@@ -48,6 +48,10 @@ PACKAGES: tuple[str, ...] = (
     "keepalived",
     "openssh-server",
     "openssl",
+    # call records at scale (docs/calls.md): the lab's db-central runs the server, the
+    # edges write to it with Kamailio's db_postgres
+    "kamailio-postgres-modules",
+    "postgresql",
     "procps",
     "python3",
     "redis-server",
@@ -74,7 +78,7 @@ REQUIRED = (
 # Debian 12 for edges: what an edge needs (Kamailio, rtpengine, sshd, systemd, SIPp), no
 # Asterisk (Debian 12 has none). Keyed by suite; the lab's own root is SUITE above.
 EDGE_PACKAGES: tuple[str, ...] = tuple(
-    p for p in PACKAGES if p not in ("asterisk", "asterisk-modules")
+    p for p in PACKAGES if p not in ("asterisk", "asterisk-modules", "postgresql")
 )
 SUITES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # suite: (packages, required executables)

@@ -111,6 +111,20 @@ HOSTS: tuple[LabHost, ...] = (
     ),
 )
 
+# Call records at scale (docs/calls.md): a PostgreSQL server of the lab's own, which a
+# model with records.backend postgresql points its edges at.
+RECORDS_DB_HOST = "db-central"
+RECORDS_DB_ADDRESS = "198.18.0.30"
+HOSTS += (
+    LabHost(
+        RECORDS_DB_HOST,
+        RECORDS_DB_ADDRESS,
+        ("lab_infra",),
+        "db",
+        "PostgreSQL server for call records (records.backend postgresql)",
+    ),
+)
+
 DNS_HOST = "dns"
 DNS_ADDRESS = "198.18.0.53"
 LAB_DOMAIN = "lab.example"

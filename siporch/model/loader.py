@@ -18,7 +18,7 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from siporch import gcpause, vault
 from siporch.errors import ModelError, Problem
+from siporch.model import chunks
 from siporch.model.messages import (
     describe_errors,
     json_may_refuse,
@@ -57,6 +58,9 @@ class LoadedModel:
     model_hash: str
     warnings: list[Problem] = field(default_factory=list)
     inventories: tuple[Path, ...] = ()
+    # the plain data the model was validated from, when KEEP_DATA asked for it (the cache
+    # keeps it instead of the model: a tenth of the time to store)
+    data: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -325,6 +329,11 @@ def _parse_failures(failures: list[Any], source: str) -> tuple[str, str]:
 # same data, and the same as ansible-inventory; positions for messages come from a second,
 # slow read when there is something to report.
 FAST_YAML = True
+#: where the fast path keeps the parsed entries of a file (``chunks.Store``), when a
+#: cache is in use (set by ``siporch.cache.load_model``); None: every file read whole
+CHUNKS: Callable[[str], chunks.Store | None] | None = None
+#: keep the data a model was validated from in ``LoadedModel.data`` (for the cache)
+KEEP_DATA = False
 
 
 def _data_loader(secrets: _Secrets, fast: bool) -> Any:
@@ -346,12 +355,15 @@ def _fast_loader_class() -> type:
     from ansible._internal._datatag._tags import Origin, TrustedAsTemplate
     from ansible.module_utils._internal._datatag import AnsibleTagHelper
     from ansible.parsing.dataloader import DataLoader
+    from yaml.nodes import MappingNode, ScalarNode
 
     trusted = TrustedAsTemplate()
+    STR = "tag:yaml.org,2002:str"
 
     class FastYaml(yaml.CSafeLoader):
         path: str
         duplicates: list[tuple[str, int, str]]
+        offset = 0  # the text's first line in its file (an entry of ``chunks``)
 
         def construct_yaml_str(self, node: Any) -> Any:
             value = self.construct_scalar(node)
@@ -379,6 +391,52 @@ def _fast_loader_class() -> type:
                 seen.add(ident)
             return super().construct_mapping(node, deep=deep)
 
+        def plain_data(self) -> Any:
+            """``get_single_data`` without PyYAML's generic construction (its bookkeeping
+            per node for anchors, recursion and two-step objects, about half the read):
+            for text with no anchor, alias, tag or merge key (``_UNSAFE``), where every
+            node is its own value. The same constructors as ``get_single_data`` for every
+            scalar that is not a string, the same duplicate keys, later keys winning."""
+            node = self.get_single_node()
+            if node is None:
+                return None
+            constructors = self.yaml_constructors
+            path = self.path
+            duplicates = self.duplicates
+            offset = self.offset + 1  # line numbers from 1, in the file
+
+            def string(n: Any) -> Any:
+                value = n.value
+                if "{" in value and _may_template(value):
+                    where = Origin(
+                        path=path,
+                        line_num=n.start_mark.line + offset,
+                        col_num=n.start_mark.column + 1,
+                    )
+                    return AnsibleTagHelper.tag(value, [where, trusted])
+                return value
+
+            def walk(n: Any) -> Any:
+                kind = type(n)
+                if kind is ScalarNode:
+                    if n.tag == STR:
+                        return string(n)
+                    return constructors[n.tag](self, n)  # KeyError: not plain, fall back
+                if kind is MappingNode:
+                    out: dict[Any, Any] = {}
+                    seen: set[tuple[str, str]] = set()
+                    for key_node, value_node in n.value:
+                        if type(key_node) is ScalarNode:
+                            ident = (key_node.tag, key_node.value)
+                            if ident in seen:
+                                duplicates.append((path, key_node.start_mark.line + offset, ident[1]))
+                            seen.add(ident)
+                        out[walk(key_node)] = walk(value_node)
+                    return out
+                return [walk(child) for child in n.value]
+
+            return walk(node)
+
     FastYaml.add_constructor("tag:yaml.org,2002:str", FastYaml.construct_yaml_str)
 
     class FastDataLoader(DataLoader):  # type: ignore[misc]
@@ -402,24 +460,46 @@ def _fast_loader_class() -> type:
                 or _is_json(text)
             ):
                 return super().load(data, file_name, show_content, json_only)
+            plain = not _unsafe(text)
+            store = CHUNKS(str(file_name)) if plain and CHUNKS is not None else None
+            if store is not None:
+                try:
+                    read = chunks.read(text, functools.partial(_parse_plain, str(file_name)), store)
+                except Exception:
+                    read = None
+                if read is not None:
+                    result, dups = read
+                    store.save()
+                    self.duplicates.extend((str(file_name), line, key) for line, key in dups)
+                    self.fast_files.append(str(file_name))
+                    return _by_variable(result, str(file_name))
             parser = FastYaml(text)
             parser.path = str(file_name)
             parser.duplicates = []
             try:
-                result = parser.get_single_data()
+                result = parser.plain_data() if plain else parser.get_single_data()
             except Exception:
                 return super().load(data, file_name, show_content, json_only)
             finally:
                 parser.dispose()
             self.duplicates.extend(parser.duplicates)
             self.fast_files.append(str(file_name))
-            if isinstance(result, dict):  # where each variable comes from (its file)
-                origin = Origin(path=str(file_name))
-                result = {
-                    k: origin.tag(v) if isinstance(v, dict | list) else v
-                    for k, v in result.items()
-                }
-            return result
+            return _by_variable(result, str(file_name))
+
+    def _by_variable(result: Any, path: str) -> Any:
+        if isinstance(result, dict):  # where each variable comes from (its file)
+            origin = Origin(path=path)
+            result = {k: origin.tag(v) if isinstance(v, dict | list) else v for k, v in result.items()}
+        return result
+
+    def _parse_plain(path: str, text: str, first: int) -> tuple[Any, list[tuple[int, str]]]:
+        parser = FastYaml(text)
+        parser.path, parser.duplicates, parser.offset = path, [], first
+        try:
+            value = parser.plain_data()
+        finally:
+            parser.dispose()
+        return value, [(line, key) for _, line, key in parser.duplicates]
 
     return FastDataLoader
 
@@ -593,6 +673,24 @@ _NOT_STR = {"y", "yes", "n", "no", "true", "false", "on", "off", "null", "~"}
 # what a block-style walk over the text cannot follow: merge keys, anchors, aliases, tags,
 # documents and directives, tabs in indentation
 _UNSAFE = re.compile(r"<<|(?:^|[\s,\[{])[&*!]\S|^\t|^---[ \t]*\S|^\.\.\.|^%", re.MULTILINE)
+_ANCHORS = re.compile(r"[&*!]\S")
+_LINE_STARTS = re.compile(r"^(?:\t|---[ \t]*\S|\.\.\.|%)", re.MULTILINE)
+
+
+def _unsafe(text: str) -> bool:
+    """``_UNSAFE.search(text)``, found in a fraction of the time on a large file (the
+    regular expression tries its alternatives at every character: over a second at
+    10,000 trunks): each kind looked for only when its characters occur."""
+    if "<<" in text:
+        return True
+    if ("&" in text or "*" in text or "!" in text) and any(
+        m.start() == 0 or text[m.start() - 1].isspace() or text[m.start() - 1] in ",[{"
+        for m in _ANCHORS.finditer(text)
+    ):
+        return True
+    return ("\t" in text or "---" in text or "..." in text or "%" in text) and bool(
+        _LINE_STARTS.search(text)
+    )
 
 
 class _TextLines:
@@ -607,6 +705,8 @@ class _TextLines:
         self._index: dict[tuple[int, int, int], dict[str, int] | None] = {}
         self._ends: dict[tuple[int, int, int], int] = {}
         self._items: dict[tuple[int, int, int, int], list[int]] = {}
+        # per file (id of its lines): each line's indent, -1 for a blank or comment line
+        self._indents: dict[int, list[int]] = {}
         self.located: set[int] = set()  # id() of problems placed here
 
     def _lines(self, path: str) -> list[str] | None:
@@ -615,9 +715,13 @@ class _TextLines:
                 text = Path(path).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):
                 text = None
-            self._files[path] = (
-                None if text is None or _UNSAFE.search(text) else text.splitlines()
-            )
+            lines = None if text is None or _unsafe(text) else text.splitlines()
+            self._files[path] = lines
+            if lines is not None:
+                self._indents[id(lines)] = [
+                    len(line) - len(line.lstrip(" ")) if self._content(line) else -1
+                    for line in lines
+                ]
         return self._files[path]
 
     @staticmethod
@@ -634,10 +738,9 @@ class _TextLines:
         ``indent`` or less."""
         ident = (id(lines), start, indent)
         if ident not in self._ends:
+            indents = self._indents[id(lines)]
             i = start
-            while i < len(lines) and (
-                not self._content(lines[i]) or self._indent(lines[i]) > indent
-            ):
+            while i < len(lines) and (indents[i] < 0 or indents[i] > indent):
                 i += 1
             self._ends[ident] = i
         return self._ends[ident]
@@ -651,12 +754,14 @@ class _TextLines:
             return self._index[ident]
         keys: dict[str, int] = {}
         out: dict[str, int] | None = keys
+        indents = self._indents[id(lines)]
         for i in range(start, end):
-            line = lines[i]
-            if not self._content(line):
+            ind = indents[i]
+            if ind < 0:
                 continue
-            if i != start and self._indent(line) != col:
-                if self._indent(line) < col:
+            line = lines[i]
+            if i != start and ind != col:
+                if ind < col:
                     out = None
                     break
                 continue
@@ -695,12 +800,11 @@ class _TextLines:
                     break  # _origin_at stops where a path does not fit
                 items = self._items.get((id(lines), first, end, col))
                 if items is None:
+                    indents = self._indents[id(lines)]
                     items = self._items[(id(lines), first, end, col)] = [
                         i
                         for i in range(first, end)
-                        if self._content(lines[i])
-                        and self._indent(lines[i]) == col
-                        and lines[i][col : col + 2].strip() == "-"
+                        if indents[i] == col and lines[i][col : col + 2].strip() == "-"
                     ]
                 if not 0 <= part < len(items):
                     break
@@ -1262,6 +1366,7 @@ def _validate(
         model_hash=model_hash(model),
         warnings=[p for p in found if p.severity == "warning"],
         inventories=sources or (inventory,),
+        data=data if KEEP_DATA else None,
     )
 
 

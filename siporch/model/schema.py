@@ -695,11 +695,48 @@ class Security(Strict):
     )
 
 
+_PG_IDENT = r"^[a-z_][a-z0-9_]{0,62}$"
+
+
+class RecordsPostgresql(Strict):
+    """The PostgreSQL server every edge writes its call records to (Kamailio db_postgres);
+    the edges must reach it, and `siporch calls` reads it through an edge."""
+
+    host: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$",
+        description="address or name of the server, as the edges reach it",
+    )
+    port: int = Field(default=5432, ge=1, le=65535)
+    database: str = Field(default="siporch", pattern=_PG_IDENT)
+    user: str = Field(default="siporch", pattern=_PG_IDENT)
+    password: SecretStr = Field(description="keep it in Ansible Vault")
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: SecretStr) -> SecretStr:
+        # it travels in Kamailio's database URL (postgres://user:password@host/db), which
+        # has no escaping: letters, digits and . _ ~ + = - only
+        if not re.fullmatch(r"[A-Za-z0-9._~+=-]{1,128}", value.get_secret_value()):
+            raise ValueError(
+                "password must be 1-128 of letters, digits and . _ ~ + = - "
+                "(it is part of Kamailio's database URL)"
+            )
+        return value
+
+
 class Records(Strict):
     """Call records written by each edge (Kamailio acc): one per call and one per leg, in a
-    local SQLite database outside the release directories (docs/calls.md)."""
+    local SQLite database outside the release directories (the default), or in one
+    PostgreSQL database for every edge (docs/calls.md)."""
 
     enabled: bool = Field(default=True, description="write call records on every edge")
+    backend: Literal["sqlite", "postgresql"] = Field(
+        default="sqlite",
+        description="sqlite: a database on each edge; postgresql: the server of `postgresql`",
+    )
+    postgresql: RecordsPostgresql | None = Field(
+        default=None, description="the server, when `backend` is postgresql"
+    )
     retention_days: int = Field(
         default=90, ge=1, le=3650, description="records older than this are deleted"
     )
@@ -707,8 +744,15 @@ class Records(Strict):
         default=512,
         ge=1,
         le=2047,
-        description="size bound of an edge's record database; the oldest records go first",
+        description="size bound of an edge's SQLite record database; the oldest records go "
+        "first (PostgreSQL: bounded by the retention only)",
     )
+
+    @model_validator(mode="after")
+    def _backend(self) -> Records:
+        if self.backend == "postgresql" and self.postgresql is None:
+            raise ValueError("backend postgresql needs the `postgresql` section (host, password)")
+        return self
 
 
 class Model(Strict):

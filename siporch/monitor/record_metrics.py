@@ -42,6 +42,8 @@ _REMOTE = r"""
 import json, os, sqlite3, sys
 path, last = sys.argv[1], int(sys.argv[2])
 pdd_b, dur_b = json.loads(sys.argv[3]), json.loads(sys.argv[4])
+if len(sys.argv) > 7:  # records in PostgreSQL? (argv[6] the live host.cfg, argv[7] the edge)
+    exec(PG)
 if not os.path.exists(path):
     print(json.dumps({"missing": True}))
     sys.exit(0)
@@ -88,22 +90,105 @@ print(json.dumps({"top": top, "newest": newest, "restarted": restarted,
 """
 
 
+# The same answer from PostgreSQL (records.backend postgresql): this edge's rows of the
+# shared database (column edge), read with psql and the URL of the edge's live host.cfg
+# (the password in psql's environment). Run by the program above (exec) first: when the
+# host.cfg names no PostgreSQL server, the program reads the SQLite database.
+_REMOTE_PG = r"""
+import re, shutil, subprocess
+def pg_read():
+    cfg, edge = sys.argv[6], sys.argv[7]
+    try:
+        text = open(cfg).read()
+    except OSError:
+        text = ""
+    m = re.search(r'#!define ACC_DB_URL "postgres://([^:@/]+):([^@/]*)@([^/:"]+)(?::(\d+))?/([^"]+)"', text)
+    if not m:
+        return  # no PostgreSQL records URL: the SQLite database, if any
+    user, password, host, port, db = m.groups()
+    psql = shutil.which("psql")
+    if psql is None:
+        sys.stderr.write("psql is not installed on this edge (postgresql-client)\n")
+        sys.exit(3)
+    E = "'" + edge.replace("'", "''") + "'"
+    chunk = int(sys.argv[5])
+    ok = "code BETWEEN 200 AND 299"
+    cols = ["count(*)", "count(*) FILTER (WHERE %s)" % ok,
+            "count(*) FILTER (WHERE code BETWEEN 300 AND 399)",
+            "count(*) FILTER (WHERE code BETWEEN 400 AND 499 AND code <> 408)",
+            "count(*) FILTER (WHERE code BETWEEN 500 AND 599)",
+            "count(*) FILTER (WHERE code >= 600)",
+            "count(*) FILTER (WHERE code = 408 OR code IS NULL OR code < 100)",
+            "count(pdd)", "coalesce(sum(pdd), 0)"]
+    cols += ["count(*) FILTER (WHERE pdd <= %r)" % float(b) for b in pdd_b]
+    cols += ["count(talk)", "coalesce(sum(talk), 0)"]
+    cols += ["count(*) FILTER (WHERE talk <= %r)" % float(b) for b in dur_b]
+    sql = (
+        "SET standard_conforming_strings = on;\n"
+        "BEGIN ISOLATION LEVEL REPEATABLE READ;\n"
+        "CREATE TEMP TABLE t ON COMMIT DROP AS SELECT n.newest, "
+        "CASE WHEN n.newest < %d THEN 0 ELSE %d END AS last FROM "
+        "(SELECT coalesce(max(id), 0) AS newest FROM calls WHERE edge = %s) AS n;\n" % (last, last, E)
+        + "CREATE TEMP TABLE c ON COMMIT DROP AS SELECT coalesce(trunk, '') AS trunk, "
+        "coalesce(direction, '') AS direction, code, legs, callid, "
+        "CASE WHEN coalesce(nullif(ring, 0), nullif(answer, 0)) IS NOT NULL "
+        "THEN greatest(0.0, coalesce(nullif(ring, 0), nullif(answer, 0)) - setup) END AS pdd, "
+        "CASE WHEN answer > 0 AND %s THEN greatest(0.0, greatest(setup + coalesce(duration, 0), "
+        "answer) - answer) END AS talk FROM calls, t WHERE edge = %s AND id > t.last "
+        "AND id <= least(t.newest, t.last + %d);\n" % (ok, E, chunk)
+        + "SELECT 'T', newest, last, least(newest, last + %d) FROM t;\n" % chunk
+        + "SELECT 'R', trunk, direction, " + ", ".join(cols) + " FROM c GROUP BY 2, 3;\n"
+        "SELECT 'F', coalesce(l.trunk, ''), count(*) FROM c JOIN legs AS l ON l.callid = c.callid "
+        "AND l.edge = %s WHERE l.sip_code ~ '^[0-9]+$' AND l.sip_code::integer >= 300 "
+        "AND l.leg < c.legs GROUP BY 2;\nCOMMIT;\n" % E
+    )
+    env = dict(os.environ, PGPASSWORD=password, PGCONNECT_TIMEOUT="10", PGAPPNAME="siporch-exporter")
+    argv = [psql, "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1",
+            "-h", host, "-p", port or "5432", "-U", user, "-d", db, "-f", "-"]
+    proc = subprocess.run(argv, input=sql, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        sys.exit(proc.returncode)
+    def num(v):
+        return float(v) if "." in v or "e" in v else int(v)
+    out = {"rows": [], "failover_legs": []}
+    for line in proc.stdout.splitlines():
+        f = line.split("\t")
+        if f[0] == "T":
+            newest, base, top = int(f[1]), int(f[2]), int(f[3])
+            out.update(top=top, newest=newest, restarted=newest < last)
+        elif f[0] == "R":
+            out["rows"].append([f[1], f[2]] + [num(v) for v in f[3:]])
+        elif f[0] == "F":
+            out["failover_legs"].append([f[1], int(f[2])])
+    print(json.dumps(out))
+    sys.exit(0)
+pg_read()
+"""
+
 #: Ids read at most by one run of the edge program (about 6 s for 500,000 calls on this
 #: project's 2-core machine): a first read of a large database takes several runs.
 CHUNK = 500_000
 
 
-def remote_command(db_path: str, last: int, chunk: int = CHUNK) -> list[str]:
-    return [
+def remote_command(
+    db_path: str, last: int, chunk: int = CHUNK, edge: str | None = None
+) -> list[str]:
+    """The edge program; with ``edge`` (the edge's name in the records), an edge without a
+    SQLite database is read from the PostgreSQL server its live host.cfg names."""
+    argv = [
         "python3",
         "-c",
-        _REMOTE,
+        _REMOTE if edge is None else "PG = " + repr(_REMOTE_PG) + "\n" + _REMOTE,
         db_path,
         str(last),
         json.dumps(PDD_BUCKETS),
         json.dumps(DURATION_BUCKETS),
         str(chunk),
     ]
+    if edge is not None:
+        argv += [records.live_host_cfg(), edge]
+    return argv
 
 
 @dataclass
@@ -299,7 +384,7 @@ async def read_edge(
             inventory,
             edge,
             address,
-            remote_command(db_path, st.last_id),
+            remote_command(db_path, st.last_id, edge=edge),
             timeout=timeout,
             root=True,
         )

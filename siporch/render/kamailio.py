@@ -29,7 +29,7 @@ from siporch.model.schema import (
     Trunk,
 )
 from siporch.numbers import digit_blocks
-from siporch.records import RECORDS_DB, RECORDS_DIR, SCHEMA
+from siporch.records import RECORDS_DB, RECORDS_DIR, SCHEMA, SCHEMA_PG
 from siporch.render import shared_text
 from siporch.render.env import environment
 
@@ -44,6 +44,7 @@ RELOADS: list[tuple[str, str]] = [
     ("kamailio/host.cfg", "kamailio:restart"),
     ("kamailio/kamailio.env", "kamailio:restart"),
     ("kamailio/records.sql", "kamailio:restart"),
+    ("kamailio/records-pg.sql", "kamailio:restart"),
     ("kamailio/tls.cfg", "kamailio:tls.reload"),
     ("kamailio/db/dispatcher", "kamailio:dispatcher.reload"),
     ("kamailio/db/address", "kamailio:permissions.addressReload"),
@@ -210,7 +211,10 @@ def render(
         shm_mb=sizes.shm_mb, pkg_mb=sizes.pkg_mb
     )
     if model.records.enabled:
-        files["kamailio/records.sql"] = SCHEMA
+        if model.records.backend == "postgresql":
+            files["kamailio/records-pg.sql"] = SCHEMA_PG
+        else:
+            files["kamailio/records.sql"] = SCHEMA
     if _has_tls(h):
         files["kamailio/tls.cfg"] = env.get_template("kamailio/tls.cfg.j2").render(
             host=host, tls=h.tls
@@ -345,13 +349,15 @@ def _edge_probe(model: Model, site: str) -> Probe:
     return Probe(interval=interval, threshold=threshold)
 
 
-def script_probed(model: Model, trunk: Trunk) -> bool:
+def script_probed(model: Model, trunk: Trunk, edge: Probe | None = None) -> bool:
     """A probed trunk whose interval or threshold is not the dispatcher's of its edge: the
     edge's route PROBE_TICK probes its peers at its own interval and takes one out after
-    its own number of failures (docs/kamailio.md, OPTIONS probing)."""
+    its own number of failures (docs/kamailio.md, OPTIONS probing). ``edge``: the edge's
+    ``_edge_probe`` of the trunk's site, when the caller has it (it walks every trunk)."""
     if not trunk.probe.enabled:
         return False
-    edge = _edge_probe(model, trunk.site)
+    if edge is None:
+        edge = _edge_probe(model, trunk.site)
     return (trunk.probe.interval, trunk.probe.threshold) != (edge.interval, edge.threshold)
 
 
@@ -395,8 +401,18 @@ def _host_context(
 def _records_context(model: Model, host: str, root: str, records_dir: str) -> dict[str, object]:
     """Call records (siporch/records.py): where, how long, how big."""
     r = model.records
+    pg = r.postgresql if r.backend == "postgresql" else None
+    host_part = (f"[{pg.host}]" if ":" in pg.host else pg.host) if pg is not None else ""
     return {
         "records": r.enabled,
+        "records_backend": r.backend,
+        # db_postgres's URL; the model allows no character that would need escaping in it
+        "records_pg_url": (
+            f"postgres://{pg.user}:{pg.password.get_secret_value()}@{host_part}:{pg.port}/"
+            f"{pg.database}"
+            if pg is not None
+            else ""
+        ),
         "records_db": f"{records_dir}/{RECORDS_DB}",
         "records_retention_s": r.retention_days * 86400,
         "records_max_bytes": r.max_mb * 1024 * 1024,
@@ -572,6 +588,7 @@ class _EdgeData:
         hosts = sorted(model.hosts)
         self.host_set = {n: SET_HOST_BASE + i for i, n in enumerate(hosts, 1)}
         self.site_set = {n: SET_SITE_EDGES_BASE + i for i, n in enumerate(sorted(model.sites), 1)}
+        self.probe = _edge_probe(model, self.site)  # every local trunk's site
 
     # -- permissions
     def address_rows(self) -> list[Row]:
@@ -608,7 +625,7 @@ class _EdgeData:
             t = self.model.trunks[name]
             peers = _peer_order(t.peers)
             # probed by dispatcher (flag 8) at the edge's values, or by the script
-            flags = 8 if t.probe.enabled and not script_probed(self.model, t) else 0
+            flags = 8 if t.probe.enabled and not script_probed(self.model, t, self.probe) else 0
             no_dns = 0 if _trusts_resolved(t) else DS_FLAG_NO_DNS
             for pos, p in enumerate(peers):
                 uri = _peer_uri(p)
@@ -725,7 +742,7 @@ class _EdgeData:
         k = 0
         for name in self.local:
             t = self.model.trunks[name]
-            if not script_probed(self.model, t):
+            if not script_probed(self.model, t, self.probe):
                 continue
             tid = self.ids[name]
             items += [(f"{tid}.prb", 1), (f"{tid}.pth", t.probe.threshold)]

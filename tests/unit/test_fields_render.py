@@ -314,7 +314,24 @@ def _did_pattern(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return data, after
 
 
+def _records_backend(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """PostgreSQL needs its server: the edges get its URL and schema instead of SQLite's."""
+    after = copy.deepcopy(data)
+    after.setdefault("records", {})["backend"] = "postgresql"
+    after["records"]["postgresql"] = {"host": "192.0.2.30", "password": "records-secret"}
+    return data, after
+
+
+def _records_server(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    before = _records_backend(data)[1]
+    after = copy.deepcopy(before)
+    after["records"]["postgresql"]["host"] = "192.0.2.31"
+    return before, after
+
+
 SPECIAL: dict[str, Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]] = {
+    "Records.backend": _records_backend,
+    "Records.postgresql": _records_server,
     "Host.role": _host_role,
     "Destination.host": _destination("host"),
     "Destination.trunk": _destination("trunk"),

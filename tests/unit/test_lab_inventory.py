@@ -47,8 +47,8 @@ def test_hosts_keep_the_example_groups_and_add_the_peers(paths: LabPaths, exampl
     placed = {h for members in groups.values() for h in members}
     assert placed == {h.name for h in HOSTS}
     unplaced = placed - {h for m in example_groups.values() for h in m}
-    assert set(groups[PEERS_GROUP]) == unplaced - {"dns"}
-    assert set(groups["lab_infra"]) == {"dns"}
+    assert set(groups[PEERS_GROUP]) == unplaced - {"dns", "db-central"}
+    assert set(groups["lab_infra"]) == {"dns", "db-central"}
     assert {"itsp-c1", "itsp-c2"} <= set(groups[PEERS_GROUP])
     by_name = {h.name: h for h in HOSTS}
     for members in groups.values():

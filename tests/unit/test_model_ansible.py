@@ -163,13 +163,63 @@ def test_templates_filters_hostvars_and_vault_as_ansible_debug(
     assert ours["vaulted_ref"] == "ami-example-secret"  # whole-file vault
 
 
+# YAML 1.1's tricky scalars with no anchor, alias, tag or merge key: the fast path reads
+# this file without PyYAML's generic construction (``plain_data``)
+TRICKY_PLAIN = """\
+siporch:
+  flags: [yes, no, on, off, Yes, NO, ON, Off, y, n, Y, N, true, False, TRUE, "off", 'yes']
+  block_flags:
+    - yes
+    - off
+  octal: 0755
+  octal_o: 0o17
+  octal_quoted: '0755'
+  binary: 0b101
+  underscored: 1_000
+  hex: 0x1F
+  signed: [+12, -0, +0.5, -1_000.5]
+  sexagesimal: 1:30
+  sexagesimal_long: 190:20:30
+  float_sexagesimal: 1:30.5
+  date: 2026-12-05
+  timestamp: 2001-12-14t21:59:43.10-05:00
+  timestamp_space: 2001-12-14 21:59:43.10 -5
+  exp: 1e3
+  float_exp: 1.0e+3
+  inf: [.inf, -.Inf, +.INF]
+  nulls: [~, null, Null, NULL, '']
+  empty:
+  tilde_key:
+    ~: nothing
+    yes: true key
+    1: int key
+    0x10: hex key
+    2026-12-05: date key
+  quoted: ["yes", "0755", "1:30", "{not a template}", "a\\tb\\u00e9"]
+  folded: >
+    one
+    two
+  literal: |
+    line: 1
+    - item
+  flow: {a: 1, b: [on, 1.5], c: {d: ~}}
+  colon_in_value: a:b
+  port: "{{ base_port | int + 1 }}"
+"""
+
+
 def test_fast_path_reads_what_ansible_core_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bench.genmodel import write_inventory
 
     generated = write_inventory(tmp_path / "gen", 100)
-    for inv in (tricky_inventory(tmp_path), generated, EXAMPLE):
+    plain = tricky_inventory(tmp_path / "plain")
+    (plain / "group_vars" / "all" / "siporch.yml").write_text(TRICKY_PLAIN)
+    assert not loader._UNSAFE.search(TRICKY_PLAIN)
+    read = loader._read_model((plain,), None, None, fast=True)
+    assert "siporch.yml" in {Path(f).name for f in read.fast_files}  # no fallback
+    for inv in (tricky_inventory(tmp_path), plain, generated, EXAMPLE):
         monkeypatch.setattr(loader, "FAST_YAML", True)
         fast = read_model_data(inv)
         assert loader._read_model((inv,), None, None, fast=True).fast

@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -92,3 +93,43 @@ def test_release_id_clash_is_an_error(tmp_path: Path) -> None:
     build_release(load_model(EXAMPLE), tmp_path, release_id="x")
     with pytest.raises(SiporchError, match="already exists"):
         build_release(load_model(EXAMPLE), tmp_path, release_id="x")
+
+
+def _sanitized_by_walk(model: Any) -> Any:
+    """model.json's data as first written: every field walked in Python."""
+    from pydantic import SecretStr
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return "sha256:" + hashlib.sha256(value.get_secret_value().encode()).hexdigest()
+        if isinstance(value, dict):
+            return {str(k): walk(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(v) for v in value]
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
+        return str(value)
+
+    return walk(model.model_dump(mode="python"))
+
+
+def test_sanitized_model_is_the_walk_of_every_field() -> None:
+    """The sanitized model (pydantic's JSON mode, then the schema's secrets) is what the
+    walk of every field gives: a new field whose JSON form is not its text, or a new
+    secret field, fails here."""
+    from bench.genmodel import generate
+    from siporch.model.schema import Model
+    from siporch.release import sanitized_model
+
+    data = generate(30, dids_per_trunk=2)
+    for i, name in enumerate(list(data["trunks"])[:4]):
+        trunk = data["trunks"][name]
+        if i % 2:
+            trunk["auth"] = {"type": "register", "username": f"u{i}", "password": f"p{i}",
+                             "registrar": "sip:reg.example.net"}  # fmt: skip
+        trunk["credentials"] = {"username": f"c{i}", "password": f"s{i}"}
+    for model in (load_model(EXAMPLE).model, Model.model_validate(data)):
+        sanitized = sanitized_model(model)
+        assert sanitized == _sanitized_by_walk(model)
+        text = json.dumps(sanitized)
+        assert not any(s in text for s in SECRETS) and "**" not in text

@@ -287,7 +287,12 @@ def test_secret_values_are_every_secret_of_the_schema(inv: Path) -> None:
 
     visit(Model, set())
     # the fields cache.secret_values (and model_hash) read: a new secret field needs both
-    assert found == {"Ami.secret", "RegisterAuth.password", "OutboundCredentials.password"}
+    assert found == {
+        "Ami.secret",
+        "RegisterAuth.password",
+        "OutboundCredentials.password",
+        "RecordsPostgresql.password",
+    }
     model = load_model(inv).model
     assert set(cache.secret_values(model)) == set(model_secrets(model))
     assert cache.secret_values(model)

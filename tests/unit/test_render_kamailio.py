@@ -535,6 +535,22 @@ def test_probe_values_per_trunk() -> None:
     assert "pr.n" not in keys and not any(k.endswith(".prb") for k in keys)
 
 
+def test_edge_probe_walks_the_trunks_once_per_edge(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The edge's dispatcher probe values walk every trunk: an edge computes them once, not
+    once per trunk (at 10,000 trunks that was minutes of rendering)."""
+    calls: list[str] = []
+    real = kamailio._edge_probe
+
+    def counted(model: Model, site: str) -> Any:
+        calls.append(site)
+        return real(model, site)
+
+    monkeypatch.setattr(kamailio, "_edge_probe", counted)
+    model = Model.model_validate(generate(200, dids_per_trunk=1))
+    render(model, "edge-central")
+    assert len(calls) <= 3, f"{len(calls)} walks of the trunks for one edge"
+
+
 def test_kamailio_cfg_takes_the_shared_numbers_from_host_cfg_only() -> None:
     """The numbers the data tables and kamailio.cfg share are defined once, in Python, and
     reach kamailio.cfg as host.cfg's ``#!define``s: kamailio.cfg names them and never

@@ -506,6 +506,30 @@ def records_init(db: Path, sql: Path, user: str) -> str:
     return f"call records in {db}"
 
 
+def records_init_pg(host_cfg: Path, sql: Path) -> str:
+    """The call-record tables in the PostgreSQL server of the edge's records URL (its
+    host.cfg): created or upgraded (the schema is idempotent) with psql, the password in
+    psql's environment only."""
+    m = re.search(
+        r'#!define ACC_DB_URL "postgres://([^:@/]+):([^@/]*)@([^/"]+?)(?::(\d+))?/([^"]+)"',
+        host_cfg.read_text(),
+    )
+    if not m:
+        raise Failure(f"{host_cfg} has no PostgreSQL records URL (ACC_DB_URL)")
+    user, password, host, port, db = m.groups()
+    psql = shutil.which("psql")
+    if psql is None:
+        raise Failure("psql is not installed: install postgresql-client for the call records")
+    env = dict(os.environ, PGPASSWORD=password, PGCONNECT_TIMEOUT="10")
+    argv = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", host.strip("[]"),
+            "-p", port or "5432", "-U", user, "-d", db, "-f", str(sql)]  # fmt: skip
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise Failure(f"call records in PostgreSQL {user}@{host}/{db}: {last}")
+    return f"call records in PostgreSQL {user}@{host}:{port or 5432}/{db}"
+
+
 def set_release(cfg: Path) -> str:
     """Tell the running Kamailio the release it now runs (the id in the call records):
     the id of the manifest of the release ``cfg`` belongs to, set in ``$shv(rel)``. Its own
@@ -552,6 +576,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("db")
     p.add_argument("sql")
     p.add_argument("--user", default="")
+    p = sub.add_parser("records-init-pg")
+    p.add_argument("host_cfg")
+    p.add_argument("sql")
     args = parser.parse_args(argv)
     cfg = Path(args.cfg)
     try:
@@ -569,6 +596,8 @@ def main(argv: list[str]) -> int:
             print(set_release(cfg))
         elif args.cmd == "records-init":
             print(records_init(Path(args.db), Path(args.sql), args.user))
+        elif args.cmd == "records-init-pg":
+            print(records_init_pg(Path(args.host_cfg), Path(args.sql)))
     except Failure as exc:
         print(str(exc), file=sys.stderr)
         return 1
