@@ -8,7 +8,7 @@ it for its plugins); what needs the renderer, the release writer or SSH lives he
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,15 @@ from siporch.core import (
     plan_host,
     read_bases,
     read_manifest,
+    release_bases,
+    siporch_hosts,
     unified_diff,
 )
+from siporch.hosts import Inventory, read_host, select
 
 
 def base_release(
-    inventory: Path | Sequence[Path],
+    inventory: Inventory,
     hosts: Mapping[str, str],
     *,
     out_dir: Path,
@@ -41,13 +44,53 @@ def base_release(
     release's manifest.json), with the inventory's SSH settings. The controller's
     ``out_dir`` only fills in a manifest a host lacks."""
     if reader is None:
-        from siporch.drift import read_host
 
         async def _read(host: str, address: str) -> HostRead:
             return await read_host(inventory, host, address, timeout)
 
         reader = _read
     return asyncio.run(read_bases(hosts, reader, lambda rid: read_manifest(out_dir, rid)))
+
+
+def plan_for(
+    inventory: Inventory,
+    loaded: Any,
+    *,
+    out_dir: Path,
+    against: str | None = None,
+    limit: str | None = None,
+    timeout: float = 5.0,
+    reader: Reader | None = None,
+) -> Plan:
+    """The plan of deploying ``loaded`` (a LoadedModel): against what each host runs (read
+    over SSH), or ``against`` a release of the controller's ``out_dir`` (a host that release
+    lacks counts as never deployed). ``limit``: only the hosts this Ansible host pattern
+    selects."""
+    from siporch.cache import facts
+    from siporch.errors import SiporchError
+
+    model = facts(loaded)  # what the plan needs of the model (a cached model is not read)
+    hosts = siporch_hosts(model)
+    chosen = select(inventory, limit, list(hosts)) if limit else list(hosts)
+    if against:
+        manifest = read_manifest(out_dir, against)
+        if manifest is None:
+            raise SiporchError(f"no release '{against}' in {out_dir}")
+        bases = {h: b for h, b in release_bases(manifest).items() if h in chosen or not limit}
+    else:
+        bases = base_release(
+            inventory,
+            {h: hosts[h] for h in chosen},
+            out_dir=out_dir,
+            timeout=timeout,
+            reader=reader,
+        )
+    files = None
+    if limit:
+        from siporch.release import cached_render
+
+        files = {h: f for h, f in cached_render(loaded).items() if h in chosen}
+    return build_plan(loaded, bases, out_dir=out_dir, files=files)
 
 
 def build_plan(

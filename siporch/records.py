@@ -14,7 +14,8 @@ Kamailio deletes records older than ``records.retention_days`` and, when the dat
 holds more than ``records.max_mb``, the oldest ones (route RECORDS_TRIM, every 15 s).
 
 Reading: :func:`remote_script` is a small stdlib-only Python program run on each edge over
-SSH; it prints one JSON object per line (streamed, filtered on the edge).
+SSH (`siporch.hosts`, through the host's become); it prints one JSON object per line
+(streamed, filtered on the edge); :func:`read_calls` parses them as they arrive.
 :func:`summarize` folds such rows into per-trunk figures in bounded memory.
 """
 
@@ -26,11 +27,17 @@ import json
 import math
 import random
 import re
+import shlex
+import subprocess
+import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from siporch.errors import SiporchError
 
 RECORDS_DIR = "/var/lib/siporch/records"
 RECORDS_DB = "records.sqlite"
@@ -620,3 +627,123 @@ def live_host_cfg() -> str:
 
 def remote_command_pg(host_cfg: str, filters: Filters, edges: Iterable[str] = ()) -> list[str]:
     return ["python3", "-c", _REMOTE_PG, host_cfg, filters.as_json(), json.dumps(list(edges))]
+
+
+# --------------------------------------------------------------------- reading the edges
+
+#: Where records are read from: a name (the edge, or a file's stem) and the argv that
+#: prints them, one JSON object per line.
+Source = tuple[str, list[str]]
+
+
+class RecordsError(SiporchError):
+    exit_code = 2
+
+
+def edges_of(
+    model: Any, inventory: Any, hosts: Sequence[str] = (), limit: str | None = None
+) -> list[tuple[str, str]]:
+    """``(name, address)`` of the model's edges: only the named ``hosts`` (an unknown name
+    is an error) and those the Ansible host pattern ``limit`` selects."""
+    from siporch.hosts import primary, select
+
+    edges = [(n, str(h.address)) for n, h in model.hosts.items() if h.role == "edge"]
+    unknown = [h for h in hosts if h not in model.hosts]
+    if unknown:
+        raise RecordsError(
+            f"unknown host(s): {', '.join(unknown)}",
+            hint=f"edges in the model: {', '.join(n for n, _ in edges)}",
+        )
+    if hosts:
+        edges = [(n, a) for n, a in edges if n in hosts]
+    if limit and edges:
+        chosen = select(inventory, limit, [n for n, _ in edges])
+        edges = [(n, a) for n, a in edges if n in chosen]
+    if not edges:
+        raise RecordsError(f"{primary(inventory)}: the model has no edge host")
+    return edges
+
+
+def edge_sources(
+    inventory: Any,
+    edges: Sequence[tuple[str, str]],
+    filters: Filters,
+    timeout: float,
+    problems: list[str],
+    *,
+    backend: str = "sqlite",
+    only: Sequence[str] = (),
+) -> list[Source]:
+    """How to read the edges' records over SSH with the inventory's settings; the records
+    are readable only by root and Kamailio's user: through the host's become. An edge that
+    cannot be reached so is noted in ``problems``.
+
+    SQLite: each edge its own database. PostgreSQL: one database for every edge, read once
+    through the first edge that can be reached (``only``: those edges' records)."""
+    from siporch.hosts import primary, try_access
+
+    out: list[Source] = []
+    if backend == "postgresql":
+        remote = shlex.join(remote_command_pg(live_host_cfg(), filters, only))
+        for edge, address in edges:
+            access = try_access(inventory, edge, address, timeout)
+            if access is not None:
+                return [(edge, access.argv(remote, root=True))]
+        problems.append(f"no edge is in the Ansible inventory {primary(inventory)}")
+        return out
+    remote = shlex.join(remote_command(db_path(), filters))
+    for edge, address in edges:
+        access = try_access(inventory, edge, address, timeout)
+        if access is None:
+            problems.append(f"{edge}: not in the Ansible inventory {primary(inventory)}")
+            continue
+        out.append((edge, access.argv(remote, root=True)))
+    return out
+
+
+def file_sources(files: Sequence[Path], filters: Filters) -> list[Source]:
+    """How to read copies of records databases on this machine."""
+    return [(f.stem, [sys.executable, "-c", _REMOTE, str(f), filters.as_json()]) for f in files]
+
+
+def stream_lines(argv: list[str], edge: str, timeout: float, problems: list[str]) -> Iterator[str]:
+    """Lines of a command's output as they come; a failure is noted in ``problems``."""
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1 << 16,
+        )
+    except OSError as exc:
+        problems.append(f"{edge}: {exc}")
+        return
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        for line in proc.stdout:
+            if line.startswith("# no-records"):
+                problems.append(f"{edge}: no call records yet ({line.split(' ', 2)[-1].strip()})")
+                continue
+            yield line
+        err = proc.stderr.read()
+        rc = proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if rc != 0:
+        last = (err.strip().splitlines() or [f"exit code {rc}"])[-1]
+        problems.append(f"{edge}: records not read: {last}")
+
+
+def read_calls(
+    sources: Sequence[Source], filters: Filters, timeout: float, problems: list[str]
+) -> Iterator[Call]:
+    """The calls of every source, one source after another, as they are read."""
+    for edge, argv in sources:
+        for call in parse_lines(stream_lines(argv, edge, timeout, problems), edge=edge):
+            # the edge filtered already; the result (derived from the code) is filtered here
+            if filters.match(call):
+                yield call

@@ -1,7 +1,9 @@
 """The siporch command line. The only layer that prints or exits.
 
 Each command lives in its own module, ``siporch/cli/cmd_<name>.py``, exposing a click
-command (or group) named ``cli``; modules are imported only when their command runs.
+command (or group) named ``cli``; modules are imported only when their command runs. The
+options they share are defined once in `siporch.cli.common`; a command module never
+imports another (tests/unit/test_cli_layering.py).
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ COMMANDS: dict[str, str] = {
 }
 
 
+#: The commands that need root on the controller (network namespaces of the lab): listed
+#: apart in ``siporch --help``.
+LAB_COMMANDS = ("lab", "call")
+
+
 class LazyGroup(click.Group):
     """Loads ``siporch.cli.cmd_<name>`` only when that command is asked for."""
 
@@ -52,10 +59,15 @@ class LazyGroup(click.Group):
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, COMMANDS[name]) for name in self.list_commands(ctx)]
+        names = self.list_commands(ctx)
+        rows = [(n, COMMANDS[n]) for n in names if n not in LAB_COMMANDS]
+        lab = [(n, COMMANDS[n]) for n in names if n in LAB_COMMANDS]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
+        if lab:
+            with formatter.section("Lab commands (as root, on this machine)"):
+                formatter.write_dl(lab)
 
 
 def _module_exists(name: str) -> bool:
@@ -65,7 +77,10 @@ def _module_exists(name: str) -> bool:
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="siporch")
 def cli() -> None:
-    """siporch: SIP trunks on Kamailio, Asterisk and rtpengine."""
+    """siporch: SIP trunks on Kamailio, Asterisk and rtpengine.
+
+    Shell completion (bash, zsh, fish): docs/cli.md.
+    """
 
 
 def main(argv: list[str] | None = None) -> Any:

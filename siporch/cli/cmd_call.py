@@ -8,12 +8,20 @@ from pathlib import Path
 import click
 
 from siporch.calls import default_target, lab_hosts, place_calls
-from siporch.cli.common import console, inventory_options, load, primary
+from siporch.cli.common import (
+    console,
+    inventory_options,
+    json_option,
+    load,
+    output_options,
+    primary,
+)
 
 
 @click.command()
 @click.argument("number")
 @inventory_options
+@output_options
 @click.option("--from", "source", required=True, metavar="HOST", help="Lab host placing the call.")
 @click.option(
     "--to", "target", metavar="ADDR[:PORT]", help="Default: the edge of the caller's site."
@@ -40,7 +48,7 @@ from siporch.cli.common import console, inventory_options, load, primary
     type=click.IntRange(1, 3600),
     help="Give up after this many seconds.",
 )
-@click.option("--json", "as_json", is_flag=True)
+@json_option("the result")
 def cli(
     number: str,
     inventory: tuple[Path, ...],

@@ -7,8 +7,8 @@ per call, which is read and printed as it arrives (bounded memory, any range).
 
 from __future__ import annotations
 
+import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -18,88 +18,12 @@ from typing import IO, Any
 import click
 
 from siporch import records
-from siporch.cli.common import inventory_options, primary
+from siporch.cli.common import console, host_options, json_option, timeout_option
 from siporch.errors import SiporchError
 
 
 class CallsError(SiporchError):
     exit_code = 2
-
-
-def _edges(
-    inventory: tuple[Path, ...], vault_password_file: Path | None, hosts: tuple[str, ...]
-) -> tuple[list, str]:
-    """The edges to read, and the model's records backend."""
-    from siporch.cli.common import load
-
-    model = load(inventory, vault_password_file).model
-    edges = [(n, str(h.address)) for n, h in model.hosts.items() if h.role == "edge"]
-    unknown = [h for h in hosts if h not in model.hosts]
-    if unknown:
-        raise CallsError(
-            f"unknown host(s): {', '.join(unknown)}",
-            hint=f"edges in the model: {', '.join(n for n, _ in edges)}",
-        )
-    if hosts:
-        edges = [(n, a) for n, a in edges if n in hosts]
-    if not edges:
-        raise CallsError(f"{primary(inventory)}: the model has no edge host")
-    return edges, model.records.backend
-
-
-def _stream(argv: list[str], edge: str, timeout: float, problems: list[str]) -> Iterator[str]:
-    """Lines of a command's output as they come; a failure is noted in ``problems``."""
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1 << 16,
-        )
-    except OSError as exc:
-        problems.append(f"{edge}: {exc}")
-        return
-    assert proc.stdout is not None and proc.stderr is not None
-    try:
-        for line in proc.stdout:
-            if line.startswith("# no-records"):
-                problems.append(f"{edge}: no call records yet ({line.split(' ', 2)[-1].strip()})")
-                continue
-            yield line
-        err = proc.stderr.read()
-        rc = proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if rc != 0:
-        last = (err.strip().splitlines() or [f"exit code {rc}"])[-1]
-        problems.append(f"{edge}: records not read: {last}")
-
-
-def _edge_argv(inventory: tuple[Path, ...], edge: str, address: str, timeout: float, remote: list[str]):
-    import shlex
-
-    from siporch.monitor.status import host_access
-
-    # the inventory's ssh settings and ansible.cfg, as `siporch status`; the records are
-    # readable only by root and Kamailio's user: through the host's become
-    access = host_access(inventory, edge, address, timeout)
-    if access is None:
-        return None
-    return access.argv(shlex.join(remote), root=True)
-
-
-def _calls(
-    sources: list[tuple[str, list[str]]], flt: records.Filters, timeout: float, problems: list[str]
-) -> Iterator[records.Call]:
-    for edge, argv in sources:
-        for call in records.parse_lines(_stream(argv, edge, timeout, problems), edge=edge):
-            # the edge filtered already; the result (derived from the code) is filtered here
-            if flt.match(call):
-                yield call
 
 
 def _console(out: IO[str]) -> Any:
@@ -198,8 +122,8 @@ def _summary_table(rows: list[records.TrunkSummary], out: IO[str]) -> None:
 
 
 @click.command(name="calls")
-@inventory_options
-@click.option("--host", "hosts", multiple=True, help="Only this edge (repeatable).")
+@host_options
+@click.option("--host", "hosts", multiple=True, metavar="NAME", help="Only this edge (repeatable).")
 @click.option(
     "--from-file",
     "files",
@@ -221,15 +145,14 @@ def _summary_table(rows: list[records.TrunkSummary], out: IO[str]) -> None:
     help="Only calls with this result.",
 )
 @click.option("--summary", is_flag=True, help="Per trunk: attempts, ASR, ACD, PDD, failovers.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@json_option("one object per call (or per trunk) per line")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV with a header line.")
 @click.option("--mask", is_flag=True, help="Mask calling and called numbers.")
-@click.option(
-    "--timeout", type=float, default=120.0, show_default=True, help="Per-edge timeout, s."
-)
+@timeout_option(120.0, per="edge")
 def cli(
     inventory: tuple[Path, ...],
     vault_password_file: Path | None,
+    limit: str | None,
     hosts: tuple[str, ...],
     files: tuple[Path, ...],
     since: str | None,
@@ -259,39 +182,30 @@ def cli(
     flt = records.Filters(since=t0, until=t1, trunk=trunk, number=number, result=result)
 
     problems: list[str] = []
-    sources: list[tuple[str, list[str]]] = []
     if files:
-        for f in files:
-            sources.append(
-                (f.stem, [sys.executable, "-c", records.remote_script(), str(f), flt.as_json()])
-            )
+        sources = records.file_sources(files, flt)
     else:
         if shutil.which("ssh") is None:
             raise CallsError("ssh is not installed; the edges are read over SSH")
-        edges, backend = _edges(inventory, vault_password_file, hosts)
-        if backend == "postgresql":
-            # one database for every edge: read once, through the first edge (--host: those
-            # edges' records)
-            names = [n for n, _ in edges] if hosts else []
-            remote = records.remote_command_pg(records.live_host_cfg(), flt, names)
-            for edge, address in edges:
-                argv = _edge_argv(inventory, edge, address, timeout, remote)
-                if argv is not None:
-                    sources.append((edge, argv))
-                    break
-            else:
-                problems.append(f"no edge is in the Ansible inventory {primary(inventory)}")
-        for edge, address in edges if backend != "postgresql" else []:
-            argv = _edge_argv(
-                inventory, edge, address, timeout, records.remote_command(records.db_path(), flt)
-            )
-            if argv is None:
-                problems.append(f"{edge}: not in the Ansible inventory {primary(inventory)}")
-                continue
-            sources.append((edge, argv))
+        from siporch.cli.common import load
 
-    calls = _calls(sources, flt, timeout, problems)
-    out = sys.stdout
+        model = load(inventory, vault_password_file).model
+        edges = records.edges_of(model, inventory, hosts, limit)
+        sources = records.edge_sources(
+            inventory,
+            edges,
+            flt,
+            timeout,
+            problems,
+            backend=model.records.backend,
+            # one PostgreSQL database holds every edge's records: --host/--limit pick edges
+            only=[n for n, _ in edges] if hosts or limit else [],
+        )
+
+    calls = records.read_calls(sources, flt, timeout, problems)
+    out: IO[str] = sys.stdout
+    if console.quiet and not (as_json or as_csv):
+        out = open(os.devnull, "w")  # noqa: SIM115 (closed at exit)
     if summary:
         rows = records.summarize(calls)
         if as_json:

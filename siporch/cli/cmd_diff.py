@@ -12,36 +12,32 @@ from siporch.cache import facts
 from siporch.cli.common import (
     console,
     err_console,
-    inventory_options,
+    host_options,
+    json_option,
     load,
     out_dir,
     out_option,
+    timeout_option,
 )
-from siporch.core import (
-    NEVER_DEPLOYED,
-    Plan,
-    read_manifest,
-    release_bases,
-    siporch_hosts,
-)
-from siporch.errors import SiporchError
-from siporch.lifecycle import base_release, build_plan, plan_diff
+from siporch.core import NEVER_DEPLOYED, Plan
+from siporch.lifecycle import plan_diff, plan_for
 
 
 @click.command()
-@inventory_options
+@host_options
 @click.option(
     "--against",
     metavar="RELEASE",
     help="Compare with this release on the controller instead of what the hosts run.",
 )
 @out_option
-@click.option("--timeout", type=float, default=5.0, show_default=True, help="Per-host timeout, s.")
+@timeout_option(5.0)
 @click.option("--stat", is_flag=True, help="Summary and file list only, no file diff.")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@json_option("the plan")
 def cli(
     inventory: tuple[Path, ...],
     vault_password_file: Path | None,
+    limit: str | None,
     against: str | None,
     out: Path | None,
     timeout: float,
@@ -58,22 +54,14 @@ def cli(
     """
     out = out_dir(out, inventory)
     loaded = load(inventory, vault_password_file)
-    model = facts(loaded)  # what the diff needs of the model (a cached model is not read)
-    if against:
-        manifest = read_manifest(out, against)
-        if manifest is None:
-            raise SiporchError(f"no release '{against}' in {out}")
-        bases = release_bases(manifest)  # a host the release lacks: never deployed
-    else:
-        bases = base_release(inventory, siporch_hosts(model), out_dir=out, timeout=timeout)
-    plan = build_plan(loaded, bases, out_dir=out)
+    plan = plan_for(inventory, loaded, out_dir=out, against=against, limit=limit, timeout=timeout)
     code = 2 if plan.unknown else 1 if plan.changed else 0
     if as_json:
         click.echo(json.dumps({"against": against or "hosts", **plan.to_json()}, indent=2))
         for host in plan.unknown:
             click.echo(f"siporch: {host}: {plan.hosts[host].base.describe()}", err=True)
         return code
-    _print(plan, against, out, stat, model.secrets)
+    _print(plan, against, out, stat, facts(loaded).secrets)
     return code
 
 
@@ -116,5 +104,5 @@ def _print(plan: Plan, against: str | None, out: Path, stat: bool, secrets: list
         )
         for c in hp.changes:
             p(f"    {c.state:8} {c.path}")
-        if not stat:
+        if not stat and not console.quiet:
             click.echo(plan_diff(plan, host, out, secrets), nl=False)

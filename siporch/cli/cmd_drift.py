@@ -8,28 +8,31 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from siporch.cli.common import console, err_console, inventory_options, out_dir, out_option
+from siporch.cli.common import (
+    console,
+    err_console,
+    host_options,
+    json_option,
+    kamailio_rpc_option,
+    out_dir,
+    out_option,
+    timeout_option,
+)
 
 
 @click.command(name="drift")
-@inventory_options
+@host_options
 @out_option
-@click.option(
-    "--kamailio-rpc",
-    default="http://{address}:5071/RPC",
-    envvar="SIPORCH_KAMAILIO_RPC",
-    show_default=True,
-    help="Kamailio JSON-RPC of an edge: an http(s) URL or unix:PATH; {address} and {name} "
-    "are replaced.",
-)
-@click.option("--timeout", type=float, default=5.0, show_default=True, help="Per-host timeout, s.")
+@kamailio_rpc_option
+@timeout_option(5.0)
 @click.option(
     "--files-only", is_flag=True, help="Compare release files only (no Kamailio, no AMI)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option("the report (siporch.drift/1)")
 def cli(
     inventory: tuple[Path, ...],
     vault_password_file: Path | None,
+    limit: str | None,
     out: Path | None,
     kamailio_rpc: str,
     timeout: float,
@@ -46,24 +49,21 @@ def cli(
     Exit 0: no drift; 1: drift (one line per difference); 2: a host could not be reached
     or bad input.
     """
-    from siporch.drift import check
-    from siporch.errors import ModelError
+    from siporch.deploy.drift import check
 
     for source in inventory:
         if not source.exists():
             err_console.print(f"siporch: inventory {escape(str(source))} not found")
             return 2
-    try:
-        report = check(
-            inventory,
-            vault_password_file,
-            out_dir=out_dir(out, inventory),
-            kamailio_rpc=kamailio_rpc,
-            timeout=timeout,
-            runtime=not files_only,
-        )
-    except ModelError:
-        raise
+    report = check(
+        inventory,
+        vault_password_file,
+        out_dir=out_dir(out, inventory),
+        kamailio_rpc=kamailio_rpc,
+        timeout=timeout,
+        runtime=not files_only,
+        limit=limit,
+    )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         for e in report.errors:

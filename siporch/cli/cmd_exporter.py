@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
 import ipaddress
-import signal
 from pathlib import Path
-from typing import Any
 
 import click
 
-from siporch.cli.cmd_status import common_options, load_topology
-from siporch.errors import MonitorError
+from siporch.cli.common import monitor_options
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -29,7 +23,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 @click.command(name="exporter")
-@common_options
+@monitor_options
 @click.option(
     "--listen",
     required=True,
@@ -59,6 +53,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 def cli(
     inventory: tuple[Path, ...],
     vault_password_file: Path | None,
+    limit: str | None,
     hosts: tuple[str, ...],
     timeout: float,
     no_edges: bool,
@@ -79,88 +74,35 @@ def cli(
 
     The PBX state follows AMI events; every scrape reads it without asking the hosts.
     """
-    from prometheus_client import start_http_server
-    from prometheus_client.core import REGISTRY
-
-    from siporch.monitor import record_metrics
-    from siporch.monitor.reporters import ReportCollector
-    from siporch.monitor.watch import Watcher
+    from siporch.monitor.exporter import serve
 
     addr, port = parse_listen(listen)
     if records_interval <= 0:
         raise click.BadParameter("must be above 0", param_hint="--records-interval")
-    topology = load_topology(inventory, vault_password_file, hosts, kamailio_rpc, rtpengine_ng)
+    from siporch.monitor.topology import from_inventory
+
+    topology = from_inventory(
+        inventory,
+        vault_password_file,
+        hosts=hosts,
+        limit=limit,
+        kamailio_rpc=kamailio_rpc,
+        rtpengine_ng=rtpengine_ng,
+    )
     secret = ami_secret_file.read_text().strip() if ami_secret_file else None
-    totals = record_metrics.RecordTotals()
-    record_edges = list(topology.edges) if records else []
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        watcher = Watcher(
-            topology,
-            timeout=timeout,
-            edges=not no_edges,
-            edge_interval=edge_interval,
-            releases=releases,
-            inventory=inventory,
-            secret_override=secret,
-        )
-
-        async def report() -> Any:
-            return watcher.report()
-
-        def get_report() -> Any:
-            # scrapes run in the HTTP server's thread; the state lives in the loop's thread
-            future = asyncio.run_coroutine_threadsafe(report(), loop)
-            try:
-                return future.result(timeout=5)
-            except concurrent.futures.TimeoutError:
-                raise MonitorError("the status loop did not answer within 5 s") from None
-
-        collector = ReportCollector(get_report)
-        rec_collector = record_metrics.RecordsCollector(totals)
-        REGISTRY.register(collector)
-        if record_edges:
-            REGISTRY.register(rec_collector)
-
-        def unregister() -> None:
-            REGISTRY.unregister(collector)
-            if record_edges:
-                REGISTRY.unregister(rec_collector)
-
-        try:
-            server, _thread = start_http_server(port, addr=addr)
-        except OSError as exc:
-            unregister()
-            raise MonitorError(f"cannot listen on {addr}:{port}: {exc.strerror}") from None
-        click.echo(f"siporch exporter: http://{addr}:{port}/metrics", err=True)
-        if duration is not None:
-            loop.call_later(duration, stop.set)
-        tasks = []
-        if record_edges:
-            tasks.append(
-                asyncio.ensure_future(
-                    record_metrics.poll(
-                        totals,
-                        inventory,
-                        record_edges,
-                        stop,
-                        interval=records_interval,
-                        timeout=max(timeout, 60.0),
-                    )
-                )
-            )
-        try:
-            await watcher.run(stop)
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            server.shutdown()
-            unregister()
-
-    asyncio.run(main())
+    serve(
+        topology,
+        addr=addr,
+        port=port,
+        inventory=inventory,
+        timeout=timeout,
+        edges=not no_edges,
+        edge_interval=edge_interval,
+        releases=releases,
+        secret=secret,
+        records=records,
+        records_interval=records_interval,
+        duration=duration,
+        on_listening=lambda url: click.echo(f"siporch exporter: {url}", err=True),
+    )
     return 0

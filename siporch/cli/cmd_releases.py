@@ -10,17 +10,17 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from siporch.cli.common import console, err_console, inventory_options, primary
+from siporch.cli.common import console, err_console, host_options, json_option, primary
 from siporch.deploy import runner
 from siporch.deploy.releases import collect
 
 
 @click.command()
-@inventory_options
-@click.option("--limit", metavar="HOSTS", help="Only these hosts (Ansible host pattern).")
-@click.option("--json", "as_json", is_flag=True, help="Print the releases of every host as JSON.")
+@host_options
+@json_option("the releases of every host")
 def cli(
-    inventory: tuple[Path, ...], vault_password_file: Path | None, limit: str | None, as_json: bool) -> int:
+    inventory: tuple[Path, ...], vault_password_file: Path | None, limit: str | None, as_json: bool
+) -> int:
     """The releases on each host: id, time, model hash, what it changed, which is current.
 
     * marks the release a host runs, < the one `siporch rollback` would take it back to.

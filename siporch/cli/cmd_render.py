@@ -7,15 +7,23 @@ from pathlib import Path
 
 import click
 
-from siporch.cli.common import console, inventory_sources_options, load, out_option
+from siporch.cli.common import (
+    console,
+    inventory_options,
+    json_option,
+    load,
+    out_option,
+    output_options,
+)
 from siporch.core import Manifest
 from siporch.release import build_release
 
 
 @click.command()
-@inventory_sources_options
+@inventory_options
+@output_options
 @out_option
-@click.option("--json", "as_json", is_flag=True, help="Print {id, path, reused, changes} as JSON.")
+@json_option("{id, path, reused, changes}")
 def cli(
     inventory: tuple[Path, ...], vault_password_file: Path | None, out: Path | None, as_json: bool
 ) -> int:

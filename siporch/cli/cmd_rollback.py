@@ -6,25 +6,29 @@ from pathlib import Path
 
 import click
 
-from siporch.cli.cmd_deploy import print_result, record_deployed
-from siporch.cli.common import console, inventory_options, primary
+from siporch.cli.common import (
+    PlaybookProgress,
+    console,
+    host_options,
+    primary,
+    print_result,
+    verbosity,
+)
 from siporch.deploy import runner
+from siporch.deploy.outcome import record_deployed
 from siporch.deploy.progress import run_with_progress
 
 
 @click.command()
-@inventory_options
+@host_options
 @click.argument("release_id", required=False, metavar="[ID]")
-@click.option("--limit", metavar="HOSTS", help="Only these hosts (Ansible host pattern).")
 @click.option("--force", is_flag=True, help="Restart rtpengine or Asterisk even under live calls.")
-@click.option("-v", "--verbose", is_flag=True, help="Show ansible-playbook's own output.")
 def cli(
     inventory: tuple[Path, ...],
     vault_password_file: Path | None,
-    release_id: str | None,
     limit: str | None,
+    release_id: str | None,
     force: bool,
-    verbose: bool,
 ) -> int:
     """Roll every host back to the release it ran before its current one, or to release ID.
 
@@ -37,15 +41,15 @@ def cli(
     if release_id:
         extra["siporch_release"] = release_id
     vault = runner.vault_password_file(primary(inventory), vault_password_file)
-    result = run_with_progress(
-        console,
-        "rollback-trunk.yml",
-        inventory,
-        limit=limit,
-        extra_vars=extra,
-        vault_file=vault,
-        verbose=verbose,
-    )
+    with PlaybookProgress(console, verbose=verbosity() > 0) as progress:
+        result = run_with_progress(
+            "rollback-trunk.yml",
+            inventory,
+            reporter=progress,
+            limit=limit,
+            extra_vars=extra,
+            vault_file=vault,
+        )
     code = print_result(result, "rollback")
     record_deployed(primary(inventory), result, limit)
     return code

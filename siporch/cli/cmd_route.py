@@ -10,33 +10,41 @@ from rich.markup import escape
 from rich.table import Table
 
 from siporch import numbers
-from siporch.cli.common import console, inventory_sources_options, load
+from siporch.cli.common import console, inventory_options, json_option, load, output_options
 from siporch.errors import SiporchError
 
 
 @click.command()
 @click.argument("number")
-@inventory_sources_options
+@inventory_options
+@output_options
 @click.option("--site", help="Site the call is dialled from (default: the central site).")
-@click.option("--from", "from_trunk", metavar="TRUNK", help="Treat NUMBER as received on TRUNK.")
-@click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
+@click.option(
+    "--trunk", "from_trunk", metavar="TRUNK", help="Inbound: treat NUMBER as received on TRUNK."
+)
+@click.option("--from", "from_alias", metavar="TRUNK", hidden=True, help="Same as --trunk.")
+@json_option("the trace")
 def cli(
     number: str,
     inventory: tuple[Path, ...],
     vault_password_file: Path | None,
     site: str | None,
     from_trunk: str | None,
+    from_alias: str | None,
     as_json: bool,
 ) -> int:
     """Show how NUMBER is normalized and routed, computed from the model.
 
     Outbound (default): site normalization -> route -> trunks in order, with the number
-    sent to each. Inbound (--from TRUNK): the trunk's translation -> DID -> destination.
+    sent to each. Inbound (--trunk TRUNK): the trunk's translation -> DID -> destination.
     Exit 0 when routed, 1 when no route or DID matches.
     """
+    if from_alias and from_trunk and from_alias != from_trunk:
+        raise SiporchError("--from is another name for --trunk: give one of them")
+    from_trunk = from_trunk or from_alias
     if site and from_trunk:
         raise SiporchError(
-            "--site and --from cannot be combined: an inbound call's site is its trunk's"
+            "--site and --trunk cannot be combined: an inbound call's site is its trunk's"
         )
     model = load(inventory, vault_password_file).model
     if from_trunk:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -14,98 +12,7 @@ from typing import Any
 
 import click
 
-from siporch.errors import MonitorError
-
-INVENTORY_DEFAULT = "inventory/example"
-
-
-def load_topology(
-    inventory: Path | tuple[Path, ...],
-    vault_password_file: Path | None,
-    hosts: tuple[str, ...],
-    kamailio_rpc: str,
-    rtpengine_ng: str,
-) -> Any:
-    from siporch.model import load_model
-    from siporch.monitor.topology import from_model
-
-    loaded = load_model(inventory, vault_password_file)
-    model = loaded.model
-    unknown = [h for h in hosts if h not in model.hosts]
-    if unknown:
-        raise MonitorError(
-            f"unknown host(s): {', '.join(unknown)}",
-            hint=f"hosts in the model: {', '.join(model.hosts)}",
-        )
-    topology = from_model(
-        model,
-        kamailio_rpc=kamailio_rpc,
-        rtpengine_ng=rtpengine_ng,
-        hosts_filter=set(hosts) or None,
-    )
-    if not topology.pbxs and not topology.edges:
-        raise MonitorError("the model has no PBX host with `ami` and no edge host to look at")
-    return topology
-
-
-def common_options(f: Any) -> Any:
-    options = [
-        click.option(
-            "-i",
-            "--inventory",
-            type=click.Path(path_type=Path),
-            multiple=True,
-            default=lambda: [os.environ.get("SIPORCH_INVENTORY", INVENTORY_DEFAULT)],
-            show_default=INVENTORY_DEFAULT,
-            help="Ansible inventory source: a directory or a file such as hosts.yml or "
-            "hosts.ini; repeat to combine several, as for ansible-playbook "
-            "(env SIPORCH_INVENTORY). Hosts are reached over SSH with its settings and "
-            "the ansible.cfg ansible-playbook would read.",
-        ),
-        click.option(
-            "--vault-password-file",
-            type=click.Path(path_type=Path, dir_okay=False),
-            default=None,
-            help="Ansible Vault password file (default: ANSIBLE_VAULT_PASSWORD_FILE).",
-        ),
-        click.option("--host", "hosts", multiple=True, help="Only this host (repeatable)."),
-        click.option(
-            "--timeout", type=float, default=3.0, show_default=True, help="Per-host timeout, s."
-        ),
-        click.option("--no-edges", is_flag=True, help="Do not query Kamailio and rtpengine."),
-        click.option(
-            "--releases/--no-releases",
-            default=True,
-            show_default=True,
-            help="Read the release each host runs (/etc/siporch/current) over SSH.",
-        ),
-        click.option(
-            "--kamailio-rpc",
-            default="http://{address}:5071/RPC",
-            envvar="SIPORCH_KAMAILIO_RPC",
-            show_default=True,
-            help="Kamailio JSON-RPC of an edge: an http(s) URL or unix:PATH; {address} "
-            "and {name} are replaced.",
-        ),
-        click.option(
-            "--rtpengine-ng",
-            default="ssh",
-            envvar="SIPORCH_RTPENGINE_NG",
-            show_default=True,
-            help="How to reach an edge's rtpengine: 'ssh' (its 127.0.0.1:ng_port through "
-            "SSH with the inventory's settings) or HOST:PORT ({address}, {ng_port} replaced).",
-        ),
-        click.option(
-            "--ami-secret-file",
-            type=click.Path(path_type=Path, dir_okay=False, exists=True),
-            default=None,
-            hidden=True,
-            help="Read the AMI secret from this file instead of the model (for checks).",
-        ),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+from siporch.cli.common import console, json_option, monitor_options
 
 
 def _secret_override(path: Path | None) -> str | None:
@@ -123,10 +30,8 @@ def _print_problems(report: dict[str, Any]) -> None:
 
 
 @click.command(name="status")
-@common_options
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print the report as JSON (siporch.status/1)."
-)
+@monitor_options
+@json_option("the report (siporch.status/1)")
 @click.option("--watch", is_flag=True, help="Keep updating from AMI events until interrupted.")
 @click.option(
     "--duration",
@@ -151,6 +56,7 @@ def _print_problems(report: dict[str, Any]) -> None:
 def cli(
     inventory: tuple[Path, ...],
     vault_password_file: Path | None,
+    limit: str | None,
     hosts: tuple[str, ...],
     timeout: float,
     no_edges: bool,
@@ -171,7 +77,16 @@ def cli(
     """
     if timeout <= 0:
         raise click.BadParameter("must be > 0", param_hint="--timeout")
-    topology = load_topology(inventory, vault_password_file, hosts, kamailio_rpc, rtpengine_ng)
+    from siporch.monitor.topology import from_inventory
+
+    topology = from_inventory(
+        inventory,
+        vault_password_file,
+        hosts=hosts,
+        limit=limit,
+        kamailio_rpc=kamailio_rpc,
+        rtpengine_ng=rtpengine_ng,
+    )
     secret = _secret_override(ami_secret_file)
     if interval is not None and (interval <= 0 or watch):
         raise click.BadParameter("must be > 0, and not with --watch", param_hint="--interval")
@@ -209,7 +124,7 @@ def cli(
         from rich.console import Console
 
         # soft_wrap: each problem stays on one line, however wide (scripts grep them)
-        Console().print(render_tables(report), soft_wrap=True)
+        Console(quiet=console.quiet).print(render_tables(report), soft_wrap=True)
     return int(report["exit_code"])
 
 
@@ -226,33 +141,16 @@ def _watch(
     secret: str | None,
     quiet: bool = False,
 ) -> int:
-    """Follow the hosts; `quiet`: print only the final report (for --interval)."""
+    """Follow the hosts (`siporch.monitor.watch.follow`) and draw each report; `quiet`:
+    print only the final report (for --interval)."""
     from siporch.monitor.reporters import render_tables
-    from siporch.monitor.watch import Watcher
+    from siporch.monitor.watch import Watcher, follow
 
-    async def main() -> int:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        pending: list[asyncio.TimerHandle] = []
-        live: list[Any] = []
+    def json_line(report: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(report, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
 
-        def draw() -> None:
-            pending.clear()
-            report = watcher.report()
-            if as_json:
-                sys.stdout.write(json.dumps(report, separators=(",", ":")) + "\n")
-                sys.stdout.flush()
-            elif live:
-                live[0].update(render_tables(report), refresh=True)
-
-        def changed() -> None:
-            # coalesce bursts of events into at most one redraw every 0.2 s
-            if not pending and not quiet:
-                pending.append(loop.call_later(0.2, draw))
-
+    async def main() -> dict[str, Any]:
         watcher = Watcher(
             topology,
             timeout=timeout,
@@ -260,34 +158,35 @@ def _watch(
             edge_interval=edge_interval,
             releases=releases,
             inventory=inventory,
-            on_change=changed,
             secret_override=secret,
         )
-        if duration is not None:
-            loop.call_later(duration, stop.set)
-        if not as_json and not quiet and sys.stdout.isatty():
-            from rich.live import Live
+        if quiet:
+            return await follow(watcher, duration=duration)
+        if as_json:
+            return await follow(watcher, duration=duration, on_report=json_line)
+        if not sys.stdout.isatty():
+            return await follow(watcher, duration=duration)
+        from rich.live import Live
 
-            with Live(render_tables(watcher.report()), auto_refresh=False) as lv:
-                live.append(lv)
-                await watcher.run(stop)
-        else:
-            await watcher.run(stop)
-        for handle in pending:
-            handle.cancel()
-        report = watcher.report()
-        if as_json and quiet:
-            sys.stdout.write(json.dumps(report, indent=2) + "\n")
-        elif as_json:
-            sys.stdout.write(json.dumps(report, separators=(",", ":")) + "\n")
-        elif not live:
-            from rich.console import Console
-
-            Console().print(render_tables(report))
-        return int(report["exit_code"])
+        with Live(render_tables(watcher.report()), auto_refresh=False) as live:
+            report = await follow(
+                watcher,
+                duration=duration,
+                on_report=lambda r: live.update(render_tables(r), refresh=True),
+            )
+            live.update(render_tables(report), refresh=True)
+        return report
 
     started = time.monotonic()
-    code = asyncio.run(main())
+    report = asyncio.run(main())
+    if as_json and quiet:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    elif as_json:
+        json_line(report)
+    elif quiet or not sys.stdout.isatty():
+        from rich.console import Console
+
+        Console(quiet=console.quiet).print(render_tables(report))
     if os.environ.get("SIPORCH_DEBUG"):
         click.echo(f"watched {time.monotonic() - started:.1f} s", err=True)
-    return code
+    return int(report["exit_code"])

@@ -8,12 +8,13 @@ from pathlib import Path
 import click
 
 from siporch.cache import facts
-from siporch.cli.common import console, inventory_sources_options, load
+from siporch.cli.common import console, inventory_options, json_option, load, output_options
 
 
 @click.command()
-@inventory_sources_options
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@inventory_options
+@output_options
+@json_option("the result")
 def cli(inventory: tuple[Path, ...], vault_password_file: Path | None, as_json: bool) -> int:
     """Validate the trunk model: types, references, overlaps, resilience.
 

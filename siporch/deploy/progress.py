@@ -1,30 +1,36 @@
-"""Shared by the deploy and rollback commands: run a playbook with live progress."""
+"""Run one of siporch's playbooks and hand its progress to a reporter (the CLI's live
+display, a test's list): this layer never prints."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from typing import Any, Protocol
 
 from siporch.deploy import runner
 
 
+class Reporter(Protocol):
+    """What follows a run: each parsed event (play, task, host result, recap) and each raw
+    line of ansible-playbook's output."""
+
+    def event(self, event: runner.Event) -> None: ...
+
+    def line(self, line: str) -> None: ...
+
+
 def run_with_progress(
-    console: Console,
     playbook: str,
     inventory: Path | Sequence[Path],
     *,
+    reporter: Reporter | None = None,
     check: bool = False,
     diff: bool = False,
     limit: str | None = None,
     extra_vars: dict[str, Any] | None = None,
     vault_file: Path | None = None,
-    verbose: bool = False,
 ) -> runner.RunResult:
-    """Run one of siporch's playbooks, showing the play, the task and each host's result."""
+    """Run one of siporch's playbooks; ``reporter`` sees its progress as it happens."""
     report = runner.report_path()
     cmd = runner.build_command(
         playbook,
@@ -36,37 +42,9 @@ def run_with_progress(
         vault_file=vault_file,
         report_file=report,
     )
-    state = {"play": "", "task": ""}
     try:
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            bar = progress.add_task("starting ansible-playbook", total=None)
-
-            def on_event(event: runner.Event) -> None:
-                if event.kind == "play":
-                    state["play"] = event.name
-                    console.print(f"[bold]{event.name}[/bold]", soft_wrap=True, highlight=False)
-                elif event.kind == "task":
-                    state["task"] = event.name
-                elif event.kind == "host" and event.status in ("changed", "fatal", "failed"):
-                    colour = "yellow" if event.status == "changed" else "red"
-                    console.print(
-                        f"  [{colour}]{event.status}[/{colour}] {event.host}: {state['task']}",
-                        soft_wrap=True,
-                        highlight=False,
-                    )
-                progress.update(bar, description=f"{state['play']} · {state['task']}")
-
-            def on_line(line: str) -> None:
-                if verbose or (check and line.startswith(("---", "+++", "-", "+", "@@"))):
-                    console.print(line, markup=False, highlight=False, soft_wrap=True)
-
-            result = runner.run(cmd, report, on_event, on_line)
+        if reporter is None:
+            return runner.run(cmd, report)
+        return runner.run(cmd, report, reporter.event, reporter.line)
     finally:
         report.unlink(missing_ok=True)
-    return result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from siporch.core import rollback_target
 from siporch.deploy import runner
 from siporch.errors import DeployError
+from siporch.hosts import Inventory
 from siporch.plan import reload_actions
 
 _ID_TIME = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
@@ -84,9 +84,12 @@ def host_releases(host: str, listing: dict[str, Any]) -> list[HostRelease]:
 
 
 def collect(
-    inventory: Path | Sequence[Path], vault_file: Path | None = None, limit: str | None = None
+    inventory: Inventory, vault_file: Path | None = None, limit: str | None = None
 ) -> tuple[dict[str, list[HostRelease]], dict[str, str]]:
-    """Run playbooks/releases.yml; rows per host, and errors per unreachable host."""
+    """Run playbooks/releases.yml on the hosts the Ansible host pattern ``limit`` selects
+    (every host: None); rows per host, and errors per unreachable host. The playbook
+    reaches the hosts through ansible-playbook, with the same inventory settings as
+    `siporch.hosts`."""
     report = runner.report_path()
     try:
         cmd = runner.build_command(

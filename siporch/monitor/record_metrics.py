@@ -20,10 +20,10 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from siporch import records
+from siporch.hosts import Inventory, ssh_run
 
 #: Post-dial delay buckets, seconds (setup to the first 18x, or to the answer).
 PDD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0)
@@ -368,7 +368,7 @@ class RecordTotals:
 
 async def read_edge(
     totals: RecordTotals,
-    inventory: Path | Sequence[Path] | None,
+    inventory: Inventory | None,
     edge: str,
     site: str,
     address: str,
@@ -378,8 +378,6 @@ async def read_edge(
 ) -> None:
     """Read an edge's new records into ``totals``, a chunk of ids at a time until the
     newest record is counted."""
-    from siporch.monitor.status import ssh_run
-
     st = totals.edge(edge, site)
     while True:
         res = await ssh_run(
@@ -393,13 +391,11 @@ async def read_edge(
         if res is None:
             totals.failed(edge, site, f"{edge}: call records not read (no SSH access or timeout)")
             return
-        code, out, err = res
-        if code != 0:
-            last = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {code}"]
-            totals.failed(edge, site, f"{edge}: call records not read: {last[0][:200]}")
+        if res.returncode != 0:
+            totals.failed(edge, site, f"{edge}: call records not read: {res.last_error()}")
             return
         try:
-            data = json.loads(out.decode().strip().splitlines()[-1])
+            data = json.loads(res.stdout.decode().strip().splitlines()[-1])
         except (ValueError, IndexError):
             totals.failed(edge, site, f"{edge}: call records: unreadable answer")
             return
@@ -410,7 +406,7 @@ async def read_edge(
 
 async def poll(
     totals: RecordTotals,
-    inventory: Path | Sequence[Path] | None,
+    inventory: Inventory | None,
     edges: Sequence[Any],
     stop: asyncio.Event,
     *,

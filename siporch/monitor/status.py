@@ -7,17 +7,14 @@ The report is a plain dict following the documented schema `siporch.status/1`
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import shlex
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from siporch.connection import HostAccess
 from siporch.errors import MonitorError
+from siporch.hosts import Inventory, read_current, ssh_run
 from siporch.monitor import kamailio, rtpengine
 from siporch.monitor.handler import CallStateHandler
 from siporch.monitor.topology import EdgeTarget, PbxTarget, Topology
@@ -85,7 +82,7 @@ async def query_pbx(
 
 
 async def query_edge(
-    target: EdgeTarget, *, timeout: float, inventory: Path | Sequence[Path] | None = None
+    target: EdgeTarget, *, timeout: float, inventory: Inventory | None = None
 ) -> EdgeResult:
     result = EdgeResult(target)
     host, port = target.rtpengine_ng
@@ -130,59 +127,8 @@ async def query_edge(
     return result
 
 
-def host_access(
-    inventory: Path | Sequence[Path] | None, host: str, address: str, timeout: float
-) -> HostAccess | None:
-    """How to reach ``host`` over SSH: its inventory variables and the user's ansible.cfg,
-    as Ansible would (:mod:`siporch.connection`); None when it cannot be reached so."""
-    if inventory is None:
-        return None
-    from siporch.connection import host_access as access
-    from siporch.errors import SiporchError
-
-    try:
-        return access(inventory, host, address, timeout)
-    except SiporchError:
-        return None
-
-
-async def ssh_run(
-    inventory: Path | Sequence[Path] | None,
-    host: str,
-    address: str,
-    remote: list[str],
-    *,
-    timeout: float,
-    root: bool = False,
-) -> tuple[int, bytes, bytes] | None:
-    """Run a command on a host over SSH with the inventory's settings (as root through the
-    host's become: ``root``); None if impossible."""
-    access = host_access(inventory, host, address, timeout)
-    if access is None:
-        return None
-    argv = access.argv(shlex.join(remote), root=root)
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    except OSError:
-        return None
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
-    except TimeoutError:
-        # ssh may have given up by itself at the same moment (ConnectTimeout)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        return None
-    return proc.returncode or 0, out, err
-
-
 async def _rtpengine_over_ssh(
-    inventory: Path | Sequence[Path] | None, target: EdgeTarget, port: int, *, timeout: float
+    inventory: Inventory | None, target: EdgeTarget, port: int, *, timeout: float
 ) -> dict[str, Any]:
     where = f"{target.name} 127.0.0.1:{port} (over ssh)"
     cookie, packet = rtpengine.ng_packet({"command": "statistics"})
@@ -190,31 +136,13 @@ async def _rtpengine_over_ssh(
     res = await ssh_run(inventory, target.name, target.address, remote, timeout=timeout)
     if res is None:
         raise MonitorError(f"rtpengine ng at {where}: no SSH access to {target.name}")
-    code, out, err = res
-    if code != 0:
-        last = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {code}"]
-        raise MonitorError(f"rtpengine ng at {where}: {last[0][:200]}")
+    if res.returncode != 0:
+        raise MonitorError(f"rtpengine ng at {where}: {res.last_error()}")
     try:
-        data = bytes.fromhex(out.decode().strip())
+        data = bytes.fromhex(res.stdout.decode().strip())
     except ValueError:
         raise MonitorError(f"rtpengine ng at {where}: unreadable answer") from None
     return rtpengine.current_statistics(rtpengine.parse_reply(cookie, data, where))
-
-
-async def read_release(
-    inventory: Path | Sequence[Path] | None, host: str, address: str, *, timeout: float
-) -> str | None:
-    """The release a host runs (`/etc/siporch/current`), over SSH; None when unknown."""
-    res = await ssh_run(
-        inventory, host, address, ["readlink", "/etc/siporch/current"], timeout=timeout
-    )
-    if res is None:
-        return None
-    code, out, _ = res
-    text = out.decode(errors="replace").strip()
-    if code != 0 or not text:
-        return None
-    return text.rstrip("/").rsplit("/", 1)[-1]
 
 
 async def collect(
@@ -223,7 +151,7 @@ async def collect(
     timeout: float = 3.0,
     edges: bool = True,
     releases: bool = False,
-    inventory: Path | Sequence[Path] | None = None,
+    inventory: Inventory | None = None,
     secret_override: str | None = None,
 ) -> tuple[list[PbxResult], list[EdgeResult]]:
     """Query every PBX and edge concurrently, each with its own timeout."""
@@ -240,7 +168,7 @@ async def collect(
         names = [(t.name, t.address) for t in topology.pbxs]
         if edges:
             names += [(e.name, e.address) for e in topology.edges]
-        release_tasks = [read_release(inventory, n, a, timeout=timeout) for n, a in names]
+        release_tasks = [read_current(inventory, n, a, timeout=timeout) for n, a in names]
     results = await asyncio.gather(*pbx_tasks, *edge_tasks, *release_tasks)
     pbx = list(results[: len(pbx_tasks)])
     edge = list(results[len(pbx_tasks) : len(pbx_tasks) + len(edge_tasks)])

@@ -7,6 +7,7 @@ the call-state handler and the reporters can be driven from recorded data in tes
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,3 +163,36 @@ def from_model(
         pbxs=tuple(pbxs),
         edges=tuple(edges),
     )
+
+
+def from_inventory(
+    inventory: Any,
+    vault_password_file: Any = None,
+    *,
+    hosts: Sequence[str] = (),
+    limit: str | None = None,
+    kamailio_rpc: str = DEFAULT_KAMAILIO_RPC,
+    rtpengine_ng: str = DEFAULT_RTPENGINE_NG,
+) -> Topology:
+    """The monitor's view of an inventory's model: only the named ``hosts`` (an unknown
+    name is an error) and those the Ansible host pattern ``limit`` selects."""
+    from siporch.errors import MonitorError
+    from siporch.hosts import select
+    from siporch.model import load_model
+
+    model = load_model(inventory, vault_password_file).model
+    unknown = [h for h in hosts if h not in model.hosts]
+    if unknown:
+        raise MonitorError(
+            f"unknown host(s): {', '.join(unknown)}",
+            hint=f"hosts in the model: {', '.join(model.hosts)}",
+        )
+    chosen: set[str] | None = set(hosts) or None
+    if limit:
+        chosen = set(select(inventory, limit, [h for h in model.hosts if not hosts or h in hosts]))
+    topology = from_model(
+        model, kamailio_rpc=kamailio_rpc, rtpengine_ng=rtpengine_ng, hosts_filter=chosen
+    )
+    if not topology.pbxs and not topology.edges:
+        raise MonitorError("the model has no PBX host with `ami` and no edge host to look at")
+    return topology

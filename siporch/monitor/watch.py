@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
+from siporch.hosts import Inventory, read_current
 from siporch.monitor.status import (
     EdgeResult,
     PbxResult,
     build_report,
     new_handler,
     query_edge,
-    read_release,
 )
 from siporch.monitor.topology import Topology
 from siporch.monitor.transport import CLOSED, AmiConnection
@@ -35,7 +35,7 @@ class Watcher:
         edges: bool = True,
         edge_interval: float = 10.0,
         releases: bool = False,
-        inventory: Path | Sequence[Path] | None = None,
+        inventory: Inventory | None = None,
         on_change: Callable[[], None] | None = None,
         secret_override: str | None = None,
     ) -> None:
@@ -95,7 +95,10 @@ class Watcher:
     async def _poll_edges(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             fresh = await asyncio.gather(
-                *(query_edge(e.target, timeout=self.timeout) for e in self.edge_results)
+                *(
+                    query_edge(e.target, timeout=self.timeout, inventory=self.inventory)
+                    for e in self.edge_results
+                )
             )
             for old, new in zip(self.edge_results, fresh, strict=True):
                 new.release = old.release
@@ -109,7 +112,7 @@ class Watcher:
         items: list[Any] = [*self.results, *self.edge_results]
         found = await asyncio.gather(
             *(
-                read_release(self.inventory, i.target.name, i.target.address, timeout=self.timeout)
+                read_current(self.inventory, i.target.name, i.target.address, timeout=self.timeout)
                 for i in items
             )
         )
@@ -130,3 +133,40 @@ class Watcher:
             for c in self.connections:
                 c.close()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def follow(
+    watcher: Watcher,
+    *,
+    duration: float | None = None,
+    on_report: Callable[[dict[str, Any]], None] | None = None,
+    coalesce: float = 0.2,
+) -> dict[str, Any]:
+    """Run ``watcher`` until SIGINT or SIGTERM, or for ``duration`` seconds; after each
+    change ``on_report`` gets the report (a burst of events makes at most one report every
+    ``coalesce`` seconds). Returns the last report."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    pending: list[asyncio.TimerHandle] = []
+
+    def send() -> None:
+        pending.clear()
+        if on_report is not None:
+            on_report(watcher.report())
+
+    def changed() -> None:
+        if on_report is not None and not pending:
+            pending.append(loop.call_later(coalesce, send))
+
+    watcher.on_change = changed
+    if duration is not None:
+        loop.call_later(duration, stop.set)
+    try:
+        await watcher.run(stop)
+    finally:
+        for handle in pending:
+            handle.cancel()
+    return watcher.report()

@@ -682,13 +682,13 @@ def test_release_of_each_lab_host_over_ssh(lab: Any) -> None:
     """The release id comes from /etc/siporch/current on the host, read over SSH."""
     import asyncio
 
-    from siporch.monitor.status import read_release
+    from siporch.hosts import read_current
 
     checked = 0
     for host in ("pbx-central", "edge-central"):
         link = lab.root(host) / "etc" / "siporch" / "current"
         expected = os.readlink(link).rstrip("/").rsplit("/", 1)[-1] if link.is_symlink() else None
-        got = asyncio.run(read_release(lab.inventory, host, lab.address(host), timeout=5))
+        got = asyncio.run(read_current(lab.inventory, host, lab.address(host), timeout=5))
         assert got == expected, host
         checked += expected is not None
     if not checked:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from siporch.cli.cmd_deploy import failure_summary, print_result
+from siporch.cli.common import print_result
 from siporch.deploy import runner
+from siporch.deploy.outcome import failure_summary
 from siporch.errors import DeployError
 
 REPORT = {

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from siporch import drift
-from siporch.drift import DispatcherEntry, HostFiles
+from siporch import hosts
+from siporch.core import HostRead
+from siporch.deploy import drift
+from siporch.deploy.drift import DispatcherEntry
+from siporch.errors import SiporchError
 from siporch.model import load_model
 from siporch.monitor.kamailio import parse_dispatcher_list
 from siporch.release import sha256
@@ -43,7 +46,7 @@ def test_probe_output_parsed(rendered: dict[str, dict[str, bytes]]) -> None:
         + "@@siporch@@\n"
         + json.dumps(manifest)
     )
-    probe = drift.parse_host_probe(text)
+    probe = hosts.parse_host_probe(text)
     assert probe.release == RID
     assert probe.files["kamailio/db/dispatcher"] == files["kamailio/db/dispatcher"]
     assert "manifest.json" in probe.files
@@ -51,19 +54,19 @@ def test_probe_output_parsed(rendered: dict[str, dict[str, bytes]]) -> None:
 
 
 def test_probe_without_release() -> None:
-    probe = drift.parse_host_probe("\n@@siporch@@\n@@siporch@@\n")
-    assert probe == HostFiles(None, {})
+    probe = hosts.parse_host_probe("\n@@siporch@@\n@@siporch@@\n")
+    assert probe == HostRead(None, {})
     assert drift.compare_release("pbx-central", None, RID)[0].kind == drift.RELEASE
 
 
 def test_probe_garbage_is_an_error() -> None:
-    with pytest.raises(drift.DriftError):
-        drift.parse_host_probe("bash: readlink: command not found\n")
+    with pytest.raises(SiporchError):
+        hosts.parse_host_probe("bash: readlink: command not found\n")
 
 
 def test_identical_files_no_drift(rendered: dict[str, dict[str, bytes]]) -> None:
     files = hashes(rendered["edge-central"])
-    on_host = drift.parse_sha256sum(sha256sum_output({**files, "manifest.json": "0" * 64}))
+    on_host = hosts.parse_sha256sum(sha256sum_output({**files, "manifest.json": "0" * 64}))
     assert drift.compare_files("edge-central", on_host, files, RID) == []
 
 
@@ -95,10 +98,10 @@ def test_release_mismatch() -> None:
 
 def test_fleet_release_is_newest() -> None:
     probes = [
-        HostFiles("20261128T100000Z-aaaaaaaa", {}),
-        HostFiles("20261128T110000Z-bbbbbbbb", {}),
+        HostRead("20261128T100000Z-aaaaaaaa", {}),
+        HostRead("20261128T110000Z-bbbbbbbb", {}),
         drift.MonitorError("unreachable"),
-        HostFiles(None, {}),
+        HostRead(None, {}),
     ]
     assert drift.fleet_release(probes) == "20261128T110000Z-bbbbbbbb"
     assert drift.fleet_release([]) is None
@@ -227,7 +230,7 @@ def test_report_exit_codes() -> None:
 
 
 def test_probe_command_is_read_only() -> None:
-    cmd = drift.probe_command()
+    cmd = hosts.probe_command()
     assert "readlink /etc/siporch/current" in cmd and "sha256sum" in cmd
     for word in ("rm ", "mv ", ">", "tee"):
         assert word not in cmd.replace("2>/dev/null", "")

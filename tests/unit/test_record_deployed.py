@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from siporch.cli.cmd_deploy import record_deployed
+from siporch.deploy.outcome import record_deployed
 from siporch.deploy.runner import RunResult
 from siporch.model import load_model
 from siporch.release import build_release, deployed_release

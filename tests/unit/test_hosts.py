@@ -1,4 +1,4 @@
-"""How `siporch status` and `siporch drift` reach a host: the ssh settings Ansible would
+"""How siporch reaches a host by itself (`siporch.hosts`): the ssh settings Ansible would
 use (inventory variables, the project's ansible.cfg) and become for root-only reads."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import json, sys
-from siporch.connection import host_access
+from siporch.hosts import host_access
 inv = sys.argv[1:]
 out = {}
 for host in ("edge", "pbx", "rooted"):
@@ -93,8 +93,8 @@ def test_without_become_nothing_is_wrapped(tmp_path: Path) -> None:
 
 
 def test_a_host_missing_from_the_inventory_is_named(tmp_path: Path) -> None:
-    from siporch.connection import host_access
     from siporch.errors import SiporchError
+    from siporch.hosts import host_access
 
     root = _project(tmp_path, CFG)
     with pytest.raises(SiporchError, match="nowhere: not in the inventory"):

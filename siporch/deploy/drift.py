@@ -22,8 +22,7 @@ without hosts; `check()` gathers the data and runs them.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,15 +37,14 @@ from siporch.core import (
     resolve_base,
 )
 from siporch.errors import MonitorError, SiporchError
-from siporch.release import MANIFEST, default_out, deployed_release, sha256
+from siporch.hosts import CURRENT, Inventory, primary, read_host, select
+from siporch.release import default_out, deployed_release, sha256
 
 SCHEMA = "siporch.drift/1"
-CURRENT = "/etc/siporch/current"
 DISPATCHER = "kamailio/db/dispatcher"
 PJSIP = "asterisk/pjsip_siporch.conf"
 #: Loaded PJSIP objects with this prefix are siporch's; any other is the site's.
 OWN_PREFIX = "siporch-"
-MARKER = "@@siporch@@"
 
 EXIT_CLEAN = 0
 EXIT_DRIFT = 1
@@ -76,10 +74,6 @@ class Drift:
 
     def __str__(self) -> str:
         return f"{self.host}: {self.message}"
-
-
-#: What a host runs: its release id, file hashes and its own manifest (None = none).
-HostFiles = HostRead
 
 
 @dataclass(frozen=True)
@@ -120,50 +114,6 @@ class DriftReport:
 
 def short(digest: str) -> str:
     return digest[:12] + "…" if len(digest) > 12 else digest
-
-
-def parse_sha256sum(text: str) -> dict[str, str]:
-    """`sha256sum` output (``<hex>  ./path``) -> {relative path: hex}."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        digest, sep, path = line.partition("  ")
-        if not sep or len(digest) != 64:
-            continue
-        path = path[2:] if path.startswith("./") else path
-        out[path] = digest
-    return out
-
-
-def parse_host_probe(text: str) -> HostFiles:
-    """The output of `probe_command()`: link, hashes, manifest, separated by marker lines."""
-    parts: list[str] = [""]
-    for line in text.splitlines():
-        if line == MARKER:
-            parts.append("")
-        else:
-            parts[-1] += line + "\n"
-    if len(parts) < 3:
-        raise DriftError("unexpected answer from the host (no release probe output)")
-    link = parts[0].strip()
-    if not link:
-        return HostFiles(None, {})
-    release = link.rstrip("/").rsplit("/", 1)[-1]
-    files = parse_sha256sum(parts[1])
-    try:
-        manifest = json.loads(parts[2]) if parts[2].strip() else None
-    except json.JSONDecodeError:
-        manifest = None
-    return HostFiles(release, files, manifest if isinstance(manifest, dict) else None)
-
-
-def probe_command() -> str:
-    """Shell run on a host: readlink of current, sha256 of each file, the release manifest."""
-    return (
-        f"readlink {CURRENT} || true; echo; echo @@siporch@@; "
-        f"if [ -d {CURRENT}/ ]; then cd {CURRENT}/ && "
-        "find . -type f -print0 | sort -z | xargs -0 -r sha256sum; fi; "
-        f"echo @@siporch@@; cat {CURRENT}/{MANIFEST} 2>/dev/null || true"
-    )
 
 
 def _db_text_fields(line: str) -> list[str]:
@@ -384,58 +334,9 @@ def compare_pjsip(
 # ---------------------------------------------------------------------------- gathering
 
 
-def _ssh_command(
-    inventory: Path | Sequence[Path], host: str, address: str, timeout: float
-) -> list[str]:
-    """ssh with the host's Ansible settings; the probe runs as root through the host's
-    become (a release's files may be readable by root only)."""
-    from siporch.connection import host_access
-
-    try:
-        access = host_access(inventory, host, address, timeout)
-    except SiporchError as exc:
-        raise DriftError(str(exc)) from None
-    return access.argv(probe_command(), root=True)
-
-
-async def read_host(
-    inventory: Path | Sequence[Path], host: str, address: str, timeout: float) -> HostFiles:
-    """Probe one host over SSH; raises `MonitorError` when it cannot be reached."""
-    cmd = _ssh_command(inventory, host, address, timeout)
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *cmd,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    except OSError as exc:
-        raise MonitorError(f"{host}: cannot run ssh: {exc.strerror or exc}") from None
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout * 2)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise MonitorError(f"{host}: no answer over SSH within {timeout * 2:g} s") from None
-    if proc.returncode != 0:
-        reason = err.decode(errors="replace").strip().splitlines()
-        raise MonitorError(
-            f"{host}: SSH failed (exit {proc.returncode}): {reason[-1] if reason else ''}"
-        )
-    try:
-        return parse_host_probe(out.decode(errors="replace"))
-    except DriftError as exc:
-        raise MonitorError(f"{host}: {exc}") from None
-
-
-def _primary(inventory: Path | Sequence[Path]) -> Path:
-    """The first inventory source (the last deploy is recorded beside it)."""
-    return inventory if isinstance(inventory, Path) else Path(next(iter(inventory)))
-
-
 def fleet_release(probes: Iterable[object]) -> str | None:
     """The newest release id any reachable host runs (ids start with the UTC time)."""
-    ids = [p.release for p in probes if isinstance(p, HostFiles) and p.release]
+    ids = [p.release for p in probes if isinstance(p, HostRead) and p.release]
     return max(ids) if ids else None
 
 
@@ -449,35 +350,39 @@ def _manifest_files(manifest: Mapping[str, Any] | None) -> dict[str, str] | None
 
 
 def check(
-    inventory: Path | Sequence[Path],
+    inventory: Inventory,
     vault_password_file: Path | None = None,
     *,
     out_dir: Path | None = None,
     kamailio_rpc: str = "http://{address}:5071/RPC",
     timeout: float = 5.0,
     runtime: bool = True,
+    limit: str | None = None,
 ) -> DriftReport:
-    """Gather everything and compare; errors reaching hosts land in `report.errors`."""
+    """Gather everything and compare; errors reaching hosts land in `report.errors`.
+    ``limit``: only the hosts this Ansible host pattern selects."""
     return asyncio.run(
         _check(
             inventory,
             vault_password_file,
-            out_dir=default_out(_primary(inventory)) if out_dir is None else out_dir,
+            out_dir=default_out(primary(inventory)) if out_dir is None else out_dir,
             kamailio_rpc=kamailio_rpc,
             timeout=timeout,
             runtime=runtime,
+            limit=limit,
         )
     )
 
 
 async def _check(
-    inventory: Path | Sequence[Path],
+    inventory: Inventory,
     vault_password_file: Path | None,
     *,
     out_dir: Path,
     kamailio_rpc: str,
     timeout: float,
     runtime: bool,
+    limit: str | None = None,
 ) -> DriftReport:
     from siporch.model import load_model
     from siporch.monitor import kamailio
@@ -489,10 +394,11 @@ async def _check(
     model = loaded.model
     rendered = render_release(model)
     rendered_hashes = {h: {p: sha256(b) for p, b in f.items()} for h, f in rendered.items()}
-    first = _primary(inventory)
+    first = primary(inventory)
     reference = deployed_release(first, out_dir) or deployed_release(first.resolve(), out_dir)
     report = DriftReport(reference, "deployed" if reference else "host")
     hosts = [h for h, spec in model.hosts.items() if spec.role in ("edge", "pbx")]
+    hosts = select(inventory, limit, hosts)
 
     probes = await asyncio.gather(
         *(read_host(inventory, h, str(model.hosts[h].address), timeout) for h in hosts),
@@ -527,7 +433,7 @@ async def _check(
         report.drift += compare_model(host, rendered_hashes.get(host), expected, probe.release)
 
     if runtime:
-        topology = from_model(model, kamailio_rpc=kamailio_rpc)
+        topology = from_model(model, kamailio_rpc=kamailio_rpc, hosts_filter=set(hosts))
 
         async def edge(target: Any) -> list[Drift]:
             try:
