@@ -144,7 +144,7 @@ fails or prints nothing, is reported with that file's name. All of these exit wi
   bypass` on an `itsp` trunk sends internal media addresses to the provider: an error while
   `security.topology_hiding` is on, unless `media.allow_internal_addresses: true`.
 
-`siporch route NUMBER [--site S] [--from TRUNK]` shows every step for one number.
+`siporch route NUMBER [--site S] [--trunk TRUNK]` shows every step for one number.
 
 ## Reference
 """
