@@ -172,6 +172,33 @@ UAC_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
       <log message="C [call_number] [$s] [$u]"/>
     </action>
   </recv>
+  <nop next="done"/>
+  <!-- the edge's dialog keepalives (in-dialog OPTIONS) during the call: 200, then back to
+       where the call was, its pause keeping its end (as siporch/sipp/uac_rr.xml) -->
+  <label id="_unexp.main"/>
+  <recv request="OPTIONS"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <nop>
+    <action>
+      <pauserestore variable="_unexp.pausedaddr"/>
+      <assign assign_to="back" value="0"/>
+      <add assign_to="back" variable="_unexp.retaddr"/>
+      <assign assign_to="_unexp.retaddr" value="0"/>
+      <jump variable="back"/>
+    </action>
+  </nop>
+  <label id="done"/>
 </scenario>
 """
 
