@@ -141,7 +141,8 @@ def test_keepalive_defines_and_route() -> None:
     cfg = files["kamailio/kamailio.cfg"]
     assert 'modparam("dialog", "ka_interval", KA_INTERVAL)' in cfg
     assert 'modparam("dialog", "ka_failed_limit", KA_FAILURES)' in cfg
-    assert "route[KEEPALIVE]" in cfg and "$dlg_ctx(timeout_bye) = 1;" in cfg
+    assert 'modparam("dialog", "send_bye", 1)' in cfg
+    assert "route[KEEPALIVE]" in cfg
     # set per branch, after the trunk the dialog faces is known
     branch = cfg[cfg.index("branch_route[BRANCH]") :]
     assert branch.index("$dlg_var(st) = $var(st);") < branch.index("route(KEEPALIVE);")
