@@ -195,3 +195,6 @@ def test_call_scenarios_answer_keepalives(name: str) -> None:
         # the handler of in-dialog requests that come during the pause
         assert '<label id="_unexp.main"/>' in text
         assert '<pauserestore variable="_unexp.pausedaddr"/>' in text
+        # the BYE takes the dialog's To, not the last keepalive's
+        bye = text[text.index("BYE [next_url]") :]
+        assert "To:[$dlg_to]" in bye[: bye.index("]]>")]
