@@ -131,6 +131,7 @@ UAC_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
   <recv response="183" optional="true"/>
   <recv response="200" rtd="true" rrs="true">
     <action>
+      <ereg regexp=".*" search_in="hdr" header="To:" check_it="true" assign_to="dlg_to"/>
       <gettimeofday assign_to="s,u"/>
       <log message="A [call_number] [$s] [$u]"/>
     </action>
@@ -157,7 +158,7 @@ UAC_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       [routes]
       From: "siporch soak" <sip:2125550111@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      [last_To:]
+      To:[$dlg_to]
       Call-ID: [call_id]
       CSeq: 2 BYE
       Contact: <sip:sipp@[local_ip]:[local_port]>
@@ -172,6 +173,33 @@ UAC_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
       <log message="C [call_number] [$s] [$u]"/>
     </action>
   </recv>
+  <nop next="done"/>
+  <!-- the edge's dialog keepalives (in-dialog OPTIONS) during the call: 200, then back to
+       where the call was, its pause keeping its end (as siporch/sipp/uac_rr.xml) -->
+  <label id="_unexp.main"/>
+  <recv request="OPTIONS"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <nop>
+    <action>
+      <pauserestore variable="_unexp.pausedaddr"/>
+      <assign assign_to="back" value="0"/>
+      <add assign_to="back" variable="_unexp.retaddr"/>
+      <assign assign_to="_unexp.retaddr" value="0"/>
+      <jump variable="back"/>
+    </action>
+  </nop>
+  <label id="done"/>
 </scenario>
 """
 

@@ -1,7 +1,9 @@
 """Test calls with SIPp from a lab host, like an ITSP or a PBX would place them.
 
 SIPp runs in the source host's network namespace, bound to its address, with the Record-Route
-aware scenario ``siporch/sipp/uac_rr.xml``. Only lab addresses are ever targeted.
+aware scenario ``siporch/sipp/uac_media.xml``: RTP for the whole call (so the PBX's RTP
+timeout never ends a healthy call) and the edge's dialog keepalives answered. Only lab
+addresses are ever targeted.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def place_calls(
         stat = Path(tmp) / "stat.csv"
         argv = [
             "ip", "netns", "exec", src["lab_netns"], sipp,
-            "-sf", str(scenario("uac_rr")),
+            "-sf", str(scenario("uac_media")),
             "-s", number,
             "-i", src["lab_address"], "-p", str(_local_port()),
             "-t", transport,

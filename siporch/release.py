@@ -228,12 +228,22 @@ def release_trunk_ids(out_dir: Path, manifest: dict[str, Any]) -> dict[str, int]
 
 
 def _newest_release(out_dir: Path, inventory: str) -> dict[str, Any] | None:
-    """The manifest of the newest release of ``inventory`` in ``out_dir`` (ids sort by
-    time), reading manifests newest first until one is the inventory's."""
+    """The manifest of the newest release of ``inventory`` in ``out_dir``, reading
+    manifests newest first until one is the inventory's. Ids sort by their time, to the
+    second; releases written in the same second sort by when their manifest was written
+    (a model hash says nothing of order)."""
+
+    def written(name: str) -> tuple[str, int]:
+        try:
+            return name.split("-", 1)[0], (out_dir / name / MANIFEST).stat().st_mtime_ns
+        except OSError:
+            return name.split("-", 1)[0], 0
+
     try:
-        names = sorted((n for n in os.listdir(out_dir) if n[:1].isdigit()), reverse=True)
+        names = sorted((n for n in os.listdir(out_dir) if n[:1].isdigit()), key=written)
     except OSError:
         return None
+    names.reverse()
     for name in names:
         try:
             data = json.loads((out_dir / name / MANIFEST).read_text())

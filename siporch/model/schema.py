@@ -346,6 +346,19 @@ class Media(Strict):
         description="with `bypass` on an `itsp` trunk: accept that the PBX's internal media "
         "addresses go to the provider although security.topology_hiding is on",
     )
+    rtp_timeout: int | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        description="seconds without RTP after which the PBX hangs up a call of this trunk "
+        "(0: never; unset: calls.rtp_timeout)",
+    )
+    rtp_timeout_hold: int | None = Field(
+        default=None,
+        ge=0,
+        le=86400,
+        description="the same for a call on hold (0: never; unset: calls.rtp_timeout_hold)",
+    )
 
     @field_validator("srtp", mode="before")
     @classmethod
@@ -505,6 +518,11 @@ class Trunk(Strict):
         "an image/t38 offer in the trunk's dialogs with 488)",
     )
     session_timers: SessionTimers = Field(default_factory=SessionTimers)
+    keepalive: bool = Field(
+        default=True,
+        description="the edge probes the trunk's side of its calls with in-dialog OPTIONS "
+        "(calls.keepalive); off for a provider that answers them with 481",
+    )
     refer: bool = Field(default=False, description="pass REFER (transfers) to the trunk")
     max_early_dialogs: int | None = Field(
         default=None,
@@ -765,6 +783,47 @@ class Records(Strict):
         return self
 
 
+class DialogKeepalive(Strict):
+    """In-dialog OPTIONS the edge sends to both sides of every answered call (Kamailio's
+    dialog keepalives): a side that does not answer (or answers 481) `failures` times in a
+    row ends the call, with a BYE to both sides, 10 s after the last failure."""
+
+    enabled: bool = Field(default=True, description="send dialog keepalives")
+    interval: int = Field(
+        default=30,
+        ge=30,
+        le=3600,
+        description="seconds between keepalives of a call (Kamailio's shortest is 30)",
+    )
+    failures: int = Field(
+        default=2,
+        ge=1,
+        le=10,
+        description="keepalives in a row without an answer (or answered 481) before the "
+        "call is ended",
+    )
+
+
+class Calls(Strict):
+    """How calls whose far end is gone are ended (docs/kamailio.md, docs/asterisk.md): the
+    edge's dialog keepalives, and the PBX's RTP timeouts on anchored calls."""
+
+    keepalive: DialogKeepalive = Field(default_factory=DialogKeepalive)
+    rtp_timeout: int = Field(
+        default=60,
+        ge=0,
+        le=86400,
+        description="seconds without RTP after which the PBX hangs up a call (0: never); "
+        "a trunk's media.rtp_timeout overrides it for that trunk's inbound calls",
+    )
+    rtp_timeout_hold: int = Field(
+        default=600,
+        ge=0,
+        le=86400,
+        description="the same for a call on hold (0: never)",
+    )
+
+
 class Model(Strict):
     """The whole trunk model of an organisation."""
 
@@ -778,6 +837,7 @@ class Model(Strict):
     routes: list[Route] = Field(default_factory=list)
     security: Security = Field(default_factory=Security)
     records: Records = Field(default_factory=Records)
+    calls: Calls = Field(default_factory=Calls)
 
     def hosts_with_role(self, role: str, site: str | None = None) -> list[str]:
         return [

@@ -213,6 +213,8 @@ class EndpointView:
     qualify_frequency: int = 0
     identify_match: list[str] = field(default_factory=list)
     identify_header: str | None = None
+    rtp_timeout: int = 0
+    rtp_timeout_hold: int = 0
 
 
 @dataclass
@@ -358,6 +360,28 @@ def _escape_value(value: str, what: str) -> str:
     return value.replace(";", "\\;")
 
 
+def rtp_timeouts(model: Model, trunk: Trunk, *, endpoint: bool = True) -> tuple[int, int]:
+    """(rtp_timeout, rtp_timeout_hold) of a trunk's calls on the PBX, 0 for none: the
+    trunk's media settings, else the model's `calls`. None on the trunk's own endpoint with
+    `bypass` (direct_media: the PBX may hand the media to the two ends and stop receiving
+    it); the edge endpoints never take direct media."""
+    if endpoint and trunk.media.mode == "bypass":
+        return 0, 0
+    active = trunk.media.rtp_timeout
+    hold = trunk.media.rtp_timeout_hold
+    return (
+        model.calls.rtp_timeout if active is None else active,
+        model.calls.rtp_timeout_hold if hold is None else hold,
+    )
+
+
+def _longest(values: list[int]) -> int:
+    """The longest of some timeouts, where 0 (none) is longer than any."""
+    if not values or 0 in values:
+        return 0
+    return max(values)
+
+
 def _trunk_endpoint(
     model: Model, name: str, trunk: Trunk, transport: str, permit: list[str]
 ) -> EndpointView:
@@ -366,6 +390,7 @@ def _trunk_endpoint(
     if trunk.max_channels is not None:
         set_vars.append(("SIPORCH_MAX_CHANNELS", str(trunk.max_channels)))
     forward_pai = trunk.pai == "forward"
+    rtp_timeout, rtp_timeout_hold = rtp_timeouts(model, trunk)
     return EndpointView(
         name=name,
         comment=trunk.description or f"trunk {name}",
@@ -395,6 +420,8 @@ def _trunk_endpoint(
         else None,
         outbound_auth=f"{name}-auth" if trunk.auth.type == "register" else None,
         identify_header=f"X-Siporch-Trunk: {name}",
+        rtp_timeout=rtp_timeout,
+        rtp_timeout_hold=rtp_timeout_hold,
     )
 
 
@@ -403,6 +430,11 @@ def _edge_endpoint(
 ) -> EndpointView:
     edge = model.hosts[edge_name]
     transport, uri = _edge_hop(model, pbx_name, pbx, edge_name)
+    # Outbound calls (and calls relayed without a trunk header) land on this endpoint
+    # whatever their trunk: the longest RTP timeouts of any trunk (the model's without one).
+    timeouts = [rtp_timeouts(model, t, endpoint=False) for t in model.trunks.values()] or [
+        (model.calls.rtp_timeout, model.calls.rtp_timeout_hold)
+    ]
     return EndpointView(
         name=f"siporch-edge-{edge_name}",
         comment=f"edge {edge_name} (site {edge.site})",
@@ -431,6 +463,8 @@ def _edge_endpoint(
         aor_contact=uri,
         qualify_frequency=30,
         identify_match=[_host_net(edge.address)],
+        rtp_timeout=_longest([a for a, _ in timeouts]),
+        rtp_timeout_hold=_longest([h for _, h in timeouts]),
     )
 
 

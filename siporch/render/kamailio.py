@@ -395,6 +395,7 @@ def _host_context(
         "rpc_listen": _hostport(h.address, RPC_HTTP_PORT),
         "children": h.kamailio.children,
         "listens": listens,
+        "keepalive": model.calls.keepalive,
     }
 
 
@@ -557,6 +558,8 @@ def _outbound_items(trunk: Trunk, tid: int) -> list[tuple[str, str | int]]:
         (f"{tid}.t38", int(trunk.t38)),
         (f"{tid}.early", trunk.max_early_dialogs or 0),
         (f"{tid}.cid", trunk.caller_id.policy),
+        # dialog keepalives toward the trunk's side of its calls (route KEEPALIVE)
+        (f"{tid}.ka", int(trunk.keepalive)),
     ]
     if trunk.caller_id.number:
         items.append((f"{tid}.cn", trunk.caller_id.number))
@@ -717,6 +720,7 @@ class _EdgeData:
                 (f"{tid}.name", name),
                 (f"{tid}.local", 0),
                 (f"{tid}.via", self.site_set[site]),
+                (f"{tid}.ka", int(self.model.trunks[name].keepalive)),
                 (f"n.{name}", tid),
             ]
         return items

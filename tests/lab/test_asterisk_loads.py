@@ -508,25 +508,44 @@ def test_outbound_session_timer_reduced_at_the_edge_is_refreshed(pbx: AsteriskUn
     the edge) is taken and refreshed by the PBX before it runs out, and the call stays up.
     """
     edge = pbx.addresses["edge-central"]
-    responder = subprocess.Popen(
-        [
-            "ip", "netns", "exec", pbx.netns, sys.executable, "-c", TIMER_RESPONDER, edge,
-            "itsp-a", "75", "90",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        pbx.rx("pjsip qualify siporch-edge-edge-central")
-        time.sleep(1)
-        pbx.rx("channel originate Local/+12025551234@siporch-outbound application Wait 70")
-        time.sleep(62)  # the refresh comes at half the interval (45 s)
-        channels = pbx.rx("core show channels concise")
-        assert "PJSIP/siporch-edge-edge-central" in channels, channels
-        pbx.rx("channel request hangup all")
-    finally:
-        responder.terminate()
-        out, _ = responder.communicate(timeout=10)
+    with tempfile.TemporaryDirectory(prefix="siporch-timers-") as tmp:
+        log = Path(tmp) / "responder.log"
+        with log.open("w") as sink:
+            responder = subprocess.Popen(
+                [
+                    "ip", "netns", "exec", pbx.netns, sys.executable, "-c", TIMER_RESPONDER, edge,
+                    "itsp-a", "75", "90",
+                ],
+                stdout=sink,
+                text=True,
+            )  # fmt: skip
+
+            def refreshed() -> bool:
+                # a refresh: an INVITE or UPDATE after the first one, with the 90 s interval
+                rows = [ln.split(" ", 2) for ln in log.read_text().splitlines() if ln]
+                return any(
+                    len(r) == 3
+                    and r[1] in ("INVITE", "UPDATE")
+                    and re.search(r"Session-Expires: 90", r[2], re.I)
+                    for r in rows[1:]
+                )
+
+            try:
+                pbx.rx("pjsip qualify siporch-edge-edge-central")
+                time.sleep(1)
+                pbx.rx("channel originate Local/+12025551234@siporch-outbound application Wait 70")
+                # the refresh comes at half the interval (45 s): wait for it, no longer
+                deadline = time.monotonic() + 60
+                while not refreshed() and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                assert refreshed(), log.read_text()
+                channels = pbx.rx("core show channels concise")
+                assert "PJSIP/siporch-edge-edge-central" in channels, channels
+                pbx.rx("channel request hangup all")
+            finally:
+                responder.terminate()
+                responder.wait(timeout=10)
+                out = log.read_text()
     lines = [ln.split(" ", 2) for ln in out.splitlines() if ln.strip()]
     first = next(rest for _, method, rest in lines if method == "INVITE")
     assert re.search(r"Session-Expires: 1800", first, re.I), out
