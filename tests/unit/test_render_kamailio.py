@@ -266,9 +266,9 @@ def test_weighted_route() -> None:
 def test_did_ranges_as_prefixes() -> None:
     dids = htable(render(example(), "edge-central"), "dids")
     assert dids["p+120255501/12"] == "1"
-    assert dids["1.set"] == str(
-        kamailio.SET_HOST_BASE + sorted(example().hosts).index("pbx-central") + 1
-    )
+    # hq-main goes to the PBX group central-pbx, the first member first
+    assert dids["1.set"] == str(kamailio.SET_PBX_GROUP_BASE + 1)
+    assert dids["1.alg"] == str(kamailio.DS_ALG_FAILOVER)
     assert dids["2.tid"] == "4"
     assert {k for k, v in dids.items() if v == "3" and k.startswith("p")} == {
         f"p+120655501{d}/12" for d in range(5)
