@@ -33,8 +33,9 @@ PIDFILES = {
     },
     "edge-branch": {"kamailio": "/run/kamailio/kamailio.pid"},
     "pbx-central": {"asterisk": "/var/run/asterisk/asterisk.pid"},
+    "pbx-central-2": {"asterisk": "/var/run/asterisk/asterisk.pid"},
 }
-SIPORCH_HOSTS = ("edge-central", "edge-branch", "pbx-central")
+SIPORCH_HOSTS = ("edge-central", "edge-branch", "pbx-central", "pbx-central-2")
 
 
 def _run(inv: Path, playbook: str = "deploy-trunk.yml", **kw: Any) -> runner.RunResult:
@@ -168,6 +169,7 @@ def test_adding_a_peer_reloads_dispatcher_only(
     }
     assert not reloads["edge-branch"]
     assert not reloads["pbx-central"]
+    assert not reloads["pbx-central-2"]
     assert _pids(lab) == before
     assert f"sip:{NEW_PEER}:5060" in _dispatcher_uris(lab)
     assert _current(lab, EDGE) == state["r2"] != state["r1"]
