@@ -147,7 +147,7 @@ def test_operator_deploys_checks_and_rolls_back_as_a_non_root_user(
     started = time.time() - 1
 
     out = _ok(_run(installed, project, "siporch", "validate", *INVENTORY))
-    assert out.startswith("ok: ") and "3 hosts" in out, out
+    assert out.startswith("ok: ") and "4 hosts" in out, out
 
     # 2. the collection's playbook, as the operator would run it from their project
     report_file = project / "deploy-report.json"
@@ -176,7 +176,7 @@ def test_operator_deploys_checks_and_rolls_back_as_a_non_root_user(
     _assert_status(_status(installed, project), first)
     drift = _run(installed, project, "siporch", "drift", *INVENTORY, "--files-only")
     assert drift.returncode == 0, drift.stdout[-3000:] + drift.stderr[-3000:]
-    assert "no drift (3 hosts)" in drift.stdout, drift.stdout
+    assert "no drift (4 hosts)" in drift.stdout, drift.stdout
 
     # 5. a model change, deployed with siporch itself
     ck.edit_model(
