@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result: dict[str, Any] = {"number": NUMBER, "cases": {}}
     with ck.deploy_lock(wait=1800):
-        ck.ensure_deployed(kit, LAB_INV, ("edge-central", "edge-branch", "pbx-central"))
+        ck.ensure_deployed(kit, LAB_INV, ("edge-central", "edge-branch", "pbx-central", "pbx-central-2"))
         impair("--clear")
         for case in ("baseline", "timeout", "partition", "send_error", "branch_partition"):
             result["cases"][case] = run_case(kit, case, args.calls, args.wait)

@@ -118,6 +118,11 @@ def inbound(model: Model, received: str, trunk_name: str) -> RouteTrace:
             trace.destination = {
                 k: v for k, v in did.destination.model_dump().items() if v is not None
             }
+            group = did.destination.group
+            if group is not None and group in model.pbx_groups:
+                g = model.pbx_groups[group]
+                trace.destination["hosts"] = ",".join(g.hosts)
+                trace.destination["strategy"] = g.strategy
             break
     return trace
 

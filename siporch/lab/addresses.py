@@ -22,6 +22,7 @@ HOST_MAP: dict[str, str] = {
     "192.0.2.10": "198.18.0.10",  # edge-central
     "198.51.100.10": "198.18.0.11",  # edge-branch
     "192.0.2.20": "198.18.0.20",  # pbx-central
+    "192.0.2.21": "198.18.0.21",  # pbx-central-2
     "192.0.2.50": "198.18.0.50",  # pstn-gw
     "198.51.100.20": "198.18.2.20",  # pbx-remote, the branch's PBX (second address of pstn-gw)
     "203.0.113.10": "198.18.1.10",  # itsp-a1

@@ -65,6 +65,13 @@ HOSTS: tuple[LabHost, ...] = (
     ),
     LabHost("pbx-central", "198.18.0.20", ("siporch_pbx",), "pbx", "central PBX: Asterisk"),
     LabHost(
+        "pbx-central-2",
+        "198.18.0.21",
+        ("siporch_pbx",),
+        "pbx",
+        "central site's second PBX: Asterisk, the same DIDs as pbx-central",
+    ),
+    LabHost(
         "pstn-gw",
         "198.18.0.50",
         ("lab_peers",),

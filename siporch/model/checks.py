@@ -82,8 +82,31 @@ def _refs(m: Model) -> Iterator[Finding]:
             yield _warn(
                 ("trunks", name, "caller_id", "number"), "number is used only with policy 'fixed'"
             )
+    for gname, group in m.pbx_groups.items():
+        for j, h in enumerate(group.hosts):
+            if h not in hosts:
+                yield _err(
+                    ("pbx_groups", gname, "hosts", j),
+                    f"unknown host '{h}' (hosts: {_choices(hosts)})",
+                )
+            elif hosts[h].role != "pbx":
+                yield _err(
+                    ("pbx_groups", gname, "hosts", j),
+                    f"host '{h}' is an {hosts[h].role}, not a pbx",
+                )
+        if len(set(group.hosts)) != len(group.hosts):
+            yield _err(("pbx_groups", gname, "hosts"), "a host is listed twice")
+    used_groups = {d.destination.group for d in m.inbound}
+    for gname in m.pbx_groups:
+        if gname not in used_groups:
+            yield _warn(("pbx_groups", gname), "no DID points at this group")
     for i, did in enumerate(m.inbound):
         d = did.destination
+        if d.group is not None and d.group not in m.pbx_groups:
+            yield _err(
+                ("inbound", i, "destination", "group"),
+                f"unknown PBX group '{d.group}' (pbx_groups: {_choices(m.pbx_groups)})",
+            )
         if d.host is not None:
             if d.host not in hosts:
                 yield _err(

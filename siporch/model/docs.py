@@ -78,13 +78,13 @@ template brought in is reported at the line of the template. A file that cannot 
 run at the first such file; duplicate keys are all reported. Editors can check the YAML
 with the JSON Schema from `siporch schema`.
 
-Checks beyond the types: unknown references (route -> trunk, DID -> host or trunk, trunk
-and host -> site, backup site), duplicate names and YAML keys, overlapping DID ranges,
-regular expressions that do not compile or refer to missing groups, a source address
-claimed by two trunks (or by one of our own hosts), TLS listeners without certificates,
-TLS peers with no TLS listener on the edge, registration without a password, a trunk at a
-site with no edge; warnings for a branch site with no backup route (no route of the site
-uses another site's trunk), a PBX without AMI, SRTP without TLS.
+Checks beyond the types: unknown references (route -> trunk, DID -> host, group or trunk,
+PBX group -> PBX hosts, trunk and host -> site, backup site), duplicate names and YAML
+keys, overlapping DID ranges, regular expressions that do not compile or refer to missing
+groups, a source address claimed by two trunks (or by one of our own hosts), TLS listeners
+without certificates, TLS peers with no TLS listener on the edge, registration without a
+password, a trunk at a site with no edge; warnings for a branch site with no backup route
+(no route of the site uses another site's trunk), a PBX without AMI, SRTP without TLS.
 
 ## Characters refused in every field
 
@@ -125,6 +125,26 @@ fails or prints nothing, is reported with that file's name. All of these exit wi
   peers and `inbound_addresses`); the called number is translated by the trunk's `inbound`
   rules; the first `inbound` entry whose range or pattern matches decides the destination.
   Unknown sources get 403; unknown numbers 404.
+* **PBX groups** (`pbx_groups`): a DID's `destination` is one PBX `host`, or a `group` of
+  PBX hosts that all render the same dialplan for it (its `context` on every member).
+  `strategy: failover` sends each call to the first member that is up, in `hosts` order;
+  `round-robin` spreads calls over the members that are up. Either way the edge goes on
+  to the next member when one does not answer (no response within 4 s: tm's own 408),
+  answers 408 or 5xx, or cannot be sent to; a member that did not answer is skipped until
+  it answers the edge's OPTIONS probes again (the site's trunks' `probe` interval and
+  threshold; no probe answer for `threshold` probes takes it out too). The single-host
+  form (`destination: {host: pbx-central, context: ...}`) stays valid:
+
+  ```yaml
+  pbx_groups:
+    central-pbx: {hosts: [pbx-central, pbx-central-2], strategy: failover}
+  inbound:
+    - {name: hq-main, range: {start: '+12025550100', end: '+12025550199'},
+       destination: {group: central-pbx, context: from-trunk}}
+  ```
+
+  A `register` trunk is registered by one PBX only, the first by name of its site (two
+  registrations of one account would have the provider fork each call to both).
 * **Providers by name**: a peer `address` may be a host name. The edge resolves it at call
   time, never siporch at render time: a bare domain as RFC 3263 says (NAPTR, SRV by
   priority and weight, A/AAAA; the next SRV target when one does not answer), a name with

@@ -612,21 +612,40 @@ class DidRange(Strict):
         )
 
 
+class PbxGroup(Strict):
+    """PBX hosts that answer the same DIDs (each renders the same dialplan for them). The
+    edge sends a call to one member and, when it does not answer (no response, 408, 5xx,
+    or the send fails), to the next; a member that failed a call, or does not answer the
+    edge's OPTIONS probes, is skipped until it answers them again."""
+
+    hosts: list[Name] = Field(min_length=1, description="PBX hosts, in failover order")
+    strategy: Literal["failover", "round-robin"] = Field(
+        default="failover",
+        description="failover: the first member that is up takes every call; round-robin: "
+        "calls are spread over the members that are up (both go on to the next on failure)",
+    )
+
+
 class Destination(Strict):
-    """Where an inbound call goes: a context on a PBX host, or a direct connection."""
+    """Where an inbound call goes: a context on a PBX host or on a PBX group, or a direct
+    connection."""
 
     host: Name | None = Field(default=None, description="a PBX host")
+    group: Name | None = Field(
+        default=None, description="a PBX group (`pbx_groups`), instead of one host"
+    )
     context: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,79}$")] | None = Field(
-        default=None, description="Asterisk dialplan context on that host"
+        default=None, description="Asterisk dialplan context on that host (every group member)"
     )
     trunk: Name | None = Field(default=None, description="a `direct` trunk to relay to")
 
     @model_validator(mode="after")
     def _one(self) -> Destination:
-        if (self.host is None) == (self.trunk is None):
-            raise ValueError("give either host (with context) or trunk")
-        if self.host is not None and self.context is None:
-            raise ValueError("a host destination needs a context")
+        given = [x for x in (self.host, self.group, self.trunk) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of host or group (with context), or trunk")
+        if (self.host is not None or self.group is not None) and self.context is None:
+            raise ValueError("a host or group destination needs a context")
         if self.trunk is not None and self.context is not None:
             raise ValueError("a trunk destination takes no context")
         return self
@@ -833,6 +852,11 @@ class Model(Strict):
     sites: dict[Name, Site] = Field(min_length=1)
     hosts: dict[Name, Host] = Field(min_length=1)
     trunks: dict[Name, Trunk] = Field(default_factory=dict)
+    pbx_groups: dict[Name, PbxGroup] = Field(
+        default_factory=dict,
+        description="PBX hosts that share DIDs, with failover between them (a DID's "
+        "`destination.group`)",
+    )
     inbound: list[Did] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
     security: Security = Field(default_factory=Security)
@@ -843,6 +867,14 @@ class Model(Strict):
         return [
             n for n, h in self.hosts.items() if h.role == role and (site is None or h.site == site)
         ]
+
+    def destination_hosts(self, destination: Destination) -> list[str]:
+        """The PBX hosts of a DID's destination, in failover order (empty for a trunk)."""
+        if destination.host is not None:
+            return [destination.host]
+        if destination.group is not None and destination.group in self.pbx_groups:
+            return list(self.pbx_groups[destination.group].hosts)
+        return []
 
     def routes_for_site(self, site: str) -> list[Route]:
         return [r for r in self.routes if not r.sites or site in r.sites]

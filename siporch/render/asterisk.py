@@ -469,11 +469,12 @@ def _edge_endpoint(
 
 
 def _registering_pbx(model: Model, trunk: Trunk) -> list[str]:
-    """PBX hosts that keep a `register` trunk registered: those of the trunk's site, else
-    the first PBX host by name (one registration per trunk and PBX)."""
-    own = model.hosts_with_role("pbx", trunk.site)
+    """The PBX host that keeps a `register` trunk registered: the first by name of the
+    trunk's site, else the first by name (one registration per trunk: two PBXs of a site
+    registering the same account would have the provider fork each call to both)."""
+    own = sorted(model.hosts_with_role("pbx", trunk.site))
     if own:
-        return own
+        return own[:1]
     every = sorted(model.hosts_with_role("pbx"))
     return every[:1]
 
@@ -525,7 +526,7 @@ def _dids(model: Model, host: str) -> tuple[list[DidView], list[DidView], list[s
     contexts: list[str] = []
     for did in model.inbound:
         dest = did.destination
-        if dest.host != host:
+        if host not in model.destination_hosts(dest):
             continue
         assert dest.context is not None
         if dest.context not in contexts:

@@ -57,6 +57,12 @@ RELOADS: list[tuple[str, str]] = [
     ("kamailio/db/version", "none"),
 ]
 
+#: Dispatcher algorithms of a DID's PBX set (htable dids ``<i>.alg``): the first member
+#: that is up (by priority), or round-robin over the members that are up.
+DS_ALG_FAILOVER = 8
+DS_ALG_ROUND_ROBIN = 4
+DS_ALGORITHMS = {"failover": DS_ALG_FAILOVER, "round-robin": DS_ALG_ROUND_ROBIN}
+
 # Numbering shared with kamailio.cfg. kamailio.cfg holds none of these numbers, only the
 # names CFG_DEFINES gives them in host.cfg.
 GROUP_LOCAL_PBX = 1_000_001  #: permissions group of this site's PBX hosts
@@ -66,6 +72,7 @@ GROUP_MANAGEMENT = 1_000_009  #: who may use JSON-RPC over HTTP: loopback + AMI 
 RPC_HTTP_PORT = 5071  #: JSON-RPC over HTTP: http://<edge address>:5071/RPC
 SET_HOST_BASE = 1_000_000  #: dispatcher set of a PBX host: base + position in sorted host names
 SET_SITE_EDGES_BASE = 2_000_000  #: dispatcher set of a site's edges: base + position of the site
+SET_PBX_GROUP_BASE = 3_000_000  #: dispatcher set of a PBX group: base + position in sorted names
 DP_NORMALIZE = 1
 DP_ROUTES = 2
 DP_DID_PATTERNS = 3
@@ -592,6 +599,9 @@ class _EdgeData:
         self.host_set = {n: SET_HOST_BASE + i for i, n in enumerate(hosts, 1)}
         self.site_set = {n: SET_SITE_EDGES_BASE + i for i, n in enumerate(sorted(model.sites), 1)}
         self.probe = _edge_probe(model, self.site)  # every local trunk's site
+        self.group_set = {
+            n: SET_PBX_GROUP_BASE + i for i, n in enumerate(sorted(model.pbx_groups), 1)
+        }
 
     # -- permissions
     def address_rows(self) -> list[Row]:
@@ -639,6 +649,14 @@ class _EdgeData:
             if h.role != "pbx":
                 continue
             rows.append((self.host_set[name], self._host_uri(h), 8, 1, "", name))
+        # a PBX group: its members, the first one with the highest priority (probed, 8)
+        for gname in sorted(self.model.pbx_groups):
+            members = self.model.pbx_groups[gname].hosts
+            for pos, name in enumerate(members):
+                h = self.model.hosts[name]
+                rows.append(
+                    (self.group_set[gname], self._host_uri(h), 8, len(members) - pos, "", name)
+                )
         for site in sorted(self._remote_sites()):
             edges = self.model.hosts_with_role("edge", site)
             for pos, e in enumerate(edges):
@@ -800,6 +818,19 @@ class _EdgeData:
             dest = d.destination
             if dest.trunk is not None:
                 items.append((f"{i}.tid", self.ids[dest.trunk]))
+            elif dest.group is not None:
+                group = self.model.pbx_groups.get(dest.group)
+                if group is None:
+                    raise KamailioRenderError(
+                        f"inbound.{d.name}: destination group '{dest.group}' is not a PBX group"
+                    )
+                for member in group.hosts:
+                    if self.model.hosts[member].role != "pbx":
+                        raise KamailioRenderError(
+                            f"pbx_groups.{dest.group}: host '{member}' is not a pbx host"
+                        )
+                items.append((f"{i}.set", self.group_set[dest.group]))
+                items.append((f"{i}.alg", DS_ALGORITHMS[group.strategy]))
             else:
                 assert dest.host is not None
                 if self.model.hosts[dest.host].role != "pbx":
@@ -807,6 +838,7 @@ class _EdgeData:
                         f"inbound.{d.name}: destination host '{dest.host}' is not a pbx host"
                     )
                 items.append((f"{i}.set", self.host_set[dest.host]))
+                items.append((f"{i}.alg", DS_ALG_FAILOVER))
             if d.range is not None:
                 start, end = d.range.start, d.range.end
                 suffix = f"/{len(start)}"

@@ -36,7 +36,7 @@ UAC_PORT = 25070  # callers placed from pbx-central's namespace stay off Asteris
 def kit(lab: Any) -> Iterator[ck.Lab]:
     k = ck.Lab(lab)
     with ck.deploy_lock(wait=2400):
-        ck.ensure_deployed(k, lab.inventory, ("edge-central", "edge-branch", "pbx-central"))
+        ck.ensure_deployed(k, lab.inventory, ("edge-central", "edge-branch", "pbx-central", "pbx-central-2"))
         subprocess.run(["siporch", "lab", "impair", "--clear"], capture_output=True, timeout=60)
         try:
             yield k

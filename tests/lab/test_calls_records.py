@@ -41,7 +41,7 @@ def kit(lab: Any) -> Iterator[ck.Lab]:
 
         os.environ["SIPORCH_DEPLOY_LOCK"] = token
         try:
-            ck.ensure_deployed(k, lab.inventory, ("edge-central", "edge-branch", "pbx-central"))
+            ck.ensure_deployed(k, lab.inventory, ("edge-central", "edge-branch", "pbx-central", "pbx-central-2"))
             subprocess.run(["siporch", "lab", "impair", "--clear"], capture_output=True, timeout=60)
             yield k
         finally:

@@ -40,8 +40,9 @@ PIDFILES = {
     },
     "edge-branch": {"kamailio": "/run/kamailio/kamailio.pid"},
     "pbx-central": {"asterisk": "/var/run/asterisk/asterisk.pid"},
+    "pbx-central-2": {"asterisk": "/var/run/asterisk/asterisk.pid"},
 }
-SIPORCH_HOSTS = ("edge-central", "edge-branch", "pbx-central")
+SIPORCH_HOSTS = ("edge-central", "edge-branch", "pbx-central", "pbx-central-2")
 
 
 def _run(inv: Path, playbook: str = "deploy-trunk.yml", **kw: Any) -> runner.RunResult:
@@ -251,6 +252,7 @@ def test_adding_a_peer_reloads_dispatcher_only(lab: Any, on_base: Model, peer: M
     }
     assert not reloads["edge-branch"]
     assert not reloads["pbx-central"]
+    assert not reloads["pbx-central-2"]
     assert _pids(lab) == before
     assert f"sip:{NEW_PEER}:5060" in _dispatcher_uris(lab)
     assert _current(lab, EDGE) == peer.release != on_base.release

@@ -34,7 +34,7 @@ from siporch.lab.spec import LabPaths
 
 pytestmark = pytest.mark.lab
 
-HOSTS = ("edge-central", "edge-branch", "pbx-central")
+HOSTS = ("edge-central", "edge-branch", "pbx-central", "pbx-central-2")
 INVENTORY = ("-i", "hosts.ini", "-i", "pbx.ini")
 NEW_PEER = "198.18.1.12"  # no host answers there: the edge's dispatcher probes it down
 
@@ -60,9 +60,11 @@ def _write_project(lab: Any, root: Path, addresses: dict[str, str]) -> None:
     )
     (root / "pbx.ini").write_text(
         f"[siporch_pbx]\npbx-central ansible_host={addresses['pbx-central']}\n"
+        f"pbx-central-2 ansible_host={addresses['pbx-central-2']}\n"
     )
     (root / "host_vars").mkdir()
-    (root / "host_vars" / "pbx-central.yml").write_text("siporch_process_manager: systemd\n")
+    for pbx in ("pbx-central", "pbx-central-2"):
+        (root / "host_vars" / f"{pbx}.yml").write_text("siporch_process_manager: systemd\n")
     # every host becomes root (the controller's own plays never do)
     (root / "group_vars" / "all" / "operator.yml").write_text(
         "ansible_become: true\n"
@@ -145,7 +147,7 @@ def test_operator_deploys_checks_and_rolls_back_as_a_non_root_user(
     started = time.time() - 1
 
     out = _ok(_run(installed, project, "siporch", "validate", *INVENTORY))
-    assert out.startswith("ok: ") and "3 hosts" in out, out
+    assert out.startswith("ok: ") and "4 hosts" in out, out
 
     # 2. the collection's playbook, as the operator would run it from their project
     report_file = project / "deploy-report.json"
@@ -174,7 +176,7 @@ def test_operator_deploys_checks_and_rolls_back_as_a_non_root_user(
     _assert_status(_status(installed, project), first)
     drift = _run(installed, project, "siporch", "drift", *INVENTORY, "--files-only")
     assert drift.returncode == 0, drift.stdout[-3000:] + drift.stderr[-3000:]
-    assert "no drift (3 hosts)" in drift.stdout, drift.stdout
+    assert "no drift (4 hosts)" in drift.stdout, drift.stdout
 
     # 5. a model change, deployed with siporch itself
     ck.edit_model(

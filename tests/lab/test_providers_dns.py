@@ -39,7 +39,7 @@ FAILOVER_TIMEOUT_S = 10  # the route's failover_timeout (model default)
 def kit(lab: Any) -> Iterator[ck.Lab]:
     k = ck.Lab(lab)
     with ck.deploy_lock(wait=2400):
-        ck.ensure_deployed(k, lab.inventory, ("edge-central", "edge-branch", "pbx-central"))
+        ck.ensure_deployed(k, lab.inventory, ("edge-central", "edge-branch", "pbx-central", "pbx-central-2"))
         _clear_impair()
         dns.reset()
         try:
@@ -200,4 +200,4 @@ def test_tls_name_mismatch_fails_the_call(kit: ck.Lab, lab: Any) -> None:
             codes = _call(kit, wait=6)
             assert 200 in codes and 407 not in codes, codes
         finally:
-            ck.ensure_deployed(kit, lab.inventory, ("edge-central", "edge-branch", "pbx-central"))
+            ck.ensure_deployed(kit, lab.inventory, ("edge-central", "edge-branch", "pbx-central", "pbx-central-2"))

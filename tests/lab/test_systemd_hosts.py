@@ -21,11 +21,12 @@ from siporch.lab.spec import HOSTS, LabPaths
 
 pytestmark = pytest.mark.lab
 
-SYSTEMD_HOSTS = ("edge-central", "edge-branch", "pbx-central")
+SYSTEMD_HOSTS = ("edge-central", "edge-branch", "pbx-central", "pbx-central-2")
 UNITS = {
     "edge-central": ("kamailio.service", "rtpengine-daemon.service"),
     "edge-branch": ("kamailio.service", "rtpengine-daemon.service"),
     "pbx-central": ("asterisk.service",),
+    "pbx-central-2": ("asterisk.service",),
 }
 
 

@@ -22,7 +22,7 @@ from siporch.hosts import select
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "inventory" / "example"
-ALL = ["edge-central", "edge-branch", "pbx-central"]
+ALL = ["edge-central", "edge-branch", "pbx-central", "pbx-central-2"]
 
 #: Commands that read the inventory (``-i``); those that reach hosts take ``--limit`` too.
 INVENTORY = ["validate", "render", "diff", "route", "call", "deploy", "releases", "rollback",
@@ -123,7 +123,7 @@ def test_status_limit_filters_the_hosts_looked_at() -> None:
     topo = from_inventory(EXAMPLE, vault, limit="siporch_edge:!edge-branch")
     assert [e.name for e in topo.edges] == ["edge-central"] and not topo.pbxs
     topo = from_inventory(EXAMPLE, vault, limit="pbx-*")
-    assert [p.name for p in topo.pbxs] == ["pbx-central"] and not topo.edges
+    assert [p.name for p in topo.pbxs] == ["pbx-central", "pbx-central-2"] and not topo.edges
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:

@@ -141,7 +141,7 @@ def test_collection_deploy_renders_then_handles_unreachable_hosts(
         "all": {
             "children": {
                 "siporch_edge": {"hosts": {"edge-central": None, "edge-branch": None}},
-                "siporch_pbx": {"hosts": {"pbx-central": None}},
+                "siporch_pbx": {"hosts": {"pbx-central": None, "pbx-central-2": None}},
             },
             "vars": {
                 "ansible_host": "127.0.0.1",
@@ -171,7 +171,12 @@ def test_collection_deploy_renders_then_handles_unreachable_hosts(
     assert len(releases) == 1 and (releases[0] / "manifest.json").is_file(), out
     data = json.loads(report.read_text())
     assert data["check_mode"] is True
-    assert {h["host"] for h in data["hosts"]} == {"edge-central", "edge-branch", "pbx-central"}
+    assert {h["host"] for h in data["hosts"]} == {
+        "edge-central",
+        "edge-branch",
+        "pbx-central",
+        "pbx-central-2",
+    }
     for h in data["hosts"]:
         assert h["failure"]["reason"].startswith("unreachable"), h
 

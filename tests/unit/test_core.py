@@ -58,7 +58,7 @@ def test_manifests_round_trip_byte_for_byte(release_dir) -> None:  # type: ignor
     assert raw == json.dumps(json.loads(raw), indent=2, sort_keys=True) + "\n"
     m = Manifest.loads(raw)
     assert m.dumps() == raw
-    assert set(m.hosts) == {"edge-central", "edge-branch", "pbx-central"}
+    assert set(m.hosts) == {"edge-central", "edge-branch", "pbx-central", "pbx-central-2"}
     for host in m.hosts:
         host_raw = (rel.path / host / "manifest.json").read_text()
         hm = HostManifest.loads(host_raw)

@@ -127,7 +127,9 @@ def test_dispatcher_table_parsed(rendered: dict[str, dict[str, bytes]]) -> None:
     assert DispatcherEntry(1, "sip:203.0.113.10:5060;transport=udp", "itsp-a") in table
     assert DispatcherEntry(1000003, "sip:192.0.2.20:5060;transport=udp", "pbx-central") in table
     assert DispatcherEntry(10, "sip:itsp-c.example", "itsp-c") in table
-    assert len(table) == 6
+    # the PBX group central-pbx: set 3000001, both PBXs
+    assert DispatcherEntry(3000001, "sip:192.0.2.21:5060;transport=udp", "pbx-central-2") in table
+    assert len(table) == 9
     assert drift.parse_dispatcher_table("") == []
     with pytest.raises(drift.DriftError):
         drift.parse_dispatcher_table("a(int) b(string)\n1:x\n")

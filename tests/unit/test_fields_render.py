@@ -257,10 +257,10 @@ def _candidates(
 # Fields no single change can make valid: (before, after) models differing in that field.
 def _host_role(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     before = copy.deepcopy(data)
-    before["hosts"]["extra"] = {"site": "central", "role": "pbx", "address": "192.0.2.21"}
+    before["hosts"]["extra"] = {"site": "central", "role": "pbx", "address": "192.0.2.22"}
     after = copy.deepcopy(data)
     extra = copy.deepcopy(data["hosts"]["edge-central"])
-    after["hosts"]["extra"] = {**extra, "address": "192.0.2.21"}
+    after["hosts"]["extra"] = {**extra, "address": "192.0.2.22"}
     return before, after
 
 
@@ -268,7 +268,11 @@ def _destination(field: str) -> Callable[[dict[str, Any]], tuple[dict[str, Any],
     def change(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         after = copy.deepcopy(data)
         if field == "host":  # a DID to a PBX goes to the direct trunk instead
+            data = copy.deepcopy(data)
+            data["inbound"][0]["destination"] = {"host": "pbx-central", "context": "from-trunk"}
             after["inbound"][0]["destination"] = {"trunk": "pstn-gw"}
+        elif field == "group":  # a DID to the PBX group goes to one of its hosts instead
+            after["inbound"][0]["destination"] = {"host": "pbx-central", "context": "from-trunk"}
         else:  # the DID to the direct trunk goes to a PBX instead
             after["inbound"][1]["destination"] = {"host": "pbx-central", "context": "fax"}
         return data, after
@@ -334,6 +338,7 @@ SPECIAL: dict[str, Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, An
     "Records.postgresql": _records_server,
     "Host.role": _host_role,
     "Destination.host": _destination("host"),
+    "Destination.group": _destination("group"),
     "Destination.trunk": _destination("trunk"),
     "IpAuth.type": _auth_type("register"),
     "RegisterAuth.type": _auth_type("ip"),

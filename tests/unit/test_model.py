@@ -86,13 +86,53 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ),
     (
         "DID to unknown host",
-        lambda m: m["inbound"][0]["destination"].update(host="pbx-9"),
+        lambda m: m["inbound"][0].update(destination={"host": "pbx-9", "context": "x"}),
         "inbound[0].destination.host: unknown host 'pbx-9'",
     ),
     (
         "DID to an edge",
-        lambda m: m["inbound"][0]["destination"].update(host="edge-central"),
+        lambda m: m["inbound"][0].update(destination={"host": "edge-central", "context": "x"}),
         "inbound[0].destination.host: host 'edge-central' is an edge, not a pbx",
+    ),
+    (
+        "DID to unknown PBX group",
+        lambda m: m["inbound"][0]["destination"].update(group="pbx-9"),
+        "inbound[0].destination.group: unknown PBX group 'pbx-9' (pbx_groups: central-pbx)",
+    ),
+    (
+        "DID to a host and a group",
+        lambda m: m["inbound"][0]["destination"].update(host="pbx-central"),
+        "inbound[0].destination: give exactly one of host or group (with context), or trunk",
+    ),
+    (
+        "DID to a group without context",
+        lambda m: m["inbound"][0]["destination"].pop("context"),
+        "inbound[0].destination: a host or group destination needs a context",
+    ),
+    (
+        "PBX group with an edge",
+        lambda m: m["pbx_groups"]["central-pbx"]["hosts"].append("edge-central"),
+        "pbx_groups.central-pbx.hosts[2]: host 'edge-central' is an edge, not a pbx",
+    ),
+    (
+        "PBX group with an unknown host",
+        lambda m: m["pbx_groups"]["central-pbx"]["hosts"].insert(0, "pbx-9"),
+        "pbx_groups.central-pbx.hosts[0]: unknown host 'pbx-9'",
+    ),
+    (
+        "PBX group with a host twice",
+        lambda m: m["pbx_groups"]["central-pbx"]["hosts"].append("pbx-central"),
+        "pbx_groups.central-pbx.hosts: a host is listed twice",
+    ),
+    (
+        "PBX group without hosts",
+        lambda m: m["pbx_groups"]["central-pbx"].update(hosts=[]),
+        "pbx_groups.central-pbx.hosts:",
+    ),
+    (
+        "PBX group strategy",
+        lambda m: m["pbx_groups"]["central-pbx"].update(strategy="random"),
+        "pbx_groups.central-pbx.strategy: must be 'failover' or 'round-robin'",
     ),
     (
         "DID to unknown trunk",

@@ -285,6 +285,7 @@ def write_ini(inv: Path, edge_branch: str = "198.51.100.10") -> None:
         f"edge-branch ansible_host={edge_branch}\n"
         "[siporch_pbx]\n"
         "pbx-central ansible_host=192.0.2.20\n"
+        "pbx-central-2 ansible_host=192.0.2.21\n"
         "[all:vars]\n"
         "ansible_user=siporch\n"
     )
@@ -303,14 +304,22 @@ def test_ini_inventory_as_directory_file_or_several_files(tmp_path: Path) -> Non
     (inv / "edges.ini").write_text(text.split("[siporch_pbx]")[0])
     (inv / "pbx.yml").write_text(
         yaml.safe_dump(
-            {"siporch_pbx": {"hosts": {"pbx-central": {"ansible_host": "192.0.2.20"}}}}
+            {
+                "siporch_pbx": {
+                    "hosts": {
+                        "pbx-central": {"ansible_host": "192.0.2.20"},
+                        "pbx-central-2": {"ansible_host": "192.0.2.21"},
+                    }
+                }
+            }
         )
     )
     both = load_model([inv / "edges.ini", inv / "pbx.yml"])
     assert both.model_hash == expected and both.inventories == (inv / "edges.ini", inv / "pbx.yml")
     with pytest.raises(ModelError) as exc:
         load_model(inv / "edges.ini")
-    (p,) = exc.value.problems
+    p, p2 = exc.value.problems
+    assert p2.path == "hosts.pbx-central-2"
     assert p.path == "hosts.pbx-central"
     assert "host 'pbx-central' is not in the inventory" in p.message
     assert str(inv / "edges.ini") in p.message  # names the inventory...
@@ -360,7 +369,7 @@ def test_group_host_not_in_model_and_configurable_groups(tmp_path: Path) -> None
     inv = example_copy(tmp_path)
     hosts = yaml.safe_load((inv / "hosts.yml").read_text())
     groups = hosts["all"]["children"]
-    groups["siporch_pbx"]["hosts"]["pbx-spare"] = {"ansible_host": "192.0.2.21"}
+    groups["siporch_pbx"]["hosts"]["pbx-spare"] = {"ansible_host": "192.0.2.22"}
     (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
     with pytest.raises(ModelError) as exc:
         load_model(inv)
@@ -369,7 +378,8 @@ def test_group_host_not_in_model_and_configurable_groups(tmp_path: Path) -> None
     ]
     # other group names, set in the inventory
     groups["sip_edges"] = groups.pop("siporch_edge")
-    groups["pbxs"] = {"hosts": {"pbx-central": groups.pop("siporch_pbx")["hosts"]["pbx-central"]}}
+    pbxs = groups.pop("siporch_pbx")["hosts"]
+    groups["pbxs"] = {"hosts": {h: pbxs[h] for h in ("pbx-central", "pbx-central-2")}}
     (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
     with pytest.raises(ModelError) as exc:
         load_model(inv)
@@ -424,7 +434,9 @@ def test_cli_takes_files_and_several_inventories(tmp_path: Path) -> None:
     text = (inv / "hosts.ini").read_text()
     (inv / "hosts.ini").unlink()
     (inv / "edges.ini").write_text(text.split("[siporch_pbx]")[0])
-    (inv / "pbx.ini").write_text("[siporch_pbx]\npbx-central ansible_host=192.0.2.20\n")
+    (inv / "pbx.ini").write_text(
+        "[siporch_pbx]\npbx-central ansible_host=192.0.2.20\npbx-central-2 ansible_host=192.0.2.21\n"
+    )
     code, err = validate(inv / "edges.ini", "-i", str(inv / "pbx.ini"))
     assert code == 0, err
     code, err = validate(inv / "edges.ini")
@@ -447,7 +459,7 @@ def test_the_lab_inventory_passes_the_host_cross_check(tmp_path: Path) -> None:
     paths = LabPaths(state=tmp_path / "state", cache=tmp_path / "cache")
     lab = write_inventory(example, tmp_path / "inventory" / "lab", paths)
     loaded = load_model(lab)  # hosts.yml, lab.json (a JSON inventory), lab_peers
-    assert set(loaded.model.hosts) == {"edge-central", "edge-branch", "pbx-central"}
+    assert set(loaded.model.hosts) == {"edge-central", "edge-branch", "pbx-central", "pbx-central-2"}
     hosts = inventory_hosts(lab)
     for name, host in loaded.model.hosts.items():
         assert hosts[name]["ansible_host"] == str(host.address)

@@ -266,9 +266,9 @@ def test_weighted_route() -> None:
 def test_did_ranges_as_prefixes() -> None:
     dids = htable(render(example(), "edge-central"), "dids")
     assert dids["p+120255501/12"] == "1"
-    assert dids["1.set"] == str(
-        kamailio.SET_HOST_BASE + sorted(example().hosts).index("pbx-central") + 1
-    )
+    # hq-main goes to the PBX group central-pbx, the first member first
+    assert dids["1.set"] == str(kamailio.SET_PBX_GROUP_BASE + 1)
+    assert dids["1.alg"] == str(kamailio.DS_ALG_FAILOVER)
     assert dids["2.tid"] == "4"
     assert {k for k, v in dids.items() if v == "3" and k.startswith("p")} == {
         f"p+120655501{d}/12" for d in range(5)
@@ -595,3 +595,50 @@ def test_kamailio_cfg_takes_the_shared_numbers_from_host_cfg_only() -> None:
     groups = (kamailio.GROUP_LOCAL_PBX, kamailio.GROUP_EDGE, kamailio.GROUP_OTHER_PBX)
     assert min(*groups, kamailio.GROUP_MANAGEMENT) > kamailio.MAX_TRUNK_ID
     assert kamailio.MAX_TRUNK_ID < kamailio.SET_HOST_BASE < kamailio.SET_SITE_EDGES_BASE
+
+
+def test_pbx_group_is_one_dispatcher_set_with_failover_order() -> None:
+    """A DID to a PBX group: the group's dispatcher set holds its members, the first with
+    the highest priority, probed; the DID names the set and the algorithm (8 = the first
+    member up, 4 = round-robin); a DID to one host keeps that host's own set."""
+    data = variant().model_dump(mode="json")
+    data["pbx_groups"]["central-pbx"]["hosts"] = ["pbx-central-2", "pbx-central"]
+    data["pbx_groups"]["spread"] = {"hosts": ["pbx-central", "pbx-central-2"], "strategy": "round-robin"}
+    data["inbound"][0]["destination"] = {"group": "spread", "context": "from-trunk"}
+    data["inbound"][2]["destination"] = {"host": "pbx-central-2", "context": "from-trunk-branch"}
+    data["inbound"].append(
+        {"name": "hq-sales", "pattern": r"^\+1202555030\d$",
+         "destination": {"group": "central-pbx", "context": "sales"}}
+    )  # fmt: skip
+    model = Model.model_validate(data)
+    files = render(model, "edge-central")
+    dids = htable(files, "dids")
+    central, spread = kamailio.SET_PBX_GROUP_BASE + 1, kamailio.SET_PBX_GROUP_BASE + 2
+    assert (dids["1.set"], dids["1.alg"]) == (str(spread), str(kamailio.DS_ALG_ROUND_ROBIN))
+    host_set = kamailio.SET_HOST_BASE + sorted(model.hosts).index("pbx-central-2") + 1
+    assert (dids["3.set"], dids["3.alg"]) == (str(host_set), str(kamailio.DS_ALG_FAILOVER))
+    assert (dids["4.set"], dids["4.alg"]) == (str(central), str(kamailio.DS_ALG_FAILOVER))
+    rows = [re.split(r"(?<!\\):", r) for r in files["kamailio/db/dispatcher"].splitlines()[1:]]
+    members = [(r[2].replace("\\:", ":"), r[3], r[4], r[6]) for r in rows if r[1] == str(central)]
+    assert members == [
+        ("sip:192.0.2.21:5060;transport=udp", "8", "2", "pbx-central-2"),
+        ("sip:192.0.2.20:5060;transport=udp", "8", "1", "pbx-central"),
+    ]
+    assert [r[6] for r in rows if r[1] == str(spread)] == ["pbx-central", "pbx-central-2"]
+
+
+def test_every_pbx_of_a_group_renders_the_dids_and_one_registers() -> None:
+    """Each member of a DID's PBX group gets the DID's dialplan; a `register` trunk is
+    registered by one PBX of its site only (the first by name)."""
+    from siporch.render import asterisk
+
+    model = example()
+    one = asterisk.render(model, "pbx-central")
+    two = asterisk.render(model, "pbx-central-2")
+    ext = f"asterisk/{asterisk.EXTENSIONS_FILE}"
+    assert "+12025550100" in one[ext] or "_+120255501XX" in one[ext]
+    dial = [line for line in one[ext].splitlines() if "from-trunk" in line]
+    assert dial and dial == [line for line in two[ext].splitlines() if "from-trunk" in line]
+    pjsip = f"asterisk/{asterisk.PJSIP_FILE}"
+    assert "type = registration" in one[pjsip]
+    assert "type = registration" not in two[pjsip]
