@@ -13,12 +13,17 @@ import importlib.util
 import logging
 import os
 import sys
+import warnings
 from typing import Any
 
 import click
 
 from siporch import __version__
 from siporch.errors import ModelError, SiporchError
+
+# ansible-core's SSH agent support imports DSA from cryptography, which newer cryptography
+# releases warn about on every import: noise on stderr that says nothing about the run.
+warnings.filterwarnings("ignore", message="DSA is deprecated")
 
 COMMANDS: dict[str, str] = {
     "init": "Write a starting inventory: one site, edge, PBX and ITSP trunk.",

@@ -124,8 +124,8 @@ def _models(lab: Any, tmp: Path) -> list[Path]:
 
     def to_reception(m: dict[str, Any]) -> None:
         for did in m["inbound"]:
-            if did["name"] == "hq-main":
-                did["destination"]["context"] = SITE_RECEPTION
+            if did["name"] == "hq-main":  # the site's context is on this PBX only
+                did["destination"] = {"host": PBX, "context": SITE_RECEPTION}
 
     def limit(m: dict[str, Any]) -> None:
         m["trunks"]["itsp-a"]["max_channels"] = 31
