@@ -43,109 +43,57 @@ RECORDS_DIR = "/var/lib/siporch/records"
 RECORDS_DB = "records.sqlite"
 SCHEMA_VERSION = 1
 
+# Columns of the two tables, each "name kind" (kind "real" for seconds and durations).
+_CALL_COLUMNS = (
+    "start_time text", "end_time text", "duration real", "callid text", "edge text",
+    "direction text", "trunk text", "peer text", "source text", "calling text", "called text",
+    "code int", "reason text", "setup real", "ring real", "answer real", "legs int",
+    "release text",
+)  # fmt: skip
+_LEG_COLUMNS = (
+    "method text", "from_tag text", "to_tag text", "callid text", "sip_code text",
+    "sip_reason text", "time text", "ts real", "edge text", "direction text", "trunk text",
+    "peer text", "calling text", "called text", "leg int", "release text",
+)  # fmt: skip
+
+
+def _schema(postgres: bool) -> str:
+    """The tables' DDL for SQLite (one file per edge) or PostgreSQL (one database for every
+    edge, each row naming its edge, so indexes lead with the edge). Idempotent."""
+    kinds = {"text": "TEXT", "int": "INTEGER", "real": "DOUBLE PRECISION" if postgres else "REAL"}
+    key = "BIGSERIAL PRIMARY KEY" if postgres else "INTEGER PRIMARY KEY AUTOINCREMENT"
+
+    def table(name: str, columns: tuple[str, ...]) -> str:
+        cols = [f"    id {key}"] + [
+            f"    {c} {kinds[k]}" for c, k in (col.split() for col in columns)
+        ]
+        return f"CREATE TABLE IF NOT EXISTS {name} (\n" + ",\n".join(cols) + "\n);\n"
+
+    def index(name: str, table_name: str, columns: str) -> str:
+        return f"CREATE INDEX IF NOT EXISTS {name} ON {table_name} ({columns});\n"
+
+    out = "" if postgres else "PRAGMA journal_mode=WAL;\n"
+    out += table("calls", _CALL_COLUMNS) + index("calls_setup", "calls", "setup")
+    if postgres:
+        out += index("calls_edge_setup", "calls", "edge, setup")
+    out += table("legs", _LEG_COLUMNS) + index("legs_ts", "legs", "ts")
+    if postgres:
+        out += index("legs_edge_ts", "legs", "edge, ts")
+    out += index("legs_callid", "legs", "callid")
+    out += "CREATE TABLE IF NOT EXISTS version (table_name TEXT PRIMARY KEY, table_version INTEGER);\n"
+    values = "('calls', 1), ('legs', 1)"
+    if postgres:
+        return out + f"INSERT INTO version VALUES {values} ON CONFLICT (table_name) DO NOTHING;\n"
+    return out + f"INSERT OR REPLACE INTO version VALUES {values};\n"
+
+
 # acc writes start_time, end_time and duration (CDR core) and method, from_tag, to_tag,
 # callid, sip_code, sip_reason and time (transaction core); the rest are acc extras
 # (cdr_extra / db_extra in templates/kamailio/kamailio.cfg, same names).
-SCHEMA = """\
-PRAGMA journal_mode=WAL;
-CREATE TABLE IF NOT EXISTS calls (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    start_time TEXT,
-    end_time TEXT,
-    duration REAL,
-    callid TEXT,
-    edge TEXT,
-    direction TEXT,
-    trunk TEXT,
-    peer TEXT,
-    source TEXT,
-    calling TEXT,
-    called TEXT,
-    code INTEGER,
-    reason TEXT,
-    setup REAL,
-    ring REAL,
-    answer REAL,
-    legs INTEGER,
-    release TEXT
-);
-CREATE INDEX IF NOT EXISTS calls_setup ON calls (setup);
-CREATE TABLE IF NOT EXISTS legs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    method TEXT,
-    from_tag TEXT,
-    to_tag TEXT,
-    callid TEXT,
-    sip_code TEXT,
-    sip_reason TEXT,
-    time TEXT,
-    ts REAL,
-    edge TEXT,
-    direction TEXT,
-    trunk TEXT,
-    peer TEXT,
-    calling TEXT,
-    called TEXT,
-    leg INTEGER,
-    release TEXT
-);
-CREATE INDEX IF NOT EXISTS legs_ts ON legs (ts);
-CREATE INDEX IF NOT EXISTS legs_callid ON legs (callid);
-CREATE TABLE IF NOT EXISTS version (table_name TEXT PRIMARY KEY, table_version INTEGER);
-INSERT OR REPLACE INTO version VALUES ('calls', 1), ('legs', 1);
-"""
-
-# The same tables in PostgreSQL (records.backend postgresql): one database for every edge,
-# each row naming its edge. Idempotent; applied by the kamailio_edge role with psql.
-SCHEMA_PG = """\
-CREATE TABLE IF NOT EXISTS calls (
-    id BIGSERIAL PRIMARY KEY,
-    start_time TEXT,
-    end_time TEXT,
-    duration DOUBLE PRECISION,
-    callid TEXT,
-    edge TEXT,
-    direction TEXT,
-    trunk TEXT,
-    peer TEXT,
-    source TEXT,
-    calling TEXT,
-    called TEXT,
-    code INTEGER,
-    reason TEXT,
-    setup DOUBLE PRECISION,
-    ring DOUBLE PRECISION,
-    answer DOUBLE PRECISION,
-    legs INTEGER,
-    release TEXT
-);
-CREATE INDEX IF NOT EXISTS calls_setup ON calls (setup);
-CREATE INDEX IF NOT EXISTS calls_edge_setup ON calls (edge, setup);
-CREATE TABLE IF NOT EXISTS legs (
-    id BIGSERIAL PRIMARY KEY,
-    method TEXT,
-    from_tag TEXT,
-    to_tag TEXT,
-    callid TEXT,
-    sip_code TEXT,
-    sip_reason TEXT,
-    time TEXT,
-    ts DOUBLE PRECISION,
-    edge TEXT,
-    direction TEXT,
-    trunk TEXT,
-    peer TEXT,
-    calling TEXT,
-    called TEXT,
-    leg INTEGER,
-    release TEXT
-);
-CREATE INDEX IF NOT EXISTS legs_ts ON legs (ts);
-CREATE INDEX IF NOT EXISTS legs_edge_ts ON legs (edge, ts);
-CREATE INDEX IF NOT EXISTS legs_callid ON legs (callid);
-CREATE TABLE IF NOT EXISTS version (table_name TEXT PRIMARY KEY, table_version INTEGER);
-INSERT INTO version VALUES ('calls', 1), ('legs', 1) ON CONFLICT (table_name) DO NOTHING;
-"""
+SCHEMA = _schema(postgres=False)
+# The same tables in PostgreSQL (records.backend postgresql); applied by the kamailio_edge
+# role with psql.
+SCHEMA_PG = _schema(postgres=True)
 
 RESULTS = ("answered", "failed", "busy", "cancelled")
 

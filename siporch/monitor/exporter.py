@@ -16,41 +16,11 @@ from siporch.monitor import record_metrics
 from siporch.monitor.topology import Topology
 
 
-def serve(
-    topology: Topology,
-    *,
-    addr: str,
-    port: int,
-    inventory: Inventory | None,
-    timeout: float,
-    edges: bool,
-    edge_interval: float,
-    releases: bool,
-    secret: str | None,
-    records: bool,
-    records_interval: float,
-    duration: float | None = None,
-    on_listening: Callable[[str], None] | None = None,
-) -> None:
-    """Serve ``/metrics`` on ``addr:port``; ``on_listening`` gets its URL once it listens.
-    The PBX state follows AMI events; every scrape reads it without asking the hosts."""
-    asyncio.run(
-        _serve(
-            topology,
-            addr=addr,
-            port=port,
-            inventory=inventory,
-            timeout=timeout,
-            edges=edges,
-            edge_interval=edge_interval,
-            releases=releases,
-            secret=secret,
-            records=records,
-            records_interval=records_interval,
-            duration=duration,
-            on_listening=on_listening,
-        )
-    )
+def serve(topology: Topology, **options: Any) -> None:
+    """Serve ``/metrics`` on ``addr:port`` (the keyword options of :func:`_serve`);
+    ``on_listening`` gets its URL once it listens. The PBX state follows AMI events; every
+    scrape reads it without asking the hosts."""
+    asyncio.run(_serve(topology, **options))
 
 
 async def _serve(
@@ -66,8 +36,8 @@ async def _serve(
     secret: str | None,
     records: bool,
     records_interval: float,
-    duration: float | None,
-    on_listening: Callable[[str], None] | None,
+    duration: float | None = None,
+    on_listening: Callable[[str], None] | None = None,
 ) -> None:
     from prometheus_client import start_http_server
     from prometheus_client.core import REGISTRY

@@ -16,6 +16,7 @@ from siporch.model import load_model
 from siporch.model.schema import Model
 from siporch.render import asterisk, reload_action, render_host, secret_files
 from siporch.render.asterisk import AsteriskRenderError, did_range_patterns, regex_to_posix
+from tests.unit.modelkit import example_data
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "inventory" / "example"
@@ -497,15 +498,7 @@ def test_pbx_without_ami() -> None:
 def test_edge_endpoint_offers_t38_and_the_longest_interval_of_any_trunk() -> None:
     ep = of_type(files()["asterisk/pjsip_siporch.conf"], "siporch-edge-edge-central", "endpoint")
     assert "t38_udptl" not in ep and ep["timers_sess_expires"] == ["1800"]
-    data = example().model_dump(mode="json")
-    for h in data["hosts"].values():
-        if h.get("ami"):
-            h["ami"]["secret"] = "s"
-    for t in data["trunks"].values():
-        if t["auth"]["type"] == "register":
-            t["auth"]["password"] = "p"
-        if t.get("credentials"):
-            t["credentials"]["password"] = "p"
+    data = example_data()
     data["trunks"]["itsp-a"]["t38"] = True
     data["trunks"]["itsp-a"]["session_timers"] = {"mode": "accept", "expires": 3600}
     out = asterisk.render(Model.model_validate(data), "pbx-central")

@@ -26,6 +26,7 @@ from siporch.render.kamailio import (
     route_regex,
     whole,
 )
+from tests.unit.modelkit import example_data
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "inventory" / "example"
@@ -45,15 +46,7 @@ def generated(n: int) -> Model:
 
 
 def variant(**changes: Any) -> Model:
-    data = example().model_dump(mode="json")
-    for h in data["hosts"].values():
-        if h.get("ami"):
-            h["ami"]["secret"] = "s"
-    for t in data["trunks"].values():
-        if t["auth"]["type"] == "register":
-            t["auth"]["password"] = "p"
-        if t.get("credentials"):
-            t["credentials"]["password"] = "p"
+    data = example_data()
     data.update(changes)
     return Model.model_validate(data)
 
@@ -406,15 +399,7 @@ def _trunk_keys(files: dict[str, str], table: str = "trunks") -> dict[str, str]:
 
 
 def _with_trunk(name: str, **changes: Any) -> Model:
-    data = example().model_dump(mode="json")
-    for h in data["hosts"].values():
-        if h.get("ami"):
-            h["ami"]["secret"] = "s"
-    for t in data["trunks"].values():
-        if t["auth"]["type"] == "register":
-            t["auth"]["password"] = "itsp-b-secret"
-        if t.get("credentials"):
-            t["credentials"]["password"] = "itsp-a-secret"
+    data = example_data("itsp-b-secret")
     data["trunks"][name].update(changes)
     return Model.model_validate(data)
 

@@ -15,6 +15,7 @@ from siporch.model import load_model
 from siporch.model.schema import Model
 from siporch.render import asterisk, kamailio
 from siporch.sipp import SCENARIOS, SIPP_DIR_MARK, scenario
+from tests.unit.modelkit import example_data
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "inventory" / "example"
@@ -26,15 +27,7 @@ def example() -> Model:
 
 
 def changed(edit: Any) -> Model:
-    data = example().model_dump(mode="json")
-    for h in data["hosts"].values():
-        if h.get("ami"):
-            h["ami"]["secret"] = "s"
-    for t in data["trunks"].values():
-        if t["auth"]["type"] == "register":
-            t["auth"]["password"] = "itsp-b-secret"
-        if t.get("credentials"):
-            t["credentials"]["password"] = "itsp-a-secret"
+    data = example_data("itsp-b-secret")
     edit(data)
     return Model.model_validate(data)
 
