@@ -40,6 +40,7 @@ SITE_INCLUDES = {
     "pjsip.conf": "pjsip_siporch.conf",
     "extensions.conf": "extensions_siporch.conf",
     "manager.conf": "manager_siporch.conf",
+    "cdr_sqlite3_custom.conf": "cdr_sqlite3_custom_siporch.conf",
 }
 PJSIP_TYPES = {
     "transport",
