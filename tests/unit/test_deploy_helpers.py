@@ -188,7 +188,7 @@ def _site_etc(tmp: Path, includes: bool = True) -> Path:
 
 def test_asterisk_check_tree(tmp_path: Path) -> None:
     release = _asterisk_tree(tmp_path)
-    assert "4 siporch file(s)" in ast.check_tree(release)
+    assert "5 siporch file(s)" in ast.check_tree(release)
     (release / "asterisk" / "pjsip_siporch.conf").write_text(
         "#include missing.conf\n[x]\ntype = bogus\n"
     )
