@@ -707,7 +707,14 @@ def render(model: Model, host: str) -> dict[str, str]:
             asterisk_dir=ASTERISK_DIR,
             transports_file=TRANSPORTS_FILE,
             ami_enabled=view.ami is not None,
-            cdr={"db": CDR_DB, "table": CDR_TABLE, "columns": CDR_COLUMNS, "fields": CDR_FIELDS},
+            cdr={
+                "enabled": model.records.enabled,
+                "retention_days": model.records.retention_days,
+                "db": CDR_DB,
+                "table": CDR_TABLE,
+                "columns": CDR_COLUMNS,
+                "fields": CDR_FIELDS,
+            },
         )
         for name in FILES
     }
