@@ -22,6 +22,7 @@ ACTION_ORDER = [
     "asterisk:manager reload",
     "asterisk:pjsip reload",
     "asterisk:dialplan reload",
+    "asterisk:cdr reload",
 ]
 
 _COLLECTIONS = {"sites": "site", "hosts": "host", "trunks": "trunk"}

@@ -121,6 +121,8 @@ class Call:
     legs: int
     failed_legs: list[dict[str, Any]]
     release: str
+    #: The PBX side: the Asterisk CDRs with this call's Call-ID (see :func:`join_pbx`).
+    pbx: tuple[PbxCdr, ...] = ()
 
     @property
     def result(self) -> str:
@@ -162,7 +164,100 @@ class Call:
                 for leg in self.failed_legs
             ],
             "release": self.release,
+            "pbx": [cdr.as_dict(mask) for cdr in self.pbx],
         }
+
+    @property
+    def pbx_main(self) -> PbxCdr | None:
+        """The CDR that stands for the PBX side: the answered one with the longest billsec,
+        else the last one."""
+        if not self.pbx:
+            return None
+        answered = [c for c in self.pbx if c.disposition == "ANSWERED"]
+        if answered:
+            return max(answered, key=lambda c: c.billsec)
+        return self.pbx[-1]
+
+
+@dataclass(frozen=True)
+class PbxCdr:
+    """One Asterisk CDR of siporch's CDR database on a PBX (columns of
+    ``siporch.render.asterisk.CDR_COLUMNS``)."""
+
+    host: str
+    callid: str
+    start: float | None
+    answer: float | None
+    end: float | None
+    clid: str
+    src: str
+    dst: str
+    dcontext: str
+    channel: str
+    dstchannel: str
+    lastapp: str
+    disposition: str
+    duration: int
+    billsec: int
+    accountcode: str
+    uniqueid: str
+    linkedid: str
+
+    def as_dict(self, mask: bool = False) -> dict[str, Any]:
+        m = mask_text if mask else _same
+        return {
+            "host": self.host,
+            "channel": m(self.channel),
+            "dstchannel": m(self.dstchannel),
+            "disposition": self.disposition,
+            "billsec": self.billsec,
+            "duration": self.duration,
+            "start": iso(self.start),
+            "answer": iso(self.answer),
+            "end": iso(self.end),
+            "src": mask_number(self.src) if mask else self.src,
+            "dst": mask_number(self.dst) if mask else self.dst,
+            "clid": m(self.clid),
+            "dcontext": self.dcontext,
+            "lastapp": self.lastapp,
+            "accountcode": self.accountcode,
+            "uniqueid": self.uniqueid,
+            "linkedid": self.linkedid,
+        }
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(float(v))
+    except (TypeError, ValueError):
+        return 0
+
+
+def pbx_cdr_from_row(host: str, row: dict[str, Any]) -> PbxCdr:
+    def text(k: str) -> str:
+        v = row.get(k)
+        return "" if v is None else str(v)
+
+    return PbxCdr(
+        host=host,
+        callid=text("callid"),
+        start=_float(row.get("start")),
+        answer=_float(row.get("answer")),
+        end=_float(row.get("end")),
+        clid=text("clid"),
+        src=text("src"),
+        dst=text("dst"),
+        dcontext=text("dcontext"),
+        channel=text("channel"),
+        dstchannel=text("dstchannel"),
+        lastapp=text("lastapp"),
+        disposition=text("disposition"),
+        duration=_int(row.get("duration")),
+        billsec=_int(row.get("billsec")),
+        accountcode=text("accountcode"),
+        uniqueid=text("uniqueid"),
+        linkedid=text("linkedid"),
+    )
 
 
 def result_of(code: int) -> str:
@@ -190,6 +285,20 @@ def mask_number(number: str | None) -> str:
     if len(digits) <= 5:
         return plus + "*" * len(digits)
     return plus + digits[:3] + "*" * (len(digits) - 5) + digits[-2:]
+
+
+# a run of 6 or more digits (with its '+') that does not end a channel name's "-0000001f"
+# suffix or sit in a unique id: the numbers in a channel name, a caller ID or a dial string
+_NUMBER_IN_TEXT = re.compile(r"(?<![\w.-])\+?\d{6,}(?![\d.])")
+
+
+def mask_text(text: str) -> str:
+    """``mask_number`` on every phone number inside a text (channel name, caller ID)."""
+    return _NUMBER_IN_TEXT.sub(lambda m: mask_number(m.group(0)), text) if text else text
+
+
+def _same(text: str) -> str:
+    return text
 
 
 def _float(v: Any) -> float | None:
@@ -439,6 +548,12 @@ CSV_FIELDS = (
     "legs",
     "release",
     "callid",
+    "pbx_host",
+    "pbx_channel",
+    "pbx_dstchannel",
+    "pbx_disposition",
+    "pbx_billsec",
+    "pbx_cdrs",
 )
 
 
@@ -450,6 +565,16 @@ def csv_header() -> str:
 
 def csv_row(call: Call, mask: bool = False) -> str:
     d = call.as_dict(mask)
+    main = call.pbx_main
+    p = main.as_dict(mask) if main is not None else {}
+    d.update(
+        pbx_host=p.get("host"),
+        pbx_channel=p.get("channel"),
+        pbx_dstchannel=p.get("dstchannel"),
+        pbx_disposition=p.get("disposition"),
+        pbx_billsec=p.get("billsec"),
+        pbx_cdrs=len(call.pbx) if call.pbx else None,
+    )
     buf = io.StringIO()
     csv.writer(buf).writerow(["" if d[k] is None else d[k] for k in CSV_FIELDS])
     return buf.getvalue()
@@ -695,3 +820,192 @@ def read_calls(
             # the edge filtered already; the result (derived from the code) is filtered here
             if filters.match(call):
                 yield call
+
+
+# --------------------------------------------------------------------- the PBX side
+
+# Run on a PBX with python3 (standard library only): argv[1] siporch's CDR database,
+# argv[2] its table. Reads batches of Call-IDs from stdin (one JSON list per line) and
+# answers each with the CDRs of those Call-IDs (one JSON object per line, oldest first)
+# then "# end"; "#" lines are diagnostics. The first time, an index on the Call-ID is
+# added to the table Asterisk created (as the database's owner), so each batch is a look-up.
+_REMOTE_PBX = r"""
+import json, os, sqlite3, sys
+path, table = sys.argv[1], sys.argv[2]
+out = sys.stdout
+con = None
+if not os.path.exists(path):
+    print("# no-records " + path)
+else:
+    st = os.stat(path)
+    if os.getuid() == 0 and st.st_uid != 0:
+        os.setgid(st.st_gid)
+        os.setuid(st.st_uid)
+    try:
+        rw = sqlite3.connect(path, timeout=5)
+        rw.execute("CREATE INDEX IF NOT EXISTS %s_callid ON %s (callid)" % (table, table))
+        rw.commit()
+        rw.close()
+    except sqlite3.Error as exc:
+        print("# no-index " + str(exc))
+    con = sqlite3.connect("file:" + path + "?mode=ro", uri=True, timeout=10)
+    try:
+        con.execute("SELECT 1 FROM %s LIMIT 1" % table)
+    except sqlite3.Error:
+        print("# no-records " + path + " has no table " + table)
+        con = None
+out.flush()
+for line in sys.stdin:
+    ids = [str(x) for x in json.loads(line)]
+    if con is not None:
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            cur = con.execute(
+                "SELECT * FROM %s WHERE callid IN (%s) ORDER BY CAST(start AS REAL)"
+                % (table, ", ".join("?" * len(part))), part)
+            cols = [d[0] for d in cur.description]
+            for row in cur:
+                out.write(json.dumps(dict(zip(cols, row))) + "\n")
+    out.write("# end\n")
+    out.flush()
+"""
+
+
+def pbx_command(db: str, table: str) -> list[str]:
+    return ["python3", "-c", _REMOTE_PBX, db, table]
+
+
+def pbxs_of(model: Any) -> list[tuple[str, str]]:
+    """``(name, address)`` of the model's PBX hosts (Asterisk): the PBX side of the calls."""
+    return [(n, str(h.address)) for n, h in model.hosts.items() if h.role == "pbx"]
+
+
+def pbx_sources(
+    inventory: Any, pbxs: Sequence[tuple[str, str]], timeout: float, problems: list[str]
+) -> list[Source]:
+    """How to read each PBX's CDRs over SSH (as root through the host's become: the
+    database is readable only by root and Asterisk's user)."""
+    from siporch.hosts import primary, try_access
+    from siporch.render.asterisk import CDR_DB, CDR_TABLE
+
+    remote = shlex.join(pbx_command(CDR_DB, CDR_TABLE))
+    out: list[Source] = []
+    for name, address in pbxs:
+        access = try_access(inventory, name, address, timeout)
+        if access is None:
+            problems.append(f"{name}: not in the Ansible inventory {primary(inventory)}")
+            continue
+        out.append((name, access.argv(remote, root=True)))
+    return out
+
+
+def pbx_file_sources(files: Sequence[Path]) -> list[Source]:
+    """How to read copies of PBX CDR databases on this machine."""
+    from siporch.render.asterisk import CDR_TABLE
+
+    return [(f.stem, [sys.executable, *pbx_command(str(f), CDR_TABLE)[1:]]) for f in files]
+
+
+class PbxReader:
+    """One reader process per PBX, kept for the whole listing: each batch of Call-IDs goes
+    to every PBX and comes back with their CDRs, so memory holds one batch at a time."""
+
+    def __init__(self, sources: Sequence[Source], problems: list[str]) -> None:
+        self.problems = problems
+        self.procs: list[tuple[str, subprocess.Popen[str]]] = []
+        for name, argv in sources:
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    bufsize=1,
+                )
+            except OSError as exc:
+                problems.append(f"{name}: {exc}")
+                continue
+            self.procs.append((name, proc))
+
+    def lookup(self, callids: Sequence[str]) -> dict[str, list[PbxCdr]]:
+        found: dict[str, list[PbxCdr]] = {}
+        if not callids:
+            return found
+        batch = json.dumps(list(callids)) + "\n"
+        for name, proc in list(self.procs):
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                proc.stdin.write(batch)
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                self._lost(name, proc)
+                continue
+            ended = False
+            for line in proc.stdout:
+                if line.startswith("# end"):
+                    ended = True
+                    break
+                if line.startswith("# no-records"):
+                    self.problems.append(
+                        f"{name}: no PBX call records yet ({line.split(' ', 2)[-1].strip()})"
+                    )
+                    continue
+                if not line.startswith("{"):
+                    continue
+                try:
+                    cdr = pbx_cdr_from_row(name, json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+                found.setdefault(cdr.callid, []).append(cdr)
+            if not ended:
+                self._lost(name, proc)
+        return found
+
+    def _lost(self, name: str, proc: subprocess.Popen[str]) -> None:
+        self.procs.remove((name, proc))
+        err = ""
+        try:
+            proc.kill()
+            _, err = proc.communicate(timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            pass
+        last = (err.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        self.problems.append(f"{name}: PBX records not read: {last}")
+
+    def close(self) -> None:
+        for _, proc in self.procs:
+            try:
+                if proc.stdin is not None:
+                    proc.stdin.close()
+                proc.wait(timeout=10)
+            except (OSError, subprocess.SubprocessError):
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def join_pbx(
+    calls: Iterable[Call],
+    lookup: Any,
+    batch: int = 500,
+) -> Iterator[Call]:
+    """The calls with their PBX side: ``lookup(callids) -> {callid: [PbxCdr, ...]}`` is
+    asked once per ``batch`` calls (only the calls being shown); order is kept."""
+    import dataclasses
+
+    pending: list[Call] = []
+
+    def flush() -> Iterator[Call]:
+        found = lookup(sorted({c.callid for c in pending if c.callid}))
+        for c in pending:
+            cdrs = found.get(c.callid)
+            yield dataclasses.replace(c, pbx=tuple(cdrs)) if cdrs else c
+        pending.clear()
+
+    for call in calls:
+        pending.append(call)
+        if len(pending) >= batch:
+            yield from flush()
+    if pending:
+        yield from flush()

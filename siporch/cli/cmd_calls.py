@@ -2,7 +2,9 @@
 
 Each edge is read over SSH with the inventory's settings (as `siporch status` reads the
 releases): a small Python program runs there, filters in SQLite and prints one JSON line
-per call, which is read and printed as it arrives (bounded memory, any range).
+per call, which is read and printed as it arrives (bounded memory, any range). The PBX side
+(Asterisk's CDRs) is joined by Call-ID: each PBX answers the Call-IDs of every block of
+calls shown, over one SSH session per PBX.
 """
 
 from __future__ import annotations
@@ -54,10 +56,16 @@ def _table(calls: Iterator[records.Call], mask: bool, out: IO[str]) -> int:
             "pdd s",
             "dur s",
             "legs",
+            "pbx",
+            "pbx channel",
+            "pbx disp",
+            "bill s",
         ):
             t.add_column(col, no_wrap=True)
         for c in batch:
             d = c.as_dict(mask)
+            main = c.pbx_main
+            p = main.as_dict(mask) if main is not None else {}
             t.add_row(
                 (d["setup"] or "")[:23].replace("T", " "),
                 c.edge,
@@ -70,6 +78,10 @@ def _table(calls: Iterator[records.Call], mask: bool, out: IO[str]) -> int:
                 "" if d["pdd"] is None else f"{d['pdd']:.2f}",
                 "" if d["duration"] is None else f"{d['duration']:.1f}",
                 str(c.legs),
+                p.get("host", ""),
+                p.get("channel", ""),
+                p.get("disposition", ""),
+                "" if main is None else str(main.billsec),
             )
         console.print(t)
 
@@ -133,6 +145,17 @@ def _summary_table(rows: list[records.TrunkSummary], out: IO[str]) -> None:
     "edges (repeatable).",
 )
 @click.option(
+    "--pbx-file",
+    "pbx_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Join the calls with this PBX CDR database (a copy of a PBX's cdr.db), with "
+    "--from-file (repeatable).",
+)
+@click.option(
+    "--no-pbx", is_flag=True, help="Do not read the PBXs' CDRs (no PBX side in the records)."
+)
+@click.option(
     "--since", default=None, help="From this time: ISO 8601 (UTC), epoch, or 2h / 7d ago."
 )
 @click.option("--until", default=None, help="Before this time (same forms).")
@@ -155,6 +178,8 @@ def cli(
     limit: str | None,
     hosts: tuple[str, ...],
     files: tuple[Path, ...],
+    pbx_files: tuple[Path, ...],
+    no_pbx: bool,
     since: str | None,
     until: str | None,
     trunk: str | None,
@@ -182,8 +207,12 @@ def cli(
     flt = records.Filters(since=t0, until=t1, trunk=trunk, number=number, result=result)
 
     problems: list[str] = []
+    pbx_sources: list[records.Source] = []
+    if pbx_files and not files:
+        raise click.BadParameter("goes with --from-file", param_hint="--pbx-file")
     if files:
         sources = records.file_sources(files, flt)
+        pbx_sources = records.pbx_file_sources(pbx_files)
     else:
         if shutil.which("ssh") is None:
             raise CallsError("ssh is not installed; the edges are read over SSH")
@@ -201,8 +230,14 @@ def cli(
             # one PostgreSQL database holds every edge's records: --host/--limit pick edges
             only=[n for n, _ in edges] if hosts or limit else [],
         )
+        if not (summary or no_pbx):
+            pbx_sources = records.pbx_sources(inventory, records.pbxs_of(model), timeout, problems)
 
-    calls = records.read_calls(sources, flt, timeout, problems)
+    calls: Iterator[records.Call] = records.read_calls(sources, flt, timeout, problems)
+    reader = None
+    if pbx_sources and not summary and not no_pbx:
+        reader = records.PbxReader(pbx_sources, problems)
+        calls = records.join_pbx(calls, reader.lookup)
     out: IO[str] = sys.stdout
     if console.quiet and not (as_json or as_csv):
         out = open(os.devnull, "w")  # noqa: SIM115 (closed at exit)
@@ -258,6 +293,8 @@ def cli(
             out.write(records.csv_row(c, mask))
     else:
         _table(calls, mask, out)
+    if reader is not None:
+        reader.close()
     for p in problems:
         click.echo(f"siporch: {p}", err=True)
     return 1 if any("not read" in p or "not in the" in p for p in problems) else 0

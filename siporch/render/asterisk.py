@@ -15,6 +15,12 @@ The PBX's Asterisk is shared with the site: it keeps its packaged config directo
 own files (``SITE_INCLUDES``), which the site's ``pjsip.conf``, ``extensions.conf``,
 and ``manager.conf`` pull in with ``#tryinclude`` lines that point at the current
 release (``/etc/siporch/current/asterisk/...``); the deploy writes those lines.
+
+The PBX side of every call is recorded too: the dialplan sets the CDR variable
+``siporch_callid`` to the SIP Call-ID of the call's leg toward the edge (inbound: the
+INVITE's; outbound: the one the PJSIP channel toward the edge sends), and siporch's
+``cdr_sqlite3_custom`` category writes those CDRs to its own database (``CDR_DB``), which
+``siporch calls`` joins to the edges' records by Call-ID (docs/calls.md).
 """
 
 from __future__ import annotations
@@ -36,12 +42,63 @@ PJSIP_FILE = "pjsip_siporch.conf"
 TRANSPORTS_FILE = "pjsip_siporch_transports.conf"
 EXTENSIONS_FILE = "extensions_siporch.conf"
 MANAGER_FILE = "manager_siporch.conf"
+CDR_FILE = "cdr_sqlite3_custom_siporch.conf"
+
+#: siporch's own CDR database on a PBX (cdr_sqlite3_custom, one database per category):
+#: the PBX side of each call, keyed by the SIP Call-ID the edge records too. Outside the
+#: release directories (kept across deploys and rollbacks), in a directory only root and
+#: Asterisk's user can enter (the asterisk_pbx role creates it).
+CDR_DIR = "/var/lib/siporch/pbx-records"
+CDR_DB = f"{CDR_DIR}/cdr.db"
+#: The table and its columns, in the order of CDR_FIELDS.
+CDR_TABLE = "siporch_cdr"
+CDR_COLUMNS: list[str] = [
+    "callid",
+    "start",
+    "answer",
+    "end",
+    "clid",
+    "src",
+    "dst",
+    "dcontext",
+    "channel",
+    "dstchannel",
+    "lastapp",
+    "disposition",
+    "duration",
+    "billsec",
+    "accountcode",
+    "uniqueid",
+    "linkedid",
+]
+#: cdr_sqlite3_custom "advanced" fields, one per column: the Call-ID is the CDR variable
+#: siporch_callid the rendered dialplan sets; times as epoch seconds.
+CDR_FIELDS: list[str] = [
+    "siporch_callid(uservar)",
+    "start(double)",
+    "answer(double)",
+    "end(double)",
+    "clid",
+    "src",
+    "dst",
+    "dcontext",
+    "channel",
+    "dstchannel",
+    "lastapp",
+    "disposition",
+    "duration",
+    "billsec",
+    "accountcode",
+    "uniqueid",
+    "linkedid",
+]
 
 #: site file in SITE_ETC -> siporch file it includes (from the current release).
 SITE_INCLUDES: dict[str, str] = {
     "pjsip.conf": PJSIP_FILE,
     "extensions.conf": EXTENSIONS_FILE,
     "manager.conf": MANAGER_FILE,
+    "cdr_sqlite3_custom.conf": CDR_FILE,
 }
 
 #: glob of a rendered path -> reload action; the first match wins.
@@ -51,6 +108,7 @@ RELOADS: list[tuple[str, str]] = [
     (f"asterisk/{PJSIP_FILE}", "asterisk:pjsip reload"),
     (f"asterisk/{EXTENSIONS_FILE}", "asterisk:dialplan reload"),
     (f"asterisk/{MANAGER_FILE}", "asterisk:manager reload"),
+    (f"asterisk/{CDR_FILE}", "asterisk:cdr reload"),
     ("asterisk/*", "asterisk:restart"),
 ]
 
@@ -630,7 +688,7 @@ def build_view(model: Model, host: str) -> AsteriskView:
 
 
 #: The files siporch owns on a PBX (in ``asterisk/`` of the release); nothing else.
-FILES: list[str] = [PJSIP_FILE, TRANSPORTS_FILE, EXTENSIONS_FILE, MANAGER_FILE]
+FILES: list[str] = [PJSIP_FILE, TRANSPORTS_FILE, EXTENSIONS_FILE, MANAGER_FILE, CDR_FILE]
 
 
 def include_line(site_file: str) -> str:
@@ -649,6 +707,14 @@ def render(model: Model, host: str) -> dict[str, str]:
             asterisk_dir=ASTERISK_DIR,
             transports_file=TRANSPORTS_FILE,
             ami_enabled=view.ami is not None,
+            cdr={
+                "enabled": model.records.enabled,
+                "retention_days": model.records.retention_days,
+                "db": CDR_DB,
+                "table": CDR_TABLE,
+                "columns": CDR_COLUMNS,
+                "fields": CDR_FIELDS,
+            },
         )
         for name in FILES
     }

@@ -188,7 +188,7 @@ def _site_etc(tmp: Path, includes: bool = True) -> Path:
 
 def test_asterisk_check_tree(tmp_path: Path) -> None:
     release = _asterisk_tree(tmp_path)
-    assert "4 siporch file(s)" in ast.check_tree(release)
+    assert "5 siporch file(s)" in ast.check_tree(release)
     (release / "asterisk" / "pjsip_siporch.conf").write_text(
         "#include missing.conf\n[x]\ntype = bogus\n"
     )
@@ -307,3 +307,47 @@ def test_set_release_reads_the_manifest_and_never_fails(tmp_path: Path) -> None:
     assert kam.main(["--cfg", str(cfg), "set-release"]) == 0
     (release / "manifest.json").unlink()
     assert "no manifest" in kam.set_release(cfg)
+
+
+def test_asterisk_cdr_init_prepares_the_table_asterisk_takes(tmp_path: Path) -> None:
+    """cdr-init: the table in cdr_sqlite3_custom's own layout (an id, then the mapping's
+    columns: Asterisk 22.10 refuses a table whose data columns differ), indexes, and the
+    retention trigger of the rendered days; run again, it keeps the rows."""
+    import sqlite3
+
+    from siporch.render import asterisk as render_asterisk
+
+    release = _asterisk_tree(tmp_path)
+    conf = release / "asterisk" / render_asterisk.CDR_FILE
+    db = tmp_path / "pbx-records" / "cdr.db"
+    db.parent.mkdir()
+    conf.write_text(
+        conf.read_text()
+        .replace(render_asterisk.CDR_DB, str(db))
+        .replace("siporch-retention-days: 90", "siporch-retention-days: 1")
+    )
+    assert "table siporch_cdr ready (1 days)" in ast.cdr_init(release)
+    con = sqlite3.connect(db)
+    cols = [r[1] for r in con.execute("PRAGMA table_info(siporch_cdr)")]
+    assert cols == ["id", *render_asterisk.CDR_COLUMNS]
+    import time
+
+    now = time.time()
+    con.execute("INSERT INTO siporch_cdr (callid, start) VALUES ('old', ?)", (str(now - 2 * 86400),))
+    con.execute("INSERT INTO siporch_cdr (callid, start) VALUES ('new', ?)", (str(now),))
+    con.commit()
+    assert [r[0] for r in con.execute("SELECT callid FROM siporch_cdr")] == ["new"]
+    con.close()
+    ast.cdr_init(release)
+    con = sqlite3.connect(db)
+    assert [r[0] for r in con.execute("SELECT callid FROM siporch_cdr")] == ["new"]
+    names = {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+    assert {"siporch_cdr_callid", "siporch_cdr_start", "siporch_cdr_retention"} <= names
+    con.close()
+    conf.write_text(conf.read_text().replace("siporch-retention-days: 1", "siporch-retention-days: 0"))
+    assert "no retention" in ast.cdr_init(release)
+    con = sqlite3.connect(db)
+    assert "siporch_cdr_retention" not in {r[0] for r in con.execute("SELECT name FROM sqlite_master")}
+    con.close()
+    (release / "asterisk" / render_asterisk.CDR_FILE).unlink()
+    assert "none" in ast.cdr_init(release)

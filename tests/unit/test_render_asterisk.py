@@ -259,6 +259,7 @@ def test_no_site_contexts_or_sections() -> None:
         "siporch-inbound-check",
         "siporch-outbound",
         "siporch-outbound-answered",
+        "siporch-outbound-dialing",
     }
     assert "Echo()" not in files()["asterisk/extensions_siporch.conf"]
     # AMI settings add to the site's [general] with (+)

@@ -15,6 +15,10 @@ Subcommands:
   ami-login               log in to AMI with the user and secret of the live manager.conf.
   registrations           every outbound registration is Registered (waits --wait seconds).
   calls                   print the number of active calls.
+  cdr-init [RELEASE_DIR]  prepare siporch's CDR database (cdr_sqlite3_custom_siporch.conf of
+                          the release): its table as Asterisk would create it, indexes on
+                          the Call-ID and the start time, and a trigger that deletes the
+                          CDRs older than the model's retention at each insert.
 Asterisk itself is driven with `asterisk -C <asterisk.conf> -rx <command>`.
 Exit status: 0 on success, 1 on a failed check.
 """
@@ -40,6 +44,7 @@ SITE_INCLUDES = {
     "pjsip.conf": "pjsip_siporch.conf",
     "extensions.conf": "extensions_siporch.conf",
     "manager.conf": "manager_siporch.conf",
+    "cdr_sqlite3_custom.conf": "cdr_sqlite3_custom_siporch.conf",
 }
 PJSIP_TYPES = {
     "transport",
@@ -335,6 +340,77 @@ def calls(asterisk_conf: Path) -> int:
     return int(m.group(1))
 
 
+CDR_FILE = "cdr_sqlite3_custom_siporch.conf"
+
+
+def cdr_init(release: Path) -> str:
+    """siporch's CDR database, ready before Asterisk writes to it (idempotent). The table
+    has Asterisk's own layout (an ``id`` primary key, then the mapping's columns, untyped),
+    which cdr_sqlite3_custom takes as its own; as the directory's owner (Asterisk's user)."""
+    import sqlite3
+
+    conf = release / "asterisk" / CDR_FILE
+    if not conf.is_file():
+        return f"{conf}: none (no siporch CDRs)"
+    db = table = ""
+    columns: list[str] = []
+    days = 0
+    for line in conf.read_text().splitlines():
+        m = re.fullmatch(r"\[(/[^\]]+)\]\s*", line)
+        if m:
+            db = m.group(1)
+        m = re.fullmatch(r"table\s*=\s*([A-Za-z_][A-Za-z0-9_]*)\s*", line)
+        if m:
+            table = m.group(1)
+        m = re.fullmatch(r"columns\s*=\s*(.+)", line)
+        if m:
+            columns = [c.strip() for c in m.group(1).split(",")]
+        m = re.fullmatch(r";\s*siporch-retention-days:\s*(\d+)\s*", line)
+        if m:
+            days = int(m.group(1))
+    if not db:
+        return f"{conf}: no database (records disabled)"
+    if not table or not columns or not all(re.fullmatch(r"[A-Za-z_]\w*", c) for c in columns):
+        raise Failure(f"{conf}: no table or columns")
+    directory = Path(db).parent
+    st = directory.stat()
+    pid = os.fork()
+    if pid == 0:  # the database is the directory owner's: Asterisk writes it as that user
+        code = 0
+        try:
+            if os.getuid() == 0 and st.st_uid != 0:
+                os.setgid(st.st_gid)
+                os.setuid(st.st_uid)
+            os.umask(0o077)
+            con = sqlite3.connect(db, timeout=10)
+            con.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} "
+                f"(id INTEGER PRIMARY KEY AUTOINCREMENT, {', '.join(columns)})"
+            )
+            con.execute(f"CREATE INDEX IF NOT EXISTS {table}_callid ON {table} (callid)")
+            con.execute(
+                f"CREATE INDEX IF NOT EXISTS {table}_start ON {table} (CAST(start AS REAL))"
+            )
+            con.execute(f"DROP TRIGGER IF EXISTS {table}_retention")
+            if days > 0:
+                con.execute(
+                    f"CREATE TRIGGER {table}_retention AFTER INSERT ON {table} BEGIN "
+                    f"DELETE FROM {table} WHERE CAST(start AS REAL) < "
+                    f"CAST(strftime('%s', 'now') AS REAL) - {days * 86400}; END"
+                )
+            con.commit()
+            con.close()
+        except Exception as exc:  # reported by the exit code
+            print(f"cdr-init: {db}: {exc}", file=sys.stderr)
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise Failure(f"cdr-init: {db} could not be prepared")
+    kept = f"{days} days" if days else "no retention"
+    return f"{db}: table {table} ready ({kept})"
+
+
 def helper() -> Helper:
     h = Helper("siporch_asterisk", __doc__)
     h.parser.add_argument("--root", default=LIVE_ROOT)
@@ -351,6 +427,9 @@ def helper() -> Helper:
         "registrations", lambda a: registrations(Path(a.asterisk_conf), a.wait)
     ).add_argument("--wait", type=float, default=30.0)
     h.command("calls", lambda a: calls(Path(a.asterisk_conf)))
+    h.command("cdr-init", lambda a: cdr_init(Path(a.release or a.root))).add_argument(
+        "release", nargs="?", default=None
+    )
     return h
 
 
