@@ -19,13 +19,16 @@ from siporch.core import (
     HostManifest,
     HostPlan,
     HostRead,
+    IdChange,
     Plan,
     Reader,
+    id_changes,
     model_summary,
     plan_host,
     read_bases,
     read_manifest,
     release_bases,
+    running_ids,
     siporch_hosts,
     unified_diff,
 )
@@ -107,6 +110,7 @@ def build_plan(
     import json
 
     from siporch.cache import facts
+    from siporch.model.loader import own_trunk_ids
     from siporch.release import cached_model_json, cached_render, host_manifest
 
     model = facts(loaded)  # roles and sites of the hosts (a cached model is not read)
@@ -131,7 +135,25 @@ def build_plan(
         summary, summary_base = model_summary(
             out_dir, bases.values(), json.loads(cached_model_json(loaded))
         )
-    return Plan(hosts, summary, summary_base, rendered, candidates)
+    moves = plan_id_changes(bases, model.trunk_ids, own_trunk_ids(loaded), out_dir)
+    if summary and moves:  # said once, with the hosts that run the old ids
+        moved = tuple(f"warning: trunk {c.trunk}: id " for c in moves)
+        summary = tuple(line for line in summary if not line.startswith(moved))
+    return Plan(hosts, summary, summary_base, rendered, candidates, tuple(moves))
+
+
+def plan_id_changes(
+    bases: Mapping[str, HostBase],
+    candidate: Mapping[str, int],
+    own: Iterable[str],
+    out_dir: Path,
+) -> list[IdChange]:
+    """The trunks whose id the candidate (``candidate``: {trunk: id}; ``own``: the trunks
+    whose id the model gives itself) changes from what each host runs: the ids its manifest
+    records (`siporch.core.host_trunk_ids`; for an older release, the controller's copy of
+    it)."""
+    manifests = {h: b.manifest for h, b in bases.items() if b.state == RUNS}
+    return id_changes(running_ids(manifests, out_dir), candidate, own)
 
 
 def base_contents(

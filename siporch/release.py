@@ -8,7 +8,7 @@ The controller's state directory (:func:`state_dir`) is ``$SIPORCH_STATE`` when 
 ``build/`` beside the inventory directory (``~/proj/inventory`` -> ``~/proj/build``); never
 inside the installed package. Layout::
 
-    <state>/releases/<id>/manifest.json          every host, no secrets; trunk_ids
+    <state>/releases/<id>/manifest.json          every host, no secrets; trunk_ids(_own)
     <state>/releases/<id>/model.json             the model with secrets replaced by hashes
     <state>/releases/<id>/<host>/manifest.json   that host's part (shipped with its files)
     <state>/releases/<id>/<host>/<relpath>       the rendered files
@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from siporch import __version__
-from siporch.core import HostManifest, Manifest
+from siporch.core import OWN_IDS, TRUNK_IDS, HostManifest, Manifest
 from siporch.errors import SiporchError
-from siporch.model.loader import LoadedModel
+from siporch.model.loader import LoadedModel, own_trunk_ids
 from siporch.model.numbering import trunk_ids
 from siporch.model.schema import Model
 from siporch.render import reload_action, render_release, secret_files
@@ -166,9 +166,11 @@ def new_release_id(model_hash: str, now: datetime | None = None) -> str:
 def host_manifest(
     model: Model | Facts, host: str, files: dict[str, bytes], release_id: str, model_hash: str
 ) -> dict[str, Any]:
+    """``<release>/<host>/manifest.json``: the host's files (hash, mode, reload, secret)
+    and, for an edge, ``trunk_ids``: {trunk: id} of every trunk of the model."""
     role = model.hosts[host].role
     secrets = secret_files(role)
-    return {
+    out: dict[str, Any] = {
         "id": release_id,
         "host": host,
         "role": role,
@@ -185,10 +187,10 @@ def host_manifest(
             for path, data in sorted(files.items())
         },
     }
-
-
-#: Key of a release's manifest.json: {trunk name: id} of every trunk of the release.
-TRUNK_IDS = "trunk_ids"
+    if role == "edge":  # the ids its tables number the trunks with (what the plan compares)
+        ids = getattr(model, "trunk_ids", None)
+        out[TRUNK_IDS] = dict(ids) if ids is not None else trunk_ids(model)  # type: ignore[arg-type]
+    return out
 
 
 @dataclass(frozen=True)
@@ -372,6 +374,7 @@ def build_release(
         }
         ids = getattr(model, "trunk_ids", None)
         manifest[TRUNK_IDS] = dict(ids) if ids is not None else trunk_ids(loaded.model)
+        manifest[OWN_IDS] = sorted(own_trunk_ids(loaded))
         (tmp / "model.json").write_text(text)
         (tmp / MANIFEST).write_text(Manifest.from_json(manifest).dumps())
         os.rename(tmp, final)
