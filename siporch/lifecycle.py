@@ -55,6 +55,39 @@ def base_release(
     return asyncio.run(read_bases(hosts, reader, lambda rid: read_manifest(out_dir, rid)))
 
 
+def trunk_ids_of_hosts(
+    inventory: Inventory,
+    loaded: Any,
+    *,
+    out_dir: Path,
+    timeout: float = 5.0,
+    reader: Reader | None = None,
+) -> dict[str, int]:
+    """{trunk: id} as the hosts of ``loaded``'s model run them (the manifests of their
+    current releases, `siporch.core.running_ids`). Every host must be read, and hosts
+    that number a trunk differently are an error (deploy one release everywhere first)."""
+    from siporch.cache import facts
+    from siporch.errors import SiporchError
+
+    bases = base_release(
+        inventory, siporch_hosts(facts(loaded)), out_dir=out_dir, timeout=timeout, reader=reader
+    )
+    for host, base in sorted(bases.items()):
+        if not base.known:
+            raise SiporchError(f"cannot learn the trunk ids from {host}: {base.describe()}")
+    running = running_ids({h: b.manifest for h, b in bases.items() if b.state == RUNS}, out_dir)
+    seen: dict[str, tuple[int, str]] = {}
+    for host, ids in sorted(running.items()):
+        for name, i in sorted((ids or {}).items()):
+            first = seen.setdefault(name, (i, host))
+            if first[0] != i:
+                raise SiporchError(
+                    f"{first[1]} and {host} number trunk {name} differently ({first[0]} and "
+                    f"{i}): give it `id:` in the model, or deploy one release to every host first"
+                )
+    return {name: i for name, (i, _) in seen.items()}
+
+
 def plan_for(
     inventory: Inventory,
     loaded: Any,

@@ -27,6 +27,8 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -271,7 +273,31 @@ def id_base(inventory: Path, first_source: Path | None = None) -> IdBase:
             old = {}
         reserved |= set(old.values())
         kept = {**{n: i for n, i in old.items() if i not in kept.values()}, **kept}
+    if _HOSTS_IDS is not None:  # what the hosts run wins (`ids_from_hosts`)
+        taken = set(_HOSTS_IDS.values())
+        kept = {
+            **{n: i for n, i in kept.items() if n not in _HOSTS_IDS and i not in taken},
+            **_HOSTS_IDS,
+        }
+        reserved |= taken
     return IdBase(str(newest["id"]) if newest else None, kept, frozenset(reserved), deployed)
+
+
+_HOSTS_IDS: dict[str, int] | None = None
+
+
+@contextmanager
+def ids_from_hosts(ids: Mapping[str, int]) -> Iterator[None]:
+    """Within it, a model loaded keeps ``ids`` ({trunk: id} the hosts run,
+    `siporch.lifecycle.trunk_ids_of_hosts`) before the ids of the controller's releases:
+    a render from a controller without them (a fresh clone) numbers the trunks as the hosts
+    do, and records it in its release for the renders after it."""
+    global _HOSTS_IDS
+    saved, _HOSTS_IDS = _HOSTS_IDS, dict(ids)
+    try:
+        yield
+    finally:
+        _HOSTS_IDS = saved
 
 
 def list_releases(out_dir: Path) -> list[dict[str, Any]]:
