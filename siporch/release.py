@@ -355,7 +355,11 @@ def build_release(
     previous = [m for m in list_releases(out_dir) if m.get("inventory") == inventory]
     if release_id is None:
         for m in reversed(previous):
-            if m.get("content_hash") == chash and m.get("model_hash") == loaded.model_hash:
+            if (
+                m.get("content_hash") == chash
+                and m.get("model_hash") == loaded.model_hash
+                and _records_ids(m)
+            ):
                 return Release(m["id"], out_dir / m["id"], m, reused=True)
     rid = release_id or new_release_id(loaded.model_hash)
     final = out_dir / rid
@@ -409,6 +413,16 @@ def build_release(
         raise
     _prune(out_dir, inventory, keep)
     return Release(rid, final, manifest)
+
+
+def _records_ids(manifest: dict[str, Any]) -> bool:
+    """Whether a release records its trunk ids where the plan reads them (the trunks with
+    their own ``id``, and each edge's ids in its host manifest): one made before is not
+    reused, so that the hosts get manifests that say which ids they run."""
+    hosts = manifest.get("hosts") or {}
+    return OWN_IDS in manifest and all(
+        TRUNK_IDS in hm for hm in hosts.values() if isinstance(hm, dict) and hm.get("role") == "edge"
+    )
 
 
 def _link(source: Path, target: Path, data: bytes, secret: bool) -> bool:

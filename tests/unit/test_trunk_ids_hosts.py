@@ -144,6 +144,23 @@ def test_edge_manifests_record_every_trunks_id_and_pbx_manifests_none(inv: Path)
     assert release.manifest["trunk_ids_own"] == ["itsp-c"]
 
 
+def test_a_release_made_before_hosts_recorded_their_ids_is_not_reused(inv: Path) -> None:
+    first = build_release(load_model(inv))
+    assert build_release(load_model(inv)).reused
+    # as an older siporch wrote it (an earlier id: not in the same second as the next)
+    older = first.path.with_name("20200101T000000Z-" + first.id.split("-", 1)[1])
+    first.path.rename(older)
+    data = json.loads((older / "manifest.json").read_text())
+    data["id"] = older.name
+    data.pop("trunk_ids_own")
+    for hm in data["hosts"].values():
+        hm.pop("trunk_ids", None)
+    (older / "manifest.json").write_text(json.dumps(data))
+    again = build_release(load_model(inv))
+    assert not again.reused and again.id != older.name
+    assert build_release(load_model(inv)).id == again.id  # and the new one is reused
+
+
 def test_from_a_fresh_controller_the_plan_warns_and_a_deploy_would_refuse(
     inv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
