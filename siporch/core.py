@@ -951,5 +951,6 @@ def id_refusal(changes: Iterable[IdChange]) -> str | None:
     pins = ", ".join(f"trunks.{c.trunk}.id: {c.old}" for c in moved)
     return (
         f"{ID_REFUSAL} against what the hosts run: {what}; keep them by giving each its id "
-        f"in the model ({pins}), or run `siporch render --ids-from-hosts` once, then deploy"
+        f"in the model ({pins}), or run `siporch render --ids-from-hosts` once, then deploy "
+        "(to renumber them: deploy --renumber-trunks)"
     )

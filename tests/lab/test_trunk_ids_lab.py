@@ -11,7 +11,9 @@ first, which in name order would renumber the others.
 3. `siporch render --ids-from-hosts` numbers the trunks as the hosts do: the plan then
    has no id change (the new trunk takes a free id).
 
-Nothing is deployed but the lab model: the lab is left running it.
+Nothing is deployed but the lab model: the lab is left running it. The lab's other
+modules renumber trunks as they switch models (SIPORCH_RENUMBER_TRUNKS, tests/conftest.py);
+these tests run without it.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def _run(inv: Path, **kw: Any) -> runner.RunResult:
 
 def _siporch(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "SIPORCH_STATE": str(state)}
+    env.pop("SIPORCH_RENUMBER_TRUNKS", None)  # the lab's other modules renumber; not here
     proc = subprocess.run(
         [sys.executable, "-m", "siporch", *args],
         capture_output=True, text=True, timeout=600, cwd=REPO, env=env,
@@ -155,6 +158,7 @@ def test_the_plan_warns_and_the_deploy_refuses_before_touching_any_host(
 
     # deploy --check: the same warnings in its summary, nothing touched
     monkeypatch.setenv("SIPORCH_STATE", str(state))
+    monkeypatch.delenv("SIPORCH_RENUMBER_TRUNKS", raising=False)
     result = _run(inv, check=True)
     assert result.ok, "\n".join(result.output[-60:])
     assert result.report is not None

@@ -289,6 +289,8 @@ def test_the_deploy_gate_refuses_and_check_mode_only_warns(
     dry = check(str(candidate.path), running, True)
     assert dry["warnings"][-1].startswith("warning: a deploy would stop here: ")
     assert check(str(running_path), running) == {"warnings": [], "refusal": ""}
+    asked = check(str(candidate.path), running, False, True)
+    assert asked["refusal"] == "" and "renumbered as asked" in asked["warnings"][-1]
 
 
 def test_the_cli_exits_2_with_the_refusal_of_the_report() -> None:

@@ -81,17 +81,21 @@ def siporch_model_changes(candidate_dir: str, running: list[str]) -> list[str]:
 
 
 def siporch_trunk_id_check(
-    candidate_dir: str, running: dict[str, Any], check_mode: bool = False
+    candidate_dir: str, running: dict[str, Any], check_mode: bool = False, renumber: bool = False
 ) -> dict[str, Any]:
     """The trunks whose id the release in ``candidate_dir`` changes from what the hosts
     run (``running``: host -> the manifest of its current release, {} when none):
     ``{"warnings": [line per trunk], "refusal": "" or why the deploy must not go on}``
     (`siporch.core.release_id_changes`, `siporch.core.id_refusal`). In check mode the
-    refusal is one more warning."""
+    refusal is one more warning; with ``renumber`` (the user accepts it) too, and the
+    deploy goes on."""
     changes = release_id_changes(Path(candidate_dir), running or {})
     refusal = id_refusal(changes) or ""
     warnings = [c.warning() for c in changes]
-    if check_mode and refusal:
+    if refusal and renumber:
+        warnings.append("warning: the trunks above are renumbered as asked (siporch_renumber_trunks)")
+        refusal = ""
+    elif check_mode and refusal:
         warnings.append(f"warning: a deploy would stop here: {refusal}")
     return {"warnings": warnings, "refusal": refusal}
 
