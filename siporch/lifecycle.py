@@ -162,6 +162,7 @@ def build_plan(
         and all(b.state == RUNS and b.manifest is not None for b in bases.values())
         and all(b.manifest.model_hash == loaded.model_hash for b in bases.values() if b.manifest)
     )
+    summary: tuple[str, ...] | None
     if same:  # the hosts run a release of this very model: no model change
         summary, summary_base = (), releases.pop()
     else:
