@@ -11,7 +11,8 @@ first, which in name order would renumber the others.
 3. `siporch render --ids-from-hosts` numbers the trunks as the hosts do: the plan then
    has no id change (the new trunk takes a free id).
 
-Nothing is deployed but the lab model: the lab is left running it. The lab's other
+Nothing is deployed but the lab model, to the edges (whose files number the trunks): they
+are left running it. The lab's other
 modules renumber trunks as they switch models (SIPORCH_RENUMBER_TRUNKS, tests/conftest.py);
 these tests run without it.
 """
@@ -93,12 +94,14 @@ def deployed(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     os.environ["SIPORCH_STATE"] = str(state)
     try:
         base = ck.copy_inventory(lab, tmp_path_factory.mktemp("ids-base"))
-        result = _run(base)
+        # the edges: their files number the trunks (the PBXs' manifests record no ids)
+        result = _run(base, limit="siporch_edge")
         assert result.ok, "\n".join(result.output[-60:])
         assert result.report is not None
         release = result.report["release"]
-        for host in HOSTS:
+        for host in EDGES:
             assert _current(lab, host) == release, host
+        running = {host: _current(lab, host) for host in HOSTS}
         ids = {}
         for edge in EDGES:
             manifest = json.loads(
@@ -111,7 +114,7 @@ def deployed(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
             os.environ.pop("SIPORCH_STATE", None)
         else:
             os.environ["SIPORCH_STATE"] = saved
-    yield {"release": release, "ids": ids[EDGES[0]]}
+    yield {"release": release, "ids": ids[EDGES[0]], "running": running}
 
 
 @pytest.fixture
@@ -159,14 +162,14 @@ def test_the_plan_warns_and_the_deploy_refuses_before_touching_any_host(
     # deploy --check: the same warnings in its summary, nothing touched
     monkeypatch.setenv("SIPORCH_STATE", str(state))
     monkeypatch.delenv("SIPORCH_RENUMBER_TRUNKS", raising=False)
-    result = _run(inv, check=True)
+    result = _run(inv, check=True, limit="siporch_edge")
     assert result.ok, "\n".join(result.output[-60:])
     assert result.report is not None
     warnings = result.report["warnings"]
     assert any(w.startswith(f"warning: trunk itsp-a: id {old} -> {new} ") for w in warnings)
     assert warnings[-1].startswith("warning: a deploy would stop here: " + ID_REFUSAL)
     for host in HOSTS:
-        assert _current(lab, host) == deployed["release"], host
+        assert _current(lab, host) == deployed["running"][host], host
 
     # deploy: refused in one line, exit 2, no host touched
     r = _siporch(state, "deploy", "-i", str(inv))
@@ -179,7 +182,7 @@ def test_the_plan_warns_and_the_deploy_refuses_before_touching_any_host(
     rendered = [p.name for p in (state / "releases").iterdir() if p.name[:1].isdigit()]
     assert rendered
     for host in HOSTS:
-        assert _current(lab, host) == deployed["release"], host
+        assert _current(lab, host) == deployed["running"][host], host
         on_host = lab.run(host, "ls /etc/siporch/releases", check=True).stdout.split()
         assert not set(rendered) & set(on_host), host
 
@@ -202,4 +205,4 @@ def test_render_ids_from_hosts_numbers_the_trunks_as_the_hosts_do(
     assert plan["trunk_id_changes"] == [] and plan["refusal"] is None
     assert f"trunk {NEW} added" in plan["summary"] or plan["summary"] is None
     for host in HOSTS:
-        assert _current(lab, host) == deployed["release"], host
+        assert _current(lab, host) == deployed["running"][host], host
