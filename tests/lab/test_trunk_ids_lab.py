@@ -12,9 +12,8 @@ first, which in name order would renumber the others.
    has no id change (the new trunk takes a free id).
 
 Nothing is deployed but the lab model, to the edges (whose files number the trunks): they
-are left running it. The lab's other
-modules renumber trunks as they switch models (SIPORCH_RENUMBER_TRUNKS, tests/conftest.py);
-these tests run without it.
+are left running it. The lab's other modules renumber trunks as they switch models
+(SIPORCH_RENUMBER_TRUNKS, tests/conftest.py); these tests run without it.
 """
 
 from __future__ import annotations
