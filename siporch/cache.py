@@ -416,6 +416,7 @@ def _entry_of(loaded: Any) -> dict[str, Any]:
             "model_hash": loaded.model_hash,
             "warnings": list(loaded.warnings),
             "inventories": tuple(loaded.inventories),
+            "own_ids": getattr(loaded, "own_ids", None),
         },
     }
 

@@ -33,6 +33,10 @@ from typing import Any, Final, Literal
 
 MANIFEST = "manifest.json"
 MASK = "********"
+#: Key of a manifest (a release's, a host's) with {trunk name: id}.
+TRUNK_IDS = "trunk_ids"
+#: Key of a release's manifest: the trunks whose id the model gives itself (``id:``).
+OWN_IDS = "trunk_ids_own"
 
 #: States of a file between two trees (unchanged files are not listed).
 ADDED: Final = "added"
@@ -96,6 +100,16 @@ def tree(data: TreeLike | None) -> dict[str, FileEntry]:
     return out
 
 
+def _ids(data: Any) -> dict[str, int] | None:
+    """{trunk: id} from a manifest's ``trunk_ids`` (None when absent or not such a map)."""
+    if not isinstance(data, Mapping):
+        return None
+    try:
+        return {str(k): int(v) for k, v in data.items()}
+    except (TypeError, ValueError):
+        return None
+
+
 def _dumps(data: Mapping[str, Any]) -> str:
     """The one JSON layout of manifests on disk (what ``write_release`` has always written)."""
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
@@ -113,8 +127,11 @@ class HostManifest:
     model_hash: str = ""
     siporch_version: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)  # keys of other versions, kept
+    # {trunk: id} of the trunks the host's files number (an edge's); None: not recorded
+    # (a PBX, or a release made before they were)
+    trunk_ids: Mapping[str, int] | None = None
 
-    _KEYS = ("id", "host", "role", "site", "model_hash", "siporch_version", "files")
+    _KEYS = ("id", "host", "role", "site", "model_hash", "siporch_version", "files", "trunk_ids")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> HostManifest:
@@ -129,6 +146,7 @@ class HostManifest:
             model_hash=str(data.get("model_hash", "")),
             siporch_version=str(data.get("siporch_version", "")),
             extra={k: v for k, v in data.items() if k not in cls._KEYS},
+            trunk_ids=_ids(data.get(TRUNK_IDS)),
         )
 
     @classmethod
@@ -136,7 +154,7 @@ class HostManifest:
         return cls.from_json(json.loads(text))
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             **self.extra,
             "id": self.id,
             "host": self.host,
@@ -146,6 +164,9 @@ class HostManifest:
             "siporch_version": self.siporch_version,
             "files": {p: e.to_json() for p, e in sorted(self.files.items())},
         }
+        if self.trunk_ids is not None:
+            out[TRUNK_IDS] = dict(sorted(self.trunk_ids.items()))
+        return out
 
     def dumps(self) -> str:
         return _dumps(self.to_json())
@@ -535,6 +556,12 @@ class Plan:
     summary_base: str | None = None
     candidate: Mapping[str, Mapping[str, bytes]] = field(default_factory=dict, repr=False)
     candidate_manifests: Mapping[str, HostManifest] = field(default_factory=dict, repr=False)
+    id_changes: tuple[IdChange, ...] = ()  # trunks numbered otherwise than the hosts run them
+
+    @property
+    def refusal(self) -> str | None:
+        """Why a deploy of this plan must not go on (`id_refusal`), None when it may."""
+        return id_refusal(self.id_changes)
 
     @property
     def unknown(self) -> list[str]:
@@ -550,6 +577,8 @@ class Plan:
             "unknown": self.unknown,
             "summary": list(self.summary) if self.summary is not None else None,
             "summary_base": self.summary_base,
+            "trunk_id_changes": [c.to_json() for c in self.id_changes],
+            "refusal": self.refusal,
             "hosts": {h: p.to_json() for h, p in self.hosts.items()},
         }
 
@@ -797,3 +826,131 @@ def stable_ids(
 def renumbered(old: Mapping[str, int], new: Mapping[str, int]) -> dict[str, tuple[int, int]]:
     """The trunks of both that change id: name -> (old id, new id)."""
     return {name: (old[name], new[name]) for name in new if name in old and old[name] != new[name]}
+
+
+def renumber_warning(name: str, old: int, new: int, where: str = "") -> str:
+    """The plan's line for a trunk whose id changes (``where``: e.g. `` on edge-a``)."""
+    return (
+        f"warning: trunk {name}: id {old} -> {new}{where} (its dispatcher set, permissions "
+        "group, dialplan ids, htable keys and dialog profile change; calls up on it lose "
+        f"their channel count): give it `id: {old}` in the model to keep it"
+    )
+
+
+@dataclass(frozen=True)
+class IdChange:
+    """A trunk that hosts run under one id and the candidate numbers with another."""
+
+    trunk: str
+    old: int
+    new: int
+    hosts: tuple[str, ...]
+    pinned: bool  # the model gives the trunk this id itself (`id:`): the change is meant
+
+    def warning(self) -> str:
+        line = renumber_warning(self.trunk, self.old, self.new, f" on {', '.join(self.hosts)}")
+        return line if not self.pinned else line.split(": give it", 1)[0] + " (its own `id:`)"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "trunk": self.trunk,
+            "old": self.old,
+            "new": self.new,
+            "hosts": list(self.hosts),
+            "pinned": self.pinned,
+        }
+
+
+def host_trunk_ids(
+    manifest: HostManifest | None, release: Manifest | None = None
+) -> dict[str, int] | None:
+    """{trunk: id} that a host's files use: recorded in its manifest; for an edge running
+    a release made before host manifests recorded them, the ids its release recorded (the
+    controller's copy, ``release``). None: not known (a PBX numbers no trunk)."""
+    if manifest is None:
+        return None
+    if manifest.trunk_ids is not None:
+        return dict(manifest.trunk_ids)
+    if manifest.role == "edge" and release is not None:
+        return _ids(release.extra.get(TRUNK_IDS))
+    return None
+
+
+def running_ids(
+    manifests: Mapping[str, HostManifest | None], out_dir: Path | None = None
+) -> dict[str, dict[str, int] | None]:
+    """host -> the trunk ids its files use (`host_trunk_ids`), from the manifests of the
+    releases the hosts run; the controller's copy of a release (in ``out_dir``) only for
+    a host manifest that does not record them."""
+    out: dict[str, dict[str, int] | None] = {}
+    for host, manifest in manifests.items():
+        release = None
+        if manifest is not None and manifest.trunk_ids is None and manifest.id and out_dir:
+            release = read_manifest(out_dir, manifest.id)
+        out[host] = host_trunk_ids(manifest, release)
+    return out
+
+
+def release_id_changes(
+    candidate_dir: Path, running: Mapping[str, Mapping[str, Any] | None]
+) -> list[IdChange]:
+    """The trunk id changes of deploying the release in ``candidate_dir`` (its manifest's
+    ``trunk_ids`` and ``trunk_ids_own``) onto hosts running the releases whose host
+    manifests are ``running`` (host -> manifest.json as read from it; empty: none)."""
+    candidate = Manifest.loads((candidate_dir / MANIFEST).read_text())
+    manifests: dict[str, HostManifest | None] = {}
+    for host, data in running.items():
+        try:
+            manifests[host] = HostManifest.from_json(data) if data else None
+        except ValueError:
+            manifests[host] = None
+    own = candidate.extra.get(OWN_IDS)
+    return id_changes(
+        running_ids(manifests, candidate_dir.parent),
+        _ids(candidate.extra.get(TRUNK_IDS)) or {},
+        [str(n) for n in own] if isinstance(own, list) else (),
+    )
+
+
+def id_changes(
+    running: Mapping[str, Mapping[str, int] | None],
+    candidate: Mapping[str, int],
+    pinned: Iterable[str] = (),
+) -> list[IdChange]:
+    """The trunks whose id changes from what the hosts run (``running``: host -> the ids its
+    files use, None when not known) to the ``candidate``'s ids, by trunk name; ``pinned``:
+    the trunks whose id the model gives itself. A trunk no longer in the candidate is not
+    a change (its id stays reserved, `stable_ids`)."""
+    own = set(pinned)
+    moves: dict[tuple[str, int, int], list[str]] = {}
+    for host in sorted(running):
+        ids = running[host] or {}
+        for name, old in ids.items():
+            new = candidate.get(name)
+            if new is not None and new != old:
+                moves.setdefault((name, old, new), []).append(host)
+    return [
+        IdChange(name, old, new, tuple(hosts), name in own)
+        for (name, old, new), hosts in sorted(moves.items())
+    ]
+
+
+#: The start of the deploy's refusal (the CLI finds it in the playbook's output).
+ID_REFUSAL = "refusing to deploy: trunk ids would change"
+
+
+def id_refusal(changes: Iterable[IdChange]) -> str | None:
+    """The one-line reason a deploy refuses to go on, None when it may: a trunk the hosts
+    run would change id without the model's own ``id:`` saying so."""
+    moved = [c for c in changes if not c.pinned]
+    if not moved:
+        return None
+    what = "; ".join(
+        f"trunk {c.trunk}: id {c.old} -> {c.new} (on {', '.join(c.hosts)})" for c in moved
+    )
+    pins = ", ".join(f"trunks.{c.trunk}.id: {c.old}" for c in moved)
+    return (
+        f"{ID_REFUSAL} against what the hosts run: {what}; keep them by giving each its id "
+        f"in the model ({pins}), or run `siporch render --ids-from-hosts` once, then deploy "
+        "(to renumber them: deploy --renumber-trunks)"
+    )

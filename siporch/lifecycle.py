@@ -19,13 +19,16 @@ from siporch.core import (
     HostManifest,
     HostPlan,
     HostRead,
+    IdChange,
     Plan,
     Reader,
+    id_changes,
     model_summary,
     plan_host,
     read_bases,
     read_manifest,
     release_bases,
+    running_ids,
     siporch_hosts,
     unified_diff,
 )
@@ -50,6 +53,39 @@ def base_release(
 
         reader = _read
     return asyncio.run(read_bases(hosts, reader, lambda rid: read_manifest(out_dir, rid)))
+
+
+def trunk_ids_of_hosts(
+    inventory: Inventory,
+    loaded: Any,
+    *,
+    out_dir: Path,
+    timeout: float = 5.0,
+    reader: Reader | None = None,
+) -> dict[str, int]:
+    """{trunk: id} as the hosts of ``loaded``'s model run them (the manifests of their
+    current releases, `siporch.core.running_ids`). Every host must be read, and hosts
+    that number a trunk differently are an error (deploy one release everywhere first)."""
+    from siporch.cache import facts
+    from siporch.errors import SiporchError
+
+    bases = base_release(
+        inventory, siporch_hosts(facts(loaded)), out_dir=out_dir, timeout=timeout, reader=reader
+    )
+    for host, base in sorted(bases.items()):
+        if not base.known:
+            raise SiporchError(f"cannot learn the trunk ids from {host}: {base.describe()}")
+    running = running_ids({h: b.manifest for h, b in bases.items() if b.state == RUNS}, out_dir)
+    seen: dict[str, tuple[int, str]] = {}
+    for host, ids in sorted(running.items()):
+        for name, i in sorted((ids or {}).items()):
+            first = seen.setdefault(name, (i, host))
+            if first[0] != i:
+                raise SiporchError(
+                    f"{first[1]} and {host} number trunk {name} differently ({first[0]} and "
+                    f"{i}): give it `id:` in the model, or deploy one release to every host first"
+                )
+    return {name: i for name, (i, _) in seen.items()}
 
 
 def plan_for(
@@ -107,6 +143,7 @@ def build_plan(
     import json
 
     from siporch.cache import facts
+    from siporch.model.loader import own_trunk_ids
     from siporch.release import cached_model_json, cached_render, host_manifest
 
     model = facts(loaded)  # roles and sites of the hosts (a cached model is not read)
@@ -125,13 +162,32 @@ def build_plan(
         and all(b.state == RUNS and b.manifest is not None for b in bases.values())
         and all(b.manifest.model_hash == loaded.model_hash for b in bases.values() if b.manifest)
     )
+    summary: tuple[str, ...] | None
     if same:  # the hosts run a release of this very model: no model change
         summary, summary_base = (), releases.pop()
     else:
         summary, summary_base = model_summary(
             out_dir, bases.values(), json.loads(cached_model_json(loaded))
         )
-    return Plan(hosts, summary, summary_base, rendered, candidates)
+    moves = plan_id_changes(bases, model.trunk_ids, own_trunk_ids(loaded), out_dir)
+    if summary and moves:  # said once, with the hosts that run the old ids
+        moved = tuple(f"warning: trunk {c.trunk}: id " for c in moves)
+        summary = tuple(line for line in summary if not line.startswith(moved))
+    return Plan(hosts, summary, summary_base, rendered, candidates, tuple(moves))
+
+
+def plan_id_changes(
+    bases: Mapping[str, HostBase],
+    candidate: Mapping[str, int],
+    own: Iterable[str],
+    out_dir: Path,
+) -> list[IdChange]:
+    """The trunks whose id the candidate (``candidate``: {trunk: id}; ``own``: the trunks
+    whose id the model gives itself) changes from what each host runs: the ids its manifest
+    records (`siporch.core.host_trunk_ids`; for an older release, the controller's copy of
+    it)."""
+    manifests = {h: b.manifest for h, b in bases.items() if b.state == RUNS}
+    return id_changes(running_ids(manifests, out_dir), candidate, own)
 
 
 def base_contents(

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from siporch.core import assign_ids, diff_trees, renumbered, states, unified_diff
+from siporch.core import (
+    assign_ids,
+    diff_trees,
+    renumber_warning,
+    renumbered,
+    states,
+    unified_diff,
+)
 
 #: Order in which reloads run; a restart of a daemon makes its runtime reloads redundant.
 ACTION_ORDER = [
@@ -134,12 +141,7 @@ def _renumbering(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     controller's releases gave it, `siporch.core.stable_ids`; without them, it is numbered
     in name order), adding or removing a trunk renumbers the ones after it."""
     moves = renumbered(_trunk_ids(old), _trunk_ids(new))
-    return [
-        f"warning: trunk {name}: id {a} -> {b} (its dispatcher set, permissions group, "
-        "dialplan ids, htable keys and dialog profile change; calls up on it lose their "
-        f"channel count): give it `id: {a}` in the model to keep it"
-        for name, (a, b) in moves.items()
-    ]
+    return [renumber_warning(name, a, b) for name, (a, b) in moves.items()]
 
 
 #: Topology hiding encodes the edge's Record-Route and Contact of every call with a key

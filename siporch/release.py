@@ -8,7 +8,7 @@ The controller's state directory (:func:`state_dir`) is ``$SIPORCH_STATE`` when 
 ``build/`` beside the inventory directory (``~/proj/inventory`` -> ``~/proj/build``); never
 inside the installed package. Layout::
 
-    <state>/releases/<id>/manifest.json          every host, no secrets; trunk_ids
+    <state>/releases/<id>/manifest.json          every host, no secrets; trunk_ids(_own)
     <state>/releases/<id>/model.json             the model with secrets replaced by hashes
     <state>/releases/<id>/<host>/manifest.json   that host's part (shipped with its files)
     <state>/releases/<id>/<host>/<relpath>       the rendered files
@@ -27,6 +27,8 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from siporch import __version__
-from siporch.core import HostManifest, Manifest
+from siporch.core import OWN_IDS, TRUNK_IDS, HostManifest, Manifest
 from siporch.errors import SiporchError
-from siporch.model.loader import LoadedModel
+from siporch.model.loader import LoadedModel, own_trunk_ids
 from siporch.model.numbering import trunk_ids
 from siporch.model.schema import Model
 from siporch.render import reload_action, render_release, secret_files
@@ -166,9 +168,11 @@ def new_release_id(model_hash: str, now: datetime | None = None) -> str:
 def host_manifest(
     model: Model | Facts, host: str, files: dict[str, bytes], release_id: str, model_hash: str
 ) -> dict[str, Any]:
+    """``<release>/<host>/manifest.json``: the host's files (hash, mode, reload, secret)
+    and, for an edge, ``trunk_ids``: {trunk: id} of every trunk of the model."""
     role = model.hosts[host].role
     secrets = secret_files(role)
-    return {
+    out: dict[str, Any] = {
         "id": release_id,
         "host": host,
         "role": role,
@@ -185,10 +189,10 @@ def host_manifest(
             for path, data in sorted(files.items())
         },
     }
-
-
-#: Key of a release's manifest.json: {trunk name: id} of every trunk of the release.
-TRUNK_IDS = "trunk_ids"
+    if role == "edge":  # the ids its tables number the trunks with (what the plan compares)
+        ids = getattr(model, "trunk_ids", None)
+        out[TRUNK_IDS] = dict(ids) if ids is not None else trunk_ids(model)  # type: ignore[arg-type]
+    return out
 
 
 @dataclass(frozen=True)
@@ -269,7 +273,31 @@ def id_base(inventory: Path, first_source: Path | None = None) -> IdBase:
             old = {}
         reserved |= set(old.values())
         kept = {**{n: i for n, i in old.items() if i not in kept.values()}, **kept}
+    if _HOSTS_IDS is not None:  # what the hosts run wins (`ids_from_hosts`)
+        taken = set(_HOSTS_IDS.values())
+        kept = {
+            **{n: i for n, i in kept.items() if n not in _HOSTS_IDS and i not in taken},
+            **_HOSTS_IDS,
+        }
+        reserved |= taken
     return IdBase(str(newest["id"]) if newest else None, kept, frozenset(reserved), deployed)
+
+
+_HOSTS_IDS: dict[str, int] | None = None
+
+
+@contextmanager
+def ids_from_hosts(ids: Mapping[str, int]) -> Iterator[None]:
+    """Within it, a model loaded keeps ``ids`` ({trunk: id} the hosts run,
+    `siporch.lifecycle.trunk_ids_of_hosts`) before the ids of the controller's releases:
+    a render from a controller without them (a fresh clone) numbers the trunks as the hosts
+    do, and records it in its release for the renders after it."""
+    global _HOSTS_IDS
+    saved, _HOSTS_IDS = _HOSTS_IDS, dict(ids)
+    try:
+        yield
+    finally:
+        _HOSTS_IDS = saved
 
 
 def list_releases(out_dir: Path) -> list[dict[str, Any]]:
@@ -327,7 +355,11 @@ def build_release(
     previous = [m for m in list_releases(out_dir) if m.get("inventory") == inventory]
     if release_id is None:
         for m in reversed(previous):
-            if m.get("content_hash") == chash and m.get("model_hash") == loaded.model_hash:
+            if (
+                m.get("content_hash") == chash
+                and m.get("model_hash") == loaded.model_hash
+                and _records_ids(m)
+            ):
                 return Release(m["id"], out_dir / m["id"], m, reused=True)
     rid = release_id or new_release_id(loaded.model_hash)
     final = out_dir / rid
@@ -372,6 +404,7 @@ def build_release(
         }
         ids = getattr(model, "trunk_ids", None)
         manifest[TRUNK_IDS] = dict(ids) if ids is not None else trunk_ids(loaded.model)
+        manifest[OWN_IDS] = sorted(own_trunk_ids(loaded))
         (tmp / "model.json").write_text(text)
         (tmp / MANIFEST).write_text(Manifest.from_json(manifest).dumps())
         os.rename(tmp, final)
@@ -380,6 +413,16 @@ def build_release(
         raise
     _prune(out_dir, inventory, keep)
     return Release(rid, final, manifest)
+
+
+def _records_ids(manifest: dict[str, Any]) -> bool:
+    """Whether a release records its trunk ids where the plan reads them (the trunks with
+    their own ``id``, and each edge's ids in its host manifest): one made before is not
+    reused, so that the hosts get manifests that say which ids they run."""
+    hosts = manifest.get("hosts") or {}
+    return OWN_IDS in manifest and all(
+        TRUNK_IDS in hm for hm in hosts.values() if isinstance(hm, dict) and hm.get("role") == "edge"
+    )
 
 
 def _link(source: Path, target: Path, data: bytes, secret: bool) -> bool:

@@ -35,6 +35,12 @@ from siporch.deploy.progress import run_with_progress
     help="Restart rtpengine or Asterisk even while they carry calls (their media is lost).",
 )
 @click.option(
+    "--renumber-trunks",
+    is_flag=True,
+    help="Deploy even when a trunk the hosts run changes id without its own `id:` "
+    "(its dispatcher set and dialog profile move under its calls; env SIPORCH_RENUMBER_TRUNKS=1).",
+)
+@click.option(
     "--serial", type=click.IntRange(1), default=1, show_default=True, help="Hosts per batch."
 )
 @click.option(
@@ -47,6 +53,7 @@ def cli(
     diff: bool,
     limit: str | None,
     force: bool,
+    renumber_trunks: bool,
     serial: int,
     keep: int,
 ) -> int:
@@ -54,7 +61,9 @@ def cli(
 
     Each host checks the release with its real daemons, switches /etc/siporch/current
     atomically, reloads the least the change needs and passes a health gate; any failure
-    puts every host of the run back on its previous release.
+    puts every host of the run back on its previous release. A trunk the hosts run whose
+    id the model would change (without its own `id:`) stops the run before any host is
+    touched (exit 2).
     """
     vault = runner.vault_password_file(primary(inventory), vault_password_file)
     with PlaybookProgress(console, verbose=verbosity() > 0, diffs=check) as progress:
@@ -65,7 +74,12 @@ def cli(
             check=check,
             diff=diff,
             limit=limit,
-            extra_vars={"siporch_force": force, "siporch_serial": serial, "siporch_keep": keep},
+            extra_vars={
+                "siporch_force": force,
+                "siporch_serial": serial,
+                "siporch_keep": keep,
+                **({"siporch_renumber_trunks": True} if renumber_trunks else {}),
+            },
             vault_file=vault,
         )
     code = print_result(result, "check" if check else "deploy")

@@ -49,6 +49,8 @@ def cli(
     Compares the model with the release each host runs, read from the host over SSH (its
     /etc/siporch/current and that release's manifest.json), or with --against RELEASE from
     the controller. Files with secrets are shown with each secret as ********.
+    A trunk the hosts run that the model numbers with another id is a warning (and a
+    deploy refuses it unless the trunk's own `id:` says so).
     Exit 0: nothing would change; 1: something would; 2: error, or a host could not be
     read (its part of the plan is unknown).
     """
@@ -89,6 +91,10 @@ def _print(plan: Plan, against: str | None, out: Path, stat: bool, secrets: list
         return
     for line in plan.summary or ():
         p(f"  {escape(line)}", soft_wrap=True)
+    for change in plan.id_changes:  # against the ids the hosts' files use
+        p(f"  [yellow]{escape(change.warning())}[/yellow]", soft_wrap=True)
+    if plan.refusal:
+        err_console.print(f"siporch: a deploy would stop: {escape(plan.refusal)}", soft_wrap=True)
     for host, hp in plan.hosts.items():
         if hp.removed:
             p(f"[bold]{host}[/bold]: no longer in the model (its files stay until removed by hand)")

@@ -341,9 +341,13 @@ def print_result(result: Any, what: str) -> int:
     from rich.table import Table
 
     from siporch.deploy.outcome import failure_summary
-    from siporch.errors import DeployError
+    from siporch.errors import DeployError, SiporchError
 
     report = result.report or {}
+    for line in report.get("warnings") or ():  # trunks whose id changes
+        err_console.print(f"[yellow]{escape(str(line))}[/yellow]", soft_wrap=True)
+    if report.get("refused"):  # stopped before any host was touched
+        raise SiporchError(str(report["refused"]))
     hosts = report.get("hosts", [])
     if hosts:
         table = Table(title=f"{what}: release {report.get('release', '?')}", title_justify="left")

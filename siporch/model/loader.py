@@ -61,6 +61,17 @@ class LoadedModel:
     # the plain data the model was validated from, when KEEP_DATA asked for it (the cache
     # keeps it instead of the model: a tenth of the time to store)
     data: Any = field(default=None, repr=False, compare=False)
+    # the trunks whose ``id`` the inventory gives (the others are numbered by siporch,
+    # `_keep_trunk_ids`); None: every trunk with an id in ``model``
+    own_ids: tuple[str, ...] | None = None
+
+
+def own_trunk_ids(loaded: Any) -> set[str]:
+    """The trunks of a loaded model whose id the inventory gives itself (``id:``)."""
+    own = getattr(loaded, "own_ids", None)
+    if own is not None:
+        return set(own)
+    return {name for name, t in loaded.model.trunks.items() if t.id is not None}
 
 
 @dataclass
@@ -1359,6 +1370,7 @@ def _validate(
     errors = [p for p in found if p.severity == "error"]
     if errors:
         raise ModelError(problems=found)
+    own = tuple(sorted(name for name, t in model.trunks.items() if t.id is not None))
     if hosts is not None:  # an inventory's model: the ids its releases gave are kept
         model = _keep_trunk_ids(model, inventory, sources, loc8)
     return LoadedModel(
@@ -1369,6 +1381,7 @@ def _validate(
         warnings=[p for p in found if p.severity == "warning"],
         inventories=sources or (inventory,),
         data=data if KEEP_DATA else None,
+        own_ids=own,
     )
 
 

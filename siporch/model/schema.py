@@ -484,7 +484,9 @@ class Trunk(Strict):
             "numeric id (dispatcher set, permissions group, htable keys, dialog profile); "
             "unset: the id the controller's last release of the inventory gave the trunk, "
             "or for a new trunk the lowest id free (never one a release still holds); an id "
-            "once given is kept, so adding or removing a trunk renumbers no other"
+            "once given is kept, so adding or removing a trunk renumbers no other; a deploy "
+            "refuses to change the id the hosts run unless this says so (from a controller "
+            "without releases: set it, or `siporch render --ids-from-hosts`)"
         ),
     )
     site: Name

@@ -10,7 +10,9 @@ from siporch.core import (
     REMOVED,
     FileEntry,
     diff_trees,
+    id_refusal,
     model_changes,
+    release_id_changes,
     releases_to_prune,
     rollback_target,
     states,
@@ -78,6 +80,26 @@ def siporch_model_changes(candidate_dir: str, running: list[str]) -> list[str]:
     return model_changes(Path(candidate_dir), running)
 
 
+def siporch_trunk_id_check(
+    candidate_dir: str, running: dict[str, Any], check_mode: bool = False, renumber: bool = False
+) -> dict[str, Any]:
+    """The trunks whose id the release in ``candidate_dir`` changes from what the hosts
+    run (``running``: host -> the manifest of its current release, {} when none):
+    ``{"warnings": [line per trunk], "refusal": "" or why the deploy must not go on}``
+    (`siporch.core.release_id_changes`, `siporch.core.id_refusal`). In check mode the
+    refusal is one more warning; with ``renumber`` (the user accepts it) too, and the
+    deploy goes on."""
+    changes = release_id_changes(Path(candidate_dir), running or {})
+    refusal = id_refusal(changes) or ""
+    warnings = [c.warning() for c in changes]
+    if refusal and renumber:
+        warnings.append("warning: the trunks above are renumbered as asked (siporch_renumber_trunks)")
+        refusal = ""
+    elif check_mode and refusal:
+        warnings.append(f"warning: a deploy would stop here: {refusal}")
+    return {"warnings": warnings, "refusal": refusal}
+
+
 def siporch_rollback_target(history: str, current: str, available: list[str]) -> str:
     """The release a rollback of the host goes to (`siporch.core.rollback_target`)."""
     return rollback_target(history or "", current or "", available or [])
@@ -118,6 +140,7 @@ class FilterModule:
             "siporch_reload_actions": siporch_reload_actions,
             "siporch_changed_files": siporch_changed_files,
             "siporch_model_changes": siporch_model_changes,
+            "siporch_trunk_id_check": siporch_trunk_id_check,
             "siporch_daemons": siporch_daemons,
             "siporch_release_drift": siporch_release_drift,
             "siporch_heal_actions": siporch_heal_actions,
