@@ -187,7 +187,8 @@ def _inside(name: str, argv: list[str]) -> int:
         except InterruptedError:
             continue
         if pid == child.pid:
-            return os.waitstatus_to_exitcode(status)
+            code = os.waitstatus_to_exitcode(status)
+            return 128 - code if code < 0 else code  # killed by signal N: 128 + N
 
 
 def remove_cgroups(name: str, wait_s: float = 10.0) -> list[str]:
@@ -255,8 +256,18 @@ def run(name: str, argv: list[str]) -> int:
     proc = subprocess.Popen(outer)
 
     def forward(signum: int, _frame: object) -> None:
+        # unshare itself ignores SIGINT and SIGTERM while it waits: the signal goes to the
+        # instance's PID 1 (which passes it on to the command); without one, unshare is
+        # killed and --kill-child takes the instance down.
+        try:
+            children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        except OSError:
+            children = []
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signum)
+            if children:
+                os.kill(int(children[0]), signum)
+            else:
+                proc.kill()
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)

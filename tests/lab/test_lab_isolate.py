@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,23 @@ def test_the_exit_code_comes_back_and_nothing_is_left(root: None) -> None:
     assert left.stdout.strip() == "", left.stdout
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(isolate.base_dir() / "t-exit") not in mounts
+
+
+def test_a_signal_stops_the_whole_instance(root: None) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "siporch.lab.isolate", "t-signal", "--",
+         "sh", "-c", "sleep 3132 & sleep 3133"],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and subprocess.run(
+        ["pgrep", "-f", "^sleep 3133$"], capture_output=True
+    ).returncode:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    left = subprocess.run(["pgrep", "-f", "^sleep 313[23]$"], capture_output=True, text=True)
+    assert left.stdout.strip() == "", left.stdout
 
 
 def test_bad_use_is_a_one_line_error(root: None) -> None:
