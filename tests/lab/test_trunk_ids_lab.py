@@ -90,6 +90,9 @@ def _add_first(model: dict[str, Any]) -> None:
 def deployed(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The lab model deployed with this code (its own controller state); the release every
     host runs and the trunk ids the edges record."""
+    # every host on the lab model first (on a fresh lab the PBXs run no release yet)
+    with ck.deploy_lock(wait=2400):
+        ck.ensure_deployed(ck.Lab(lab), lab.inventory, HOSTS)
     state = tmp_path_factory.mktemp("ids-deployer")
     saved = os.environ.get("SIPORCH_STATE")
     os.environ["SIPORCH_STATE"] = str(state)
