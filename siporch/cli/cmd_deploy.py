@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from siporch import cache
 from siporch.cli.common import (
     echo_run_json,
     host_options,
@@ -79,6 +80,9 @@ def cli(
     started = time.time()
     try:
         vault = runner.vault_password_file(primary(inventory), vault_password_file)
+        # A bad model stops here with every problem named by file and field (exit 2), before
+        # Ansible starts; the read is cached, so the render that follows does not repeat it.
+        cache.load_model(inventory, vault)
         with display if display is not None else contextlib.nullcontext():
             result = run_with_progress(
                 "deploy-trunk.yml",

@@ -360,3 +360,37 @@ def test_deploy_without_json_prints_the_table(
     )
     assert code == 0
     assert "deploy: release R2" in out and "deploy done in 10.0 s" in out
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_bad_model_stops_the_deploy_before_ansible_with_exit_2(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    as_json: bool,
+) -> None:
+    import shutil
+
+    from siporch.cli import cmd_deploy
+
+    inv = tmp_path / "inv"
+    shutil.copytree(EXAMPLE, inv)
+    model = inv / "group_vars" / "all" / "siporch.yml"
+    text = model.read_text()
+    assert "max_channels: 30" in text
+    model.write_text(text.replace("max_channels: 30", "max_channels: lots", 1))
+
+    def never(*a: Any, **kw: Any) -> None:
+        raise AssertionError("ansible-playbook ran on a bad model")
+
+    monkeypatch.setattr(cmd_deploy, "run_with_progress", never)
+    vault = EXAMPLE.parent / ".vault-pass"
+    args = ["deploy", "-i", str(inv), "--vault-password-file", str(vault)]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, *(["--json"] if as_json else [])])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2
+    assert f"{model}:" in err and "max_channels: must be a whole number" in err
+    assert "Traceback" not in err
+    if as_json:
+        assert json.loads(out)["exit_code"] == 2
