@@ -50,6 +50,10 @@ if "run" not in globals():  # run as a file, beside the scaffold
 GATE_TIMEOUT = 300.0
 
 
+def _argv(item):
+    return [str(a) for a in item["argv"]]
+
+
 def _tail(proc):
     text = ((proc.stderr or "").strip() or (proc.stdout or "").strip()).splitlines()
     return " ".join(text[-6:])[-600:] or "exit %d" % proc.returncode
@@ -138,7 +142,7 @@ def _build(root, spec):
     os.rename(partial, target)
     for item in spec.get("tree_checks", []):
         try:
-            proc = run(item["argv"], timeout=GATE_TIMEOUT)
+            proc = run(_argv(item), timeout=GATE_TIMEOUT)
             why = "" if proc.returncode == 0 else _tail(proc)
         except (OSError, subprocess.TimeoutExpired) as exc:
             why = str(exc)
@@ -171,8 +175,8 @@ def _gate(item, results):
         if attempt:
             time.sleep(delay)
         try:
-            proc = run(item["argv"], timeout=GATE_TIMEOUT)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            proc = run(_argv(item), timeout=GATE_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - any error fails the gate
             results[item["name"]] = (False, str(exc), time.monotonic() - started)
             return
         if proc.returncode == 0:
@@ -186,7 +190,7 @@ def main():
     root = spec.get("root") or "/etc/siporch"
     for item in spec.get("checks", []):
         try:
-            proc = run(item["argv"])
+            proc = run(_argv(item))
         except (OSError, subprocess.TimeoutExpired) as exc:
             print(json.dumps({"quick": False, "why": "%s: %s" % (item["name"], exc)}))
             return 0
@@ -218,7 +222,7 @@ def main():
         switched = True
     for item in spec.get("steps", []):
         try:
-            proc = run(item["argv"], timeout=GATE_TIMEOUT)
+            proc = run(_argv(item), timeout=GATE_TIMEOUT)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return failed("%s: %s" % (item["name"], exc))
         if proc.returncode != 0:
@@ -232,6 +236,7 @@ def main():
     for t in threads:
         t.join()
     bad = [(name, why) for name, (ok, why, _) in results.items() if not ok]
+    bad += [(g["name"], "no result") for g in spec.get("gates", []) if g["name"] not in results]
     if bad:
         return failed("; ".join("%s: %s" % f for f in bad))
     for rid in spec.get("prune", []):
