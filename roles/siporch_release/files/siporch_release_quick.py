@@ -3,28 +3,32 @@
 
     python3 -c "<siporch_hostlib.py><this file>" < SPEC.json
 
-Run by playbooks/tasks/quick_host.yml for a host whose files the release does not change
-(discover.yml: siporch_release_unchanged), with the text of siporch_hostlib.py first.
-SPEC is JSON:
+Run by roles/siporch_release/tasks/quick.yml (from playbooks/tasks/quick_host.yml) for a
+host whose plan allows it (a host the release leaves as it is, or a change that runtime
+reloads apply), with the text of siporch_hostlib.py first. SPEC is JSON:
 
     {"root": "/etc/siporch",
      "checks": [{"name", "argv"}],       every one must exit 0, else nothing is done
-     "switch": null | {"id", "manifest", "kind"},
+     "switch": null | {"id", "manifest" (its text), "kind",
+                       "write": [{"path", "data" (base64), "mode", "group"}],
+                       "remove": [paths], "tree_checks": [{"name", "argv"}]},
      "steps": [{"name", "argv"}],        in order, once the release is in place
      "gates": [{"name", "argv", "tries", "delay"}],   together, each retried
      "prune": [ids]}                     removed once the gates have passed
 
 1. The checks (the daemons' installs in place, the daemons running): one that fails
-   means the host needs the whole deploy; the helper prints {"quick": false, "why"} and
-   changes nothing.
-2. When the release id changes (another part of the model changed), the new release is
-   made on the host from the one it runs, whose files are those of the new release byte
-   for byte (discover.yml compared both manifests and hashed the files on the host):
-   copied with owners and modes (`cp -a`) under a hidden partial name, given the new
-   manifest, opened and renamed into place; then `current` is switched as switch.yml
-   does it (a temporary link renamed over it, one line in `history`).
-3. The steps (the call-record schemas, telling Kamailio its release), then the health
-   gates, all at once: each is retried until it passes or its tries are spent.
+   means the host needs the step by step deploy; the helper prints {"quick": false,
+   "why"} and changes nothing.
+2. When the release id changes: releases/.<id>.partial is made from the running release
+   (`cp -a`, owners and modes kept), the files of "write" written (root, their group and
+   mode), those of "remove" removed, the new manifest written; every file is compared with
+   the manifest (sha256, mode; nothing more, nothing less), else it is removed and the
+   host goes step by step. It is renamed to releases/<id>, the tree checks run (the real
+   daemons' checks; a failure removes it and the host goes step by step, where the check
+   fails again under its own name), then `current` is switched as switch.yml does it (a
+   temporary link renamed over it, one line in `history`).
+3. The steps (schemas, reloads, telling Kamailio its release), then the health gates,
+   all at once: each is retried until it passes or its tries are spent.
 4. Releases to prune are removed.
 
 Prints {"quick": true, "switched": bool, "gates": {name: seconds}} on success. A failed
