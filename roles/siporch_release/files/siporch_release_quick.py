@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A host the release leaves as it is, deployed in one call.
+"""A host deployed in one call: checks, the new release made from the running one, switch,
+reloads and health gates.
 
     python3 -c "<siporch_hostlib.py><this file>" < SPEC.json
 
