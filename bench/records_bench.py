@@ -330,6 +330,8 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
 VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
     # no call record made (the dialog variables and AVPs are still set on every call)
     "no-cdr": (('modparam("acc", "cdr_enable", 1)', 'modparam("acc", "cdr_enable", 0)'),),
+    # PostgreSQL: each insert in the SIP worker, which waits for the server's answer
+    "sync-inserts": (('modparam("acc", "db_insert_mode", 2)', 'modparam("acc", "db_insert_mode", 0)'),),
     # SQLite's own checkpoints, in the SIP worker whose commit fills the WAL to 1,000 pages,
     # instead of route RECORDS_CHECKPOINT's every second
     "worker-checkpoints": (
@@ -478,15 +480,21 @@ PG_EDGE = "bench-summary"  # the edge name of the synthetic records (removed aft
 
 # The summary over the PostgreSQL reader (records._REMOTE_PG, as `siporch calls` runs it on
 # an edge), run here in a process of its own: argv[1] a host.cfg naming the server, argv[2]
-# the edge whose records are read. Prints the summary as JSON lines.
+# the edge whose records are read, argv[3] "server" (the server aggregates, as `siporch
+# calls --summary` does) or "calls" (every call read and summarized here). Prints the
+# summary as JSON lines.
 _PG_SUMMARY = r"""
 import json, sys
 from siporch import records
 problems = []
-argv = records.remote_command_pg(sys.argv[1], records.Filters(), [sys.argv[2]])
+server = sys.argv[3] == "server"
+argv = records.remote_command_pg(sys.argv[1], records.Filters(), [sys.argv[2]], server)
 argv[0] = sys.executable
-calls = records.read_calls([("pg", argv)], records.Filters(), 3600, problems)
-for row in records.summarize(calls):
+if server:
+    rows = records.summary_from_lines(records.stream_lines(argv, "pg", 3600, problems))
+else:
+    rows = records.summarize(records.read_calls([("pg", argv)], records.Filters(), 3600, problems))
+for row in rows:
     print(json.dumps(row.as_dict()))
 if problems:
     sys.exit("; ".join(problems))
@@ -567,17 +575,23 @@ def summary_pg(args: argparse.Namespace) -> dict[str, Any]:
             sql("ANALYZE legs")
             build_s = time.monotonic() - t0
             size = sql("SELECT pg_total_relation_size('calls') + pg_total_relation_size('legs')")
-            t0 = time.monotonic()
-            proc = subprocess.run(
-                ["/usr/bin/time", "-f", "%M", sys.executable, "-c", _PG_SUMMARY, str(cfg), PG_EDGE],
-                capture_output=True, text=True, cwd=REPO, timeout=3600,
-                env={**os.environ, "PYTHONPATH": str(REPO)},
-            )  # fmt: skip
-            wall = time.monotonic() - t0
-            if proc.returncode != 0:
-                raise RuntimeError(proc.stderr[-2000:])
-            peak_kb = int(proc.stderr.strip().splitlines()[-1])
-            rows = [json.loads(line) for line in proc.stdout.splitlines()]
+            ways: dict[str, dict[str, Any]] = {}
+            for way in ("server", "calls"):
+                t0 = time.monotonic()
+                proc = subprocess.run(
+                    ["/usr/bin/time", "-f", "%M", sys.executable, "-c", _PG_SUMMARY, str(cfg),
+                     PG_EDGE, way],
+                    capture_output=True, text=True, cwd=REPO, timeout=3600,
+                    env={**os.environ, "PYTHONPATH": str(REPO)},
+                )  # fmt: skip
+                wall = time.monotonic() - t0
+                if proc.returncode != 0:
+                    raise RuntimeError(proc.stderr[-2000:])
+                ways[way] = {
+                    "seconds": round(wall, 2),
+                    "peak_rss_mb": round(int(proc.stderr.strip().splitlines()[-1]) / 1024, 1),
+                    "trunks": [json.loads(line) for line in proc.stdout.splitlines()],
+                }
         finally:
             remove()
     return {
@@ -586,12 +600,27 @@ def summary_pg(args: argparse.Namespace) -> dict[str, Any]:
         "server": f"{host}:{port}",
         "db_mb": round(int(size) / 1e6, 1),
         "build_seconds": round(build_s, 1),
-        "summary_seconds": round(wall, 2),
-        # the reader process and the psql it starts are one process tree; /usr/bin/time
-        # reports the largest of them
-        "peak_rss_mb": round(peak_kb / 1024, 1),
-        "trunks": rows,
+        # as `siporch calls --summary` reads PostgreSQL: the server aggregates
+        "summary_seconds": ways["server"]["seconds"],
+        # /usr/bin/time: the largest resident size of the process and the ones it started
+        "peak_rss_mb": ways["server"]["peak_rss_mb"],
+        "trunks": ways["server"]["trunks"],
+        # every call read and summarized on this side (the SQLite way)
+        "call_by_call": {k: v for k, v in ways["calls"].items() if k != "trunks"},
+        "same_figures_exact_quantiles_aside": _same_but_pdd(
+            ways["server"]["trunks"], ways["calls"]["trunks"]
+        ),
     }
+
+
+def _same_but_pdd(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    """The two summaries agree but for the PDD quantiles (sampled above 20,000 calls per
+    trunk on the call-by-call side, exact on the server)."""
+
+    def strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if not k.startswith("pdd")} for r in rows]
+
+    return strip(a) == strip(b)
 
 
 def exporter_read(args: argparse.Namespace) -> dict[str, Any]:
@@ -705,6 +734,12 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{result['records']} records ({result['db_mb']} MB): siporch calls --summary "
                 f"{result['summary_seconds']} s, peak RSS {result['peak_rss_mb']} MB"
+                + (
+                    f"; call by call: {result['call_by_call']['seconds']} s, peak RSS "
+                    f"{result['call_by_call']['peak_rss_mb']} MB"
+                    if "call_by_call" in result
+                    else ""
+                )
             )
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         print(f"records_bench: {exc}", file=sys.stderr)
