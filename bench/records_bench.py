@@ -111,6 +111,7 @@ def _psql(sql: str, user: str = "siporch", db: str = "siporch") -> str:
 def pg_up(base: Path, schema: str) -> subprocess.Popen[bytes]:
     """initdb and start a server in the namespace (127.0.0.1), the model's user and
     database, the records tables."""
+    base.chmod(0o755)  # mkdtemp's 0700: the postgres user must reach its data directory
     data = base / "pgdata"
     data.mkdir()
     shutil.chown(data, "postgres", "postgres")
