@@ -1,7 +1,10 @@
 """Call records: what they cost the edge, and how fast `siporch calls --summary` reads them.
 
     sudo python bench/records_bench.py cps --calls 2000 --rounds 5 --json bench/results/records_cps.json
+    sudo python bench/records_bench.py cps --variant no-cdr --variant worker-checkpoints
+    sudo python bench/records_bench.py cps --backend postgresql --root /var/cache/siporch/rootfs/<key>
     python bench/records_bench.py summary --records 1000000 --json bench/results/records_summary.json
+    python bench/records_bench.py summary --records 1000000 --pg-url postgres://u:pw@host:5432/db
     python bench/records_bench.py exporter --records 1000000
 
 ``exporter``: a synthetic database as for ``summary`` (below), read as a restarted
@@ -12,6 +15,10 @@ chunk after chunk from id 0); wall time and the edge program's peak resident mem
 namespace, SIPp UAC -> edge -> SIPp UAS, closed loop with ``--concurrency`` calls in flight,
 no hold time), with ``records.enabled`` on (acc into SQLite: one call record and one leg
 record per call) and off, alternating in the same run, Kamailio restarted between the two.
+``--variant``: a third edge in the same run, records on with one part taken out (VARIANTS),
+to see where their cost goes. ``--backend postgresql``: the records go to a PostgreSQL
+server of the bench's own (initdb'd in its namespace; Kamailio needs db_postgres: the lab
+root's, ``--root``). One run at a time (its namespace).
 After each run with records on, the records written are counted against the calls placed.
 Reported per run: calls/s, and the CPU time of the edge's Kamailio processes per call (user +
 system from /proc: what a CPU-bound edge's calls/s follow, hardly moved by other load).
@@ -19,7 +26,9 @@ system from /proc: what a CPU-bound edge's calls/s follow, hardly moved by other
 ``summary``: a records database with ``--records`` synthetic calls (5 trunks, 70% answered,
 10% with a failed first leg) is written, then ``siporch calls --from-file DB --summary``
 runs on it; wall time and the peak resident memory of the command (and of the reader it
-starts) are reported.
+starts) are reported. ``--pg-url``: the same calls loaded into that PostgreSQL database (as
+edge ``bench-summary``, deleted at the end) and summarized as `siporch calls` does for a
+PostgreSQL model (the server aggregates), and call by call for comparison.
 """
 
 from __future__ import annotations
