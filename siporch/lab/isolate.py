@@ -189,7 +189,14 @@ def _inside(name: str, argv: list[str]) -> int:
             "TMPDIR": "/tmp",
         }
     )
-    child = subprocess.Popen(argv, env=env)
+    try:
+        child = subprocess.Popen(argv, env=env)
+    except OSError as exc:  # the command is missing or not executable (inside the instance:
+        # /tmp is the instance's own, so a script kept in the machine's /tmp is not there)
+        print(
+            f"isolate: cannot run {argv[0]!r} in instance {name}: {exc.strerror}", file=sys.stderr
+        )
+        return 127 if isinstance(exc, FileNotFoundError) else 126
 
     def forward(signum: int, _frame: object) -> None:
         with contextlib.suppress(ProcessLookupError):
