@@ -1,7 +1,7 @@
 """Call records: what they cost the edge, and how fast `siporch calls --summary` reads them.
 
     sudo python bench/records_bench.py cps --calls 2000 --rounds 5 --json bench/results/records_cps.json
-    sudo python bench/records_bench.py cps --variant no-cdr --variant worker-checkpoints
+    sudo python bench/records_bench.py cps --variant no-cdr --variant worker-inserts
     sudo python bench/records_bench.py cps --backend postgresql --root /var/cache/siporch/rootfs/<key>
     python bench/records_bench.py summary --records 1000000 --json bench/results/records_summary.json
     python bench/records_bench.py summary --records 1000000 --pg-url postgres://u:pw@host:5432/db
@@ -338,10 +338,18 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
 # Variants of the edge with records on, to see where their cost goes (--variant): the same
 # rendered configuration with one part of the records taken out.
 VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
-    # no call record made (the dialog variables and AVPs are still set on every call)
+    # PostgreSQL: no call record made (the dialog variables and AVPs are still set on every
+    # call)
     "no-cdr": (('modparam("acc", "cdr_enable", 1)', 'modparam("acc", "cdr_enable", 0)'),),
     # PostgreSQL: each insert in the SIP worker, which waits for the server's answer
     "sync-inserts": (('modparam("acc", "db_insert_mode", 2)', 'modparam("acc", "db_insert_mode", 0)'),),
+    # SQLite: no call record queued (the dialog variables are still set on every call)
+    "no-record": (("route[RECORD_QUEUE] {\n", "route[RECORD_QUEUE] {\n\treturn;\n"),),
+    # SQLite: each call record inserted (and committed) by the SIP worker that ends the call,
+    # instead of queued for route RECORDS_WRITE's batches
+    "worker-inserts": (
+        ("\tif ($mq_size(records) < ACC_QUEUE_MAX) {\n", "\tif ($mq_size(records) < 0) {\n"),
+    ),
     # SQLite's own checkpoints, in the SIP worker whose commit fills the WAL to 1,000 pages,
     # instead of route RECORDS_CHECKPOINT's every second
     "worker-checkpoints": (
