@@ -345,6 +345,13 @@ VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
     "sync-inserts": (('modparam("acc", "db_insert_mode", 2)', 'modparam("acc", "db_insert_mode", 0)'),),
     # SQLite: no call record queued (the dialog variables are still set on every call)
     "no-record": (("route[RECORD_QUEUE] {\n", "route[RECORD_QUEUE] {\n\treturn;\n"),),
+    # SQLite: no per-call state for the records (routes ACC_START, ACC_LEG, ACC_REPLY do
+    # nothing; no record queued); acc, sqlops, the timers and the dialog event routes remain
+    "no-state": (
+        ("route[ACC_START] {\n", "route[ACC_START] {\n\treturn;\n"),
+        ("route[ACC_LEG] {\n", "route[ACC_LEG] {\n\treturn;\n"),
+        ("route[ACC_REPLY] {\n", "route[ACC_REPLY] {\n\treturn;\n"),
+    ),
     # SQLite: each call record inserted (and committed) by the SIP worker that ends the call,
     # instead of queued for route RECORDS_WRITE's batches
     "worker-inserts": (
