@@ -133,6 +133,8 @@ def test_answered_outbound_call_is_recorded(edge: Edge) -> None:
     assert rec["reason"] == "OK"
     assert rec["release"] == "release-a"
     assert before - 1 <= rec["setup"] <= rec["answer"] <= time.time()
+    # the peer's 180 came before its 200
+    assert rec["ring"] is not None and rec["setup"] <= rec["ring"] <= rec["answer"]
     assert rec["duration"] > 0
     assert int(rec["legs"]) == 1
     assert legs_of(edge, rec["callid"]) == [], "an answered first leg is the call's own record"
