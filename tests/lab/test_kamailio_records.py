@@ -1,4 +1,4 @@
-"""Call records written by the real edge (Kamailio acc into SQLite), on loopback.
+"""Call records written by the real edge (Kamailio into SQLite), on loopback.
 
 The example edge runs as in test_kamailio_edge (tests/lab/edgekit.py: Debian 12's
 Kamailio 5.6 on the host, and sid's 6.x from the lab root), with its own addresses (127.0.87.x) so that both modules can
