@@ -13,8 +13,8 @@ chunk after chunk from id 0); wall time and the edge program's peak resident mem
 
 ``cps``: the rendered edge of bench/cps_bench.py (1,000 generated trunks, its own network
 namespace, SIPp UAC -> edge -> SIPp UAS, closed loop with ``--concurrency`` calls in flight,
-no hold time), with ``records.enabled`` on (acc into SQLite: one call record and one leg
-record per call) and off, alternating in the same run, Kamailio restarted between the two.
+no hold time), with ``records.enabled`` on (SQLite: one call record per call, written by
+the edge's one writer process) and off, alternating in the same run, Kamailio restarted between the two.
 ``--variant``: a third edge in the same run, records on with one part taken out (VARIANTS),
 to see where their cost goes. ``--backend postgresql``: the records go to a PostgreSQL
 server of the bench's own (initdb'd in its namespace; Kamailio needs db_postgres: the lab
