@@ -1,7 +1,7 @@
 """Call records: what they cost the edge, and how fast `siporch calls --summary` reads them.
 
     sudo python bench/records_bench.py cps --calls 2000 --rounds 5 --json bench/results/records_cps.json
-    sudo python bench/records_bench.py cps --variant no-cdr --variant worker-checkpoints
+    sudo python bench/records_bench.py cps --variant no-cdr --variant worker-inserts
     sudo python bench/records_bench.py cps --backend postgresql --root /var/cache/siporch/rootfs/<key>
     python bench/records_bench.py summary --records 1000000 --json bench/results/records_summary.json
     python bench/records_bench.py summary --records 1000000 --pg-url postgres://u:pw@host:5432/db
@@ -13,8 +13,8 @@ chunk after chunk from id 0); wall time and the edge program's peak resident mem
 
 ``cps``: the rendered edge of bench/cps_bench.py (1,000 generated trunks, its own network
 namespace, SIPp UAC -> edge -> SIPp UAS, closed loop with ``--concurrency`` calls in flight,
-no hold time), with ``records.enabled`` on (acc into SQLite: one call record and one leg
-record per call) and off, alternating in the same run, Kamailio restarted between the two.
+no hold time), with ``records.enabled`` on (SQLite: one call record per call, written by
+the edge's one writer process) and off, alternating in the same run, Kamailio restarted between the two.
 ``--variant``: a third edge in the same run, records on with one part taken out (VARIANTS),
 to see where their cost goes. ``--backend postgresql``: the records go to a PostgreSQL
 server of the bench's own (initdb'd in its namespace; Kamailio needs db_postgres: the lab
@@ -338,10 +338,25 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
 # Variants of the edge with records on, to see where their cost goes (--variant): the same
 # rendered configuration with one part of the records taken out.
 VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
-    # no call record made (the dialog variables and AVPs are still set on every call)
+    # PostgreSQL: no call record made (the dialog variables and AVPs are still set on every
+    # call)
     "no-cdr": (('modparam("acc", "cdr_enable", 1)', 'modparam("acc", "cdr_enable", 0)'),),
     # PostgreSQL: each insert in the SIP worker, which waits for the server's answer
     "sync-inserts": (('modparam("acc", "db_insert_mode", 2)', 'modparam("acc", "db_insert_mode", 0)'),),
+    # SQLite: no call record queued (the dialog variables are still set on every call)
+    "no-record": (("route[RECORD_QUEUE] {\n", "route[RECORD_QUEUE] {\n\treturn;\n"),),
+    # SQLite: no per-call state for the records (routes ACC_START, ACC_LEG, ACC_REPLY do
+    # nothing; no record queued); acc, sqlops, the timers and the dialog event routes remain
+    "no-state": (
+        ("route[ACC_START] {\n", "route[ACC_START] {\n\treturn;\n"),
+        ("route[ACC_LEG] {\n", "route[ACC_LEG] {\n\treturn;\n"),
+        ("route[ACC_REPLY] {\n", "route[ACC_REPLY] {\n\treturn;\n"),
+    ),
+    # SQLite: each call record inserted (and committed) by the SIP worker that ends the call,
+    # instead of queued for route RECORDS_WRITE's batches
+    "worker-inserts": (
+        ("\tif ($mq_size(records) < ACC_QUEUE_MAX) {\n", "\tif ($mq_size(records) < 0) {\n"),
+    ),
     # SQLite's own checkpoints, in the SIP worker whose commit fills the WAL to 1,000 pages,
     # instead of route RECORDS_CHECKPOINT's every second
     "worker-checkpoints": (

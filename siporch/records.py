@@ -1,14 +1,16 @@
-"""Call records: what each edge's Kamailio (``acc``) writes, and how ``siporch calls`` reads it.
+"""Call records: what each edge's Kamailio writes, and how ``siporch calls`` reads it.
 
 Every edge keeps its records in a local SQLite database outside the release directories
 (``/var/lib/siporch/records/records.sqlite``, mode 0600 in a 0700 directory owned by
 Kamailio's user), so a deploy, a rollback or a restart never loses them:
 
-* ``calls``: one row per call (acc CDR, from the dialog module): setup, ring, answer and
+* ``calls``: one row per call (from the dialog module; SQLite: queued and written by one
+  Kamailio process, PostgreSQL: acc CDR): setup, ring, answer and
   end times, the final code and reason, the trunk and peer of the last leg, direction,
   calling and called numbers after translation, the number of legs and the release.
-* ``legs``: one row per leg (acc transaction records): every failed leg (a failover
-  attempt) with its code and reason, and the answered one.
+* ``legs``: one row per failed leg (a failover attempt) with its code and reason (SQLite:
+  queued by the failure routes; PostgreSQL: acc transaction records); the answered leg is
+  the call's own record.
 
 Kamailio deletes records older than ``records.retention_days`` and, when the database
 holds more than ``records.max_mb``, the oldest ones (route RECORDS_TRIM, every 15 s).
@@ -89,7 +91,8 @@ def _schema(postgres: bool) -> str:
 
 # acc writes start_time, end_time and duration (CDR core) and method, from_tag, to_tag,
 # callid, sip_code, sip_reason and time (transaction core); the rest are acc extras
-# (cdr_extra / db_extra in templates/kamailio/kamailio.cfg, same names).
+# (cdr_extra / db_extra in templates/kamailio/kamailio.cfg, same names). With SQLite the
+# edge's routes RECORD_INSERT and LEG_INSERT fill the same columns (no tags).
 SCHEMA = _schema(postgres=False)
 # The same tables in PostgreSQL (records.backend postgresql); applied by the kamailio_edge
 # role with psql.

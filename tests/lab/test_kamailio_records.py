@@ -1,4 +1,4 @@
-"""Call records written by the real edge (Kamailio acc into SQLite), on loopback.
+"""Call records written by the real edge (Kamailio into SQLite), on loopback.
 
 The example edge runs as in test_kamailio_edge (tests/lab/edgekit.py: Debian 12's
 Kamailio 5.6 on the host, and sid's 6.x from the lab root), with its own addresses (127.0.87.x) so that both modules can
@@ -133,6 +133,8 @@ def test_answered_outbound_call_is_recorded(edge: Edge) -> None:
     assert rec["reason"] == "OK"
     assert rec["release"] == "release-a"
     assert before - 1 <= rec["setup"] <= rec["answer"] <= time.time()
+    # the peer's 180 came before its 200
+    assert rec["ring"] is not None and rec["setup"] <= rec["ring"] <= rec["answer"]
     assert rec["duration"] > 0
     assert int(rec["legs"]) == 1
     assert legs_of(edge, rec["callid"]) == [], "an answered first leg is the call's own record"
