@@ -147,8 +147,10 @@ def cached_render(loaded: LoadedModel) -> dict[str, dict[str, bytes]]:
     model was rendered before by this siporch with these templates."""
     from siporch import cache
 
+    state = state_dir(loaded.inventory)
+    store = cache.cache_dir(state) / "text" if cache.enabled() else None
     return cache.render_entry(
-        state_dir(loaded.inventory), loaded.model_hash, lambda: render_release(loaded.model)
+        state, loaded.model_hash, lambda: render_release(loaded.model, store=store)
     )
 
 

@@ -25,12 +25,15 @@ INVITE's; outbound: the one the PJSIP channel toward the edge sends), and siporc
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import json
 from dataclasses import dataclass, field
 
 from siporch.errors import SiporchError
 from siporch.model.schema import Host, Model, Trunk
 from siporch.numbers import digit_blocks
+from siporch.render import model_part_json, stored_text
 from siporch.render.env import render_template
 
 #: Where the current release's Asterisk files are (the site's include lines point here).
@@ -569,6 +572,32 @@ def _registration(
 
 
 def _dids(model: Model, host: str) -> tuple[list[DidView], list[DidView], list[str]]:
+    """The DIDs ``host`` answers (:func:`_host_dids`), kept between renders by the hash of
+    what they are computed from (:func:`siporch.render.stored_text`)."""
+    inputs = json.dumps(
+        {
+            "host": host,
+            "inbound": model_part_json(model, "inbound"),
+            "pbx_groups": model_part_json(model, "pbx_groups"),
+        },
+        sort_keys=True,
+    )
+
+    def build() -> str:
+        ranges, patterns, contexts = _host_dids(model, host)
+        return json.dumps(
+            [
+                [dataclasses.astuple(d) for d in ranges],
+                [dataclasses.astuple(d) for d in patterns],
+                contexts,
+            ]
+        )
+
+    ranges, patterns, contexts = json.loads(stored_text("asterisk/dids", inputs, build))
+    return [DidView(*d) for d in ranges], [DidView(*d) for d in patterns], contexts
+
+
+def _host_dids(model: Model, host: str) -> tuple[list[DidView], list[DidView], list[str]]:
     ranges: list[DidView] = []
     patterns: list[DidView] = []
     contexts: list[str] = []
