@@ -140,7 +140,6 @@ def build_plan(
     The model summary compares with the model of the release the hosts run, from the
     controller's cache; when the hosts run different releases or the cache lacks it, the
     summary is None (unknown) and the file changes stand alone."""
-    import json
 
     from siporch.cache import facts
     from siporch.model.loader import own_trunk_ids
@@ -167,7 +166,7 @@ def build_plan(
         summary, summary_base = (), releases.pop()
     else:
         summary, summary_base = model_summary(
-            out_dir, bases.values(), json.loads(cached_model_json(loaded))
+            out_dir, bases.values(), cached_model_json(loaded), model.trunk_ids
         )
     moves = plan_id_changes(bases, model.trunk_ids, own_trunk_ids(loaded), out_dir)
     if summary and moves:  # said once, with the hosts that run the old ids

@@ -392,7 +392,8 @@ def build_release(
             (tmp / host / MANIFEST).write_text(HostManifest.from_json(hm).dumps())
             hosts[host] = hm
         text = cached_model_json(loaded)
-        sanitized = json.loads(text)
+        ids = getattr(model, "trunk_ids", None)
+        new_ids = dict(ids) if ids is not None else trunk_ids(loaded.model)
         manifest = {
             "id": rid,
             "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -401,11 +402,10 @@ def build_release(
             "content_hash": chash,
             "siporch_version": __version__,
             "previous": previous[-1]["id"] if previous else None,
-            "changes": _changes(previous[-1] if previous else None, out_dir, sanitized),
+            "changes": _changes(previous[-1] if previous else None, out_dir, text, new_ids),
             "hosts": hosts,
         }
-        ids = getattr(model, "trunk_ids", None)
-        manifest[TRUNK_IDS] = dict(ids) if ids is not None else trunk_ids(loaded.model)
+        manifest[TRUNK_IDS] = new_ids
         manifest[OWN_IDS] = sorted(own_trunk_ids(loaded))
         (tmp / "model.json").write_text(text)
         (tmp / MANIFEST).write_text(Manifest.from_json(manifest).dumps())
@@ -446,16 +446,27 @@ def _link(source: Path, target: Path, data: bytes, secret: bool) -> bool:
     return True
 
 
-def _changes(prev: dict[str, Any] | None, out_dir: Path, sanitized: dict[str, Any]) -> list[str]:
-    from siporch.plan import semantic_diff
+def _changes(
+    prev: dict[str, Any] | None, out_dir: Path, text: str, ids: Mapping[str, int]
+) -> list[str]:
+    """The model changes since the previous release (``text``: this one's ``model.json``),
+    decoding only the entries that differ (`siporch.plan.semantic_diff_text`)."""
+    from siporch.plan import semantic_diff_text
 
     old = None
     if prev is not None:
         try:
-            old = json.loads((out_dir / prev["id"] / "model.json").read_text())
-        except (OSError, json.JSONDecodeError):
+            old = (out_dir / prev["id"] / "model.json").read_text()
+        except (OSError, UnicodeDecodeError):
             old = None
-    return semantic_diff(old, sanitized)
+    recorded = (prev or {}).get(TRUNK_IDS)
+    both = None
+    if isinstance(recorded, dict):
+        both = ({str(k): int(v) for k, v in recorded.items()}, ids)
+    try:
+        return semantic_diff_text(old, text, both)
+    except json.JSONDecodeError:  # a damaged model.json: compared with nothing, as before
+        return semantic_diff_text(None, text)
 
 
 def _prune(out_dir: Path, inventory: str, keep: int) -> None:
