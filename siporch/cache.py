@@ -11,6 +11,8 @@ the files rendered from a model, kept under ``<state>/cache/`` and found by cont
   executable file (a dynamic inventory, a vault password script), is never cached.
 - ``<state>/cache/render/<key>.pickle``: every host's rendered files. ``key`` hashes the
   model hash, siporch's version and a hash of its render code and templates.
+- ``<state>/cache/text/<key>.txt``: large tables kept between renders by the hash of
+  their inputs and of siporch's code (:func:`siporch.render.stored_text`).
 
 An entry is written to a temporary file and renamed into place (readers see a whole entry
 or none; concurrent writers of one key write the same bytes). An entry that cannot be read

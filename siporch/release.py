@@ -13,7 +13,7 @@ inside the installed package. Layout::
     <state>/releases/<id>/<host>/manifest.json   that host's part (shipped with its files)
     <state>/releases/<id>/<host>/<relpath>       the rendered files
     <state>/state/<inventory path>.json          the release last deployed from an inventory
-    <state>/cache/{model,render,sanitized}/      siporch.cache (SIPORCH_CACHE=0: off)
+    <state>/cache/{model,render,sanitized,text}/ siporch.cache (SIPORCH_CACHE=0: off)
 
 A file unchanged since the previous release of the same inventory is a hard link to it
 (:func:`_link`), so a release stores only what changed (and its manifests and model).
