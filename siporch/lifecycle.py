@@ -190,16 +190,20 @@ def plan_id_changes(
 
 
 def base_contents(
-    base: HostBase, out_dir: Path
+    base: HostBase, out_dir: Path, paths: Iterable[str] | None = None
 ) -> tuple[dict[str, bytes], set[str]]:
-    """The contents of a host's base files that the controller's cache holds with the
-    hashes the host reports, and the paths whose contents are not available here."""
+    """The contents of a host's base files (``paths`` of them, default all) that the
+    controller's cache holds with the hashes the host reports, and the paths whose
+    contents are not available here."""
     out: dict[str, bytes] = {}
     missing: set[str] = set()
     if base.release is None:
         return out, missing
     root = out_dir / base.release / base.host
+    wanted = None if paths is None else set(paths)
     for path, entry in base.files.items():
+        if wanted is not None and path not in wanted:
+            continue
         want = base.files_on_host.get(path, entry.sha256)
         try:
             data = (root / path).read_bytes()
@@ -221,7 +225,7 @@ def plan_diff(plan: Plan, host: str, out_dir: Path, secret_values: Iterable[str]
     hp = plan.hosts[host]
     if not hp.changes:
         return ""
-    old, missing = base_contents(hp.base, out_dir)
+    old, missing = base_contents(hp.base, out_dir, [c.path for c in hp.changes])
     new = plan.candidate.get(host, {})
     label_old = hp.base.release or "empty"
     values = list(secret_values)
