@@ -583,8 +583,11 @@ def _dids(model: Model, host: str) -> tuple[list[DidView], list[DidView], list[s
         sort_keys=True,
     )
 
+    built: list[tuple[list[DidView], list[DidView], list[str]]] = []
+
     def build() -> str:
-        ranges, patterns, contexts = _host_dids(model, host)
+        built.append(_host_dids(model, host))
+        ranges, patterns, contexts = built[0]
         return json.dumps(
             [
                 [dataclasses.astuple(d) for d in ranges],
@@ -593,7 +596,10 @@ def _dids(model: Model, host: str) -> tuple[list[DidView], list[DidView], list[s
             ]
         )
 
-    ranges, patterns, contexts = json.loads(stored_text("asterisk/dids", inputs, build))
+    text = stored_text("asterisk/dids", inputs, build)
+    if built:  # built just now (not read back): the same values as the text's
+        return built[0]
+    ranges, patterns, contexts = json.loads(text)
     return [DidView(*d) for d in ranges], [DidView(*d) for d in patterns], contexts
 
 
