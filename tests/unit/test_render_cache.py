@@ -185,6 +185,33 @@ def test_stored_tables_follow_their_inputs(inv: Path, tmp_path: Path) -> None:
         assert entry.stat().st_mode & 0o077 == 0
 
 
+def test_a_release_that_keeps_the_numbering_keeps_the_cached_model(inv: Path) -> None:
+    """The first release of an inventory records its trunk ids: the model loaded before it
+    is still the model (the same ids), so the next command reads it from the cache; ids
+    that the releases (here: the hosts) give otherwise are never served from an entry made
+    with others."""
+    from siporch.model.numbering import trunk_ids
+    from siporch.release import ids_from_hosts
+
+    first = cache.load_model(inv)
+    build_release(first)  # the first release, in the inventory's state directory
+    again = cache.load_model(inv)
+    assert type(again).__name__ == "CachedLoadedModel"
+    assert again.model_hash == first.model_hash
+    plain = dict(again.facts.trunk_ids)
+    free = sorted(n for n, t in load_model(inv).model.trunks.items() if t.id is None)
+    assert len(free) >= 2
+    swapped = {free[0]: plain[free[1]], free[1]: plain[free[0]]}  # what the hosts run
+    with ids_from_hosts(swapped):
+        cached = cache.load_model(inv)
+        fresh = load_model(inv)
+        assert cached.facts.trunk_ids == trunk_ids(fresh.model) != plain
+        assert cached.model_hash == fresh.model_hash
+        assert cached.model == fresh.model
+    back = cache.load_model(inv)
+    assert back.facts.trunk_ids == plain and back.model_hash == first.model_hash
+
+
 def test_cache_directory_is_private(inv: Path, tmp_path: Path) -> None:
     build_release(cache.load_model(inv), tmp_path / "out", "r1")
     root = state_dir(inv) / "cache"
