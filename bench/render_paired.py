@@ -38,7 +38,7 @@ def _cli(tree: Path, args: list[str]) -> tuple[float, str]:
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "siporch", *args], capture_output=True, text=True, env=env,
-        check=False,
+        check=False, cwd=tree,  # `-m` looks in the working directory first
     )  # fmt: skip
     elapsed = time.perf_counter() - started
     if done.returncode not in (0, 1):
