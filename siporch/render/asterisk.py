@@ -25,7 +25,6 @@ INVITE's; outbound: the one the PJSIP channel toward the edge sends), and siporc
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import json
 from dataclasses import dataclass, field
@@ -590,8 +589,8 @@ def _dids(model: Model, host: str) -> tuple[list[DidView], list[DidView], list[s
         ranges, patterns, contexts = built[0]
         return json.dumps(
             [
-                [dataclasses.astuple(d) for d in ranges],
-                [dataclasses.astuple(d) for d in patterns],
+                [(d.name, d.comment, d.context, d.patterns, d.regex) for d in ranges],
+                [(d.name, d.comment, d.context, d.patterns, d.regex) for d in patterns],
                 contexts,
             ]
         )
