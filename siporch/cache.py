@@ -11,6 +11,8 @@ the files rendered from a model, kept under ``<state>/cache/`` and found by cont
   executable file (a dynamic inventory, a vault password script), is never cached.
 - ``<state>/cache/render/<key>.pickle``: every host's rendered files. ``key`` hashes the
   model hash, siporch's version and a hash of its render code and templates.
+- ``<state>/cache/text/<key>.txt``: large tables kept between renders by the hash of
+  their inputs and of siporch's code (:func:`siporch.render.stored_text`).
 
 An entry is written to a temporary file and renamed into place (readers see a whole entry
 or none; concurrent writers of one key write the same bytes). An entry that cannot be read
@@ -43,7 +45,7 @@ CACHE_ENV = "SIPORCH_CACHE"
 #: Entries kept of each kind (model, render).
 KEEP = 4
 #: Bumped when an entry's layout changes.
-FORMAT = "3"
+FORMAT = "4"
 
 T = TypeVar("T")
 
@@ -402,6 +404,23 @@ def _chunk_store(directory: Path, path: str) -> Any:
     return Store(load, save)
 
 
+def _same_ids(entry: dict[str, Any], kept: Mapping[str, int], reserved: frozenset[int]) -> bool:
+    """Whether the trunk ids the releases keep now (``kept``, ``reserved``:
+    `siporch.release.IdBase`) number the entry's trunks as they were numbered when it was
+    made. A loaded model is its inventory's model with the ids `siporch.core.stable_ids`
+    gives the trunks without an ``id`` of their own (`loader._keep_trunk_ids`): the same
+    inventory and the same ids, the same model."""
+    from siporch.core import stable_ids
+
+    facts, own = entry["facts"], entry["fields"].get("own_ids")
+    if not isinstance(facts, Facts) or own is None:
+        return False
+    mine = set(own)
+    explicit = {n: (i if n in mine else None) for n, i in facts.trunk_ids.items()}
+    result = stable_ids(explicit, kept, reserved)
+    return not result.conflicts and result.ids == facts.trunk_ids
+
+
 def _entry_of(loaded: Any) -> dict[str, Any]:
     if loaded.data is not None:  # the plain data: validated again on use, checked by hash
         blob = b"D" + pickle.dumps(loaded.data, protocol=pickle.HIGHEST_PROTOCOL)
@@ -452,15 +471,19 @@ def load_model(
     key = model_key(sources, password, groups, state)
     if key is None:
         return loader.load_model(inventory, vault_password_file, groups=groups)
-    # the trunk ids the controller's releases gave, which the loaded model keeps
+    # the trunk ids the controller's releases gave, which the loaded model keeps: not in
+    # the key (a new release that numbers the trunks as before keeps the entry), checked
     from siporch.release import id_base
 
     first = sources[0]
     ids = id_base(first.parent if first.is_file() else first, first)
-    key = _sha(f"{key}\nids {ids.key}".encode())
     path = cache_dir(state) / "model" / f"{key}.pickle"
     entry = _read(path)
-    if isinstance(entry, dict) and {"blob", "facts", "fields"} <= set(entry):
+    if (
+        isinstance(entry, dict)
+        and {"blob", "facts", "fields"} <= set(entry)
+        and _same_ids(entry, ids.kept, ids.reserved)
+    ):
         return _loaded_of(entry)
     previous = loader.CHUNKS, loader.KEEP_DATA
     loader.CHUNKS = functools.partial(_chunk_store, cache_dir(state) / "chunks")

@@ -598,14 +598,22 @@ def plan_host(host: str, base: HostBase, candidate: HostManifest | None) -> Host
 
 
 def model_summary(
-    out_dir: Path, bases: Iterable[HostBase], candidate: Mapping[str, Any]
+    out_dir: Path,
+    bases: Iterable[HostBase],
+    candidate: Mapping[str, Any] | str,
+    ids: Mapping[str, int] | None = None,
 ) -> tuple[tuple[str, ...] | None, str | None]:
     """The model changes (`siporch.plan.semantic_diff`) from the model of the release the
     hosts run (the controller's ``<out_dir>/<id>/model.json``) to ``candidate`` (a
-    sanitized model), and that release's id. Hosts never deployed: everything is new.
-    ``(None, id)`` when it cannot be known: a host unknown, hosts on different releases,
-    or the release's model not on this controller."""
+    sanitized model, or its ``model.json`` text: then only the entries that differ are
+    decoded, `siporch.plan.semantic_diff_text`; ``ids``: its trunks' ids, which the
+    release's manifest records for the other side), and that release's id. Hosts never
+    deployed: everything is new. ``(None, id)`` when it cannot be known: a host unknown,
+    hosts on different releases, or the release's model not on this controller."""
     from siporch.plan import semantic_diff
+
+    if isinstance(candidate, str):
+        return _text_summary(out_dir, list(bases), candidate, ids)
 
     bases = list(bases)
     if any(not b.known for b in bases):
@@ -621,6 +629,37 @@ def model_summary(
     except (OSError, ValueError):
         return None, rid
     return tuple(semantic_diff(old, dict(candidate))), rid
+
+
+def _text_summary(
+    out_dir: Path, bases: list[HostBase], candidate: str, ids: Mapping[str, int] | None
+) -> tuple[tuple[str, ...] | None, str | None]:
+    from siporch.plan import semantic_diff_text
+
+    if any(not b.known for b in bases):
+        return None, None
+    releases = {b.release for b in bases if b.state == RUNS}
+    if not releases:
+        return tuple(semantic_diff_text(None, candidate)), None
+    if len(releases) > 1:
+        return None, None
+    rid = str(releases.pop())
+    try:
+        old = (out_dir / rid / "model.json").read_text()
+    except (OSError, ValueError):
+        return None, rid
+    both = None
+    if ids is not None:
+        try:
+            recorded = json.loads((out_dir / rid / "manifest.json").read_text()).get(TRUNK_IDS)
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if isinstance(recorded, dict):
+            both = ({str(k): int(v) for k, v in recorded.items()}, ids)
+    try:
+        return tuple(semantic_diff_text(old, candidate, both)), rid
+    except ValueError:  # the release's model.json damaged: as when it is not there
+        return None, rid
 
 
 def model_changes(candidate_dir: Path, running: Iterable[str | None]) -> list[str]:

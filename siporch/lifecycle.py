@@ -140,7 +140,6 @@ def build_plan(
     The model summary compares with the model of the release the hosts run, from the
     controller's cache; when the hosts run different releases or the cache lacks it, the
     summary is None (unknown) and the file changes stand alone."""
-    import json
 
     from siporch.cache import facts
     from siporch.model.loader import own_trunk_ids
@@ -167,7 +166,7 @@ def build_plan(
         summary, summary_base = (), releases.pop()
     else:
         summary, summary_base = model_summary(
-            out_dir, bases.values(), json.loads(cached_model_json(loaded))
+            out_dir, bases.values(), cached_model_json(loaded), model.trunk_ids
         )
     moves = plan_id_changes(bases, model.trunk_ids, own_trunk_ids(loaded), out_dir)
     if summary and moves:  # said once, with the hosts that run the old ids
@@ -191,16 +190,20 @@ def plan_id_changes(
 
 
 def base_contents(
-    base: HostBase, out_dir: Path
+    base: HostBase, out_dir: Path, paths: Iterable[str] | None = None
 ) -> tuple[dict[str, bytes], set[str]]:
-    """The contents of a host's base files that the controller's cache holds with the
-    hashes the host reports, and the paths whose contents are not available here."""
+    """The contents of a host's base files (``paths`` of them, default all) that the
+    controller's cache holds with the hashes the host reports, and the paths whose
+    contents are not available here."""
     out: dict[str, bytes] = {}
     missing: set[str] = set()
     if base.release is None:
         return out, missing
     root = out_dir / base.release / base.host
+    wanted = None if paths is None else set(paths)
     for path, entry in base.files.items():
+        if wanted is not None and path not in wanted:
+            continue
         want = base.files_on_host.get(path, entry.sha256)
         try:
             data = (root / path).read_bytes()
@@ -222,7 +225,7 @@ def plan_diff(plan: Plan, host: str, out_dir: Path, secret_values: Iterable[str]
     hp = plan.hosts[host]
     if not hp.changes:
         return ""
-    old, missing = base_contents(hp.base, out_dir)
+    old, missing = base_contents(hp.base, out_dir, [c.path for c in hp.changes])
     new = plan.candidate.get(host, {})
     label_old = hp.base.release or "empty"
     values = list(secret_values)

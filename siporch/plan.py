@@ -5,6 +5,8 @@ Pure functions over sanitized models (``siporch.release.sanitized_model``) and m
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from siporch.core import (
@@ -92,8 +94,14 @@ def _named_diff(noun: str, o: dict[str, Any], n: dict[str, Any], out: list[str])
             _leaf_diff(f"{noun} {name}", "", o[name], n[name], out)
 
 
-def semantic_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
-    """Human lines such as ``trunk acme: peer 203.0.113.7 added``. Empty when equal."""
+def semantic_diff(
+    old: dict[str, Any] | None,
+    new: dict[str, Any],
+    ids: tuple[Mapping[str, int], Mapping[str, int]] | None = None,
+) -> list[str]:
+    """Human lines such as ``trunk acme: peer 203.0.113.7 added``. Empty when equal.
+    ``ids``: every trunk's id in ``old`` and in ``new`` (as `siporch.core.assign_ids`
+    numbers them) when the models given hold only some trunks (:func:`semantic_diff_text`)."""
     old = old or {}
     out: list[str] = []
     for key, noun in _COLLECTIONS.items():
@@ -118,8 +126,106 @@ def semantic_diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
             _leaf_diff("model", key, old.get(key), new.get(key), out)
     if old and _topoh(old) != _topoh(new):
         out.append(TOPOH_WARNING)
-    if old:
+    if old and ids is not None:  # in name order, as a model.json's trunks are
+        moves = renumbered(dict(sorted(ids[0].items())), dict(sorted(ids[1].items())))
+        out.extend(renumber_warning(name, a, b) for name, (a, b) in moves.items())
+    elif old:
         out.extend(_renumbering(old, new))
+    return out
+
+
+def semantic_diff_text(
+    old: str | None,
+    new: str,
+    ids: tuple[Mapping[str, int], Mapping[str, int]] | None = None,
+) -> list[str]:
+    """:func:`semantic_diff` of two ``model.json`` texts (`siporch.release.model_json`: one
+    line per entry), the same lines, decoding only what differs: a site, host or trunk
+    whose line is the same on both sides says nothing, nor does a list of DIDs or routes
+    whose lines are all the same. The sections that are not collections are small and read
+    whole. ``ids``: every trunk's id on each side (the releases' manifests record them);
+    without, the trunks are read whole for their ids. A text of another layout is read
+    whole."""
+    if old is None:
+        return semantic_diff(None, json.loads(new))
+    o, n = _sections(old), _sections(new)
+    if o is None or n is None:
+        return semantic_diff(json.loads(old), json.loads(new))
+    reduced: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+    for side, mine, theirs in ((reduced[0], o, n), (reduced[1], n, o)):
+        for key, (kind, body) in mine.items():
+            twin = theirs.get(key)
+            if kind == "dict" and key in _COLLECTIONS and (key != "trunks" or ids is not None):
+                other = twin[1] if twin is not None and twin[0] == "dict" else {}
+                assert isinstance(body, dict) and isinstance(other, dict)
+                side[key] = {k: json.loads(v) for k, v in body.items() if other.get(k) != v}
+            elif kind == "list" and key in _NAMED_LISTS and twin == (kind, body):
+                continue  # the same list on both sides: nothing to say
+            elif kind == "dict":
+                assert isinstance(body, dict)
+                side[key] = {k: json.loads(v) for k, v in body.items()}
+            elif kind == "list":
+                side[key] = [json.loads(v) for v in body]
+            else:
+                assert isinstance(body, str)
+                side[key] = json.loads(body)
+    if o and not reduced[0]:  # every section skipped: "no previous model" is not meant
+        return semantic_diff(json.loads(old), json.loads(new))
+    return semantic_diff(reduced[0], reduced[1], ids)
+
+
+_Section = tuple[str, "dict[str, str] | list[str] | str"]
+
+
+def _sections(text: str) -> dict[str, _Section] | None:
+    """A ``model.json`` text cut into its top-level keys, each ``("dict", {name: entry's
+    JSON})``, ``("list", [entry's JSON])`` or ``("value", JSON)``; None when the text is not
+    in that layout."""
+    lines = text.split("\n")
+    if len(lines) < 3 or lines[0] != "{" or lines[-2:] != ["}", ""]:
+        return None
+    decode = json.JSONDecoder().raw_decode
+    out: dict[str, _Section] = {}
+    end = len(lines) - 2
+    i = 1
+    try:
+        while i < end:
+            line = lines[i]
+            if not line.startswith('  "'):
+                return None
+            key, at = decode(line, 2)
+            if not isinstance(key, str) or line[at : at + 2] != ": " or key in out:
+                return None
+            rest = line[at + 2 :]
+            if rest in ("{", "["):
+                close = "  }" if rest == "{" else "  ]"
+                entries: dict[str, str] = {}
+                items: list[str] = []
+                i += 1
+                while i < end and lines[i].startswith("    "):
+                    entry = lines[i]
+                    if rest == "{":
+                        name, at = decode(entry, 4)
+                        if (
+                            not isinstance(name, str)
+                            or entry[at : at + 2] != ": "
+                            or name in entries
+                        ):
+                            return None
+                        value = entry[at + 2 :]
+                        entries[name] = value[:-1] if value.endswith(",") else value
+                    else:
+                        value = entry[4:]
+                        items.append(value[:-1] if value.endswith(",") else value)
+                    i += 1
+                if i >= end or lines[i] not in (close, close + ","):
+                    return None
+                out[key] = ("dict", entries) if rest == "{" else ("list", items)
+            else:
+                out[key] = ("value", rest[:-1] if rest.endswith(",") else rest)
+            i += 1
+    except ValueError:
+        return None
     return out
 
 

@@ -13,7 +13,7 @@ inside the installed package. Layout::
     <state>/releases/<id>/<host>/manifest.json   that host's part (shipped with its files)
     <state>/releases/<id>/<host>/<relpath>       the rendered files
     <state>/state/<inventory path>.json          the release last deployed from an inventory
-    <state>/cache/{model,render,sanitized}/      siporch.cache (SIPORCH_CACHE=0: off)
+    <state>/cache/{model,render,sanitized,text}/ siporch.cache (SIPORCH_CACHE=0: off)
 
 A file unchanged since the previous release of the same inventory is a hard link to it
 (:func:`_link`), so a release stores only what changed (and its manifests and model).
@@ -105,7 +105,7 @@ def model_json(sanitized: dict[str, Any]) -> str:
     """``model.json``: keys sorted, one line per top-level key and per entry below it (a
     trunk, a host, a DID range), each entry compact (the C encoder; the indented encoder
     is pure Python and takes seconds at scale). ``json.loads`` reads it as before."""
-    enc = json.JSONEncoder(sort_keys=True, ensure_ascii=True, separators=(", ", ": ")).encode
+    enc = _entry_encoder()
     lines = ["{"]
     keys = sorted(sanitized)
     for i, key in enumerate(keys):
@@ -131,6 +131,23 @@ def model_json(sanitized: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _entry_encoder() -> Any:
+    """One entry of ``model.json`` as JSON: ``json.JSONEncoder(sort_keys=True,
+    separators=(", ", ": ")).encode``, calling its C encoder directly (the method builds
+    the encoder again for each of a model's hundred thousand entries)."""
+    slow = json.JSONEncoder(sort_keys=True, ensure_ascii=True, separators=(", ", ": "))
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return slow.encode
+    fast = make(None, slow.default, json.encoder.encode_basestring_ascii, None, ": ", ", ",
+                True, False, True)  # fmt: skip
+
+    def encode(value: Any) -> str:
+        return "".join(fast(value, 0))
+
+    return encode
+
+
 def cached_model_json(loaded: LoadedModel) -> str:
     """``model.json`` of a loaded model, from the cache when this model was written before."""
     from siporch import cache
@@ -147,8 +164,10 @@ def cached_render(loaded: LoadedModel) -> dict[str, dict[str, bytes]]:
     model was rendered before by this siporch with these templates."""
     from siporch import cache
 
+    state = state_dir(loaded.inventory)
+    store = cache.cache_dir(state) / "text" if cache.enabled() else None
     return cache.render_entry(
-        state_dir(loaded.inventory), loaded.model_hash, lambda: render_release(loaded.model)
+        state, loaded.model_hash, lambda: render_release(loaded.model, store=store)
     )
 
 
@@ -390,7 +409,8 @@ def build_release(
             (tmp / host / MANIFEST).write_text(HostManifest.from_json(hm).dumps())
             hosts[host] = hm
         text = cached_model_json(loaded)
-        sanitized = json.loads(text)
+        ids = getattr(model, "trunk_ids", None)
+        new_ids = dict(ids) if ids is not None else trunk_ids(loaded.model)
         manifest = {
             "id": rid,
             "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -399,11 +419,10 @@ def build_release(
             "content_hash": chash,
             "siporch_version": __version__,
             "previous": previous[-1]["id"] if previous else None,
-            "changes": _changes(previous[-1] if previous else None, out_dir, sanitized),
+            "changes": _changes(previous[-1] if previous else None, out_dir, text, new_ids),
             "hosts": hosts,
         }
-        ids = getattr(model, "trunk_ids", None)
-        manifest[TRUNK_IDS] = dict(ids) if ids is not None else trunk_ids(loaded.model)
+        manifest[TRUNK_IDS] = new_ids
         manifest[OWN_IDS] = sorted(own_trunk_ids(loaded))
         (tmp / "model.json").write_text(text)
         (tmp / MANIFEST).write_text(Manifest.from_json(manifest).dumps())
@@ -444,16 +463,27 @@ def _link(source: Path, target: Path, data: bytes, secret: bool) -> bool:
     return True
 
 
-def _changes(prev: dict[str, Any] | None, out_dir: Path, sanitized: dict[str, Any]) -> list[str]:
-    from siporch.plan import semantic_diff
+def _changes(
+    prev: dict[str, Any] | None, out_dir: Path, text: str, ids: Mapping[str, int]
+) -> list[str]:
+    """The model changes since the previous release (``text``: this one's ``model.json``),
+    decoding only the entries that differ (`siporch.plan.semantic_diff_text`)."""
+    from siporch.plan import semantic_diff_text
 
     old = None
     if prev is not None:
         try:
-            old = json.loads((out_dir / prev["id"] / "model.json").read_text())
-        except (OSError, json.JSONDecodeError):
+            old = (out_dir / prev["id"] / "model.json").read_text()
+        except (OSError, UnicodeDecodeError):
             old = None
-    return semantic_diff(old, sanitized)
+    recorded = (prev or {}).get(TRUNK_IDS)
+    both = None
+    if isinstance(recorded, dict):
+        both = ({str(k): int(v) for k, v in recorded.items()}, ids)
+    try:
+        return semantic_diff_text(old, text, both)
+    except json.JSONDecodeError:  # a damaged model.json: compared with nothing, as before
+        return semantic_diff_text(None, text)
 
 
 def _prune(out_dir: Path, inventory: str, keep: int) -> None:

@@ -7,11 +7,16 @@ needs. Rendering happens once, on the controller; roles ship the result.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import hashlib
 import importlib
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from types import ModuleType
 
 from siporch import gcpause
@@ -49,6 +54,79 @@ def shared_text(key: str, build: Callable[[], str]) -> str:
     return cache[key]
 
 
+#: Where :func:`stored_text` keeps text between renders (``<state>/cache/text``), set by
+#: ``render_release(..., store=)``; ``None``: nothing is kept.
+_STORE: ContextVar[Path | None] = ContextVar("siporch_render_store", default=None)
+#: Entries :func:`stored_text` keeps (the newest by use).
+STORE_KEEP = 16
+
+
+def model_part_json(model: Model, part: str) -> str:
+    """``model.<part>`` as JSON (pydantic's JSON mode, every field, defaults included), once
+    per release render: the input a :func:`stored_text` key names."""
+
+    def dump() -> str:
+        from pydantic import TypeAdapter
+
+        field = type(model).model_fields[part]
+        return TypeAdapter(field.annotation).dump_json(getattr(model, part)).decode()
+
+    return shared_text(f"model-json:{part}", dump)
+
+
+def stored_text(kind: str, inputs: str, build: Callable[[], str]) -> str:
+    """``build()``, kept by content between renders: the key hashes ``kind``, ``inputs``
+    (which must hold everything the text depends on besides siporch's code and templates)
+    and the hash of siporch's code and templates. A large table that a change elsewhere
+    leaves as it was (the DID tables when one trunk's limits change) is read back instead
+    of built again. Outside ``render_release(..., store=)``, or when the store cannot be
+    read or written, it is built."""
+    store = _STORE.get()
+    if store is None:
+        return build()
+    from siporch.cache import code_hash
+
+    h = hashlib.sha256(f"{kind}\0{code_hash()}\0".encode())
+    h.update(inputs.encode())
+    path = store / f"{h.hexdigest()}.txt"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        pass
+    else:
+        with contextlib.suppress(OSError):
+            os.utime(path)  # most recently used: kept longest
+        return text
+    text = build()
+    _store_write(path, text.encode("utf-8"))
+    return text
+
+
+def _store_write(path: Path, data: bytes) -> None:
+    """Write an entry whole (a temporary file renamed into place), private; keep the
+    newest :data:`STORE_KEEP`. A store that cannot be written is only slower."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(path.parent, 0o700)
+        os.chmod(path.parent.parent, 0o700)  # <state>/cache, as siporch.cache keeps it
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        entries: list[tuple[float, Path]] = []
+        for p in path.parent.glob("*.txt"):
+            with contextlib.suppress(OSError):
+                entries.append((p.stat().st_mtime, p))
+        for _, p in sorted(entries, reverse=True)[STORE_KEEP:]:
+            p.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def _module(name: str) -> ModuleType:
     return importlib.import_module(f"siporch.render.{name}")
 
@@ -64,10 +142,15 @@ def render_host(model: Model, host: str) -> dict[str, bytes]:
     return dict(sorted(files.items()))
 
 
-def render_release(model: Model) -> dict[str, dict[str, bytes]]:
-    """Every host's files. Same model, same bytes."""
-    with gcpause.paused(), _shared_scope():
-        return {host: render_host(model, host) for host in sorted(model.hosts)}
+def render_release(model: Model, store: Path | None = None) -> dict[str, dict[str, bytes]]:
+    """Every host's files. Same model, same bytes. ``store``: a directory where large
+    tables are kept between renders by the hash of their inputs (:func:`stored_text`)."""
+    token = _STORE.set(store)
+    try:
+        with gcpause.paused(), _shared_scope():
+            return {host: render_host(model, host) for host in sorted(model.hosts)}
+    finally:
+        _STORE.reset(token)
 
 
 def reload_action(role: str, path: str) -> str:

@@ -26,11 +26,13 @@ INVITE's; outbound: the one the PJSIP channel toward the edge sends), and siporc
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass, field
 
 from siporch.errors import SiporchError
 from siporch.model.schema import Host, Model, Trunk
 from siporch.numbers import digit_blocks
+from siporch.render import model_part_json, stored_text
 from siporch.render.env import render_template
 
 #: Where the current release's Asterisk files are (the site's include lines point here).
@@ -569,6 +571,38 @@ def _registration(
 
 
 def _dids(model: Model, host: str) -> tuple[list[DidView], list[DidView], list[str]]:
+    """The DIDs ``host`` answers (:func:`_host_dids`), kept between renders by the hash of
+    what they are computed from (:func:`siporch.render.stored_text`)."""
+    inputs = json.dumps(
+        {
+            "host": host,
+            "inbound": model_part_json(model, "inbound"),
+            "pbx_groups": model_part_json(model, "pbx_groups"),
+        },
+        sort_keys=True,
+    )
+
+    built: list[tuple[list[DidView], list[DidView], list[str]]] = []
+
+    def build() -> str:
+        built.append(_host_dids(model, host))
+        ranges, patterns, contexts = built[0]
+        return json.dumps(
+            [
+                [(d.name, d.comment, d.context, d.patterns, d.regex) for d in ranges],
+                [(d.name, d.comment, d.context, d.patterns, d.regex) for d in patterns],
+                contexts,
+            ]
+        )
+
+    text = stored_text("asterisk/dids", inputs, build)
+    if built:  # built just now (not read back): the same values as the text's
+        return built[0]
+    ranges, patterns, contexts = json.loads(text)
+    return [DidView(*d) for d in ranges], [DidView(*d) for d in patterns], contexts
+
+
+def _host_dids(model: Model, host: str) -> tuple[list[DidView], list[DidView], list[str]]:
     ranges: list[DidView] = []
     patterns: list[DidView] = []
     contexts: list[str] = []

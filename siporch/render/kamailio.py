@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import re
 import socket
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,7 +31,7 @@ from siporch.model.schema import (
 )
 from siporch.numbers import digit_blocks
 from siporch.records import RECORDS_DB, RECORDS_DIR, SCHEMA, SCHEMA_PG
-from siporch.render import shared_text
+from siporch.render import model_part_json, shared_text, stored_text
 from siporch.render.env import environment
 
 #: Where the deployed tree lives on an edge host (through the ``current`` symlink).
@@ -204,7 +205,10 @@ def render(
     files["kamailio/db/credentials"] = _htable_text(data.credential_items())
     # The same for every edge: its numbers and destinations are model-wide.
     files["kamailio/db/dids"] = shared_text(
-        "kamailio/db/dids", lambda: _htable_text(data.did_items())
+        "kamailio/db/dids",
+        lambda: stored_text(
+            "kamailio/db/dids", data.did_inputs(), lambda: _htable_text(data.did_items())
+        ),
     )
     versions = [("version", 1), *sorted(TABLE_VERSIONS.items())]
     db("version", _HEADERS["version"], versions)
@@ -811,6 +815,20 @@ class _EdgeData:
                     items.append((f"{i}.w{j}", w))
             items.append((f"{i}.wsum", wsum))
         return items
+
+    def did_inputs(self) -> str:
+        """Everything :meth:`did_items` reads, as text (the key of the kept table)."""
+        return json.dumps(
+            {
+                "inbound": model_part_json(self.model, "inbound"),
+                "pbx_groups": model_part_json(self.model, "pbx_groups"),
+                "roles": {n: h.role for n, h in sorted(self.model.hosts.items())},
+                "ids": sorted(self.ids.items()),
+                "group_set": sorted(self.group_set.items()),
+                "host_set": sorted(self.host_set.items()),
+            },
+            sort_keys=True,
+        )
 
     def did_items(self) -> list[tuple[str, str | int]]:
         items: list[tuple[str, str | int]] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,62 @@ def test_a_trunk_that_would_change_id_is_warned_about() -> None:
     pinned["trunks"]["aaa-new"]["id"] = None
     assert not [x for x in semantic_diff(old, pinned) if x.startswith("warning: trunk ")]
     assert not [x for x in semantic_diff(old, copy.deepcopy(old)) if x.startswith("warning")]
+
+
+def _variants(base: dict) -> list[dict]:
+    """Models that differ from ``base`` in every way the summary tells apart."""
+    out = []
+
+    def variant(change) -> None:  # type: ignore[no-untyped-def]
+        m = copy.deepcopy(base)
+        change(m)
+        out.append(m)
+
+    names = list(base["trunks"])
+    variant(lambda m: m["trunks"][names[0]].update(max_channels=7))
+    variant(lambda m: m["trunks"].pop(names[0]))
+    variant(lambda m: m["trunks"].update({"zz-new": copy.deepcopy(m["trunks"][names[-1]])}))
+    variant(lambda m: m["trunks"].update({"aa-new": copy.deepcopy(m["trunks"][names[-1]])}))
+    variant(lambda m: m["trunks"][names[-1]].update(id=77))
+    variant(lambda m: m["trunks"][names[0]]["peers"].append({"address": "192.0.2.99"}))
+    variant(lambda m: m["inbound"].reverse())
+    variant(lambda m: m["inbound"].pop())
+    variant(lambda m: m["inbound"][0].update(name="renamed"))
+    variant(lambda m: m["routes"].pop(0))
+    variant(lambda m: m["routes"].reverse())
+    variant(lambda m: m.update(domain="other.example.com"))
+    variant(lambda m: m["security"].update(topology_hiding=False))
+    variant(lambda m: m.pop("records"))
+    variant(lambda m: m["hosts"].pop(next(iter(m["hosts"]))))
+    variant(lambda m: m["sites"].clear())
+    variant(lambda m: m.update(inbound=[]))
+    return out
+
+
+def test_summary_of_texts_is_the_summary_of_models() -> None:
+    """`semantic_diff_text` (only what differs decoded) says what `semantic_diff` says, for
+    every pair of a model and its variants, with the trunks' ids given or not, and reads a
+    text of another layout whole."""
+    from siporch.core import assign_ids
+    from siporch.plan import semantic_diff_text
+    from siporch.release import model_json
+
+    base = json.loads(model_json(sanitized_model(load_model(EXAMPLE).model)))
+    models = [base, *_variants(base)]
+
+    def ids(m: dict) -> dict[str, int]:
+        return assign_ids({n: t.get("id") for n, t in (m.get("trunks") or {}).items()})
+
+    pairs = 0
+    for old in models:
+        for new in models:
+            old_text, new_text = model_json(old), model_json(new)
+            want = semantic_diff(json.loads(old_text), json.loads(new_text))  # as releases do
+            assert semantic_diff_text(old_text, new_text, (ids(old), ids(new))) == want
+            assert semantic_diff_text(old_text, new_text) == want
+            indented = json.dumps(json.loads(old_text), indent=2)  # an older layout
+            assert semantic_diff_text(indented, new_text) == want
+            pairs += 1
+        text = model_json(old)
+        assert semantic_diff_text(None, text) == semantic_diff(None, json.loads(text))
+    assert pairs == len(models) ** 2

@@ -133,3 +133,21 @@ def test_sanitized_model_is_the_walk_of_every_field() -> None:
         assert sanitized == _sanitized_by_walk(model)
         text = json.dumps(sanitized)
         assert not any(s in text for s in SECRETS) and "**" not in text
+
+
+def test_model_json_entries_are_the_json_encoders() -> None:
+    """model.json's entries through the C encoder called directly are what
+    ``json.JSONEncoder(sort_keys=True, separators=(", ", ": ")).encode`` writes."""
+    from siporch.release import _entry_encoder
+
+    slow = json.JSONEncoder(sort_keys=True, ensure_ascii=True, separators=(", ", ": ")).encode
+    fast = _entry_encoder()
+    values = [
+        {"b": 1.5, "a": [True, False, None, {"z": 1e100, "y": -0.0}], "c": "é\u2028\"\\"},
+        {"inf": float("inf"), "nan": float("nan"), "big": 2**70, "e": {}, "l": []},
+        "plain", 7, 2.5, None, [], {},
+    ]  # fmt: skip
+    for value in values:
+        assert fast(value) == slow(value)
+    with pytest.raises(TypeError):
+        fast({"x": object()})

@@ -71,7 +71,7 @@ def test_cached_release_is_byte_identical_to_uncached(
     monkeypatch.delenv(cache.CACHE_ENV)
     cold = build_release(cache.load_model(inv), tmp_path / "cold", "r1")  # fills the cache
     assert sorted(p.name for p in (state_dir(inv) / "cache").iterdir()) == [
-        "model", "render", "sanitized"
+        "model", "render", "sanitized", "text"
     ]  # fmt: skip
     warm_loaded = cache.load_model(inv)
     assert type(warm_loaded).__name__ == "CachedLoadedModel"
@@ -133,6 +133,90 @@ def test_damaged_entry_is_rebuilt(inv: Path) -> None:
         entry.write_bytes(b"not a pickle")
     loaded = cache.load_model(inv)
     assert loaded.model == load_model(inv).model
+
+
+def test_stored_tables_follow_their_inputs(inv: Path, tmp_path: Path) -> None:
+    """The DID tables kept between renders (siporch.render.stored_text): a render with the
+    store is byte for byte the render without, after each change of what the tables are
+    computed from (a range, a destination, a DID added or removed, the trunks' ids, a PBX
+    group's hosts), whether the entry was there before or not; a change elsewhere (a trunk's
+    channel limit) reads them back."""
+    import dataclasses
+
+    from siporch.render import render_release
+    from siporch.render.asterisk import DidView
+
+    # the PBX's DIDs are kept as these fields, in this order
+    assert [f.name for f in dataclasses.fields(DidView)] == [
+        "name", "comment", "context", "patterns", "regex"
+    ]  # fmt: skip
+    store = tmp_path / "store"
+    model = load_model(inv).model
+    pbx = next(n for n, h in model.hosts.items() if h.role == "pbx")
+
+    def same(m: object) -> None:
+        for _ in range(2):  # the first may build the entries, the second reads them
+            assert render_release(m, store=store) == render_release(m)  # type: ignore[arg-type]
+
+    same(model)
+    kept = sorted(store.iterdir())
+    assert len(kept) == 3  # the edges' table (shared) and each PBX's DIDs
+    trunk = next(iter(model.trunks))
+    limits = model.model_copy(
+        update={
+            "trunks": {
+                **model.trunks,
+                trunk: model.trunks[trunk].model_copy(update={"max_channels": 7}),
+            }
+        }
+    )
+    same(limits)
+    assert sorted(store.iterdir()) == kept  # read back, not built again
+    first = model.inbound[0]
+    assert first.range is not None
+    moved = first.model_copy(
+        update={"range": first.range.model_copy(update={"end": first.range.end[:-1] + "8"})}
+    )
+    same(model.model_copy(update={"inbound": [moved, *model.inbound[1:]]}))
+    to_trunk = first.model_copy(update={"destination": model.inbound[1].destination.model_copy()})
+    same(model.model_copy(update={"inbound": [to_trunk, *model.inbound[1:]]}))
+    same(model.model_copy(update={"inbound": model.inbound[1:]}))
+    same(model.model_copy(update={"inbound": [*model.inbound, moved]}))
+    renumbered = {
+        n: t.model_copy(update={"id": 900 + i}) for i, (n, t) in enumerate(model.trunks.items())
+    }
+    same(model.model_copy(update={"trunks": renumbered}))
+    groups = {g: grp.model_copy(update={"hosts": [pbx]}) for g, grp in model.pbx_groups.items()}
+    same(model.model_copy(update={"pbx_groups": groups}))
+    for entry in store.iterdir():  # private, as the rest of the cache
+        assert entry.stat().st_mode & 0o077 == 0
+
+
+def test_a_release_that_keeps_the_numbering_keeps_the_cached_model(inv: Path) -> None:
+    """The first release of an inventory records its trunk ids: the model loaded before it
+    is still the model (the same ids), so the next command reads it from the cache; ids
+    that the releases (here: the hosts) give otherwise are never served from an entry made
+    with others."""
+    from siporch.model.numbering import trunk_ids
+    from siporch.release import ids_from_hosts
+
+    first = cache.load_model(inv)
+    build_release(first)  # the first release, in the inventory's state directory
+    again = cache.load_model(inv)
+    assert type(again).__name__ == "CachedLoadedModel"
+    assert again.model_hash == first.model_hash
+    plain = dict(again.facts.trunk_ids)
+    free = sorted(n for n, t in load_model(inv).model.trunks.items() if t.id is None)
+    assert len(free) >= 2
+    swapped = {free[0]: plain[free[1]], free[1]: plain[free[0]]}  # what the hosts run
+    with ids_from_hosts(swapped):
+        cached = cache.load_model(inv)
+        fresh = load_model(inv)
+        assert cached.facts.trunk_ids == trunk_ids(fresh.model) != plain
+        assert cached.model_hash == fresh.model_hash
+        assert cached.model == fresh.model
+    back = cache.load_model(inv)
+    assert back.facts.trunk_ids == plain and back.model_hash == first.model_hash
 
 
 def test_cache_directory_is_private(inv: Path, tmp_path: Path) -> None:
