@@ -38,11 +38,21 @@ PIDFILES = {
         "kamailio": "/run/kamailio/kamailio.pid",
         "rtpengine": "/run/rtpengine/rtpengine.pid",
     },
+    "edge-central-2": {
+        "kamailio": "/run/kamailio/kamailio.pid",
+        "rtpengine": "/run/rtpengine/rtpengine.pid",
+    },
     "edge-branch": {"kamailio": "/run/kamailio/kamailio.pid"},
     "pbx-central": {"asterisk": "/var/run/asterisk/asterisk.pid"},
     "pbx-central-2": {"asterisk": "/var/run/asterisk/asterisk.pid"},
 }
-SIPORCH_HOSTS = ("edge-central", "edge-branch", "pbx-central", "pbx-central-2")
+SIPORCH_HOSTS = (
+    "edge-central",
+    "edge-central-2",
+    "edge-branch",
+    "pbx-central",
+    "pbx-central-2",
+)
 
 
 def _run(inv: Path, playbook: str = "deploy-trunk.yml", **kw: Any) -> runner.RunResult:

@@ -1,0 +1,231 @@
+"""The central site's redundant edge pair on real engines: calls through the floating
+address survive the death of the active edge.
+
+The lab inventory (the example's central pair: edge-central and edge-central-2 share
+198.18.0.9 with keepalived, Kamailio DMQ between them, rtpengine sessions in Redis on
+db-central). ITSP A (itsp-a1, SIPp ``uac_media.xml``: RTP for the whole call) calls the HQ
+DID at the floating address; the PBX answers (Echo), so the media crosses the edge's
+rtpengine on both legs (ITSP <-> edge, edge <-> PBX). With every call up and RTP flowing,
+the active edge's Kamailio and rtpengine are killed (SIGKILL, ``systemctl kill``). Then:
+
+* the standby holds the floating address within 3 s (its eth0, polled), and answers SIP
+  on it (OPTIONS, polled);
+* every call keeps its media: RTP on both legs (captured on itsp-a1 and on the PBX) for
+  every call before the kill and after the switch; the longest gap is measured;
+* every call ends with its caller's BYE, answered 200 OK (SIPp counts it successful).
+
+The figures are printed (``EDGE-PAIR ...``); docs/benchmarks.md quotes them. The number of
+calls is $SIPORCH_EDGE_PAIR_CALLS (default 5).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import callkit as ck
+import pytest
+
+from siporch.sipp import scenario
+
+pytestmark = pytest.mark.lab
+
+EDGES = ("edge-central", "edge-central-2")
+VIP = "198.18.0.9"
+ITSP = "itsp-a1"
+ITSP_ADDRESS = "198.18.1.10"
+PBX = "pbx-central"
+HQ_DID = "2025550100"  # +12025550100, hq-main: the PBX answers (Echo)
+CALLS = int(os.environ.get("SIPORCH_EDGE_PAIR_CALLS", "5"))
+TAKEOVER_S = 3.0
+#: how long each call lasts: long enough for its RTP before the kill and after the switch
+CALL_S = 25
+RTP_WINDOW_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def kit(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ck.Lab]:
+    k = ck.Lab(lab)
+    inv = ck.copy_inventory(lab, tmp_path_factory.mktemp("pair"))
+    with ck.deploy_lock(wait=2400):
+        ck.ensure_deployed(k, inv, (*EDGES, "edge-branch", PBX, "pbx-central-2"))
+        for edge in EDGES:  # a dead edge of an earlier run comes back
+            _start(k, edge)
+        yield k
+
+
+def _start(k: ck.Lab, edge: str) -> None:
+    k.run(edge, "systemctl start rtpengine-daemon.service kamailio.service keepalived.service")
+
+
+def holds_vip(k: ck.Lab, edge: str) -> bool:
+    return f" {VIP}/" in k.run(edge, ["ip", "-o", "-4", "addr", "show", "dev", "eth0"])
+
+
+def active_edge(k: ck.Lab) -> str | None:
+    held = [e for e in EDGES if holds_vip(k, e)]
+    return held[0] if len(held) == 1 else None
+
+
+def dmq_nodes(k: ck.Lab, edge: str) -> list[dict[str, Any]]:
+    out = k.rpc(edge, "dmq.list_nodes")
+    if isinstance(out, dict):
+        result = out.get("result", out)
+        if isinstance(result, list):
+            return [n for n in result if isinstance(n, dict)]
+    return []
+
+
+def options_answered(timeout: float = 0.25) -> bool:
+    """Any answer to an OPTIONS sent to the floating address (from the controller)."""
+    tag = uuid.uuid4().hex[:12]
+    msg = (
+        f"OPTIONS sip:{VIP}:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 198.18.0.1:0;branch=z9hG4bK{tag};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:probe@198.18.0.1>;tag={tag}\r\n"
+        f"To: <sip:{VIP}>\r\n"
+        f"Call-ID: {tag}@siporch-test\r\n"
+        "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("198.18.0.1", 0))
+        s.settimeout(timeout)
+        s.sendto(msg.encode(), (VIP, 5060))
+        try:
+            data = s.recv(4096)
+        except OSError:
+            return False
+    return data.startswith(b"SIP/2.0 ")
+
+
+def _callers(k: ck.Lab, workdir: Path) -> subprocess.Popen[str]:
+    argv = [
+        "ip", "netns", "exec", k.ns(ITSP), ck.sipp(),
+        "-sf", str(scenario("uac_media")), "-s", HQ_DID,
+        "-i", ITSP_ADDRESS, "-mi", ITSP_ADDRESS, "-p", "25092", "-t", "u1",
+        "-m", str(CALLS), "-l", str(CALLS), "-r", "10", "-d", str(CALL_S * 1000),
+        "-recv_timeout", "20000", "-timeout", f"{CALL_S + 60}s", "-timeout_error",
+        "-nostdin", "-trace_stat", "-stf", str(workdir / "stat.csv"), "-fd", "1",
+        "-trace_msg", "-message_file", str(workdir / "msg.log"), "-max_socket", "400",
+        f"{VIP}:5060",
+    ]  # fmt: skip
+    return subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=workdir
+    )
+
+
+def _answered(workdir: Path) -> int:
+    try:
+        text = (workdir / "msg.log").read_text(errors="replace")
+    except OSError:
+        return 0
+    ids = set()
+    for _, m in ck.timed_messages(text, "received"):
+        if m.startswith("SIP/2.0 200") and re.search(r"(?im)^CSeq:\s*1 INVITE", m):
+            cid = re.search(r"(?im)^Call-ID:\s*(\S+)", m)
+            if cid:
+                ids.add(cid.group(1))
+    return len(ids)
+
+
+def _flows(cap: ck.Capture, src: str) -> dict[str, list[float]]:
+    """Arrival times of the RTP packets ``src`` sent, per destination port."""
+    rows = cap.read(f"ip.src == {src} && udp && !sip", ["frame.time_epoch", "udp.dstport"])
+    out: dict[str, list[float]] = {}
+    for when, port in rows:
+        out.setdefault(port, []).append(float(when))
+    return out
+
+
+def _alive(flows: dict[str, list[float]], start: float, end: float) -> int:
+    return sum(1 for ts in flows.values() if any(start <= t <= end for t in ts))
+
+
+def _gap_ms(flows: dict[str, list[float]], around: float) -> float:
+    """The longest gap between two packets of a flow across ``around`` (the kill)."""
+    worst = 0.0
+    for ts in flows.values():
+        before = [t for t in ts if t <= around]
+        after = [t for t in ts if t > around]
+        if before and after:
+            worst = max(worst, (min(after) - max(before)) * 1000)
+    return worst
+
+
+def test_calls_survive_the_death_of_the_active_edge(kit: ck.Lab) -> None:
+    k = kit
+    assert ck.wait_for(lambda: active_edge(k) is not None, 30), "no edge holds the vip"
+    active = active_edge(k)
+    assert active is not None
+    standby = EDGES[1 - EDGES.index(active)]
+    # the pair shares state: each edge sees the other on the DMQ bus
+    assert ck.wait_for(lambda: len(dmq_nodes(k, active)) >= 2, 90), dmq_nodes(k, active)
+    assert options_answered(1.0)
+
+    workdir = Path(tempfile.mkdtemp(prefix="siporch-pair-"))
+    with (
+        ck.capture(k, ITSP, f"udp and host {VIP} and not port 5060") as itsp_cap,
+        ck.capture(k, PBX, f"udp and host {VIP} and not port 5060") as pbx_cap,
+    ):
+        callers = _callers(k, workdir)
+        try:
+            assert ck.wait_for(lambda: _answered(workdir) == CALLS, 60), (
+                f"{_answered(workdir)}/{CALLS} calls answered"
+            )
+            up = _answered(workdir)
+            time.sleep(RTP_WINDOW_S + 0.5)  # RTP of every call before the kill
+            killed = time.time()
+            t0 = time.monotonic()
+            out = k.run(
+                active,
+                "systemctl kill -s SIGKILL kamailio.service rtpengine-daemon.service; echo done",
+            )
+            assert "done" in out, out
+            took_vip = took_sip = None
+            while time.monotonic() - t0 < 15:
+                if took_vip is None and holds_vip(k, standby):
+                    took_vip = time.monotonic() - t0
+                if took_sip is None and options_answered():
+                    took_sip = time.monotonic() - t0
+                if took_vip is not None and took_sip is not None:
+                    break
+                time.sleep(0.05)
+            switched = time.time()
+            time.sleep(RTP_WINDOW_S + 2)  # RTP of every call after the switch
+            callers.wait(timeout=CALL_S + 90)
+        finally:
+            ck.stop(callers)
+    try:
+        ok, failed = ck._stat(workdir / "stat.csv")
+        to_itsp = _flows(itsp_cap, VIP)
+        to_pbx = _flows(pbx_cap, VIP)
+        before = (killed - RTP_WINDOW_S, killed)
+        after_start = switched + 0.5
+        after = (after_start, after_start + RTP_WINDOW_S)
+        kept_itsp = _alive(to_itsp, *after)
+        kept_pbx = _alive(to_pbx, *after)
+        gap = max(_gap_ms(to_itsp, killed), _gap_ms(to_pbx, killed))
+        print(
+            f"EDGE-PAIR calls={CALLS} up={up} active={active} vip_s={took_vip} "
+            f"sip_s={took_sip} rtp_before itsp={_alive(to_itsp, *before)} "
+            f"pbx={_alive(to_pbx, *before)} rtp_after itsp={kept_itsp} pbx={kept_pbx} "
+            f"gap_ms={gap:.0f} ended_ok={ok} failed={failed}"
+        )
+        assert took_vip is not None and took_vip <= TAKEOVER_S, f"vip after {took_vip} s"
+        assert took_sip is not None, "the standby did not answer on the floating address"
+        assert _alive(to_itsp, *before) == CALLS and _alive(to_pbx, *before) == CALLS
+        assert (kept_itsp, kept_pbx) == (CALLS, CALLS), "calls lost their media"
+        assert (ok, failed) == (CALLS, 0), "calls did not end with BYE / 200 OK"
+    finally:
+        ck.cleanup_capture(itsp_cap)
+        ck.cleanup_capture(pbx_cap)
+        _start(k, active)
