@@ -223,3 +223,70 @@ def test_other_sites_and_pbxs_reach_the_pair_at_its_floating_address() -> None:
     assert "sip:192.0.2.12:" not in branch["kamailio/db/dispatcher"]
     assert m.edge_targets("central") == ["edge-central"]
     assert m.sip_address("edge-central-2") == m.sip_address("edge-central")
+
+
+# ----------------------------------------------------------------------------- status
+
+
+def test_status_shows_each_edge_of_the_pair() -> None:
+    from siporch.monitor import kamailio as kam
+    from siporch.monitor.status import EdgeResult, build_report
+    from siporch.monitor.topology import from_model
+
+    topo = from_model(example())
+    targets = {e.name: e for e in topo.edges}
+    pair = targets["edge-central"].pair
+    assert pair is not None and pair.vip == "192.0.2.9" and pair.redis == ("192.0.2.30", 6379)
+    assert targets["edge-branch"].pair is None
+
+    def edge(name: str, vip: bool, peer_status: str, redis: str) -> EdgeResult:
+        other = "192.0.2.12" if name == "edge-central" else "192.0.2.10"
+        own = targets[name].address
+        nodes = [
+            kam.DmqNode(own, 5090, "active", True),
+            kam.DmqNode(other, 5090, peer_status, False),
+        ]
+        return EdgeResult(
+            targets[name], kamailio_state="up", rtpengine_state="up", dmq=nodes,
+            holds_vip=vip, redis=redis,
+        )  # fmt: skip
+
+    report = build_report(
+        topo,
+        [],
+        [edge("edge-central", True, "active", "up"), edge("edge-central-2", False, "active", "up")],
+    )
+    pairs = {e["name"]: e["pair"] for e in report["edges"] if "pair" in e}
+    assert pairs["edge-central"]["role"] == "active"
+    assert pairs["edge-central-2"]["role"] == "standby"
+    assert pairs["edge-central"]["dmq_peers"] == [
+        {"address": "192.0.2.12:5090", "status": "active"}
+    ]
+    assert not [
+        p for p in report["problems"] if "DMQ" in p["message"] or "floating" in p["message"]
+    ]
+    # the bus split, Redis gone, the address on both edges: each is a degraded problem
+    report = build_report(
+        topo,
+        [],
+        [edge("edge-central", True, "disabled", "down: Connection refused"),
+         edge("edge-central-2", True, "active", "up")],
+    )  # fmt: skip
+    messages = [p["message"] for p in report["problems"] if p["severity"] == "degraded"]
+    assert "no other edge on its DMQ bus" in messages
+    assert "Redis: down: Connection refused" in messages
+    assert "site central: floating address 192.0.2.9 on edge-central, edge-central-2" in messages
+
+
+def test_dmq_list_nodes_parsed() -> None:
+    from siporch.monitor.kamailio import DmqNode, parse_dmq_nodes
+
+    result = [
+        {"host": "198.18.0.10", "port": 5090, "resolved_ip": "198.18.0.10", "status": "active",
+         "last_notification": 0, "local": 1},
+        {"host": "198.18.0.12", "port": "5090", "status": "active", "local": 0},
+    ]  # fmt: skip
+    assert parse_dmq_nodes(result) == [
+        DmqNode("198.18.0.10", 5090, "active", True),
+        DmqNode("198.18.0.12", 5090, "active", False),
+    ]
