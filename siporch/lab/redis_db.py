@@ -43,7 +43,8 @@ def config_text() -> str:
         "protected-mode no\n"
         "daemonize no\n"
         f"pidfile {PIDFILE}\n"
-        f"logfile {LOG}\n"
+        # its log goes to stdout, which the lab appends to LOG
+        'logfile ""\n'
         "databases 16\n"
         'save ""\n'
         "appendonly no\n"
