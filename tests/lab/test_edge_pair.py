@@ -168,7 +168,8 @@ def test_calls_survive_the_death_of_the_active_edge(kit: ck.Lab) -> None:
     # the pair shares state: each edge sees the other on the DMQ bus
     assert ck.wait_for(
         lambda: any(
-            n.get("status") == "active" and not n.get("local") for n in dmq_nodes(k, active)
+            n.get("status") == "active" and str(n.get("local")) in ("0", "False", "false", "None")
+            for n in dmq_nodes(k, active)
         ),
         90,
     ), k.rpc(active, "dmq.list_nodes")
