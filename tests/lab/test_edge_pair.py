@@ -147,7 +147,9 @@ def _flows(cap: ck.Capture, src: str) -> dict[str, list[float]]:
 
 
 def _alive(flows: dict[str, list[float]], start: float, end: float) -> int:
-    return sum(1 for ts in flows.values() if any(start <= t <= end for t in ts))
+    """Flows with RTP between ``start`` and ``end``: at least 10 packets (20 ms packets;
+    RTCP, every few seconds on the port next to each, does not count)."""
+    return sum(1 for ts in flows.values() if sum(1 for t in ts if start <= t <= end) >= 10)
 
 
 def _gap_ms(flows: dict[str, list[float]], start: float, end: float) -> float:
