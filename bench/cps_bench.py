@@ -129,14 +129,21 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-def write_edge(base: Path, trunks: int, records: bool = False, inner: Path | None = None) -> Path:
+def write_edge(
+    base: Path,
+    trunks: int,
+    records: bool = False,
+    inner: Path | None = None,
+    records_model: dict[str, Any] | None = None,
+) -> Path:
     """The rendered edge under ``base``; call records (when ``records``: off by default, as
     this bench measured the edge before records existed; bench/records_bench.py compares
     the two) in ``base/records``, a fresh database. ``inner``: ``base`` as Kamailio sees it (inside a
-    chroot); the returned path is the config as Kamailio sees it."""
+    chroot); the returned path is the config as Kamailio sees it. ``records_model``: more of
+    the model's ``records`` section (e.g. the PostgreSQL backend)."""
     inner = inner or base
     data = generate(trunks)
-    data["records"] = {"enabled": records}
+    data["records"] = {"enabled": records, **(records_model or {})}
     data["hosts"]["edge-central"]["kamailio"] = {
         "shm_mb": SHM_MB,
         "pkg_mb": PKG_MB,
@@ -162,7 +169,7 @@ def write_edge(base: Path, trunks: int, records: bool = False, inner: Path | Non
     (base / "run").mkdir(exist_ok=True)
     # as a deploy ships it: the release id the records carry
     (root / "manifest.json").write_text('{\n  "host": "edge-central",\n  "id": "bench"\n}\n')
-    if records:
+    if records and data["records"].get("backend", "sqlite") == "sqlite":
         import sqlite3
 
         db = base / "records" / "records.sqlite"

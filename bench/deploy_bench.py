@@ -1,9 +1,12 @@
 """Deploy benchmarks on the lab (root, `siporch lab up`); prints Markdown for docs/benchmarks.md.
 
     python bench/deploy_bench.py [--only noop scale drops init load] [--trunks 1000] [--calls 20]
-        [--cps 20] [--hold 1000] [--repeat 3] [--profile DIR]
+        [--cps 20] [--hold 1000] [--repeat 3] [--profile DIR] [--baseline]
 
 * noop: wall time of a deploy of an unchanged model (after one deploy of it).
+* --baseline (noop, scale): each measured deploy also step by step, right after it
+  (-e siporch_quick=false, Ansible's own host_group_vars): the deploy before the one-call
+  deploy and the vars plugin, under the same machine load.
 * scale: a model with --trunks trunks (bench/genmodel.py, the lab's hosts): time of its first
   deploy, then of a deploy that adds one peer to one trunk, and the reloads that needed.
 * init: the same deploys on systemd lab hosts and on hosts without init, in one run:
@@ -109,8 +112,19 @@ def summarise_profile(path: Path, top: int = 8) -> str:
     return "\n".join(out)
 
 
-def deploy(inv: Path, label: str = "deploy", **extra: Any) -> tuple[float, runner.RunResult]:
+#: the deploy as it was before the one-call deploy and the vars plugin (``--baseline``):
+#: every host step by step, group_vars read by Ansible's own plugin
+BASELINE_VARS = {"siporch_quick": False}
+BASELINE_ENV = {"ANSIBLE_VARS_ENABLED": "host_group_vars"}
+
+
+def deploy(
+    inv: Path, label: str = "deploy", baseline: bool = False, **extra: Any
+) -> tuple[float, runner.RunResult]:
     report = runner.report_path()
+    if baseline:
+        extra = {**BASELINE_VARS, **extra}
+        label = f"{label}-baseline"
     cmd = runner.build_command(
         "deploy-trunk.yml",
         inv,
@@ -118,7 +132,7 @@ def deploy(inv: Path, label: str = "deploy", **extra: Any) -> tuple[float, runne
         report_file=report,
         extra_vars={**QUIET, **extra},
     )
-    env = profile_env(label)
+    env = {**profile_env(label), **(BASELINE_ENV if baseline else {})}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     started = time.monotonic()
@@ -144,23 +158,28 @@ def reloads(result: runner.RunResult) -> str:
     return "; ".join(f"{h['host']}: {', '.join(h['reloads']) or 'none'}" for h in hosts)
 
 
-def bench_noop(tmp: Path, repeat: int) -> list[str]:
+def bench_noop(tmp: Path, repeat: int, baseline: bool = False) -> list[str]:
     inv = copy_inventory(tmp / "noop")
     deploy(inv)
     times = []
+    base: list[float] = []
     changed = []
     for _ in range(repeat):
         t, result = deploy(inv, "noop")
         times.append(t)
         changed.append(result.changed)
-    return [
-        "| no-op deploy (3 lab hosts, unchanged model) | "
-        f"{statistics.median(times):.1f} s median of {repeat} (min {min(times):.1f}, max {max(times):.1f}) | "
-        f"changed={max(changed)} |"
+        if baseline:  # the same deploy step by step, right after (the same machine load)
+            base.append(deploy(inv, "noop", baseline=True)[0])
+    hosts = len((result.report or {}).get("hosts", []))
+    rows = [
+        f"| no-op deploy ({hosts} lab hosts, unchanged model) | {span(times)} | changed={max(changed)} |"
     ]
+    if baseline:
+        rows.append(f"| the same, step by step (baseline) | {span(base)} | |")
+    return rows
 
 
-def bench_scale(tmp: Path, trunks: int, repeat: int = 1) -> list[str]:
+def bench_scale(tmp: Path, trunks: int, repeat: int = 1, baseline: bool = False) -> list[str]:
     inv = copy_inventory(tmp / "scale")
     lab_hosts = yaml.safe_load((inv / "group_vars" / "all" / "siporch.yml").read_text())
     model = generate(trunks)
@@ -169,26 +188,42 @@ def bench_scale(tmp: Path, trunks: int, repeat: int = 1) -> list[str]:
         yaml.safe_dump({"siporch": model}, sort_keys=False)
     )
     t_first, first = deploy(inv, "first")
-    t_noop = [deploy(inv, "scale-noop")[0] for _ in range(repeat)]
+    t_noop: list[float] = []
+    b_noop: list[float] = []
+    for _ in range(repeat):
+        t_noop.append(deploy(inv, "scale-noop")[0])
+        if baseline:
+            b_noop.append(deploy(inv, "scale-noop", baseline=True)[0])
     first_trunk = next(iter(model["trunks"]))
     peer = {"address": "198.19.255.250", "port": 5060, "transport": "udp", "priority": 3}
     adds: list[float] = []
     backs: list[float] = []
+    b_adds: list[float] = []
+    b_backs: list[float] = []
     change = None
     for _ in range(repeat):
-        edit_model(inv, lambda m: m["trunks"][first_trunk]["peers"].append(dict(peer)))
-        t, change = deploy(inv, "peer-added")
-        adds.append(t)
-        edit_model(inv, lambda m: m["trunks"][first_trunk]["peers"].remove(peer))
-        backs.append(deploy(inv, "peer-removed")[0])
+        for base in [False, True] if baseline else [False]:
+            edit_model(inv, lambda m: m["trunks"][first_trunk]["peers"].append(dict(peer)))
+            t, result = deploy(inv, "peer-added", baseline=base)
+            (b_adds if base else adds).append(t)
+            change = change if base else result
+            edit_model(inv, lambda m: m["trunks"][first_trunk]["peers"].remove(peer))
+            (b_backs if base else backs).append(deploy(inv, "peer-removed", baseline=base)[0])
     assert change is not None
-    return [
+    rows = [
         f"| first deploy of a {trunks}-trunk model | {t_first:.1f} s | {reloads(first)} |",
         f"| no-op deploy with {trunks} trunks | {span(t_noop)} | |",
         f"| one trunk change (a peer added) with {trunks} trunks | {span(adds)} | "
         f"{reloads(change)} |",
         f"| the change back (the peer removed) | {span(backs)} | |",
     ]
+    if baseline:
+        rows += [
+            f"| baseline (step by step): no-op deploy with {trunks} trunks | {span(b_noop)} | |",
+            f"| baseline: one trunk change with {trunks} trunks | {span(b_adds)} | |",
+            f"| baseline: the change back | {span(b_backs)} | |",
+        ]
+    return rows
 
 
 def span(times: list[float]) -> str:
@@ -376,6 +411,13 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument(
+        "--baseline",
+        action="store_true",
+        help="`noop`, `scale`: run each measured deploy again right after, step by step "
+        "(-e siporch_quick=false, Ansible's own group_vars plugin), for a comparison under "
+        "the same machine load",
+    )
+    ap.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -409,9 +451,10 @@ def run_benchmarks(which: set[str], args: argparse.Namespace) -> None:
         if which & {"noop", "scale"}:
             print("| deploy | time | reloads / changes |\n|---|---|---|")
             if "noop" in which:
-                print("\n".join(bench_noop(tmp, args.repeat)), flush=True)
+                print("\n".join(bench_noop(tmp, args.repeat, args.baseline)), flush=True)
             if "scale" in which:
-                print("\n".join(bench_scale(tmp, args.trunks, args.repeat)), flush=True)
+                rows = bench_scale(tmp, args.trunks, args.repeat, args.baseline)
+                print("\n".join(rows), flush=True)
             print()
         if "init" in which:
             from siporch.lab.spec import HOSTS

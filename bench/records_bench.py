@@ -1,7 +1,10 @@
 """Call records: what they cost the edge, and how fast `siporch calls --summary` reads them.
 
     sudo python bench/records_bench.py cps --calls 2000 --rounds 5 --json bench/results/records_cps.json
+    sudo python bench/records_bench.py cps --variant no-cdr --variant worker-checkpoints
+    sudo python bench/records_bench.py cps --backend postgresql --root /var/cache/siporch/rootfs/<key>
     python bench/records_bench.py summary --records 1000000 --json bench/results/records_summary.json
+    python bench/records_bench.py summary --records 1000000 --pg-url postgres://u:pw@host:5432/db
     python bench/records_bench.py exporter --records 1000000
 
 ``exporter``: a synthetic database as for ``summary`` (below), read as a restarted
@@ -12,6 +15,10 @@ chunk after chunk from id 0); wall time and the edge program's peak resident mem
 namespace, SIPp UAC -> edge -> SIPp UAS, closed loop with ``--concurrency`` calls in flight,
 no hold time), with ``records.enabled`` on (acc into SQLite: one call record and one leg
 record per call) and off, alternating in the same run, Kamailio restarted between the two.
+``--variant``: a third edge in the same run, records on with one part taken out (VARIANTS),
+to see where their cost goes. ``--backend postgresql``: the records go to a PostgreSQL
+server of the bench's own (initdb'd in its namespace; Kamailio needs db_postgres: the lab
+root's, ``--root``). One run at a time (its namespace).
 After each run with records on, the records written are counted against the calls placed.
 Reported per run: calls/s, and the CPU time of the edge's Kamailio processes per call (user +
 system from /proc: what a CPU-bound edge's calls/s follow, hardly moved by other load).
@@ -19,7 +26,9 @@ system from /proc: what a CPU-bound edge's calls/s follow, hardly moved by other
 ``summary``: a records database with ``--records`` synthetic calls (5 trunks, 70% answered,
 10% with a failed first leg) is written, then ``siporch calls --from-file DB --summary``
 runs on it; wall time and the peak resident memory of the command (and of the reader it
-starts) are reported.
+starts) are reported. ``--pg-url``: the same calls loaded into that PostgreSQL database (as
+edge ``bench-summary``, deleted at the end) and summarized as `siporch calls` does for a
+PostgreSQL model (the server aggregates), and call by call for comparison.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import argparse
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import sqlite3
@@ -36,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +63,12 @@ NS = "siporch-reccps"  # its own namespace (not sipo-*: the lab owns those names
 
 
 def netns_up() -> None:
-    cb.sh("ip", "netns", "del", NS, check=False)
-    cb.sh("ip", "netns", "add", NS)
+    # one run at a time: a second one would take the first one's namespace from under it
+    if cb.sh("ip", "netns", "add", NS, check=False).returncode != 0:
+        raise RuntimeError(
+            f"network namespace {NS} exists: another run is in progress "
+            f"(or a killed one left it: ip netns del {NS})"
+        )
     cb.sh(*cb.ns("ip", "link", "set", "lo", "up", netns=NS))
     for a in (cb.EDGE, cb.PBX, cb.PEER_BYPASS):
         cb.sh(*cb.ns("ip", "addr", "add", f"{a}/32", "dev", "lo", netns=NS))
@@ -71,6 +86,87 @@ def _count(db: Path) -> tuple[int, int]:
     finally:
         con.close()
     return int(calls), int(legs)
+
+
+# records.backend postgresql: a PostgreSQL server of the bench's own in its namespace
+PG_BIN = Path("/usr/lib/postgresql")
+PG_PORT = 5432
+PG_PASSWORD = "bench-records"
+PG_MODEL = {
+    "backend": "postgresql",
+    "postgresql": {"host": "127.0.0.1", "port": PG_PORT, "password": PG_PASSWORD},
+}
+
+
+def _pg_bin(tool: str) -> str:
+    found = sorted(PG_BIN.glob(f"*/bin/{tool}"), key=lambda p: int(p.parts[-3]))
+    if not found:
+        raise RuntimeError(f"PostgreSQL's {tool} is not installed (package postgresql)")
+    return str(found[-1])
+
+
+def _psql(sql: str, user: str = "siporch", db: str = "siporch") -> str:
+    env = {**os.environ, "PGPASSWORD": PG_PASSWORD}
+    out = subprocess.run(
+        cb.ns("psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+              "-p", str(PG_PORT), "-U", user, "-d", db, "-c", sql, netns=NS),
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"psql: {out.stderr.strip()[-500:]}")
+    return out.stdout.strip()
+
+
+def pg_up(base: Path, schema: str) -> subprocess.Popen[bytes]:
+    """initdb and start a server in the namespace (127.0.0.1), the model's user and
+    database, the records tables."""
+    base.chmod(0o755)  # mkdtemp's 0700: the postgres user must reach its data directory
+    data = base / "pgdata"
+    data.mkdir()
+    shutil.chown(data, "postgres", "postgres")
+    data.chmod(0o700)
+    pw = base / "pgpass"
+    pw.write_text(PG_PASSWORD + "\n")
+    shutil.chown(pw, "postgres", "postgres")
+    cb.sh("runuser", "-u", "postgres", "--", _pg_bin("initdb"), "-D", str(data), "-U",
+          "postgres", "--auth-host=md5", "--auth-local=trust", f"--pwfile={pw}", timeout=120)  # fmt: skip
+    proc = cb.start(
+        ["runuser", "-u", "postgres", "--", _pg_bin("postgres"), "-D", str(data),
+         "-k", str(data), "-c", "listen_addresses=127.0.0.1", "-p", str(PG_PORT)],
+        base / "postgres.log",
+        netns=NS,
+    )  # fmt: skip
+    if not cb.wait_port("tcp", "127.0.0.1", PG_PORT, 60, netns=NS):
+        raise RuntimeError("postgres did not start: " + (base / "postgres.log").read_text()[-800:])
+    _psql(f"CREATE ROLE siporch LOGIN PASSWORD '{PG_PASSWORD}'", user="postgres", db="postgres")
+    _psql("CREATE DATABASE siporch OWNER siporch", user="postgres", db="postgres")
+    for stmt in (x.strip() for x in schema.split(";")):
+        if stmt:
+            _psql(stmt)
+    return proc
+
+
+def _count_pg() -> tuple[int, int]:
+    out = _psql("SELECT (SELECT count(*) FROM calls), (SELECT count(*) FROM legs)")
+    calls, legs = out.split("|")
+    return int(calls), int(legs)
+
+
+def _settled(db: Path | None, seconds: float = 15.0) -> tuple[int, int]:
+    """The counts once they stop moving (records are written up to 0.1 s after a call
+    ends; the last BYEs of a run may still be in flight)."""
+
+    def count() -> tuple[int, int]:
+        return _count_pg() if db is None else _count(db)
+
+    last, deadline = count(), time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = count()
+        if now == last:
+            return now
+        last = now
+    return last
 
 
 def _group_cpu(pgid: int) -> float:
@@ -101,9 +197,15 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
         base = Path(tempfile.mkdtemp(prefix="siporch-reccps-"))
         inner_base, prefix = base, []
     procs: list[subprocess.Popen[bytes]] = []
-    runs: dict[str, list[dict[str, Any]]] = {"records on": [], "records off": []}
+    labels = ["records on", "records off", *(f"records on, {v}" for v in args.variant or [])]
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+    pg = args.backend == "postgresql"
+    netns_up()  # before the try: a namespace of another run is not this one's to remove
     try:
-        netns_up()
+        if pg:
+            from siporch.records import SCHEMA_PG
+
+            procs.append(pg_up(base, SCHEMA_PG))
         procs.append(
             cb.start(
                 [
@@ -128,12 +230,19 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
             )
         )  # fmt: skip
         for r in range(args.rounds):
-            order = (True, False) if r % 2 == 0 else (False, True)
-            for on in order:
+            # interleaved, the order turned round every other round
+            order = labels if r % 2 == 0 else labels[::-1]
+            for label in order:
+                on = label != "records off"
                 sub = base / ("on" if on else "off")
                 shutil.rmtree(sub, ignore_errors=True)
                 sub.mkdir()
-                cfg = cb.write_edge(sub, args.trunks, records=on, inner=inner_base / sub.name)
+                cfg = cb.write_edge(
+                    sub, args.trunks, records=on, inner=inner_base / sub.name,
+                    records_model=PG_MODEL if pg else None,
+                )  # fmt: skip
+                if label.startswith("records on, "):
+                    _variant(base / sub.name / "current" / "kamailio" / "kamailio.cfg", label[12:])
                 edge = cb.start(
                     [*prefix, "kamailio", "-DD", "-E", "-f", str(cfg), "-m", str(cb.SHM_MB),
                      "-M", str(cb.PKG_MB), *(["-x", args.mem] if args.mem else [])],
@@ -149,8 +258,8 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                     cb.run_uac(
                         cb.PEER_BYPASS, cb.EDGE, cb.DID_BYPASS, 200, args.concurrency, netns=NS
                     )
-                    db = sub / "records" / "records.sqlite"
-                    c0 = _count(db) if on else (0, 0)
+                    db = None if pg else sub / "records" / "records.sqlite"
+                    c0 = _settled(db) if on else (0, 0)
                     cpu0 = _group_cpu(edge.pid)
                     res = cb.run_uac(
                         cb.PEER_BYPASS,
@@ -166,19 +275,19 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                         (_group_cpu(edge.pid) - cpu0) * 1000 / max(1, res["successful"]), 4
                     )
                     if on:
-                        time.sleep(1.0)  # the last BYEs' records
-                        c1 = _count(db)
+                        c1 = _settled(db)  # the last calls' records
                         res["call_records"] = c1[0] - c0[0]
                         res["leg_records"] = c1[1] - c0[1]
                         errors = sum(
                             1
                             for line in (sub / "edge.log").read_text(errors="replace").splitlines()
-                            if "db_sqlite" in line and "ERROR" in line
+                            if ("db_sqlite" in line or "db_postgres" in line or "sqlops" in line)
+                            and "ERROR" in line
                         )
                         res["db_errors_logged"] = errors
                 finally:
                     cb.stop(edge)
-                runs["records on" if on else "records off"].append(res)
+                runs[label].append(res)
         rows = []
         for label, results in runs.items():
             rows.append(
@@ -209,6 +318,7 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                 "version": _version(prefix),
                 "memory_manager": args.mem or "default (qm)",
             },
+            "backend": args.backend,
             "rows": rows,
             "ratio_on_off": round(ratio, 3),
             "ratio_paired_median": round(paired, 3),
@@ -225,6 +335,32 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(base, ignore_errors=True)
 
 
+# Variants of the edge with records on, to see where their cost goes (--variant): the same
+# rendered configuration with one part of the records taken out.
+VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
+    # no call record made (the dialog variables and AVPs are still set on every call)
+    "no-cdr": (('modparam("acc", "cdr_enable", 1)', 'modparam("acc", "cdr_enable", 0)'),),
+    # PostgreSQL: each insert in the SIP worker, which waits for the server's answer
+    "sync-inserts": (('modparam("acc", "db_insert_mode", 2)', 'modparam("acc", "db_insert_mode", 0)'),),
+    # SQLite's own checkpoints, in the SIP worker whose commit fills the WAL to 1,000 pages,
+    # instead of route RECORDS_CHECKPOINT's every second
+    "worker-checkpoints": (
+        ('\t\tsql_query("rec", "PRAGMA wal_autocheckpoint=0");\n', ""),
+        ('modparam("rtimer", "timer", "name=recckpt;interval=1;mode=1;")\n', ""),
+        ('modparam("rtimer", "exec", "timer=recckpt;route=RECORDS_CHECKPOINT")\n', ""),
+    ),
+}
+
+
+def _variant(cfg: Path, name: str) -> None:
+    text = cfg.read_text()
+    for old, new in VARIANTS[name]:
+        if old not in text:
+            raise RuntimeError(f"variant {name}: {old!r} is not in {cfg}")
+        text = text.replace(old, new)
+    cfg.write_text(text)
+
+
 def _version(prefix: list[str]) -> str:
     out = cb.sh(*prefix, "kamailio", "-v", check=False).stdout
     return out.splitlines()[0] if out else "?"
@@ -233,7 +369,8 @@ def _version(prefix: list[str]) -> str:
 def cps_markdown(r: dict[str, Any]) -> str:
     lines = [
         f"Records on vs off, {r['calls']} calls per run, {r['concurrency']} in flight, "
-        f"median of {r['rounds']} rounds, media bypass, {r['kamailio']['version']}; "
+        f"median of {r['rounds']} rounds, media bypass, {r['kamailio']['version']}, "
+        f"records in {r['backend']}, memory manager {r['kamailio']['memory_manager']}; "
         f"ratio on/off = {r['ratio_on_off']:.2f}x (median of the per-round ratios "
         f"{r['ratio_paired_median']:.2f}x); Kamailio CPU per call off/on = {r['ratio_cpu']:.2f}x",
         "",
@@ -260,16 +397,28 @@ def cps_markdown(r: dict[str, Any]) -> str:
 
 def synth(db: Path, n: int, seed: int = 7) -> None:
     """``n`` calls over 30 days on 5 trunks, with their legs, as the edge writes them."""
-    rng = random.Random(seed)
     db.unlink(missing_ok=True)
     con = sqlite3.connect(db)
     con.executescript(records.SCHEMA)
     con.execute("PRAGMA synchronous=OFF")
+    calls: list[tuple[Any, ...]] = []
+    legs: list[tuple[Any, ...]] = []
+    for call, call_legs in _synth_rows(n, seed):
+        calls.append(call)
+        legs.extend(call_legs)
+        if len(calls) >= 50000:
+            _flush(con, calls, legs)
+    _flush(con, calls, legs)
+    con.commit()
+    con.close()
+
+
+def _synth_rows(n: int, seed: int = 7) -> Iterator[tuple[tuple[Any, ...], list[tuple[Any, ...]]]]:
+    """The synthetic calls, each with its leg rows (see :func:`synth`)."""
+    rng = random.Random(seed)
     trunks = ["itsp-a", "itsp-b", "itsp-c", "pstn-gw", "itsp-branch"]
     t0 = time.time() - 30 * 86400
     step = 30 * 86400 / n
-    calls: list[tuple[Any, ...]] = []
-    legs: list[tuple[Any, ...]] = []
     for i in range(n):
         setup = t0 + i * step
         trunk = trunks[i % 5]
@@ -283,19 +432,16 @@ def synth(db: Path, n: int, seed: int = 7) -> None:
              (404, "Not Found"), (487, "Request Terminated")]
         )  # fmt: skip
         cid = f"c{i}"
-        calls.append(
-            (cid, "outbound" if i % 3 else "inbound", trunk, "203.0.113.10", "2125550111",
-             f"1312555{i % 10000:04d}", code, reason, setup, ring, answer, dur,
-             2 if failover else 1, "20261205T000000Z-abcdef12")
+        call = (
+            cid, "outbound" if i % 3 else "inbound", trunk, "203.0.113.10", "2125550111",
+            f"1312555{i % 10000:04d}", code, reason, setup, ring, answer, dur,
+            2 if failover else 1, "20261205T000000Z-abcdef12",
         )  # fmt: skip
+        legs: list[tuple[Any, ...]] = []
         if failover:
             legs.append((cid, "503", "Service Unavailable", setup + 0.2, trunk, 1))
         legs.append((cid, str(code), reason, answer or setup + dur, trunk, 2 if failover else 1))
-        if len(calls) >= 50000:
-            _flush(con, calls, legs)
-    _flush(con, calls, legs)
-    con.commit()
-    con.close()
+        yield call, legs
 
 
 def _flush(
@@ -338,6 +484,153 @@ def summary(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "trunks": rows,
     }
+
+
+PG_EDGE = "bench-summary"  # the edge name of the synthetic records (removed afterwards)
+
+# The summary over the PostgreSQL reader (records._REMOTE_PG, as `siporch calls` runs it on
+# an edge), run here in a process of its own: argv[1] a host.cfg naming the server, argv[2]
+# the edge whose records are read, argv[3] "server" (the server aggregates, as `siporch
+# calls --summary` does) or "calls" (every call read and summarized here). Prints the
+# summary as JSON lines.
+_PG_SUMMARY = r"""
+import json, sys
+from siporch import records
+problems = []
+server = sys.argv[3] == "server"
+argv = records.remote_command_pg(sys.argv[1], records.Filters(), [sys.argv[2]], server)
+argv[0] = sys.executable
+if server:
+    rows = records.summary_from_lines(records.stream_lines(argv, "pg", 3600, problems))
+else:
+    rows = records.summarize(records.read_calls([("pg", argv)], records.Filters(), 3600, problems))
+for row in rows:
+    print(json.dumps(row.as_dict()))
+if problems:
+    sys.exit("; ".join(problems))
+"""
+
+
+def _copy_pg(url: tuple[str, str, str, str, str], n: int, seed: int = 7) -> None:
+    """``n`` synthetic calls (as :func:`synth`) into the server's tables with COPY, edge
+    ``PG_EDGE``."""
+    import csv
+
+    user, password, host, port, db = url
+    env = {**os.environ, "PGPASSWORD": password}
+    base = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", user,
+            "-d", db]  # fmt: skip
+    tables = {
+        "calls": "callid, edge, direction, trunk, peer, calling, called, code, reason, setup, "
+        "ring, answer, duration, legs, release",
+        "legs": "callid, edge, sip_code, sip_reason, ts, trunk, leg",
+    }
+    procs = {
+        t: subprocess.Popen(
+            [*base, "-c", f"COPY {t} ({cols}) FROM STDIN WITH (FORMAT csv)"],
+            stdin=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for t, cols in tables.items()
+    }
+    assert procs["calls"].stdin is not None and procs["legs"].stdin is not None
+    wc, wl = csv.writer(procs["calls"].stdin), csv.writer(procs["legs"].stdin)
+    for call, legs in _synth_rows(n, seed):
+        (cid, direction, trunk, peer, calling, called, code, reason, setup, ring, answer, dur,
+         nlegs, release) = call  # fmt: skip
+        wc.writerow([cid, PG_EDGE, direction, trunk, peer, calling, called, code, reason,
+                     setup, ring, "" if answer is None else answer, dur, nlegs, release])  # fmt: skip
+        for cid2, code2, reason2, ts, trunk2, leg in legs:
+            wl.writerow([cid2, PG_EDGE, code2, reason2, ts, trunk2, leg])
+    for t, proc in procs.items():
+        assert proc.stdin is not None
+        proc.stdin.close()
+        if proc.wait() != 0:
+            raise RuntimeError(f"COPY into {t} failed")
+
+
+def summary_pg(args: argparse.Namespace) -> dict[str, Any]:
+    """The summary read from PostgreSQL: the synthetic calls loaded into the server of
+    ``--pg-url`` (edge ``PG_EDGE``), the summary timed, the calls removed again."""
+    m = re.fullmatch(r"postgres://([^:@/]+):([^@/]*)@([^/:]+)(?::(\d+))?/(\w+)", args.pg_url)
+    if not m:
+        raise RuntimeError("--pg-url must be postgres://user:password@host[:port]/database")
+    user, password, host, port, db = m.groups()
+    port = port or "5432"
+    url = (user, password, host, port, db)
+    env = {**os.environ, "PGPASSWORD": password}
+    psql = ["psql", "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port,
+            "-U", user, "-d", db]  # fmt: skip
+
+    def sql(q: str) -> str:
+        out = subprocess.run([*psql, "-c", q], capture_output=True, text=True, env=env,
+                             timeout=3600)  # fmt: skip
+        if out.returncode != 0:
+            raise RuntimeError(f"psql: {out.stderr.strip()[-500:]}")
+        return out.stdout.strip()
+
+    def remove() -> None:
+        for table in ("calls", "legs"):
+            sql(f"DELETE FROM {table} WHERE edge = '{PG_EDGE}'")
+
+    remove()  # a run killed before its end left them
+    with tempfile.TemporaryDirectory(prefix="siporch-recsum-pg-") as tmp:
+        cfg = Path(tmp) / "host.cfg"
+        cfg.write_text(f'#!define ACC_DB_URL "postgres://{user}:{password}@{host}:{port}/{db}"\n')
+        try:
+            t0 = time.monotonic()
+            _copy_pg(url, args.records)
+            sql("ANALYZE calls")
+            sql("ANALYZE legs")
+            build_s = time.monotonic() - t0
+            size = sql("SELECT pg_total_relation_size('calls') + pg_total_relation_size('legs')")
+            ways: dict[str, dict[str, Any]] = {}
+            for way in ("server", "calls"):
+                t0 = time.monotonic()
+                proc = subprocess.run(
+                    ["/usr/bin/time", "-f", "%M", sys.executable, "-c", _PG_SUMMARY, str(cfg),
+                     PG_EDGE, way],
+                    capture_output=True, text=True, cwd=REPO, timeout=3600,
+                    env={**os.environ, "PYTHONPATH": str(REPO)},
+                )  # fmt: skip
+                wall = time.monotonic() - t0
+                if proc.returncode != 0:
+                    raise RuntimeError(proc.stderr[-2000:])
+                ways[way] = {
+                    "seconds": round(wall, 2),
+                    "peak_rss_mb": round(int(proc.stderr.strip().splitlines()[-1]) / 1024, 1),
+                    "trunks": [json.loads(line) for line in proc.stdout.splitlines()],
+                }
+        finally:
+            remove()
+    return {
+        "records": args.records,
+        "backend": "postgresql",
+        "server": f"{host}:{port}",
+        "db_mb": round(int(size) / 1e6, 1),
+        "build_seconds": round(build_s, 1),
+        # as `siporch calls --summary` reads PostgreSQL: the server aggregates
+        "summary_seconds": ways["server"]["seconds"],
+        # /usr/bin/time: the largest resident size of the process and the ones it started
+        "peak_rss_mb": ways["server"]["peak_rss_mb"],
+        "trunks": ways["server"]["trunks"],
+        # every call read and summarized on this side (the SQLite way)
+        "call_by_call": {k: v for k, v in ways["calls"].items() if k != "trunks"},
+        "same_figures_exact_quantiles_aside": _same_but_pdd(
+            ways["server"]["trunks"], ways["calls"]["trunks"]
+        ),
+    }
+
+
+def _same_but_pdd(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    """The two summaries agree but for the PDD quantiles (sampled above 20,000 calls per
+    trunk on the call-by-call side, exact on the server)."""
+
+    def strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if not k.startswith("pdd")} for r in rows]
+
+    return strip(a) == strip(b)
 
 
 def exporter_read(args: argparse.Namespace) -> dict[str, Any]:
@@ -386,6 +679,19 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--json", type=Path)
     c.add_argument("--keep", action="store_true")
     c.add_argument(
+        "--backend",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="where the records go; postgresql: a server of the bench's own in its namespace "
+        "(needs Kamailio's db_postgres: the lab root's, --root)",
+    )
+    c.add_argument(
+        "--variant",
+        action="append",
+        choices=sorted(VARIANTS),
+        help="also run the edge with records on and this part of them taken out (repeatable)",
+    )
+    c.add_argument(
         "--mem",
         choices=("qm", "fm", "tlsf"),
         help="Kamailio's memory manager (kamailio -x), both runs; default: Kamailio's own (qm)",
@@ -398,6 +704,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     s = sub.add_parser("summary")
     s.add_argument("--records", type=int, default=1_000_000)
+    s.add_argument(
+        "--pg-url",
+        help="read from PostgreSQL instead: postgres://user:password@host[:port]/database "
+        "(the records are loaded there as edge bench-summary, and removed at the end)",
+    )
     s.add_argument("--json", type=Path)
     e = sub.add_parser("exporter")
     e.add_argument("--records", type=int, default=1_000_000)
@@ -429,10 +740,16 @@ def main(argv: list[str] | None = None) -> int:
             if not 1 <= args.records <= 20_000_000:
                 print("--records must be 1..20000000", file=sys.stderr)
                 return 2
-            result = summary(args)
+            result = summary_pg(args) if args.pg_url else summary(args)
             print(
                 f"{result['records']} records ({result['db_mb']} MB): siporch calls --summary "
                 f"{result['summary_seconds']} s, peak RSS {result['peak_rss_mb']} MB"
+                + (
+                    f"; call by call: {result['call_by_call']['seconds']} s, peak RSS "
+                    f"{result['call_by_call']['peak_rss_mb']} MB"
+                    if "call_by_call" in result
+                    else ""
+                )
             )
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         print(f"records_bench: {exc}", file=sys.stderr)

@@ -477,6 +477,8 @@ class TrunkSummary:
     failovers: int = 0
     codes: Counter[str] = field(default_factory=Counter)
     pdd: Quantiles = field(default_factory=Quantiles)
+    #: PDD median and p95 computed elsewhere (the PostgreSQL server), instead of ``pdd``
+    pdd_exact: tuple[float | None, float | None] | None = None
 
     @property
     def asr(self) -> float | None:
@@ -487,7 +489,10 @@ class TrunkSummary:
         return None if self.answered == 0 else self.talk / self.answered
 
     def as_dict(self) -> dict[str, Any]:
-        med, p95 = self.pdd.quantile(0.5), self.pdd.quantile(0.95)
+        if self.pdd_exact is not None:
+            med, p95 = self.pdd_exact
+        else:
+            med, p95 = self.pdd.quantile(0.5), self.pdd.quantile(0.95)
         return {
             "trunk": self.trunk,
             "attempts": self.attempts,
@@ -639,14 +644,87 @@ def remote_command(db_path: str, filters: Filters) -> list[str]:
     return ["python3", "-c", _REMOTE, db_path, filters.as_json()]
 
 
+# `siporch calls --summary` when the records are in PostgreSQL: the server aggregates (one
+# row per trunk, not one per call, crosses the network), with the semantics of
+# :func:`summarize` (a test compares both on the same records): the times as
+# :func:`call_from_row` reads them (a value <= 0 is none), PDD median and p95 exact
+# (percentile_cont, the interpolation of :class:`Quantiles`), the top failures in the order
+# of their counts and then of their first call, failovers counted on the leg's trunk. Three
+# kinds of lines: "t" (a trunk's calls), "f" (a trunk's failovers), "c" (a trunk's three
+# most frequent failures). @WHERE@: the filters on calls AS c.
+SUMMARY_SQL_PG = """
+CREATE TEMPORARY VIEW sc AS
+SELECT c.id, c.edge, c.callid, coalesce(c.trunk, '') AS trunk, coalesce(c.code, 0) AS code,
+  coalesce(c.reason, '') AS reason, c.legs,
+  CASE WHEN c.setup > 0 THEN c.setup ELSE 0 END AS setup,
+  CASE WHEN c.ring > 0 THEN c.ring END AS ring,
+  CASE WHEN c.answer > 0 THEN c.answer END AS answer, c.duration,
+  row_number() OVER (ORDER BY c.setup, c.id) AS n
+FROM calls AS c@WHERE@;
+SELECT json_build_object('k', 't', 'trunk', trunk, 'attempts', count(*),
+  'answered', count(*) FILTER (WHERE code BETWEEN 200 AND 299),
+  'talk', coalesce(sum(CASE WHEN answer IS NOT NULL AND duration IS NOT NULL
+    THEN greatest(0, greatest(setup + duration, answer) - answer) ELSE 0 END)
+    FILTER (WHERE code BETWEEN 200 AND 299), 0),
+  'pdd', percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY
+    CASE WHEN coalesce(ring, answer) IS NOT NULL
+    THEN greatest(0, coalesce(ring, answer) - setup) END))
+FROM sc GROUP BY trunk;
+SELECT json_build_object('k', 'f', 'trunk', trunk, 'n', count(*)) FROM (
+  SELECT coalesce(nullif(l.trunk, ''), sc.trunk) AS trunk, sc.code BETWEEN 200 AND 299 AS ok,
+    row_number() OVER (PARTITION BY sc.id ORDER BY l.ts DESC) AS last
+  FROM sc JOIN legs AS l ON l.callid = sc.callid AND l.edge IS NOT DISTINCT FROM sc.edge
+  WHERE (sc.legs > 1 OR sc.code >= 300) AND l.sip_code ~ '^[0-9]+$'
+    AND l.sip_code::integer >= 300) AS f
+WHERE ok OR last > 1 GROUP BY trunk;
+SELECT json_build_object('k', 'c', 'trunk', trunk, 'code', label, 'n', n) FROM (
+  SELECT trunk, label, n, row_number() OVER (PARTITION BY trunk ORDER BY n DESC, first) AS r
+  FROM (SELECT trunk, btrim(code || ' ' || reason) AS label, count(*) AS n, min(n) AS first
+    FROM sc WHERE code NOT BETWEEN 200 AND 299 GROUP BY trunk, label) AS g) AS t
+WHERE r <= 3 ORDER BY trunk, r;
+"""
+
+
+def summary_from_lines(lines: Iterable[str]) -> list[TrunkSummary]:
+    """The per-trunk summary from the lines of the PostgreSQL reader's "summary" mode."""
+    by: dict[str, TrunkSummary] = {}
+
+    def get(trunk: str) -> TrunkSummary:
+        s = by.get(trunk)
+        if s is None:
+            s = by[trunk] = TrunkSummary(trunk or "-")
+        return s
+
+    for line in lines:
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        row = json.loads(line)
+        s = get(str(row.get("trunk") or ""))
+        if row["k"] == "t":
+            s.attempts = int(row["attempts"])
+            s.answered = int(row["answered"])
+            s.talk = float(row["talk"] or 0.0)
+            med, p95 = row.get("pdd") or (None, None)
+            s.pdd_exact = (med, p95)
+        elif row["k"] == "f":
+            s.failovers = int(row["n"])
+        elif row["k"] == "c":
+            s.codes[str(row["code"])] = int(row["n"])
+    return sorted(by.values(), key=lambda s: s.trunk)
+
+
 # Run on an edge with python3 (standard library only) when the records are in PostgreSQL:
 # argv[1] the edge's live host.cfg (its ACC_DB_URL names the server, user and password),
 # argv[2] the filters as JSON, argv[3] the edges to read (JSON list; empty: all). psql
 # prints one JSON object per call (FETCH_COUNT: a cursor, streamed), oldest first, with its
 # failed legs; "#" lines are diagnostics. The password goes to psql in its environment.
+# argv[4] "summary": the server aggregates instead (SUMMARY_SQL_PG), one JSON object per
+# line.
 _REMOTE_PG = r"""
 import json, os, re, shutil, subprocess, sys
 cfg, flt, edges = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+mode = sys.argv[4] if len(sys.argv) > 4 else "calls"
 try:
     text = open(cfg).read()
 except OSError as exc:
@@ -675,7 +753,11 @@ if flt.get("number"):
     where.append("(strpos(c.calling, %s) > 0 OR strpos(c.called, %s) > 0)" % (n, n))
 if edges:
     where.append("c.edge IN (" + ", ".join(lit(e) for e in edges) + ")")
-sql = (
+if mode == "summary":
+    sql = "SET standard_conforming_strings = on;\n" + SUMMARY.replace(
+        "@WHERE@", " WHERE " + " AND ".join(where) if where else "")
+else:
+  sql = (
     "SET standard_conforming_strings = on;\n"
     "SELECT row_to_json(x) FROM (SELECT c.*, CASE WHEN c.legs > 1 OR c.code >= 300 THEN "
     "(SELECT json_agg(json_build_array(l.ts, l.trunk, l.peer, l.called, l.sip_code, "
@@ -693,13 +775,21 @@ sys.exit(proc.returncode)
 """
 
 
+_REMOTE_PG = f"SUMMARY = {SUMMARY_SQL_PG!r}\n" + _REMOTE_PG
+
+
 def live_host_cfg() -> str:
     """The live host.cfg of an edge (its records URL), read by the PostgreSQL reader."""
     return "/etc/siporch/current/kamailio/host.cfg"
 
 
-def remote_command_pg(host_cfg: str, filters: Filters, edges: Iterable[str] = ()) -> list[str]:
-    return ["python3", "-c", _REMOTE_PG, host_cfg, filters.as_json(), json.dumps(list(edges))]
+def remote_command_pg(
+    host_cfg: str, filters: Filters, edges: Iterable[str] = (), summary: bool = False
+) -> list[str]:
+    return [
+        "python3", "-c", _REMOTE_PG, host_cfg, filters.as_json(), json.dumps(list(edges)),
+        "summary" if summary else "calls",
+    ]  # fmt: skip
 
 
 # --------------------------------------------------------------------- reading the edges
@@ -746,18 +836,21 @@ def edge_sources(
     *,
     backend: str = "sqlite",
     only: Sequence[str] = (),
+    summary: bool = False,
 ) -> list[Source]:
     """How to read the edges' records over SSH with the inventory's settings; the records
     are readable only by root and Kamailio's user: through the host's become. An edge that
     cannot be reached so is noted in ``problems``.
 
     SQLite: each edge its own database. PostgreSQL: one database for every edge, read once
-    through the first edge that can be reached (``only``: those edges' records)."""
+    through the first edge that can be reached (``only``: those edges' records);
+    ``summary``: the server aggregates (:data:`SUMMARY_SQL_PG`, read with
+    :func:`summary_from_lines`)."""
     from siporch.hosts import primary, try_access
 
     out: list[Source] = []
     if backend == "postgresql":
-        remote = shlex.join(remote_command_pg(live_host_cfg(), filters, only))
+        remote = shlex.join(remote_command_pg(live_host_cfg(), filters, only, summary))
         for edge, address in edges:
             access = try_access(inventory, edge, address, timeout)
             if access is not None:

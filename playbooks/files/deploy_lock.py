@@ -3,7 +3,9 @@
 
   deploy_lock.py acquire LOCK [--wait S]   prints the token it took ("" when the lock is
                                            already held by the caller's SIPORCH_DEPLOY_LOCK)
-  deploy_lock.py release LOCK TOKEN
+  deploy_lock.py release LOCK TOKEN [--report FILE]
+                                           --report: first write stdin to FILE (mode 0644,
+                                           replaced whole): the run's summary, in the same call
 
 The owner is the ansible-playbook process (found among the caller's ancestors) or, for a
 caller holding the lock across several runs, the process that took it; a lock whose owner
@@ -140,12 +142,24 @@ def release(lock: Path, token: str) -> None:
             shutil.rmtree(lock, ignore_errors=True)
 
 
+def write_report(path: Path, text: str) -> None:
+    """Write the run's summary whole: a reader never sees half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] not in ("acquire", "release"):
         print(__doc__, file=sys.stderr)
         return 2
     lock = Path(argv[1])
     if argv[0] == "release":
+        if "--report" in argv:
+            i = argv.index("--report")
+            write_report(Path(argv[i + 1]), sys.stdin.read())
+            del argv[i : i + 2]
         release(lock, argv[2] if len(argv) > 2 else "")
         return 0
     wait = float(argv[argv.index("--wait") + 1]) if "--wait" in argv else 900.0

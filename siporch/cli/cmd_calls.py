@@ -208,6 +208,7 @@ def cli(
 
     problems: list[str] = []
     pbx_sources: list[records.Source] = []
+    server_summary = False
     if pbx_files and not files:
         raise click.BadParameter("goes with --from-file", param_hint="--pbx-file")
     if files:
@@ -220,6 +221,9 @@ def cli(
 
         model = load(inventory, vault_password_file).model
         edges = records.edges_of(model, inventory, hosts, limit)
+        # PostgreSQL: the server aggregates the summary (--result filters single calls on
+        # this side: then the calls are read)
+        server_summary = summary and model.records.backend == "postgresql" and not result
         sources = records.edge_sources(
             inventory,
             edges,
@@ -229,6 +233,7 @@ def cli(
             backend=model.records.backend,
             # one PostgreSQL database holds every edge's records: --host/--limit pick edges
             only=[n for n, _ in edges] if hosts or limit else [],
+            summary=server_summary,
         )
         if not (summary or no_pbx):
             pbx_sources = records.pbx_sources(inventory, records.pbxs_of(model), timeout, problems)
@@ -242,7 +247,14 @@ def cli(
     if console.quiet and not (as_json or as_csv):
         out = open(os.devnull, "w")  # noqa: SIM115 (closed at exit)
     if summary:
-        rows = records.summarize(calls)
+        if server_summary:
+            rows = records.summary_from_lines(
+                line
+                for edge, argv in sources
+                for line in records.stream_lines(argv, edge, timeout, problems)
+            )
+        else:
+            rows = records.summarize(calls)
         if as_json:
             import json
 

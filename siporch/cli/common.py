@@ -375,3 +375,42 @@ def print_result(result: Any, what: str) -> int:
     for line in lines:
         err_console.print(line, markup=False, highlight=False, soft_wrap=True)
     raise DeployError(message)
+
+
+def run_reporter(as_json: bool, *, diffs: bool = False) -> PlaybookProgress | None:
+    """The live display of a deploy or rollback: on stdout, or with ``--json`` on stderr
+    (stdout holds the JSON only); none with ``-q`` and ``--json``."""
+    if as_json:
+        if verbosity() < 0:
+            return None
+        return PlaybookProgress(err_console, verbose=verbosity() > 0, diffs=diffs)
+    return PlaybookProgress(console, verbose=verbosity() > 0, diffs=diffs)
+
+
+def echo_run_json(outcome: Any) -> None:
+    """A run (a `siporch.deploy.outcome.RunOutcome`) as ``siporch.run/1`` on stdout."""
+    import json
+
+    click.echo(json.dumps(outcome.to_dict(), indent=2))
+
+
+def print_run_json(outcome: Any) -> int:
+    """``--json`` of deploy and rollback: the run (a `siporch.deploy.outcome.RunOutcome`)
+    as ``siporch.run/1`` on stdout; the failure's lines and one-line message on stderr;
+    the exit code (0 ok, 1 the run failed, 2 refused before any host was touched)."""
+    from siporch.errors import DeployError, SiporchError
+
+    echo_run_json(outcome)
+    if outcome.exit_code == 0:
+        return 0
+    if verbosity() >= 0:
+        for h in outcome.hosts:
+            if h.failure is not None:
+                err_console.print(
+                    f'{h.host} failed at "{h.failure.step}": {h.failure.reason}',
+                    markup=False, highlight=False, soft_wrap=True,
+                )  # fmt: skip
+        for line in outcome.output_tail:
+            err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+    error = SiporchError if outcome.exit_code == 2 else DeployError
+    raise error(outcome.error or f"{outcome.command} failed")

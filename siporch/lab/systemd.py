@@ -54,7 +54,10 @@ SYSTEMD_GROUPS = frozenset({"siporch_edge", "siporch_pbx"})
 SYSTEMD = "/usr/lib/systemd/systemd"
 PID_FILE = "init.pid"  # in the host's directory (next to upper/, work/, root/)
 FIRST_BOOT_MARK = "var/lib/siporch-lab/first-boot"
-CGROUP_PARENT = "sipo-lab"
+# The lab's cgroup under the machine's cgroup v2 root. A private lab instance
+# (siporch/lab/isolate.py) sets its own, so two labs never share a host's cgroup.
+CGROUP_ENV = "SIPORCH_LAB_CGROUP"
+CGROUP_PARENT = os.environ.get(CGROUP_ENV, "").strip() or "sipo-lab"
 BOOT_WAIT_S = 60.0
 HALT_WAIT_S = 15.0
 

@@ -185,6 +185,7 @@ def _ansible_settings(secrets: _Secrets) -> Iterator[list[Any]]:
     from ansible import constants as C
     from ansible._internal._yaml._constructor import AnsibleInstrumentedConstructor
     from ansible.parsing.vault import VaultSecretsContext
+    from ansible.plugins.loader import vars_loader
     from ansible.plugins.vars import host_group_vars
 
     failures: list[Any] = []
@@ -223,12 +224,19 @@ def _ansible_settings(secrets: _Secrets) -> Iterator[list[Any]]:
     host_group_vars.NAK.clear()
     saved_ctx = VaultSecretsContext._current
     VaultSecretsContext._current = VaultSecretsContext(secrets.secrets)
+    # group_vars/host_vars through ansible-core's own host_group_vars only, whatever vars
+    # plugins an ansible.cfg in reach enables (siporch's playbooks enable a faster reader
+    # of large files that skips the checks above): the model reads the same everywhere.
+    plugins: dict[str, Any] = {}
     try:
         with (
+            mock.patch.object(C, "VARIABLE_PLUGINS_ENABLED", ["host_group_vars"]),
+            mock.patch.object(vars_loader, "_plugin_instance_cache", plugins),
             mock.patch.object(manager, "display", Recorder()),
             mock.patch.object(C, "INVENTORY_ANY_UNPARSED_IS_FAILED", True),
             mock.patch.object(AnsibleInstrumentedConstructor, "construct_mapping", construct_mapping),
         ):
+            vars_loader.get("host_group_vars")  # the one plugin of the read
             yield failures
     finally:
         VaultSecretsContext._current = saved_ctx

@@ -118,6 +118,39 @@ def kit(lab: Any) -> Iterator[ck.Lab]:
             os.environ.pop("SIPORCH_DEPLOY_LOCK", None)
 
 
+@pytest.fixture(scope="module")
+def site(lab: Any, kit: ck.Lab) -> dict[str, str]:
+    """The site's own endpoint and contexts, written by hand into pbx-central's pjsip.conf
+    and extensions.conf (before siporch's block) and reloaded; ``kit`` puts the files back
+    at the end. Returns each file's text without siporch's block."""
+    etc = lab.root(PBX) / "etc" / "asterisk"
+    # The site edits its own files by hand and reloads (the Asterisk may not run yet).
+    if f"[{SITE_ENDPOINT}]" not in (etc / "pjsip.conf").read_text():
+        _prepend(etc / "pjsip.conf", SITE_PJSIP)
+    if f"[{SITE_PHONES}]" not in (etc / "extensions.conf").read_text():
+        _prepend(etc / "extensions.conf", SITE_DIALPLAN)
+    kit.asterisk("module reload res_pjsip.so")
+    kit.asterisk("dialplan reload")
+    return {
+        name: _without_siporch_block((etc / name).read_text())
+        for name in ("pjsip.conf", "extensions.conf")
+    }
+
+
+@pytest.fixture(scope="module")
+def models(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return _models(lab, tmp_path_factory.mktemp("shared"))
+
+
+@pytest.fixture
+def to_reception(kit: ck.Lab, site: dict[str, str], models: list[Path]) -> None:
+    """pbx-central runs a model that hands hq-main to the site's own context (the first
+    of ``models``), deployed unless its siporch-inbound already does (as the rollback of
+    the test before leaves it)."""
+    if f"Goto({SITE_RECEPTION}," not in kit.asterisk("dialplan show siporch-inbound"):
+        _ok(_run(models[0]))
+
+
 def _models(lab: Any, tmp: Path) -> list[Path]:
     """Three models: hq-main to the site's own context, then a PJSIP change (a trunk's
     channel limit), then a new PJSIP transport (an Asterisk restart)."""
@@ -174,20 +207,9 @@ def _site_files_intact(lab: Any, written: dict[str, str]) -> None:
 
 
 def test_site_config_survives_deploys_and_rollback(
-    lab: Any, kit: ck.Lab, tmp_path_factory: pytest.TempPathFactory
+    lab: Any, kit: ck.Lab, site: dict[str, str], models: list[Path]
 ) -> None:
-    models = _models(lab, tmp_path_factory.mktemp("shared"))
-    etc = lab.root(PBX) / "etc" / "asterisk"
-    # The site edits its own files by hand and reloads (the Asterisk may not run yet).
-    _prepend(etc / "pjsip.conf", SITE_PJSIP)
-    _prepend(etc / "extensions.conf", SITE_DIALPLAN)
-    written = {
-        name: _without_siporch_block((etc / name).read_text())
-        for name in ("pjsip.conf", "extensions.conf")
-    }
-    kit.asterisk("module reload res_pjsip.so")
-    kit.asterisk("dialplan reload")
-
+    written = site
     r1 = _ok(_run(models[0]))  # the dialplan changes (and, from an older layout, a restart)
     _site_objects_loaded(kit)
     _site_files_intact(lab, written)
@@ -226,9 +248,9 @@ def test_site_config_survives_deploys_and_rollback(
     assert data["hosts"][PBX]["pjsip_endpoints"] >= 7, data["hosts"][PBX]  # 6 of siporch + 1
 
 
-def test_inbound_call_reaches_the_sites_own_context(kit: ck.Lab) -> None:
+def test_inbound_call_reaches_the_sites_own_context(kit: ck.Lab, to_reception: None) -> None:
     """itsp-a1 -> edge-central -> pbx-central: siporch-inbound hands hq-main to the site's
-    own context, which answers (the model of the rollback above names it)."""
+    own context, which answers."""
 
     def channels() -> list[list[str]]:
         out = kit.asterisk("core show channels concise")

@@ -100,11 +100,6 @@ def kit(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ck
                 os.environ.pop("SIPORCH_DEPLOY_LOCK", None)
 
 
-@pytest.fixture(scope="module")
-def state() -> dict[str, Any]:
-    return {}
-
-
 def siporch_calls(inv: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "siporch", "calls", "-i", str(inv), *args],
@@ -137,12 +132,13 @@ def psql(kit: ck.Lab, sql: str) -> str:
     ).strip()  # fmt: skip
 
 
-def test_calls_are_recorded_in_postgresql(
-    lab: Any, kit: tuple[ck.Lab, Path], state: dict[str, Any]
-) -> None:
+@pytest.fixture(scope="module")
+def placed(kit: tuple[ck.Lab, Path]) -> dict[str, Any]:
+    """Three calls placed through edge-central (answered inbound, answered outbound, busy
+    outbound) and their records, read from PostgreSQL: ``since`` (a time before them) and
+    ``recs``. Each test that reads them asks for this fixture, so any test runs alone."""
     k, inv = kit
     since = time.time() - 1
-    state["since"] = since
     inbound = ck.uac(k, "itsp-a1", EDGE, HQ_DID, duration_ms=TALK_S * 1000)
     assert (inbound.successful, inbound.failed) == (1, 0), inbound.stderr
     with ck.uas(k, "itsp-a1") as a1, ck.uas(k, "itsp-a2"):
@@ -151,6 +147,14 @@ def test_calls_are_recorded_in_postgresql(
     with ck.uas(k, "itsp-a1", "uas_peer_busy"), ck.uas(k, "itsp-a2", "uas_peer_busy"):
         ck.originate(k, BUSY_NUMBER, seconds=TALK_S)
         recs = wait_records(inv, since, 3)
+    return {"since": since, "recs": recs}
+
+
+def test_calls_are_recorded_in_postgresql(
+    lab: Any, kit: tuple[ck.Lab, Path], placed: dict[str, Any]
+) -> None:
+    k, _ = kit
+    recs = placed["recs"]
     by_called = {r["called"]: r for r in recs}
     assert set(by_called) >= {"+12025550100", "1" + OUT_NUMBER, "1" + BUSY_NUMBER}, recs
 
@@ -173,15 +177,16 @@ def test_calls_are_recorded_in_postgresql(
 
     release = ck.current_release(k, "edge-central").rsplit("/", 1)[-1]
     assert {r["release"] for r in (rin, rout, rbusy)} == {release}
-    state["recs"] = {r["callid"] for r in (rin, rout, rbusy)}
     # in the server, not in a file on the edge
     assert int(psql(k, "SELECT count(*) FROM calls WHERE edge = 'edge-central'")) >= 3
 
 
-def test_summary_matches_the_calls_placed(kit: tuple[ck.Lab, Path], state: dict[str, Any]) -> None:
+def test_summary_matches_the_calls_placed(
+    kit: tuple[ck.Lab, Path], placed: dict[str, Any]
+) -> None:
     _, inv = kit
     proc = siporch_calls(
-        inv, "--host", "edge-central", "--since", f"{state['since']:.3f}", "--summary", "--json"
+        inv, "--host", "edge-central", "--since", f"{placed['since']:.3f}", "--summary", "--json"
     )
     assert proc.returncode == 0, proc.stderr
     rows = {r["trunk"]: r for r in map(json.loads, proc.stdout.splitlines())}
@@ -192,21 +197,21 @@ def test_summary_matches_the_calls_placed(kit: tuple[ck.Lab, Path], state: dict[
     assert any(f.startswith("486 ") for f in a["top_failures"]), a
 
 
-def test_masked_csv(kit: tuple[ck.Lab, Path], state: dict[str, Any]) -> None:
+def test_masked_csv(kit: tuple[ck.Lab, Path], placed: dict[str, Any]) -> None:
     _, inv = kit
-    proc = siporch_calls(inv, "--since", f"{state['since']:.3f}", "--csv", "--mask")
+    proc = siporch_calls(inv, "--since", f"{placed['since']:.3f}", "--csv", "--mask")
     assert proc.returncode == 0, proc.stderr
     assert "3125550100" not in proc.stdout and "2025550100" not in proc.stdout
     assert proc.stdout.splitlines()[0].startswith("edge,setup,")
 
 
 def test_records_survive_a_kamailio_restart(
-    kit: tuple[ck.Lab, Path], state: dict[str, Any]
+    kit: tuple[ck.Lab, Path], placed: dict[str, Any]
 ) -> None:
     k, inv = kit
-    since = state["since"]
+    since = placed["since"]
     before = {r["callid"] for r in calls(inv, "--since", f"{since:.3f}")}
-    assert state["recs"] <= before
+    assert {r["callid"] for r in placed["recs"]} <= before
     pid_before = k.run("edge-central", "systemctl show -p MainPID --value kamailio").strip()
     k.run("edge-central", "systemctl restart kamailio", timeout=90)
     assert ck.wait_for(
@@ -253,9 +258,11 @@ def test_retention_deletes_the_edges_own_old_records(kit: tuple[ck.Lab, Path]) -
     psql(k, f"DELETE FROM calls WHERE callid = '{marker}-other'")
 
 
-def test_the_exporter_counts_the_edges_records_in_postgresql(kit: tuple[ck.Lab, Path]) -> None:
-    """The exporter reads edge-central's rows of the shared database: its call counter is
-    the server's count of that edge's records."""
+def test_the_exporter_counts_the_edges_records_in_postgresql(
+    kit: tuple[ck.Lab, Path], placed: dict[str, Any]
+) -> None:
+    """The exporter reads edge-central's rows of the shared database (at least the calls
+    ``placed``): its call counter is the server's count of that edge's records."""
     from test_exporter_records import Exporter, total
 
     k, inv = kit

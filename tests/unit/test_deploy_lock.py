@@ -113,3 +113,27 @@ def test_cli_acquire_and_release(tmp_path: Path) -> None:
     assert not lock.exists()
     bad = subprocess.run([*run, "frobnicate"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_cli_release_writes_the_report_first(tmp_path: Path) -> None:
+    """The report play's one call: the summary written whole (stdin), then the lock released;
+    with no token (a caller holding the lock across runs) only the summary."""
+    lock = tmp_path / "lock"
+    report = tmp_path / "report.json"
+    script = REPO / "playbooks" / "files" / "deploy_lock.py"
+    run = [sys.executable, str(script)]
+    got = subprocess.run([*run, "acquire", str(lock)], capture_output=True, text=True)
+    token = got.stdout.strip()
+    subprocess.run(
+        [*run, "release", str(lock), token, "--report", str(report)],
+        input='{"failed": false}\n', text=True, check=True,
+    )  # fmt: skip
+    assert report.read_text() == '{"failed": false}\n'
+    assert oct(report.stat().st_mode & 0o777) == "0o644"
+    assert not lock.exists()
+    subprocess.run(
+        [*run, "release", str(lock), "", "--report", str(report)],
+        input="{}\n", text=True, check=True,
+    )  # fmt: skip
+    assert report.read_text() == "{}\n"
+    assert not list(tmp_path.glob(".*.tmp"))

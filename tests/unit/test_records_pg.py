@@ -58,9 +58,49 @@ def test_edges_get_the_server_url_and_the_postgresql_schema() -> None:
     assert "sqlite" not in host_cfg
     assert files["kamailio/records-pg.sql"] == records.SCHEMA_PG
     assert "kamailio/records.sql" not in files
+    # the records go to the server through Kamailio's async workers (acc db_insert_mode 2)
+    assert "\nasync_workers=2\n" in host_cfg
     # the default stays SQLite on each edge
     sqlite = render(load_model(EXAMPLE).model, "edge-central")
     assert "kamailio/records.sql" in sqlite and "kamailio/records-pg.sql" not in sqlite
+    assert "async_workers" not in sqlite["kamailio/host.cfg"]
+
+
+def test_the_summary_is_asked_of_the_server_with_the_filters(tmp_path: Path) -> None:
+    """summary mode: the aggregation SQL (records.SUMMARY_SQL_PG) with the same filters."""
+    cfg = tmp_path / "host.cfg"
+    cfg.write_text(render(pg_model(), "edge-central")["kamailio/host.cfg"])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "psql"
+    fake.write_text("#!/bin/sh\ncat\n")
+    fake.chmod(0o755)
+    flt = records.Filters(since=100.0, trunk="itsp-a")
+    argv = records.remote_command_pg(str(cfg), flt, ["edge-central"], summary=True)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    out = subprocess.run(
+        [shutil.which("python3") or "python3", *argv[1:]],
+        capture_output=True, text=True, env=env, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    assert "percentile_cont(ARRAY[0.5, 0.95])" in out and "@WHERE@" not in out
+    assert (
+        "FROM calls AS c WHERE c.setup >= 100.0 AND c.trunk = 'itsp-a' "
+        "AND c.edge IN ('edge-central');" in out
+    )
+    rows = records.summary_from_lines(
+        [
+            '{"k": "t", "trunk": "itsp-a", "attempts": 4, "answered": 3, "talk": 30.0, '
+            '"pdd": [1.5, 2.5]}',
+            '{"k": "f", "trunk": "itsp-b", "n": 2}',
+            '{"k": "c", "trunk": "itsp-a", "code": "486 Busy Here", "n": 1}',
+        ]
+    )
+    assert [r.as_dict() for r in rows] == [
+        {"trunk": "itsp-a", "attempts": 4, "answered": 3, "asr": 0.75, "acd": 10.0,
+         "pdd_median": 1.5, "pdd_p95": 2.5, "failovers": 0, "top_failures": ["486 Busy Here x1"]},
+        {"trunk": "itsp-b", "attempts": 0, "answered": 0, "asr": None, "acd": None,
+         "pdd_median": None, "pdd_p95": None, "failovers": 2, "top_failures": []},
+    ]  # fmt: skip
 
 
 def test_the_reader_finds_the_url_and_builds_a_streamed_query(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
-"""Filters of the siporch_release role: the reload plan between two host manifests."""
+"""Filters of the siporch_release role: the reload plan between two host manifests, and
+the quick deploy of a host in one call (tasks/quick.yml)."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +95,9 @@ def siporch_trunk_id_check(
     refusal = id_refusal(changes) or ""
     warnings = [c.warning() for c in changes]
     if refusal and renumber:
-        warnings.append("warning: the trunks above are renumbered as asked (siporch_renumber_trunks)")
+        warnings.append(
+            "warning: the trunks above are renumbered as asked (siporch_renumber_trunks)"
+        )
         refusal = ""
     elif check_mode and refusal:
         warnings.append(f"warning: a deploy would stop here: {refusal}")
@@ -134,10 +138,112 @@ def siporch_failure_reason(result: dict[str, Any] | None) -> str:
     return ("unreachable: " if result.get("unreachable") else "") + _truncate(text)
 
 
+def _daemons(manifest: dict[str, Any]) -> set[str]:
+    return {p.split("/", 1)[0] for p in manifest.get("files", {}) if "/" in p}
+
+
+def siporch_quick_plan(
+    new: dict[str, Any],
+    old: dict[str, Any] | None,
+    current_files: list[dict[str, Any]] | None,
+    current_dir: str,
+    restart_on_change: bool = False,
+) -> dict[str, Any]:
+    """How a host running release manifest ``old`` takes ``new`` in one call, or why not.
+
+    Only a change that runtime reloads apply (no daemon restarted or started, the same
+    daemons) of a running release whose files were hashed on the host when the run started
+    (``current_files``, ``ansible.builtin.find``-like entries under ``current_dir``): the
+    new tree is the running one with the changed files written and the others removed.
+    A file of the running release that differs from its manifest on the host (edited by
+    hand, lost) is written too, and a file it should not have is removed, so the new tree
+    is the new manifest's whatever the running one became.
+
+    ``{"ok": bool, "why": str, "actions": [...], "changed": {path: state}, "write": [paths],
+    "remove": [paths]}``."""
+    out: dict[str, Any] = {
+        "ok": False,
+        "why": "",
+        "actions": [],
+        "changed": {},
+        "write": [],
+        "remove": [],
+    }
+    if not old or not old.get("files"):
+        out["why"] = "no running release"
+        return out
+    if current_files is None:
+        out["why"] = "the running release was not hashed"
+        return out
+    if _daemons(new) != _daemons(old):
+        out["why"] = "the daemons change"
+        return out
+    if "keepalived" in _daemons(new):  # its check, reload and pair gate: activate.yml
+        out["why"] = "an edge of a keepalived pair deploys step by step"
+        return out
+    actions = reload_actions(old, new)
+    if restart_on_change or any(a.endswith(":restart") for a in actions):
+        out["why"] = "a daemon restarts"
+        return out
+    changes = diff_trees(old.get("files", {}), new.get("files", {}))
+    prefix = current_dir.rstrip("/") + "/"
+    on_host = {
+        str(f["path"])[len(prefix) :]: {
+            "sha256": str(f.get("checksum", "")),
+            "mode": str(f.get("mode", "")) or None,
+        }
+        for f in current_files
+        if str(f.get("path", "")).startswith(prefix)
+    }
+    on_host.pop("manifest.json", None)
+    new_files = new.get("files", {})
+    write = {c.path for c in changes if c.state != REMOVED}
+    remove = {c.path for c in changes if c.state == REMOVED}
+    # what the host has against the new manifest: anything else is written or removed
+    for c in diff_trees(new_files, on_host):
+        if c.state == ADDED:  # on the host, not in the new release
+            remove.add(c.path)
+        else:
+            write.add(c.path)
+    out.update(
+        ok=True,
+        actions=actions,
+        changed=states(changes),
+        write=sorted(write),
+        remove=sorted(remove - write),
+    )
+    return out
+
+
+def siporch_quick_files(
+    paths: list[str], source_dir: str, manifest: dict[str, Any], groups: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The files the quick call writes: ``{path, data (base64), mode, group}`` of each of
+    ``paths`` under ``source_dir`` (the host's tree in the rendered bundle); a file with
+    secrets belongs to its daemon's group (``groups``, when the host has it), else root."""
+    files = manifest.get("files", {})
+    out = []
+    for path in paths:
+        meta = files[path]
+        group = groups.get(path.split("/", 1)[0], "root") if meta.get("secret") else "root"
+        data = (Path(source_dir) / path).read_bytes()
+        out.append(
+            {
+                "path": path,
+                "data": base64.b64encode(data).decode("ascii"),
+                "mode": str(meta.get("mode") or "0644"),
+                "group": group,
+            }
+        )
+    return out
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "siporch_reload_actions": siporch_reload_actions,
+            "siporch_quick_plan": siporch_quick_plan,
+            "siporch_quick_files": siporch_quick_files,
             "siporch_changed_files": siporch_changed_files,
             "siporch_model_changes": siporch_model_changes,
             "siporch_trunk_id_check": siporch_trunk_id_check,

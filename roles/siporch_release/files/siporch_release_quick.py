@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""A host deployed in one call: checks, the new release made from the running one, switch,
+reloads and health gates.
+
+    python3 -c "<siporch_hostlib.py><this file>" < SPEC.json
+
+Run by roles/siporch_release/tasks/quick.yml (from playbooks/tasks/quick_host.yml) for a
+host whose plan allows it (a host the release leaves as it is, or a change that runtime
+reloads apply), with the text of siporch_hostlib.py first. SPEC is JSON:
+
+    {"root": "/etc/siporch",
+     "checks": [{"name", "argv"}],       every one must exit 0, else nothing is done
+     "switch": null | {"id", "manifest" (its text), "kind",
+                       "write": [{"path", "data" (base64), "mode", "group"}],
+                       "remove": [paths], "tree_checks": [{"name", "argv"}]},
+     "steps": [{"name", "argv"}],        in order, once the release is in place
+     "gates": [{"name", "argv", "tries", "delay"}],   together, each retried
+     "prune": [ids]}                     removed once the gates have passed
+
+1. The checks (the daemons' installs in place, the daemons running): one that fails
+   means the host needs the step by step deploy; the helper prints {"quick": false,
+   "why"} and changes nothing.
+2. When the release id changes: releases/.<id>.partial is made from the running release
+   (`cp -a`, owners and modes kept), the files of "write" written (root, their group and
+   mode), those of "remove" removed, the new manifest written; every file is compared with
+   the manifest (sha256, mode; nothing more, nothing less), else it is removed and the
+   host goes step by step. It is renamed to releases/<id>, the tree checks run (the real
+   daemons' checks; a failure removes it and the host goes step by step, where the check
+   fails again under its own name), then `current` is switched as switch.yml does it (a
+   temporary link renamed over it, one line in `history`).
+3. The steps (schemas, reloads, telling Kamailio its release), then the health gates,
+   all at once: each is retried until it passes or its tries are spent.
+4. Releases to prune are removed.
+
+Prints {"quick": true, "switched": bool, "gates": {name: seconds}} on success. A failed
+switch, step or gate prints {"quick": true, "switched": bool, "failed": "<name>: <output>"}
+and exits 1 (the playbook's rescue puts the host back). Standard library only.
+"""
+
+import base64
+import grp
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+if "run" not in globals():  # run as a file, beside the scaffold
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from siporch_hostlib import run, sha256_file
+
+GATE_TIMEOUT = 300.0
+
+
+def _argv(item):
+    return [str(a) for a in item["argv"]]
+
+
+def _tail(proc):
+    text = ((proc.stderr or "").strip() or (proc.stdout or "").strip()).splitlines()
+    return " ".join(text[-6:])[-600:] or "exit %d" % proc.returncode
+
+
+class NotQuick(Exception):
+    """The host needs the step by step deploy; nothing was changed."""
+
+
+def _group_id(name):
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return 0
+
+
+def _tree(top):
+    out = {}
+    for base, dirs, files in os.walk(top):
+        dirs.sort()
+        for name in files:
+            path = os.path.join(base, name)
+            st = os.lstat(path)
+            rel = os.path.relpath(path, top)
+            if not stat.S_ISREG(st.st_mode):
+                out[rel] = ("", "")
+                continue
+            out[rel] = (sha256_file(path), "%04o" % stat.S_IMODE(st.st_mode))
+    return out
+
+
+def _build(root, spec):
+    """releases/<id>: the running tree, the changed files written, the others removed,
+    checked file by file against the new manifest; then the tree checks."""
+    new = spec["id"]
+    if not new or "/" in new or new in (".", ".."):
+        raise RuntimeError("bad release id %r" % new)
+    base = os.path.join(root, "releases")
+    running = os.path.realpath(os.path.join(root, "current"))
+    target = os.path.join(base, new)
+    partial = os.path.join(base, "." + new + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    proc = run(["cp", "-a", running, partial], timeout=GATE_TIMEOUT)
+    if proc.returncode != 0:
+        raise RuntimeError("copy of the running release: " + _tail(proc))
+    os.chmod(partial, 0o700)
+    for rel in spec.get("remove", []):
+        path = os.path.join(partial, rel)
+        if os.path.lexists(path):
+            os.unlink(path)
+    for item in spec.get("write", []):
+        path = os.path.join(partial, item["path"])
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            os.makedirs(parent, 0o755)
+        tmp = path + ".siporch-new"
+        with open(tmp, "wb") as fh:
+            fh.write(base64.b64decode(item["data"]))
+        os.chown(tmp, 0, _group_id(item.get("group") or "root"))
+        os.chmod(tmp, int(item["mode"], 8))
+        os.replace(tmp, path)
+    mpath = os.path.join(partial, "manifest.json")
+    with open(mpath + ".siporch-new", "w", encoding="utf-8") as fh:
+        fh.write(spec["manifest"])
+    os.chown(mpath + ".siporch-new", 0, 0)
+    os.chmod(mpath + ".siporch-new", 0o644)
+    os.replace(mpath + ".siporch-new", mpath)
+    want = {
+        rel: (meta.get("sha256", ""), meta.get("mode") or "")
+        for rel, meta in json.loads(spec["manifest"]).get("files", {}).items()
+    }
+    have = _tree(partial)
+    have.pop("manifest.json", None)
+    wrong = sorted(
+        rel
+        for rel in set(want) | set(have)
+        if rel not in have or rel not in want or have[rel][0] != want[rel][0]
+        or (want[rel][1] and have[rel][1] != want[rel][1])
+    )
+    if wrong:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise NotQuick("the tree made on the host differs from the release: " + ", ".join(wrong[:5]))
+    if os.path.lexists(target):
+        shutil.rmtree(target)  # a different release of the same id (not the running one)
+    os.chmod(partial, 0o755)
+    os.rename(partial, target)
+    for item in spec.get("tree_checks", []):
+        try:
+            proc = run(_argv(item), timeout=GATE_TIMEOUT)
+            why = "" if proc.returncode == 0 else _tail(proc)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            why = str(exc)
+        if why:
+            # the step by step deploy checks it again and fails there, with its own steps
+            shutil.rmtree(target, ignore_errors=True)
+            raise NotQuick("%s: %s" % (item["name"], why))
+
+
+def _switch(root, spec):
+    """Point `current` at releases/<id> as switch.yml does."""
+    new = spec["id"]
+    link = os.path.join(root, "current")
+    tmp_link = os.path.join(root, ".current.new")
+    if os.path.lexists(tmp_link):
+        os.unlink(tmp_link)
+    os.symlink("releases/" + new, tmp_link)
+    os.replace(tmp_link, link)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with open(os.path.join(root, "history"), "a", encoding="utf-8") as fh:
+        fh.write("%s %s %s\n" % (stamp, spec.get("kind") or "deploy", new))
+
+
+def _gate(item, results):
+    tries = max(1, int(item.get("tries", 1)))
+    delay = float(item.get("delay", 1))
+    started = time.monotonic()
+    proc = None
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(delay)
+        try:
+            proc = run(_argv(item), timeout=GATE_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - any error fails the gate
+            results[item["name"]] = (False, str(exc), time.monotonic() - started)
+            return
+        if proc.returncode == 0:
+            results[item["name"]] = (True, "", time.monotonic() - started)
+            return
+    results[item["name"]] = (False, _tail(proc), time.monotonic() - started)
+
+
+def main():
+    spec = json.load(sys.stdin)
+    root = spec.get("root") or "/etc/siporch"
+    for item in spec.get("checks", []):
+        try:
+            proc = run(_argv(item))
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            print(json.dumps({"quick": False, "why": "%s: %s" % (item["name"], exc)}))
+            return 0
+        if proc.returncode != 0:
+            print(json.dumps({"quick": False, "why": item["name"]}))
+            return 0
+    switched = False
+
+    def failed(why):
+        print(json.dumps({"quick": True, "switched": switched, "failed": why}))
+        sys.stderr.write(why + "\n")
+        return 1
+
+    if spec.get("switch"):
+        try:
+            _build(root, spec["switch"])
+        except NotQuick as exc:
+            print(json.dumps({"quick": False, "why": str(exc)}))
+            return 0
+        except (OSError, RuntimeError) as exc:
+            print(json.dumps({"quick": False, "why": "making the release: %s" % exc}))
+            return 0
+        try:
+            _switch(root, spec["switch"])
+        except (OSError, RuntimeError) as exc:
+            # where it stopped: the link may point at the new release already
+            switched = True
+            return failed("switch to %s: %s" % (spec["switch"].get("id"), exc))
+        switched = True
+    for item in spec.get("steps", []):
+        try:
+            proc = run(_argv(item), timeout=GATE_TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return failed("%s: %s" % (item["name"], exc))
+        if proc.returncode != 0:
+            return failed("%s: %s" % (item["name"], _tail(proc)))
+    results = {}
+    threads = [
+        threading.Thread(target=_gate, args=(item, results)) for item in spec.get("gates", [])
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bad = [(name, why) for name, (ok, why, _) in results.items() if not ok]
+    bad += [(g["name"], "no result") for g in spec.get("gates", []) if g["name"] not in results]
+    if bad:
+        return failed("; ".join("%s: %s" % f for f in bad))
+    for rid in spec.get("prune", []):
+        if rid and "/" not in rid and rid not in (".", ".."):
+            shutil.rmtree(os.path.join(root, "releases", rid), ignore_errors=True)
+    print(
+        json.dumps(
+            {
+                "quick": True,
+                "switched": switched,
+                "gates": {name: round(r[2], 3) for name, r in results.items()},
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

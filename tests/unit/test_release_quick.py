@@ -1,0 +1,248 @@
+"""The quick deploy of a host in one call (roles/siporch_release/files/siporch_release_quick.py,
+run as roles/siporch_release/tasks/quick.yml runs it: `python3 -c`, the scaffold first, the
+spec on stdin) on release trees in a temporary directory, and its plan
+(siporch_quick_plan)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "roles" / "siporch_release" / "files" / "siporch_release_quick.py"
+HOSTLIB = SCRIPT.with_name("siporch_hostlib.py")
+R0, R1, R2 = "20260101T000000Z-old", "20260102T000000Z-aaa", "20260103T000000Z-bbb"
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the helper gives files to root")
+
+
+def _filters() -> ModuleType:
+    path = REPO / "roles" / "siporch_release" / "filter_plugins" / "siporch_release.py"
+    spec = importlib.util.spec_from_file_location("siporch_release_filters_quick", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _quick(spec: dict[str, Any]) -> tuple[int, dict[str, Any], str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", HOSTLIB.read_text() + SCRIPT.read_text()],
+        input=json.dumps(spec), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+def _manifest(files: dict[str, bytes], rid: str) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "files": {
+            path: {
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "mode": "0644",
+                "secret": False,
+                "reload": "kamailio:dispatcher.reload" if "dispatcher" in path else "none",
+            }
+            for path, data in files.items()
+        },
+    }
+
+
+def _release(root: Path, rid: str, files: dict[str, bytes]) -> str:
+    rel = root / "releases" / rid
+    for path, data in files.items():
+        (rel / path).parent.mkdir(parents=True, exist_ok=True)
+        (rel / path).write_bytes(data)
+        (rel / path).chmod(0o644)
+    text = json.dumps(_manifest(files, rid), indent=2, sort_keys=True) + "\n"
+    (rel / "manifest.json").write_text(text)
+    return text
+
+
+OLD = {
+    "kamailio/kamailio.cfg": b"cfg\n",
+    "kamailio/db/dispatcher": b"1 sip:a\n",
+    "kamailio/db/gone": b"x\n",
+}
+NEW = {"kamailio/kamailio.cfg": b"cfg\n", "kamailio/db/dispatcher": b"1 sip:a\n1 sip:b\n"}
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "siporch"
+    _release(root, R0, OLD)
+    _release(root, R1, OLD)
+    (root / "current").symlink_to(f"releases/{R1}")
+    return root
+
+
+def _switch(root: Path, tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    bundle = tmp_path / "bundle"
+    text = _release(bundle, R2, NEW)
+    plan = _filters().siporch_quick_plan(
+        json.loads(text),
+        json.loads((root / "releases" / R1 / "manifest.json").read_text()),
+        _hashes(root / "releases" / R1),
+        str(root / "releases" / R1),
+    )
+    files = _filters().siporch_quick_files(
+        plan["write"], str(bundle / "releases" / R2), json.loads(text), {}
+    )
+    return {
+        "id": R2,
+        "kind": "deploy",
+        "manifest": text,
+        "write": files,
+        "remove": plan["remove"],
+    } | extra
+
+
+def _hashes(top: Path) -> list[dict[str, str]]:
+    return [
+        {"path": str(p), "checksum": hashlib.sha256(p.read_bytes()).hexdigest(), "mode": "0644"}
+        for p in sorted(top.rglob("*"))
+        if p.is_file()
+    ]
+
+
+OK = {"name": "ok", "argv": ["true"]}
+BAD = {"name": "bad", "argv": ["sh", "-c", "echo it broke >&2; exit 1"]}
+
+
+def test_unchanged_host_runs_steps_and_gates_without_a_switch(root: Path) -> None:
+    rc, out, _ = _quick(
+        {"root": str(root), "checks": [OK], "steps": [OK], "gates": [OK, OK | {"name": "ok2"}]}
+    )
+    assert rc == 0 and out["quick"] and not out["switched"]
+    assert set(out["gates"]) == {"ok", "ok2"}
+    assert os.readlink(root / "current") == f"releases/{R1}"
+
+
+def test_a_failed_check_changes_nothing(root: Path, tmp_path: Path) -> None:
+    rc, out, _ = _quick(
+        {"root": str(root), "checks": [OK, BAD], "switch": _switch(root, tmp_path), "steps": [BAD]}
+    )
+    assert rc == 0 and out == {"quick": False, "why": "bad"}
+    assert os.readlink(root / "current") == f"releases/{R1}"
+    assert not (root / "releases" / R2).exists()
+
+
+@needs_root
+def test_new_release_made_from_the_running_one_checked_and_switched(
+    root: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "checked"
+    check = {"name": "tree", "argv": ["sh", "-c", f'test -f "$1/kamailio/kamailio.cfg" && touch {marker}',
+                                      "sh", str(root / "releases" / R2)]}  # fmt: skip
+    spec = {"root": str(root), "checks": [OK], "switch": _switch(root, tmp_path, tree_checks=[check]),
+            "steps": [OK], "gates": [OK], "prune": [R0]}  # fmt: skip
+    rc, out, err = _quick(spec)
+    assert rc == 0, err
+    assert out["quick"] and out["switched"]
+    assert marker.exists()
+    assert os.readlink(root / "current") == f"releases/{R2}"
+    new = root / "releases" / R2
+    assert (new / "kamailio" / "db" / "dispatcher").read_bytes() == NEW["kamailio/db/dispatcher"]
+    assert not (new / "kamailio" / "db" / "gone").exists()
+    assert (new / "manifest.json").read_text() == spec["switch"]["manifest"]
+    assert oct(new.stat().st_mode & 0o777) == "0o755"
+    assert (root / "history").read_text().split()[1:] == ["deploy", R2]
+    assert not (root / "releases" / R0).exists()  # pruned
+    assert (root / "releases" / R1 / "kamailio" / "db" / "gone").exists()  # the old one kept
+    assert not list((root / "releases").glob(".*partial"))
+
+
+@needs_root
+def test_a_failed_tree_check_removes_the_new_release_and_switches_nothing(
+    root: Path, tmp_path: Path
+) -> None:
+    spec = {"root": str(root), "checks": [OK], "switch": _switch(root, tmp_path, tree_checks=[BAD])}
+    rc, out, _ = _quick(spec)
+    assert rc == 0 and not out["quick"] and "it broke" in out["why"]
+    assert os.readlink(root / "current") == f"releases/{R1}"
+    assert not (root / "releases" / R2).exists()
+
+
+@needs_root
+def test_a_failed_gate_after_the_switch_says_so(root: Path, tmp_path: Path) -> None:
+    gate = BAD | {"tries": 2, "delay": 0.05}
+    spec = {
+        "root": str(root),
+        "checks": [OK],
+        "switch": _switch(root, tmp_path),
+        "gates": [OK, gate],
+    }
+    rc, out, err = _quick(spec)
+    assert rc == 1
+    assert out["quick"] and out["switched"] and out["failed"] == "bad: it broke"
+    assert "bad: it broke" in err
+    assert os.readlink(root / "current") == f"releases/{R2}"
+
+
+@needs_root
+def test_a_tree_that_would_differ_from_the_manifest_is_not_switched_to(
+    root: Path, tmp_path: Path
+) -> None:
+    spec = _switch(root, tmp_path)
+    # edited on the host after the run read it: the copy would carry the edit
+    (root / "releases" / R1 / "kamailio" / "kamailio.cfg").write_bytes(b"edited\n")
+    rc, out, _ = _quick({"root": str(root), "checks": [OK], "switch": spec})
+    assert rc == 0 and not out["quick"] and "kamailio/kamailio.cfg" in out["why"]
+    assert os.readlink(root / "current") == f"releases/{R1}"
+    assert not (root / "releases" / R2).exists()
+
+
+def test_plan_takes_reloads_and_refuses_restarts(root: Path) -> None:
+    f = _filters()
+    old = _manifest(OLD, R1)
+    new = _manifest(NEW, R2)
+    hashes = _hashes(root / "releases" / R1)
+    plan = f.siporch_quick_plan(new, old, hashes, str(root / "releases" / R1))
+    assert plan["ok"] and plan["actions"] == ["kamailio:dispatcher.reload"]
+    assert plan["write"] == ["kamailio/db/dispatcher"] and plan["remove"] == ["kamailio/db/gone"]
+    assert plan["changed"] == {"kamailio/db/dispatcher": "modified", "kamailio/db/gone": "removed"}
+    cfg = json.loads(json.dumps(new))
+    cfg["files"]["kamailio/kamailio.cfg"].update(sha256="other", reload="kamailio:restart")
+    assert (
+        f.siporch_quick_plan(cfg, old, hashes, str(root / "releases" / R1))["why"]
+        == "a daemon restarts"
+    )
+    assert not f.siporch_quick_plan(new, old, None, "x")["ok"]
+    assert not f.siporch_quick_plan(new, {}, hashes, "x")["ok"]
+    assert not f.siporch_quick_plan(new, old, hashes, str(root / "releases" / R1), True)["ok"]
+    # a file of the running release edited on the host is written from the release
+    (root / "releases" / R1 / "kamailio" / "kamailio.cfg").write_bytes(b"edited\n")
+    plan = f.siporch_quick_plan(
+        new, old, _hashes(root / "releases" / R1), str(root / "releases" / R1)
+    )
+    assert plan["write"] == ["kamailio/db/dispatcher", "kamailio/kamailio.cfg"]
+    assert plan["changed"] == {"kamailio/db/dispatcher": "modified", "kamailio/db/gone": "removed"}
+
+
+def test_files_shipped_with_their_mode_and_group(tmp_path: Path) -> None:
+    (tmp_path / "kamailio" / "db").mkdir(parents=True)
+    (tmp_path / "kamailio" / "db" / "credentials").write_bytes(b"\x00secret\n")
+    manifest = {
+        "files": {"kamailio/db/credentials": {"sha256": "x", "mode": "0640", "secret": True}}
+    }
+    out = _filters().siporch_quick_files(
+        ["kamailio/db/credentials"], str(tmp_path), manifest, {"kamailio": "kamailio"}
+    )
+    assert out == [
+        {
+            "path": "kamailio/db/credentials",
+            "data": base64.b64encode(b"\x00secret\n").decode(),
+            "mode": "0640",
+            "group": "kamailio",
+        }
+    ]
