@@ -327,18 +327,19 @@ def _edge_pairs(m: Model) -> Iterator[Finding]:
                     yield _err((*loc, "vip"), f"{pair.vip} is the address of host '{hname}'")
         if pair.network is not None:
             for h in pair.hosts:
-                host = m.hosts.get(h)
-                if host is not None and (
-                    host.address.version != pair.network.version or host.address not in pair.network
+                member = m.hosts.get(h)
+                if member is not None and (
+                    member.address.version != pair.network.version
+                    or member.address not in pair.network
                 ):
                     yield _err(
                         (*loc, "network"),
-                        f"edge '{h}' ({host.address}) is not inside network {pair.network}",
+                        f"edge '{h}' ({member.address}) is not inside network {pair.network}",
                     )
         for h in pair.hosts:
-            host = m.hosts.get(h)
-            if host is not None and any(
-                t.port == pair.dmq_port and t.protocol == "udp" for t in host.transports
+            member = m.hosts.get(h)
+            if member is not None and any(
+                t.port == pair.dmq_port and t.protocol == "udp" for t in member.transports
             ):
                 yield _err(
                     (*loc, "dmq_port"),

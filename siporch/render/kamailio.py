@@ -379,7 +379,7 @@ def _host_context(
 ) -> dict[str, object]:
     advertised = h.public_address or h.address
     pair = model.edge_pair(name)
-    listens = []
+    listens: list[str] = []
     if pair is not None and pair.vip is not None:
         # The floating address first: the default socket of what the edge sends by itself
         # (probes, keepalives), bound on both edges (net.ipv4.ip_nonlocal_bind, set by the
