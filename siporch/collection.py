@@ -203,6 +203,13 @@ def write_tree(dest: Path) -> Path:
     for src, name in PLAYBOOKS.items():
         text = resources.playbook(src).read_text()
         (books / name).write_text(_STRATEGY.sub(rf"\g<1>{FQCN}.siporch_linear", text))
+    # the playbooks' own tasks call the filters too (the quick deploy's plan, the failure
+    # reason): by FQCN as well, since no role of theirs may have been loaded yet
+    for path in sorted(books.rglob("*.yml")):
+        text = path.read_text()
+        fq = actions.sub(rf"\g<1>{FQCN}.\g<2>:", filters.sub(rf"\g<1>{FQCN}.\g<2>", text))
+        if fq != text:
+            path.write_text(fq)
     (dest / "meta").mkdir()
     (dest / "meta" / "runtime.yml").write_text(RUNTIME)
     (dest / "galaxy.yml").write_text(GALAXY.format(version=__version__))

@@ -148,9 +148,23 @@ def _inside(name: str, argv: list[str]) -> int:
     INVENTORY_DIR.mkdir(exist_ok=True)
     shown = sorted(set(os.listdir(INVENTORY_DIR)) - INVENTORY_OWN)
     hidden = os.open(INVENTORY_DIR, os.O_PATH | os.O_DIRECTORY)
+    machine_tmp = os.open("/tmp", os.O_PATH | os.O_DIRECTORY)
+    # the repository and the Python running it stay where they are when they live under
+    # /tmp (a CI clone in /tmp/ci, say): seen through the machine's /tmp, bind-mounted
+    # back into the instance's own /tmp before anything is mounted inside them
+    kept = sorted(
+        {p.resolve() for p in (REPO, Path(sys.prefix)) if _under(str(p.resolve()), "/tmp")},
+        key=lambda p: len(p.parts),
+    )
     for source, target, _mode in _binds(name):
         target.mkdir(parents=True, exist_ok=True)
         _bind(str(source), target)
+        if target == Path("/tmp"):
+            for path in kept:
+                rel = path.relative_to("/tmp")
+                path.mkdir(parents=True, exist_ok=True)
+                _bind(f"/proc/self/fd/{machine_tmp}/{rel}", path)
+    os.close(machine_tmp)
     for entry in shown:  # the repository's inventories, seen through the hidden directory
         original = f"/proc/self/fd/{hidden}/{entry}"
         target = INVENTORY_DIR / entry
@@ -161,6 +175,10 @@ def _inside(name: str, argv: list[str]) -> int:
         _bind(original, target)
     os.close(hidden)
     _run(["ip", "link", "set", "lo", "up"])
+    # the working directory again, by its path: through the mounts above (one under /tmp
+    # was left behind by the instance's own /tmp)
+    with contextlib.suppress(OSError):
+        os.chdir(os.getcwd())
     inst = base_dir() / name
     env = dict(os.environ)
     env.update(

@@ -74,23 +74,13 @@ CDR_COLUMNS: list[str] = [
 #: cdr_sqlite3_custom "advanced" fields, one per column: the Call-ID is the CDR variable
 #: siporch_callid the rendered dialplan sets; times as epoch seconds.
 CDR_FIELDS: list[str] = [
-    "siporch_callid(uservar)",
-    "start(double)",
-    "answer(double)",
-    "end(double)",
-    "clid",
-    "src",
-    "dst",
-    "dcontext",
-    "channel",
-    "dstchannel",
-    "lastapp",
-    "disposition",
-    "duration",
-    "billsec",
-    "accountcode",
-    "uniqueid",
-    "linkedid",
+    {
+        "callid": "siporch_callid(uservar)",
+        "start": "start(double)",
+        "answer": "answer(double)",
+        "end": "end(double)",
+    }.get(column, column)
+    for column in CDR_COLUMNS
 ]
 
 #: site file in SITE_ETC -> siporch file it includes (from the current release).

@@ -131,6 +131,8 @@ def pbx() -> Iterator[AsteriskUnderTest]:
         mounted.append(merged / "dev")
         for sub in ("run", "log", "lib", "spool"):
             (merged / "var" / sub / "asterisk").mkdir(parents=True, exist_ok=True)
+        # siporch's CDR directory, as the role's install makes it (asterisk_pbx_records_dir)
+        (merged / asterisk.CDR_DIR.lstrip("/")).mkdir(parents=True, exist_ok=True)
         # The site's packaged /etc/asterisk, with the lab site's own dialplan and the
         # include lines the deploy adds; siporch's files in the current release.
         release = merged / asterisk.ASTERISK_DIR.lstrip("/")

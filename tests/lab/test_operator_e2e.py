@@ -19,6 +19,7 @@ host_vars, and the project's own ansible.cfg that logs in as the non-root accoun
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -101,6 +102,10 @@ def _run(
     bin_dir, collections = installed
     env = {**pkgkit.env(bin_dir), "ANSIBLE_COLLECTIONS_PATH": str(collections)}
     env["HOME"] = str(cwd)  # nothing from the machine's ~/.ansible.cfg or ~/.ssh/config
+    # the hosts may run trunk ids another module's model gave them: renumber as the lab's
+    # other modules do (tests/conftest.py); the refusal has its own tests (test_trunk_ids_lab)
+    if "SIPORCH_RENUMBER_TRUNKS" in os.environ:
+        env["SIPORCH_RENUMBER_TRUNKS"] = os.environ["SIPORCH_RENUMBER_TRUNKS"]
     exe = shutil.which(argv[0], path=env["PATH"]) or argv[0]
     return subprocess.run(
         [exe, *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True,
