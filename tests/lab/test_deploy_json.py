@@ -23,7 +23,7 @@ pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
 EDGE = "edge-central"
-SIPORCH_HOSTS = ("edge-central", "edge-branch", "pbx-central", "pbx-central-2")
+SIPORCH_HOSTS = ("edge-central", "edge-central-2", "edge-branch", "pbx-central", "pbx-central-2")
 NEW_PEER = "198.18.1.12"
 DISPATCHER = "kamailio/db/dispatcher"
 
