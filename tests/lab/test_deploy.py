@@ -377,13 +377,15 @@ def test_bad_model_contacts_no_host(lab: Any, on_base: Model, tmp_path: Path) ->
 def test_no_dropped_calls_through_deploy_and_rollback(
     lab: Any, on_base: Model, peer: Model
 ) -> None:
-    """Long calls through the edge survive a trunk-change deploy and a rollback."""
+    """Long calls through the edge survive a trunk-change deploy and a rollback. 180 s: the
+    deploy and the rollback of the five hosts (the central pair one edge at a time) took
+    up to 2 min on a loaded 2-core machine; the calls must outlast both."""
     calls = 10
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "siporch", "call", "+12025550100",
             "-i", str(on_base.inv), "--from", "itsp-a1",
-            "--calls", str(calls), "--rate", "5", "--duration", "120",
+            "--calls", str(calls), "--rate", "5", "--duration", "180",
             "--timeout", "360", "--json",
         ],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
