@@ -60,11 +60,34 @@ def kit(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ck.Lab]:
         ck.ensure_deployed(k, inv, (*EDGES, "edge-branch", PBX, "pbx-central-2"))
         for edge in EDGES:  # a dead edge of an earlier run comes back
             _start(k, edge)
-        yield k
+        try:
+            yield k
+        finally:
+            _vip_home(k)
 
 
 def _start(k: ck.Lab, edge: str) -> None:
     k.run(edge, "systemctl start rtpengine-daemon.service kamailio.service keepalived.service")
+
+
+def _vip_home(k: ck.Lab) -> None:
+    """The floating address back on edge-central, where the lab holds it at rest (the higher
+    VRRP priority; nopreempt keeps it on the standby after a failover): the standby's
+    keepalived restarts once edge-central runs its daemons again, so that the modules that
+    run later find the PBX's calls on edge-central. Polled, 3 tries."""
+    home, other = EDGES
+    for _ in range(3):
+        if holds_vip(k, home):
+            return
+        ck.wait_for(
+            lambda: "kamailio" in k.run(home, "pgrep -x kamailio -l || true")
+            and "rtpengine" in k.run(home, "pgrep -x rtpengine -l || true"),
+            30,
+        )
+        if holds_vip(k, other):
+            k.run(other, "systemctl restart keepalived.service")
+        ck.wait_for(lambda: holds_vip(k, home), 10, step=0.2)
+    assert holds_vip(k, home), "the floating address did not come back to edge-central"
 
 
 def holds_vip(k: ck.Lab, edge: str) -> bool:
