@@ -66,8 +66,32 @@ def kit(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ck.Lab]:
             _vip_home(k)
 
 
+NG_PORT = 2223  # the lab's rtpengine control port (hosts.<edge>.rtpengine.ng_port)
+
+
+def _rtpengine_in_use(k: ck.Lab, edge: str) -> bool:
+    """The edge's Kamailio uses its rtpengine (not disabled after a failed ping)."""
+    nodes = k.rpc(edge, "rtpengine.show", "all")
+    if isinstance(nodes, dict):
+        nodes = nodes.get("result", nodes)
+    return isinstance(nodes, list) and bool(nodes) and not any(
+        n.get("disabled") in (True, 1, "1", "true") for n in nodes if isinstance(n, dict)
+    )
+
+
 def _start(k: ck.Lab, edge: str) -> None:
-    k.run(edge, "systemctl start rtpengine-daemon.service kamailio.service keepalived.service")
+    """The edge's daemons running again, rtpengine first, and its Kamailio using it: a
+    Kamailio that started while rtpengine was down (systemd restarts a killed Kamailio at
+    once) leaves rtpengine out of its calls until its next check, and the modules that
+    run after this one would get 503s."""
+    k.run(edge, "systemctl start rtpengine-daemon.service")
+    assert ck.wait_for(
+        lambda: f":{NG_PORT} " in k.run(edge, ["ss", "-H", "-l", "-u", "-n"]), 30
+    ), k.run(edge, "systemctl status --no-pager rtpengine-daemon.service")
+    k.run(edge, "systemctl start kamailio.service keepalived.service")
+    assert ck.wait_for(lambda: _rtpengine_in_use(k, edge), 40, step=0.5), k.rpc(
+        edge, "rtpengine.show", "all"
+    )
 
 
 def _vip_home(k: ck.Lab) -> None:
