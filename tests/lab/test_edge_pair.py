@@ -56,6 +56,13 @@ RTP_WINDOW_S = 2.0
 def kit(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ck.Lab]:
     k = ck.Lab(lab)
     inv = ck.copy_inventory(lab, tmp_path_factory.mktemp("pair"))
+
+    def room_for_every_call(model: dict[str, Any]) -> None:
+        trunk = model["trunks"]["itsp-a"]
+        trunk["max_channels"] = max(int(trunk.get("max_channels") or 0), CALLS)
+
+    if CALLS > 30:  # itsp-a's max_channels in the lab model: more calls need a larger trunk
+        ck.edit_model(inv, room_for_every_call)
     with ck.deploy_lock(wait=2400):
         ck.ensure_deployed(k, inv, (*EDGES, "edge-branch", PBX, "pbx-central-2"))
         for edge in EDGES:  # a dead edge of an earlier run comes back
