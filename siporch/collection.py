@@ -14,7 +14,7 @@ In the collection:
   (collection playbook names must be Python identifiers), with their ``tasks/`` and
   ``files/``; their ``strategy: siporch_linear`` becomes the FQCN
   ``siporch.trunks.siporch_linear``; their roles resolve in the playbook's collection;
-* ``roles/``: the four roles; the only change: the filters of siporch_release are called by
+* ``roles/``: the five roles; the only change: the filters of siporch_release are called by
   their FQCN (``siporch.trunks.siporch_daemons``), since a collection role resolves neither
   its own ``filter_plugins`` nor its collection's filters by short name (the roles call each
   other by short name, which does resolve in their own collection);
@@ -48,7 +48,13 @@ PLAYBOOKS = {
     "releases.yml": "releases.yml",
 }
 _MODULE_UTILS = f"ansible_collections.{NAMESPACE}.{NAME}.plugins.module_utils"
-ROLES = ("siporch_release", "kamailio_edge", "rtpengine_media", "asterisk_pbx")
+ROLES = (
+    "siporch_release",
+    "kamailio_edge",
+    "rtpengine_media",
+    "asterisk_pbx",
+    "keepalived_vip",
+)
 #: Action plugins of the siporch_release role (called by FQCN in the collection).
 ACTIONS = ("siporch_masked_diff",)
 _SIPORCH_IMPORT = re.compile(r"^(\s*)from siporch\.(core|plan) import", re.M)

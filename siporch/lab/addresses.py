@@ -20,6 +20,8 @@ from siporch.lab.spec import HOSTS
 # Example address -> lab host address (see siporch.lab.spec.HOSTS).
 HOST_MAP: dict[str, str] = {
     "192.0.2.10": "198.18.0.10",  # edge-central
+    "192.0.2.12": "198.18.0.12",  # edge-central-2
+    "192.0.2.30": "198.18.0.30",  # db-central: PostgreSQL, Redis
     "198.51.100.10": "198.18.0.11",  # edge-branch
     "192.0.2.20": "198.18.0.20",  # pbx-central
     "192.0.2.21": "198.18.0.21",  # pbx-central-2

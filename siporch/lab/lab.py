@@ -16,7 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from siporch.errors import LabError
-from siporch.lab import dns, impair, procs, provider, records_db, rootfs, systemd, topology
+from siporch.lab import (
+    dns,
+    impair,
+    procs,
+    provider,
+    records_db,
+    redis_db,
+    rootfs,
+    systemd,
+    topology,
+)
 from siporch.lab import hosts as hostfs
 from siporch.lab.inventory import lab_hosts_document, write_inventory
 from siporch.lab.spec import DNS_HOST, HOSTS, LabHost, LabPaths, host_by_name
@@ -395,7 +405,7 @@ def service_problems(host: LabHost, paths: LabPaths) -> list[str]:
     if host.name in provider.PROVIDER_HOSTS:
         return provider.problems(host.name, paths)
     if host.name == records_db.RECORDS_DB_HOST:
-        return records_db.problems(paths)
+        return records_db.problems(paths) + redis_db.problems(paths)
     return []
 
 
@@ -419,6 +429,10 @@ def _ensure_services(paths: LabPaths, skip: set[str]) -> dict[str, str]:
     if records_db.RECORDS_DB_HOST not in skip:
         try:
             records_db.ensure_running(paths)
+        except (LabError, OSError) as exc:
+            errors[records_db.RECORDS_DB_HOST] = str(exc)
+        try:
+            redis_db.ensure_running(paths)
         except (LabError, OSError) as exc:
             errors[records_db.RECORDS_DB_HOST] = str(exc)
     names = [n for n in provider.PROVIDER_HOSTS if n not in skip]

@@ -36,8 +36,9 @@ from siporch.sipp import scenario
 REALM = "itsp-c.example"
 USERNAME = "siporch-central"
 PASSWORD = "lab-itsp-c-secret"
-# The provider's customers: the lab edges (edge-central, edge-branch).
-CUSTOMERS = ("198.18.0.10", "198.18.0.11")
+# The provider's customers: the lab edges (edge-central, edge-central-2, edge-branch) and
+# the central pair's floating address (its active edge sends from it).
+CUSTOMERS = ("198.18.0.10", "198.18.0.11", "198.18.0.12", "198.18.0.9")
 UAS_PORT = 5080
 RECORDER_PORT = itsp_recorder.RECORDER_PORT
 SIP_NAMES = {"itsp-c1": "sip1.itsp-c.example", "itsp-c2": "sip2.itsp-c.example"}

@@ -7,6 +7,7 @@ below, so the lab can find, and remove, everything it made and nothing else.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,10 @@ CONTROLLER_ADDRESS = "198.18.0.1"
 NETNS_PREFIX = "sipo-"
 VETH_PREFIX = "sv-"
 IFNAMSIZ = 15
+
+
+def _short_veth(name: str) -> str:
+    return f"{VETH_PREFIX}{name}"[:IFNAMSIZ]
 
 
 @dataclass(frozen=True)
@@ -40,8 +45,16 @@ class LabHost:
 
     @property
     def veth(self) -> str:
-        """Name of the controller-side end of this host's veth (on the bridge)."""
-        return f"{VETH_PREFIX}{self.name}"[:IFNAMSIZ]
+        """Name of the controller-side end of this host's veth (on the bridge): the host's
+        name cut to the interface name limit, or, when that is another host's
+        (edge-central-2 and edge-central), the prefix and a hash of the name."""
+        short = f"{VETH_PREFIX}{self.name}"[:IFNAMSIZ]
+        if any(h.name != self.name and _short_veth(h.name) == short for h in HOSTS) and len(
+            f"{VETH_PREFIX}{self.name}"
+        ) > IFNAMSIZ:
+            digest = hashlib.sha256(self.name.encode()).hexdigest()
+            return f"{VETH_PREFIX}{digest[: IFNAMSIZ - len(VETH_PREFIX)]}"
+        return short
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -55,6 +68,14 @@ HOSTS: tuple[LabHost, ...] = (
         ("siporch_edge",),
         "edge",
         "central edge: Kamailio + rtpengine",
+    ),
+    LabHost(
+        "edge-central-2",
+        "198.18.0.12",
+        ("siporch_edge",),
+        "edge",
+        "central site's second edge: Kamailio + rtpengine, standby for the floating "
+        "address 198.18.0.9 (keepalived)",
     ),
     LabHost(
         "edge-branch",
@@ -128,9 +149,18 @@ HOSTS += (
         RECORDS_DB_ADDRESS,
         ("lab_infra",),
         "db",
-        "PostgreSQL server for call records (records.backend postgresql)",
+        "PostgreSQL server for call records (records.backend postgresql); Redis for the "
+        "central edges' rtpengines",
     ),
 )
+
+# The central edge pair's floating address (VRRP, keepalived on both central edges): no
+# host's own address, held by whichever edge is master.
+CENTRAL_VIP = "198.18.0.9"
+# Redis for the central edges' rtpengines (media sessions, keyspace notifications).
+REDIS_HOST = RECORDS_DB_HOST
+REDIS_ADDRESS = RECORDS_DB_ADDRESS
+REDIS_PORT = 6379
 
 DNS_HOST = "dns"
 DNS_ADDRESS = "198.18.0.53"

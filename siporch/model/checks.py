@@ -37,6 +37,7 @@ def check_model(model: Model) -> list[Finding]:
         _sources,
         _tls,
         _pbx_edges,
+        _edge_pairs,
         _resilience,
         _capacity,
         _providers,
@@ -276,6 +277,73 @@ def _pbx_edges(m: Model) -> Iterator[Finding]:
                     ("hosts", pname, "transports"),
                     f"no UDP or TCP transport in common with edge '{ename}' "
                     f"({', '.join(sorted(theirs)) or 'none'}): the PBX reaches its edges over them",
+                )
+
+
+def _edge_pairs(m: Model) -> Iterator[Finding]:
+    """A site's `edges`: its own edge hosts, each once; an active-standby pair of two with
+    a vip inside the network they share."""
+    for sname, site in m.sites.items():
+        pair = site.edges
+        if pair is None:
+            continue
+        loc = ("sites", sname, "edges")
+        for j, h in enumerate(pair.hosts):
+            if h not in m.hosts:
+                yield _err((*loc, "hosts", j), f"unknown host '{h}' (hosts: {_choices(m.hosts)})")
+            elif m.hosts[h].role != "edge":
+                yield _err((*loc, "hosts", j), f"host '{h}' is a {m.hosts[h].role}, not an edge")
+            elif m.hosts[h].site != sname:
+                yield _err((*loc, "hosts", j), f"edge '{h}' belongs to site '{m.hosts[h].site}'")
+        if len(set(pair.hosts)) != len(pair.hosts):
+            yield _err((*loc, "hosts"), "a host is listed twice")
+        unlisted = [e for e in m.hosts_with_role("edge", sname) if e not in pair.hosts]
+        if unlisted:
+            yield _err(
+                (*loc, "hosts"),
+                f"edge(s) {', '.join(unlisted)} of site '{sname}' are not listed: list every "
+                "edge of the site",
+            )
+        if pair.mode == "active-standby":
+            if len(pair.hosts) != 2:
+                yield _err(
+                    (*loc, "hosts"),
+                    f"active-standby needs exactly 2 edges, {len(pair.hosts)} are listed",
+                )
+            if pair.vip is None:
+                yield _err((*loc, "vip"), "active-standby needs the floating address vip")
+            if pair.network is None:
+                yield _err((*loc, "network"), "active-standby needs the network of the vip")
+        elif pair.vip is not None:
+            yield _err((*loc, "vip"), "a vip is used only with mode active-standby")
+        if pair.vip is not None and pair.network is not None:
+            if pair.vip.version != pair.network.version or pair.vip not in pair.network:
+                yield _err((*loc, "vip"), f"{pair.vip} is not inside network {pair.network}")
+            elif pair.vip in (pair.network.network_address, pair.network.broadcast_address):
+                yield _err((*loc, "vip"), f"{pair.vip} is not a host address of {pair.network}")
+        if pair.vip is not None:
+            for hname, host in m.hosts.items():
+                if pair.vip in (host.address, host.public_address):
+                    yield _err((*loc, "vip"), f"{pair.vip} is the address of host '{hname}'")
+        if pair.network is not None:
+            for h in pair.hosts:
+                member = m.hosts.get(h)
+                if member is not None and (
+                    member.address.version != pair.network.version
+                    or member.address not in pair.network
+                ):
+                    yield _err(
+                        (*loc, "network"),
+                        f"edge '{h}' ({member.address}) is not inside network {pair.network}",
+                    )
+        for h in pair.hosts:
+            member = m.hosts.get(h)
+            if member is not None and any(
+                t.port == pair.dmq_port and t.protocol == "udp" for t in member.transports
+            ):
+                yield _err(
+                    (*loc, "dmq_port"),
+                    f"udp/{pair.dmq_port} is a SIP transport of edge '{h}': DMQ needs its own port",
                 )
 
 

@@ -147,6 +147,59 @@ class NumberRule(Strict):
         return self
 
 
+class RedisServer(Strict):
+    """A Redis server (keyspace notifications on) that the edges' rtpengines keep their
+    media sessions in."""
+
+    address: IPAddress = Field(description="address of the server, as the edges reach it")
+    port: int = Field(default=6379, ge=1, le=65535)
+
+
+class SiteEdges(Strict):
+    """How the edges of a site share their work (docs/architecture.md, "Redundancy").
+
+    ``active-standby``: two edges share the floating address ``vip`` (VRRP, keepalived);
+    providers and PBXs see only that address, the first edge listed holds it while it
+    runs, the other takes it over. ``active-active``: every edge takes calls at its own
+    address (providers and PBXs list them all, or find them by DNS SRV). Either way the
+    edges share dialogs, channel counts and ban lists over Kamailio DMQ, and their
+    rtpengines keep media sessions in ``redis`` when it is given.
+    """
+
+    hosts: list[Name] = Field(
+        min_length=2, description="the site's edge hosts, in order of preference"
+    )
+    mode: Literal["active-standby", "active-active"] = Field(
+        description="active-standby: one floating address (vip) held by one edge at a "
+        "time; active-active: every edge at its own address"
+    )
+    vip: IPAddress | None = Field(
+        default=None, description="the floating address of an active-standby pair"
+    )
+    network: IPNetwork | None = Field(
+        default=None,
+        description="the network the edges and the vip share (the VRRP segment)",
+    )
+    interface: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,15}$")] = Field(
+        default="eth0", description="the edges' network interface that carries the vip"
+    )
+    vrrp_id: int = Field(
+        default=51, ge=1, le=255, description="VRRP virtual router id, unique on the segment"
+    )
+    dmq_port: int = Field(
+        default=5090,
+        ge=1,
+        le=65535,
+        description="UDP port of Kamailio DMQ between the edges, on each edge's own address",
+    )
+    redis: RedisServer | None = Field(
+        default=None,
+        description="Redis server the rtpengines keep their sessions in (each edge its "
+        "own database, subscribed to the others'): a standby takes the media of the calls "
+        "over",
+    )
+
+
 class Site(Strict):
     """A site: the central site, or a branch site with its own edge and trunk."""
 
@@ -167,6 +220,11 @@ class Site(Strict):
     )
     normalization: list[NumberRule] = Field(
         default_factory=list, description="dial plan: dialled number -> E.164, first match wins"
+    )
+    edges: SiteEdges | None = Field(
+        default=None,
+        description="several edges at the site: how they share the work (unset: one edge, "
+        "or edges that share no state)",
     )
 
 
@@ -869,6 +927,34 @@ class Model(Strict):
         return [
             n for n, h in self.hosts.items() if h.role == role and (site is None or h.site == site)
         ]
+
+    def edge_pair(self, host: str) -> SiteEdges | None:
+        """The redundancy of ``host``'s site when ``host`` is one of its listed edges."""
+        h = self.hosts.get(host)
+        site = self.sites.get(h.site) if h is not None else None
+        if site is None or site.edges is None or host not in site.edges.hosts:
+            return None
+        return site.edges
+
+    def edge_targets(self, site: str | None = None) -> list[str]:
+        """The edges (of ``site``) others send SIP to: an active-standby pair counts once,
+        as its first edge (at the pair's floating address, `sip_address`)."""
+        seen: set[IPAddress] = set()
+        out: list[str] = []
+        for name in self.hosts_with_role("edge", site):
+            address = self.sip_address(name)
+            if address not in seen:
+                seen.add(address)
+                out.append(name)
+        return out
+
+    def sip_address(self, host: str) -> IPAddress:
+        """Where the others reach ``host`` for SIP: the vip of its active-standby pair,
+        else its own address."""
+        pair = self.edge_pair(host)
+        if pair is not None and pair.mode == "active-standby" and pair.vip is not None:
+            return pair.vip
+        return self.hosts[host].address
 
     def destination_hosts(self, destination: Destination) -> list[str]:
         """The PBX hosts of a DID's destination, in failover order (empty for a trunk)."""

@@ -145,6 +145,43 @@ async def dialog_stats(url: str, *, timeout: float = 2.0) -> dict[str, int]:
     return {}
 
 
+# ----- DMQ: the other edges of a pair this edge sees
+
+
+@dataclass(frozen=True)
+class DmqNode:
+    host: str
+    port: int
+    status: str
+    local: bool
+
+
+def parse_dmq_nodes(result: Any) -> list[DmqNode]:
+    """`dmq.list_nodes`: one entry per node of the bus, this edge's own (local) too."""
+    items = result if isinstance(result, list) else []
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        try:
+            port = int(item.get("port", 0) or 0)
+        except (TypeError, ValueError):
+            port = 0
+        out.append(
+            DmqNode(
+                host=str(item.get("host", "")),
+                port=port,
+                status=str(item.get("status", "unknown")),
+                local=str(item.get("local", "0")) in ("1", "True", "true"),
+            )
+        )
+    return out
+
+
+async def dmq_nodes(url: str, *, timeout: float = 2.0) -> list[DmqNode]:
+    return parse_dmq_nodes(await rpc(url, "dmq.list_nodes", timeout=timeout))
+
+
 # ----- TLS peers by name: the edge's recent certificate name mismatches
 
 

@@ -146,6 +146,24 @@ def render_tables(report: Report, *, max_calls: int = 200) -> RenderableType:
                 "-" if r.get("sessions") is None else str(r["sessions"]),
             )
         parts.append(et)
+        pairs = [e for e in report["edges"] if e.get("pair")]
+        if pairs:
+            pt = Table(title="Edge pairs", title_justify="left")
+            for col in ("edge", "mode", "role", "DMQ peers", "Redis"):
+                pt.add_column(col)
+            for e in pairs:
+                p = e["pair"]
+                peers = p.get("dmq_peers")
+                pt.add_row(
+                    e["name"],
+                    p["mode"] + (f" {p['vip']}" if p.get("vip") else ""),
+                    p.get("role") or "-",
+                    "-"
+                    if peers is None
+                    else ", ".join(f"{x['address']} {x['status']}" for x in peers) or "none",
+                    p.get("redis") or "-",
+                )
+            parts.append(pt)
 
     for severity, message in problem_lines(report):
         style = "red" if severity == "unreachable" else "yellow"

@@ -7,6 +7,7 @@ The report is a plain dict following the documented schema `siporch.status/1`
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,12 @@ class EdgeResult:
     release: str | None = None
     tls_mismatch: dict[str, str] = field(default_factory=dict)
     auth_failed: dict[str, str] = field(default_factory=dict)
+    # an edge of a pair (`sites.<site>.edges`): the DMQ bus as it sees it, whether it
+    # holds the floating address, whether Redis answers it (None: not known)
+    dmq: list[kamailio.DmqNode] | None = None
+    holds_vip: bool | None = None
+    redis: str | None = None
+    pair_error: str | None = None
 
 
 def new_handler(topology: Topology, target: PbxTarget) -> CallStateHandler:
@@ -109,6 +116,11 @@ async def query_edge(
             result.auth_failed = await kamailio.auth_failures(target.kamailio_rpc, timeout=timeout)
         except MonitorError:
             result.auth_failed = {}  # an edge without the authf table: nothing to show
+        if target.pair is not None:
+            try:
+                result.dmq = await kamailio.dmq_nodes(target.kamailio_rpc, timeout=timeout)
+            except MonitorError:
+                result.dmq = None  # a release without DMQ yet
 
     async def rtp() -> None:
         try:
@@ -123,8 +135,61 @@ async def query_edge(
             result.rtpengine_state = "unreachable"
             result.rtpengine_error = f"{target.name}: {exc}"
 
-    await asyncio.gather(kam(), rtp())
+    async def pair() -> None:
+        if target.pair is None or (target.pair.vip is None and target.pair.redis is None):
+            return
+        try:
+            probe = await _pair_over_ssh(inventory, target, timeout=timeout)
+        except MonitorError as exc:
+            result.pair_error = f"{target.name}: {exc}"
+            return
+        if target.pair.vip is not None:
+            result.holds_vip = bool(probe.get("vip"))
+        if target.pair.redis is not None:
+            result.redis = str(probe.get("redis", "unknown"))
+
+    await asyncio.gather(kam(), rtp(), pair())
     return result
+
+
+#: Run on an edge of a pair (python3, argv: vip or "", redis host or "", redis port):
+#: whether the vip is one of its addresses, and whether Redis answers PING.
+_PAIR_PROBE = r"""
+import json, socket, subprocess, sys
+vip, host, port = sys.argv[1], sys.argv[2], sys.argv[3]
+out = {}
+if vip:
+    addrs = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    out["vip"] = any(f" {vip}/" in line for line in addrs.splitlines())
+if host:
+    try:
+        with socket.create_connection((host, int(port)), timeout=1.5) as s:
+            s.sendall(b"PING
+")
+            out["redis"] = "up" if s.recv(64).startswith(b"+PONG") else "down"
+    except OSError as exc:
+        out["redis"] = "down: " + (exc.strerror or str(exc))
+print(json.dumps(out))
+"""
+
+
+async def _pair_over_ssh(
+    inventory: Inventory | None, target: EdgeTarget, *, timeout: float
+) -> dict[str, Any]:
+    pair = target.pair
+    assert pair is not None
+    redis_host, redis_port = pair.redis or ("", 0)
+    remote = ["python3", "-c", _PAIR_PROBE, pair.vip or "", redis_host, str(redis_port)]
+    res = await ssh_run(inventory, target.name, target.address, remote, timeout=timeout)
+    if res is None:
+        raise MonitorError(f"no SSH access to {target.name}")
+    if res.returncode != 0:
+        raise MonitorError(res.last_error())
+    try:
+        data = json.loads(res.stdout.decode())
+    except ValueError:
+        raise MonitorError("unreadable answer of the pair probe") from None
+    return data if isinstance(data, dict) else {}
 
 
 async def _rtpengine_over_ssh(
@@ -351,7 +416,11 @@ def build_report(
         if not up_pbx and not edge_targets:
             health = "unknown"
         refused = next(
-            (e.auth_failed[name] for e in edges if e.target.site == info.site and name in e.auth_failed),
+            (
+                e.auth_failed[name]
+                for e in edges
+                if e.target.site == info.site and name in e.auth_failed
+            ),
             None,
         )
         if refused is not None:
@@ -412,6 +481,9 @@ def build_report(
                 },
             }
         )
+        if e.target.pair is not None:
+            edge_reports[-1]["pair"] = _pair_report(e)
+    problems.extend(_pair_problems(edges))
 
     code = EXIT_HEALTHY
     if any(p["severity"] == "degraded" for p in problems):
@@ -439,6 +511,57 @@ class _Zero:
 
 
 _ZERO: Any = _Zero()
+
+
+def _pair_report(e: EdgeResult) -> dict[str, Any]:
+    """An edge of a pair: its role (active: holds the floating address), its DMQ peers,
+    Redis as it sees it."""
+    pair = e.target.pair
+    assert pair is not None
+    role = None
+    if pair.vip is not None and e.holds_vip is not None:
+        role = "active" if e.holds_vip else "standby"
+    elif pair.mode == "active-active":
+        role = "active"
+    peers = None
+    if e.dmq is not None:
+        peers = [
+            {"address": f"{n.host}:{n.port}", "status": n.status} for n in e.dmq if not n.local
+        ]
+    return {
+        "mode": pair.mode,
+        "vip": pair.vip,
+        "role": role,
+        "dmq_peers": peers,
+        "redis": e.redis,
+        "error": e.pair_error,
+    }
+
+
+def _pair_problems(edges: list[EdgeResult]) -> list[dict[str, Any]]:
+    """A pair whose edges do not see each other on DMQ, whose Redis does not answer, or
+    whose floating address is held by none or by both of its edges."""
+    out = []
+    by_site: dict[str, list[EdgeResult]] = {}
+    for e in edges:
+        if e.target.pair is None or e.kamailio_state != "up":
+            continue
+        by_site.setdefault(e.target.site, []).append(e)
+        if e.dmq is not None and not any(n.status == "active" for n in e.dmq if not n.local):
+            out.append(_problem("degraded", "no other edge on its DMQ bus", host=e.target.name))
+        if e.redis is not None and e.redis != "up":
+            out.append(_problem("degraded", f"Redis: {e.redis}", host=e.target.name))
+    for site, members in by_site.items():
+        pair = members[0].target.pair
+        assert pair is not None
+        seen = [m for m in members if m.holds_vip is not None]
+        if pair.vip is None or len(seen) != len(pair.hosts):
+            continue  # not every edge of the pair was looked at
+        holders = [m.target.name for m in seen if m.holds_vip]
+        if len(holders) != 1:
+            who = ", ".join(holders) if holders else "no edge"
+            out.append(_problem("degraded", f"site {site}: floating address {pair.vip} on {who}"))
+    return out
 
 
 def _problem(

@@ -52,6 +52,16 @@ class PbxTarget:
 
 
 @dataclass(frozen=True)
+class EdgePair:
+    """The redundancy of an edge's site (`sites.<site>.edges`)."""
+
+    mode: str
+    hosts: tuple[str, ...]
+    vip: str | None
+    redis: tuple[str, int] | None
+
+
+@dataclass(frozen=True)
 class EdgeTarget:
     name: str
     site: str
@@ -59,6 +69,7 @@ class EdgeTarget:
     ng_port: int
     kamailio_rpc: str  # URL
     rtpengine_ng: tuple[str, int]
+    pair: EdgePair | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,18 @@ class Topology:
                 if peer.address == address:
                     return trunk
         return None
+
+
+def _pair(model: Any, name: str) -> EdgePair | None:
+    pair = model.edge_pair(name)
+    if pair is None:
+        return None
+    return EdgePair(
+        mode=pair.mode,
+        hosts=tuple(pair.hosts),
+        vip=str(pair.vip) if pair.vip is not None else None,
+        redis=(str(pair.redis.address), pair.redis.port) if pair.redis is not None else None,
+    )
 
 
 def _hostport(template: str, address: str, ng_port: int) -> tuple[str, int]:
@@ -155,6 +178,7 @@ def from_model(
                     ng_port=h.rtpengine.ng_port,
                     kamailio_rpc=kamailio_rpc.format(address=address, name=name),
                     rtpengine_ng=_hostport(rtpengine_ng, address, h.rtpengine.ng_port),
+                    pair=_pair(model, name),
                 )
             )
     return Topology(

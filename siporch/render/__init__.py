@@ -24,7 +24,7 @@ from siporch.model.schema import Model
 
 #: Which renderer modules serve which host role, in order.
 ROLE_RENDERERS: dict[str, tuple[str, ...]] = {
-    "edge": ("kamailio", "rtpengine"),
+    "edge": ("kamailio", "rtpengine", "keepalived"),
     "pbx": ("asterisk",),
 }
 

@@ -368,7 +368,8 @@ def _edge_hop(model: Model, pbx_name: str, pbx: Host, edge_name: str) -> tuple[s
         ours = [t for t in pbx.transports if t.protocol == proto]
         theirs = [t for t in edge.transports if t.protocol == proto]
         if ours and theirs:
-            uri = f"sip:{_uri_host(edge.address)}:{theirs[0].port}"
+            # an edge of an active-standby pair: its floating address
+            uri = f"sip:{_uri_host(model.sip_address(edge_name))}:{theirs[0].port}"
             if proto != "udp":
                 uri += f";transport={proto}"
             return _transport_name(proto, ours[0].port), uri
@@ -380,12 +381,21 @@ def _edge_hop(model: Model, pbx_name: str, pbx: Host, edge_name: str) -> tuple[s
 
 def _outbound_edges(model: Model, pbx: Host) -> list[str]:
     """The edges a PBX sends its outbound calls to: its site's, else its backup site's."""
-    edges = model.hosts_with_role("edge", pbx.site)
+    edges = model.edge_targets(pbx.site)
     if not edges:
         backup = model.sites[pbx.site].backup_site
         if backup is not None:
-            edges = model.hosts_with_role("edge", backup)
+            edges = model.edge_targets(backup)
     return edges
+
+
+def _edge_sources(model: Model, edge_name: str) -> list[str]:
+    """The addresses calls from an edge come from: its own; for an active-standby pair,
+    the floating address and both edges' own."""
+    pair = model.edge_pair(edge_name)
+    if pair is None or pair.vip is None:
+        return [_host_net(model.hosts[edge_name].address)]
+    return [_host_net(pair.vip), *(_host_net(model.hosts[e].address) for e in pair.hosts)]
 
 
 def _media_encryption(trunk: Trunk) -> tuple[str, bool]:
@@ -512,7 +522,7 @@ def _edge_endpoint(
         permit=permit,
         aor_contact=uri,
         qualify_frequency=30,
-        identify_match=[_host_net(edge.address)],
+        identify_match=_edge_sources(model, edge_name),
         rtp_timeout=_longest([a for a, _ in timeouts]),
         rtp_timeout_hold=_longest([h for _, h in timeouts]),
     )
@@ -647,7 +657,8 @@ def build_view(model: Model, host: str) -> AsteriskView:
     pbx = model.hosts[host]
     if pbx.role != "pbx":
         raise AsteriskRenderError(f"host {host} is not a pbx host")
-    edges_all = model.hosts_with_role("edge")
+    # an active-standby pair is one endpoint, at its floating address
+    edges_all = model.edge_targets()
     outbound_edges = _outbound_edges(model, pbx)
     if not outbound_edges:
         raise AsteriskRenderError(
@@ -656,7 +667,7 @@ def build_view(model: Model, host: str) -> AsteriskView:
         )
     transports = _transports(host, pbx)
     edge_transport, _ = _edge_hop(model, host, pbx, outbound_edges[0])
-    permit = [_host_net(model.hosts[e].address) for e in edges_all]
+    permit = list(dict.fromkeys(a for e in edges_all for a in _edge_sources(model, e)))
     permit_local = [*permit, "127.0.0.1/255.255.255.255"]
 
     codecs: list[str] = []

@@ -84,6 +84,7 @@ DP_TRUNK_CALLING_BASE = 3_000_000  #: + trunk id: calling-number translation tow
 #: above this one is a host's or a site's.
 MAX_TRUNK_ID = 999_999
 
+
 def _failover_list(conditions: Iterable[str]) -> str:
     """Failover conditions as kamailio.cfg tests them: ``in_list(x, fo, ",")``."""
     return "," + ",".join(conditions) + ","
@@ -96,6 +97,7 @@ def _failover_list(conditions: Iterable[str]) -> str:
 CFG_DEFINES: dict[str, int | str] = {
     "GROUP_LOCAL_PBX": GROUP_LOCAL_PBX,
     "GROUP_EDGE": GROUP_EDGE,
+    "GROUP_EDGE_S": GROUP_EDGE,
     "GROUP_OTHER_PBX": GROUP_OTHER_PBX,
     "GROUP_MANAGEMENT_S": GROUP_MANAGEMENT,
     "RPC_HTTP_PORT": RPC_HTTP_PORT,
@@ -380,7 +382,15 @@ def _host_context(
     model: Model, name: str, h: Host, root: str, run_dir: str, sizes: MemorySizes
 ) -> dict[str, object]:
     advertised = h.public_address or h.address
-    listens = []
+    pair = model.edge_pair(name)
+    listens: list[str] = []
+    if pair is not None and pair.vip is not None:
+        # The floating address first: the default socket of what the edge sends by itself
+        # (probes, keepalives), bound on both edges (net.ipv4.ip_nonlocal_bind, set by the
+        # keepalived_vip role) whichever holds it; the edge's own address stays for its
+        # health checks.
+        advertised = pair.vip
+        listens.extend(f"{t.protocol}:{_hostport(pair.vip, t.port)}" for t in h.transports)
     for t in h.transports:
         line = f"{t.protocol}:{_hostport(h.address, t.port)}"
         if h.public_address is not None:
@@ -407,6 +417,29 @@ def _host_context(
         "children": h.kamailio.children,
         "listens": listens,
         "keepalive": model.calls.keepalive,
+        "dmq": _dmq_context(model, name, h),
+        "vip": str(pair.vip) if pair is not None and pair.vip is not None else None,
+    }
+
+
+def _dmq_context(model: Model, name: str, h: Host) -> dict[str, object] | None:
+    """Kamailio DMQ between the edges of a site's `edges`: this edge's own DMQ address,
+    the next edge of the list to join the bus through, and its dialog hash ids."""
+    pair = model.edge_pair(name)
+    if pair is None:
+        return None
+    index = pair.hosts.index(name)
+    peer = pair.hosts[(index + 1) % len(pair.hosts)]
+    port = pair.dmq_port
+    return {
+        "port": port,
+        "listen": f"udp:{_hostport(h.address, port)}",
+        "server": f"sip:{_hostport(h.address, port)}",
+        "notify": f"sip:{_hostport(model.hosts[peer].address, port)}",
+        # each edge its own dialog ids: h_id_start = position, h_id_step = edges
+        "h_id_start": index + 1,
+        "h_id_step": len(pair.hosts),
+        "peers": [e for e in pair.hosts if e != name],
     }
 
 
@@ -623,6 +656,10 @@ class _EdgeData:
                 group = GROUP_EDGE
             rows.append((group, h.address, h.address.max_prefixlen, 0, name))
         for sname, site in self.model.sites.items():
+            # another site's active-standby pair sends from its floating address
+            pair = site.edges
+            if sname != self.site and pair is not None and pair.vip is not None:
+                rows.append((GROUP_EDGE, pair.vip, pair.vip.max_prefixlen, 0, f"{sname}-vip"))
             # PBXs of a site that siporch does not configure: trusted as its PBX hosts are
             group = GROUP_LOCAL_PBX if sname == self.site else GROUP_OTHER_PBX
             for address in site.pbx_addresses:
@@ -662,19 +699,23 @@ class _EdgeData:
                     (self.group_set[gname], self._host_uri(h), 8, len(members) - pos, "", name)
                 )
         for site in sorted(self._remote_sites()):
-            edges = self.model.hosts_with_role("edge", site)
+            # an active-standby pair is one destination: its floating address
+            edges = self.model.edge_targets(site)
             for pos, e in enumerate(edges):
                 h = self.model.hosts[e]
-                rows.append((self.site_set[site], self._host_uri(h), 8, len(edges) - pos, "", e))
+                uri = self._host_uri(h, self.model.sip_address(e))
+                rows.append((self.site_set[site], uri, 8, len(edges) - pos, "", e))
         return rows
 
     def _remote_sites(self) -> set[str]:
         return {self.model.trunks[n].site for n in self.remote}
 
     @staticmethod
-    def _host_uri(h: Host) -> str:
+    def _host_uri(
+        h: Host, address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    ) -> str:
         t = h.transports[0]
-        return _sip_uri(h.address, t.port, t.protocol)
+        return _sip_uri(address or h.address, t.port, t.protocol)
 
     # -- dialplan
     def dialplan_rows(self) -> list[Row]:

@@ -31,6 +31,23 @@ def render(model: Model, host: str) -> dict[str, str]:
     interface = str(h.address)
     if h.public_address is not None:
         interface += f"!{h.public_address}"
+    pair = model.edge_pair(host)
+    if pair is not None and pair.vip is not None:
+        # an active-standby pair: media on the floating address, bound on both edges
+        interface = str(pair.vip)
+    redis: dict[str, object] | None = None
+    if pair is not None and pair.redis is not None:
+        server = pair.redis.address
+        hostport = f"[{server}]" if server.version == 6 else str(server)
+        index = pair.hosts.index(host)
+        redis = {
+            "server": f"{hostport}:{pair.redis.port}",
+            # database n+1 for the n-th edge of the pair (0 is left to others)
+            "db": index + 1,
+            "subscribe": [i + 1 for i in range(len(pair.hosts)) if i != index],
+            "peers": pair.hosts,
+            "vip": pair.vip is not None,
+        }
     settings = h.rtpengine
     return {
         "rtpengine/rtpengine.conf": render_template(
@@ -39,6 +56,7 @@ def render(model: Model, host: str) -> dict[str, str]:
             site=h.site,
             interface=interface,
             advertised=h.public_address is not None,
+            redis=redis,
             ng_port=settings.ng_port,
             port_min=settings.port_min,
             port_max=settings.port_max,

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.lab
 
 testinfra = pytest.importorskip("testinfra")
 
-EDGES = ("edge-central", "edge-branch")
+EDGES = ("edge-central", "edge-central-2", "edge-branch")
 PBX = "pbx-central"
 SECRET_FILES = {PBX: ("asterisk/pjsip_siporch.conf", "asterisk/manager_siporch.conf")}
 

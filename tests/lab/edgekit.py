@@ -117,6 +117,10 @@ def loopback_model(
         text = text.replace(a, b)
     text = re.sub(r'"\{\{ *vault_\w+ *\}\}"', '"not-a-secret"', text)
     data: dict[str, Any] = yaml.safe_load(text)["siporch"]
+    # one central edge at its own address: the example's pair (edge-central-2, the floating
+    # address, Redis) is the lab's to test (tests/lab/test_edge_pair.py)
+    data["hosts"].pop("edge-central-2", None)
+    data["sites"]["central"].pop("edges", None)
     for h in data["hosts"].values():
         h["transports"] = [{"protocol": "udp", "port": 5060}]
         h.pop("tls", None)

@@ -39,12 +39,20 @@ PBX = "pbx-central"
 
 
 def loopback_model() -> tuple[Model, dict[str, str]]:
-    """The example model with every host on a loopback address (AMI on the host address)."""
+    """The example model with every host on a loopback address (AMI on the host address),
+    one central edge at its own address (the example's pair, edge-central-2 and the
+    floating address, is the lab's to test: tests/lab/test_edge_pair.py)."""
     model = load_model(REPO / "inventory" / "example").model
+    sites = {
+        name: site.model_copy(update={"edges": None}) for name, site in model.sites.items()
+    }
+    model = model.model_copy(update={"sites": sites})
     addresses: dict[str, str] = {}
     hosts = {}
     n = 10
     for name, host in model.hosts.items():
+        if name == "edge-central-2":
+            continue
         if name == PBX:
             addresses[name] = "127.0.0.1"
         else:

@@ -22,6 +22,9 @@ pytestmark = pytest.mark.lab
 
 EDGE = "198.18.0.10:5060"
 EDGE_IP = "198.18.0.10"
+#: the central pair's floating address: the address edge-central (the pair's active edge at
+#: rest) gives the calls' media and its registrations' Contact
+VIP = "198.18.0.9"
 BRANCH_EDGE = "198.18.0.11:5060"
 PBX_IP = "198.18.0.20"
 HQ_DID = "2025550100"  # itsp-a's national format; +12025550100 is hq-main -> from-trunk
@@ -36,7 +39,8 @@ UAC_PORT = 25070  # callers placed from pbx-central's namespace stay off Asteris
 def kit(lab: Any) -> Iterator[ck.Lab]:
     k = ck.Lab(lab)
     with ck.deploy_lock(wait=2400):
-        ck.ensure_deployed(k, lab.inventory, ("edge-central", "edge-branch", "pbx-central", "pbx-central-2"))
+        hosts = ("edge-central", "edge-central-2", "edge-branch", "pbx-central", "pbx-central-2")
+        ck.ensure_deployed(k, lab.inventory, hosts)
         subprocess.run(["siporch", "lab", "impair", "--clear"], capture_output=True, timeout=60)
         try:
             yield k
@@ -97,10 +101,16 @@ def test_did_to_direct_trunk_reaches_the_gateway(kit: ck.Lab) -> None:
 
 def test_media_is_anchored_on_rtpengine_both_legs(kit: ck.Lab) -> None:
     """RTP from the ITSP reaches the PBX only through rtpengine, and the PBX's echo comes
-    back the same way: four flows through the edge's media ports, none end to end."""
+    back the same way: four flows through the media ports of the central pair's floating
+    address on the edge that holds it, none end to end."""
     a1 = kit.addr("itsp-a1")
+    active = next(
+        (e for e in ("edge-central", "edge-central-2")
+         if f" {VIP}/" in kit.run(e, ["ip", "-o", "-4", "addr", "show", "dev", "eth0"])),
+        "edge-central",
+    )  # fmt: skip
     with (
-        ck.capture(kit, "edge-central", "udp portrange 30000-39999") as edge_cap,
+        ck.capture(kit, active, "udp portrange 30000-39999") as edge_cap,
         ck.capture(kit, "pbx-central", f"udp and host {a1}") as pbx_cap,
     ):
         result = ck.uac(kit, "itsp-a1", EDGE, HQ_DID, name="uac_rtp", duration_ms=6000)
@@ -110,7 +120,7 @@ def test_media_is_anchored_on_rtpengine_both_legs(kit: ck.Lab) -> None:
         flows: dict[tuple[str, str], int] = {}
         for src, dst in rows:
             flows[(src, dst)] = flows.get((src, dst), 0) + 1
-        for flow in ((a1, EDGE_IP), (EDGE_IP, PBX_IP), (PBX_IP, EDGE_IP), (EDGE_IP, a1)):
+        for flow in ((a1, VIP), (VIP, PBX_IP), (PBX_IP, VIP), (VIP, a1)):
             assert flows.get(flow, 0) >= 100, f"RTP {flow}: {flows}"
         assert pbx_cap.read("udp", ["ip.src"]) == [], "media went around the edge"
     finally:
@@ -358,7 +368,8 @@ def test_486_goes_back_with_no_failover(kit: ck.Lab) -> None:
 
 def test_registration_trunk_registers_refreshes_and_takes_calls(kit: ck.Lab, lab: Any) -> None:
     """itsp-b: a digest registrar over TLS (lab certificate) on itsp-b. The PBX's
-    registration reaches it through the edge (TLS from 198.18.0.10, the edge as Contact),
+    registration reaches it through the edge (TLS from 198.18.0.10, the central pair's
+    floating address 198.18.0.9 as Contact),
     answers the 401 challenge, is refreshed at the registrar's expiry; then itsp-b calls the
     registered contact over TLS with an SRTP (SDES) offer and the PBX answers, SRTP toward
     itsp-b on rtpengine."""
@@ -383,17 +394,17 @@ def test_registration_trunk_registers_refreshes_and_takes_calls(kit: ck.Lab, lab
     # nothing internal should reach the ITSP's registrar: no 198.18.0.x but the edge's
     # own (topoh leaves REGISTER alone; the edge rewrites the PBX's Via itself)
     seen = {a for e in entries for a in re.findall(r"198\.18\.0\.\d+", e.get("text", ""))}
-    leaked = seen - {EDGE_IP}
+    leaked = seen - {EDGE_IP, VIP}
     assert entries[0]["auth"] is False and not entries[0]["ok"]  # challenged first
     assert {e["peer"] for e in entries} == {EDGE_IP}
     first_ok = registered[0]
-    assert "198.18.0.10" in first_ok["contact"] and "198.18.0.20" not in first_ok["contact"]
+    assert VIP in first_ok["contact"] and "198.18.0.20" not in first_ok["contact"]
     refresh = registered[1]["time"] - first_ok["time"]
     assert 5 <= refresh <= 25, refresh
     assert "Registered" in status, status
     assert call["codes"][-1] == 200, call
     assert "RTP/SAVP" in call["answer_sdp"] and "a=crypto:" in call["answer_sdp"], call
-    assert "c=IN IP4 198.18.0.10" in call["answer_sdp"], call
+    assert f"c=IN IP4 {VIP}" in call["answer_sdp"], call
     assert call["bye"] == 200, call
     # the Via's sent-by is the edge's, and with no rport from the PBX no received= names it
     assert not leaked, f"the REGISTER named {sorted(leaked)}:\n{entries[0].get('text', '')}"

@@ -23,7 +23,13 @@ from siporch.deploy import runner
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
-SIPORCH_HOSTS = ("edge-central", "edge-branch", "pbx-central", "pbx-central-2")
+SIPORCH_HOSTS = (
+    "edge-central",
+    "edge-central-2",
+    "edge-branch",
+    "pbx-central",
+    "pbx-central-2",
+)
 EDGE = "edge-central"
 PBX = "pbx-central"
 

@@ -1,9 +1,10 @@
 """`siporch deploy --json` and `siporch rollback --json` on the lab, as a pipeline reads them:
 one JSON document on stdout (siporch.run/1), the progress on stderr, the exit code in both.
 
-A peer added to itsp-a changes edge-central's dispatcher table only: the check says so
-without touching a host, the deploy reports edge-central deployed (a reload) and every
-other host unchanged, the rollback puts edge-central back. Each test starts from the lab's
+A peer added to itsp-a changes the dispatcher tables of the central edges only (the pair,
+edge-central and edge-central-2, both run itsp-a): the check says so without touching a
+host, the deploy reports both deployed (a reload) and every other host unchanged, the
+rollback puts both back. Each test starts from the lab's
 own model (deployed unless the hosts run it); the module leaves the lab on it.
 """
 
@@ -22,8 +23,9 @@ import pytest
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
-EDGE = "edge-central"
-SIPORCH_HOSTS = ("edge-central", "edge-branch", "pbx-central", "pbx-central-2")
+#: the hosts the peer changes: the central pair, both of which run itsp-a
+CHANGED = ("edge-central", "edge-central-2")
+SIPORCH_HOSTS = ("edge-central", "edge-central-2", "edge-branch", "pbx-central", "pbx-central-2")
 NEW_PEER = "198.18.1.12"
 DISPATCHER = "kamailio/db/dispatcher"
 
@@ -105,12 +107,13 @@ def test_check_json_plans_the_dispatcher_change_and_touches_nothing(
     assert (doc["command"], doc["check"]) == ("deploy", True)
     hosts = _hosts(doc)
     assert set(SIPORCH_HOSTS) <= set(hosts)
-    assert hosts[EDGE]["outcome"] == "would_change"
-    assert doc["plan"]["changed_hosts"] == [EDGE], doc["plan"]
-    planned = doc["plan"]["hosts"][EDGE]
-    assert planned["files"].get(DISPATCHER) == "modified", planned
-    assert "kamailio:dispatcher.reload" in planned["reloads"], planned
-    for host in set(SIPORCH_HOSTS) - {EDGE}:
+    assert doc["plan"]["changed_hosts"] == list(CHANGED), doc["plan"]
+    for changed in CHANGED:
+        assert hosts[changed]["outcome"] == "would_change", hosts[changed]
+        planned = doc["plan"]["hosts"][changed]
+        assert planned["files"].get(DISPATCHER) == "modified", planned
+        assert "kamailio:dispatcher.reload" in planned["reloads"], planned
+    for host in set(SIPORCH_HOSTS) - set(CHANGED):
         assert hosts[host]["outcome"] == "unchanged", hosts[host]
         assert doc["plan"]["hosts"][host] == {"files": {}, "reloads": []}, host
     for host in SIPORCH_HOSTS:
@@ -119,25 +122,29 @@ def test_check_json_plans_the_dispatcher_change_and_touches_nothing(
 
 
 def test_deploy_json_then_rollback_json(lab: Any, on_base: str, peer_inv: Path) -> None:
-    # the deploy: edge-central reloads its dispatcher table, every other host is unchanged
+    # the deploy: the central edges reload their dispatcher tables, every other host is
+    # unchanged
     code, doc, err = _siporch("deploy", "-i", str(peer_inv))
     assert code == 0 and doc["ok"], (doc["error"], err[-3000:])
     release = doc["release"]
     assert release and release != on_base
     hosts = _hosts(doc)
-    edge = hosts[EDGE]
-    assert (edge["outcome"], edge["before"], edge["after"]) == ("deployed", on_base, release)
-    assert edge["reload_kind"] == "reload" and "kamailio:dispatcher.reload" in edge["reloads"]
-    assert edge["failure"] is None and edge["rollback"] is None
-    assert edge["seconds"] is not None and 0 < edge["seconds"] <= doc["timings"]["seconds"]
-    for host in set(SIPORCH_HOSTS) - {EDGE}:
+    for changed in CHANGED:
+        edge = hosts[changed]
+        assert (edge["outcome"], edge["before"], edge["after"]) == ("deployed", on_base, release)
+        assert edge["reload_kind"] == "reload", edge
+        assert "kamailio:dispatcher.reload" in edge["reloads"], edge
+        assert edge["failure"] is None and edge["rollback"] is None
+        assert edge["seconds"] is not None and 0 < edge["seconds"] <= doc["timings"]["seconds"]
+        assert doc["plan"]["hosts"][changed]["files"].get(DISPATCHER) == "modified"
+        assert doc["ansible"]["recap"][changed]["failed"] == 0
+    for host in set(SIPORCH_HOSTS) - set(CHANGED):
         assert hosts[host]["outcome"] == "unchanged", hosts[host]
         assert hosts[host]["reload_kind"] == "none", hosts[host]
         assert hosts[host]["after"] == release  # an identical tree under the new id
-    assert doc["counts"]["deployed"] == 1
-    assert doc["counts"]["unchanged"] == len(hosts) - 1
-    assert doc["plan"]["hosts"][EDGE]["files"].get(DISPATCHER) == "modified"
-    assert doc["ansible"]["returncode"] == 0 and doc["ansible"]["recap"][EDGE]["failed"] == 0
+    assert doc["counts"]["deployed"] == len(CHANGED)
+    assert doc["counts"]["unchanged"] == len(hosts) - len(CHANGED)
+    assert doc["ansible"]["returncode"] == 0
     for host in SIPORCH_HOSTS:
         assert _current(lab, host) == release
 
@@ -146,11 +153,12 @@ def test_deploy_json_then_rollback_json(lab: Any, on_base: str, peer_inv: Path) 
     assert code == 0 and back["ok"], (back["error"], err[-3000:])
     assert (back["command"], back["release"]) == ("rollback", None)
     hosts = _hosts(back)
-    edge = hosts[EDGE]
-    assert (edge["outcome"], edge["before"], edge["after"]) == ("deployed", release, on_base)
-    assert "kamailio:dispatcher.reload" in edge["reloads"]
-    assert "kamailio:restart" not in edge["reloads"]
-    for host in set(SIPORCH_HOSTS) - {EDGE}:
+    for changed in CHANGED:
+        edge = hosts[changed]
+        assert (edge["outcome"], edge["before"], edge["after"]) == ("deployed", release, on_base)
+        assert "kamailio:dispatcher.reload" in edge["reloads"]
+        assert "kamailio:restart" not in edge["reloads"]
+    for host in set(SIPORCH_HOSTS) - set(CHANGED):
         assert hosts[host]["outcome"] == "unchanged", hosts[host]
         assert (hosts[host]["before"], hosts[host]["after"]) == (release, on_base)
     for host in SIPORCH_HOSTS:

@@ -89,7 +89,13 @@ def _clean(lab: Any) -> None:
         _deploy(lab)
     assert rc == 0, f"{_messages(report)} {err}"
     assert report["drift"] == [] and report["errors"] == []
-    assert set(report["hosts"]) == {"edge-central", "edge-branch", "pbx-central", "pbx-central-2"}
+    assert set(report["hosts"]) == {
+        "edge-central",
+        "edge-central-2",
+        "edge-branch",
+        "pbx-central",
+        "pbx-central-2",
+    }
     assert report["hosts"][EDGE]["dispatcher_targets"] > 0
     assert report["hosts"]["pbx-central"]["pjsip_endpoints"] > 0
 

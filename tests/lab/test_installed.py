@@ -18,7 +18,7 @@ import pytest
 
 pytestmark = pytest.mark.lab
 
-HOSTS = ("edge-central", "edge-branch", "pbx-central", "pbx-central-2")
+HOSTS = ("edge-central", "edge-central-2", "edge-branch", "pbx-central", "pbx-central-2")
 
 
 @pytest.fixture(scope="module")

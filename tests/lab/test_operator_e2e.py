@@ -35,7 +35,7 @@ from siporch.lab.spec import LabPaths
 
 pytestmark = pytest.mark.lab
 
-HOSTS = ("edge-central", "edge-branch", "pbx-central", "pbx-central-2")
+HOSTS = ("edge-central", "edge-central-2", "edge-branch", "pbx-central", "pbx-central-2")
 INVENTORY = ("-i", "hosts.ini", "-i", "pbx.ini")
 NEW_PEER = "198.18.1.12"  # no host answers there: the edge's dispatcher probes it down
 
@@ -56,6 +56,7 @@ def _write_project(lab: Any, root: Path, addresses: dict[str, str]) -> None:
     (root / "hosts.ini").write_text(
         "[siporch_edge]\n"
         f"edge-central ansible_host={addresses['edge-central']}\n"
+        f"edge-central-2 ansible_host={addresses['edge-central-2']}\n"
         f"edge-branch ansible_host={addresses['edge-branch']}\n\n"
         "[siporch_edge:vars]\nsiporch_process_manager=systemd\n"
     )
@@ -152,7 +153,7 @@ def test_operator_deploys_checks_and_rolls_back_as_a_non_root_user(
     started = time.time() - 1
 
     out = _ok(_run(installed, project, "siporch", "validate", *INVENTORY))
-    assert out.startswith("ok: ") and "4 hosts" in out, out
+    assert out.startswith("ok: ") and "5 hosts" in out, out
 
     # 2. the collection's playbook, as the operator would run it from their project
     report_file = project / "deploy-report.json"
@@ -181,7 +182,7 @@ def test_operator_deploys_checks_and_rolls_back_as_a_non_root_user(
     _assert_status(_status(installed, project), first)
     drift = _run(installed, project, "siporch", "drift", *INVENTORY, "--files-only")
     assert drift.returncode == 0, drift.stdout[-3000:] + drift.stderr[-3000:]
-    assert "no drift (4 hosts)" in drift.stdout, drift.stdout
+    assert "no drift (5 hosts)" in drift.stdout, drift.stdout
 
     # 5. a model change, deployed with siporch itself
     ck.edit_model(
@@ -218,13 +219,17 @@ def test_operator_deploys_checks_and_rolls_back_as_a_non_root_user(
     # the project's state beside its inventory; nothing of the run in the installed package
     assert (project / "build" / "releases" / first).is_dir()
     # the rollback is recorded: the hosts' files are the release's, and the model (with
-    # the peer the rollback took away) is an undeployed change of the edge it concerns
+    # the peer the rollback took away) is an undeployed change of the edges it concerns
+    # (both central edges run itsp-a)
     drift = _run(installed, project, "siporch", "drift", *INVENTORY, "--files-only")
     assert drift.returncode == 1, drift.stdout[-3000:] + drift.stderr[-3000:]
     lines = drift.stdout.splitlines()
     assert lines[0] == f"reference: last deploy {first}", drift.stdout
     changes = [line for line in lines[1:-1] if line.strip()]
     assert changes and all(
-        line.startswith("edge-central: undeployed change: kamailio/db/") for line in changes
+        line.split(": ", 1)[0] in ("edge-central", "edge-central-2")
+        and line.split(": ", 1)[1].startswith("undeployed change: kamailio/db/")
+        for line in changes
     ), drift.stdout
+    assert {line.split(": ", 1)[0] for line in changes} == {"edge-central", "edge-central-2"}
     assert not list(installed[0].parent.rglob("build/releases"))

@@ -31,7 +31,7 @@ from siporch.render import render_release
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
-HOSTS = ("edge-central", "edge-branch", "pbx-central", "pbx-central-2")
+HOSTS = ("edge-central", "edge-central-2", "edge-branch", "pbx-central", "pbx-central-2")
 PBX = "pbx-central"
 NEW_SECRET = "lab-rotated-Secret-7Q"
 NEW_USER = "renamed-lab"

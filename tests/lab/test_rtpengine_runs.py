@@ -38,6 +38,10 @@ def _free_udp_port() -> int:
 
 def _loopback_conf(ng_port: int) -> str:
     data = example().model_dump()
+    # edge-central alone: as one edge of the example's pair its rtpengine needs the pair's
+    # Redis (tests/lab/test_edge_pair.py runs that on the lab)
+    data["hosts"].pop("edge-central-2", None)
+    data["sites"]["central"]["edges"] = None
     data["hosts"]["edge-central"]["address"] = "127.0.0.1"
     data["hosts"]["edge-central"]["rtpengine"]["ng_port"] = ng_port
     return rtpengine.render(Model.model_validate(data), "edge-central")["rtpengine/rtpengine.conf"]

@@ -21,9 +21,10 @@ from siporch.lab.spec import HOSTS, LabPaths
 
 pytestmark = pytest.mark.lab
 
-SYSTEMD_HOSTS = ("edge-central", "edge-branch", "pbx-central", "pbx-central-2")
+SYSTEMD_HOSTS = ("edge-central", "edge-central-2", "edge-branch", "pbx-central", "pbx-central-2")
 UNITS = {
     "edge-central": ("kamailio.service", "rtpengine-daemon.service"),
+    "edge-central-2": ("kamailio.service", "rtpengine-daemon.service"),
     "edge-branch": ("kamailio.service", "rtpengine-daemon.service"),
     "pbx-central": ("asterisk.service",),
     "pbx-central-2": ("asterisk.service",),

@@ -36,8 +36,8 @@ from siporch.deploy import runner
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
-HOSTS = ("edge-central", "edge-branch", "pbx-central", "pbx-central-2")
-EDGES = ("edge-branch", "edge-central")
+HOSTS = ("edge-central", "edge-central-2", "edge-branch", "pbx-central", "pbx-central-2")
+EDGES = ("edge-branch", "edge-central", "edge-central-2")
 NEW = "aaa-first"
 
 
@@ -112,7 +112,7 @@ def deployed(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
                 (lab.root(edge) / "etc/siporch/current/manifest.json").read_text()
             )
             ids[edge] = manifest["trunk_ids"]
-        assert ids[EDGES[0]] == ids[EDGES[1]]
+        assert all(ids[edge] == ids[EDGES[0]] for edge in EDGES), ids
     finally:
         if saved is None:
             os.environ.pop("SIPORCH_STATE", None)

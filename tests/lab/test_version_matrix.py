@@ -33,6 +33,7 @@ LAB_INVENTORY = REPO / "inventory" / "lab"
 EDGES = ("edge-central", "edge-branch")
 EDGE = "198.18.0.10:5060"
 EDGE_IP = "198.18.0.10"
+VIP = "198.18.0.9"  # the central pair's floating address: edge-central's media address
 PBX_IP = "198.18.0.20"
 HQ_DID = "2025550100"  # itsp-a's national format of hq-main -> from-trunk on the PBX
 
@@ -94,7 +95,8 @@ def test_edges_run_debian_12_and_the_pbx_sid(kit: ck.Lab) -> None:
 @_restarts_lab
 def test_inbound_call_through_a_debian_12_edge_is_answered(kit: ck.Lab) -> None:
     """itsp-a1 -> edge-central (5.6) -> pbx-central: answered in from-trunk; the media of
-    both legs goes through the edge's rtpengine 10.5."""
+    both legs goes through the edge's rtpengine 10.5, on the central pair's floating
+    address (edge-central holds it)."""
     a1 = kit.addr("itsp-a1")
     seen: list[list[str]] = []
 
@@ -115,7 +117,7 @@ def test_inbound_call_through_a_debian_12_edge_is_answered(kit: ck.Lab) -> None:
         flows: dict[tuple[str, str], int] = {}
         for src, dst in cap.read("udp", ["ip.src", "ip.dst"]):
             flows[(src, dst)] = flows.get((src, dst), 0) + 1
-        for flow in ((a1, EDGE_IP), (EDGE_IP, PBX_IP), (PBX_IP, EDGE_IP), (EDGE_IP, a1)):
+        for flow in ((a1, VIP), (VIP, PBX_IP), (PBX_IP, VIP), (VIP, a1)):
             assert flows.get(flow, 0) >= 100, f"RTP {flow}: {flows}"
     finally:
         ck.cleanup_capture(cap)

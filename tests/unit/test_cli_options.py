@@ -22,7 +22,7 @@ from siporch.hosts import select
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "inventory" / "example"
-ALL = ["edge-central", "edge-branch", "pbx-central", "pbx-central-2"]
+ALL = ["edge-central", "edge-central-2", "edge-branch", "pbx-central", "pbx-central-2"]
 
 #: Commands that read the inventory (``-i``); those that reach hosts take ``--limit`` too.
 INVENTORY = ["validate", "render", "diff", "route", "call", "deploy", "releases", "rollback",
@@ -96,12 +96,12 @@ def test_verbose_and_quiet_are_taken_by(name: str) -> None:
     ("pattern", "hosts"),
     [
         ("edge-central", ["edge-central"]),
-        ("siporch_edge", ["edge-central", "edge-branch"]),
-        ("siporch_edge:!edge-branch", ["edge-central"]),
-        ("edge-*", ["edge-central", "edge-branch"]),
+        ("siporch_edge", ["edge-central", "edge-central-2", "edge-branch"]),
+        ("siporch_edge:!edge-branch", ["edge-central", "edge-central-2"]),
+        ("edge-*", ["edge-central", "edge-central-2", "edge-branch"]),
         ("pbx-central,edge-branch", ["edge-branch", "pbx-central"]),
         ("siporch_edge:&edge-branch", ["edge-branch"]),
-        ("~edge-c.*", ["edge-central"]),
+        ("~edge-c.*", ["edge-central", "edge-central-2"]),
         ("all", ALL),
         (None, ALL),
     ],
@@ -121,7 +121,7 @@ def test_status_limit_filters_the_hosts_looked_at() -> None:
 
     vault = REPO / "inventory" / ".vault-pass"
     topo = from_inventory(EXAMPLE, vault, limit="siporch_edge:!edge-branch")
-    assert [e.name for e in topo.edges] == ["edge-central"] and not topo.pbxs
+    assert [e.name for e in topo.edges] == ["edge-central", "edge-central-2"] and not topo.pbxs
     topo = from_inventory(EXAMPLE, vault, limit="pbx-*")
     assert [p.name for p in topo.pbxs] == ["pbx-central", "pbx-central-2"] and not topo.edges
 
@@ -146,7 +146,7 @@ def test_diff_limit_plans_only_the_selected_hosts(tmp_path: Path) -> None:
         "--limit", "siporch_edge",
     )  # fmt: skip
     assert code == 0
-    assert sorted(json.loads(stdout)["hosts"]) == ["edge-branch", "edge-central"]
+    assert sorted(json.loads(stdout)["hosts"]) == ["edge-branch", "edge-central", "edge-central-2"]
 
 
 @pytest.mark.parametrize("name", ["status", "calls", "drift", "diff"])

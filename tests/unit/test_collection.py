@@ -140,7 +140,9 @@ def test_collection_deploy_renders_then_handles_unreachable_hosts(
     hosts = {
         "all": {
             "children": {
-                "siporch_edge": {"hosts": {"edge-central": None, "edge-branch": None}},
+                "siporch_edge": {
+                    "hosts": {"edge-central": None, "edge-central-2": None, "edge-branch": None}
+                },
                 "siporch_pbx": {"hosts": {"pbx-central": None, "pbx-central-2": None}},
             },
             "vars": {
@@ -173,6 +175,7 @@ def test_collection_deploy_renders_then_handles_unreachable_hosts(
     assert data["check_mode"] is True
     assert {h["host"] for h in data["hosts"]} == {
         "edge-central",
+        "edge-central-2",
         "edge-branch",
         "pbx-central",
         "pbx-central-2",

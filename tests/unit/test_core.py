@@ -58,7 +58,13 @@ def test_manifests_round_trip_byte_for_byte(release_dir) -> None:  # type: ignor
     assert raw == json.dumps(json.loads(raw), indent=2, sort_keys=True) + "\n"
     m = Manifest.loads(raw)
     assert m.dumps() == raw
-    assert set(m.hosts) == {"edge-central", "edge-branch", "pbx-central", "pbx-central-2"}
+    assert set(m.hosts) == {
+        "edge-central",
+        "edge-central-2",
+        "edge-branch",
+        "pbx-central",
+        "pbx-central-2",
+    }
     for host in m.hosts:
         host_raw = (rel.path / host / "manifest.json").read_text()
         hm = HostManifest.loads(host_raw)
@@ -247,6 +253,7 @@ def test_plan_against_what_hosts_run(loaded, release_dir, tmp_path) -> None:  # 
     assert changed == {
         "pbx-central": {"asterisk/pjsip_siporch.conf": "modified"},
         "edge-central": {"kamailio/db/credentials": "modified"},
+        "edge-central-2": {"kamailio/db/credentials": "modified"},
     }
     assert plan.hosts["pbx-central"].reloads == ("asterisk:pjsip reload",)
     text = lifecycle.plan_diff(plan, "pbx-central", out, core.model_secrets(model))
@@ -306,6 +313,7 @@ def test_diff_cli_against_a_release_masks_secrets(release_dir, tmp_path) -> None
     data = json.loads(j.stdout)
     assert data["hosts"]["pbx-central"]["files"] == {"asterisk/pjsip_siporch.conf": "modified"}
     assert data["hosts"]["edge-central"]["files"] == {"kamailio/db/credentials": "modified"}
+    assert data["hosts"]["edge-central-2"]["files"] == {"kamailio/db/credentials": "modified"}
     assert data["hosts"]["edge-branch"]["files"] == {} and data["unknown"] == []
 
 

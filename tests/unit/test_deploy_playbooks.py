@@ -144,7 +144,13 @@ def test_an_unreachable_host_runs_its_rescue_and_the_playbook_goes_on(tmp_path: 
     assert "PLAY [Roll back]" not in out  # what siporch_linear is for
 
 
-ROLES = ("asterisk_pbx", "kamailio_edge", "rtpengine_media", "siporch_release")
+ROLES = (
+    "asterisk_pbx",
+    "keepalived_vip",
+    "kamailio_edge",
+    "rtpengine_media",
+    "siporch_release",
+)
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -125,7 +125,7 @@ def test_undeployed_model_change(rendered: dict[str, dict[str, bytes]]) -> None:
 def test_dispatcher_table_parsed(rendered: dict[str, dict[str, bytes]]) -> None:
     table = drift.parse_dispatcher_table(rendered["edge-central"][drift.DISPATCHER].decode())
     assert DispatcherEntry(1, "sip:203.0.113.10:5060;transport=udp", "itsp-a") in table
-    assert DispatcherEntry(1000003, "sip:192.0.2.20:5060;transport=udp", "pbx-central") in table
+    assert DispatcherEntry(1000004, "sip:192.0.2.20:5060;transport=udp", "pbx-central") in table
     assert DispatcherEntry(10, "sip:itsp-c.example", "itsp-c") in table
     # the PBX group central-pbx: set 3000001, both PBXs
     assert DispatcherEntry(3000001, "sip:192.0.2.21:5060;transport=udp", "pbx-central-2") in table

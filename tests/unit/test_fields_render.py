@@ -35,6 +35,8 @@ NOT_RENDERED: dict[str, str] = {
     "Model.organisation": "nowhere yet (free text)",
     # Free text for people, read by nothing.
     "Site.description": "nowhere (free text)",
+    # The segment the pair and its vip share: validation only (the vip is bound as a /32).
+    "SiteEdges.network": "validation (siporch/model/checks.py)",
     # central/branch: the branch-site resilience warning and `siporch route`'s default site.
     "Site.kind": "validation warning (siporch/model/checks.py), siporch route (cli/cmd_route.py)",
     # itsp/direct: a label of `siporch status`; the configs treat both kinds alike.
@@ -257,10 +259,10 @@ def _candidates(
 # Fields no single change can make valid: (before, after) models differing in that field.
 def _host_role(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     before = copy.deepcopy(data)
-    before["hosts"]["extra"] = {"site": "central", "role": "pbx", "address": "192.0.2.22"}
+    before["hosts"]["extra"] = {"site": "branch", "role": "pbx", "address": "198.51.100.22"}
     after = copy.deepcopy(data)
-    extra = copy.deepcopy(data["hosts"]["edge-central"])
-    after["hosts"]["extra"] = {**extra, "address": "192.0.2.22"}
+    extra = copy.deepcopy(data["hosts"]["edge-branch"])
+    after["hosts"]["extra"] = {**extra, "address": "198.51.100.22"}
     return before, after
 
 
@@ -310,6 +312,15 @@ def _backup_site(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return before, after
 
 
+def _edges_mode(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The central pair without its floating address: both edges at their own."""
+    after = copy.deepcopy(data)
+    edges = after["sites"]["central"]["edges"]
+    edges["mode"] = "active-active"
+    del edges["vip"], edges["network"]
+    return data, after
+
+
 def _did_pattern(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A DID takes a range or a pattern: the first DID's range becomes a pattern."""
     after = copy.deepcopy(data)
@@ -344,6 +355,7 @@ SPECIAL: dict[str, Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, An
     "RegisterAuth.type": _auth_type("ip"),
     "Transport.protocol": _transport_protocol,
     "Site.backup_site": _backup_site,
+    "SiteEdges.mode": _edges_mode,
     "Did.pattern": _did_pattern,
     "Did.range": _did_pattern,
 }

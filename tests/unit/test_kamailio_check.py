@@ -22,7 +22,7 @@ from tests.lab.edgekit import (
 
 
 @needs_kamailio
-@pytest.mark.parametrize("host", ["edge-central", "edge-branch"])
+@pytest.mark.parametrize("host", ["edge-central", "edge-central-2", "edge-branch"])
 def test_example_passes_kamailio_check(host: str, tmp_path: Path) -> None:
     cfg = write_tree(render(example(), host, root=str(tmp_path)), tmp_path)
     result = check([str(KAMAILIO), "-c", "-f", str(cfg)])

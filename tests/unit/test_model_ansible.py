@@ -282,6 +282,7 @@ def write_ini(inv: Path, edge_branch: str = "198.51.100.10") -> None:
     (inv / "hosts.ini").write_text(
         "[siporch_edge]\n"
         "edge-central ansible_host=192.0.2.10\n"
+        "edge-central-2 ansible_host=192.0.2.12\n"
         f"edge-branch ansible_host={edge_branch}\n"
         "[siporch_pbx]\n"
         "pbx-central ansible_host=192.0.2.20\n"
@@ -338,7 +339,7 @@ def test_ansible_host_must_be_the_model_address(tmp_path: Path) -> None:
     (p,) = exc.value.problems
     assert p.path == "hosts.edge-branch.address"
     assert p.message.startswith(
-        f"ansible_host 198.51.100.99 of inventory host 'edge-branch' ({inv}/hosts.ini:3) is "
+        f"ansible_host 198.51.100.99 of inventory host 'edge-branch' ({inv}/hosts.ini:4) is "
         "not this host's address 198.51.100.10"
     )
     # a host_vars file (here a directory) wins over the inventory, as in Ansible
@@ -459,7 +460,13 @@ def test_the_lab_inventory_passes_the_host_cross_check(tmp_path: Path) -> None:
     paths = LabPaths(state=tmp_path / "state", cache=tmp_path / "cache")
     lab = write_inventory(example, tmp_path / "inventory" / "lab", paths)
     loaded = load_model(lab)  # hosts.yml, lab.json (a JSON inventory), lab_peers
-    assert set(loaded.model.hosts) == {"edge-central", "edge-branch", "pbx-central", "pbx-central-2"}
+    assert set(loaded.model.hosts) == {
+        "edge-central",
+        "edge-central-2",
+        "edge-branch",
+        "pbx-central",
+        "pbx-central-2",
+    }
     hosts = inventory_hosts(lab)
     for name, host in loaded.model.hosts.items():
         assert hosts[name]["ansible_host"] == str(host.address)

@@ -23,7 +23,7 @@ def test_render_twice_is_byte_identical() -> None:
     a = render_release(load_model(EXAMPLE).model)
     b = render_release(load_model(EXAMPLE).model)
     assert a == b
-    assert set(a) == {"edge-central", "edge-branch", "pbx-central", "pbx-central-2"}
+    assert set(a) == {"edge-central", "edge-central-2", "edge-branch", "pbx-central", "pbx-central-2"}
 
 
 def test_every_host_gets_its_daemons() -> None:

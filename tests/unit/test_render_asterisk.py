@@ -301,7 +301,8 @@ def test_trunk_options() -> None:
 def test_registration_through_the_edge() -> None:
     pjsip = files()["asterisk/pjsip_siporch.conf"]
     reg = of_type(pjsip, "itsp-b-reg", "registration")
-    assert reg["outbound_proxy"] == ["sip:192.0.2.10:5060\\;lr"]
+    # through the central pair's floating address: whichever edge is active relays it
+    assert reg["outbound_proxy"] == ["sip:192.0.2.9:5060\\;lr"]
     assert reg["server_uri"] == ["sip:203.0.113.30:5061\\;transport=tls"]
     assert reg["client_uri"] == ["sip:examplecorp@sip.itsp-b.example.com"]
     assert reg["expiration"] == ["600"]
@@ -342,9 +343,16 @@ def test_edge_endpoints() -> None:
     ep = of_type(pjsip, "siporch-edge-edge-central", "endpoint")
     assert ep["aors"] == ["siporch-edge-edge-central"]
     aor = of_type(pjsip, "siporch-edge-edge-central", "aor")
-    assert aor["contact"] == ["sip:192.0.2.10:5060"]
+    # the central pair is one endpoint at its floating address, identified by it and by
+    # both edges' own addresses; its second edge has no endpoint of its own
+    assert aor["contact"] == ["sip:192.0.2.9:5060"]
     ident = of_type(pjsip, "siporch-edge-edge-central-identify", "identify")
-    assert ident["match"] == ["192.0.2.10/255.255.255.255"]
+    assert ident["match"] == [
+        "192.0.2.9/255.255.255.255",
+        "192.0.2.10/255.255.255.255",
+        "192.0.2.12/255.255.255.255",
+    ]
+    assert "[siporch-edge-edge-central-2]" not in pjsip
     transports = sections(files()["asterisk/pjsip_siporch_transports.conf"])
     assert transports["siporch-udp-5060"][0]["bind"] == ["192.0.2.20:5060"]
     assert ep["transport"] == ["siporch-udp-5060"]
@@ -469,15 +477,18 @@ def test_pbx_without_edge() -> None:
 
 
 def test_two_edges_tried_in_order() -> None:
-    hosts = example().model_dump()["hosts"]
-    hosts["edge-central-2"] = {**hosts["edge-central"], "address": "192.0.2.11"}
-    ext = asterisk.render(variant(hosts=hosts), "pbx-central")["asterisk/extensions_siporch.conf"]
+    """Active-active edges: the PBX tries each at its own address, in order."""
+    sites = example().model_dump()["sites"]
+    sites["central"]["edges"] = {"hosts": ["edge-central", "edge-central-2"], "mode": "active-active"}
+    m = variant(sites=sites)
+    ext = asterisk.render(m, "pbx-central")["asterisk/extensions_siporch.conf"]
     first = ext.index("Dial(PJSIP/${EXTEN}@siporch-edge-edge-central,")
     second = ext.index("Dial(PJSIP/${EXTEN}@siporch-edge-edge-central-2,")
     between = ext[first:second]
     assert '"${DIALSTATUS}" != "CHANUNAVAIL"' in between and "?done)" in between
-    pjsip = asterisk.render(variant(hosts=hosts), "pbx-central")["asterisk/pjsip_siporch.conf"]
-    assert "permit = 192.0.2.11/255.255.255.255" in pjsip
+    pjsip = asterisk.render(m, "pbx-central")["asterisk/pjsip_siporch.conf"]
+    assert "permit = 192.0.2.12/255.255.255.255" in pjsip
+    assert "contact = sip:192.0.2.12:5060" in pjsip
 
 
 def test_branch_pbx_uses_backup_site_edges() -> None:

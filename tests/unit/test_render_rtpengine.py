@@ -44,14 +44,14 @@ def test_options_from_the_model() -> None:
 
 def test_public_address_is_advertised() -> None:
     data = example().model_dump()
-    data["hosts"]["edge-central"]["public_address"] = "203.0.113.99"
-    data["hosts"]["edge-central"]["rtpengine"] = {
+    data["hosts"]["edge-branch"]["public_address"] = "203.0.113.99"
+    data["hosts"]["edge-branch"]["rtpengine"] = {
         "ng_port": 22222,
         "port_min": 40000,
         "port_max": 40100,
     }
-    conf = parsed(Model.model_validate(data), "edge-central")
-    assert conf["interface"] == "192.0.2.10!203.0.113.99"
+    conf = parsed(Model.model_validate(data), "edge-branch")
+    assert conf["interface"] == "198.51.100.10!203.0.113.99"
     assert conf["listen-ng"] == "127.0.0.1:22222"
     assert (conf["port-min"], conf["port-max"]) == ("40000", "40100")
 

@@ -88,7 +88,7 @@ def rtp() -> Any:
 
 
 @pytest.mark.parametrize("suite", sorted(ROOTS))
-@pytest.mark.parametrize("host", ["edge-central", "edge-branch"])
+@pytest.mark.parametrize("host", ["edge-central", "edge-central-2", "edge-branch"])
 def test_rendered_edge_passes_kamailio_check(suite: str, host: str) -> None:
     root = lab_root(suite)
     inner = Path(tempfile.mkdtemp(prefix="siporch-vcheck-", dir=root / "tmp"))

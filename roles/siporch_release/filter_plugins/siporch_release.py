@@ -178,6 +178,9 @@ def siporch_quick_plan(
     if _daemons(new) != _daemons(old):
         out["why"] = "the daemons change"
         return out
+    if "keepalived" in _daemons(new):  # its check, reload and pair gate: activate.yml
+        out["why"] = "an edge of a keepalived pair deploys step by step"
+        return out
     actions = reload_actions(old, new)
     if restart_on_change or any(a.endswith(":restart") for a in actions):
         out["why"] = "a daemon restarts"

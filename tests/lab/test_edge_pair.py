@@ -1,0 +1,293 @@
+"""The central site's redundant edge pair on real engines: calls through the floating
+address survive the death of the active edge.
+
+The lab inventory (the example's central pair: edge-central and edge-central-2 share
+198.18.0.9 with keepalived, Kamailio DMQ between them, rtpengine sessions in Redis on
+db-central). ITSP A (itsp-a1, SIPp ``uac_media.xml``: RTP for the whole call) calls the HQ
+DID at the floating address; the PBX answers (Echo), so the media crosses the edge's
+rtpengine on both legs (ITSP <-> edge, edge <-> PBX). With every call up and RTP flowing,
+the active edge's Kamailio and rtpengine are killed (SIGKILL, ``systemctl kill``). Then:
+
+* the standby holds the floating address within 3 s (its eth0, polled), and answers SIP
+  on it (OPTIONS, polled);
+* every call keeps its media: RTP on both legs (captured on itsp-a1 and on the PBX) for
+  every call before the kill and after the switch; the longest gap is measured;
+* every call ends with its caller's BYE, answered 200 OK (SIPp counts it successful).
+
+The figures are printed (``EDGE-PAIR ...``); docs/benchmarks.md quotes them. The number of
+calls is $SIPORCH_EDGE_PAIR_CALLS (default 5).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import callkit as ck
+import pytest
+
+from siporch.sipp import scenario
+
+pytestmark = pytest.mark.lab
+
+EDGES = ("edge-central", "edge-central-2")
+VIP = "198.18.0.9"
+ITSP = "itsp-a1"
+ITSP_ADDRESS = "198.18.1.10"
+PBX = "pbx-central"
+HQ_DID = "2025550100"  # +12025550100, hq-main: the PBX answers (Echo)
+CALLS = int(os.environ.get("SIPORCH_EDGE_PAIR_CALLS", "5"))
+TAKEOVER_S = 3.0
+#: how long each call lasts: long enough for its RTP before the kill and after the switch
+CALL_S = 25
+RTP_WINDOW_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def kit(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ck.Lab]:
+    k = ck.Lab(lab)
+    inv = ck.copy_inventory(lab, tmp_path_factory.mktemp("pair"))
+
+    def room_for_every_call(model: dict[str, Any]) -> None:
+        trunk = model["trunks"]["itsp-a"]
+        trunk["max_channels"] = max(int(trunk.get("max_channels") or 0), CALLS)
+
+    if CALLS > 30:  # itsp-a's max_channels in the lab model: more calls need a larger trunk
+        ck.edit_model(inv, room_for_every_call)
+    with ck.deploy_lock(wait=2400):
+        ck.ensure_deployed(k, inv, (*EDGES, "edge-branch", PBX, "pbx-central-2"))
+        for edge in EDGES:  # a dead edge of an earlier run comes back
+            _start(k, edge)
+        try:
+            yield k
+        finally:
+            _vip_home(k)
+
+
+NG_PORT = 2223  # the lab's rtpengine control port (hosts.<edge>.rtpengine.ng_port)
+
+
+def _rtpengine_in_use(k: ck.Lab, edge: str) -> bool:
+    """The edge's Kamailio uses its rtpengine (not disabled after a failed ping)."""
+    nodes = k.rpc(edge, "rtpengine.show", "all")
+    if isinstance(nodes, dict):
+        nodes = nodes.get("result", nodes)
+    return isinstance(nodes, list) and bool(nodes) and not any(
+        n.get("disabled") in (True, 1, "1", "true") for n in nodes if isinstance(n, dict)
+    )
+
+
+def _start(k: ck.Lab, edge: str) -> None:
+    """The edge's daemons running again, rtpengine first, and its Kamailio using it: a
+    Kamailio that started while rtpengine was down (systemd restarts a killed Kamailio at
+    once) leaves rtpengine out of its calls until its next check, and the modules that
+    run after this one would get 503s."""
+    k.run(edge, "systemctl start rtpengine-daemon.service")
+    assert ck.wait_for(
+        lambda: f":{NG_PORT} " in k.run(edge, ["ss", "-H", "-l", "-u", "-n"]), 30
+    ), k.run(edge, "systemctl status --no-pager rtpengine-daemon.service")
+    k.run(edge, "systemctl start kamailio.service keepalived.service")
+    assert ck.wait_for(lambda: _rtpengine_in_use(k, edge), 40, step=0.5), k.rpc(
+        edge, "rtpengine.show", "all"
+    )
+
+
+def _vip_home(k: ck.Lab) -> None:
+    """The floating address back on edge-central, where the lab holds it at rest (the higher
+    VRRP priority; nopreempt keeps it on the standby after a failover): the standby's
+    keepalived restarts once edge-central runs its daemons again, so that the modules that
+    run later find the PBX's calls on edge-central. Polled, 3 tries."""
+    home, other = EDGES
+    for _ in range(3):
+        if holds_vip(k, home):
+            return
+        ck.wait_for(
+            lambda: "kamailio" in k.run(home, "pgrep -x kamailio -l || true")
+            and "rtpengine" in k.run(home, "pgrep -x rtpengine -l || true"),
+            30,
+        )
+        if holds_vip(k, other):
+            k.run(other, "systemctl restart keepalived.service")
+        ck.wait_for(lambda: holds_vip(k, home), 10, step=0.2)
+    assert holds_vip(k, home), "the floating address did not come back to edge-central"
+
+
+def holds_vip(k: ck.Lab, edge: str) -> bool:
+    return f" {VIP}/" in k.run(edge, ["ip", "-o", "-4", "addr", "show", "dev", "eth0"])
+
+
+def active_edge(k: ck.Lab) -> str | None:
+    held = [e for e in EDGES if holds_vip(k, e)]
+    return held[0] if len(held) == 1 else None
+
+
+def dmq_nodes(k: ck.Lab, edge: str) -> list[dict[str, Any]]:
+    out = k.rpc(edge, "dmq.list_nodes")
+    if isinstance(out, dict):
+        out = out.get("result", out)
+    return [n for n in out if isinstance(n, dict)] if isinstance(out, list) else []
+
+
+def options_answered(timeout: float = 0.25) -> bool:
+    """Any answer to an OPTIONS sent to the floating address (from the controller)."""
+    tag = uuid.uuid4().hex[:12]
+    msg = (
+        f"OPTIONS sip:{VIP}:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 198.18.0.1:0;branch=z9hG4bK{tag};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:probe@198.18.0.1>;tag={tag}\r\n"
+        f"To: <sip:{VIP}>\r\n"
+        f"Call-ID: {tag}@siporch-test\r\n"
+        "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("198.18.0.1", 0))
+        s.settimeout(timeout)
+        s.sendto(msg.encode(), (VIP, 5060))
+        try:
+            data = s.recv(4096)
+        except OSError:
+            return False
+    return data.startswith(b"SIP/2.0 ")
+
+
+def _callers(k: ck.Lab, workdir: Path) -> subprocess.Popen[str]:
+    argv = [
+        "ip", "netns", "exec", k.ns(ITSP), ck.sipp(),
+        "-sf", str(scenario("uac_media")), "-s", HQ_DID,
+        "-i", ITSP_ADDRESS, "-mi", ITSP_ADDRESS, "-p", "25092", "-t", "u1",
+        "-m", str(CALLS), "-l", str(CALLS), "-r", "10", "-d", str(CALL_S * 1000),
+        "-recv_timeout", "20000", "-timeout", f"{CALL_S + 60}s", "-timeout_error",
+        "-nostdin", "-trace_stat", "-stf", str(workdir / "stat.csv"), "-fd", "1",
+        "-trace_msg", "-message_file", str(workdir / "msg.log"), "-max_socket", "400",
+        f"{VIP}:5060",
+    ]  # fmt: skip
+    return subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=workdir
+    )
+
+
+def _answered(workdir: Path) -> int:
+    try:
+        text = (workdir / "msg.log").read_text(errors="replace")
+    except OSError:
+        return 0
+    ids = set()
+    for _, m in ck.timed_messages(text, "received"):
+        if m.startswith("SIP/2.0 200") and re.search(r"(?im)^CSeq:\s*1 INVITE", m):
+            cid = re.search(r"(?im)^Call-ID:\s*(\S+)", m)
+            if cid:
+                ids.add(cid.group(1))
+    return len(ids)
+
+
+def _flows(cap: ck.Capture, src: str) -> dict[str, list[float]]:
+    """Arrival times of the RTP packets ``src`` sent, per source port: rtpengine's port of
+    each call (SIPp streams every call from one port of its own)."""
+    rows = cap.read(f"ip.src == {src} && udp && !sip", ["frame.time_epoch", "udp.srcport"])
+    out: dict[str, list[float]] = {}
+    for when, port in rows:
+        out.setdefault(port, []).append(float(when))
+    return out
+
+
+def _alive(flows: dict[str, list[float]], start: float, end: float) -> int:
+    """Flows with RTP between ``start`` and ``end``: at least 10 packets (20 ms packets;
+    RTCP, every few seconds on the port next to each, does not count)."""
+    return sum(1 for ts in flows.values() if sum(1 for t in ts if start <= t <= end) >= 10)
+
+
+def _gap_ms(flows: dict[str, list[float]], start: float, end: float) -> float:
+    """The longest gap between two packets of a flow between ``start`` and ``end`` (from
+    before the kill to after the switch)."""
+    worst = 0.0
+    for ts in flows.values():
+        inside = sorted(t for t in ts if start <= t <= end)
+        worst = max([worst, *((b - a) * 1000 for a, b in itertools.pairwise(inside))])
+    return worst
+
+
+def test_calls_survive_the_death_of_the_active_edge(kit: ck.Lab) -> None:
+    k = kit
+    assert ck.wait_for(lambda: active_edge(k) is not None, 30), "no edge holds the vip"
+    active = active_edge(k)
+    assert active is not None
+    standby = EDGES[1 - EDGES.index(active)]
+    # the pair shares state: each edge sees the other on the DMQ bus
+    assert ck.wait_for(
+        lambda: any(
+            n.get("status") == "active" and str(n.get("local")) in ("0", "False", "false", "None")
+            for n in dmq_nodes(k, active)
+        ),
+        90,
+    ), k.rpc(active, "dmq.list_nodes")
+    assert options_answered(1.0)
+
+    workdir = Path(tempfile.mkdtemp(prefix="siporch-pair-"))
+    with (
+        ck.capture(k, ITSP, f"udp and host {VIP} and not port 5060") as itsp_cap,
+        ck.capture(k, PBX, f"udp and host {VIP} and not port 5060") as pbx_cap,
+    ):
+        callers = _callers(k, workdir)
+        try:
+            assert ck.wait_for(lambda: _answered(workdir) == CALLS, 60), (
+                f"{_answered(workdir)}/{CALLS} calls answered"
+            )
+            up = _answered(workdir)
+            time.sleep(RTP_WINDOW_S + 0.5)  # RTP of every call before the kill
+            killed = time.time()
+            t0 = time.monotonic()
+            out = k.run(
+                active,
+                "systemctl kill -s SIGKILL kamailio.service rtpengine-daemon.service; echo done",
+            )
+            assert "done" in out, out
+            took_vip = took_sip = None
+            while time.monotonic() - t0 < 15:
+                if took_vip is None and holds_vip(k, standby):
+                    took_vip = time.monotonic() - t0
+                if took_sip is None and options_answered():
+                    took_sip = time.monotonic() - t0
+                if took_vip is not None and took_sip is not None:
+                    break
+                time.sleep(0.05)
+            switched = time.time()
+            time.sleep(RTP_WINDOW_S + 2)  # RTP of every call after the switch
+            callers.wait(timeout=CALL_S + 90)
+        finally:
+            ck.stop(callers)
+    try:
+        ok, failed = ck._stat(workdir / "stat.csv")
+        to_itsp = _flows(itsp_cap, VIP)
+        to_pbx = _flows(pbx_cap, VIP)
+        before = (killed - RTP_WINDOW_S, killed)
+        after_start = switched + 0.5
+        after = (after_start, after_start + RTP_WINDOW_S)
+        kept_itsp = _alive(to_itsp, *after)
+        kept_pbx = _alive(to_pbx, *after)
+        span = (killed - 1.0, switched + RTP_WINDOW_S)
+        gap = max(_gap_ms(to_itsp, *span), _gap_ms(to_pbx, *span))
+        print(
+            f"EDGE-PAIR calls={CALLS} up={up} active={active} vip_s={took_vip} "
+            f"sip_s={took_sip} rtp_before itsp={_alive(to_itsp, *before)} "
+            f"pbx={_alive(to_pbx, *before)} rtp_after itsp={kept_itsp} pbx={kept_pbx} "
+            f"gap_ms={gap:.0f} ended_ok={ok} failed={failed}"
+        )
+        assert took_vip is not None and took_vip <= TAKEOVER_S, f"vip after {took_vip} s"
+        assert took_sip is not None, "the standby did not answer on the floating address"
+        assert _alive(to_itsp, *before) == CALLS and _alive(to_pbx, *before) == CALLS
+        assert (kept_itsp, kept_pbx) == (CALLS, CALLS), "calls lost their media"
+        assert (ok, failed) == (CALLS, 0), "calls did not end with BYE / 200 OK"
+    finally:
+        ck.cleanup_capture(itsp_cap)
+        ck.cleanup_capture(pbx_cap)
+        _start(k, active)
