@@ -68,8 +68,9 @@ def model_part_json(model: Model, part: str) -> str:
     def dump() -> str:
         from pydantic import TypeAdapter
 
-        field = type(model).model_fields[part]
-        return TypeAdapter(field.annotation).dump_json(getattr(model, part)).decode()
+        annotation = type(model).model_fields[part].annotation
+        assert annotation is not None  # every field of the model is annotated
+        return TypeAdapter(annotation).dump_json(getattr(model, part)).decode()
 
     return shared_text(f"model-json:{part}", dump)
 
