@@ -99,3 +99,69 @@ def test_rtpengine_runs_the_rendered_config(where: str, tmp_path: Path) -> None:
     assert reply == b"siporch1 d6:result4:ponge", (reply, text)
     assert "Startup complete" in text, text
     assert "ERR" not in text and "WARNING" not in text, text
+
+
+def _pair_conf(ng_port: int) -> str:
+    """edge-central as one edge of the example's pair (sessions in Redis at db-central), its
+    media on the loopback instead of the floating address."""
+    data = example().model_dump()
+    data["hosts"]["edge-central"]["rtpengine"]["ng_port"] = ng_port
+    conf = rtpengine.render(Model.model_validate(data), "edge-central")["rtpengine/rtpengine.conf"]
+    assert "redis = " in conf, conf
+    lines = [
+        "interface = 127.0.0.1" if ln.startswith("interface = ") else ln for ln in conf.splitlines()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("where", ["host", "sid-root"])
+def test_paired_edge_rtpengine_starts_while_redis_is_down(where: str, tmp_path: Path) -> None:
+    """An edge that restarts while its Redis does not answer still carries calls: its
+    rtpengine starts (and answers NG) instead of refusing to start. Run in a network
+    namespace of its own, where the Redis address is unreachable."""
+    port = _free_udp_port()
+    (tmp_path / "rtpengine.conf").write_text(_pair_conf(port))
+    if where == "host":
+        if shutil.which("rtpengine") is None:
+            pytest.skip("rtpengine is not installed on this host")
+        run = f"exec rtpengine --config-file {tmp_path}/rtpengine.conf"
+    else:
+        if os.geteuid() != 0 or not (ROOTFS / "usr" / "bin" / "rtpengine").exists():
+            pytest.skip(f"needs root and the lab root filesystem at {ROOTFS}")
+        root = str(ROOTFS.resolve())
+        run = (
+            f"mount --bind {tmp_path} {root}/mnt && mount -t proc proc {root}/proc && "
+            f"exec chroot {root} rtpengine --config-file /mnt/rtpengine.conf"
+        )
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace")
+    # The NG ping is sent from inside the namespace too (the port is the namespace's).
+    pinger = (
+        "import socket,sys,time\n"
+        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(0.3)\n"
+        "end=time.monotonic()+8\n"
+        "while time.monotonic()<end:\n"
+        f"    s.sendto(b'siporch1 d7:command4:pinge',('127.0.0.1',{port}))\n"
+        "    try: sys.stdout.write(s.recv(200).decode()); break\n"
+        "    except TimeoutError: pass\n"
+    )
+    (tmp_path / "ping.py").write_text(pinger)
+    # rtpengine runs in the background of the namespace's shell, which kills that one
+    # process by its PID; the PID namespace (-p -f) takes anything left with the shell.
+    script = (
+        "ip link set lo up && "
+        f"{{ ({run} --foreground --log-stderr) > {tmp_path}/rtpengine.log 2>&1 & }} && "
+        f"{shutil.which('python3') or 'python3'} {tmp_path}/ping.py; "
+        "kill $! 2>/dev/null; wait; true"
+    )
+    proc = subprocess.run(
+        ["unshare", "-n", "-m", "-p", "-f", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    text = (tmp_path / "rtpengine.log").read_text(errors="replace")
+    assert proc.stdout == "siporch1 d6:result4:ponge", (proc.stdout, proc.stderr, text)
+    assert "Startup complete" in text, text
+    assert "Starting with no initial connection to Redis" in text, text
