@@ -307,7 +307,7 @@ def test_registration_trunk_registers_by_name(kit: Kit) -> None:
     kit.lab.asterisk("pjsip send register c-register-reg")
     assert ck.wait_for(lambda: _challenged_then_accepted(_registers()), 20), _registers()
     recs = _registers()
-    assert all(r["src_ip"] == EDGE_IP for r in recs), recs
+    assert all(r["src_ip"] == EDGE_IP for r in recs), [(r["src_ip"], r["response"]) for r in recs]
     accepted = next(r for r in recs if r["response"] == "200")
     assert accepted["ruri"] == f"sip:{C}", accepted["ruri"]  # the name, resolved by the edge
     assert accepted["host"] == "itsp-c1"  # sip1 first (SRV priority 10)
