@@ -11,7 +11,7 @@ the files rendered from a model, kept under ``<state>/cache/`` and found by cont
   executable file (a dynamic inventory, a vault password script), is never cached.
 - ``<state>/cache/render/<key>.pickle``: every host's rendered files. ``key`` hashes the
   model hash, siporch's version and a hash of its render code and templates.
-- ``<state>/cache/text/<key>.txt``: large tables kept between renders by the hash of
+- ``<state>/cache/text/<key>.pickle``: large tables kept between renders by the hash of
   their inputs and of siporch's code (:func:`siporch.render.stored_text`).
 
 An entry is written to a temporary file and renamed into place (readers see a whole entry
@@ -197,7 +197,7 @@ def _read(path: Path) -> Any:
     return value
 
 
-def _write(path: Path, value: Any) -> None:
+def _write(path: Path, value: Any, keep: int = KEEP) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(path.parent.parent, 0o700)
@@ -209,7 +209,7 @@ def _write(path: Path, value: Any) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _prune(path.parent)
+        _prune(path.parent, keep)
     except OSError:
         pass  # a cache that cannot be written is only slower
 
@@ -225,8 +225,9 @@ def _prune(directory: Path, keep: int = KEEP) -> None:
         p.unlink(missing_ok=True)
 
 
-def cached(directory: Path, key: str | None, build: Callable[[], T]) -> T:
-    """The entry ``key`` of ``directory``, built (and stored) when absent."""
+def cached(directory: Path, key: str | None, build: Callable[[], T], keep: int = KEEP) -> T:
+    """The entry ``key`` of ``directory``, built (and stored, the newest ``keep`` of the
+    directory kept) when absent."""
     if key is None or not enabled():
         return build()
     path = directory / f"{key}.pickle"
@@ -234,7 +235,7 @@ def cached(directory: Path, key: str | None, build: Callable[[], T]) -> T:
     if value is not None:
         return value  # type: ignore[no-any-return]
     value = build()
-    _write(path, value)
+    _write(path, value, keep)
     return value
 
 

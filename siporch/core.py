@@ -597,45 +597,31 @@ def plan_host(host: str, base: HostBase, candidate: HostManifest | None) -> Host
     return HostPlan(host, base, changes, reloads)
 
 
+def recorded_trunk_ids(manifest: Mapping[str, Any]) -> dict[str, int] | None:
+    """{trunk: id} as a release's manifest records them; None for a release made before
+    they were recorded."""
+    recorded = manifest.get(TRUNK_IDS)
+    if not isinstance(recorded, dict):
+        return None
+    return {str(k): int(v) for k, v in recorded.items()}
+
+
 def model_summary(
     out_dir: Path,
     bases: Iterable[HostBase],
-    candidate: Mapping[str, Any] | str,
+    candidate: str,
     ids: Mapping[str, int] | None = None,
 ) -> tuple[tuple[str, ...] | None, str | None]:
-    """The model changes (`siporch.plan.semantic_diff`) from the model of the release the
-    hosts run (the controller's ``<out_dir>/<id>/model.json``) to ``candidate`` (a
-    sanitized model, or its ``model.json`` text: then only the entries that differ are
-    decoded, `siporch.plan.semantic_diff_text`; ``ids``: its trunks' ids, which the
-    release's manifest records for the other side), and that release's id. Hosts never
-    deployed: everything is new. ``(None, id)`` when it cannot be known: a host unknown,
-    hosts on different releases, or the release's model not on this controller."""
-    from siporch.plan import semantic_diff
-
-    if isinstance(candidate, str):
-        return _text_summary(out_dir, list(bases), candidate, ids)
-
-    bases = list(bases)
-    if any(not b.known for b in bases):
-        return None, None
-    releases = {b.release for b in bases if b.state == RUNS}
-    if not releases:
-        return tuple(semantic_diff(None, dict(candidate))), None
-    if len(releases) > 1:
-        return None, None
-    rid = str(releases.pop())
-    try:
-        old = json.loads((out_dir / rid / "model.json").read_text())
-    except (OSError, ValueError):
-        return None, rid
-    return tuple(semantic_diff(old, dict(candidate))), rid
-
-
-def _text_summary(
-    out_dir: Path, bases: list[HostBase], candidate: str, ids: Mapping[str, int] | None
-) -> tuple[tuple[str, ...] | None, str | None]:
+    """The model changes (`siporch.plan.semantic_diff_text`, decoding only the entries that
+    differ) from the model of the release the hosts run (the controller's
+    ``<out_dir>/<id>/model.json``) to ``candidate`` (a ``model.json`` text; ``ids``: its
+    trunks' ids, compared with those the release's manifest records), and that release's
+    id. Hosts never deployed: everything is new. ``(None, id)`` when it cannot be known: a
+    host unknown, hosts on different releases, or the release's model not on this
+    controller."""
     from siporch.plan import semantic_diff_text
 
+    bases = list(bases)
     if any(not b.known for b in bases):
         return None, None
     releases = {b.release for b in bases if b.state == RUNS}
@@ -651,11 +637,11 @@ def _text_summary(
     both = None
     if ids is not None:
         try:
-            recorded = json.loads((out_dir / rid / "manifest.json").read_text()).get(TRUNK_IDS)
+            recorded = recorded_trunk_ids(json.loads((out_dir / rid / MANIFEST).read_text()))
         except (OSError, ValueError, AttributeError):
             recorded = None
-        if isinstance(recorded, dict):
-            both = ({str(k): int(v) for k, v in recorded.items()}, ids)
+        if recorded is not None:
+            both = (recorded, ids)
     try:
         return tuple(semantic_diff_text(old, candidate, both)), rid
     except ValueError:  # the release's model.json damaged: as when it is not there
@@ -669,11 +655,11 @@ def model_changes(candidate_dir: Path, running: Iterable[str | None]) -> list[st
         HostBase("?", RUNS, rid) if rid else HostBase("?", NEVER_DEPLOYED) for rid in running
     ]
     try:
-        candidate = json.loads((candidate_dir / "model.json").read_text())
+        candidate = (candidate_dir / "model.json").read_text()
+        summary, rid = model_summary(candidate_dir.parent, bases, candidate)
     except (OSError, ValueError):
         return ["model changes: not known (the release has no model.json)"]
     ids = sorted({b.release for b in bases if b.release})
-    summary, rid = model_summary(candidate_dir.parent, bases, candidate)
     if summary is None:
         why = (
             f"the hosts run different releases ({', '.join(ids)})"

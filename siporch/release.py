@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from siporch import __version__
-from siporch.core import OWN_IDS, TRUNK_IDS, HostManifest, Manifest
+from siporch.core import OWN_IDS, TRUNK_IDS, HostManifest, Manifest, recorded_trunk_ids
 from siporch.errors import SiporchError
 from siporch.model.loader import LoadedModel, own_trunk_ids
 from siporch.model.numbering import trunk_ids
@@ -239,9 +239,9 @@ def release_trunk_ids(out_dir: Path, manifest: dict[str, Any]) -> dict[str, int]
     were, the numbering of its model.json (own ids, then name order)."""
     from siporch.core import assign_ids
 
-    recorded = manifest.get(TRUNK_IDS)
-    if isinstance(recorded, dict):
-        return {str(k): int(v) for k, v in recorded.items()}
+    recorded = recorded_trunk_ids(manifest)
+    if recorded is not None:
+        return recorded
     try:
         model = json.loads((out_dir / str(manifest.get("id")) / "model.json").read_text())
     except (OSError, ValueError):
@@ -476,10 +476,8 @@ def _changes(
             old = (out_dir / prev["id"] / "model.json").read_text()
         except (OSError, UnicodeDecodeError):
             old = None
-    recorded = (prev or {}).get(TRUNK_IDS)
-    both = None
-    if isinstance(recorded, dict):
-        both = ({str(k): int(v) for k, v in recorded.items()}, ids)
+    recorded = recorded_trunk_ids(prev or {})
+    both = None if recorded is None else (recorded, ids)
     try:
         return semantic_diff_text(old, text, both)
     except json.JSONDecodeError:  # a damaged model.json: compared with nothing, as before

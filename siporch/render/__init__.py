@@ -7,12 +7,9 @@ needs. Rendering happens once, on the controller; roles ship the result.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import hashlib
 import importlib
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -76,56 +73,20 @@ def model_part_json(model: Model, part: str) -> str:
 
 
 def stored_text(kind: str, inputs: str, build: Callable[[], str]) -> str:
-    """``build()``, kept by content between renders: the key hashes ``kind``, ``inputs``
-    (which must hold everything the text depends on besides siporch's code and templates)
-    and the hash of siporch's code and templates. A large table that a change elsewhere
-    leaves as it was (the DID tables when one trunk's limits change) is read back instead
-    of built again. Outside ``render_release(..., store=)``, or when the store cannot be
-    read or written, it is built."""
+    """``build()``, kept by content between renders (`siporch.cache.cached`): the key hashes
+    ``kind``, ``inputs`` (which must hold everything the text depends on besides siporch's
+    code and templates) and the hash of siporch's code and templates. A large table that a
+    change elsewhere leaves as it was (the DID tables when one trunk's limits change) is
+    read back instead of built again. Outside ``render_release(..., store=)``, or when the
+    store cannot be read or written, it is built."""
     store = _STORE.get()
     if store is None:
         return build()
-    from siporch.cache import code_hash
+    from siporch.cache import cached, code_hash
 
     h = hashlib.sha256(f"{kind}\0{code_hash()}\0".encode())
     h.update(inputs.encode())
-    path = store / f"{h.hexdigest()}.txt"
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError):
-        pass
-    else:
-        with contextlib.suppress(OSError):
-            os.utime(path)  # most recently used: kept longest
-        return text
-    text = build()
-    _store_write(path, text.encode("utf-8"))
-    return text
-
-
-def _store_write(path: Path, data: bytes) -> None:
-    """Write an entry whole (a temporary file renamed into place), private; keep the
-    newest :data:`STORE_KEEP`. A store that cannot be written is only slower."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(path.parent, 0o700)
-        os.chmod(path.parent.parent, 0o700)  # <state>/cache, as siporch.cache keeps it
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        entries: list[tuple[float, Path]] = []
-        for p in path.parent.glob("*.txt"):
-            with contextlib.suppress(OSError):
-                entries.append((p.stat().st_mtime, p))
-        for _, p in sorted(entries, reverse=True)[STORE_KEEP:]:
-            p.unlink(missing_ok=True)
-    except OSError:
-        pass
+    return cached(store, h.hexdigest(), build, keep=STORE_KEEP)
 
 
 def _module(name: str) -> ModuleType:
