@@ -291,3 +291,49 @@ def test_calls_survive_the_death_of_the_active_edge(kit: ck.Lab) -> None:
         ck.cleanup_capture(itsp_cap)
         ck.cleanup_capture(pbx_cap)
         _start(k, active)
+
+
+#: how soon after its rtpengine answers a Kamailio that started without it takes calls
+#: (rtpengine_disable_tout 2 s, then the next call tries rtpengine again)
+RTPENGINE_BACK_S = 4.0
+
+
+def test_a_kamailio_started_before_its_rtpengine_takes_calls_once_it_answers(
+    kit: ck.Lab,
+) -> None:
+    """systemd may start Kamailio before its rtpengine answers (a killed Kamailio restarted
+    at once, both restarted together): Kamailio then marks rtpengine disabled, and calls get
+    503 "no available proxies" until it tries rtpengine again. That must be seconds after
+    rtpengine answers, not ten. On the standby (its own address), not to move the floating
+    address: ITSP A calls the HQ DID there until a call completes."""
+    k = kit
+    assert ck.wait_for(lambda: active_edge(k) is not None, 30), "no edge holds the vip"
+    active = active_edge(k)
+    assert active is not None
+    standby = EDGES[1 - EDGES.index(active)]
+    target = f"{k.addr(standby)}:5060"
+    try:
+        k.run(standby, "systemctl stop rtpengine-daemon.service")
+        k.run(standby, "systemctl restart kamailio.service")
+        # it came up without its rtpengine, and says so
+        assert ck.wait_for(lambda: not _rtpengine_in_use(k, standby), 20), k.rpc(
+            standby, "rtpengine.show", "all"
+        )
+        k.run(standby, "systemctl start rtpengine-daemon.service")
+        assert ck.wait_for(
+            lambda: f":{NG_PORT} " in k.run(standby, ["ss", "-H", "-l", "-u", "-n"]), 30, step=0.1
+        ), k.run(standby, "systemctl status --no-pager rtpengine-daemon.service")
+        up = time.monotonic()
+        answered = None
+        results = []
+        while time.monotonic() - up < 3 * RTPENGINE_BACK_S:
+            res = ck.uac(k, ITSP, target, HQ_DID, duration_ms=200, timeout_s=15, port=25093)
+            results.append((round(time.monotonic() - up, 1), res.successful, res.failed))
+            if res.successful == 1:
+                answered = time.monotonic() - up
+                break
+            time.sleep(0.2)
+        print(f"EDGE-PAIR rtpengine back: first call answered after {answered} s: {results}")
+        assert answered is not None and answered <= RTPENGINE_BACK_S, results
+    finally:
+        _start(k, standby)
