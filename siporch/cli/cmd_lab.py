@@ -195,6 +195,10 @@ def down(keep_state: bool, as_json: bool) -> int:
     return 0
 
 
+def _status_console() -> Console:
+    return console if console.is_terminal else Console(highlight=False, width=220)
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status(as_json: bool) -> int:
@@ -207,25 +211,28 @@ def status(as_json: bool) -> int:
     if as_json:
         click.echo(json.dumps(st.to_json(), indent=2))
         return 0 if st.up else 1
+    # piped or captured: wide enough for a whole row (a pair edge's daemons column would
+    # otherwise squeeze a host's problem into fragments over several lines)
+    out = _status_console()
     if st.down:
-        console.print("the lab is down; start it with `siporch lab up`")
+        out.print("the lab is down; start it with `siporch lab up`")
         return 1
-    console.print(_host_table(st.hosts))
+    out.print(_host_table(st.hosts))
     line = _systemd_line(st.hosts)
     if line:
-        console.print(escape(line), soft_wrap=True)
+        out.print(escape(line), soft_wrap=True)
     if not st.bridge:
-        console.print(f"[red]bridge {lab.topology.BRIDGE} is missing[/red]")
+        out.print(f"[red]bridge {lab.topology.BRIDGE} is missing[/red]")
     for item in st.impairments:
-        console.print(f"impairment: {escape(item)}")
-    console.print(
+        out.print(f"impairment: {escape(item)}")
+    out.print(
         f"rootfs {escape(str(st.rootfs))}"
         + (f" (edges on {escape(st.edge_root)})" if st.edge_root != "sid" else "")
         + f"; inventory {escape(str(st.inventory))}",
         soft_wrap=True,
     )
     good = sum(1 for h in st.hosts if h.ok)
-    console.print(("lab up" if st.up else "lab NOT up") + f": {good}/{len(st.hosts)} hosts")
+    out.print(("lab up" if st.up else "lab NOT up") + f": {good}/{len(st.hosts)} hosts")
     return 0 if st.up else 1
 
 

@@ -419,6 +419,8 @@ def _host_context(
         "keepalive": model.calls.keepalive,
         "dmq": _dmq_context(model, name, h),
         "vip": str(pair.vip) if pair is not None and pair.vip is not None else None,
+        # route PAIR_SOCKET: the floating address's port per transport ("udp=5060;tls=5061")
+        "vip_ports": ";".join(f"{t.protocol}={t.port}" for t in h.transports),
     }
 
 

@@ -368,8 +368,8 @@ def test_486_goes_back_with_no_failover(kit: ck.Lab) -> None:
 
 def test_registration_trunk_registers_refreshes_and_takes_calls(kit: ck.Lab, lab: Any) -> None:
     """itsp-b: a digest registrar over TLS (lab certificate) on itsp-b. The PBX's
-    registration reaches it through the edge (TLS from 198.18.0.10, the central pair's
-    floating address 198.18.0.9 as Contact),
+    registration reaches it through the edge (TLS from the central pair's floating address
+    198.18.0.9, also its Contact),
     answers the 401 challenge, is refreshed at the registrar's expiry; then itsp-b calls the
     registered contact over TLS with an SRTP (SDES) offer and the PBX answers, SRTP toward
     itsp-b on rtpengine."""
@@ -396,7 +396,7 @@ def test_registration_trunk_registers_refreshes_and_takes_calls(kit: ck.Lab, lab
     seen = {a for e in entries for a in re.findall(r"198\.18\.0\.\d+", e.get("text", ""))}
     leaked = seen - {EDGE_IP, VIP}
     assert entries[0]["auth"] is False and not entries[0]["ok"]  # challenged first
-    assert {e["peer"] for e in entries} == {EDGE_IP}
+    assert {e["peer"] for e in entries} == {VIP}
     first_ok = registered[0]
     assert VIP in first_ok["contact"] and "198.18.0.20" not in first_ok["contact"]
     refresh = registered[1]["time"] - first_ok["time"]

@@ -51,6 +51,8 @@ pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[2]
 EDGE = "edge-central"
 EDGE_IP = "198.18.0.10"
+#: the central pair's floating address: what the pair sends toward providers leaves from it
+VIP = "198.18.0.9"
 C = "itsp-c.example"
 PROVIDERS = provider.PROVIDER_HOSTS  # itsp-c1 (sip1), itsp-c2 (sip2)
 WRONG_PASSWORD = "not-the-itsp-c-secret"
@@ -261,7 +263,8 @@ def _problems(report: dict[str, Any], trunk: str) -> list[str]:
 def test_challenged_invite_on_a_credentials_trunk(kit: Kit) -> None:
     """itsp-c (credentials, no registration): 407, the edge answers, the call is up."""
     invites = _answered_call(kit, CREDENTIALS)
-    assert invites[1]["src_ip"] == EDGE_IP and invites[1]["host"] == "itsp-c1"  # sip1 first
+    # sent to the edge's own address, relayed from the pair's floating address
+    assert invites[1]["src_ip"] == VIP and invites[1]["host"] == "itsp-c1"  # sip1 first
     # a credentials trunk does not register (c-register, the same account, does)
     assert "itsp-c-reg" not in kit.lab.asterisk("pjsip show registrations")
     # and from Asterisk, the PBX itself
@@ -307,7 +310,8 @@ def test_registration_trunk_registers_by_name(kit: Kit) -> None:
     kit.lab.asterisk("pjsip send register c-register-reg")
     assert ck.wait_for(lambda: _challenged_then_accepted(_registers()), 20), _registers()
     recs = _registers()
-    assert all(r["src_ip"] == EDGE_IP for r in recs), [(r["src_ip"], r["response"]) for r in recs]
+    # from the pair's floating address, as its INVITEs: ITSP C sees one address
+    assert all(r["src_ip"] == VIP for r in recs), [(r["src_ip"], r["response"]) for r in recs]
     accepted = next(r for r in recs if r["response"] == "200")
     assert accepted["ruri"] == f"sip:{C}", accepted["ruri"]  # the name, resolved by the edge
     assert accepted["host"] == "itsp-c1"  # sip1 first (SRV priority 10)
