@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import signal
 import socket
 import subprocess
 import threading
@@ -46,6 +45,7 @@ class Callers:
     proc: subprocess.Popen[str]
     workdir: Path
     tag: str
+    control_port: int = 0
 
     @property
     def trace(self) -> Path:
@@ -71,10 +71,41 @@ class Callers:
         """(successful, failed) calls as SIPp counted them."""
         return ck._stat(self.stat)
 
-    def soft_stop(self) -> None:
-        """No new calls; the calls up end as they would (SIPp's SIGUSR1)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGUSR1)
+    def pause(self, k: ck.Lab, host: str) -> None:
+        """No new calls (SIPp's `p`, sent to its control port inside ``host``); the calls
+        up go on and end as they would. (SIGUSR1, SIPp's soft exit, ends them at once:
+        CANCEL or a BYE without the route set.)"""
+        if self.proc.poll() is None and self.control_port:
+            script = (
+                "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM);"
+                f"s.sendto(b'p', ('127.0.0.1', {self.control_port}))"
+            )
+            subprocess.run(
+                ["ip", "netns", "exec", k.ns(host), "python3", "-c", script],
+                capture_output=True, timeout=30,
+            )  # fmt: skip
+
+    def current_calls(self) -> int:
+        """Calls in progress, from the last line of SIPp's statistics (-1: unknown)."""
+        try:
+            lines = self.stat.read_text().splitlines()
+        except OSError:
+            return -1
+        if len(lines) < 2:
+            return -1
+        idx = {n: i for i, n in enumerate(lines[0].split(";"))}
+        try:
+            return int(lines[-1].split(";")[idx["CurrentCall"]])
+        except (KeyError, IndexError, ValueError):
+            return -1
+
+    def finish(self, k: ck.Lab, host: str, seconds: float) -> bool:
+        """Pause, wait (polled) until no call is in progress, then stop SIPp: every call
+        it placed ended as its scenario says. False when calls were still up."""
+        self.pause(k, host)
+        done = ck.wait_for(lambda: self.current_calls() == 0, seconds, step=0.5)
+        ck.stop(self.proc)
+        return done
 
     def wait(self, seconds: float) -> int:
         try:
@@ -126,7 +157,7 @@ def callers(
     """``calls`` calls from ``host`` (``address``:``port``) to ``target`` at ``rate`` per
     second, each with RTP for ``hold_s`` seconds after its answer, then BYE. Started, not
     waited for."""
-    c = Callers(None, workdir, tag)  # type: ignore[arg-type]
+    c = Callers(None, workdir, tag, control_port=port + 1000)  # type: ignore[arg-type]
     argv = [
         "ip", "netns", "exec", k.ns(host), ck.sipp(),
         "-sf", str(scenario("uac_media")), "-s", number,
@@ -136,6 +167,7 @@ def callers(
         "-recv_timeout", "20000", "-timeout", f"{int(hold_s) + int(calls / rate) + 60}s",
         "-timeout_error", "-nostdin", "-trace_stat", "-stf", str(c.stat), "-fd", "1",
         "-trace_msg", "-message_file", str(c.trace), "-max_socket", "400",
+        "-ci", "127.0.0.1", "-cp", str(c.control_port),
         target,
     ]  # fmt: skip
     c.proc = subprocess.Popen(

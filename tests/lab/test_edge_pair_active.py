@@ -306,7 +306,7 @@ def test_rolling_deploy_of_the_pair_under_calls(standby: ck.Lab, lab: Any, tmp_p
                 bad = pk.deploy(inv3)
                 took_bad = time.monotonic() - t0
             r3 = {e: pk.release_of(k, e) for e in pk.EDGES}
-        new.soft_stop()
+        new.pause(k, ITSP)
         deploys_s = time.monotonic() - started
         failures = bad.failures()
         hosts = {h["host"]: h for h in (bad.report or {}).get("hosts", [])}
@@ -326,11 +326,11 @@ def test_rolling_deploy_of_the_pair_under_calls(standby: ck.Lab, lab: Any, tmp_p
         assert probe.worst < 2.0, f"the floating address went unanswered {probe.worst:.2f} s"
     finally:
         if new is not None:
-            new.soft_stop()
-            new_result = (new.wait(60), new.result(), new.refused())
+            new_result = (new.finish(k, ITSP, 60), new.result(), new.refused())
         held_result = (held.wait(HOLD_DEPLOYS_S + 90), held.result(), held.refused())
     print(f"EDGE-PAIR-ROLL held={held_result} new={new_result}")
     assert held_result[1] == (HELD, 0), held_result
     ok_new, failed_new = new_result[1]
-    assert ok_new >= 20 and failed_new == 0 and not new_result[2], new_result
+    assert new_result[0] and ok_new >= 20 and failed_new == 0, new_result
+    assert not new_result[2], new_result
     shutil.rmtree(workdir, ignore_errors=True)
