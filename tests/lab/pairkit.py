@@ -465,3 +465,62 @@ def setup_seconds(trace: Path) -> list[float]:
         ):
             out.setdefault(cid.group(1), when - sent[cid.group(1)])
     return [out[c] for c in sorted(out, key=lambda c: sent[c])]
+
+
+def unfinished(trace: Path) -> dict[str, list[str]]:
+    """The calls of a SIPp trace whose BYE got no 200 OK or whose INVITE got no 200 OK:
+    Call-ID -> the first lines of what was sent (>) and received (<), in order."""
+    try:
+        text = trace.read_text(errors="replace")
+    except OSError:
+        return {}
+    flows: dict[str, list[tuple[float, str]]] = {}
+    for kind, mark in (("sent", ">"), ("received", "<")):
+        for when, m in ck.timed_messages(text, kind):
+            cid = re.search(r"(?im)^(?:Call-ID|i):\s*(\S+)", m)
+            cseq = re.search(r"(?im)^CSeq:\s*(.*)$", m)
+            if cid:
+                line = f"{mark} {m.splitlines()[0][:60]} ({cseq.group(1).strip() if cseq else ''})"
+                flows.setdefault(cid.group(1), []).append((when, line))
+    out = {}
+    for cid, items in flows.items():
+        lines = [x for _, x in sorted(items)]
+        if not any(x.startswith("< SIP/2.0 200") and "BYE" in x for x in lines):
+            out[cid] = lines
+    return out
+
+
+RTPENGINE_HELPER = "/usr/local/lib/siporch/siporch_rtpengine.py"
+RTPENGINE_CONF = "/etc/siporch/current/rtpengine/rtpengine.conf"
+
+
+def media_sessions(k: ck.Lab, edge: str) -> int:
+    """The sessions the edge's rtpengine carries (-1: not readable), as a deploy's guard
+    counts them."""
+    out = k.run(edge, [RTPENGINE_HELPER, "--conf", RTPENGINE_CONF, "sessions"]).strip()
+    return int(out) if out.isdigit() else -1
+
+
+def media_drained(k: ck.Lab, seconds: float) -> bool:
+    """Polled until no edge of the pair carries a media session (a deploy that restarts
+    rtpengine refuses to while one does): the calls of an earlier test end, and
+    rtpengine times out the media of a call whose signalling is gone."""
+    return ck.wait_for(lambda: all(media_sessions(k, e) <= 0 for e in EDGES), seconds, 1.0)
+
+
+def ensure_model(k: ck.Lab, inventory: Path) -> str:
+    """``inventory``'s model deployed (as callkit.ensure_deployed: nothing to do when the
+    hosts run it). The switch between the pair's modes restarts rtpengine, which a deploy
+    refuses while it carries sessions: polled until they are gone (120 s: rtpengine times
+    out the media of calls whose signalling ended); sessions still there then are what
+    earlier runs left behind, and the deploy is forced."""
+    want = ck.model_hash(inventory)
+    if all(
+        ck.current_release(k, h).endswith(f"-{want}") and ck._daemons_up(k, h) for h in PAIR_HOSTS
+    ):
+        return ""
+    force = not media_drained(k, 120)
+    result = deploy(inventory, {"siporch_force": True} if force else None)
+    if not result.ok:
+        raise RuntimeError("deploy failed:\n" + "\n".join(result.output[-40:]))
+    return "forced" if force else "deployed"
