@@ -46,6 +46,7 @@ class Callers:
     workdir: Path
     tag: str
     control_port: int = 0
+    control_address: str = "127.0.0.1"
 
     @property
     def trace(self) -> Path:
@@ -78,7 +79,7 @@ class Callers:
         if self.proc.poll() is None and self.control_port:
             script = (
                 "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM);"
-                f"s.sendto(b'p', ('127.0.0.1', {self.control_port}))"
+                f"s.sendto(b'p', ({self.control_address!r}, {self.control_port}))"
             )
             subprocess.run(
                 ["ip", "netns", "exec", k.ns(host), "python3", "-c", script],
@@ -157,7 +158,8 @@ def callers(
     """``calls`` calls from ``host`` (``address``:``port``) to ``target`` at ``rate`` per
     second, each with RTP for ``hold_s`` seconds after its answer, then BYE. Started, not
     waited for."""
-    c = Callers(None, workdir, tag, control_port=port + 1000)  # type: ignore[arg-type]
+    # the control socket on the host's own address (a host's lo may be down)
+    c = Callers(None, workdir, tag, port + 1000, address)  # type: ignore[arg-type]
     argv = [
         "ip", "netns", "exec", k.ns(host), ck.sipp(),
         "-sf", str(scenario("uac_media")), "-s", number,
@@ -167,7 +169,7 @@ def callers(
         "-recv_timeout", "20000", "-timeout", f"{int(hold_s) + int(calls / rate) + 60}s",
         "-timeout_error", "-nostdin", "-trace_stat", "-stf", str(c.stat), "-fd", "1",
         "-trace_msg", "-message_file", str(c.trace), "-max_socket", "400",
-        "-ci", "127.0.0.1", "-cp", str(c.control_port),
+        "-ci", address, "-cp", str(c.control_port),
         target,
     ]  # fmt: skip
     c.proc = subprocess.Popen(
