@@ -1,0 +1,336 @@
+"""The central edge pair on real engines, beyond the death of the active edge
+(tests/lab/test_edge_pair.py); helpers in tests/lab/pairkit.py:
+
+* **max_channels across two active-active edges**: the lab inventory with the central pair
+  in ``active-active`` mode (no floating address: each edge takes calls at its own address,
+  DMQ between them), deployed by the module and replaced by the lab's own model at its end.
+  ITSP A (``max_channels: 30``) sends 15 calls with RTP to each edge (SIPp ``uac_media.xml``
+  on itsp-a1, held up, the PBX answers with Echo); both edges count 30 in the trunk's dialog
+  profile, and the 31st call is refused with 503 by either edge although each carries only
+  15 of the 30: the profile counts the other edge's dialogs too (``dialog`` with
+  ``enable_dmq``). When the calls end, both counts go back to 0. (Calls of ITSP A that an
+  earlier module left up are counted in: the test fills the trunk up to 30.)
+* **SRV failover** (the same active-active deploy): the lab DNS gets
+  ``_sip._udp.central.lab.example`` with both edges (same priority and weight). SIPp does
+  no DNS, so ITSP A's side is a Kamailio proxy of the test's own on itsp-a1 (its resolver is
+  the lab DNS) that sends every new call to ``sip:<number>@central.lab.example``, SIPp
+  calling through it. Calls complete on both edges; with edge-central partitioned from
+  itsp-a1 (``siporch lab impair --partition``), every new call completes through
+  edge-central-2: the proxy's tries of the dead edge time out (fr_timer 2 s), the next SRV
+  target is tried (``use_dns_failover``), and the dead edge is blocklisted.
+* **Rolling deploys of the active-standby pair under calls** (the lab's own model): 10
+  calls with RTP held through everything, new calls at 1 per second, OPTIONS to the
+  floating address every 200 ms; a deploy of a one-trunk change with ``--serial 2``
+  passes (edge-central-2 in the pair's own play, after edge-central), then a deploy whose
+  pair gate fails on edge-central-2 (its Redis refused) puts both edges back. No call up
+  is dropped, no new call fails, the floating address always answers.
+
+The figures are printed (``EDGE-PAIR-AA``, ``EDGE-PAIR-SRV``, ``EDGE-PAIR-ROLL``);
+docs/benchmarks.md quotes them. The module ends with the lab's own model deployed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import callkit as ck
+import pairkit as pk
+import pytest
+
+pytestmark = pytest.mark.lab
+
+ITSP = "itsp-a1"
+ITSP_ADDRESS = "198.18.1.10"
+HQ_DID = "2025550100"  # +12025550100, hq-main: the PBX answers (Echo)
+MAX = 30  # itsp-a's max_channels in the lab model
+HOLD_S = 30
+
+
+@pytest.fixture(scope="module")
+def lab_kit(lab: Any) -> Iterator[ck.Lab]:
+    """The deploy lock for the whole module; the lab's own model deployed at its end."""
+    k = ck.Lab(lab)
+    with ck.deploy_lock(wait=2400):
+        try:
+            yield k
+        finally:
+            pk.ensure_model(k, lab.inventory)
+            # keepalived is back on both edges: one of them holds the floating address
+            assert ck.wait_for(lambda: _vip_holders(k) == 1, 60), "no edge holds the vip"
+
+
+def _vip_holders(k: ck.Lab) -> int:
+    return sum(
+        f" {pk.VIP}/" in k.run(e, ["ip", "-o", "-4", "addr", "show", "dev", "eth0"])
+        for e in pk.EDGES
+    )
+
+
+@pytest.fixture(scope="module")
+def aa(lab_kit: ck.Lab, lab: Any, tmp_path_factory: pytest.TempPathFactory) -> ck.Lab:
+    """The central pair deployed active-active, DMQ up between the two edges."""
+    k = lab_kit
+    inv = ck.copy_inventory(lab, tmp_path_factory.mktemp("active"))
+    ck.edit_model(inv, pk.active_active)
+    pk.ensure_model(k, inv)
+    for edge in pk.EDGES:
+        assert ck.wait_for(lambda e=edge: pk.dmq_peers_active(k, e), 90), k.rpc(
+            edge, "dmq.list_nodes"
+        )
+    return k
+
+
+def _sizes(k: ck.Lab, tid: int) -> dict[str, int | None]:
+    return {e: pk.profile_size(k, e, tid) for e in pk.EDGES}
+
+
+def test_max_channels_holds_across_two_active_edges(aa: ck.Lab) -> None:
+    k = aa
+    tid = pk.trunk_id(k, "edge-central", "itsp-a")
+    # calls an earlier module left up end within the dialog keepalives' time (75 s); one
+    # still counted by both edges after that is counted in: the test fills the rest
+    ck.wait_for(lambda: set(_sizes(k, tid).values()) == {0}, 90)
+    assert ck.wait_for(lambda: len(set(_sizes(k, tid).values())) == 1, 30), _sizes(k, tid)
+    left = int(next(iter(_sizes(k, tid).values())) or 0)
+    assert left < MAX // 2, f"{left} calls of itsp-a left up in the lab"
+    per_edge = [(MAX - left + 1) // 2, (MAX - left) // 2]
+    workdir = Path(tempfile.mkdtemp(prefix="siporch-aa-"))
+    started = time.monotonic()
+    runs = []
+    for i, (edge, address) in enumerate(pk.EDGES.items()):
+        run = pk.callers(
+            k, ITSP, ITSP_ADDRESS, f"{address}:5060", HQ_DID, workdir, tag=edge,
+            port=25093 + i, media_port=6000 + 10000 * i, calls=per_edge[i], rate=10,
+            hold_s=HOLD_S,
+        )  # fmt: skip
+        runs.append(run)
+    try:
+        assert ck.wait_for(lambda: [r.answered() for r in runs] == per_edge, 60), [
+            (r.answered(), r.refused()) for r in runs
+        ]
+        # each edge counts the other's calls as well
+        assert ck.wait_for(lambda: set(_sizes(k, tid).values()) == {MAX}, 10, step=0.1), _sizes(
+            k, tid
+        )
+        sizes = _sizes(k, tid)
+        refused: dict[str, list[int]] = {}
+        for edge, address in pk.EDGES.items():
+            out = ck.invite(k, ITSP, address, HQ_DID, src=ITSP_ADDRESS, wait=5.0)
+            refused[edge] = out[0]["codes"]
+        still_up = time.monotonic() - started < HOLD_S  # the 30 were up all along
+        print(
+            f"EDGE-PAIR-AA left_before={left} held={[r.answered() for r in runs]} "
+            f"profiles={sizes} next_call={refused}"
+        )
+        for edge, codes in refused.items():
+            assert codes and codes[-1] == 503, (edge, codes)
+        assert still_up
+    finally:
+        results = [(r.wait(HOLD_S + 90), r.result()) for r in runs]
+    print(f"EDGE-PAIR-AA ended={results}")
+    assert [res for _, res in results] == [(n, 0) for n in per_edge], results
+    # the calls ended: both counts back (the BYE seen by one edge ends the dialog on both)
+    assert ck.wait_for(lambda: set(_sizes(k, tid).values()) <= {0, left}, 30), _sizes(k, tid)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------- SRV failover (active-active)
+
+SRV_DOMAIN = "central.lab.example"
+SRV_RECORD = f"_sip._udp.{SRV_DOMAIN}"
+PROXY_PORT = 5070
+SRV_CALLS = 6
+#: the proxy's INVITE timer: how long a call waits for the partitioned edge before the
+#: next SRV target is tried
+FR_MS = 2000
+
+
+@pytest.fixture
+def srv(aa: ck.Lab) -> Iterator[ck.Lab]:
+    """The site's SIP name in the lab DNS: both edges, same priority and weight."""
+    from siporch.lab import dns
+
+    dns.set_record(
+        SRV_RECORD,
+        "SRV",
+        [f"10 10 5060 {edge}.lab.example" for edge in pk.EDGES],
+    )
+    try:
+        yield aa
+    finally:
+        dns.delete_record(SRV_RECORD)
+
+
+def _impair(*args: str) -> None:
+    subprocess.run(
+        ["siporch", "lab", "impair", "edge-central", ITSP, *args],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_new_calls_find_the_other_edge_by_srv(srv: ck.Lab) -> None:
+    """ITSP A reaches the site by its SIP name (a Kamailio proxy of its own on itsp-a1,
+    SIPp behind it: SIPp does no DNS): calls complete on either edge; with edge-central
+    partitioned from ITSP A, every new call completes through edge-central-2: the calls
+    that the proxy sent to the dead target waited for its INVITE timer (fr_timer), then the
+    target is blocklisted and the next calls go straight to the other edge."""
+    k = srv
+    workdir = Path(tempfile.mkdtemp(prefix="siporch-srv-"))
+    with pk.srv_proxy(k, ITSP, ITSP_ADDRESS, PROXY_PORT, SRV_DOMAIN, fr_ms=FR_MS) as proxy:
+        both = pk.callers(
+            k, ITSP, ITSP_ADDRESS, proxy, HQ_DID, workdir, tag="both", port=25101,
+            calls=SRV_CALLS, rate=2, hold_s=2,
+        )  # fmt: skip
+        both.wait(90)
+        before = (both.result(), pk.answered_via(both.trace))
+        _impair("--partition")
+        try:
+            part = pk.callers(
+                k, ITSP, ITSP_ADDRESS, proxy, HQ_DID, workdir, tag="part", port=25102,
+                calls=SRV_CALLS, rate=1, hold_s=2,
+            )  # fmt: skip
+            part.wait(120)
+        finally:
+            _impair("--clear")
+    after = (part.result(), pk.answered_via(part.trace))
+    setup = pk.setup_seconds(part.trace)
+    print(
+        f"EDGE-PAIR-SRV before={before} partitioned={after} setup_s={[round(s, 2) for s in setup]}"
+    )
+    assert before[0] == (SRV_CALLS, 0), (before, pk.unfinished(both.trace))
+    assert sum(before[1].values()) == SRV_CALLS, before
+    assert after[0] == (SRV_CALLS, 0), (after, pk.unfinished(part.trace))
+    assert after[1] == {"edge-central-2": SRV_CALLS}, after
+    # the calls placed before the first try of the partitioned edge timed out may have
+    # waited for it (fr_timer); the edge is blocklisted then, and the later calls go
+    # straight to edge-central-2
+    waited = FR_MS / 1000 - 0.2
+    first_late = int(FR_MS / 1000 + 1) + 1
+    assert all(s < waited for s in setup[first_late:]), setup
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ------------------------------------------------- rolling deploys of the active-standby pair
+
+HELD = 10  # calls up with RTP through the whole of both deploys
+NEW_RATE = 1.0  # new calls per second meanwhile, each 2 s with RTP
+HOLD_DEPLOYS_S = 420  # both deploys took up to 340 s on a loaded machine
+REDIS = ("198.18.0.30", 6379)
+
+
+@pytest.fixture(scope="module")
+def standby(lab_kit: ck.Lab, lab: Any) -> ck.Lab:
+    """The lab's own model (the pair active-standby) deployed, every daemon of the pair
+    up, DMQ between the edges, one of them holding the floating address."""
+    k = lab_kit
+    pk.ensure_model(k, lab.inventory)
+    for edge in pk.EDGES:
+        assert ck.wait_for(lambda e=edge: pk.rtpengine_in_use(k, e), 40, step=0.5), edge
+        assert ck.wait_for(lambda e=edge: pk.dmq_peers_active(k, e), 90), edge
+    assert ck.wait_for(lambda: len(pk.vip_holders(k)) == 1, 30), pk.vip_holders(k)
+    assert ck.wait_for(lambda: pk.options_answered(pk.VIP), 30)
+    return k
+
+
+HOST_BY_HOST = "Deploy the release host by host"
+PAIR_PLAY = "Deploy the other edges of each pair, one at a time"
+
+
+def _plays(output: list[str]) -> dict[str, str]:
+    """The playbook's output, play by play (name -> its lines)."""
+    out: dict[str, list[str]] = {}
+    name = ""
+    for line in output:
+        m = re.match(r"PLAY \[(.*)\] \*", line)
+        if m:
+            name = m.group(1)
+        out.setdefault(name, []).append(line)
+    return {n: "\n".join(lines) for n, lines in out.items()}
+
+
+def _trunk_limit(value: int) -> Any:
+    def edit(model: dict[str, Any]) -> None:
+        model["trunks"]["itsp-a"]["max_channels"] = value
+
+    return edit
+
+
+def test_rolling_deploy_of_the_pair_under_calls(standby: ck.Lab, lab: Any, tmp_path: Path) -> None:
+    """Two deploys of a one-trunk change (itsp-a's max_channels) to the active-standby pair
+    while calls are up and new calls come in: the first passes, edge by edge; the second
+    fails the pair's health gate on the second edge (its Redis refused) and both edges go
+    back to the first deploy's release. No call up is dropped, no new call fails."""
+    k = standby
+    r1 = {e: pk.release_of(k, e) for e in pk.EDGES}
+    inv2 = ck.copy_inventory(lab, tmp_path / "r2")
+    ck.edit_model(inv2, _trunk_limit(40))
+    inv3 = ck.copy_inventory(lab, tmp_path / "r3")
+    ck.edit_model(inv3, _trunk_limit(50))
+    r2_hash, r3_hash = ck.model_hash(inv2), ck.model_hash(inv3)
+    workdir = Path(tempfile.mkdtemp(prefix="siporch-roll-"))
+    target = f"{pk.VIP}:5060"
+    held = pk.callers(
+        k, ITSP, ITSP_ADDRESS, target, HQ_DID, workdir, tag="held", port=25097,
+        media_port=6000, calls=HELD, rate=10, hold_s=HOLD_DEPLOYS_S,
+    )  # fmt: skip
+    new = None
+    try:
+        assert ck.wait_for(lambda: held.answered() == HELD, 60), (held.answered(), held.refused())
+        started = time.monotonic()
+        new = pk.callers(
+            k, ITSP, ITSP_ADDRESS, target, HQ_DID, workdir, tag="new", port=25098,
+            media_port=16000, calls=1000, rate=NEW_RATE, limit=10, hold_s=2,
+        )  # fmt: skip
+        assert ck.wait_for(lambda: new.answered() >= 2, 30), new.refused()
+        with pk.Prober(pk.VIP) as probe:
+            t0 = time.monotonic()
+            ok = pk.deploy(inv2, {"siporch_serial": 2})  # batches of 2: never the pair
+            took_ok = time.monotonic() - t0
+            assert ok.ok, "\n".join(ok.output[-60:])
+            plays = _plays(ok.output)
+            # edge-central-2 is deployed in the pair's own play, after edge-central's batch
+            assert "changed: [edge-central]" in plays[HOST_BY_HOST], plays.keys()
+            assert "changed: [edge-central-2]" not in plays[HOST_BY_HOST]
+            assert "changed: [edge-central-2]" in plays[PAIR_PLAY], plays.keys()
+            r2 = {e: pk.release_of(k, e) for e in pk.EDGES}
+            assert all(r.endswith(f"-{r2_hash}") for r in r2.values()), r2
+            with pk.blocked(k, "edge-central-2", *REDIS, "SIPORCH_TEST_REDIS"):
+                t0 = time.monotonic()
+                bad = pk.deploy(inv3)
+                took_bad = time.monotonic() - t0
+            r3 = {e: pk.release_of(k, e) for e in pk.EDGES}
+        new.pause(k, ITSP)
+        deploys_s = time.monotonic() - started
+        failures = bad.failures()
+        hosts = {h["host"]: h for h in (bad.report or {}).get("hosts", [])}
+        print(
+            f"EDGE-PAIR-ROLL r1={r1} r2={r2} after_failed={r3} deploy_ok_s={took_ok:.0f} "
+            f"deploy_failed_s={took_bad:.0f} failures={failures} "
+            f"rollback={ {h: v.get('rollback', '') for h, v in hosts.items()} } "
+            f"vip_probes={probe.sent} unanswered={probe.unanswered} "
+            f"longest_unanswered_s={probe.worst:.2f}"
+        )
+        assert deploys_s < HOLD_DEPLOYS_S - 10, "the held calls ended before the deploys"
+        assert not bad.ok, "the deploy with Redis refused on edge-central-2 passed"
+        assert [f["host"] for f in failures] == ["edge-central-2"], failures
+        assert not any(r.endswith(f"-{r3_hash}") for r in r3.values()), r3
+        assert r3 == r2, (r2, r3)
+        assert hosts.get("edge-central", {}).get("rollback"), hosts.get("edge-central")
+        assert probe.worst < 2.0, f"the floating address went unanswered {probe.worst:.2f} s"
+    finally:
+        if new is not None:
+            new_result = (new.finish(k, ITSP, 60), new.result(), new.refused())
+        held_result = (held.wait(HOLD_DEPLOYS_S + 90), held.result(), held.refused())
+    print(f"EDGE-PAIR-ROLL held={held_result} new={new_result}")
+    assert held_result[1] == (HELD, 0), held_result
+    ok_new, failed_new = new_result[1]
+    assert new_result[0] and ok_new >= 20 and failed_new == 0, new_result
+    assert not new_result[2], new_result
+    shutil.rmtree(workdir, ignore_errors=True)
