@@ -175,8 +175,14 @@ UAC_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
   </recv>
   <nop next="done"/>
   <!-- the edge's dialog keepalives (in-dialog OPTIONS) during the call: 200, then back to
-       where the call was, its pause keeping its end (as siporch/sipp/uac_rr.xml) -->
+       where the call was, its pause keeping its end (as siporch/sipp/uac_rr.xml). A
+       provisional response to the INVITE that comes after its 200 (a proxy's resent 180,
+       crossing the 200 when the INVITE was resent under load) is ignored, as RFC 3261
+       has a UAC do, instead of ending the call. -->
   <label id="_unexp.main"/>
+  <recv response="100" optional="true" next="resume"/>
+  <recv response="180" optional="true" next="resume"/>
+  <recv response="183" optional="true" next="resume"/>
   <recv request="OPTIONS"/>
   <send>
     <![CDATA[
@@ -190,6 +196,7 @@ UAC_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 
     ]]>
   </send>
+  <label id="resume"/>
   <nop>
     <action>
       <pauserestore variable="_unexp.pausedaddr"/>
