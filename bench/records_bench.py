@@ -344,7 +344,7 @@ VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
     # PostgreSQL: each insert in the SIP worker, which waits for the server's answer
     "sync-inserts": (('modparam("acc", "db_insert_mode", 2)', 'modparam("acc", "db_insert_mode", 0)'),),
     # SQLite: no call record queued (the dialog variables are still set on every call)
-    "no-record": (("route[RECORD_QUEUE] {\n", "route[RECORD_QUEUE] {\n\treturn;\n"),),
+    "no-record": (("route[RECORD_ROW] {\n", "route[RECORD_ROW] {\n\treturn;\n"),),
     # SQLite: no per-call state for the records (routes ACC_START, ACC_LEG, ACC_REPLY do
     # nothing; no record queued); acc, sqlops, the timers and the dialog event routes remain
     "no-state": (
