@@ -20,8 +20,15 @@ to see where their cost goes. ``--backend postgresql``: the records go to a Post
 server of the bench's own (initdb'd in its namespace; Kamailio needs db_postgres: the lab
 root's, ``--root``). One run at a time (its namespace).
 After each run with records on, the records written are counted against the calls placed.
+``--cfg-from FILE``: one more edge in the same run, records on with FILE as its kamailio.cfg
+(e.g. an earlier commit's template). Kamailio runs with the rendered edge's memory manager
+(kamailio.env) unless ``--mem``.
 Reported per run: calls/s, and the CPU time of the edge's Kamailio processes per call (user +
-system from /proc: what a CPU-bound edge's calls/s follow, hardly moved by other load).
+system from /proc: what a CPU-bound edge's calls/s follow, hardly moved by other load);
+and the busy CPU per call: the processes' schedstat time from the run's start until 6 s
+after it (tm frees each transaction 5 s after its end), less the edge's idle CPU over that
+time (measured for 2 s before the run), so that a run stalled on a lost packet's timeout
+is not charged the timers of the stall.
 
 ``summary``: a records database with ``--records`` synthetic calls (5 trunks, 70% answered,
 10% with a failed first leg) is written, then ``siporch calls --from-file DB --summary``
