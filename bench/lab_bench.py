@@ -136,9 +136,10 @@ def start_daemons(paths: LabPaths) -> None:
             [
                 "/bin/sh",
                 "-c",
-                "SHM_MB=64; PKG_MB=8; . /etc/siporch/current/kamailio/kamailio.env; "
+                "SHM_MB=64; PKG_MB=8; MEMORY_MANAGER=qm; "
+                ". /etc/siporch/current/kamailio/kamailio.env; "
                 "kamailio -P /run/kamailio/kamailio.pid -f /etc/siporch/current/kamailio/kamailio.cfg "
-                '-m "$SHM_MB" -M "$PKG_MB" >/dev/null 2>&1',
+                '-m "$SHM_MB" -M "$PKG_MB" -x "$MEMORY_MANAGER" >/dev/null 2>&1',
             ],
         )
     time.sleep(3)

@@ -20,8 +20,15 @@ to see where their cost goes. ``--backend postgresql``: the records go to a Post
 server of the bench's own (initdb'd in its namespace; Kamailio needs db_postgres: the lab
 root's, ``--root``). One run at a time (its namespace).
 After each run with records on, the records written are counted against the calls placed.
+``--cfg-from FILE``: one more edge in the same run, records on with FILE as its kamailio.cfg
+(e.g. an earlier commit's template). Kamailio runs with the rendered edge's memory manager
+(kamailio.env) unless ``--mem``.
 Reported per run: calls/s, and the CPU time of the edge's Kamailio processes per call (user +
-system from /proc: what a CPU-bound edge's calls/s follow, hardly moved by other load).
+system from /proc: what a CPU-bound edge's calls/s follow, hardly moved by other load);
+and the busy CPU per call: the processes' schedstat time from the run's start until 6 s
+after it (tm frees each transaction 5 s after its end), less the edge's idle CPU over that
+time (measured for 2 s before the run), so that a run stalled on a lost packet's timeout
+is not charged the timers of the stall.
 
 ``summary``: a records database with ``--records`` synthetic calls (5 trunks, 70% answered,
 10% with a failed first leg) is written, then ``siporch calls --from-file DB --summary``
@@ -186,6 +193,29 @@ def _group_cpu(pgid: int) -> float:
     return total / tick
 
 
+def _group_cpu_ns(pgid: int) -> int:
+    """As :func:`_group_cpu`, in nanoseconds from each thread's schedstat (the kernel's
+    count of time on a CPU, not clock ticks)."""
+    total = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if int((d / "stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for task in (d / "task").iterdir():
+                total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+# tm keeps a transaction 5 s after its final reply (wait timer) and frees it then: the busy
+# CPU of a run is counted until that much after its last call
+CLEANUP_S = 6.0
+IDLE_S = 2.0
+
+
 def cps(args: argparse.Namespace) -> dict[str, Any]:
     if args.root:
         # Kamailio from that root file system (the lab's: Kamailio 6), with chroot
@@ -198,7 +228,10 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
         inner_base, prefix = base, []
     procs: list[subprocess.Popen[bytes]] = []
     labels = ["records on", "records off", *(f"records on, {v}" for v in args.variant or [])]
+    if args.cfg_from:
+        labels.append(CFG_FROM)
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+    managers: set[str] = set()
     pg = args.backend == "postgresql"
     netns_up()  # before the try: a namespace of another run is not this one's to remove
     try:
@@ -241,11 +274,20 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                     sub, args.trunks, records=on, inner=inner_base / sub.name,
                     records_model=PG_MODEL if pg else None,
                 )  # fmt: skip
-                if label.startswith("records on, "):
+                if label == CFG_FROM:
+                    # records on, with another kamailio.cfg (e.g. the one of an earlier
+                    # commit: git show REV:templates/kamailio/kamailio.cfg > FILE)
+                    shutil.copyfile(args.cfg_from, sub / "current" / "kamailio" / "kamailio.cfg")
+                elif label.startswith("records on, "):
                     _variant(base / sub.name / "current" / "kamailio" / "kamailio.cfg", label[12:])
+                # the memory manager of the rendered edge (kamailio.env), unless --mem
+                mem = args.mem or _env(sub / "current" / "kamailio" / "kamailio.env").get(
+                    "MEMORY_MANAGER", "qm"
+                )
+                managers.add(mem)
                 edge = cb.start(
                     [*prefix, "kamailio", "-DD", "-E", "-f", str(cfg), "-m", str(cb.SHM_MB),
-                     "-M", str(cb.PKG_MB), *(["-x", args.mem] if args.mem else [])],
+                     "-M", str(cb.PKG_MB), "-x", mem],
                     sub / "edge.log",
                     netns=NS,
                 )  # fmt: skip
@@ -260,6 +302,13 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     db = None if pg else sub / "records" / "records.sqlite"
                     c0 = _settled(db) if on else (0, 0)
+                    # the edge's idle CPU (timers, the writer's polling), once the warm-up's
+                    # transactions are freed: taken out of the busy CPU per call below
+                    time.sleep(CLEANUP_S)
+                    idle0, t_idle = _group_cpu_ns(edge.pid), time.monotonic()
+                    time.sleep(IDLE_S)
+                    idle_ns_per_s = (_group_cpu_ns(edge.pid) - idle0) / (time.monotonic() - t_idle)
+                    busy0, t_busy = _group_cpu_ns(edge.pid), time.monotonic()
                     cpu0 = _group_cpu(edge.pid)
                     res = cb.run_uac(
                         cb.PEER_BYPASS,
@@ -273,6 +322,16 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                     # runs on the machine (the calls/s of a CPU-bound edge follow it)
                     res["cpu_ms_per_call"] = round(
                         (_group_cpu(edge.pid) - cpu0) * 1000 / max(1, res["successful"]), 4
+                    )
+                    # busy CPU per call: the run and the freeing of its transactions after
+                    # it, less the idle CPU of that time (a run that stalls on a lost packet's
+                    # 10 s timeout is not charged the timers' CPU of those 10 s)
+                    time.sleep(max(0.0, CLEANUP_S - (time.monotonic() - t_busy - res["seconds"])))
+                    busy_ns = float(_group_cpu_ns(edge.pid) - busy0)
+                    busy_ns -= idle_ns_per_s * (time.monotonic() - t_busy)
+                    res["idle_cpu_ms_per_s"] = round(idle_ns_per_s / 1e6, 3)
+                    res["busy_cpu_ms_per_call"] = round(
+                        busy_ns / 1e6 / max(1, res["successful"]), 4
                     )
                     if on:
                         c1 = _settled(db)  # the last calls' records
@@ -295,9 +354,20 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                     "label": label,
                     "cps": statistics.median(x["cps"] for x in results),
                     "cpu_ms_per_call": statistics.median(x["cpu_ms_per_call"] for x in results),
+                    "busy_cpu_ms_per_call": statistics.median(
+                        x["busy_cpu_ms_per_call"] for x in results
+                    ),
                     "failed": sum(x["failed"] for x in results),
                     "runs": results,
                 }
+            )
+        off_row = rows[1]
+        for row in rows:
+            # each edge against records off, same run: calls/s and CPU per call (off / this)
+            row["ratio_cps"] = round(row["cps"] / (off_row["cps"] or 1.0), 3)
+            row["ratio_cpu"] = round(off_row["cpu_ms_per_call"] / (row["cpu_ms_per_call"] or 1), 3)
+            row["ratio_busy_cpu"] = round(
+                off_row["busy_cpu_ms_per_call"] / (row["busy_cpu_ms_per_call"] or 1), 3
             )
         ratio = rows[0]["cps"] / (rows[1]["cps"] or 1.0)
         # each round's on/off pair ran back to back: the median of the per-round ratios is
@@ -316,14 +386,25 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                 "pkg_mb": cb.PKG_MB,
                 "children": cb.CHILDREN,
                 "version": _version(prefix),
-                "memory_manager": args.mem or "default (qm)",
+                "memory_manager": ", ".join(sorted(managers)),
             },
             "backend": args.backend,
+            "cfg_from": str(args.cfg_from) if args.cfg_from else None,
             "rows": rows,
             "ratio_on_off": round(ratio, 3),
             "ratio_paired_median": round(paired, 3),
             # calls/s a CPU-bound edge keeps with records on: CPU per call off / on
             "ratio_cpu": round(rows[1]["cpu_ms_per_call"] / (rows[0]["cpu_ms_per_call"] or 1), 3),
+            # the same with the busy CPU (idle taken out, the transactions' freeing counted)
+            "ratio_busy_cpu": rows[0]["ratio_busy_cpu"],
+            # the busy CPU ratio of each round's on/off pair (run back to back), median
+            "ratio_busy_cpu_paired_median": round(
+                statistics.median(
+                    off["busy_cpu_ms_per_call"] / (on["busy_cpu_ms_per_call"] or 1)
+                    for on, off in zip(runs["records on"], runs["records off"], strict=True)
+                ),
+                3,
+            ),
         }
     finally:
         for p in reversed(procs):
@@ -335,6 +416,8 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(base, ignore_errors=True)
 
 
+CFG_FROM = "records on, --cfg-from"
+
 # Variants of the edge with records on, to see where their cost goes (--variant): the same
 # rendered configuration with one part of the records taken out.
 VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -344,7 +427,7 @@ VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
     # PostgreSQL: each insert in the SIP worker, which waits for the server's answer
     "sync-inserts": (('modparam("acc", "db_insert_mode", 2)', 'modparam("acc", "db_insert_mode", 0)'),),
     # SQLite: no call record queued (the dialog variables are still set on every call)
-    "no-record": (("route[RECORD_QUEUE] {\n", "route[RECORD_QUEUE] {\n\treturn;\n"),),
+    "no-record": (("route[RECORD_ROW] {\n", "route[RECORD_ROW] {\n\treturn;\n"),),
     # SQLite: no per-call state for the records (routes ACC_START, ACC_LEG, ACC_REPLY do
     # nothing; no record queued); acc, sqlops, the timers and the dialog event routes remain
     "no-state": (
@@ -352,6 +435,13 @@ VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
         ("route[ACC_LEG] {\n", "route[ACC_LEG] {\n\treturn;\n"),
         ("route[ACC_REPLY] {\n", "route[ACC_REPLY] {\n\treturn;\n"),
     ),
+    # SQLite: the rows queued and fetched by the writer as in the product, no INSERT run
+    # (what SQLite itself costs)
+    "no-insert": (("route[RECORD_INSERT] {\n", "route[RECORD_INSERT] {\n\treturn;\n"),),
+    # SQLite: no 2xx/18x state (route ACC_REPLY does nothing: no answer time, no code)
+    "no-reply": (("route[ACC_REPLY] {\n", "route[ACC_REPLY] {\n\treturn;\n"),),
+    # SQLite: no leg state (route ACC_LEG does nothing: no trunk, peer, leg numbers)
+    "no-leg": (("route[ACC_LEG] {\n", "route[ACC_LEG] {\n\treturn;\n"),),
     # SQLite: each call record inserted (and committed) by the SIP worker that ends the call,
     # instead of queued for route RECORDS_WRITE's batches
     "worker-inserts": (
@@ -376,6 +466,11 @@ def _variant(cfg: Path, name: str) -> None:
     cfg.write_text(text)
 
 
+def _env(path: Path) -> dict[str, str]:
+    """A rendered kamailio.env: NAME=value lines."""
+    return dict(line.split("=", 1) for line in path.read_text().split())
+
+
 def _version(prefix: list[str]) -> str:
     out = cb.sh(*prefix, "kamailio", "-v", check=False).stdout
     return out.splitlines()[0] if out else "?"
@@ -387,11 +482,14 @@ def cps_markdown(r: dict[str, Any]) -> str:
         f"median of {r['rounds']} rounds, media bypass, {r['kamailio']['version']}, "
         f"records in {r['backend']}, memory manager {r['kamailio']['memory_manager']}; "
         f"ratio on/off = {r['ratio_on_off']:.2f}x (median of the per-round ratios "
-        f"{r['ratio_paired_median']:.2f}x); Kamailio CPU per call off/on = {r['ratio_cpu']:.2f}x",
+        f"{r['ratio_paired_median']:.2f}x); Kamailio CPU per call off/on = {r['ratio_cpu']:.2f}x; "
+        f"busy CPU per call off/on = {r['ratio_busy_cpu']:.2f}x (median of the per-round "
+        f"ratios {r['ratio_busy_cpu_paired_median']:.2f}x)",
         "",
-        "| edge | cps (median) | Kamailio CPU ms per call (median) | failed calls | runs (cps) "
-        "| call / leg records per run |",
-        "|---|---:|---:|---:|---|---|",
+        "| edge | cps (median) | Kamailio CPU ms per call (median) | busy CPU ms per call "
+        "(median) | failed calls | runs (cps) | runs (busy CPU ms per call) "
+        "| call / leg records per run | to off: cps, CPU, busy CPU |",
+        "|---|---:|---:|---:|---:|---|---|---|---|",
     ]
     for row in r["rows"]:
         each = ", ".join(f"{x['cps']:g}" for x in row["runs"])
@@ -400,9 +498,11 @@ def cps_markdown(r: dict[str, Any]) -> str:
             for x in row["runs"]
             if "call_records" in x
         )
+        busy = ", ".join(f"{x['busy_cpu_ms_per_call']:g}" for x in row["runs"])
         lines.append(
-            f"| {row['label']} | {row['cps']:g} | {row['cpu_ms_per_call']:g} | {row['failed']} "
-            f"| {each} | {recs} |"
+            f"| {row['label']} | {row['cps']:g} | {row['cpu_ms_per_call']:g} "
+            f"| {row['busy_cpu_ms_per_call']:g} | {row['failed']} | {each} | {busy} | {recs} "
+            f"| {row['ratio_cps']:.2f}x, {row['ratio_cpu']:.2f}x, {row['ratio_busy_cpu']:.2f}x |"
         )
     return "\n".join(lines)
 
@@ -707,9 +807,16 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the edge with records on and this part of them taken out (repeatable)",
     )
     c.add_argument(
+        "--cfg-from",
+        type=Path,
+        help="also run the edge with records on and this kamailio.cfg instead of the rendered "
+        "one (the template of another commit), in the same run",
+    )
+    c.add_argument(
         "--mem",
         choices=("qm", "fm", "tlsf"),
-        help="Kamailio's memory manager (kamailio -x), both runs; default: Kamailio's own (qm)",
+        help="Kamailio's memory manager (kamailio -x), every edge of the run; default: the "
+        "rendered edge's (kamailio.env's MEMORY_MANAGER, the model's memory_manager)",
     )
     c.add_argument(
         "--root",

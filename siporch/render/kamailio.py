@@ -221,7 +221,7 @@ def render(
         **_records_context(model, host, root, records_dir),
     )
     files["kamailio/kamailio.env"] = env.get_template("kamailio/kamailio.env.j2").render(
-        shm_mb=sizes.shm_mb, pkg_mb=sizes.pkg_mb
+        shm_mb=sizes.shm_mb, pkg_mb=sizes.pkg_mb, memory_manager=h.kamailio.memory_manager
     )
     if model.records.enabled:
         if model.records.backend == "postgresql":

@@ -266,6 +266,8 @@ def _running(edges: list[Edge], prefix: list[str], ng_port: int, logs: Path) -> 
                         env["SHM_MB"],
                         "-M",
                         env["PKG_MB"],
+                        "-x",
+                        env.get("MEMORY_MANAGER", "qm"),
                     ],
                     stdout=kam_log,
                     stderr=subprocess.STDOUT,

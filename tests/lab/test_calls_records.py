@@ -4,7 +4,9 @@ An inbound call (itsp-a1 -> the PBX), an outbound call (the PBX -> itsp-a1) and 
 ITSP rejects (486 from both of itsp-a's SBCs) each leave one record on edge-central, with
 the trunk, numbers after translation, codes and times; the summary's ASR and ACD match the
 calls placed; the records survive a deploy of a new release and a rollback (the lab runs
-its own model again afterwards).
+its own model again afterwards). The central pair shares its dialogs over DMQ: a call
+edge-central handles is recorded there once, not again by edge-central-2, which held a copy
+of its dialog.
 """
 
 from __future__ import annotations
@@ -41,17 +43,22 @@ def kit(lab: Any) -> Iterator[ck.Lab]:
 
         os.environ["SIPORCH_DEPLOY_LOCK"] = token
         try:
-            ck.ensure_deployed(k, lab.inventory, ("edge-central", "edge-branch", "pbx-central", "pbx-central-2"))
+            ck.ensure_deployed(
+                k,
+                lab.inventory,
+                ("edge-central", "edge-central-2", "edge-branch", "pbx-central", "pbx-central-2"),
+            )
             subprocess.run(["siporch", "lab", "impair", "--clear"], capture_output=True, timeout=60)
             yield k
         finally:
             os.environ.pop("SIPORCH_DEPLOY_LOCK", None)
 
 
-def calls(inv: Path, *args: str) -> list[dict[str, Any]]:
+def calls(inv: Path, *args: str, host: str | None = "edge-central") -> list[dict[str, Any]]:
+    """The records of ``host`` (every edge's: None)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "siporch", "calls", "-i", str(inv), "--host", "edge-central",
-         "--json", *args],
+        [sys.executable, "-m", "siporch", "calls", "-i", str(inv),
+         *(["--host", host] if host else []), "--json", *args],
         capture_output=True, text=True, timeout=120, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -190,3 +197,65 @@ def test_records_survive_a_deploy_and_a_rollback(
     recs = wait_records(lab.inventory, since, len(before) + 1)
     newest = max(recs, key=lambda r: r["setup"])
     assert newest["release"] == first.rsplit("/", 1)[-1]
+
+
+PAIR = ("edge-central", "edge-central-2")
+
+
+def _dialogs(kit: ck.Lab, edge: str) -> list[dict[str, Any]]:
+    """The edge's dialogs (dlg.list): call-id, to_uri, state (4 confirmed, 5 deleted)."""
+    out = kit.rpc(edge, "dlg.list")
+    if isinstance(out, dict):
+        out = out.get("result", out)
+    return [d for d in out if isinstance(d, dict)] if isinstance(out, list) else []
+
+
+def _state(kit: ck.Lab, edge: str, callid: str) -> int | None:
+    states = (int(d.get("state", 0)) for d in _dialogs(kit, edge) if d.get("call-id") == callid)
+    return next(states, None)
+
+
+def test_each_call_is_recorded_once_on_the_pair(lab: Any, kit: ck.Lab) -> None:
+    """edge-central handles the call, edge-central-2 holds a copy of its dialog (DMQ); the
+    call's end, replicated, removes the copy without running its dialog:end event route
+    there: one record, edge-central's."""
+    since = time.time() - 1
+    # dialogs already there (a copy synced back after a restart may outlive its call)
+    before = {str(d.get("call-id")) for d in _dialogs(kit, PAIR[0])}
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(ck.uac, kit, "itsp-a1", EDGE, HQ_DID, duration_ms=6000)
+        found: list[str] = []
+
+        def up_on_both() -> bool:
+            ours = [
+                str(d["call-id"])
+                for d in _dialogs(kit, PAIR[0])
+                if HQ_DID in str(d.get("to_uri", "")) + str(d.get("req_uri", ""))
+                and int(d.get("state", 0)) == 4
+                and str(d.get("call-id")) not in before
+            ]
+            found[:] = [c for c in ours if _state(kit, PAIR[1], c) == 4]
+            return bool(found)
+
+        replicated = ck.wait_for(up_on_both, 20, step=0.5)
+        res = call.result(timeout=90)
+    assert (res.successful, res.failed) == (1, 0), res.stderr
+    assert replicated, (_dialogs(kit, PAIR[0]), _dialogs(kit, PAIR[1]))
+    callid = found[0]
+    # its record on edge-central; its copy on edge-central-2 ended (state 5) or removed
+    assert ck.wait_for(
+        lambda: any(r["callid"] == callid for r in calls(lab.inventory, "--since", f"{since:.3f}")),
+        30,
+        step=1.0,
+    )
+    assert ck.wait_for(lambda: _state(kit, PAIR[1], callid) in (None, 5), 30, step=0.5)
+
+    def recorded() -> list[dict[str, Any]]:
+        return [
+            r for r in calls(lab.inventory, "--since", f"{since:.3f}", host=None)
+            if r["callid"] == callid
+        ]  # fmt: skip
+
+    # edge-central-2 would have queued a record at the copy's end, written within 0.1 s
+    assert not ck.wait_for(lambda: len(recorded()) > 1, 3, step=1.0), recorded()
+    assert [r["edge"] for r in recorded()] == ["edge-central"]

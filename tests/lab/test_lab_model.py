@@ -183,10 +183,14 @@ def test_kamailio_and_rtpengine_start_on_the_edge_with_the_rendered_config(lab, 
             ["rtpengine", "--config-file", RTP_CONF, "--pidfile", "/run/rtpengine/rtpengine.pid"],
         )
         assert rtp.returncode == 0, rtp.stdout + rtp.stderr
-        env = "SHM_MB=64; PKG_MB=8; . /etc/siporch/current/kamailio/kamailio.env; "
+        env = (
+            "SHM_MB=64; PKG_MB=8; MEMORY_MANAGER=qm; "
+            ". /etc/siporch/current/kamailio/kamailio.env; "
+        )
         start = lab.run(
             host,
             env + f'kamailio -P /run/kamailio/kamailio.pid -f {KAM_CFG} -m "$SHM_MB" -M "$PKG_MB"'
+            ' -x "$MEMORY_MANAGER"'
             " -E > /var/log/kamailio-lab-test.log 2>&1",
             timeout=60,
         )

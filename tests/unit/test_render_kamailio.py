@@ -86,7 +86,7 @@ def test_host_cfg_carries_the_host_settings() -> None:
     assert "#!define WITH_TOPOH" in host_cfg
     assert '#!define RTPENGINE_SOCK "udp:127.0.0.1:2223"' in host_cfg
     assert "children=8" in host_cfg
-    assert files["kamailio/kamailio.env"] == "SHM_MB=512\nPKG_MB=16\n"
+    assert files["kamailio/kamailio.env"] == "SHM_MB=512\nPKG_MB=16\nMEMORY_MANAGER=tlsf\n"
     branch = render(example(), "edge-branch")
     assert "kamailio/tls.cfg" not in branch
     assert "listen=tcp:198.51.100.10:5071" in branch["kamailio/host.cfg"]  # JSON-RPC
