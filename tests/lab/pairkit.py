@@ -47,6 +47,7 @@ class Callers:
     tag: str
     control_port: int = 0
     control_address: str = "127.0.0.1"
+    paused: bool = False
 
     @property
     def trace(self) -> Path:
@@ -75,8 +76,10 @@ class Callers:
     def pause(self, k: ck.Lab, host: str) -> None:
         """No new calls (SIPp's `p`, sent to its control port inside ``host``); the calls
         up go on and end as they would. (SIGUSR1, SIPp's soft exit, ends them at once:
-        CANCEL or a BYE without the route set.)"""
-        if self.proc.poll() is None and self.control_port:
+        CANCEL or a BYE without the route set.) SIPp's `p` toggles: a second one would
+        start the calls again, so it is sent once."""
+        if self.proc.poll() is None and self.control_port and not self.paused:
+            self.paused = True
             script = (
                 "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM);"
                 f"s.sendto(b'p', ({self.control_address!r}, {self.control_port}))"
