@@ -119,6 +119,33 @@ def start(argv: list[str], log: Path, netns: str = NS) -> subprocess.Popen[bytes
         )
 
 
+def start_rtpengine(base: Path, interface: str = EDGE, netns: str = NS) -> subprocess.Popen[bytes]:
+    """rtpengine in userspace on ``interface``, its control (ng) on 127.0.0.1:NG_PORT."""
+    return start(
+        [
+            "rtpengine", "--config-file=none", "--table=-1", f"--interface={interface}",
+            f"--listen-ng=127.0.0.1:{NG_PORT}", "-f", "-E",
+            "--port-min=20000", "--port-max=59999", "--log-level=3",
+            f"--delete-delay={DELETE_DELAY}",
+        ],
+        base / "rtpengine.log",
+        netns=netns,
+    )  # fmt: skip
+
+
+def start_pbx(base: Path, netns: str = NS) -> subprocess.Popen[bytes]:
+    """The PBX: a SIPp UAS on PBX:5060 that answers every call."""
+    return start(
+        [
+            shutil.which("sipp") or "sipp", "-sf", str(scenario("uas_answer")),
+            "-i", PBX, "-p", "5060", "-t", "u1", "-nostdin", "-m", "10000000",
+            "-max_socket", "1000", "-timeout", "3600s",
+        ],
+        base / "uas.log",
+        netns=netns,
+    )  # fmt: skip
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -240,17 +267,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         cfg = write_edge(base, args.trunks)
         render_s = time.monotonic() - t0
         (base / "relay.cfg").write_text(RELAY_CFG)
-        procs.append(
-            start(
-                [
-                    "rtpengine", "--config-file=none", "--table=-1", f"--interface={EDGE}",
-                    f"--listen-ng=127.0.0.1:{NG_PORT}", "-f", "-E",
-                    "--port-min=20000", "--port-max=59999", "--log-level=3",
-                    f"--delete-delay={DELETE_DELAY}",
-                ],
-                base / "rtpengine.log",
-            )
-        )  # fmt: skip
+        procs.append(start_rtpengine(base))
         procs.append(
             start(
                 ["kamailio", "-DD", "-E", "-f", str(cfg), "-m", str(SHM_MB), "-M", str(PKG_MB)],
@@ -264,16 +281,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 base / "relay.log",
             )
         )  # fmt: skip
-        procs.append(
-            start(
-                [
-                    shutil.which("sipp") or "sipp", "-sf", str(scenario("uas_answer")),
-                    "-i", PBX, "-p", "5060", "-t", "u1", "-nostdin", "-m", "10000000",
-                    "-max_socket", "1000", "-timeout", "3600s",
-                ],
-                base / "uas.log",
-            )
-        )  # fmt: skip
+        procs.append(start_pbx(base))
         for addr in (EDGE, RELAY, PBX):
             if not wait_port("udp", addr, 5060, 60):
                 logs = {p.name: p.read_text()[-1500:] for p in base.glob("*.log")}

@@ -47,7 +47,6 @@ from bench.genmodel import generate  # noqa: E402
 from bench.records_bench import _group_cpu  # noqa: E402
 from siporch.model.schema import Model  # noqa: E402
 from siporch.render import kamailio as kamailio_render  # noqa: E402
-from siporch.sipp import scenario  # noqa: E402
 
 NS = "siporch-dmqcps"  # its own namespace (not sipo-*: the lab owns those names)
 EDGE, PEER_EDGE = "198.18.0.10", "198.18.0.12"
@@ -165,29 +164,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     procs: list[subprocess.Popen[bytes]] = []
     netns_up()  # before the try: a namespace of another run is not this one's to remove
     try:
-        procs.append(
-            cb.start(
-                [
-                    "rtpengine", "--config-file=none", "--table=-1", f"--interface={EDGE}",
-                    f"--listen-ng=127.0.0.1:{cb.NG_PORT}", "-f", "-E",
-                    "--port-min=20000", "--port-max=59999", "--log-level=3",
-                    f"--delete-delay={cb.DELETE_DELAY}",
-                ],
-                base / "rtpengine.log",
-                netns=NS,
-            )
-        )  # fmt: skip
-        procs.append(
-            cb.start(
-                [
-                    shutil.which("sipp") or "sipp", "-sf", str(scenario("uas_answer")),
-                    "-i", cb.PBX, "-p", "5060", "-t", "u1", "-nostdin", "-m", "10000000",
-                    "-max_socket", "1000", "-timeout", "3600s",
-                ],
-                base / "uas.log",
-                netns=NS,
-            )
-        )  # fmt: skip
+        procs.append(cb.start_rtpengine(base, EDGE, netns=NS))
+        procs.append(cb.start_pbx(base, netns=NS))
         for r in range(args.rounds):
             order = LABELS if r % 2 == 0 else LABELS[::-1]
             for label in order:

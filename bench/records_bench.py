@@ -62,7 +62,6 @@ sys.path.insert(0, str(REPO))
 
 from bench import cps_bench as cb  # noqa: E402
 from siporch import records  # noqa: E402
-from siporch.sipp import scenario  # noqa: E402
 
 # --------------------------------------------------------------------------- cps
 
@@ -239,29 +238,8 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
             from siporch.records import SCHEMA_PG
 
             procs.append(pg_up(base, SCHEMA_PG))
-        procs.append(
-            cb.start(
-                [
-                    "rtpengine", "--config-file=none", "--table=-1", f"--interface={cb.EDGE}",
-                    f"--listen-ng=127.0.0.1:{cb.NG_PORT}", "-f", "-E",
-                    "--port-min=20000", "--port-max=59999", "--log-level=3",
-                    f"--delete-delay={cb.DELETE_DELAY}",
-                ],
-                base / "rtpengine.log",
-                netns=NS,
-            )
-        )  # fmt: skip
-        procs.append(
-            cb.start(
-                [
-                    shutil.which("sipp") or "sipp", "-sf", str(scenario("uas_answer")),
-                    "-i", cb.PBX, "-p", "5060", "-t", "u1", "-nostdin", "-m", "10000000",
-                    "-max_socket", "1000", "-timeout", "3600s",
-                ],
-                base / "uas.log",
-                netns=NS,
-            )
-        )  # fmt: skip
+        procs.append(cb.start_rtpengine(base, cb.EDGE, netns=NS))
+        procs.append(cb.start_pbx(base, netns=NS))
         for r in range(args.rounds):
             # interleaved, the order turned round every other round
             order = labels if r % 2 == 0 else labels[::-1]
