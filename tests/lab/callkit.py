@@ -167,6 +167,21 @@ def _daemons_up(lab: Lab, host: str) -> bool:
     return out.strip() == "up"
 
 
+def deploy(inventory: Path, extra_vars: dict[str, Any] | None = None) -> runner.RunResult:
+    """deploy-trunk.yml on ``inventory``, with the registration gate off: it needs a
+    registrar behind itsp-b, which the lab lacks by default."""
+    report = runner.report_path()
+    vault = runner.vault_password_file(inventory, None)
+    extra = {"asterisk_pbx_health_registrations": False, **(extra_vars or {})}
+    cmd = runner.build_command(
+        "deploy-trunk.yml", inventory, vault_file=vault, report_file=report, extra_vars=extra
+    )
+    try:
+        return runner.run(cmd, report)
+    finally:
+        report.unlink(missing_ok=True)
+
+
 def ensure_deployed(lab: Lab, inventory: Path, hosts: tuple[str, ...]) -> str:
     """Deploy the lab inventory unless every host already runs its current model with its
     daemons up (a lab revived by `lab up` after a reboot has the files but no daemons).
@@ -174,20 +189,7 @@ def ensure_deployed(lab: Lab, inventory: Path, hosts: tuple[str, ...]) -> str:
     want = model_hash(inventory)
     if all(current_release(lab, h).endswith(f"-{want}") and _daemons_up(lab, h) for h in hosts):
         return ""
-    report = runner.report_path()
-    vault = runner.vault_password_file(inventory, None)
-    # the registration gate needs a registrar behind itsp-b, which the lab lacks by default
-    cmd = runner.build_command(
-        "deploy-trunk.yml",
-        inventory,
-        vault_file=vault,
-        report_file=report,
-        extra_vars={"asterisk_pbx_health_registrations": False},
-    )
-    try:
-        result = runner.run(cmd, report)
-    finally:
-        report.unlink(missing_ok=True)
+    result = deploy(inventory)
     if not result.ok:
         raise RuntimeError("deploy failed:\n" + "\n".join(result.output[-40:]))
     return "\n".join(result.output[-5:])

@@ -22,7 +22,6 @@ from typing import Any
 
 import callkit as ck
 
-from siporch.deploy import runner
 from siporch.sipp import scenario
 
 EDGES = {"edge-central": "198.18.0.10", "edge-central-2": "198.18.0.12"}
@@ -302,21 +301,6 @@ class Prober:
             self.worst = max(self.worst, time.monotonic() - self._down_since)
 
 
-def deploy(inventory: Path, extra_vars: dict[str, Any] | None = None) -> runner.RunResult:
-    """deploy-trunk.yml on ``inventory`` (the registration gate off, as the lab tests run
-    it: the lab has no registrar behind itsp-b by default)."""
-    report = runner.report_path()
-    vault = runner.vault_password_file(inventory, None)
-    extra = {"asterisk_pbx_health_registrations": False, **(extra_vars or {})}
-    cmd = runner.build_command(
-        "deploy-trunk.yml", inventory, vault_file=vault, report_file=report, extra_vars=extra
-    )
-    try:
-        return runner.run(cmd, report)
-    finally:
-        report.unlink(missing_ok=True)
-
-
 def release_of(k: ck.Lab, host: str) -> str:
     return Path(ck.current_release(k, host)).name
 
@@ -525,7 +509,7 @@ def ensure_model(k: ck.Lab, inventory: Path) -> str:
     ):
         return ""
     force = not media_drained(k, 120)
-    result = deploy(inventory, {"siporch_force": True} if force else None)
+    result = ck.deploy(inventory, {"siporch_force": True} if force else None)
     if not result.ok:
         raise RuntimeError("deploy failed:\n" + "\n".join(result.output[-40:]))
     return "forced" if force else "deployed"

@@ -34,19 +34,6 @@ EDGE = "edge-central"
 PBX = "pbx-central"
 
 
-def _run(inv: Path, extra_vars: dict[str, Any] | None = None) -> runner.RunResult:
-    report = runner.report_path()
-    vault = runner.vault_password_file(inv, None)
-    extra = {"asterisk_pbx_health_registrations": False, **(extra_vars or {})}
-    cmd = runner.build_command(
-        "deploy-trunk.yml", inv, vault_file=vault, report_file=report, extra_vars=extra
-    )
-    try:
-        return runner.run(cmd, report)
-    finally:
-        report.unlink(missing_ok=True)
-
-
 def _current(lab: Any, host: str) -> str:
     proc = lab.run(host, "readlink /etc/siporch/current", check=True)
     return Path(proc.stdout.strip()).name
@@ -80,7 +67,7 @@ def restore(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
     starts by deploying it: deploying it after each test as well would do it twice)."""
     inv = ck.copy_inventory(lab, tmp_path_factory.mktemp("restore"))
     yield
-    _ok(_run(inv, extra_vars={"siporch_force": True}))
+    _ok(ck.deploy(inv, extra_vars={"siporch_force": True}))
 
 
 @pytest.fixture
@@ -94,11 +81,13 @@ def base(lab: Any, restore: None, tmp_path: Path) -> tuple[Path, str]:
     want = ck.model_hash(inv)
     running = {host: Path(ck.current_release(kit, host)).name for host in SIPORCH_HOSTS}
     on_r1 = all(r.endswith(f"-{want}") for r in running.values())
-    if on_r1 and len(set(running.values())) == 1 and all(
-        ck._daemons_up(kit, host) for host in SIPORCH_HOSTS
+    if (
+        on_r1
+        and len(set(running.values())) == 1
+        and all(ck._daemons_up(kit, host) for host in SIPORCH_HOSTS)
     ):
         return inv, running[EDGE]
-    result = _run(inv, extra_vars={"siporch_force": True})
+    result = ck.deploy(inv, extra_vars={"siporch_force": True})
     _ok(result)
     assert result.report is not None
     return inv, str(result.report["release"])
@@ -168,7 +157,7 @@ def test_unreachable_host_mid_run_rolls_every_other_host_back(
     lab.run(EDGE, [ck.KAMAILIO_HELPER, "options", lab.address(EDGE), "5060"], check=True)
 
     # With the host back in reach, the same deploy goes through.
-    again = _run(inv)
+    again = ck.deploy(inv)
     _ok(again)
     assert again.report is not None
     for host in SIPORCH_HOSTS:
@@ -195,7 +184,7 @@ def test_redeploy_restores_files_edited_on_the_host(lab: Any, base: tuple[Path, 
     assert drift.returncode == 1, drift.stdout + drift.stderr
     assert "kamailio/db/dispatcher modified on host" in drift.stdout, drift.stdout
 
-    result = _run(inv)
+    result = ck.deploy(inv)
     _ok(result)
     assert result.report is not None
     edge = next(h for h in result.report["hosts"] if h["host"] == EDGE)
@@ -222,7 +211,7 @@ def test_redeploy_restores_files_edited_on_the_host(lab: Any, base: tuple[Path, 
     print(f"siporch drift (full) after the heal: exit {full.returncode}\n{full.stdout}")
 
     # and a clean redeploy changes and reloads nothing
-    again = _run(inv)
+    again = ck.deploy(inv)
     _ok(again)
     assert again.changed == 0, again.recap
     assert all(not r for r in _reloads(again).values())
@@ -253,7 +242,7 @@ def test_registration_gate_passes_with_the_registrar_and_rolls_back_without(
 
     with ck.tls_registrar(kit, "itsp-b", realm=realm, password=password, expires=60) as reg:
         started = time.monotonic()
-        result = _run(changed, extra_vars=gate)
+        result = ck.deploy(changed, extra_vars=gate)
         took = time.monotonic() - started
         entries = reg.entries()
     _ok(result)
@@ -271,7 +260,7 @@ def test_registration_gate_passes_with_the_registrar_and_rolls_back_without(
     kit.asterisk("pjsip send unregister *all")
     base_inv, _ = base
     started = time.monotonic()
-    failed = _run(base_inv, extra_vars=gate)
+    failed = ck.deploy(base_inv, extra_vars=gate)
     took = time.monotonic() - started
     print(
         f"deploy with the registration gate, no registrar: {took:.1f} s, exit {failed.returncode}"

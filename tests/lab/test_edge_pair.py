@@ -23,16 +23,15 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import socket
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import callkit as ck
+import pairkit as pk
 import pytest
 
 from siporch.sipp import scenario
@@ -81,8 +80,12 @@ def _rtpengine_in_use(k: ck.Lab, edge: str) -> bool:
     nodes = k.rpc(edge, "rtpengine.show", "all")
     if isinstance(nodes, dict):
         nodes = nodes.get("result", nodes)
-    return isinstance(nodes, list) and bool(nodes) and not any(
-        n.get("disabled") in (True, 1, "1", "true") for n in nodes if isinstance(n, dict)
+    return (
+        isinstance(nodes, list)
+        and bool(nodes)
+        and not any(
+            n.get("disabled") in (True, 1, "1", "true") for n in nodes if isinstance(n, dict)
+        )
     )
 
 
@@ -92,9 +95,9 @@ def _start(k: ck.Lab, edge: str) -> None:
     once) leaves rtpengine out of its calls until its next check, and the modules that
     run after this one would get 503s."""
     k.run(edge, "systemctl start rtpengine-daemon.service")
-    assert ck.wait_for(
-        lambda: f":{NG_PORT} " in k.run(edge, ["ss", "-H", "-l", "-u", "-n"]), 30
-    ), k.run(edge, "systemctl status --no-pager rtpengine-daemon.service")
+    assert ck.wait_for(lambda: f":{NG_PORT} " in k.run(edge, ["ss", "-H", "-l", "-u", "-n"]), 30), (
+        k.run(edge, "systemctl status --no-pager rtpengine-daemon.service")
+    )
     k.run(edge, "systemctl start kamailio.service keepalived.service")
     assert ck.wait_for(lambda: _rtpengine_in_use(k, edge), 40, step=0.5), k.rpc(
         edge, "rtpengine.show", "all"
@@ -111,8 +114,10 @@ def _vip_home(k: ck.Lab) -> None:
         if holds_vip(k, home):
             return
         ck.wait_for(
-            lambda: "kamailio" in k.run(home, "pgrep -x kamailio -l || true")
-            and "rtpengine" in k.run(home, "pgrep -x rtpengine -l || true"),
+            lambda: (
+                "kamailio" in k.run(home, "pgrep -x kamailio -l || true")
+                and "rtpengine" in k.run(home, "pgrep -x rtpengine -l || true")
+            ),
             30,
         )
         if holds_vip(k, other):
@@ -135,29 +140,6 @@ def dmq_nodes(k: ck.Lab, edge: str) -> list[dict[str, Any]]:
     if isinstance(out, dict):
         out = out.get("result", out)
     return [n for n in out if isinstance(n, dict)] if isinstance(out, list) else []
-
-
-def options_answered(timeout: float = 0.25) -> bool:
-    """Any answer to an OPTIONS sent to the floating address (from the controller)."""
-    tag = uuid.uuid4().hex[:12]
-    msg = (
-        f"OPTIONS sip:{VIP}:5060 SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 198.18.0.1:0;branch=z9hG4bK{tag};rport\r\n"
-        "Max-Forwards: 70\r\n"
-        f"From: <sip:probe@198.18.0.1>;tag={tag}\r\n"
-        f"To: <sip:{VIP}>\r\n"
-        f"Call-ID: {tag}@siporch-test\r\n"
-        "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-    )
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("198.18.0.1", 0))
-        s.settimeout(timeout)
-        s.sendto(msg.encode(), (VIP, 5060))
-        try:
-            data = s.recv(4096)
-        except OSError:
-            return False
-    return data.startswith(b"SIP/2.0 ")
 
 
 def _callers(k: ck.Lab, workdir: Path) -> subprocess.Popen[str]:
@@ -230,7 +212,7 @@ def test_calls_survive_the_death_of_the_active_edge(kit: ck.Lab) -> None:
         ),
         90,
     ), k.rpc(active, "dmq.list_nodes")
-    assert options_answered(1.0)
+    assert pk.options_answered(VIP, 1.0)
 
     workdir = Path(tempfile.mkdtemp(prefix="siporch-pair-"))
     with (
@@ -255,7 +237,7 @@ def test_calls_survive_the_death_of_the_active_edge(kit: ck.Lab) -> None:
             while time.monotonic() - t0 < 15:
                 if took_vip is None and holds_vip(k, standby):
                     took_vip = time.monotonic() - t0
-                if took_sip is None and options_answered():
+                if took_sip is None and pk.options_answered(VIP, 0.25):
                     took_sip = time.monotonic() - t0
                 if took_vip is not None and took_sip is not None:
                     break

@@ -291,7 +291,7 @@ def test_rolling_deploy_of_the_pair_under_calls(standby: ck.Lab, lab: Any, tmp_p
         assert ck.wait_for(lambda: new.answered() >= 2, 30), new.refused()
         with pk.Prober(pk.VIP) as probe:
             t0 = time.monotonic()
-            ok = pk.deploy(inv2, {"siporch_serial": 2})  # batches of 2: never the pair
+            ok = ck.deploy(inv2, {"siporch_serial": 2})  # batches of 2: never the pair
             took_ok = time.monotonic() - t0
             assert ok.ok, "\n".join(ok.output[-60:])
             plays = _plays(ok.output)
@@ -303,7 +303,7 @@ def test_rolling_deploy_of_the_pair_under_calls(standby: ck.Lab, lab: Any, tmp_p
             assert all(r.endswith(f"-{r2_hash}") for r in r2.values()), r2
             with pk.blocked(k, "edge-central-2", *REDIS, "SIPORCH_TEST_REDIS"):
                 t0 = time.monotonic()
-                bad = pk.deploy(inv3)
+                bad = ck.deploy(inv3)
                 took_bad = time.monotonic() - t0
             r3 = {e: pk.release_of(k, e) for e in pk.EDGES}
         new.pause(k, ITSP)
