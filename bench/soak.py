@@ -69,7 +69,7 @@ UAS_SCENARIO = REPO / "tests" / "data" / "kamailio" / "uas_rr.xml"
 LOCK = Path("/tmp/siporch-deploy.lock")
 EDGE = "edge-central"
 PBX = "pbx-central"
-SIPORCH_HOSTS = ("edge-central", "edge-branch", "pbx-central", "pbx-central-2")
+SIPORCH_GROUPS = ("siporch_edge", "siporch_pbx")  # lab.json groups of the deployed hosts
 INBOUND_FROM = "itsp-a1"
 INBOUND_NUMBER = "+12025550100"
 OUTBOUND_NUMBER = "3125550100"  # national -> route "national" -> trunk itsp-a (a1, then a2)
@@ -232,6 +232,9 @@ class Step:
     rolled_back: bool = False
     kill_at: float = 0.0
     kamailio_back: float = 0.0
+    # which edge of the central pair held its floating address before and after the step
+    vip_before: str = ""
+    vip_after: str = ""
 
     def to_dict(self, t0: float) -> dict[str, Any]:
         d = asdict(self)
@@ -394,6 +397,32 @@ def host_release(host: str) -> str:
     if not (root / "etc" / "siporch" / "releases" / rid / "manifest.json").is_file():
         return f"{rid} (no manifest)"
     return rid
+
+
+def siporch_hosts(hosts: dict[str, Any]) -> list[str]:
+    """The lab hosts a deploy changes (edges and PBXs, both edges of a pair), lab.json order."""
+    return [n for n, h in hosts.items() if set(h.get("groups", ())) & set(SIPORCH_GROUPS)]
+
+
+def pair_of(model: Any, edge: str) -> tuple[str, list[str]]:
+    """(floating address, edges) of ``edge``'s active-standby pair; ("", []) without one."""
+    pair = model.edge_pair(edge)
+    if pair is None or pair.mode != "active-standby" or pair.vip is None:
+        return "", []
+    return str(pair.vip), list(pair.hosts)
+
+
+def vip_holder(vip: str, edges: list[str]) -> str:
+    """The edge(s) whose interfaces carry the floating address ``vip`` ("" without a pair,
+    "none" when no edge has it)."""
+    if not vip:
+        return ""
+    held = [
+        e
+        for e in edges
+        if f" {vip}/" in lab_mod.run(e, ["ip", "-o", "-4", "addr", "show"], timeout=10).stdout
+    ]
+    return "+".join(held) or "none"
 
 
 def kamailio_pid() -> int:
@@ -641,6 +670,12 @@ class Timeline:
         self.steps: list[Step] = []
         self.token = ""
         self.lock_lost: list[str] = []
+        self.vip: Callable[[], str] = lambda: ""
+
+    def add(self, step: Step) -> None:
+        """Record a finished step, with where the floating address is now."""
+        step.vip_after = self.vip()
+        self.steps.append(step)
 
     def check_lock(self, name: str) -> None:
         if self.token and not lock_owned(self.token):
@@ -659,13 +694,14 @@ class Timeline:
         extra: dict[str, Any] | None = None,
     ) -> Step:
         step = Step(name, kind, now())
+        step.vip_before = self.vip()
         self.check_lock(name)
         self.log(f"{name} ...")
         try:
             result = run_playbook(inv, playbook, extra)
         except SiporchError as exc:
             step.end, step.ok, step.detail = now(), False, str(exc)
-            self.steps.append(step)
+            self.add(step)
             return step
         step.end = now()
         step.ok = result.ok
@@ -685,7 +721,7 @@ class Timeline:
             f"{name}: {'ok' if step.ok else 'FAILED'} in {step.end - step.start:.0f} s"
             + (f" ({step.detail})" if step.detail else "")
         )
-        self.steps.append(step)
+        self.add(step)
         return step
 
     def deploy(self, name: str, edit: Callable[[dict[str, Any]], None] | None) -> Step:
@@ -705,6 +741,7 @@ class Timeline:
 
     def asterisk_reload(self) -> Step:
         step = Step("asterisk reload", "asterisk-reload", now())
+        step.vip_before = self.vip()
         self.log("Asterisk: module reload res_pjsip.so, dialplan reload ...")
         out = []
         for command in ("module reload res_pjsip.so", "dialplan reload"):
@@ -713,28 +750,29 @@ class Timeline:
             step.ok = step.ok and proc.returncode == 0
         step.end = now()
         step.detail = ", ".join(out)
-        self.steps.append(step)
+        self.add(step)
         return step
 
-    def partition(self, seconds: float) -> Step:
-        step = Step(f"partition itsp-a1 <-> edge-central ({seconds:g} s)", "partition", now())
+    def partition(self, seconds: float, edge: str = EDGE) -> Step:
+        step = Step(f"partition itsp-a1 <-> {edge} ({seconds:g} s)", "partition", now())
+        step.vip_before = self.vip()
         self.log(step.name + " ...")
         cli = [sys.executable, "-m", "siporch", "lab", "impair"]
         proc = subprocess.run(
-            [*cli, "itsp-a1", EDGE, "--partition"], capture_output=True, text=True, timeout=60
+            [*cli, "itsp-a1", edge, "--partition"], capture_output=True, text=True, timeout=60
         )
         if proc.returncode != 0:
             step.ok = False
             step.detail = f"impair failed: {(proc.stdout + proc.stderr).strip()[-300:]}"
         time.sleep(seconds)
         clear = subprocess.run(
-            [*cli, "itsp-a1", EDGE, "--clear"], capture_output=True, text=True, timeout=60
+            [*cli, "itsp-a1", edge, "--clear"], capture_output=True, text=True, timeout=60
         )
         step.end = now()
         if clear.returncode != 0:
             step.ok = False
             step.detail += f" clear failed: {(clear.stdout + clear.stderr).strip()[-300:]}"
-        self.steps.append(step)
+        self.add(step)
         return step
 
     def fault_deploy(self, name: str, edit: Callable[[dict[str, Any]], None]) -> Step:
@@ -742,6 +780,7 @@ class Timeline:
         starts, so the gate fails and the deploy rolls every host back."""
         inv = write_model(self.base, self.work / slug(name), edit)
         step = Step(name, "fault-deploy", now())
+        step.vip_before = self.vip()
         self.log(f"{name}: kill Kamailio at the health gate ...")
         self.check_lock(name)
         killed: dict[str, Any] = {}
@@ -761,7 +800,7 @@ class Timeline:
             result = run_playbook(inv, "deploy-trunk.yml", on_event=on_event)
         except SiporchError as exc:
             step.end, step.ok, step.detail = now(), False, str(exc)
-            self.steps.append(step)
+            self.add(step)
             return step
         step.end = now()
         step.kill_at = float(killed.get("at", 0.0))
@@ -779,7 +818,7 @@ class Timeline:
         # Kamailio back: the time its (new) pid answered after the run, at the latest.
         step.kamailio_back = now() if kamailio_pid() else 0.0
         self.log(f"{name}: deploy {'ok' if step.ok else 'failed'}; {step.detail}")
-        self.steps.append(step)
+        self.add(step)
         return step
 
 
@@ -960,11 +999,13 @@ def analyse(
         }
         for c in partition_calls(calls, steps)
     ]
-    known = bool(expected) and all(final.get(h) == expected for h in SIPORCH_HOSTS)
+    known = bool(expected) and bool(final) and all(v == expected for v in final.values())
     reasons: list[str] = []
     if drops_other:
-        where = sorted({d["during"] for d in drops_other})
-        reasons.append(f"{len(drops_other)} call(s) dropped by deploys/rollbacks/reloads: {where}")
+        reasons.append(
+            f"{len(drops_other)} call(s) dropped by deploys/rollbacks/reloads: "
+            + "; ".join(describe_drop(d) for d in drops_other)
+        )
     if not known:
         reasons.append(f"hosts not all on the expected release {expected or '(none)'}: {final}")
     if not calls:
@@ -1008,6 +1049,15 @@ def analyse(
     }
 
 
+def describe_drop(d: dict[str, Any]) -> str:
+    """One line per failed or dropped call: which, when, during what, SIPp's reason."""
+    answered = f", answered {d['answered']} s" if d.get("answered") is not None else ""
+    return (
+        f"{d['direction']} call {d['call']} (started {d['start']} s{answered}) "
+        f"during {d['during']}: {d['reason']}"
+    )
+
+
 def markdown(r: dict[str, Any]) -> str:
     t = r["totals"]
     lines = [
@@ -1036,16 +1086,19 @@ def markdown(r: dict[str, Any]) -> str:
         f"{t['dropped_by_partition']} dropped, {t['failed_by_partition']} failed at setup. "
         f"Failed at setup in all: {t['failed']}.",
         "",
-        "| t (s) | step | took (s) | outcome | release | detail |",
-        "|---|---|---|---|---|---|",
+        "| t (s) | step | took (s) | outcome | release | floating address | detail |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in r["steps"]:
         took = (s["end"] or 0) - (s["start"] or 0)
         outcome = "rolled back" if s["rolled_back"] else ("ok" if s["ok"] else "failed")
         detail = str(s["detail"]).replace("|", "/")[:200]
+        vip = s.get("vip_before") or "-"
+        if s.get("vip_after") and s.get("vip_after") != s.get("vip_before"):
+            vip += f" -> {s['vip_after']}"
         lines.append(
             f"| {s['start']:.0f} | {s['name']} | {took:.0f} | {outcome} | {s['release']} "
-            f"| {detail} |"
+            f"| {vip} | {detail} |"
         )
     fo = r["failover_s"]
     lines += [""]
@@ -1108,6 +1161,12 @@ def markdown(r: dict[str, Any]) -> str:
             f"at the end (hung up by the soak); {ch['soak_leftovers_at_start_hung_up']} left "
             "by an earlier run hung up at the start."
         )
+    fa = r.get("floating_address") or {}
+    if fa.get("address"):
+        lines.append(
+            f"Floating address {fa['address']} of {' / '.join(fa['edges'])} (where the calls "
+            f"go): held by {fa['held_at_start']} at the start, {fa['held_at_end']} at the end."
+        )
     if r.get("outbound_skipped"):
         lines.append(f"Outbound calls skipped: {r['outbound_skipped']}.")
     if r.get("lock_lost_before"):
@@ -1136,7 +1195,15 @@ def soak(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]
     down = [h.name for h in status.hosts if not h.ok]
     if down:
         raise SoakError(f"lab hosts not up: {', '.join(down)} (run `siporch lab up`)")
-    model_hash = load_model(LAB_INV, VAULT_PASS if VAULT_PASS.exists() else None).model_hash
+    model = load_model(LAB_INV, VAULT_PASS if VAULT_PASS.exists() else None)
+    model_hash = model.model_hash
+    # The address the PBXs and the providers send SIP to (siporch renders the PBXs' trunk
+    # to it): an active-standby pair's floating address, which keepalived moves to the
+    # other edge when Kamailio dies. Calls sent to edge-central's own address instead
+    # would stay on it after the move, and it cannot send from an address it no longer
+    # holds (the branches toward ITSP A leave from the floating address).
+    sip_address = str(model.sip_address(EDGE))
+    vip, pair_edges = pair_of(model, EDGE)
     traffic_s = args.minutes * 60.0
     hard_cap_s = traffic_s + 900.0  # the timeline may outlast the traffic time; never this
     pause_s = max(5.0, args.hold / 3)
@@ -1149,6 +1216,7 @@ def soak(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]
         with deploy_lock(args.lock_wait) as token:
             tl = Timeline(base, work, pause_s, log)
             tl.token = token
+            tl.vip = lambda: vip_holder(vip, pair_edges)
             first = tl.deploy("deploy lab model", None)
             if not first.ok:  # once more: a deploy from elsewhere may have been in the way
                 time.sleep(10.0)
@@ -1163,7 +1231,9 @@ def soak(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]
             if others:
                 log(f"{others} other call(s) up on pbx-central (other tests)")
             tl.steps.clear()  # the starting point, not an event under traffic
-            edge = f"{hosts[EDGE]['address']}:5060"
+            edge = f"{sip_address}:5060"
+            if vip:
+                log(f"calls to {EDGE}'s pair at {sip_address}, held by {tl.vip()}")
             inbound = Flow(
                 "inbound", INBOUND_FROM, hosts[INBOUND_FROM]["address"],
                 hosts[INBOUND_FROM]["netns"], edge, INBOUND_NUMBER, args.cps, work,
@@ -1178,6 +1248,7 @@ def soak(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]
                 skipped = start_uas(outbound, hosts, hard_cap_s + args.hold + 300)
                 if skipped:
                     log(f"outbound skipped: {skipped}")
+            vip_at_start = tl.vip()
             t0 = now()
             for f in [inbound] if skipped else [inbound, outbound]:
                 start_flow(f, args.hold, hard_cap_s)
@@ -1194,7 +1265,9 @@ def soak(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]
             tl.pause()
             tl.rollback(start_release)
             tl.pause()
-            tl.partition(args.partition)
+            # the edge that carries the calls now (the floating address may be on either)
+            holder = tl.vip()
+            tl.partition(args.partition, holder if holder in pair_edges else EDGE)
             tl.pause()
             tl.deploy("deploy kamailio children 6", kamailio_children(6))
             tl.pause()
@@ -1215,11 +1288,17 @@ def soak(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]
             t_end = now()
             time.sleep(2.0)
             leftover = hangup_soak_channels()
-            final = {h: host_release(h) for h in SIPORCH_HOSTS}
+            final = {h: host_release(h) for h in siporch_hosts(hosts)}
             report = analyse(
                 flows, tl.steps, args.hold, t0, t_end, final, expected, model_hash, args
             )
             report["outbound_skipped"] = skipped
+            report["floating_address"] = {
+                "address": vip,
+                "edges": pair_edges,
+                "held_at_start": vip_at_start,
+                "held_at_end": tl.vip(),
+            }
             report["lock_lost_before"] = tl.lock_lost
             report["asterisk_channels"] = {
                 "soak_leftovers_at_start_hung_up": stale,
@@ -1235,10 +1314,11 @@ def soak(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]
         for f in uas_holders:
             stop_uas(f)
         # the partition never outlives the run
-        subprocess.run(
-            [sys.executable, "-m", "siporch", "lab", "impair", "itsp-a1", EDGE, "--clear"],
-            capture_output=True, timeout=60, check=False,
-        )  # fmt: skip
+        for peer in pair_edges or [EDGE]:
+            subprocess.run(
+                [sys.executable, "-m", "siporch", "lab", "impair", "itsp-a1", peer, "--clear"],
+                capture_output=True, timeout=60, check=False,
+            )  # fmt: skip
         if args.keep:
             log(f"kept {work}")
         else:

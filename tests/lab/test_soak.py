@@ -73,6 +73,21 @@ def test_failures_are_blamed_on_what_ran_then() -> None:
     assert soak.Call("inbound", 4, 1.0, answer=1.1, done=21.2).state == "completed"
 
 
+def _drops(report: dict[str, Any]) -> str:
+    """Every dropped call with the step it is blamed on and SIPp's reason, and the steps
+    with where the pair's floating address was: enough to tell a cause from a CI log."""
+    soak = sys.modules.get("soak") or _soak()
+    lines = [f"{report['totals']}", "dropped calls:"]
+    lines += [f"  {soak.describe_drop(d)}" for d in report["dropped_calls"]]
+    lines.append("steps (s from the first call; floating address before -> after):")
+    lines += [
+        f"  {s['start']}-{s['end']} {s['name']}: {'ok' if s['ok'] else 'failed'}"
+        f" [{s.get('vip_before') or '-'} -> {s.get('vip_after') or '-'}] {str(s['detail'])[:160]}"
+        for s in report["steps"]
+    ]
+    return "\n".join(lines)
+
+
 @pytest.mark.lab
 def test_short_soak(lab: Any, tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
@@ -90,7 +105,7 @@ def test_short_soak(lab: Any, tmp_path: Path) -> None:
     assert report["directions"]["inbound"]["attempted"] >= 30, report["directions"]
     assert totals["completed"] > 0.8 * totals["attempted"], totals
     # zero drops by deploys and rollbacks (only the Kamailio kill may cost calls)
-    assert totals["dropped_by_deploys_rollbacks_reloads"] == 0, report["dropped_calls"]
+    assert totals["dropped_by_deploys_rollbacks_reloads"] == 0, _drops(report)
     kinds = [s["kind"] for s in report["steps"]]
     assert kinds.count("deploy") >= 4 and "rollback" in kinds and "partition" in kinds
     fault = next(s for s in report["steps"] if s["kind"] == "fault-deploy")
