@@ -1195,8 +1195,8 @@ def soak(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]
     down = [h.name for h in status.hosts if not h.ok]
     if down:
         raise SoakError(f"lab hosts not up: {', '.join(down)} (run `siporch lab up`)")
-    model = load_model(LAB_INV, VAULT_PASS if VAULT_PASS.exists() else None)
-    model_hash = model.model_hash
+    loaded = load_model(LAB_INV, VAULT_PASS if VAULT_PASS.exists() else None)
+    model_hash, model = loaded.model_hash, loaded.model
     # The address the PBXs and the providers send SIP to (siporch renders the PBXs' trunk
     # to it): an active-standby pair's floating address, which keepalived moves to the
     # other edge when Kamailio dies. Calls sent to edge-central's own address instead
