@@ -10,6 +10,9 @@ Traffic (SIPp, one long-running process per direction, bounded by -m and a globa
 * outbound: pbx-central's address -> edge-central -> ITSP A (SIPp answers on itsp-a1 and
   itsp-a2 with tests/data/kamailio/uas_rr.xml), at half the inbound rate.
 
+Both go to the address the PBXs and the providers use for edge-central: the floating
+address of its active-standby pair (198.18.0.9 in the lab), whichever edge holds it.
+
 Every call logs its own events (INVITE sent, 200 received, 200 to BYE received) with the
 time, so each failed or dropped call is matched to what was happening at that moment.
 
@@ -17,7 +20,7 @@ Timeline, one step after the other, with a pause of a third of the hold time in 
 deploy (max_channels of itsp-a 30 -> 40: Kamailio htable reload, Asterisk pjsip.conf and
 dialplan reloads), deploy (weights of itsp-a's peers: dispatcher reload), Asterisk
 `module reload res_pjsip.so` + `dialplan reload`, rollback to the release the run started
-on, partition itsp-a1 <-> edge-central and heal, deploy (Kamailio children 6: restart),
+on, partition itsp-a1 <-> the edge holding the floating address and heal, deploy (Kamailio children 6: restart),
 deploy (children 5: restart) during which Kamailio is killed by its pid file at the start
 of the edge's health gate, and a last deploy of the lab model unchanged. The changed models are
 written into a temporary copy of inventory/lab; inventory/lab itself is never edited.
