@@ -854,13 +854,18 @@ def overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
     return a0 <= b1 and b0 <= a1
 
 
-def attribute(call: Call, steps: list[Step], hold_s: float) -> str:
+def attribute(call: Call, steps: list[Step], hold_s: float, peers: list[str] | None = None) -> str:
     """The timeline step a failed or dropped call ran into ("" when none).
 
     The cause lies between the answer (or the INVITE, for a call that failed at setup) and
     the moment SIPp gave the call up (its error time; else the BYE, or the INVITE).
-    A failure while Kamailio was dead is the fault's; otherwise the latest step that ran
-    in that interval is blamed."""
+    A failure while Kamailio was dead is the fault's. So is that of a call on itsp-a1
+    whose last request (the BYE, or the INVITE) left while the partition cut itsp-a1 off
+    and which failed within LATE_S of the heal: its retransmissions, and the edge's
+    keepalives crossing them, only get through after the heal, and SIPp gives up a few
+    seconds later, when the next step may have begun (``peers``: the ITSP A peers an
+    outbound call's INVITE reached; one that reached only itsp-a2 was not cut off).
+    Otherwise the latest step that ran in that interval is blamed."""
     lo = call.answer or call.start
     # No error with a call id: a send that failed at once (SIPp logs no call id for it).
     at_once = call.answer + hold_s + 1.0 if call.answer else call.start + 1.0
@@ -868,6 +873,16 @@ def attribute(call: Call, steps: list[Step], hold_s: float) -> str:
     for step in steps:
         fault = step.kind == "fault-deploy" and step.kill_at
         if fault and step.kill_at - 1.0 <= hi <= step.end + 3.0:
+            return step.name
+    sent = call.answer + hold_s if call.answer else call.start
+    cut_off = call.direction == "inbound" or not peers or INBOUND_FROM in peers
+    for step in steps:
+        if (
+            step.kind == "partition"
+            and cut_off
+            and step.start <= sent <= step.end
+            and hi <= step.end + LATE_S
+        ):
             return step.name
     hit = [s for s in steps if overlaps(lo - 1.0, hi + 1.0, s.start, s.end + 3.0)]
     plain = [s for s in hit if s.kind != "fault-deploy"]
@@ -927,6 +942,13 @@ def failover_times(
     return out
 
 
+def peers_of(call: Call, invites: dict[int, list[tuple[float, str]]]) -> list[str] | None:
+    """The ITSP A peers an outbound call's INVITE reached (None: inbound, or not known)."""
+    if call.direction != "outbound" or call.number not in invites:
+        return None
+    return [peer for _, peer in invites[call.number]]
+
+
 def partition_calls(calls: list[Call], steps: list[Step]) -> list[Call]:
     return [
         c
@@ -968,6 +990,8 @@ def analyse(
             },
             "sipp_exit": f.exit_code,
         }
+    outbound = [f for f in flows if f.direction == "outbound"]
+    invites = peer_invites(outbound[0]) if outbound else {}
     drops: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     for c in calls:
@@ -978,7 +1002,7 @@ def analyse(
             "call": c.number,
             "start": round(c.start - t0, 2),
             "answered": round(c.answer - t0, 2) if c.answer else None,
-            "during": attribute(c, steps, hold_s) or "(nothing)",
+            "during": attribute(c, steps, hold_s, peers_of(c, invites)) or "(nothing)",
             "reason": c.reason or "no error logged",
         }
         (drops if c.state == "dropped" else failures).append(entry)
@@ -987,8 +1011,6 @@ def analyse(
     drops_other = [d for d in drops if d["during"] not in fault_names]
     fails_kill = [d for d in failures if d["during"] in kill_names]
     fails_part = [d for d in failures if d["during"] in fault_names - kill_names]
-    outbound = [f for f in flows if f.direction == "outbound"]
-    invites = peer_invites(outbound[0]) if outbound else {}
     fover = failover_times(calls, steps, invites)
     in_partition = [
         {

@@ -71,6 +71,19 @@ def test_failures_are_blamed_on_what_ran_then() -> None:
     lonely = soak.Call("inbound", 3, 160.0, error_at=165.0)
     assert soak.attribute(lonely, steps, 20.0) == ""
     assert soak.Call("inbound", 4, 1.0, answer=1.1, done=21.2).state == "completed"
+    # BYE sent while itsp-a1 was cut off, given up 5 s after the heal, when the next deploy
+    # had begun: the partition's
+    part = soak.Step("partition", "partition", 300.0, 315.0)
+    after = soak.Step("deploy C", "deploy", 318.0, 350.0)
+    late = soak.Call("inbound", 5, 285.0, answer=285.1, error_at=320.0)
+    assert soak.attribute(late, [part, after], 20.0) == "partition"
+    # an outbound call up on itsp-a2 was not cut off: the deploy's
+    on_a2 = soak.Call("outbound", 6, 285.0, answer=285.1, error_at=320.0)
+    assert soak.attribute(on_a2, [part, after], 20.0, ["itsp-a2"]) == "deploy C"
+    assert soak.attribute(on_a2, [part, after], 20.0, ["itsp-a1"]) == "partition"
+    # a BYE sent after the heal is not the partition's
+    later = soak.Call("inbound", 7, 297.0, answer=297.1, error_at=330.0)
+    assert soak.attribute(later, [part, after], 20.0) == "deploy C"
 
 
 def _drops(report: dict[str, Any]) -> str:
