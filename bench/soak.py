@@ -20,9 +20,10 @@ Timeline, one step after the other, with a pause of a third of the hold time in 
 deploy (max_channels of itsp-a 30 -> 40: Kamailio htable reload, Asterisk pjsip.conf and
 dialplan reloads), deploy (weights of itsp-a's peers: dispatcher reload), Asterisk
 `module reload res_pjsip.so` + `dialplan reload`, rollback to the release the run started
-on, partition itsp-a1 <-> the edge holding the floating address and heal, deploy (Kamailio children 6: restart),
-deploy (children 5: restart) during which Kamailio is killed by its pid file at the start
-of the edge's health gate, and a last deploy of the lab model unchanged. The changed models are
+on, partition itsp-a1 <-> the edge holding the floating address and heal, deploy
+(Kamailio children 6: restart), deploy (children 5: restart) during which Kamailio is
+killed by its pid file at the start of edge-central's health gate, and a last deploy of
+the lab model unchanged. The changed models are
 written into a temporary copy of inventory/lab; inventory/lab itself is never edited.
 
 The deploy lock of the controller (/tmp/siporch-deploy.lock) is held for the whole run, so
