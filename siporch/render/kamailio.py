@@ -85,6 +85,14 @@ DP_TRUNK_CALLING_BASE = 3_000_000  #: + trunk id: calling-number translation tow
 MAX_TRUNK_ID = 999_999
 
 
+#: Answers to the dispatcher's OPTIONS probes that mean "up": any 2xx, 3xx or 4xx (a peer
+#: that refuses OPTIONS still answers) except 408. A probe nobody answers ends with tm's
+#: own 408 after fr_timer, which the dispatcher cannot tell from a received one:
+#: ``class=4`` made a dead peer "up" again at every probe that timed out (a dead PBX was
+#: tried, and waited out, again). 5xx and 6xx mean down, as for route PROBE_TICK.
+PROBE_UP_CODES = "class=2;class=3;" + ";".join(f"code={c}" for c in range(400, 500) if c != 408)
+
+
 def _failover_list(conditions: Iterable[str]) -> str:
     """Failover conditions as kamailio.cfg tests them: ``in_list(x, fo, ",")``."""
     return "," + ",".join(conditions) + ","
@@ -110,6 +118,8 @@ CFG_DEFINES: dict[str, int | str] = {
     "MAX_TRUNK_ID": MAX_TRUNK_ID,
     # the failover conditions of a call without a route ($avp(fo), as routes' ``fo`` keys)
     "FAILOVER_DEFAULT": _failover_list(DEFAULT_FAILOVER_ON),
+    # the dispatcher's probe answers that mean "up" (ds_ping_reply_codes)
+    "PROBE_UP_CODES": PROBE_UP_CODES,
 }
 
 

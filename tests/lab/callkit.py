@@ -287,11 +287,40 @@ def uas(
             shutil.rmtree(workdir, ignore_errors=True)
             raise RuntimeError(f"SIPp UAS on {host}:{port} did not start: {err[-300:]}")
         time.sleep(3.0)
+    peer_up(lab, addr, port)
     try:
         yield u
     finally:
         stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+EDGES = (EDGE_CENTRAL, "edge-central-2", EDGE_BRANCH)
+
+
+def peer_up(lab: Lab, address: str, port: int = 5060) -> list[str]:
+    """Every dispatcher destination at ``address``:``port`` that an edge has down set
+    active again, as the edge's next OPTIONS probe would (the peer answers now): the lab's
+    providers answer only while a test runs their SIPp, and the edges' probes take a
+    silent peer down (a probe's timeout is no answer), up to a probe interval before the
+    probe finds the new SIPp. Returns what was set, as ``edge set uri``."""
+    done: list[str] = []
+    for edge in EDGES:
+        if edge not in lab.handle.hosts:
+            continue
+        data = lab.rpc(edge, "dispatcher.list")
+        if not isinstance(data, dict):
+            continue
+        for rec in data.get("RECORDS", []):
+            s = rec.get("SET", {})
+            for t in s.get("TARGETS", []):
+                d = t.get("DEST", {})
+                uri, flags = str(d.get("URI", "")), str(d.get("FLAGS", ""))
+                hostport = uri.split(":", 1)[-1].split(";")[0]
+                if flags.startswith("I") and hostport in (f"{address}:{port}", address):
+                    lab.set_active(edge, int(s["ID"]), uri)
+                    done.append(f"{edge} {s['ID']} {uri}")
+    return done
 
 
 def split_messages(text: str, kind: str) -> list[str]:

@@ -47,6 +47,11 @@ class Callers:
     control_port: int = 0
     control_address: str = "127.0.0.1"
     paused: bool = False
+    port: int = 0  # SIPp's SIP port, on control_address
+
+    @property
+    def address(self) -> str:
+        return self.control_address
 
     @property
     def trace(self) -> Path:
@@ -55,6 +60,67 @@ class Callers:
     @property
     def stat(self) -> Path:
         return self.workdir / f"stat-{self.tag}.csv"
+
+    @property
+    def errors(self) -> Path:
+        """SIPp's unexpected messages (-trace_err)."""
+        return self.workdir / f"err-{self.tag}.log"
+
+    @property
+    def calldebug(self) -> Path:
+        """What SIPp sent and received in each call it aborted (-trace_calldebug)."""
+        return self.workdir / f"calldebug-{self.tag}.log"
+
+    def diagnose(self, chars: int = 6000) -> str:
+        """Why calls failed, for an assertion message: SIPp's stderr and the tails of its
+        error log and call debug log, and the message flow of each call whose INVITE or
+        BYE got no 200 (first lines, in order). The files stay in ``workdir``."""
+        parts = [f"SIPp {self.tag} in {self.workdir}, exit {self.proc.poll()}"]
+        if self.proc.poll() is not None and self.proc.stderr is not None:
+            with contextlib.suppress(OSError, ValueError):
+                parts.append("stderr: " + self.proc.stderr.read()[-1500:])
+        for path in (self.errors, self.calldebug):
+            with contextlib.suppress(OSError):
+                parts.append(
+                    f"--- {path.name} (tail)\n" + path.read_text(errors="replace")[-chars:]
+                )
+        flows = unfinished(self.trace)
+        parts.append(f"--- calls without a 200 to their INVITE or BYE: {len(flows)}")
+        for cid, lines in list(flows.items())[:5]:
+            parts.append(f"{cid}:\n  " + "\n  ".join(lines[-40:]))
+        return "\n".join(parts)
+
+    def hang_up(self, k: ck.Lab, host: str) -> int:
+        """Every answered call that is still up hangs up now (``uac_media.xml``: a HANGUP
+        request with its Call-ID, sent to SIPp's own port inside ``host``, ends its wait;
+        its BYE then goes through the route set as at the end of -d). Returns how many
+        calls were asked."""
+        ended = {
+            cid
+            for cid, lines in unfinished(self.trace).items()
+            if any(x.startswith("< SIP/2.0 200") and "INVITE" in x for x in lines)
+        }
+        if self.proc.poll() is not None or not ended:
+            return 0
+        script = (
+            "import socket, sys, uuid\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            f"s.bind(({self.address!r}, 0)); p = s.getsockname()[1]\n"
+            "for cid in sys.argv[1:]:\n"
+            "    b = uuid.uuid4().hex[:12]\n"
+            f"    m = ('HANGUP sip:sipp@{self.address}:{self.port} SIP/2.0\\r\\n'\n"
+            f"         'Via: SIP/2.0/UDP {self.address}:%d;branch=z9hG4bK%s\\r\\n'\n"
+            f"         'From: <sip:test@{self.address}>;tag=%s\\r\\n'\n"
+            f"         'To: <sip:sipp@{self.address}>\\r\\n'\n"
+            "         'Call-ID: %s\\r\\nCSeq: 1 HANGUP\\r\\nContent-Length: 0\\r\\n\\r\\n')"
+            " % (p, b, b, cid)\n"
+            f"    s.sendto(m.encode(), ({self.address!r}, {self.port}))\n"
+        )
+        subprocess.run(
+            ["ip", "netns", "exec", k.ns(host), "python3", "-c", script, *sorted(ended)],
+            capture_output=True, timeout=30, check=True,
+        )  # fmt: skip
+        return len(ended)
 
     def answered(self) -> int:
         """Calls answered (a 200 OK to their first INVITE), by Call-ID."""
@@ -161,7 +227,7 @@ def callers(
     second, each with RTP for ``hold_s`` seconds after its answer, then BYE. Started, not
     waited for."""
     # the control socket on the host's own address (a host's lo may be down)
-    c = Callers(None, workdir, tag, port + 1000, address)  # type: ignore[arg-type]
+    c = Callers(None, workdir, tag, port + 1000, address, port=port)  # type: ignore[arg-type]
     argv = [
         "ip", "netns", "exec", k.ns(host), ck.sipp(),
         "-sf", str(scenario("uac_media")), "-s", number,
@@ -171,6 +237,8 @@ def callers(
         "-recv_timeout", "20000", "-timeout", f"{int(hold_s) + int(calls / rate) + 60}s",
         "-timeout_error", "-nostdin", "-trace_stat", "-stf", str(c.stat), "-fd", "1",
         "-trace_msg", "-message_file", str(c.trace), "-max_socket", "400",
+        "-trace_err", "-error_file", str(c.errors),
+        "-trace_calldebug", "-calldebug_file", str(c.calldebug),
         "-ci", address, "-cp", str(c.control_port),
         target,
     ]  # fmt: skip

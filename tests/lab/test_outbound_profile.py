@@ -533,3 +533,29 @@ def test_probe_interval_and_threshold_per_trunk(kind: str) -> None:
         assert _wait_for(lambda: _state(s.edge, ITSP_B).startswith("A"), 15), s.log()
         assert time.monotonic() - back_from < 10
         assert "probe up trunk=itsp-b" in s.log(10**7)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dispatcher_probe_timeout_is_not_an_answer(kind: str) -> None:
+    """itsp-a, probed by the dispatcher (every 5 s, down after 1 failure), goes silent: its
+    probes end with tm's own 408 after fr_timer, which is no answer (ds_ping_reply_codes
+    has every 4xx but 408): the peer goes down and stays down through the next probes
+    that time out, and is back at its first answer."""
+    with running(kind, probes=True) as s:
+        assert _wait_for(lambda: len(s.a.options) >= 2, 20), s.log()
+        assert _state(s.edge, ITSP_A).startswith("A"), s.edge.rpc("dispatcher.list")
+        s.a.silent = True
+        assert _wait_for(lambda: _state(s.edge, ITSP_A).startswith("I"), 5 + 4 + 6), s.edge.rpc(
+            "dispatcher.list"
+        )
+        # the next probes time out too (5 s apart, 4 s each): never up meanwhile
+        after = len(s.a.options)
+        assert not _wait_for(lambda: _state(s.edge, ITSP_A).startswith("A"), 2 * 5 + 4 + 1), (
+            _state(s.edge, ITSP_A),
+            len(s.a.options) - after,
+        )
+        assert len(s.a.options) >= after + 2
+        s.a.silent = False
+        assert _wait_for(lambda: _state(s.edge, ITSP_A).startswith("A"), 5 + 2), s.edge.rpc(
+            "dispatcher.list"
+        )
