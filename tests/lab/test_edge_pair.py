@@ -142,15 +142,22 @@ def active_edge(k: ck.Lab) -> str | None:
 
 def dispatcher_flags(k: ck.Lab, edge: str) -> dict[tuple[int, str], str]:
     """(set id, URI) -> FLAGS ("AP", "TP", "IP", ...) of every dispatcher destination."""
+    return {key: flags for key, (flags, _) in dispatcher_list(k, edge).items()}
+
+
+def dispatcher_list(k: ck.Lab, edge: str) -> dict[tuple[int, str], tuple[str, str]]:
+    """(set id, URI) -> (FLAGS, IUID) of every dispatcher destination. The IUID changes
+    when the list is loaded again (it carries the load time)."""
     out = k.rpc(edge, "dispatcher.list")
     if isinstance(out, dict):
         out = out.get("result", out)
-    flags: dict[tuple[int, str], str] = {}
+    flags: dict[tuple[int, str], tuple[str, str]] = {}
     for record in out.get("RECORDS", []) if isinstance(out, dict) else []:
         group = record.get("SET", {})
         for target in group.get("TARGETS", []):
             dest = target.get("DEST", {})
-            flags[(int(group.get("ID", 0)), str(dest.get("URI")))] = str(dest.get("FLAGS"))
+            key = (int(group.get("ID", 0)), str(dest.get("URI")))
+            flags[key] = (str(dest.get("FLAGS")), str(dest.get("IUID")))
     return flags
 
 
@@ -260,6 +267,7 @@ def test_calls_survive_the_death_of_the_active_edge(kit: ck.Lab) -> None:
     for group, uri in pbx_flags(k, standby):
         set_state(k, standby, "ip", group, uri)
     assert all(v.startswith("I") for v in pbx_flags(k, standby).values()), pbx_flags(k, standby)
+    loaded_before = {iuid for _, iuid in dispatcher_list(k, standby).values()}
 
     workdir = Path(tempfile.mkdtemp(prefix="siporch-pair-"))
     with (
@@ -303,6 +311,10 @@ def test_calls_survive_the_death_of_the_active_edge(kit: ck.Lab) -> None:
                 address=ITSP_ADDRESS, port=25094,
             )  # fmt: skip
             new_flags = pbx_flags(k, standby)
+            # the list was loaded again (not a probe that happened to come back)
+            reloaded = not loaded_before & {
+                iuid for _, iuid in dispatcher_list(k, standby).values()
+            }
             time.sleep(max(0.0, RTP_WINDOW_S + 2 - (time.time() - switched)))
             callers.wait(timeout=CALL_S + 90)
         finally:
@@ -325,7 +337,7 @@ def test_calls_survive_the_death_of_the_active_edge(kit: ck.Lab) -> None:
             f"gap_ms={gap:.0f} ended_ok={ok} failed={failed} "
             f"new_call={new_call.successful}/{new_call.successful + new_call.failed} "
             f"setup_s={new_call.seconds:.2f} peers_reset_s={reset_s:.2f} "
-            f"pbx_states_after={sorted(new_flags.values())}"
+            f"pbx_states_after={sorted(new_flags.values())} reloaded={reloaded}"
         )
         assert took_vip is not None and took_vip <= TAKEOVER_S, f"vip after {took_vip} s"
         assert took_sip is not None, "the standby did not answer on the floating address"
@@ -333,6 +345,7 @@ def test_calls_survive_the_death_of_the_active_edge(kit: ck.Lab) -> None:
         assert (kept_itsp, kept_pbx) == (CALLS, CALLS), "calls lost their media"
         assert (ok, failed) == (CALLS, 0), "calls did not end with BYE / 200 OK"
         assert reset, f"{standby} kept the PBXs inactive after taking over: {new_flags}"
+        assert reloaded, f"{standby} did not reload its dispatcher list on taking over"
         assert (new_call.successful, new_call.failed) == (1, 0), (
             f"a new call after the switch failed: {new_call.messages[-3:]} "
             f"{new_call.stderr[-500:]} (PBX states on {standby}: {new_flags})"
