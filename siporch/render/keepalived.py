@@ -6,6 +6,8 @@ preemption (the first edge listed has the higher priority at an election; an edg
 comes back does not take the address back from one that carries calls). Each edge checks
 its own Kamailio and rtpengine every second: when either is gone, the instance goes to
 FAULT, and the other edge owns the address within about a second more (advert_int 1).
+The edge that takes the address over reloads its dispatcher (``notify_master``): its
+probes left from the floating address it did not hold, so their answers never reached it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ from __future__ import annotations
 from siporch.errors import SiporchError
 from siporch.model.schema import Model
 from siporch.render.env import render_template
+from siporch.render.kamailio import DEFAULT_RUN_DIR
+
+#: Kamailio's binrpc client and the control socket kamailio.cfg opens (ctl module).
+KAMCMD = "/usr/sbin/kamcmd"
+CTL_SOCKET = f"unix:{DEFAULT_RUN_DIR}/kamailio_ctl"
 
 #: glob of a rendered path -> reload action; keepalived re-reads its config on SIGHUP
 #: without giving up the address.
@@ -51,5 +58,7 @@ def render(model: Model, host: str) -> dict[str, str]:
             source=str(h.address),
             peers=peers,
             vip=f"{pair.vip}/{pair.vip.max_prefixlen}",
+            kamcmd=KAMCMD,
+            ctl_socket=CTL_SOCKET,
         )
     }

@@ -12,7 +12,12 @@ the active edge's Kamailio and rtpengine are killed (SIGKILL, ``systemctl kill``
   on it (OPTIONS, polled);
 * every call keeps its media: RTP on both legs (captured on itsp-a1 and on the PBX) for
   every call before the kill and after the switch; the longest gap is measured;
-* every call ends with its caller's BYE, answered 200 OK (SIPp counts it successful).
+* every call ends with its caller's BYE, answered 200 OK (SIPp counts it successful);
+* a new call through the floating address right after the switch is answered: the standby's
+  own probes left from the floating address it did not hold, so it had marked the PBXs
+  down (the test waits for their first failed probe, "trying", then sets them inactive as
+  the probing threshold does after PROBE_THRESHOLD x PROBE_INTERVAL, 90 s in the lab);
+  keepalived's ``notify_master`` reloads the dispatcher of the edge that takes over.
 
 The figures are printed (``EDGE-PAIR ...``); docs/benchmarks.md quotes them. The number of
 calls is $SIPORCH_EDGE_PAIR_CALLS (default 5).
@@ -135,6 +140,45 @@ def active_edge(k: ck.Lab) -> str | None:
     return held[0] if len(held) == 1 else None
 
 
+def dispatcher_flags(k: ck.Lab, edge: str) -> dict[tuple[int, str], str]:
+    """(set id, URI) -> FLAGS ("AP", "TP", "IP", ...) of every dispatcher destination."""
+    return {key: flags for key, (flags, _) in dispatcher_list(k, edge).items()}
+
+
+def dispatcher_list(k: ck.Lab, edge: str) -> dict[tuple[int, str], tuple[str, str]]:
+    """(set id, URI) -> (FLAGS, IUID) of every dispatcher destination. The IUID changes
+    when the list is loaded again (it carries the load time)."""
+    out = k.rpc(edge, "dispatcher.list")
+    if isinstance(out, dict):
+        out = out.get("result", out)
+    flags: dict[tuple[int, str], tuple[str, str]] = {}
+    for record in out.get("RECORDS", []) if isinstance(out, dict) else []:
+        group = record.get("SET", {})
+        for target in group.get("TARGETS", []):
+            dest = target.get("DEST", {})
+            key = (int(group.get("ID", 0)), str(dest.get("URI")))
+            flags[key] = (str(dest.get("FLAGS")), str(dest.get("IUID")))
+    return flags
+
+
+def pbx_flags(k: ck.Lab, edge: str) -> dict[tuple[int, str], str]:
+    """The dispatcher states of the PBX destinations (port 5060 of pbx-central)."""
+    pbx = k.addr(PBX)
+    return {key: f for key, f in dispatcher_flags(k, edge).items() if f"sip:{pbx}:" in key[1]}
+
+
+def set_state(k: ck.Lab, edge: str, state: str, group: int, uri: str) -> None:
+    """dispatcher.set_state over JSON-RPC (the group as a number)."""
+    script = (
+        "import sys; from pathlib import Path; sys.path.insert(0, '/usr/local/lib/siporch');"
+        "import siporch_kamailio as k;"
+        "print(k.rpc(Path('/etc/siporch/current/kamailio/kamailio.cfg'),"
+        f"'dispatcher.set_state', [{state!r}, {int(group)}, {uri!r}]))"
+    )
+    out = k.run(edge, ["python3", "-c", script])
+    assert "Traceback" not in out, out
+
+
 def dmq_nodes(k: ck.Lab, edge: str) -> list[dict[str, Any]]:
     out = k.rpc(edge, "dmq.list_nodes")
     if isinstance(out, dict):
@@ -213,6 +257,17 @@ def test_calls_survive_the_death_of_the_active_edge(kit: ck.Lab) -> None:
         90,
     ), k.rpc(active, "dmq.list_nodes")
     assert pk.options_answered(VIP, 1.0)
+    # The standby's probes of the PBX leave from the floating address and get no answer
+    # (it goes to the active edge): "trying" after the first, inactive at the threshold.
+    assert ck.wait_for(
+        lambda: (f := pbx_flags(k, standby)) and all(v[:1] in "TI" for v in f.values()),
+        60,
+        step=1.0,
+    ), pbx_flags(k, standby)
+    for group, uri in pbx_flags(k, standby):
+        set_state(k, standby, "ip", group, uri)
+    assert all(v.startswith("I") for v in pbx_flags(k, standby).values()), pbx_flags(k, standby)
+    loaded_before = {iuid for _, iuid in dispatcher_list(k, standby).values()}
 
     workdir = Path(tempfile.mkdtemp(prefix="siporch-pair-"))
     with (
@@ -243,7 +298,24 @@ def test_calls_survive_the_death_of_the_active_edge(kit: ck.Lab) -> None:
                     break
                 time.sleep(0.05)
             switched = time.time()
-            time.sleep(RTP_WINDOW_S + 2)  # RTP of every call after the switch
+            # the new edge starts its peers afresh (keepalived's notify_master), then a new
+            # call right after the switch is answered by the PBX through it
+            reset = ck.wait_for(
+                lambda: not any(v.startswith("I") for v in pbx_flags(k, standby).values()),
+                5,
+                step=0.05,
+            )
+            reset_s = time.monotonic() - t0
+            new_call = ck.uac(
+                k, ITSP, f"{VIP}:5060", HQ_DID, duration_ms=500, timeout_s=20,
+                address=ITSP_ADDRESS, port=25094,
+            )  # fmt: skip
+            new_flags = pbx_flags(k, standby)
+            # the list was loaded again (not a probe that happened to come back)
+            reloaded = not loaded_before & {
+                iuid for _, iuid in dispatcher_list(k, standby).values()
+            }
+            time.sleep(max(0.0, RTP_WINDOW_S + 2 - (time.time() - switched)))
             callers.wait(timeout=CALL_S + 90)
         finally:
             ck.stop(callers)
@@ -262,13 +334,22 @@ def test_calls_survive_the_death_of_the_active_edge(kit: ck.Lab) -> None:
             f"EDGE-PAIR calls={CALLS} up={up} active={active} vip_s={took_vip} "
             f"sip_s={took_sip} rtp_before itsp={_alive(to_itsp, *before)} "
             f"pbx={_alive(to_pbx, *before)} rtp_after itsp={kept_itsp} pbx={kept_pbx} "
-            f"gap_ms={gap:.0f} ended_ok={ok} failed={failed}"
+            f"gap_ms={gap:.0f} ended_ok={ok} failed={failed} "
+            f"new_call={new_call.successful}/{new_call.successful + new_call.failed} "
+            f"setup_s={new_call.seconds:.2f} peers_reset_s={reset_s:.2f} "
+            f"pbx_states_after={sorted(new_flags.values())} reloaded={reloaded}"
         )
         assert took_vip is not None and took_vip <= TAKEOVER_S, f"vip after {took_vip} s"
         assert took_sip is not None, "the standby did not answer on the floating address"
         assert _alive(to_itsp, *before) == CALLS and _alive(to_pbx, *before) == CALLS
         assert (kept_itsp, kept_pbx) == (CALLS, CALLS), "calls lost their media"
         assert (ok, failed) == (CALLS, 0), "calls did not end with BYE / 200 OK"
+        assert reset, f"{standby} kept the PBXs inactive after taking over: {new_flags}"
+        assert reloaded, f"{standby} did not reload its dispatcher list on taking over"
+        assert (new_call.successful, new_call.failed) == (1, 0), (
+            f"a new call after the switch failed: {new_call.messages[-3:]} "
+            f"{new_call.stderr[-500:]} (PBX states on {standby}: {new_flags})"
+        )
     finally:
         ck.cleanup_capture(itsp_cap)
         ck.cleanup_capture(pbx_cap)

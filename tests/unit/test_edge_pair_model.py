@@ -187,6 +187,12 @@ def test_keepalived_of_the_pair() -> None:
         assert "virtual_router_id 51" in conf and "nopreempt" in conf
         assert 'script "/usr/bin/pgrep -x kamailio"' in conf
         assert 'script "/usr/bin/pgrep -x rtpengine"' in conf
+        # the edge taking the address over starts its peers afresh (its probes left from
+        # the address it did not hold)
+        assert (
+            'notify_master "/usr/sbin/kamcmd -s unix:/run/kamailio/kamailio_ctl '
+            'dispatcher.reload"' in conf
+        )
     assert keepalived.render(m, "edge-branch") == {}
     assert "keepalived/keepalived.conf" not in render_host(m, "edge-branch")
 
