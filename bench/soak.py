@@ -78,6 +78,7 @@ INBOUND_FROM = "itsp-a1"
 INBOUND_NUMBER = "+12025550100"
 OUTBOUND_NUMBER = "3125550100"  # national -> route "national" -> trunk itsp-a (a1, then a2)
 ITSP_A_PEERS = ("itsp-a1", "itsp-a2")
+KAMAILIO_HELPER = "/usr/local/lib/siporch/siporch_kamailio.py"  # siporch's RPC client on an edge
 KAMAILIO_PID = "/run/kamailio/kamailio.pid"
 ASTERISK_CONF = "/etc/asterisk/asterisk.conf"
 # SIPp takes "-p 0" for "unset" and then binds 5060 when it is free: an explicit port keeps
@@ -518,6 +519,39 @@ def start_uas(flow: Flow, hosts: dict[str, Any], total_s: float, wait_s: float =
                 return f"SIPp UAS on {peer}:5060 did not start: {err[-200:]}"
             time.sleep(5.0)
     return ""
+
+
+_SET_STATE = (
+    "import sys; from pathlib import Path; sys.path.insert(0, '/usr/local/lib/siporch');"
+    "import siporch_kamailio as k;"
+    "k.rpc(Path('/etc/siporch/current/kamailio/kamailio.cfg'), 'dispatcher.set_state',"
+    " ['ap', int(sys.argv[1]), sys.argv[2]])"
+)
+
+
+def peers_up(edges: list[str], addresses: list[str]) -> list[str]:
+    """Set ITSP A's SBCs active on the edges where their probes took them down: the lab's
+    providers answer only while a SIPp runs there, and an edge takes a silent peer down
+    (3 probes 30 s apart); its next probe would find the new SIPp within a probe interval,
+    this does it at once. Returns what was set, as ``edge set uri``."""
+    done: list[str] = []
+    for edge in edges:
+        proc = lab_mod.run(edge, ["python3", KAMAILIO_HELPER, "rpc", "dispatcher.list"], timeout=30)
+        try:
+            data = json.loads(proc.stdout)
+        except ValueError:
+            continue
+        for rec in data.get("RECORDS", []) if isinstance(data, dict) else []:
+            group = rec.get("SET", {})
+            for target in group.get("TARGETS", []):
+                dest = target.get("DEST", {})
+                uri, flags = str(dest.get("URI", "")), str(dest.get("FLAGS", ""))
+                host = uri.split(":", 1)[-1].split(";")[0].split(":")[0]
+                if flags.startswith("I") and host in addresses:
+                    args = [str(group.get("ID")), uri]
+                    lab_mod.run(edge, ["python3", "-c", _SET_STATE, *args], timeout=30)
+                    done.append(f"{edge} {group.get('ID')} {uri}")
+    return done
 
 
 def peer_message_file(flow: Flow, peer: str) -> Path:
@@ -1274,6 +1308,11 @@ def soak(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]
                 skipped = start_uas(outbound, hosts, hard_cap_s + args.hold + 300)
                 if skipped:
                     log(f"outbound skipped: {skipped}")
+                else:
+                    itsp = [hosts[p]["address"] for p in ITSP_A_PEERS]
+                    edges = [e for e in (pair_edges or [EDGE]) if e in hosts]
+                    for line in peers_up(edges, itsp):
+                        log(f"peer set active (its SIPp answers now): {line}")
             vip_at_start = tl.vip()
             t0 = now()
             for f in [inbound] if skipped else [inbound, outbound]:
