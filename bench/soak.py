@@ -66,6 +66,7 @@ from siporch.deploy import runner  # noqa: E402
 from siporch.errors import SiporchError  # noqa: E402
 from siporch.lab import lab as lab_mod  # noqa: E402
 from siporch.lab.inventory import read_lab_json  # noqa: E402
+from siporch.monitor.kamailio import parse_dispatcher_list  # noqa: E402
 
 LAB_INV = REPO / "inventory" / "lab"
 VAULT_PASS = REPO / "inventory" / ".vault-pass"
@@ -538,19 +539,14 @@ def peers_up(edges: list[str], addresses: list[str]) -> list[str]:
     for edge in edges:
         proc = lab_mod.run(edge, ["python3", KAMAILIO_HELPER, "rpc", "dispatcher.list"], timeout=30)
         try:
-            data = json.loads(proc.stdout)
+            targets = parse_dispatcher_list(json.loads(proc.stdout))
         except ValueError:
             continue
-        for rec in data.get("RECORDS", []) if isinstance(data, dict) else []:
-            group = rec.get("SET", {})
-            for target in group.get("TARGETS", []):
-                dest = target.get("DEST", {})
-                uri, flags = str(dest.get("URI", "")), str(dest.get("FLAGS", ""))
-                host = uri.split(":", 1)[-1].split(";")[0].split(":")[0]
-                if flags.startswith("I") and host in addresses:
-                    args = [str(group.get("ID")), uri]
-                    lab_mod.run(edge, ["python3", "-c", _SET_STATE, *args], timeout=30)
-                    done.append(f"{edge} {group.get('ID')} {uri}")
+        for t in targets:
+            host = t.uri.split(":", 1)[-1].split(";")[0].split(":")[0]
+            if t.flags.startswith("I") and host in addresses:
+                lab_mod.run(edge, ["python3", "-c", _SET_STATE, str(t.set_id), t.uri], timeout=30)
+                done.append(f"{edge} {t.set_id} {t.uri}")
     return done
 
 

@@ -22,6 +22,7 @@ class DispatcherTarget:
     flags: str
     priority: int | None
     attrs: str
+    iuid: str = ""  # changes whenever the list is loaded again (it carries the load time)
 
     @property
     def up(self) -> bool:
@@ -127,6 +128,7 @@ def parse_dispatcher_list(result: Any) -> list[DispatcherTarget]:
                     flags=str(dest.get("FLAGS", "")),
                     priority=int(prio) if prio is not None else None,
                     attrs=str(attrs or ""),
+                    iuid=str(dest.get("IUID") or ""),
                 )
             )
     return targets

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from siporch.deploy import runner
+from siporch.monitor.kamailio import DispatcherTarget, parse_dispatcher_list
 from siporch.sipp import scenario
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,19 +66,27 @@ class Lab:
         except ValueError:
             return proc.stdout + proc.stderr
 
-    def set_active(self, edge: str, group: int, uri: str) -> str:
-        """Mark a dispatcher destination active (as it is before probing sees a fault).
-        Over JSON-RPC with the group as a number: kamcmd-style text params fail here."""
+    def dispatcher(self, edge: str) -> list[DispatcherTarget]:
+        """The edge's dispatcher destinations (``dispatcher.list``)."""
+        return parse_dispatcher_list(self.rpc(edge, "dispatcher.list"))
+
+    def set_state(self, edge: str, state: str, group: int, uri: str) -> str:
+        """``dispatcher.set_state`` of one destination. Over JSON-RPC with the group as a
+        number: kamcmd-style text params fail here."""
         script = (
             "import sys; from pathlib import Path; sys.path.insert(0, '/usr/local/lib/siporch');"
             "import siporch_kamailio as k;"
             "print(k.rpc(Path('/etc/siporch/current/kamailio/kamailio.cfg'),"
-            f"'dispatcher.set_state', ['ap', {int(group)}, {uri!r}]))"
+            f"'dispatcher.set_state', [{state!r}, {int(group)}, {uri!r}]))"
         )
         proc = self.handle.run(edge, ["python3", "-c", script], timeout=30)
         if proc.returncode != 0:
             raise RuntimeError(f"dispatcher.set_state failed: {proc.stdout}{proc.stderr}")
         return str(proc.stdout)
+
+    def set_active(self, edge: str, group: int, uri: str) -> str:
+        """Mark a dispatcher destination active (as it is before probing sees a fault)."""
+        return self.set_state(edge, "ap", group, uri)
 
     def unban(self, edge: str, address: str) -> None:
         """Lift a flood ban of ``address`` (the edge keeps it block_seconds otherwise)."""
@@ -311,18 +320,11 @@ def peer_up(lab: Lab, address: str, port: int = 5060) -> list[str]:
     for edge in EDGES:
         if edge not in hosts:
             continue
-        data = lab.rpc(edge, "dispatcher.list")
-        if not isinstance(data, dict):
-            continue
-        for rec in data.get("RECORDS", []):
-            s = rec.get("SET", {})
-            for t in s.get("TARGETS", []):
-                d = t.get("DEST", {})
-                uri, flags = str(d.get("URI", "")), str(d.get("FLAGS", ""))
-                hostport = uri.split(":", 1)[-1].split(";")[0]
-                if flags.startswith("I") and hostport in (f"{address}:{port}", address):
-                    lab.set_active(edge, int(s["ID"]), uri)
-                    done.append(f"{edge} {s['ID']} {uri}")
+        for t in lab.dispatcher(edge):
+            hostport = t.uri.split(":", 1)[-1].split(";")[0]
+            if t.flags.startswith("I") and hostport in (f"{address}:{port}", address):
+                lab.set_active(edge, t.set_id, t.uri)
+                done.append(f"{edge} {t.set_id} {t.uri}")
     return done
 
 

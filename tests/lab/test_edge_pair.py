@@ -140,43 +140,17 @@ def active_edge(k: ck.Lab) -> str | None:
     return held[0] if len(held) == 1 else None
 
 
-def dispatcher_flags(k: ck.Lab, edge: str) -> dict[tuple[int, str], str]:
-    """(set id, URI) -> FLAGS ("AP", "TP", "IP", ...) of every dispatcher destination."""
-    return {key: flags for key, (flags, _) in dispatcher_list(k, edge).items()}
-
-
-def dispatcher_list(k: ck.Lab, edge: str) -> dict[tuple[int, str], tuple[str, str]]:
-    """(set id, URI) -> (FLAGS, IUID) of every dispatcher destination. The IUID changes
-    when the list is loaded again (it carries the load time)."""
-    out = k.rpc(edge, "dispatcher.list")
-    if isinstance(out, dict):
-        out = out.get("result", out)
-    flags: dict[tuple[int, str], tuple[str, str]] = {}
-    for record in out.get("RECORDS", []) if isinstance(out, dict) else []:
-        group = record.get("SET", {})
-        for target in group.get("TARGETS", []):
-            dest = target.get("DEST", {})
-            key = (int(group.get("ID", 0)), str(dest.get("URI")))
-            flags[key] = (str(dest.get("FLAGS")), str(dest.get("IUID")))
-    return flags
-
-
 def pbx_flags(k: ck.Lab, edge: str) -> dict[tuple[int, str], str]:
-    """The dispatcher states of the PBX destinations (port 5060 of pbx-central)."""
+    """(set id, URI) -> dispatcher FLAGS ("AP", "TP", "IP", ...) of the PBX destinations
+    (port 5060 of pbx-central)."""
     pbx = k.addr(PBX)
-    return {key: f for key, f in dispatcher_flags(k, edge).items() if f"sip:{pbx}:" in key[1]}
+    return {(t.set_id, t.uri): t.flags for t in k.dispatcher(edge) if f"sip:{pbx}:" in t.uri}
 
 
-def set_state(k: ck.Lab, edge: str, state: str, group: int, uri: str) -> None:
-    """dispatcher.set_state over JSON-RPC (the group as a number)."""
-    script = (
-        "import sys; from pathlib import Path; sys.path.insert(0, '/usr/local/lib/siporch');"
-        "import siporch_kamailio as k;"
-        "print(k.rpc(Path('/etc/siporch/current/kamailio/kamailio.cfg'),"
-        f"'dispatcher.set_state', [{state!r}, {int(group)}, {uri!r}]))"
-    )
-    out = k.run(edge, ["python3", "-c", script])
-    assert "Traceback" not in out, out
+def loads(k: ck.Lab, edge: str) -> set[str]:
+    """The IUIDs of the edge's dispatcher destinations: new ones when the list is loaded
+    again (they carry the load time)."""
+    return {t.iuid for t in k.dispatcher(edge)}
 
 
 def dmq_nodes(k: ck.Lab, edge: str) -> list[dict[str, Any]]:
@@ -265,9 +239,9 @@ def test_calls_survive_the_death_of_the_active_edge(kit: ck.Lab) -> None:
         step=1.0,
     ), pbx_flags(k, standby)
     for group, uri in pbx_flags(k, standby):
-        set_state(k, standby, "ip", group, uri)
+        k.set_state(standby, "ip", group, uri)
     assert all(v.startswith("I") for v in pbx_flags(k, standby).values()), pbx_flags(k, standby)
-    loaded_before = {iuid for _, iuid in dispatcher_list(k, standby).values()}
+    loaded_before = loads(k, standby)
 
     workdir = Path(tempfile.mkdtemp(prefix="siporch-pair-"))
     with (
@@ -312,9 +286,7 @@ def test_calls_survive_the_death_of_the_active_edge(kit: ck.Lab) -> None:
             )  # fmt: skip
             new_flags = pbx_flags(k, standby)
             # the list was loaded again (not a probe that happened to come back)
-            reloaded = not loaded_before & {
-                iuid for _, iuid in dispatcher_list(k, standby).values()
-            }
+            reloaded = not loaded_before & loads(k, standby)
             time.sleep(max(0.0, RTP_WINDOW_S + 2 - (time.time() - switched)))
             callers.wait(timeout=CALL_S + 90)
         finally:

@@ -12,7 +12,6 @@ pbx-central and its Asterisk whatever happens.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -60,15 +59,7 @@ def _group_set(kit: ck.Lab, lab: Any) -> int:
 
 def _targets(kit: ck.Lab, set_id: int, edge: str) -> dict[str, str]:
     """URI (no parameters) -> dispatcher flags of the group's set on ``edge``."""
-    data = kit.rpc(edge, "dispatcher.list")
-    if isinstance(data, str):
-        data = json.loads(data)
-    for rec in data.get("RECORDS", []):
-        if int(rec["SET"]["ID"]) == set_id:
-            return {
-                t["DEST"]["URI"].split(";")[0]: t["DEST"]["FLAGS"] for t in rec["SET"]["TARGETS"]
-            }
-    return {}
+    return {t.uri.split(";")[0]: t.flags for t in kit.dispatcher(edge) if t.set_id == set_id}
 
 
 def _both_active(kit: ck.Lab, set_id: int, edge: str) -> bool:
