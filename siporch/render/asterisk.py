@@ -129,6 +129,18 @@ CHANNEL_VARS: list[str] = ["SIPORCH_TRUNK", "SIPORCH_DIRECTION"]
 #: Protocols the PBX may use toward an edge, in order of preference.
 _EDGE_PROTOCOLS = ("udp", "tcp")
 
+#: How often (seconds) the PBX qualifies each edge endpoint's contact with an OPTIONS, and
+#: how long (seconds) it waits for the answer. A contact that does not answer in time is
+#: marked unavailable: a Dial of that endpoint then fails at once (CHANUNAVAIL) and
+#: `siporch-outbound` goes on to the next edge (active-active edges, or the backup site's),
+#: where a Dial of a silent edge would wait for the INVITE transaction's timer B (32 s)
+#: first. So a dead edge costs new calls its timer B for at most frequency + timeout
+#: seconds (measured: docs/benchmarks.md), and the edge is tried again one qualify after
+#: it answers. One OPTIONS per edge every 5 s is nothing to a Kamailio; the timeout is
+#: Asterisk's default (an edge on the site's network answers within milliseconds).
+EDGE_QUALIFY_FREQUENCY = 5
+EDGE_QUALIFY_TIMEOUT = 3.0
+
 
 class AsteriskRenderError(SiporchError):
     """The model cannot be rendered into an Asterisk configuration."""
@@ -261,6 +273,7 @@ class EndpointView:
     outbound_auth: str | None = None
     aor_contact: str | None = None
     qualify_frequency: int = 0
+    qualify_timeout: float = 0.0
     identify_match: list[str] = field(default_factory=list)
     identify_header: str | None = None
     rtp_timeout: int = 0
@@ -521,7 +534,8 @@ def _edge_endpoint(
         t38=any(t.t38 for t in model.trunks.values()),
         permit=permit,
         aor_contact=uri,
-        qualify_frequency=30,
+        qualify_frequency=EDGE_QUALIFY_FREQUENCY,
+        qualify_timeout=EDGE_QUALIFY_TIMEOUT,
         identify_match=_edge_sources(model, edge_name),
         rtp_timeout=_longest([a for a, _ in timeouts]),
         rtp_timeout_hold=_longest([h for _, h in timeouts]),

@@ -581,3 +581,46 @@ def ensure_model(k: ck.Lab, inventory: Path) -> str:
     if not result.ok:
         raise RuntimeError("deploy failed:\n" + "\n".join(result.output[-40:]))
     return "forced" if force else "deployed"
+
+
+# ------------------------------------------------ the PBX's outbound calls through the edges
+
+#: The PBX's spool of call files (Debian's Asterisk: pbx_spool, inotify on the directory).
+OUTGOING = "/var/spool/asterisk/outgoing"
+
+
+def edge_contact_status(k: ck.Lab, edge: str) -> str:
+    """The PJSIP status of the PBX's contact of ``siporch-edge-<edge>`` on pbx-central
+    (``Avail``, ``Unavail``, ``NonQual``, ``Unknown``; "" when there is none)."""
+    out = k.asterisk("pjsip show contacts")
+    m = re.search(rf"Contact:\s+siporch-edge-{re.escape(edge)}/\S+\s+\S+\s+(\w+)", out)
+    return m.group(1) if m else ""
+
+
+def pbx_call(k: ck.Lab, pbx: str, number: str, *, wait_s: int = 90, hold_s: int = 2) -> float:
+    """An outbound call from ``pbx`` as one of its phones would place it: a call file
+    (``Local/<number>@siporch-outbound``, answered side Wait ``hold_s``) moved into
+    Asterisk's spool, which waits ``wait_s`` for the answer (the CLI's `channel
+    originate` gives up after 30 s, shorter than a SIP transaction's timeout). Returns
+    the controller's clock when it was placed."""
+    name = f"siporch-test-{uuid.uuid4().hex[:8]}.call"
+    text = (
+        f"Channel: Local/{number}@siporch-outbound\n"
+        f"WaitTime: {wait_s}\nMaxRetries: 0\nApplication: Wait\nData: {hold_s}\n"
+    )
+    base = "/var/lib/siporch-test-calls"  # on the host's root, as its spool
+    (k.handle.root(pbx) / base.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    (k.handle.root(pbx) / base.lstrip("/") / name).write_text(text)
+    placed = time.time()
+    out = k.run(pbx, f"chmod 644 {base}/{name} && mv {base}/{name} {OUTGOING}/{name} && echo moved")
+    if "moved" not in out:
+        raise AssertionError(f"the call file did not go into {OUTGOING} on {pbx}: {out}")
+    return placed
+
+
+def via_edge(invite: str) -> str:
+    """The edge of the pair whose address is in the top Via of a relayed INVITE ("" for
+    neither)."""
+    m = re.search(r"(?im)^(?:Via|v):\s*SIP/2\.0/\w+\s+([^;:\s]+)", invite)
+    host = m.group(1) if m else ""
+    return next((e for e, a in EDGES.items() if a == host), "")

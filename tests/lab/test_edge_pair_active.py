@@ -41,6 +41,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,125 @@ def test_new_calls_find_the_other_edge_by_srv(srv: ck.Lab) -> None:
     first_late = int(FR_MS / 1000 + 1) + 1
     assert all(s < waited for s in setup[first_late:]), setup
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+# ------------------------------------- the PBX's calls with one edge partitioned (active-active)
+
+PBX = "pbx-central"
+PBX_CALLS = 5  # during the partition: the first at once, the others once the edge is down
+#: an upper bound of the PBX's wait for a silent edge (the INVITE's timer B, 32 s, then the
+#: next edge's setup)
+TIMER_B_S = 32.0
+
+
+def _pbx_impair(*args: str) -> None:
+    subprocess.run(
+        ["siporch", "lab", "impair", PBX, "edge-central", *args],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+
+
+def _itsp_invites(*uases: ck.Uas) -> dict[str, tuple[float, str]]:
+    """Number called -> (arrival, edge it came through) of the first INVITE of each call
+    at ITSP A's peers."""
+    out: dict[str, tuple[float, str]] = {}
+    for u in uases:
+        try:
+            text = u.message_file.read_text(errors="replace")
+        except OSError:
+            continue
+        for when, m in ck.timed_messages(text, "received"):
+            user = re.match(r"INVITE sips?:([^@;> ]+)@", m)
+            if user:
+                out.setdefault(user.group(1), (when, pk.via_edge(m)))
+    return out
+
+
+def _byes(*uases: ck.Uas) -> int:
+    return sum(1 for u in uases for m in u.messages() if m.startswith("BYE "))
+
+
+def test_pbx_calls_leave_through_the_other_edge(aa: ck.Lab) -> None:
+    """pbx-central partitioned from edge-central, the first of its two active-active edges:
+    its outbound calls all complete through edge-central-2. A call placed at the moment of
+    the partition waits for the silent edge's INVITE timeout (timer B) and then goes to the
+    next edge (DIALSTATUS CHANUNAVAIL); once the PBX's qualify has marked edge-central
+    unavailable, Dial skips it at once and the calls take no longer than through a live
+    edge. An inbound call through edge-central-2 meanwhile completes on the PBX. When the
+    partition heals, the next qualify finds edge-central and calls go through it again."""
+    from siporch.render.asterisk import EDGE_QUALIFY_FREQUENCY, EDGE_QUALIFY_TIMEOUT
+
+    k = aa
+    seq = iter(range(10, 100))
+
+    with ck.uas(k, "itsp-a1") as a1, ck.uas(k, "itsp-a2") as a2:
+
+        def call() -> tuple[float, str]:
+            """One outbound call from the PBX: (setup until ITSP A has the INVITE, edge)."""
+            number = f"31255501{next(seq)}"
+            placed = pk.pbx_call(k, PBX, number, hold_s=1)
+            key = f"1{number}"
+            ok = ck.wait_for(lambda: key in _itsp_invites(a1, a2), TIMER_B_S + 30)
+            assert ok, (number, k.asterisk("core show channels"), _itsp_invites(a1, a2))
+            when, edge = _itsp_invites(a1, a2)[key]
+            return when - placed, edge
+
+        for edge in pk.EDGES:
+            assert ck.wait_for(lambda e=edge: pk.edge_contact_status(k, e) == "Avail", 30), (
+                k.asterisk("pjsip show contacts")
+            )
+        before = [call() for _ in range(2)]
+        _pbx_impair("--partition")
+        partitioned = time.monotonic()
+        try:
+            # the first call at once, while the PBX still takes edge-central for up; the
+            # qualify marks it unavailable meanwhile
+            with ThreadPoolExecutor(1) as pool:
+                first = pool.submit(call)
+                down = ck.wait_for(
+                    lambda: pk.edge_contact_status(k, "edge-central") == "Unavail",
+                    EDGE_QUALIFY_FREQUENCY + EDGE_QUALIFY_TIMEOUT + 10, step=0.1,
+                )  # fmt: skip
+                down_s = time.monotonic() - partitioned
+                during = [first.result(timeout=TIMER_B_S + 40)]
+            during += [call() for _ in range(PBX_CALLS - 1)]
+            # an inbound call through edge-central-2 to the PBX meanwhile
+            inbound = ck.uac(
+                k, ITSP, f"{pk.EDGES['edge-central-2']}:5060", HQ_DID, duration_ms=1000,
+                port=25103,
+            )  # fmt: skip
+        finally:
+            _pbx_impair("--clear")
+        healed = time.monotonic()
+        up = ck.wait_for(
+            lambda: pk.edge_contact_status(k, "edge-central") == "Avail",
+            EDGE_QUALIFY_FREQUENCY + EDGE_QUALIFY_TIMEOUT + 10, step=0.1,
+        )  # fmt: skip
+        up_s = time.monotonic() - healed
+        after = [call() for _ in range(2)]
+        total = 2 + PBX_CALLS + 2
+        ended = ck.wait_for(lambda: _byes(a1, a2) >= total, 30)
+        byes = _byes(a1, a2)
+    print(
+        f"EDGE-PAIR-PBX before={[(round(s, 2), e) for s, e in before]} "
+        f"partitioned={[(round(s, 2), e) for s, e in during]} edge_down_after_s={down_s:.1f} "
+        f"inbound={(inbound.successful, inbound.failed, round(inbound.seconds, 2))} "
+        f"edge_up_after_heal_s={up_s:.1f} healed={[(round(s, 2), e) for s, e in after]} "
+        f"byes={byes}/{total}"
+    )
+    assert [e for _, e in before] == ["edge-central"] * 2, before
+    assert down, "the PBX did not mark edge-central unavailable"
+    assert down_s <= EDGE_QUALIFY_FREQUENCY + EDGE_QUALIFY_TIMEOUT + 1, down_s
+    assert [e for _, e in during] == ["edge-central-2"] * PBX_CALLS, during
+    # the call placed at the partition waited for the silent edge, at most its timer B
+    assert during[0][0] <= TIMER_B_S + 3, during
+    # the later ones went straight to edge-central-2
+    assert all(s < 2.0 for s, _ in during[1:]), during
+    assert (inbound.successful, inbound.failed) == (1, 0), inbound.stderr
+    assert up and up_s <= EDGE_QUALIFY_FREQUENCY + EDGE_QUALIFY_TIMEOUT + 1, up_s
+    assert [e for _, e in after] == ["edge-central"] * 2, after
+    assert all(s < 2.0 for s, _ in after), after
+    assert ended, f"{byes} of {total} calls hung up at ITSP A"
 
 
 # ------------------------------------------------- rolling deploys of the active-standby pair

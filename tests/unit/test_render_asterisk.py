@@ -491,6 +491,20 @@ def test_two_edges_tried_in_order() -> None:
     assert "contact = sip:192.0.2.12:5060" in pjsip
 
 
+def test_edges_are_qualified_often_enough_to_be_skipped_when_down() -> None:
+    """Every edge AOR is qualified every few seconds with a short timeout: a silent edge is
+    marked unavailable within frequency + timeout, and Dial then skips it at once."""
+    sites = example().model_dump()["sites"]
+    edges = {"hosts": ["edge-central", "edge-central-2"], "mode": "active-active"}
+    sites["central"]["edges"] = edges
+    pjsip = asterisk.render(variant(sites=sites), "pbx-central")["asterisk/pjsip_siporch.conf"]
+    for edge in ("edge-central", "edge-central-2", "edge-branch"):
+        aor = of_type(pjsip, f"siporch-edge-{edge}", "aor")
+        assert aor["qualify_frequency"] == [str(asterisk.EDGE_QUALIFY_FREQUENCY)], edge
+        assert aor["qualify_timeout"] == [str(asterisk.EDGE_QUALIFY_TIMEOUT)], edge
+    assert 0 < asterisk.EDGE_QUALIFY_TIMEOUT < asterisk.EDGE_QUALIFY_FREQUENCY <= 10
+
+
 def test_branch_pbx_uses_backup_site_edges() -> None:
     hosts = example().model_dump()["hosts"]
     del hosts["edge-branch"]
