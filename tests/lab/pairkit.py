@@ -612,7 +612,11 @@ def pbx_call(k: ck.Lab, pbx: str, number: str, *, wait_s: int = 90, hold_s: int 
     (k.handle.root(pbx) / base.lstrip("/")).mkdir(parents=True, exist_ok=True)
     (k.handle.root(pbx) / base.lstrip("/") / name).write_text(text)
     placed = time.time()
-    out = k.run(pbx, f"chmod 644 {base}/{name} && mv {base}/{name} {OUTGOING}/{name} && echo moved")
+    path = f"{base}/{name}"
+    out = k.run(
+        pbx,
+        f"chown asterisk: {path}; chmod 644 {path} && mv {path} {OUTGOING}/{name} && echo moved",
+    )
     if "moved" not in out:
         raise AssertionError(f"the call file did not go into {OUTGOING} on {pbx}: {out}")
     return placed

@@ -279,12 +279,19 @@ def test_pbx_calls_leave_through_the_other_edge(aa: ck.Lab) -> None:
 
     k = aa
     seq = iter(range(10, 100))
+    numbers: list[str] = []
+    # the lab runs what was last deployed for this model's hash: the render of this tree?
+    conf = k.run(PBX, "cat /etc/siporch/current/asterisk/pjsip_siporch.conf")
+    assert f"qualify_frequency = {EDGE_QUALIFY_FREQUENCY}\n" in conf, (
+        "pbx-central runs another render of the active-active model: deploy this tree"
+    )
 
     with ck.uas(k, "itsp-a1") as a1, ck.uas(k, "itsp-a2") as a2:
 
         def call() -> tuple[float, str]:
             """One outbound call from the PBX: (setup until ITSP A has the INVITE, edge)."""
             number = f"31255501{next(seq)}"
+            numbers.append(number)
             placed = pk.pbx_call(k, PBX, number, hold_s=1)
             key = f"1{number}"
             ok = ck.wait_for(lambda: key in _itsp_invites(a1, a2), TIMER_B_S + 30)
@@ -297,6 +304,8 @@ def test_pbx_calls_leave_through_the_other_edge(aa: ck.Lab) -> None:
                 k.asterisk("pjsip show contacts")
             )
         before = [call() for _ in range(2)]
+        # both ended (their BYEs through edge-central) before the partition
+        assert ck.wait_for(lambda: _byes(a1, a2) >= 2, 20), _byes(a1, a2)
         _pbx_impair("--partition")
         partitioned = time.monotonic()
         try:
@@ -328,12 +337,20 @@ def test_pbx_calls_leave_through_the_other_edge(aa: ck.Lab) -> None:
         total = 2 + PBX_CALLS + 2
         ended = ck.wait_for(lambda: _byes(a1, a2) >= total, 30)
         byes = _byes(a1, a2)
+    # why each call left edge-central for the next edge (siporch-outbound's NOTICE)
+    log = k.run(PBX, "grep -h 'siporch-outbound: ' /var/log/asterisk/messages.log || true")
+    why: dict[str, tuple[str, str] | None] = {}
+    for n in numbers[2 : 2 + PBX_CALLS]:
+        m = re.findall(
+            rf"siporch-outbound: {n} via siporch-edge-edge-central: (\w+) \(cause (\d+)\)", log
+        )
+        why[n] = m[-1] if m else None
     print(
         f"EDGE-PAIR-PBX before={[(round(s, 2), e) for s, e in before]} "
         f"partitioned={[(round(s, 2), e) for s, e in during]} edge_down_after_s={down_s:.1f} "
         f"inbound={(inbound.successful, inbound.failed, round(inbound.seconds, 2))} "
         f"edge_up_after_heal_s={up_s:.1f} healed={[(round(s, 2), e) for s, e in after]} "
-        f"byes={byes}/{total}"
+        f"byes={byes}/{total} next_edge_because={list(why.values())}"
     )
     assert [e for _, e in before] == ["edge-central"] * 2, before
     assert down, "the PBX did not mark edge-central unavailable"
@@ -343,6 +360,9 @@ def test_pbx_calls_leave_through_the_other_edge(aa: ck.Lab) -> None:
     assert during[0][0] <= TIMER_B_S + 3, during
     # the later ones went straight to edge-central-2
     assert all(s < 2.0 for s, _ in during[1:]), during
+    # both as CHANUNAVAIL: the timeout (cause 18, no user response), then no contact to
+    # dial (cause 3)
+    assert [w[0] if w else None for w in why.values()] == ["CHANUNAVAIL"] * PBX_CALLS, why
     assert (inbound.successful, inbound.failed) == (1, 0), inbound.stderr
     assert up and up_s <= EDGE_QUALIFY_FREQUENCY + EDGE_QUALIFY_TIMEOUT + 1, up_s
     assert [e for _, e in after] == ["edge-central"] * 2, after

@@ -486,6 +486,8 @@ def test_two_edges_tried_in_order() -> None:
     second = ext.index("Dial(PJSIP/${EXTEN}@siporch-edge-edge-central-2,")
     between = ext[first:second]
     assert '"${DIALSTATUS}" != "CHANUNAVAIL"' in between and "?done)" in between
+    # why the next edge is tried goes into Asterisk's log
+    assert "Log(NOTICE,siporch-outbound: ${EXTEN} via siporch-edge-edge-central: ${DIALSTATUS}" in between
     pjsip = asterisk.render(m, "pbx-central")["asterisk/pjsip_siporch.conf"]
     assert "permit = 192.0.2.12/255.255.255.255" in pjsip
     assert "contact = sip:192.0.2.12:5060" in pjsip
