@@ -18,6 +18,14 @@
   itsp-a1 (``siporch lab impair --partition``), every new call completes through
   edge-central-2: the proxy's tries of the dead edge time out (fr_timer 2 s), the next SRV
   target is tried (``use_dns_failover``), and the dead edge is blocklisted.
+* **The PBX's calls with one edge partitioned** (the same active-active deploy):
+  pbx-central is partitioned from edge-central, the first edge it dials; its outbound
+  calls (call files into Asterisk's spool, as a phone waits for its call; ITSP A's SIPp
+  answers) all complete through edge-central-2. The call placed at the partition waits for
+  its INVITE's timer B (32 s), then Dial ends CHANUNAVAIL and the next edge is dialled;
+  once the PBX's qualify (every 5 s, 3 s timeout) marks edge-central unavailable, Dial
+  skips it at once. An inbound call through edge-central-2 completes meanwhile. After the
+  partition heals, the next qualify finds edge-central and calls go through it again.
 * **Rolling deploys of the active-standby pair under calls** (the lab's model with a
   one-trunk change deployed first: itsp-a's ``max_channels`` 40): 10 calls with RTP held
   through everything, new calls at 1 per second, OPTIONS to the floating address every
@@ -29,8 +37,8 @@
   time; the lab's own model is then deployed already, and the module's end has nothing
   to deploy.
 
-The figures are printed (``EDGE-PAIR-AA``, ``EDGE-PAIR-SRV``, ``EDGE-PAIR-ROLL``);
-docs/benchmarks.md quotes them. The module ends with the lab's own model deployed.
+The figures are printed (``EDGE-PAIR-AA``, ``EDGE-PAIR-SRV``, ``EDGE-PAIR-PBX``,
+``EDGE-PAIR-ROLL``); docs/benchmarks.md quotes them. The module ends with the lab's own model deployed.
 """
 
 from __future__ import annotations
@@ -360,8 +368,8 @@ def test_pbx_calls_leave_through_the_other_edge(aa: ck.Lab) -> None:
     assert during[0][0] <= TIMER_B_S + 3, during
     # the later ones went straight to edge-central-2
     assert all(s < 2.0 for s, _ in during[1:]), during
-    # both as CHANUNAVAIL: the timeout (cause 18, no user response), then no contact to
-    # dial (cause 3)
+    # each as CHANUNAVAIL: the first after its INVITE's timeout (cause 18, no user
+    # response), the later ones at once: no reachable contact to dial (cause 3)
     assert [w[0] if w else None for w in why.values()] == ["CHANUNAVAIL"] * PBX_CALLS, why
     assert (inbound.successful, inbound.failed) == (1, 0), inbound.stderr
     assert up and up_s <= EDGE_QUALIFY_FREQUENCY + EDGE_QUALIFY_TIMEOUT + 1, up_s
