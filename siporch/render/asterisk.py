@@ -140,6 +140,9 @@ _EDGE_PROTOCOLS = ("udp", "tcp")
 #: Asterisk's default (an edge on the site's network answers within milliseconds).
 EDGE_QUALIFY_FREQUENCY = 5
 EDGE_QUALIFY_TIMEOUT = 3.0
+#: The qualify of the other edges' endpoints (other sites' edges: the PBX never dials
+#: them, they only send it calls), for the status alone.
+EDGE_QUALIFY_FREQUENCY_OTHER = 30
 
 
 class AsteriskRenderError(SiporchError):
@@ -499,8 +502,16 @@ def _trunk_endpoint(
 
 
 def _edge_endpoint(
-    model: Model, pbx_name: str, pbx: Host, edge_name: str, codecs: list[str], permit: list[str]
+    model: Model,
+    pbx_name: str,
+    pbx: Host,
+    edge_name: str,
+    codecs: list[str],
+    permit: list[str],
+    dialled: bool = True,
 ) -> EndpointView:
+    """The PJSIP endpoint of an edge on a PBX; ``dialled``: one of the edges the PBX
+    sends its outbound calls to (qualified often: docs/asterisk.md)."""
     edge = model.hosts[edge_name]
     transport, uri = _edge_hop(model, pbx_name, pbx, edge_name)
     # Outbound calls (and calls relayed without a trunk header) land on this endpoint
@@ -534,7 +545,7 @@ def _edge_endpoint(
         t38=any(t.t38 for t in model.trunks.values()),
         permit=permit,
         aor_contact=uri,
-        qualify_frequency=EDGE_QUALIFY_FREQUENCY,
+        qualify_frequency=EDGE_QUALIFY_FREQUENCY if dialled else EDGE_QUALIFY_FREQUENCY_OTHER,
         qualify_timeout=EDGE_QUALIFY_TIMEOUT,
         identify_match=_edge_sources(model, edge_name),
         rtp_timeout=_longest([a for a, _ in timeouts]),
@@ -696,7 +707,10 @@ def build_view(model: Model, host: str) -> AsteriskView:
         _trunk_endpoint(model, name, trunk, edge_transport, permit_local)
         for name, trunk in model.trunks.items()
     ]
-    edges = [_edge_endpoint(model, host, pbx, e, codecs, permit_local) for e in edges_all]
+    edges = [
+        _edge_endpoint(model, host, pbx, e, codecs, permit_local, e in outbound_edges)
+        for e in edges_all
+    ]
     registrations = [
         _registration(model, host, pbx, name, trunk)
         for name, trunk in model.trunks.items()

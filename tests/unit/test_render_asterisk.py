@@ -500,10 +500,13 @@ def test_edges_are_qualified_often_enough_to_be_skipped_when_down() -> None:
     edges = {"hosts": ["edge-central", "edge-central-2"], "mode": "active-active"}
     sites["central"]["edges"] = edges
     pjsip = asterisk.render(variant(sites=sites), "pbx-central")["asterisk/pjsip_siporch.conf"]
-    for edge in ("edge-central", "edge-central-2", "edge-branch"):
+    for edge in ("edge-central", "edge-central-2"):  # the edges it dials
         aor = of_type(pjsip, f"siporch-edge-{edge}", "aor")
         assert aor["qualify_frequency"] == [str(asterisk.EDGE_QUALIFY_FREQUENCY)], edge
         assert aor["qualify_timeout"] == [str(asterisk.EDGE_QUALIFY_TIMEOUT)], edge
+    # another site's edge only sends the PBX calls: qualified for the status alone
+    aor = of_type(pjsip, "siporch-edge-edge-branch", "aor")
+    assert aor["qualify_frequency"] == [str(asterisk.EDGE_QUALIFY_FREQUENCY_OTHER)]
     assert 0 < asterisk.EDGE_QUALIFY_TIMEOUT < asterisk.EDGE_QUALIFY_FREQUENCY <= 10
 
 
