@@ -484,7 +484,7 @@ def test_the_standby_refuses_new_calls_at_its_own_address(kit: ck.Lab) -> None:
         k, ITSP, f"{VIP}:5060", HQ_DID, duration_ms=500, timeout_s=20,
         address=ITSP_ADDRESS, port=25098,
     )  # fmt: skip
-    finals = [m.split("\r\n", 1)[0] for m in refused.messages if m.startswith("SIP/2.0 ")]
+    finals = [m.splitlines()[0].strip() for m in refused.messages if m.startswith("SIP/2.0 ")]
     print(
         f"EDGE-STANDBY holder={holder} standby={standby} own_address={finals} "
         f"refused_s={refused.seconds:.2f} vip={taken.successful}/{taken.successful + taken.failed}"
