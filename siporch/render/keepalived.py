@@ -5,9 +5,13 @@ addresses (no multicast needed on the segment), both starting as BACKUP without
 preemption (the first edge listed has the higher priority at an election; an edge that
 comes back does not take the address back from one that carries calls). Each edge checks
 its own Kamailio and rtpengine every second: when either is gone, the instance goes to
-FAULT, and the other edge owns the address within about a second more (advert_int 1).
-The edge that takes the address over reloads its dispatcher (``notify_master``): its
-probes left from the floating address it did not hold, so their answers never reached it.
+FAULT, and the other edge owns the address within about a second more (advert_int 1). A
+restart a deploy planned (marked under /run/siporch for a few seconds, see the
+keepalived_vip role's ``siporch_vrrp.sh``) keeps the address.
+Every change of VRRP state tells the edge's Kamailio whether it holds the address
+(``notify_*``: ``$shv(vipheld)``; an edge without it answers new calls with 503), and the
+edge that takes the address over reloads its dispatcher: its probes left from the floating
+address it did not hold, so their answers never reached it.
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ from siporch.model.schema import Model
 from siporch.render.env import render_template
 from siporch.render.kamailio import DEFAULT_RUN_DIR
 
-#: Kamailio's binrpc client and the control socket kamailio.cfg opens (ctl module).
-KAMCMD = "/usr/sbin/kamcmd"
+#: The control socket kamailio.cfg opens (ctl module), for kamcmd in the notify scripts.
 CTL_SOCKET = f"unix:{DEFAULT_RUN_DIR}/kamailio_ctl"
+
+#: keepalived's check and notify script (installed by the keepalived_vip role,
+#: ``keepalived_vip_helper``).
+VRRP_HELPER = "/usr/local/lib/siporch/siporch_vrrp.sh"
 
 #: glob of a rendered path -> reload action; keepalived re-reads its config on SIGHUP
 #: without giving up the address.
@@ -58,7 +65,7 @@ def render(model: Model, host: str) -> dict[str, str]:
             source=str(h.address),
             peers=peers,
             vip=f"{pair.vip}/{pair.vip.max_prefixlen}",
-            kamcmd=KAMCMD,
+            helper=VRRP_HELPER,
             ctl_socket=CTL_SOCKET,
         )
     }

@@ -21,15 +21,24 @@ the active edge's Kamailio and rtpengine are killed (SIGKILL, ``systemctl kill``
 
 The figures are printed (``EDGE-PAIR ...``); docs/benchmarks.md quotes them. The number of
 calls is $SIPORCH_EDGE_PAIR_CALLS (default 5).
+
+Before it, a planned restart: the kamailio_edge role's own restart (``process.yml``, as a
+deploy whose change needs one runs it) of the Kamailio of the edge that holds the floating
+address, with OPTIONS to the address every 100 ms. The restart marks itself as planned for
+keepalived's check, so the address stays on that edge (keepalived never leaves MASTER
+there, the other edge never holds it) and every OPTIONS after the restart is answered
+(``EDGE-RESTART ...``).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +48,7 @@ import callkit as ck
 import pairkit as pk
 import pytest
 
+from siporch.deploy import runner
 from siporch.sipp import scenario
 
 pytestmark = pytest.mark.lab
@@ -57,9 +67,14 @@ RTP_WINDOW_S = 2.0
 
 
 @pytest.fixture(scope="module")
-def kit(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ck.Lab]:
+def inventory(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ck.copy_inventory(lab, tmp_path_factory.mktemp("pair"))
+
+
+@pytest.fixture(scope="module")
+def kit(lab: Any, inventory: Path) -> Iterator[ck.Lab]:
     k = ck.Lab(lab)
-    inv = ck.copy_inventory(lab, tmp_path_factory.mktemp("pair"))
+    inv = inventory
 
     def room_for_every_call(model: dict[str, Any]) -> None:
         trunk = model["trunks"]["itsp-a"]
@@ -153,6 +168,19 @@ def loads(k: ck.Lab, edge: str) -> set[str]:
     return {t.iuid for t in k.dispatcher(edge)}
 
 
+def vipheld(k: ck.Lab, edge: str) -> int | None:
+    """The edge's ``$shv(vipheld)``: 1 while its Kamailio knows it holds the floating
+    address, 0 while it refuses new calls (None: no answer)."""
+    out = k.rpc(edge, "pv.shvGet", "vipheld")
+    if isinstance(out, dict):
+        out = out.get("result", out)
+    items = out if isinstance(out, list) else [out]
+    for item in items:
+        if isinstance(item, dict) and item.get("name") == "vipheld":
+            return int(item["value"])
+    return None
+
+
 def dmq_nodes(k: ck.Lab, edge: str) -> list[dict[str, Any]]:
     out = k.rpc(edge, "dmq.list_nodes")
     if isinstance(out, dict):
@@ -214,6 +242,116 @@ def _gap_ms(flows: dict[str, list[float]], start: float, end: float) -> float:
         inside = sorted(t for t in ts if start <= t <= end)
         worst = max([worst, *((b - a) * 1000 for a, b in itertools.pairwise(inside))])
     return worst
+
+
+class OptionsLog:
+    """OPTIONS to ``address`` every ``step`` seconds in a thread: (send time, answered)."""
+
+    def __init__(self, address: str, step: float = 0.1, timeout: float = 0.5) -> None:
+        self.address, self.step, self.timeout = address, step, timeout
+        self.probes: list[tuple[float, bool]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            t = time.time()
+            self.probes.append((t, pk.options_answered(self.address, self.timeout)))
+            self._stop.wait(max(0.0, self.step - (time.time() - t)))
+
+    def since(self, start: float) -> list[bool]:
+        return [ok for t, ok in list(self.probes) if t >= start]
+
+    def __enter__(self) -> OptionsLog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def _restart_as_deployed(inventory: Path, edge: str) -> subprocess.CompletedProcess[str]:
+    """Kamailio on ``edge`` restarted by the kamailio_edge role's own task file
+    (``process.yml``, action restart under systemd), as a deploy whose change needs a
+    restart runs it (roles/kamailio_edge/tasks/apply.yml)."""
+    playbook = runner.ansible_playbook()
+    assert playbook is not None, "ansible-playbook is not installed"
+    cmd = [str(Path(playbook).parent / "ansible"), "-i", str(inventory), edge]
+    vault = runner.vault_password_file(inventory, None)
+    if vault is not None:
+        cmd += ["--vault-password-file", str(vault)]
+    cmd += [
+        "-m", "ansible.builtin.include_role", "-a", "name=kamailio_edge tasks_from=process",
+        "-e", json.dumps({"kamailio_edge_process_action": "restart",
+                          "kamailio_edge_process_manager": "systemd"}),
+    ]  # fmt: skip
+    return subprocess.run(
+        cmd, env=runner.ansible_env(), capture_output=True, text=True, timeout=180, check=False
+    )
+
+
+def test_a_planned_restart_keeps_the_floating_address(kit: ck.Lab, inventory: Path) -> None:
+    k = kit
+    assert ck.wait_for(lambda: active_edge(k) is not None, 30), "no edge holds the vip"
+    holder = active_edge(k)
+    assert holder is not None
+    other = EDGES[1 - EDGES.index(holder)]
+    assert ck.wait_for(lambda: pk.options_answered(VIP, 0.5), 30)
+    pidfile = "cat /run/kamailio/kamailio.pid"
+    pid_before = k.run(holder, pidfile).strip()
+    other_held: list[float] = []
+    watching = threading.Event()
+
+    def watch() -> None:  # the other edge never holds the address
+        while not watching.is_set():
+            if holds_vip(k, other):
+                other_held.append(time.time())
+            watching.wait(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    with OptionsLog(VIP) as log:
+        watcher.start()
+        started = time.time()
+        proc = _restart_as_deployed(inventory, holder)
+        restarted = time.time()
+        # OPTIONS for 3 s after the restart, and long enough for keepalived to act on a
+        # check that failed (fall 1, advert 1 s: well under 3 s)
+        ck.wait_for(lambda: len(log.since(restarted)) >= 30, 10, step=0.1)
+        watching.set()
+        watcher.join(timeout=10)
+    during = [ok for t, ok in log.probes if started <= t < restarted]
+    after = log.since(restarted)
+    journal = k.run(
+        holder,
+        f"journalctl -u keepalived.service --since @{int(started)} --no-pager -o cat || true",
+    )
+    pid_after = k.run(holder, pidfile).strip()
+    # the restarted Kamailio found the address on its interface (no notification came) and
+    # takes new calls through it
+    held = vipheld(k, holder)
+    new_call = ck.uac(
+        k, ITSP, f"{VIP}:5060", HQ_DID, duration_ms=500, timeout_s=20,
+        address=ITSP_ADDRESS, port=25096,
+    )  # fmt: skip
+    print(
+        f"EDGE-RESTART holder={holder} restart_s={restarted - started:.2f} "
+        f"options_during={len(during)} unanswered_during={during.count(False)} "
+        f"after={sum(after)}/{len(after)} other_held={len(other_held)} "
+        f"pid {pid_before}->{pid_after} vipheld={held} "
+        f"new_call={new_call.successful}/{new_call.successful + new_call.failed}"
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert pid_after and pid_after != pid_before, "Kamailio was not restarted"
+    assert not other_held, f"{other} held the floating address during the restart"
+    assert holds_vip(k, holder), f"{holder} lost the floating address"
+    assert not re.search(r"FAULT|BACKUP|now returning", journal), journal
+    assert len(after) >= 30 and all(after), f"{after.count(False)}/{len(after)} unanswered"
+    assert k.run(holder, "ls /run/siporch/kamailio-restart 2>&1 || true").count("No such"), (
+        "the restart's mark was left behind"
+    )
+    assert held == 1, f"{holder}'s Kamailio does not know it holds the floating address"
+    assert (new_call.successful, new_call.failed) == (1, 0), new_call.messages[-3:]
 
 
 def test_calls_survive_the_death_of_the_active_edge(kit: ck.Lab) -> None:
@@ -326,3 +464,31 @@ def test_calls_survive_the_death_of_the_active_edge(kit: ck.Lab) -> None:
         ck.cleanup_capture(itsp_cap)
         ck.cleanup_capture(pbx_cap)
         _start(k, active)
+
+
+def test_the_standby_refuses_new_calls_at_its_own_address(kit: ck.Lab) -> None:
+    """An INVITE from a provider to the own address of the edge that does not hold the
+    floating address is answered 503 at once (its sender tries its next target); the same
+    call to the floating address is answered by the PBX through the other edge."""
+    k = kit
+    assert ck.wait_for(lambda: active_edge(k) is not None, 30), "no edge holds the vip"
+    holder = active_edge(k)
+    assert holder is not None
+    standby = EDGES[1 - EDGES.index(holder)]
+    assert ck.wait_for(lambda: vipheld(k, standby) == 0, 10), vipheld(k, standby)
+    refused = ck.uac(
+        k, ITSP, f"{k.addr(standby)}:5060", HQ_DID, duration_ms=500, timeout_s=20,
+        address=ITSP_ADDRESS, port=25098,
+    )  # fmt: skip
+    taken = ck.uac(
+        k, ITSP, f"{VIP}:5060", HQ_DID, duration_ms=500, timeout_s=20,
+        address=ITSP_ADDRESS, port=25098,
+    )  # fmt: skip
+    finals = [m.splitlines()[0].strip() for m in refused.messages if m.startswith("SIP/2.0 ")]
+    print(
+        f"EDGE-STANDBY holder={holder} standby={standby} own_address={finals} "
+        f"refused_s={refused.seconds:.2f} vip={taken.successful}/{taken.successful + taken.failed}"
+    )
+    assert refused.successful == 0 and "SIP/2.0 503 Edge On Standby" in finals, finals
+    assert vipheld(k, holder) == 1
+    assert (taken.successful, taken.failed) == (1, 0), taken.messages[-3:]

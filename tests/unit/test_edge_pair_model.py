@@ -185,16 +185,43 @@ def test_keepalived_of_the_pair() -> None:
         assert re.search(rf"unicast_peer {{\s+{re.escape(peer)}\s+}}", conf)
         assert "192.0.2.9/32 dev eth0" in conf
         assert "virtual_router_id 51" in conf and "nopreempt" in conf
-        assert 'script "/usr/bin/pgrep -x kamailio"' in conf
-        assert 'script "/usr/bin/pgrep -x rtpengine"' in conf
-        # the edge taking the address over starts its peers afresh (its probes left from
-        # the address it did not hold)
-        assert (
-            'notify_master "/usr/sbin/kamcmd -s unix:/run/kamailio/kamailio_ctl '
-            'dispatcher.reload"' in conf
-        )
+        # each daemon checked by keepalived_vip's helper (a planned restart keeps the address)
+        assert f'script "{keepalived.VRRP_HELPER} check kamailio"' in conf
+        assert f'script "{keepalived.VRRP_HELPER} check rtpengine"' in conf
+        assert re.search(r"fall 1\n", conf)
+        # every change of state tells Kamailio whether the edge holds the address; the edge
+        # taking it over also starts its peers afresh (the helper's notify master)
+        for state in ("master", "backup", "fault", "stop"):
+            assert (
+                f'notify_{state} "{keepalived.VRRP_HELPER} notify {state} '
+                'unix:/run/kamailio/kamailio_ctl"' in conf
+            )
     assert keepalived.render(m, "edge-branch") == {}
     assert "keepalived/keepalived.conf" not in render_host(m, "edge-branch")
+
+
+def _pair_blocks(cfg: str) -> list[str]:
+    """The text of every ``#!ifdef PAIR_VIP`` block of kamailio.cfg (no nesting in them)."""
+    return re.findall(r"#!ifdef PAIR_VIP\n(.*?)#!endif", cfg, flags=re.S)
+
+
+def test_an_edge_without_the_floating_address_refuses_new_calls() -> None:
+    """Only on an edge of a pair (PAIR_VIP, host.cfg): the variable keepalived's helper
+    sets, 503 to an initial INVITE while it is 0, and the start-up look at the interfaces."""
+    m = example()
+    cfg = kamailio.render(m, "edge-central")["kamailio/kamailio.cfg"]
+    blocks = "\n".join(_pair_blocks(cfg))
+    assert 'loadmodule "exec.so"' in blocks
+    assert 'modparam("pv", "shvset", "vipheld=i:1")' in blocks
+    assert re.search(r'if \(\$shv\(vipheld\) == 0\) \{\s+sl_send_reply\("503"', blocks)
+    assert '"/sbin/ip -o addr show to " + PAIR_VIP' in blocks
+    assert "event_route[core:worker-one-init]" in blocks
+    # the refusal comes before the call's dialog and record
+    assert cfg.index("$shv(vipheld) == 0") < cfg.index("\tdlg_manage();")
+    # the name keepalived's helper sets is the one kamailio.cfg reads
+    helper = (REPO / "roles/keepalived_vip/files/siporch_vrrp.sh").read_text()
+    assert "pv.shvSet vipheld int" in helper
+    assert "PAIR_VIP" in _cfg(m, "edge-central") and "PAIR_VIP" not in _cfg(m, "edge-branch")
 
 
 def test_active_active_has_dmq_and_no_floating_address() -> None:
