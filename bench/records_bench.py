@@ -18,7 +18,8 @@ the edge's one writer process) and off, alternating in the same run, Kamailio re
 ``--variant``: a third edge in the same run, records on with one part taken out (VARIANTS),
 to see where their cost goes. ``--backend postgresql``: the records go to a PostgreSQL
 server of the bench's own (initdb'd in its namespace; Kamailio needs db_postgres: the lab
-root's, ``--root``). One run at a time (its namespace).
+root's, ``--root``, or the package's module unpacked in a directory, ``--modules``). One run
+at a time (its namespace).
 After each run with records on, the records written are counted against the calls placed.
 ``--cfg-from FILE``: one more edge in the same run, records on with FILE as its kamailio.cfg
 (e.g. an earlier commit's template). Kamailio runs with the rendered edge's memory manager
@@ -263,9 +264,11 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                     "MEMORY_MANAGER", "qm"
                 )
                 managers.add(mem)
+                # --modules: a directory searched first (e.g. db_postgres unpacked there)
+                mpath = ["-L", f"{args.modules}:{MODULES}"] if args.modules else []
                 edge = cb.start(
                     [*prefix, "kamailio", "-DD", "-E", "-f", str(cfg), "-m", str(cb.SHM_MB),
-                     "-M", str(cb.PKG_MB), "-x", mem],
+                     "-M", str(cb.PKG_MB), "-x", mem, *mpath],
                     sub / "edge.log",
                     netns=NS,
                 )  # fmt: skip
@@ -395,6 +398,8 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
 
 
 CFG_FROM = "records on, --cfg-from"
+# Kamailio's own module directory (Debian's, on the host and in the lab root)
+MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
 
 # Variants of the edge with records on, to see where their cost goes (--variant): the same
 # rendered configuration with one part of the records taken out.
@@ -801,6 +806,13 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="run Kamailio from this root file system with chroot (e.g. the lab's, "
         "/var/cache/siporch/rootfs/<key>, for Kamailio 6)",
+    )
+    c.add_argument(
+        "--modules",
+        type=Path,
+        help="a directory of Kamailio modules searched before Kamailio's own (kamailio -L), "
+        "as Kamailio sees it: e.g. db_postgres of kamailio-postgres-modules unpacked with "
+        "dpkg -x, for --backend postgresql with the host's Kamailio",
     )
     s = sub.add_parser("summary")
     s.add_argument("--records", type=int, default=1_000_000)

@@ -10,6 +10,8 @@ run at once. SIPp places the calls; the records are read back with the same scri
 * a failover (503 from the first peer, 200 from the second): one call record (the second
   peer, two legs) and one leg record, the 503;
 * an inbound call; a 486 relayed without failover;
+* the edge's own final reply in the INVITE's transaction (403 after pstn-gw refused the
+  edge's credentials) is the call's code;
 * retention: a record older than ``records.retention_days`` is deleted by the edge.
 """
 
@@ -44,7 +46,7 @@ from tests.lab.edgekit import (
 )
 
 NET = "127.0.87"
-EDGE, PBX, PEER1, PEER2, ITSP_B, STRANGER = (f"{NET}.{n}" for n in (10, 20, 30, 31, 40, 99))
+EDGE, PBX, PEER1, PEER2, ITSP_B, GW, STRANGER = (f"{NET}.{n}" for n in (10, 20, 30, 31, 40, 50, 99))
 NG_PORT = 22392
 DB_SQLITE = "usr/lib/x86_64-linux-gnu/kamailio/modules/db_sqlite.so"
 
@@ -74,11 +76,28 @@ def edge(request: pytest.FixtureRequest) -> Iterator[Edge]:
     (base / "run").mkdir()
     e = Edge(base, inner, f"unix:{base}/run/kamailio_ctl")
     try:
-        _release(e, "a", loopback_model(net=NET, ng_port=NG_PORT))
+        _release(e, "a", records_model())
         with _running([e], prefix, NG_PORT, base):
             yield e
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def records_model() -> Any:
+    """The loopback example, and pstn-gw with credentials its gateway refuses, on a route
+    of its own (+1666...): a call there ends with the edge's own 403 (failure_route)."""
+    from siporch.model.schema import Model
+
+    data: dict[str, Any] = loopback_model(net=NET, ng_port=NG_PORT).model_dump(mode="json")
+    data["trunks"]["pstn-gw"]["credentials"] = {
+        "username": "gw-user",
+        "password": "gw-wrong-password",
+        "realm": "gw.example",
+    }
+    data["routes"][:0] = [
+        {"name": "to-gw", "sites": ["central"], "pattern": r"^\+1666\d{7}$", "trunks": ["pstn-gw"]}
+    ]
+    return Model.model_validate(data)
 
 
 def sipp_call(edge: Edge, src: str, number: str, uas: dict[str, Path], timeout: int = 12) -> Any:
@@ -210,6 +229,30 @@ def test_a_call_no_peer_takes_carries_the_edges_own_reply(edge: Edge) -> None:
     assert rec["trunk"] == "itsp-b"
 
 
+def test_the_edges_own_reply_in_the_transaction_is_the_calls_code(edge: Edge) -> None:
+    """pstn-gw challenges the edge's answer again (a wrong password): the edge's failure
+    route replies 403 itself (t_reply). The record carries that 403, not the gateway's last
+    401: the dialog fails, and its record is made, when tm has the reply ready, before it
+    is sent, so the code is set before the reply."""
+    uas = edge.base / "uas_auth_401_gw.xml"
+    text = (SCENARIOS / "uas_auth_401.xml").read_text()
+    for key, value in {
+        "REALM": "gw.example",
+        "USER": "gw-user",
+        "PASS": "gw-right-password",
+    }.items():
+        text = text.replace(f"__{key}__", value)
+    uas.write_text(text)
+    call = sipp_call(edge, PBX, "6665550100", {GW: uas}, timeout=8)
+    got = [m.splitlines()[0] for m in received(call.uac) if re.match(r"SIP/2.0 [3-6]", m)]
+    assert got and got[-1].strip() == "SIP/2.0 403 Trunk Authentication Failed", call.uac[-1500:]
+    rec = call_record(edge, "6665550100")
+    assert (int(rec["code"]), rec["reason"]) == (403, "Trunk Authentication Failed")
+    assert rec["trunk"] == "pstn-gw" and rec["answer"] is None and int(rec["legs"]) == 2
+    legs = legs_of(edge, rec["callid"])
+    assert [(int(leg["sip_code"]), int(leg["leg"])) for leg in legs] == [(401, 1), (401, 2)]
+
+
 def test_calls_the_edge_refuses_are_recorded(edge: Edge) -> None:
     """A DID nobody serves: 404 from the edge itself, no dialog; the record says so. A
     source the edge does not know leaves no record (scanners would fill the database)."""
@@ -277,7 +320,9 @@ def test_old_records_are_deleted(edge: Edge) -> None:
         )
 
     assert _wait(gone, 40), "the old record is still there"
-    assert rows(edge, "SELECT id FROM calls WHERE callid = 'recent-call'"), "recent records went too"
+    assert rows(edge, "SELECT id FROM calls WHERE callid = 'recent-call'"), (
+        "recent records went too"
+    )
     assert rows(edge, "SELECT id FROM legs WHERE callid = 'recent-call'"), "recent legs went too"
     con = sqlite3.connect(db(edge), timeout=10)
     with con:
