@@ -32,7 +32,8 @@ reloads apply), with the text of siporch_hostlib.py first. SPEC is JSON:
    all at once: each is retried until it passes or its tries are spent.
 4. Releases to prune are removed.
 
-Prints {"quick": true, "switched": bool, "gates": {name: seconds}} on success. A failed
+Prints {"quick": true, "switched": bool, "gates": {name: seconds}, "times": {part: seconds}}
+on success (the checks, the release made and switched, each step). A failed
 switch, step or gate prints {"quick": true, "switched": bool, "failed": "<name>: <output>"}
 and exits 1 (the playbook's rescue puts the host back). Standard library only.
 """
@@ -193,6 +194,8 @@ def _gate(item, results):
 def main():
     spec = json.load(sys.stdin)
     root = spec.get("root") or "/etc/siporch"
+    times = {}  # seconds each part took: checks, build, switch, steps (by name)
+    started = time.monotonic()
     for item in spec.get("checks", []):
         try:
             proc = run(_argv(item))
@@ -202,6 +205,7 @@ def main():
         if proc.returncode != 0:
             print(json.dumps({"quick": False, "why": item["name"]}))
             return 0
+    times["checks"] = round(time.monotonic() - started, 3)
     switched = False
 
     def failed(why):
@@ -210,6 +214,7 @@ def main():
         return 1
 
     if spec.get("switch"):
+        started = time.monotonic()
         try:
             _build(root, spec["switch"])
         except NotQuick as exc:
@@ -225,13 +230,16 @@ def main():
             switched = True
             return failed("switch to %s: %s" % (spec["switch"].get("id"), exc))
         switched = True
+        times["release made, checked, switched"] = round(time.monotonic() - started, 3)
     for item in spec.get("steps", []):
+        started = time.monotonic()
         try:
             proc = run(_argv(item), timeout=GATE_TIMEOUT)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return failed("%s: %s" % (item["name"], exc))
         if proc.returncode != 0:
             return failed("%s: %s" % (item["name"], _tail(proc)))
+        times[item["name"]] = round(time.monotonic() - started, 3)
     results = {}
     threads = [
         threading.Thread(target=_gate, args=(item, results)) for item in spec.get("gates", [])
@@ -253,6 +261,7 @@ def main():
                 "quick": True,
                 "switched": switched,
                 "gates": {name: round(r[2], 3) for name, r in results.items()},
+                "times": times,
             }
         )
     )
