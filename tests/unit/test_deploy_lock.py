@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -137,3 +138,36 @@ def test_cli_release_writes_the_report_first(tmp_path: Path) -> None:
     )  # fmt: skip
     assert report.read_text() == "{}\n"
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_render_takes_the_deploy_lock_in_the_same_command(mod: Any, tmp_path: Path) -> None:
+    """`siporch render --deploy-lock` (the deploy playbook's render): once rendered, the
+    lock is taken and its token is in the JSON; a lock another live process holds makes it
+    fail after --lock-wait with the holder named; a bad model fails before any lock."""
+    inv = tmp_path / "inv"
+    shutil.copytree(REPO / "inventory" / "example", inv)
+    shutil.copy(REPO / "inventory" / ".vault-pass", tmp_path / ".vault-pass")
+    lock = tmp_path / "lock"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SIPORCH_STATE": str(tmp_path / "state")}
+    env.pop("SIPORCH_DEPLOY_LOCK", None)
+
+    def render(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "siporch", "render", "--json", "-i", str(inv), *extra],
+            capture_output=True, text=True, timeout=120, env=env, check=False,
+        )  # fmt: skip
+
+    done = render("--deploy-lock", str(lock), "--lock-wait", "1")
+    assert done.returncode == 0, done.stderr
+    token = json.loads(done.stdout)["lock_token"]
+    assert token and mod.read_owner(lock)["token"] == token
+    # held by a live process (this test): the next render waits, then fails
+    owner = {**mod.read_owner(lock), "pid": os.getpid()}
+    (lock / "owner.json").write_text(json.dumps(owner))
+    busy = render("--deploy-lock", str(lock), "--lock-wait", "0.2")
+    assert busy.returncode != 0 and f"pid {os.getpid()}" in busy.stderr, busy.stderr
+    assert "lock_token" not in json.loads(render().stdout)  # no lock asked for
+    mod.release(lock, token)
+    (inv / "group_vars" / "all" / "siporch.yml").write_text("siporch: {trunks: 3}\n")
+    bad = render("--deploy-lock", str(lock), "--lock-wait", "1")
+    assert bad.returncode == 2 and not lock.exists()
