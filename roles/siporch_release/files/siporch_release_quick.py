@@ -12,7 +12,8 @@ reloads apply), with the text of siporch_hostlib.py first. SPEC is JSON:
      "checks": [{"name", "argv"}],       every one must exit 0, else nothing is done
      "switch": null | {"id", "manifest" (its text), "kind",
                        "write": [{"path", "data" (base64), "mode", "group"}],
-                       "remove": [paths], "tree_checks": [{"name", "argv"}]},
+                       "remove": [paths],
+                       "tree_checks": [{"name", "argv"} | {"name", "db_text": dir}]},
      "steps": [{"name", "argv"}],        in order, once the release is in place
      "gates": [{"name", "argv", "tries", "delay"}],   together, each retried
      "prune": [ids]}                     removed once the gates have passed
@@ -42,6 +43,7 @@ import base64
 import grp
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -148,14 +150,48 @@ def _build(root, spec):
     os.rename(partial, target)
     for item in spec.get("tree_checks", []):
         try:
-            proc = run(_argv(item), timeout=GATE_TIMEOUT)
-            why = "" if proc.returncode == 0 else _tail(proc)
+            if "db_text" in item:  # a directory of the new release
+                bad = _db_text_problems(os.path.join(target, item["db_text"]))
+                why = "db_text tables: " + "; ".join(bad[:10]) if bad else ""
+            else:
+                proc = run(_argv(item), timeout=GATE_TIMEOUT)
+                why = "" if proc.returncode == 0 else _tail(proc)
         except (OSError, subprocess.TimeoutExpired) as exc:
             why = str(exc)
         if why:
             # the step by step deploy checks it again and fails there, with its own steps
             shutil.rmtree(target, ignore_errors=True)
             raise NotQuick("%s: %s" % (item["name"], why))
+
+
+_COLUMN = re.compile(r"\w+\((int|double|string|str|datetime|blob)(,(auto|null))*\)$")
+_FIELD_SEP = re.compile(r"(?<!\\):")
+
+
+def _db_text_problems(db_dir):
+    """Kamailio's db_text tables in db_dir as the Kamailio helper's check-tree checks them
+    (a header of typed columns, as many fields in every row): the tree check of a change
+    of Kamailio's tables only, whose configuration is the running one's byte for byte
+    (`kamailio -c` parses the configuration; it does not read the tables)."""
+    problems = []
+    if not os.path.isdir(db_dir):
+        return problems
+    for name in sorted(os.listdir(db_dir)):
+        path = os.path.join(db_dir, name)
+        if name.startswith(".") or not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().splitlines()
+        if not lines:
+            problems.append(f"{name}: empty table file (no header)")
+            continue
+        columns = lines[0].split()
+        problems += [f"{name}: bad column header {c!r}" for c in columns if not _COLUMN.match(c)]
+        for number, line in enumerate(lines[1:], start=2):
+            fields = len(_FIELD_SEP.split(line))
+            if line.strip() and fields != len(columns):
+                problems.append(f"{name}:{number}: {fields} fields, header has {len(columns)}")
+    return problems
 
 
 def _switch(root, spec):
