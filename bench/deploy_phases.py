@@ -54,7 +54,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="+", type=Path)
     args = ap.parse_args()
-    runs = [phases(f) for f in args.files]
+    missing = [str(f) for f in args.files if not f.is_file()]
+    if missing:
+        raise SystemExit(f"deploy_phases: no such profile: {', '.join(missing)}")
+    try:
+        runs = [phases(f) for f in args.files]
+    except (ValueError, KeyError) as exc:
+        raise SystemExit(f"deploy_phases: not a profile of bench/deploy_bench.py: {exc}") from exc
     names: list[str] = []
     for found, _ in runs:
         names += [n for n in found if n not in names]
