@@ -171,3 +171,26 @@ def test_render_takes_the_deploy_lock_in_the_same_command(mod: Any, tmp_path: Pa
     (inv / "group_vars" / "all" / "siporch.yml").write_text("siporch: {trunks: 3}\n")
     bad = render("--deploy-lock", str(lock), "--lock-wait", "1")
     assert bad.returncode == 2 and not lock.exists()
+
+
+def test_the_owner_is_ansible_playbook_not_its_worker(mod: Any, tmp_path: Path) -> None:
+    """A task runs in a worker forked from ansible-playbook (the same command line) that
+    ends with the task: the lock belongs to the outermost ansible-playbook, which lives as
+    long as the run, so that another deploy does not find it stale and take it over."""
+    lock = tmp_path / "lock"
+    fake = tmp_path / "ansible-playbook"
+    fake.write_text(
+        "import os, subprocess, sys\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        f"    subprocess.run([sys.executable, {str(REPO / 'playbooks' / 'files' / 'deploy_lock.py')!r},\n"
+        f"                    'acquire', {str(lock)!r}, '--wait', '1'], check=True)\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print(os.getpid())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SIPORCH_DEPLOY_LOCK"}
+    out = subprocess.run(
+        [sys.executable, str(fake)], capture_output=True, text=True, env=env, timeout=60, check=True
+    )
+    assert mod.read_owner(lock)["pid"] == int(out.stdout.split()[-1])
