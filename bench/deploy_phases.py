@@ -21,7 +21,10 @@ PHASES = {
     "Validate the model and render the release": "render, deploy lock",
     "Read the release each host runs": "read the hosts (one call each, all at once)",
     "Show what the deploy changes in the model, against what the hosts run": "model changes",
+    # since the third round the hosts the release leaves unchanged go with its first batch
     "Deploy the release host by host": "host by host (the hosts the release changes)",
+    "Deploy the other edges of each pair, one at a time": "the pairs' other edges",
+    # until the third round: a play after the last batch
     "Deploy the hosts the release leaves unchanged, all at once": "unchanged hosts, all at once",
     "Roll back every host of the run after a failure": "rollback play (nothing to do)",
     "Report the run": "report, lock released",
@@ -51,7 +54,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="+", type=Path)
     args = ap.parse_args()
-    runs = [phases(f) for f in args.files]
+    missing = [str(f) for f in args.files if not f.is_file()]
+    if missing:
+        raise SystemExit(f"deploy_phases: no such profile: {', '.join(missing)}")
+    try:
+        runs = [phases(f) for f in args.files]
+    except (ValueError, KeyError) as exc:
+        raise SystemExit(f"deploy_phases: not a profile of bench/deploy_bench.py: {exc}") from exc
     names: list[str] = []
     for found, _ in runs:
         names += [n for n in found if n not in names]

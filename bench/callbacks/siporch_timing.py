@@ -70,6 +70,14 @@ class CallbackModule(CallbackBase):
             "start": round(start, 3),
             "end": round(end, 3),
         }
+        # the one-call deploy's own timings (siporch_release_quick.py: gates, steps)
+        stdout = str(result._result.get("stdout", "") or "")
+        if stdout.startswith('{"quick"'):
+            try:
+                quick = json.loads(stdout)
+                line["quick"] = {"gates": quick.get("gates", {}), "times": quick.get("times", {})}
+            except ValueError:
+                pass
         self._out.write(json.dumps(line) + "\n")
         self._out.flush()
 

@@ -40,18 +40,23 @@ def _parent(pid: int) -> int:
 
 
 def owner_pid() -> int:
-    """The ansible-playbook process this runs under, else the parent process."""
+    """The ansible-playbook process this runs under, else the parent process. Its
+    outermost one: a task runs in a worker forked from ansible-playbook (the same command
+    line) that ends with the task, and a lock owned by it would look stale at once."""
     pid = os.getppid()
     probe = pid
+    found = 0
     while probe > 1:
         try:
             cmdline = Path(f"/proc/{probe}/cmdline").read_bytes()
         except OSError:
             break
         if b"ansible-playbook" in cmdline:
-            return probe
+            found = probe
+        elif found:
+            break
         probe = _parent(probe)
-    return pid
+    return found or pid
 
 
 def _alive(pid: int) -> bool:

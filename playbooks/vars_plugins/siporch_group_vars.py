@@ -19,7 +19,14 @@ file name the file without a line.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -101,19 +108,140 @@ def fast_load(path: str) -> tuple[bool, Any]:
     with open(path, "rb") as fh:
         raw = fh.read()
     # whole-file vault, vaulted values, unsafe values, or any other local tag: Ansible's
-    if (
-        raw.lstrip().startswith(b"$ANSIBLE_VAULT")
-        or b"!" in raw
-        and (b"!vault" in raw or b"!unsafe" in raw or b" !" in raw or b"\n!" in raw)
+    if raw.lstrip().startswith(b"$ANSIBLE_VAULT") or (
+        b"!" in raw and (b"!vault" in raw or b"!unsafe" in raw or b" !" in raw or b"\n!" in raw)
     ):
         return False, None
     try:
-        data = yaml.load(raw, Loader=yaml.CSafeLoader)  # noqa: S506 - the safe loader
+        data = _read_by_entry(path, raw)
+        if data is None:
+            data = _trust(yaml.load(raw, Loader=yaml.CSafeLoader))
     except yaml.YAMLError:
         return False, None  # Ansible's loader reports the error with its position
-    data = _trust(data)
     _CACHE[path] = (key, data)
     return True, data
+
+
+def _chunks() -> ModuleType | None:
+    """siporch.model.chunks, loaded from its file: the package's import (its model and
+    pydantic) would cost more than it saves here."""
+    if "chunks" not in _MODULES:
+        module = None
+        try:
+            spec = importlib.util.find_spec("siporch")
+            if spec is not None and spec.origin:
+                source = Path(spec.origin).parent / "model" / "chunks.py"
+                loaded = importlib.util.spec_from_file_location("_siporch_vars_chunks", source)
+                if loaded is not None and loaded.loader is not None:
+                    module = importlib.util.module_from_spec(loaded)
+                    sys.modules[loaded.name] = module  # its dataclasses look themselves up
+                    loaded.loader.exec_module(module)
+        except Exception:
+            module = None
+        _MODULES["chunks"] = module
+    return _MODULES["chunks"]
+
+
+_MODULES: dict[str, ModuleType | None] = {}
+
+
+def _store_file(path: str, chunks: ModuleType) -> Path | None:
+    """Where the parsed entries of ``path`` are kept: siporch's cache of the inventory
+    (``$SIPORCH_STATE/cache/chunks``, else ``build/cache/chunks`` beside the inventory
+    directory, 0700 as siporch keeps it), by the file, this plugin, chunks.py, PyYAML."""
+    if os.environ.get("SIPORCH_CACHE", "1").strip().lower() in ("0", "off", "no", "false"):
+        return None
+    file = Path(path).resolve()
+    parts = file.parts
+    inventory = next(
+        (
+            Path(*parts[:i])
+            for i in range(len(parts) - 1, 0, -1)
+            if parts[i] in ("group_vars", "host_vars")
+        ),
+        None,
+    )
+    if inventory is None:
+        return None
+    env = os.environ.get("SIPORCH_STATE", "").strip()
+    state = Path(env).expanduser().resolve() if env else inventory.parent / "build"
+    ident = hashlib.sha256()
+    for part in (__file__, chunks.__file__):
+        with open(part, "rb") as fh:
+            ident.update(hashlib.sha256(fh.read()).digest())
+    ident.update(f"{yaml.__version__}\n{file}".encode())
+    return state / "cache" / "chunks" / f"vars-{ident.hexdigest()[:32]}.pickle"
+
+
+# what a walk over the entries cannot follow (siporch.model.loader's test): merge keys,
+# anchors, aliases, tags, documents and directives, tabs in indentation
+_ANCHORS = re.compile(r"[&*!]\S")
+_LINE_STARTS = re.compile(r"^(?:\t|---[ \t]*\S|\.\.\.|%)", re.MULTILINE)
+
+
+def _not_plain(text: str) -> bool:
+    if "<<" in text:
+        return True
+    if ("&" in text or "*" in text or "!" in text) and any(
+        m.start() == 0 or text[m.start() - 1].isspace() or text[m.start() - 1] in ",[{"
+        for m in _ANCHORS.finditer(text)
+    ):
+        return True
+    return ("\t" in text or "---" in text or "..." in text or "%" in text) and bool(
+        _LINE_STARTS.search(text)
+    )
+
+
+def _read_by_entry(path: str, raw: bytes) -> Any:
+    """The file's data when it has the model's shape (siporch.model.chunks): each entry (a
+    trunk, a host...) parsed on its own and kept by the hash of its text in siporch's
+    cache, so that a file in which one trunk changed parses that trunk only. None: read it
+    whole. Only for text without anchors, aliases or merge keys (each node its own value)."""
+    chunks = _chunks()
+    if chunks is None:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if _not_plain(text):
+        return None
+    target = _store_file(path, chunks)
+    if target is None:
+        return None
+
+    def load() -> bytes | None:
+        try:
+            return target.read_bytes()
+        except OSError:
+            return None
+
+    def save(data: bytes) -> None:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(target.parent.parent, 0o700)  # as siporch keeps its cache
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        except OSError:
+            pass  # a cache that cannot be written is only slower
+
+    def parse(part: str, first: int) -> tuple[Any, list[tuple[int, str]]]:
+        # an entry kept in the store has no template marker (chunks.may_template): plain
+        return _trust(yaml.load(part, Loader=yaml.CSafeLoader)), []
+
+    store = chunks.Store(load, save)
+    try:
+        read = chunks.read(text, parse, store)
+    except yaml.YAMLError:
+        raise
+    except Exception:
+        return None
+    if read is None:
+        return None
+    store.save()
+    return read[0]
 
 
 class VarsModule(HostGroupVars):

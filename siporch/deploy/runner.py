@@ -7,10 +7,12 @@ returns a :class:`RunResult`. Nothing here prints: the CLI renders the events.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -244,6 +246,56 @@ def parse_recap(lines: Sequence[str]) -> dict[str, dict[str, int]]:
     return recap
 
 
+#: Environment variable: ``0`` (or ``off``, ``no``, ``false``) gives each run SSH master
+#: connections of its own (a temporary control directory removed at the end).
+SSH_PERSIST_ENV = "SIPORCH_SSH_PERSIST"
+
+
+def _network_namespace() -> str:
+    """This process's network namespace (``4026531840``): the lab's private copies reuse
+    the same addresses in other namespaces, and a master socket is reachable from any."""
+    try:
+        link = os.readlink("/proc/self/ns/net")
+    except OSError:
+        return "default"
+    return re.sub(r"\D", "", link) or "default"
+
+
+def ssh_control_dir(env: dict[str, str]) -> Path | None:
+    """The directory of the SSH master sockets kept between runs, or None (then each run
+    gets its own): ``$XDG_RUNTIME_DIR/siporch/ssh/<netns>`` or
+    ``~/.cache/siporch/ssh/<netns>``, made 0700 and used only when it is a real directory
+    of this user that nobody else can enter (a socket there is a logged-in session on a
+    host)."""
+    if env.get(SSH_PERSIST_ENV, "1").strip().lower() in ("0", "off", "no", "false"):
+        return None
+    runtime = env.get("XDG_RUNTIME_DIR", "").strip()
+    home = env.get("HOME", "").strip()
+    if runtime and Path(runtime).is_absolute():
+        base = Path(runtime) / "siporch"
+    elif home and Path(home).is_absolute():
+        base = Path(home) / ".cache" / "siporch"
+    else:
+        return None
+    path = base / "ssh" / _network_namespace()
+    uid = os.getuid()
+    try:
+        for part in (base, base / "ssh", path):
+            with contextlib.suppress(FileExistsError):
+                part.mkdir(mode=0o700, parents=part is base)
+            st = os.lstat(part)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
+                return None  # not ours, a link, or others may rename what is in it
+        if os.lstat(path).st_mode & 0o077:
+            os.chmod(path, 0o700)
+            if os.lstat(path).st_mode & 0o077:
+                return None
+    except OSError:
+        return None
+    # a socket path is at most 107 bytes: Ansible's names are 10 characters
+    return path if len(str(path)) < 96 else None
+
+
 def run(
     cmd: list[str],
     report_file: Path | None = None,
@@ -258,9 +310,14 @@ def run(
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["ANSIBLE_NOCOLOR"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
-    # SSH master connections of this run only: never share (and lose) another run's masters.
-    control_dir = tempfile.mkdtemp(prefix="siporch-cp-")
-    env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = control_dir
+    # SSH master connections kept between runs (ControlPersist in ansible.cfg): the next
+    # deploy skips the SSH handshakes. In a directory of this user's only, else in one of
+    # this run (removed at the end); a control directory set in the environment is kept.
+    own_dir = None
+    if not env.get("ANSIBLE_SSH_CONTROL_PATH_DIR", "").strip():
+        kept = ssh_control_dir(env)
+        own_dir = None if kept is not None else tempfile.mkdtemp(prefix="siporch-cp-")
+        env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = own_dir or str(kept)
     if report_file is not None:
         report_file.unlink(missing_ok=True)
     started = time.monotonic()
@@ -287,7 +344,8 @@ def run(
         if event is not None and on_event is not None:
             on_event(event)
     rc = proc.wait()
-    shutil.rmtree(control_dir, ignore_errors=True)
+    if own_dir is not None:
+        shutil.rmtree(own_dir, ignore_errors=True)
     report = None
     if report_file is not None and report_file.is_file():
         try:

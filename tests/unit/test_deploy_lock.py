@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -137,3 +138,59 @@ def test_cli_release_writes_the_report_first(tmp_path: Path) -> None:
     )  # fmt: skip
     assert report.read_text() == "{}\n"
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_render_takes_the_deploy_lock_in_the_same_command(mod: Any, tmp_path: Path) -> None:
+    """`siporch render --deploy-lock` (the deploy playbook's render): once rendered, the
+    lock is taken and its token is in the JSON; a lock another live process holds makes it
+    fail after --lock-wait with the holder named; a bad model fails before any lock."""
+    inv = tmp_path / "inv"
+    shutil.copytree(REPO / "inventory" / "example", inv)
+    shutil.copy(REPO / "inventory" / ".vault-pass", tmp_path / ".vault-pass")
+    lock = tmp_path / "lock"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SIPORCH_STATE": str(tmp_path / "state")}
+    env.pop("SIPORCH_DEPLOY_LOCK", None)
+
+    def render(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "siporch", "render", "--json", "-i", str(inv), *extra],
+            capture_output=True, text=True, timeout=120, env=env, check=False,
+        )  # fmt: skip
+
+    done = render("--deploy-lock", str(lock), "--lock-wait", "1")
+    assert done.returncode == 0, done.stderr
+    token = json.loads(done.stdout)["lock_token"]
+    assert token and mod.read_owner(lock)["token"] == token
+    # held by a live process (this test): the next render waits, then fails
+    owner = {**mod.read_owner(lock), "pid": os.getpid()}
+    (lock / "owner.json").write_text(json.dumps(owner))
+    busy = render("--deploy-lock", str(lock), "--lock-wait", "0.2")
+    assert busy.returncode != 0 and f"pid {os.getpid()}" in busy.stderr, busy.stderr
+    assert "lock_token" not in json.loads(render().stdout)  # no lock asked for
+    mod.release(lock, token)
+    (inv / "group_vars" / "all" / "siporch.yml").write_text("siporch: {trunks: 3}\n")
+    bad = render("--deploy-lock", str(lock), "--lock-wait", "1")
+    assert bad.returncode == 2 and not lock.exists()
+
+
+def test_the_owner_is_ansible_playbook_not_its_worker(mod: Any, tmp_path: Path) -> None:
+    """A task runs in a worker forked from ansible-playbook (the same command line) that
+    ends with the task: the lock belongs to the outermost ansible-playbook, which lives as
+    long as the run, so that another deploy does not find it stale and take it over."""
+    lock = tmp_path / "lock"
+    fake = tmp_path / "ansible-playbook"
+    fake.write_text(
+        "import os, subprocess, sys\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        f"    subprocess.run([sys.executable, {str(REPO / 'playbooks' / 'files' / 'deploy_lock.py')!r},\n"
+        f"                    'acquire', {str(lock)!r}, '--wait', '1'], check=True)\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print(os.getpid())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SIPORCH_DEPLOY_LOCK"}
+    out = subprocess.run(
+        [sys.executable, str(fake)], capture_output=True, text=True, env=env, timeout=60, check=True
+    )
+    assert mod.read_owner(lock)["pid"] == int(out.stdout.split()[-1])

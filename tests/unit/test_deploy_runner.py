@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,39 @@ def test_host_releases_marks_the_rollback_target_from_the_history() -> None:
     rows = host_releases("edge-central", listing)
     assert [r.rollback for r in rows] == [True, False, False]
     assert [r.current for r in rows] == [False, False, True]
+
+
+def test_ssh_control_dir_is_kept_per_user_and_network_namespace() -> None:
+    """The SSH master sockets kept between runs: under the user's runtime directory (else
+    ~/.cache), one directory per network namespace, 0700; never a directory others can
+    enter or rename, never when switched off, never a socket path too long."""
+    with tempfile.TemporaryDirectory(prefix="cp", dir="/tmp") as short:
+        _control_dirs(Path(short))
+    deep = Path("/tmp") / ("d" * 80)
+    assert runner.ssh_control_dir({"XDG_RUNTIME_DIR": str(deep)}) is None
+    shutil.rmtree(deep, ignore_errors=True)
+
+
+def _control_dirs(tmp_path: Path) -> None:
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    got = runner.ssh_control_dir({"XDG_RUNTIME_DIR": str(runtime)})
+    assert got is not None and got.parent == runtime / "siporch" / "ssh"
+    assert got.name.isdigit() or got.name == "default"
+    assert got.stat().st_mode & 0o777 == 0o700
+    got.chmod(0o755)  # made too open: closed again
+    assert runner.ssh_control_dir({"XDG_RUNTIME_DIR": str(runtime)}) == got
+    assert got.stat().st_mode & 0o777 == 0o700
+    home = tmp_path / "home"
+    home.mkdir()
+    got = runner.ssh_control_dir({"HOME": str(home)})
+    assert got is not None and got.parent == home / ".cache" / "siporch" / "ssh"
+    (home / ".cache" / "siporch" / "ssh").chmod(0o777)  # others could rename it
+    assert runner.ssh_control_dir({"HOME": str(home)}) is None
+    assert runner.ssh_control_dir({"XDG_RUNTIME_DIR": str(tmp_path)}) is not None
+    (tmp_path / "siporch").rename(tmp_path / "moved")
+    (tmp_path / "siporch").symlink_to(tmp_path / "moved")
+    assert runner.ssh_control_dir({"XDG_RUNTIME_DIR": str(tmp_path)}) is None
+    off = {"XDG_RUNTIME_DIR": str(runtime), "SIPORCH_SSH_PERSIST": "0"}
+    assert runner.ssh_control_dir(off) is None
+    assert runner.ssh_control_dir({}) is None

@@ -86,6 +86,50 @@ def test_a_generated_model_reads_the_same(tmp_path: Path) -> None:
     assert done and data == _ansible(path)
 
 
+def test_a_model_is_read_entry_by_entry_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model in an inventory's group_vars is kept entry by entry in siporch's cache
+    (siporch.model.chunks): read again, or with one trunk changed, it gives the same data
+    as a whole read, parsing the changed trunk only; a template in a trunk stays trusted."""
+    monkeypatch.delenv("SIPORCH_STATE", raising=False)
+    monkeypatch.delenv("SIPORCH_CACHE", raising=False)
+    path = tmp_path / "inv" / "group_vars" / "all" / "siporch.yml"
+    path.parent.mkdir(parents=True)
+    model = generate(120)
+    path.write_text(yaml.safe_dump({"siporch": model}, sort_keys=False))
+    plugin = _plugin()
+    done, data = plugin.fast_load(str(path))
+    assert done and data == _ansible(path)
+    store = tmp_path / "build" / "cache" / "chunks"
+    assert [f.name.startswith("vars-") for f in store.iterdir()] == [True]
+    assert store.stat().st_mode & 0o777 == 0o700
+    parsed: list[str] = []
+    real = plugin.yaml.load
+
+    def counting(text: str, Loader: object) -> object:
+        parsed.append(text)
+        return real(text, Loader=Loader)
+
+    monkeypatch.setattr(plugin.yaml, "load", counting)
+    first = next(iter(model["trunks"]))
+    model["trunks"][first]["peers"].append({"address": "198.19.255.250", "port": 5060})
+    model["trunks"][first]["description"] = "{{ inventory_hostname }}"
+    path.write_text(yaml.safe_dump({"siporch": model}, sort_keys=False))
+    done, data = plugin.fast_load(str(path))
+    # the skeleton and the changed trunk only
+    assert len(parsed) == 2 and parsed[1].lstrip().startswith(f"{first}:"), parsed[1][:80]
+    assert done and data == _ansible(path)
+    from ansible._internal._datatag._tags import TrustedAsTemplate
+
+    assert TrustedAsTemplate.is_tagged_on(data["siporch"]["trunks"][first]["description"])
+    monkeypatch.setenv("SIPORCH_CACHE", "0")  # off: read whole, as before
+    parsed.clear()
+    path.write_text(path.read_text() + "\n")
+    again = plugin.fast_load(str(path))[1]
+    assert len(parsed) == 1 and again == data
+
+
 @pytest.mark.parametrize(
     "text",
     [

@@ -162,6 +162,46 @@ def test_new_release_made_from_the_running_one_checked_and_switched(
     assert not list((root / "releases").glob(".*partial"))
 
 
+TABLES = {"name": "Check the Kamailio tables (db_text)", "db_text": "kamailio/db"}
+HEADER = b"id(int,auto) setid(int) destination(string)\n"
+
+
+@needs_root
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        (HEADER + b"1:1:sip\\:198.19.128.1\\:5060\n", ""),
+        (HEADER + b"1:1:sip\\:a\n2:sip\\:b\n", "dispatcher:3: 2 fields, header has 3"),
+        (b"id(int,auto) setid(number)\n", "dispatcher: bad column header 'setid(number)'"),
+        (b"", "dispatcher: empty table file (no header)"),
+    ],
+)
+def test_a_change_of_tables_only_is_checked_for_their_structure(
+    root: Path, tmp_path: Path, table: bytes, problem: str
+) -> None:
+    """The tree check of a change of Kamailio's tables only (db_text, in the call): a
+    header of typed columns and as many fields in every row (escaped colons are not
+    separators); a table that fails it removes the new release and switches nothing."""
+    NEW["kamailio/db/dispatcher"], saved = table, NEW["kamailio/db/dispatcher"]
+    try:
+        spec = {
+            "root": str(root),
+            "checks": [OK],
+            "switch": _switch(root, tmp_path, tree_checks=[TABLES]),
+        }
+    finally:
+        NEW["kamailio/db/dispatcher"] = saved
+    rc, out, err = _quick(spec)
+    assert rc == 0, err
+    if not problem:
+        assert out["quick"] and out["switched"], out
+        assert os.readlink(root / "current") == f"releases/{R2}"
+        return
+    assert not out["quick"] and out["why"] == f"{TABLES['name']}: db_text tables: {problem}"
+    assert os.readlink(root / "current") == f"releases/{R1}"
+    assert not (root / "releases" / R2).exists()
+
+
 @needs_root
 def test_a_failed_tree_check_removes_the_new_release_and_switches_nothing(
     root: Path, tmp_path: Path

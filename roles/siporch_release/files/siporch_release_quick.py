@@ -12,7 +12,8 @@ reloads apply), with the text of siporch_hostlib.py first. SPEC is JSON:
      "checks": [{"name", "argv"}],       every one must exit 0, else nothing is done
      "switch": null | {"id", "manifest" (its text), "kind",
                        "write": [{"path", "data" (base64), "mode", "group"}],
-                       "remove": [paths], "tree_checks": [{"name", "argv"}]},
+                       "remove": [paths],
+                       "tree_checks": [{"name", "argv"} | {"name", "db_text": dir}]},
      "steps": [{"name", "argv"}],        in order, once the release is in place
      "gates": [{"name", "argv", "tries", "delay"}],   together, each retried
      "prune": [ids]}                     removed once the gates have passed
@@ -32,7 +33,8 @@ reloads apply), with the text of siporch_hostlib.py first. SPEC is JSON:
    all at once: each is retried until it passes or its tries are spent.
 4. Releases to prune are removed.
 
-Prints {"quick": true, "switched": bool, "gates": {name: seconds}} on success. A failed
+Prints {"quick": true, "switched": bool, "gates": {name: seconds}, "times": {part: seconds}}
+on success (the checks, the release made and switched, each step). A failed
 switch, step or gate prints {"quick": true, "switched": bool, "failed": "<name>: <output>"}
 and exits 1 (the playbook's rescue puts the host back). Standard library only.
 """
@@ -41,6 +43,7 @@ import base64
 import grp
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -147,14 +150,48 @@ def _build(root, spec):
     os.rename(partial, target)
     for item in spec.get("tree_checks", []):
         try:
-            proc = run(_argv(item), timeout=GATE_TIMEOUT)
-            why = "" if proc.returncode == 0 else _tail(proc)
+            if "db_text" in item:  # a directory of the new release
+                bad = _db_text_problems(os.path.join(target, item["db_text"]))
+                why = "db_text tables: " + "; ".join(bad[:10]) if bad else ""
+            else:
+                proc = run(_argv(item), timeout=GATE_TIMEOUT)
+                why = "" if proc.returncode == 0 else _tail(proc)
         except (OSError, subprocess.TimeoutExpired) as exc:
             why = str(exc)
         if why:
             # the step by step deploy checks it again and fails there, with its own steps
             shutil.rmtree(target, ignore_errors=True)
             raise NotQuick("%s: %s" % (item["name"], why))
+
+
+_COLUMN = re.compile(r"\w+\((int|double|string|str|datetime|blob)(,(auto|null))*\)$")
+_FIELD_SEP = re.compile(r"(?<!\\):")
+
+
+def _db_text_problems(db_dir):
+    """Kamailio's db_text tables in db_dir as the Kamailio helper's check-tree checks them
+    (a header of typed columns, as many fields in every row): the tree check of a change
+    of Kamailio's tables only, whose configuration is the running one's byte for byte
+    (`kamailio -c` parses the configuration; it does not read the tables)."""
+    problems = []
+    if not os.path.isdir(db_dir):
+        return problems
+    for name in sorted(os.listdir(db_dir)):
+        path = os.path.join(db_dir, name)
+        if name.startswith(".") or not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().splitlines()
+        if not lines:
+            problems.append(f"{name}: empty table file (no header)")
+            continue
+        columns = lines[0].split()
+        problems += [f"{name}: bad column header {c!r}" for c in columns if not _COLUMN.match(c)]
+        for number, line in enumerate(lines[1:], start=2):
+            fields = len(_FIELD_SEP.split(line))
+            if line.strip() and fields != len(columns):
+                problems.append(f"{name}:{number}: {fields} fields, header has {len(columns)}")
+    return problems
 
 
 def _switch(root, spec):
@@ -193,6 +230,8 @@ def _gate(item, results):
 def main():
     spec = json.load(sys.stdin)
     root = spec.get("root") or "/etc/siporch"
+    times = {}  # seconds each part took: checks, build, switch, steps (by name)
+    started = time.monotonic()
     for item in spec.get("checks", []):
         try:
             proc = run(_argv(item))
@@ -202,6 +241,7 @@ def main():
         if proc.returncode != 0:
             print(json.dumps({"quick": False, "why": item["name"]}))
             return 0
+    times["checks"] = round(time.monotonic() - started, 3)
     switched = False
 
     def failed(why):
@@ -210,6 +250,7 @@ def main():
         return 1
 
     if spec.get("switch"):
+        started = time.monotonic()
         try:
             _build(root, spec["switch"])
         except NotQuick as exc:
@@ -225,13 +266,16 @@ def main():
             switched = True
             return failed("switch to %s: %s" % (spec["switch"].get("id"), exc))
         switched = True
+        times["release made, checked, switched"] = round(time.monotonic() - started, 3)
     for item in spec.get("steps", []):
+        started = time.monotonic()
         try:
             proc = run(_argv(item), timeout=GATE_TIMEOUT)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return failed("%s: %s" % (item["name"], exc))
         if proc.returncode != 0:
             return failed("%s: %s" % (item["name"], _tail(proc)))
+        times[item["name"]] = round(time.monotonic() - started, 3)
     results = {}
     threads = [
         threading.Thread(target=_gate, args=(item, results)) for item in spec.get("gates", [])
@@ -253,6 +297,7 @@ def main():
                 "quick": True,
                 "switched": switched,
                 "gates": {name: round(r[2], 3) for name, r in results.items()},
+                "times": times,
             }
         )
     )
