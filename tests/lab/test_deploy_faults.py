@@ -153,10 +153,15 @@ def test_unreachable_host_mid_run_rolls_every_other_host_back(
     assert f"  edge-central: rolled back to {r1}" in err, err
     assert f"  edge-branch: rolled back to {r1}" in err, err
     assert f"  {PBX}: unreachable, not rolled back: it runs {r1} or " in err, err
-    assert (
-        f"siporch: deploy failed on {PBX} (unreachable); {len(SIPORCH_HOSTS) - 1} host(s) "
-        f"rolled back, NOT rolled back: {PBX}"
-    ) in err, err
+    # edge-central-2 goes in the pair's play after the host-by-host batches: the run may
+    # fail before it is reached (then it is still on R1, never touched) or after
+    assert re.search(rf"  edge-central-2: (rolled back to|still on) {r1}", err), err
+    touched = err.count(f": rolled back to {r1}")
+    untouched = len(SIPORCH_HOSTS) - 1 - touched
+    summary = f"siporch: deploy failed on {PBX} (unreachable); {touched} host(s) rolled back, "
+    if untouched:
+        summary += f"{untouched} unchanged, "
+    assert summary + f"NOT rolled back: {PBX}" in err, err
     assert "Traceback" not in cli.stdout + err
     for host in SIPORCH_HOSTS:
         assert _current(lab, host) == r1, host  # pbx-central was never reached
