@@ -351,3 +351,53 @@ def test_asterisk_cdr_init_prepares_the_table_asterisk_takes(tmp_path: Path) -> 
     con.close()
     (release / "asterisk" / render_asterisk.CDR_FILE).unlink()
     assert "none" in ast.cdr_init(release)
+
+
+def _registration_table(state: str) -> str:
+    return (
+        " <Registration/ServerURI..............................>  <Auth....>  <Status.......>\n"
+        "==========================================================================================\n"
+        f" itsp-b-reg/sip:198.18.1.30:5061;transport=tls          itsp-b-auth  {state}\n"
+    )
+
+
+def test_registration_gate_sends_register_again_while_not_registered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A REGISTER the gate sent and that was lost is sent again every NUDGE_EVERY_S seconds,
+    not once: the gate ends Registered instead of waiting out Asterisk's retry timer."""
+    states = iter(["Unregistered", "Unregistered", "Unregistered", "Unregistered", "Registered"])
+    sent: list[float] = []
+    clock = [0.0]
+
+    def cli(_conf: Path, command: str) -> str:
+        if command == "pjsip show registrations":
+            return _registration_table(next(states))
+        assert command == "pjsip send register itsp-b-reg", command
+        sent.append(clock[0])
+        return ""
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    monkeypatch.setattr(ast, "_cli", cli)
+    monkeypatch.setattr(ast.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(ast.time, "sleep", sleep)
+    monkeypatch.setattr(ast, "NUDGE_EVERY_S", 2.0)
+    assert ast.registrations(Path("/etc/asterisk/asterisk.conf"), 20) == (
+        "1 outbound registration(s) Registered"
+    )
+    assert sent == [0.0, 2.0]  # at once, then 2 s later; not at every 1 s poll
+
+
+def test_registration_gate_fails_naming_the_registration(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(
+        ast,
+        "_cli",
+        lambda _c, cmd: _registration_table("Rejected") if cmd.startswith("pjsip show") else "",
+    )
+    monkeypatch.setattr(ast.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(ast.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    with pytest.raises(ast.Failure, match=r"not Registered after 5s: itsp-b-reg/sip:.*: Rejected"):
+        ast.registrations(Path("/etc/asterisk/asterisk.conf"), 5)

@@ -304,12 +304,20 @@ def _cli(asterisk_conf: Path, command: str) -> str:
     return out.stdout
 
 
+#: Seconds between two REGISTERs the gate sends for a registration that is still not
+#: Registered: one lost (an edge reloading its tables as the PBX's gate runs beside it)
+#: is sent again instead of waiting out Asterisk's retry interval (60 s, 300 s after a
+#: fatal answer).
+NUDGE_EVERY_S = 5.0
+
+
 def registrations(asterisk_conf: Path, wait: float) -> str:
     """Wait until every outbound registration is Registered. One that is not (rejected or
-    failed before, waiting for its retry interval) is sent a REGISTER at once, so the wait
-    measures the registrar's answer, not Asterisk's retry timer."""
+    failed before, waiting for its retry interval) is sent a REGISTER at once, and again
+    every NUDGE_EVERY_S seconds while it stays so, so the wait measures the registrar's
+    answer, not Asterisk's retry timer."""
     deadline = time.monotonic() + wait
-    nudged = False
+    nudged_at: float | None = None
     while True:
         text = _cli(asterisk_conf, "pjsip show registrations")
         rows = [
@@ -321,8 +329,9 @@ def registrations(asterisk_conf: Path, wait: float) -> str:
         bad = {name: state for name, state in states.items() if state != "Registered"}
         if not bad:
             return f"{len(states)} outbound registration(s) Registered"
-        if not nudged:
-            nudged = True
+        now = time.monotonic()
+        if nudged_at is None or now - nudged_at >= NUDGE_EVERY_S:
+            nudged_at = now
             for name in sorted(bad):
                 if bad[name] in ("Rejected", "Unregistered", "Stopped"):
                     _cli(asterisk_conf, f"pjsip send register {name.split('/')[0]}")
