@@ -318,6 +318,7 @@ def registrations(asterisk_conf: Path, wait: float) -> str:
     answer, not Asterisk's retry timer."""
     deadline = time.monotonic() + wait
     nudged_at: float | None = None
+    reloaded = False
     while True:
         text = _cli(asterisk_conf, "pjsip show registrations")
         rows = [
@@ -334,7 +335,12 @@ def registrations(asterisk_conf: Path, wait: float) -> str:
             nudged_at = now
             for name in sorted(bad):
                 if bad[name] in ("Rejected", "Unregistered", "Stopped"):
-                    _cli(asterisk_conf, f"pjsip send register {name.split('/')[0]}")
+                    out = _cli(asterisk_conf, f"pjsip send register {name.split('/')[0]}")
+                    if "Unable to retrieve registration" in out and not reloaded:
+                        # after `pjsip send unregister` Asterisk keeps the registration but
+                        # no longer sends it: reading the registrations again starts it
+                        reloaded = True
+                        _cli(asterisk_conf, "module reload res_pjsip_outbound_registration.so")
         if time.monotonic() > deadline:
             return_text = ", ".join(f"{n}: {s}" for n, s in sorted(bad.items()))
             raise Failure(f"registrations not Registered after {wait:.0f}s: {return_text}")
