@@ -407,8 +407,8 @@ def test_registration_gate_restarts_a_registration_asterisk_no_longer_sends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """After `pjsip send unregister`, Asterisk 22 answers `pjsip send register NAME` with
-    "Unable to retrieve registration": the gate reads the registrations again (a module
-    reload, once), which sends the REGISTER."""
+    "Unable to retrieve registration": the gate sends every registration again (`pjsip
+    send register *all`, once), which starts it."""
     registered = [False]
     commands: list[str] = []
     clock = [0.0]
@@ -417,14 +417,14 @@ def test_registration_gate_restarts_a_registration_asterisk_no_longer_sends(
         commands.append(command)
         if command == "pjsip show registrations":
             return _registration_table("Registered" if registered[0] else "Unregistered")
-        if command.startswith("pjsip send register"):
+        if command == "pjsip send register itsp-b-reg":
             return "Unable to retrieve registration itsp-b-reg\n"
-        assert command == "module reload res_pjsip_outbound_registration.so", command
+        assert command == "pjsip send register *all", command
         registered[0] = True
-        return "Module 'res_pjsip_outbound_registration.so' reloaded successfully.\n"
+        return "Re-register all queued\n"
 
     monkeypatch.setattr(ast, "_cli", cli)
     monkeypatch.setattr(ast.time, "monotonic", lambda: clock[0])
     monkeypatch.setattr(ast.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
     assert "Registered" in ast.registrations(Path("/etc/asterisk/asterisk.conf"), 20)
-    assert commands.count("module reload res_pjsip_outbound_registration.so") == 1
+    assert commands.count("pjsip send register *all") == 1
