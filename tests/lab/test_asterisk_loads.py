@@ -440,9 +440,21 @@ def test_outbound_goes_to_the_edge_and_learns_the_trunk(pbx: AsteriskUnderTest) 
         text=True,
     )
     try:
-        # let a qualify round see the edge answer OPTIONS
-        pbx.rx("pjsip qualify siporch-edge-edge-central")
-        time.sleep(1)
+        # the PBX dials an edge its qualify found answering: wait until it has (the
+        # responder may start after a qualify round that marked the edge unavailable)
+        ready = time.monotonic() + 20
+        contacts = ""
+        while time.monotonic() < ready:
+            pbx.rx("pjsip qualify siporch-edge-edge-central")
+            contacts = pbx.rx("pjsip show contacts")
+            if any(
+                "siporch-edge-edge-central/" in line and " Avail " in line
+                for line in contacts.splitlines()
+            ):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the edge endpoint never became Avail:\n" + contacts)
         pbx.rx("channel originate Local/+12025551234@siporch-outbound application Wait 4")
         deadline = time.monotonic() + 8
         found = ""
