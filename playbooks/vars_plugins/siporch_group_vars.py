@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -173,25 +172,6 @@ def _store_file(path: str, chunks: ModuleType) -> Path | None:
     return state / "cache" / "chunks" / f"vars-{ident.hexdigest()[:32]}.pickle"
 
 
-# what a walk over the entries cannot follow (siporch.model.loader's test): merge keys,
-# anchors, aliases, tags, documents and directives, tabs in indentation
-_ANCHORS = re.compile(r"[&*!]\S")
-_LINE_STARTS = re.compile(r"^(?:\t|---[ \t]*\S|\.\.\.|%)", re.MULTILINE)
-
-
-def _not_plain(text: str) -> bool:
-    if "<<" in text:
-        return True
-    if ("&" in text or "*" in text or "!" in text) and any(
-        m.start() == 0 or text[m.start() - 1].isspace() or text[m.start() - 1] in ",[{"
-        for m in _ANCHORS.finditer(text)
-    ):
-        return True
-    return ("\t" in text or "---" in text or "..." in text or "%" in text) and bool(
-        _LINE_STARTS.search(text)
-    )
-
-
 def _read_by_entry(path: str, raw: bytes) -> Any:
     """The file's data when it has the model's shape (siporch.model.chunks): each entry (a
     trunk, a host...) parsed on its own and kept by the hash of its text in siporch's
@@ -204,7 +184,7 @@ def _read_by_entry(path: str, raw: bytes) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if _not_plain(text):
+    if chunks.not_plain(text):
         return None
     target = _store_file(path, chunks)
     if target is None:
