@@ -24,6 +24,7 @@ import callkit as ck
 import pytest
 
 from siporch.deploy import runner
+from siporch.records import iso
 
 pytestmark = pytest.mark.lab
 
@@ -32,6 +33,7 @@ HQ_DID = "2025550100"  # itsp-a's national format; +12025550100 -> the PBX (hq-m
 OUT_NUMBER = "3125550100"  # route national: itsp-a, sent as 13125550100
 BUSY_NUMBER = "3125550199"
 TALK_S = 3
+DURING_S = 20  # the call up through a deploy
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -74,6 +76,11 @@ def wait_records(inv: Path, since: float, n: int, seconds: float = 30) -> list[d
 
     ck.wait_for(enough, seconds, step=1.0)
     return got
+
+
+def _iso(ts: float) -> str:
+    """``ts`` as `siporch calls` prints times (UTC, milliseconds, Z)."""
+    return iso(ts) or ""
 
 
 def _run(inv: Path, playbook: str = "deploy-trunk.yml") -> dict[str, Any]:
@@ -183,8 +190,43 @@ def test_records_survive_a_deploy_and_a_rollback(
     inv = ck.copy_inventory(lab, tmp_path)
     ck.edit_model(inv, lambda m: m["trunks"]["itsp-a"].update(max_channels=37))
     first = ck.current_release(kit, "edge-central")
-    deployed = _run(inv)
+    # a call up through the deploy: answered before it starts, ended by the caller while it
+    # runs or after it (DURING_S), recorded with its trunk, code and times like any other
+    up_before = {d.get("call-id") for d in _dialogs(kit, "edge-central")}
+    with ThreadPoolExecutor(1) as pool:
+        during = pool.submit(
+            ck.uac, kit, "itsp-a1", EDGE, HQ_DID, duration_ms=DURING_S * 1000, timeout_s=180
+        )
+
+        def answered() -> bool:
+            assert not during.done(), during.result()
+            return any(
+                int(d.get("state", 0)) == 4 and d.get("call-id") not in up_before
+                for d in _dialogs(kit, "edge-central")
+            )
+
+        assert ck.wait_for(answered, 30, step=0.2), "the call was not answered"
+        deploy_start = time.time()
+        deployed = _run(inv)
+        deploy_end = time.time()
+        placed_during = during.result(timeout=240)
+    assert (placed_during.successful, placed_during.failed) == (1, 0), placed_during.stderr
     assert ck.current_release(kit, "edge-central") != first, deployed
+    new = [
+        r for r in wait_records(lab.inventory, since, len(before) + 1) if r["callid"] not in before
+    ]
+    assert len(new) == 1, new
+    rec = new[0]
+    assert (rec["direction"], rec["trunk"], rec["result"], rec["code"], rec["called"]) == (
+        "inbound", "itsp-a", "answered", 200, "+12025550100",
+    )  # fmt: skip
+    assert rec["peer"] == kit.addr("itsp-a1")
+    assert rec["duration"] == pytest.approx(DURING_S, abs=1.5)
+    # set up under the release the edge ran then, answered before the deploy began, ended
+    # after it began
+    assert rec["release"] == first.rsplit("/", 1)[-1]
+    assert rec["answer"] < _iso(deploy_start) < rec["end"], (rec, deploy_start, deploy_end)
+    before.add(rec["callid"])
     after_deploy = {r["callid"] for r in calls(lab.inventory, "--since", f"{since:.3f}")}
     assert before <= after_deploy
     back = _run(inv, "rollback-trunk.yml")
