@@ -439,10 +439,17 @@ def _aa_status(inv: Path) -> dict[str, Any]:
     return report
 
 
-def _itsp_b_registrations(inv: Path) -> tuple[str | None, dict[str, str]]:
+def _itsp_b_registrations(inv: Path) -> tuple[str | None, dict[str, str], list[str]]:
+    """itsp-b in ``siporch status``: its registration, each edge's, its registration
+    problems."""
     report = _aa_status(inv)
     b = next(t for t in report["trunks"] if t["name"] == "itsp-b")
-    return b["registration"], {r["edge"]: r["state"] for r in b["registrations"] or []}
+    problems = [
+        p["message"]
+        for p in report["problems"]
+        if p.get("trunk") == "itsp-b" and "registration" in p["message"]
+    ]
+    return b["registration"], {r["edge"]: r["state"] for r in b["registrations"] or []}, problems
 
 
 def test_registration_through_each_edge_outlives_one_edge(
@@ -520,17 +527,20 @@ def test_registration_through_each_edge_outlives_one_edge(
     )
     # two bindings, each from its edge with that edge's own address as the contact
     assert all(address in c for address, c in contacts.items()), contacts
-    assert before[1] == ("registered", BOTH), before
+    assert before[1] == ("registered", BOTH, []), before
     assert lapsed, f"edge-central's registration stayed Registered: {_reg_states(k)}"
     assert edge2 in refreshed and edge1 not in refreshed, refreshed
     assert seen2 == {"Registered"}, seen2
     assert during[1][0] == "registered" and during[1][1]["edge-central-2"] == "registered", during
     assert during[1][1]["edge-central"] != "registered", during
+    assert [m.split(" is ")[0] for m in during[1][2]] == [
+        "trunk itsp-b: registration through edge edge-central"
+    ], during
     assert call["codes"][-1] == 200 and call["bye"] == 200, call
     assert f"c=IN IP4 {edge2}" in call["answer_sdp"], call
     assert back, after
     assert edge1 in rebound, rebound
-    assert after[1] == ("registered", BOTH), after
+    assert after[1] == ("registered", BOTH, []), after
 
 
 # ------------------------------------------------- rolling deploys of the active-standby pair
