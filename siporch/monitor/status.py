@@ -415,12 +415,12 @@ def build_report(
         elif registration == "registered" and registrations:
             # registered through one edge, not through another: calls still arrive (the
             # provider holds the other edge's binding), but one edge's contact is gone
-            through = [r["edge"] for r in registrations if r["state"] == "registered"]
-            for r in registrations:
-                if r["state"] != "registered":
+            through = [g["edge"] for g in registrations if g["state"] == "registered"]
+            for g in registrations:
+                if g["state"] != "registered":
                     reasons.append(
-                        f"trunk {name}: registration through edge {r['edge'] or r['name']} is "
-                        f"{r['state']} (registered through {', '.join(through)})"
+                        f"trunk {name}: registration through edge {g['edge'] or g['name']} is "
+                        f"{g['state']} (registered through {', '.join(through)})"
                     )
         if info.max_channels is not None and n_active >= info.max_channels:
             health = "at_capacity" if health == "ok" else health
