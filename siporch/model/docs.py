@@ -144,7 +144,12 @@ fails or prints nothing, is reported with that file's name. All of these exit wi
   ```
 
   A `register` trunk is registered by one PBX only, the first by name of its site (two
-  registrations of one account would have the provider fork each call to both).
+  registrations of one account would have the provider fork each call to both). At a
+  site whose edges are `active-active`, that PBX registers it once through each edge
+  (`auth.contacts: per-edge`, the default): the provider holds one binding per edge, each
+  edge's own address as the contact, and while one edge is down the other's binding still
+  takes the provider's calls; `auth.contacts: one` registers through the first edge only,
+  for a provider that keeps one binding per account (docs/architecture.md, "Redundancy").
 * **Providers by name**: a peer `address` may be a host name. The edge resolves it at call
   time, never siporch at render time: a bare domain as RFC 3263 says (NAPTR, SRV by
   priority and weight, A/AAAA; the next SRV target when one does not answer), a name with

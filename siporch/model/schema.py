@@ -362,6 +362,15 @@ class RegisterAuth(Strict):
     realm: str | None = Field(default=None, description="digest realm, if the ITSP needs it")
     expiry: int = Field(default=3600, ge=60, le=86400, description="seconds")
     registrar: str | None = Field(default=None, description="defaults to the first peer")
+    contacts: Literal["per-edge", "one"] = Field(
+        default="per-edge",
+        description="per-edge: at a site whose edges are active-active, the PBX registers "
+        "once through each edge, and the provider holds one binding per edge (each edge's "
+        "own address as the contact), so calls keep arriving while one edge is down; one: "
+        "a single registration, through the site's first edge, for a provider that keeps "
+        "one binding per account. A single edge or an active-standby pair (its floating "
+        "address) registers once either way",
+    )
 
 
 def _check_auth_text(value: str | None) -> str | None:

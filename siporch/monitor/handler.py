@@ -141,6 +141,9 @@ class CallStateHandler:
         self.channels: dict[str, ChannelState] = {}
         self.contacts: dict[tuple[str, str], ContactState] = {}
         self.registrations: dict[str, RegistrationState] = {}
+        #: a `Registry` event named several registrations (same client and server URI: one
+        #: trunk registered through each edge): they are to be read again by name
+        self.registrations_unsure = False
         self.endpoints: dict[str, str] = {}  # endpoint name -> device state
         self.counters: dict[str, TrunkCounters] = {t: TrunkCounters() for t in self.trunks}
         self.stats = HandlerStats()
@@ -214,13 +217,27 @@ class CallStateHandler:
         return counts
 
     def registration_for(self, trunk: str) -> RegistrationState | None:
+        regs = self.registrations_for(trunk)
+        return regs[0] if regs else None
+
+    def registrations_for(self, trunk: str) -> list[RegistrationState]:
+        """Every outbound registration of ``trunk``: one (``<trunk>-reg``), or one per edge
+        of an active-active site (``<trunk>-reg-<edge>``), by name."""
         reg = self.registrations.get(trunk)
         if reg is not None:
-            return reg
-        for reg in self.registrations.values():
-            if reg.endpoint == trunk or reg.name.startswith(trunk + "-"):
-                return reg
-        return None
+            return [reg]
+        return sorted(
+            (
+                r
+                for r in self.registrations.values()
+                if r.endpoint == trunk or r.name.startswith(trunk + "-")
+            ),
+            key=lambda r: r.name,
+        )
+
+    def registrations_read(self) -> None:
+        """The registrations were read again by name (after an unsure `Registry` event)."""
+        self._changed("registrations")
 
     def contacts_for(self, trunk: str) -> list[ContactState]:
         return [
@@ -496,10 +513,17 @@ class CallStateHandler:
         client = event.get("Username", "")
         server = event.get("Domain", "")
         status = event.get("Status", "")
-        for reg in self.registrations.values():
-            if reg.client_uri == client and reg.server_uri == server:
-                reg.status = status
-                break
+        same = [
+            r
+            for r in self.registrations.values()
+            if r.client_uri == client and r.server_uri == server
+        ]
+        if len(same) == 1:
+            same[0].status = status
+        elif same:
+            # one trunk registered through each edge: the event names no registration, so
+            # which one changed is read again (PJSIPShowRegistrationsOutbound, by name)
+            self.registrations_unsure = True
         else:
             name = _registration_name(self.trunks, client, server)
             self.registrations[name] = RegistrationState(name, server, client, status)

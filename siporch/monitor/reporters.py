@@ -48,6 +48,17 @@ def _styled(value: Any) -> Text:
     return Text(text, style=_STYLE.get(text, ""))
 
 
+def _registration_cell(trunk: Mapping[str, Any]) -> Text:
+    """The trunk's registration state; with one registration per edge, each edge's below."""
+    cell = _styled(trunk["registration"])
+    regs = trunk.get("registrations") or []
+    if len(regs) > 1:
+        for r in regs:
+            cell.append(f"\n{r['edge'] or r['name']}: ")
+            cell.append_text(_styled(r["state"]))
+    return cell
+
+
 def _duration(seconds: float) -> str:
     s = int(seconds)
     h, rest = divmod(s, 3600)
@@ -102,7 +113,7 @@ def render_tables(report: Report, *, max_calls: int = 200) -> RenderableType:
                 t["name"],
                 t["kind"],
                 _styled(t["health"]),
-                _styled(t["registration"]),
+                _registration_cell(t),
                 peers,
                 f"{t['active_calls']}/{cap}",
                 counters,

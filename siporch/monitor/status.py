@@ -394,8 +394,10 @@ def build_report(
                 }
             )
         registration: str | None = None
+        registrations: list[dict[str, Any]] | None = None
         if info.auth == "register":
             registration = _registration(name, up_pbx)
+            registrations = _registrations(name, up_pbx)
         n_active = active.get(name, 0)
         attempts = failures = None
         if counters:
@@ -410,6 +412,16 @@ def build_report(
         if registration is not None and registration not in ("registered", "unknown"):
             health = "unregistered" if health == "ok" else health
             reasons.append(f"trunk {name}: registration is {registration}")
+        elif registration == "registered" and registrations:
+            # registered through one edge, not through another: calls still arrive (the
+            # provider holds the other edge's binding), but one edge's contact is gone
+            through = [g["edge"] for g in registrations if g["state"] == "registered"]
+            for g in registrations:
+                if g["state"] != "registered":
+                    reasons.append(
+                        f"trunk {name}: registration through edge {g['edge'] or g['name']} is "
+                        f"{g['state']} (registered through {', '.join(through)})"
+                    )
         if info.max_channels is not None and n_active >= info.max_channels:
             health = "at_capacity" if health == "ok" else health
             reasons.append(f"trunk {name}: at capacity ({n_active}/{info.max_channels} calls)")
@@ -437,6 +449,7 @@ def build_report(
                 "kind": info.kind,
                 "auth": info.auth,
                 "registration": registration,
+                "registrations": registrations,
                 "peers": peers,
                 "active_calls": n_active,
                 "max_channels": info.max_channels,
@@ -603,11 +616,11 @@ def _merge_edge(states: list[str]) -> str | None:
 
 
 def _registration(trunk: str, pbx: list[PbxResult]) -> str:
+    """The trunk's registration state: registered when any of its registrations is (one
+    per edge of an active-active site: the provider's calls reach the registered one)."""
     seen: list[str] = []
     for r in pbx:
-        reg = r.handler.registration_for(trunk)
-        if reg is not None:
-            seen.append(reg.status.lower())
+        seen.extend(reg.status.lower() for reg in r.handler.registrations_for(trunk))
     if not pbx:
         return "unknown"
     if not seen:
@@ -615,6 +628,26 @@ def _registration(trunk: str, pbx: list[PbxResult]) -> str:
     if "registered" in seen:
         return "registered"
     return seen[0]
+
+
+def _registrations(trunk: str, pbx: list[PbxResult]) -> list[dict[str, Any]]:
+    """Each outbound registration of ``trunk`` on the PBXs: its name, host, the edge it
+    goes through (``<trunk>-reg-<edge>``: one per edge of an active-active site; None for
+    the trunk's single registration) and its state."""
+    out: list[dict[str, Any]] = []
+    prefix = f"{trunk}-reg-"
+    for r in pbx:
+        for reg in r.handler.registrations_for(trunk):
+            edge = reg.name[len(prefix) :] if reg.name.startswith(prefix) else None
+            out.append(
+                {
+                    "name": reg.name,
+                    "host": r.target.name,
+                    "edge": edge,
+                    "state": reg.status.lower() or "unknown",
+                }
+            )
+    return out
 
 
 def _trunk_of_target(topology: Topology, site: str, t: kamailio.DispatcherTarget) -> str | None:

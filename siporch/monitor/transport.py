@@ -304,6 +304,10 @@ class AmiConnection:
         name = event.get("Event")
         if name == "Shutdown":
             self._on_disconnect(manager, None)
+        elif name == "Registry" and self.handler.registrations_unsure:
+            task = asyncio.ensure_future(self._registrations())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         elif (name == "Newstate" and event.get("ChannelStateDesc") == "Up") or (
             name == "DialEnd" and event.get("DialStatus") == "ANSWER"
         ):
@@ -314,6 +318,19 @@ class AmiConnection:
                 task = asyncio.ensure_future(self._codec(channel))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    async def _registrations(self) -> None:
+        """Read the outbound registrations again, by name (after a `Registry` event that
+        could be any of a trunk's registrations through several edges)."""
+        self.handler.registrations_unsure = False
+        try:
+            answer = await self.action({"Action": "PJSIPShowRegistrationsOutbound"})
+        except MonitorError:
+            self.handler.registrations_unsure = True
+            return
+        for event in _events(answer):
+            self.handler.on_event(event)
+        self.handler.registrations_read()
 
     async def _codec(self, channel: str) -> None:
         try:

@@ -296,6 +296,10 @@ class RegistrationView:
     client_uri: str
     outbound_proxy: str
     expiration: int
+    #: the edge it goes through, when the trunk registers once per edge (else None)
+    edge: str | None = None
+    #: the first registration of its trunk: it carries the trunk's auth section
+    with_auth: bool = True
 
 
 @dataclass
@@ -564,12 +568,54 @@ def _registering_pbx(model: Model, trunk: Trunk) -> list[str]:
     return every[:1]
 
 
-def _registration(
-    model: Model, pbx_name: str, pbx: Host, name: str, trunk: Trunk
-) -> RegistrationView:
+def registration_edges(model: Model, trunk: Trunk) -> list[str]:
+    """The edges a `register` trunk registers through, one registration each: every edge
+    of an active-active site with ``auth.contacts: per-edge`` (the provider holds one
+    binding per edge, each edge's own address as the contact); else one, the site's first
+    edge (an active-standby pair: its floating address). Empty when the site has no edge
+    (the PBX's own outbound edges then serve: :func:`_registration`)."""
     auth = trunk.auth
     assert auth.type == "register"
-    edges = model.hosts_with_role("edge", trunk.site) or _outbound_edges(model, pbx)
+    site = model.sites.get(trunk.site)
+    pair = site.edges if site is not None else None
+    if pair is not None and pair.mode == "active-active" and auth.contacts == "per-edge":
+        return list(pair.hosts)
+    return model.hosts_with_role("edge", trunk.site)[:1]
+
+
+def _registrations(
+    model: Model, pbx_name: str, pbx: Host, name: str, trunk: Trunk
+) -> list[RegistrationView]:
+    """The registrations of a `register` trunk: one (``<trunk>-reg``), or one per edge
+    (``<trunk>-reg-<edge>``, :func:`registration_edges`), which share the trunk's auth."""
+    edges = registration_edges(model, trunk)
+    if len(edges) < 2:
+        return [_registration(model, pbx_name, pbx, name, trunk)]
+    return [
+        _registration(model, pbx_name, pbx, name, trunk, edge=e, first=i == 0)
+        for i, e in enumerate(edges)
+    ]
+
+
+def _registration(
+    model: Model,
+    pbx_name: str,
+    pbx: Host,
+    name: str,
+    trunk: Trunk,
+    *,
+    edge: str | None = None,
+    first: bool = True,
+) -> RegistrationView:
+    """One registration of ``trunk``: through ``edge`` (named after it), else through the
+    site's first edge."""
+    auth = trunk.auth
+    assert auth.type == "register"
+    edges = (
+        [edge]
+        if edge
+        else (model.hosts_with_role("edge", trunk.site) or _outbound_edges(model, pbx))
+    )
     if not edges:
         raise AsteriskRenderError(
             f"trunk {name} registers through an edge, but site {trunk.site} has none"
@@ -591,7 +637,7 @@ def _registration(
     domain = auth.realm or server.split(":", 1)[1].split(";", 1)[0]
     where = f"trunks.{name}.auth"
     return RegistrationView(
-        name=f"{name}-reg",
+        name=f"{name}-reg-{edge}" if edge else f"{name}-reg",
         endpoint=name,
         transport=transport,
         auth=f"{name}-auth",
@@ -602,6 +648,8 @@ def _registration(
         client_uri=_escape_value(f"sip:{auth.username}@{domain}", f"{where}.username"),
         outbound_proxy=_escape_value(edge_uri + ";lr", "edge"),
         expiration=auth.expiry,
+        edge=edge,
+        with_auth=first,
     )
 
 
@@ -712,9 +760,10 @@ def build_view(model: Model, host: str) -> AsteriskView:
         for e in edges_all
     ]
     registrations = [
-        _registration(model, host, pbx, name, trunk)
+        r
         for name, trunk in model.trunks.items()
         if trunk.auth.type == "register" and host in _registering_pbx(model, trunk)
+        for r in _registrations(model, host, pbx, name, trunk)
     ]
     ranges, patterns, contexts = _dids(model, host)
 

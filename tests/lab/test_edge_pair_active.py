@@ -26,6 +26,15 @@
   once the PBX's qualify (every 5 s, 3 s timeout) marks edge-central unavailable, Dial
   skips it at once. An inbound call through edge-central-2 completes meanwhile. After the
   partition heals, the next qualify finds edge-central and calls go through it again.
+* **A registration through each edge** (the same active-active deploy): itsp-b, a
+  ``register`` trunk, is registered by the PBX once per edge (``itsp-b-reg-<edge>``, each
+  with that edge as its outbound proxy) to a digest registrar over TLS on itsp-b
+  (``callkit.tls_registrar``, expiry 20 s); the registrar accepts two bindings, each from
+  its edge with the edge's own address as the contact. pbx-central partitioned from
+  edge-central: the registration through edge-central-2 is refreshed and stays Registered
+  while the one through edge-central lapses, ``siporch status`` keeps the trunk
+  registered (each edge's state listed), and itsp-b's call to edge-central-2's contact
+  (TLS, SRTP) is answered. After the partition heals, both are Registered again.
 * **Rolling deploys of the active-standby pair under calls** (the lab's model with a
   one-trunk change deployed first: itsp-a's ``max_channels`` 40): 10 calls with RTP held
   through everything, new calls at 1 per second, OPTIONS to the floating address every
@@ -38,7 +47,7 @@
   to deploy.
 
 The figures are printed (``EDGE-PAIR-AA``, ``EDGE-PAIR-SRV``, ``EDGE-PAIR-PBX``,
-``EDGE-PAIR-ROLL``); docs/benchmarks.md quotes them. The module ends with the lab's own model deployed.
+``EDGE-PAIR-REG``, ``EDGE-PAIR-ROLL``); docs/benchmarks.md quotes them. The module ends with the lab's own model deployed.
 """
 
 from __future__ import annotations
@@ -87,12 +96,18 @@ def _vip_holders(k: ck.Lab) -> int:
 
 
 @pytest.fixture(scope="module")
-def aa(lab_kit: ck.Lab, lab: Any, tmp_path_factory: pytest.TempPathFactory) -> ck.Lab:
-    """The central pair deployed active-active, DMQ up between the two edges."""
-    k = lab_kit
+def aa_inventory(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the lab inventory with the central pair active-active."""
     inv = ck.copy_inventory(lab, tmp_path_factory.mktemp("active"))
     ck.edit_model(inv, pk.active_active)
-    pk.ensure_model(k, inv)
+    return inv
+
+
+@pytest.fixture(scope="module")
+def aa(lab_kit: ck.Lab, aa_inventory: Path) -> ck.Lab:
+    """The central pair deployed active-active, DMQ up between the two edges."""
+    k = lab_kit
+    pk.ensure_model(k, aa_inventory)
     for edge in pk.EDGES:
         assert ck.wait_for(lambda e=edge: pk.dmq_peers_active(k, e), 90), k.rpc(
             edge, "dmq.list_nodes"
@@ -376,6 +391,156 @@ def test_pbx_calls_leave_through_the_other_edge(aa: ck.Lab) -> None:
     assert [e for _, e in after] == ["edge-central"] * 2, after
     assert all(s < 2.0 for s, _ in after), after
     assert ended, f"{byes} of {total} calls hung up at ITSP A"
+
+
+# ------------------------------------ a registration through each edge (active-active)
+
+#: the lab registrar's expiry for the PBX's registrations of itsp-b: refreshed every
+#: 15 s or so (Asterisk refreshes before the expiry)
+REG_EXPIRES = 20
+EDGE_REGS = {e: f"itsp-b-reg-{e}" for e in pk.EDGES}
+BOTH = {"edge-central": "registered", "edge-central-2": "registered"}
+
+
+def _reg_states(k: ck.Lab) -> dict[str, str]:
+    """Asterisk's state of each of itsp-b's registrations (``pjsip show registrations``)."""
+    text = k.asterisk("pjsip show registrations")
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and "/" in parts[0]:
+            name = parts[0].split("/", 1)[0]
+            if name in EDGE_REGS.values():
+                out[name] = parts[2]
+    return out
+
+
+def _all_registered(k: ck.Lab) -> bool:
+    return _reg_states(k) == dict.fromkeys(EDGE_REGS.values(), "Registered")
+
+
+def _aa_status(inv: Path) -> dict[str, Any]:
+    """``siporch status --json`` of pbx-central against the active-active inventory."""
+    import json
+    import os
+    import sys
+
+    env = {**os.environ, "ANSIBLE_VAULT_PASSWORD_FILE": str(inv.parent / ".vault-pass")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "siporch", "status", "--json", "-i", str(inv),
+         "--host", PBX, "--no-releases"],
+        capture_output=True, text=True, timeout=90, check=False, env=env,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    try:
+        report: dict[str, Any] = json.loads(proc.stdout)
+    except ValueError as exc:
+        raise AssertionError(f"siporch status: {proc.stdout[-500:]}{proc.stderr[-1500:]}") from exc
+    return report
+
+
+def _itsp_b_registrations(inv: Path) -> tuple[str | None, dict[str, str], list[str]]:
+    """itsp-b in ``siporch status``: its registration, each edge's, its registration
+    problems."""
+    report = _aa_status(inv)
+    b = next(t for t in report["trunks"] if t["name"] == "itsp-b")
+    problems = [
+        p["message"]
+        for p in report["problems"]
+        if p.get("trunk") == "itsp-b" and "registration" in p["message"]
+    ]
+    return b["registration"], {r["edge"]: r["state"] for r in b["registrations"] or []}, problems
+
+
+def test_registration_through_each_edge_outlives_one_edge(
+    aa: ck.Lab, aa_inventory: Path, lab: Any
+) -> None:
+    """itsp-b (a `register` trunk, TLS) at the active-active site: the PBX registers it
+    once through each edge, and the lab registrar (expiry 20 s) gets two bindings, each
+    from its edge with that edge's own address as the contact. With pbx-central partitioned
+    from edge-central, the registration through edge-central-2 is refreshed and stays
+    Registered (the one through edge-central times out), ``siporch status`` keeps the
+    trunk registered and shows each edge's state, and itsp-b's call to edge-central-2's
+    contact is answered. After the partition heals, both are Registered again."""
+    from siporch.model import load_model
+    from siporch.model.schema import RegisterAuth
+
+    k = aa
+    conf = k.run(PBX, "cat /etc/siporch/current/asterisk/pjsip_siporch.conf")
+    assert all(f"[{r}]" in conf for r in EDGE_REGS.values()), (
+        "pbx-central runs another render of the active-active model: deploy this tree"
+    )
+    model = load_model(lab.inventory, vault_password_file=lab.inventory.parent / ".vault-pass")
+    auth = model.model.trunks["itsp-b"].auth
+    assert isinstance(auth, RegisterAuth) and auth.realm
+    edge1, edge2 = pk.EDGES["edge-central"], pk.EDGES["edge-central-2"]
+    with ck.tls_registrar(
+        k, "itsp-b", realm=auth.realm, password=auth.password.get_secret_value(),
+        expires=REG_EXPIRES, limit_s=300,
+    ) as reg:  # fmt: skip
+
+        def bindings(since: float = 0.0) -> dict[str, str]:
+            """Edge address -> the contact the registrar accepted from it (after since)."""
+            return {e["peer"]: e["contact"] for e in reg.registered() if e["time"] > since}
+
+        k.asterisk("pjsip send register *all")
+        assert ck.wait_for(lambda: set(bindings()) == {edge1, edge2}, 45), reg.entries()
+        contacts = bindings()
+        both = ck.wait_for(lambda: _all_registered(k), 20)
+        assert both, _reg_states(k)
+        before = (_reg_states(k), _itsp_b_registrations(aa_inventory))
+        _pbx_impair("--partition")
+        partitioned = time.time()
+        seen2: set[str] = set()
+        try:
+
+            def edge1_lapsed() -> bool:
+                states = _reg_states(k)
+                seen2.add(states.get(EDGE_REGS["edge-central-2"], "missing"))
+                return states.get(EDGE_REGS["edge-central"]) != "Registered"
+
+            # edge-central-2's registration is refreshed meanwhile; edge-central's refresh
+            # goes unanswered (its REGISTER's timeout, 32 s) and its registration lapses
+            lapsed = ck.wait_for(edge1_lapsed, REG_EXPIRES + 45, step=1.0)
+            lapsed_s = time.time() - partitioned
+            refreshed = bindings(since=partitioned)
+            during = (_reg_states(k), _itsp_b_registrations(aa_inventory))
+            call = ck.tls_call(
+                k, "itsp-b", edge2, f"sip:s@{edge2};transport=tls", "+12025550100",
+                auth.realm, hold=1.0,
+            )  # fmt: skip
+        finally:
+            _pbx_impair("--clear")
+        healed = time.time()
+        # Asterisk retries a failed registration after its retry_interval (60 s); the
+        # deploy's gate and an operator send it at once, as here
+        k.asterisk(f"pjsip send register {EDGE_REGS['edge-central']}")
+        back = ck.wait_for(lambda: _all_registered(k), 45)
+        back_s = time.time() - healed
+        after = (_reg_states(k), _itsp_b_registrations(aa_inventory))
+        rebound = bindings(since=healed)
+    print(
+        f"EDGE-PAIR-REG contacts={contacts} before={before} "
+        f"edge1_lapsed_after_s={lapsed_s:.1f} refreshed_during={sorted(refreshed)} "
+        f"edge2_states_during={sorted(seen2)} during={during} call={call['codes']} "
+        f"bye={call['bye']} back_after_heal_s={back_s:.1f} after={after}"
+    )
+    # two bindings, each from its edge with that edge's own address as the contact
+    assert all(address in c for address, c in contacts.items()), contacts
+    assert before[1] == ("registered", BOTH, []), before
+    assert lapsed, f"edge-central's registration stayed Registered: {_reg_states(k)}"
+    assert edge2 in refreshed and edge1 not in refreshed, refreshed
+    assert seen2 == {"Registered"}, seen2
+    assert during[1][0] == "registered" and during[1][1]["edge-central-2"] == "registered", during
+    assert during[1][1]["edge-central"] != "registered", during
+    assert [m.split(" is ")[0] for m in during[1][2]] == [
+        "trunk itsp-b: registration through edge edge-central"
+    ], during
+    assert call["codes"][-1] == 200 and call["bye"] == 200, call
+    assert f"c=IN IP4 {edge2}" in call["answer_sdp"], call
+    assert back, after
+    assert edge1 in rebound, rebound
+    assert after[1] == ("registered", BOTH, []), after
 
 
 # ------------------------------------------------- rolling deploys of the active-standby pair

@@ -428,3 +428,34 @@ def test_registration_gate_restarts_a_registration_asterisk_no_longer_sends(
     monkeypatch.setattr(ast.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
     assert "Registered" in ast.registrations(Path("/etc/asterisk/asterisk.conf"), 20)
     assert commands.count("pjsip send register *all") == 1
+
+
+def test_registration_gate_waits_for_the_registration_through_each_edge(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A trunk of an active-active site registers once per edge: the gate waits for each
+    of them (the one through edge-central-2 nudged until Registered), not for any."""
+    states = iter(["Rejected", "Rejected", "Registered"])
+    sent: list[str] = []
+    clock = [0.0]
+
+    def cli(_conf: Path, command: str) -> str:
+        if command == "pjsip show registrations":
+            table = _registration_table("Registered").replace(
+                "itsp-b-reg/", "itsp-b-reg-edge-central/"
+            )
+            return table + (
+                " itsp-b-reg-edge-central-2/sip:198.18.1.30:5061;transport=tls "
+                f"itsp-b-auth  {next(states)}\n"
+            )
+        sent.append(command)
+        return ""
+
+    monkeypatch.setattr(ast, "_cli", cli)
+    monkeypatch.setattr(ast.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(ast.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setattr(ast, "NUDGE_EVERY_S", 1.0)
+    assert ast.registrations(Path("/etc/asterisk/asterisk.conf"), 20) == (
+        "2 outbound registration(s) Registered"
+    )
+    assert sent == ["pjsip send register itsp-b-reg-edge-central-2"] * 2

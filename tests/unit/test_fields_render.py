@@ -321,6 +321,15 @@ def _edges_mode(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return data, after
 
 
+def _register_contacts(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Only an active-active site registers once per edge: its `register` trunk (itsp-b)
+    with `one` instead."""
+    before = _edges_mode(data)[1]
+    after = copy.deepcopy(before)
+    after["trunks"]["itsp-b"]["auth"]["contacts"] = "one"
+    return before, after
+
+
 def _did_pattern(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A DID takes a range or a pattern: the first DID's range becomes a pattern."""
     after = copy.deepcopy(data)
@@ -356,6 +365,7 @@ SPECIAL: dict[str, Callable[[dict[str, Any]], tuple[dict[str, Any], dict[str, An
     "Transport.protocol": _transport_protocol,
     "Site.backup_site": _backup_site,
     "SiteEdges.mode": _edges_mode,
+    "RegisterAuth.contacts": _register_contacts,
     "Did.pattern": _did_pattern,
     "Did.range": _did_pattern,
 }

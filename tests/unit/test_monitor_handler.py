@@ -140,6 +140,50 @@ def test_registry_event_from_registrar_coming_up() -> None:
     assert reg is not None and reg.status == "Registered"
 
 
+def _per_edge(h: CallStateHandler, states: dict[str, str]) -> None:
+    """itsp-b registered once per edge (``itsp-b-reg-<edge>``), as PJSIPShowRegistrationsOutbound
+    lists them: the same client and server URI, one outbound proxy each."""
+    for edge, status in states.items():
+        h.on_event(
+            {
+                "Event": "OutboundRegistrationDetail",
+                "ObjectName": f"itsp-b-reg-{edge}",
+                "ServerUri": "sip:203.0.113.30:5061;transport=tls",
+                "ClientUri": "sip:examplecorp@sip.itsp-b.example.com",
+                "Endpoint": "itsp-b",
+                "Status": status,
+            }
+        )
+
+
+def test_registrations_through_each_edge_are_kept_by_name() -> None:
+    """A `Registry` event names the client and server URI only, which a trunk's
+    registrations through two edges share: it changes neither of them, and the
+    registrations are marked to be read again by name (the transport does so)."""
+    h = handler()
+    _per_edge(h, {"edge-central": "Registered", "edge-central-2": "Registered"})
+    regs = h.registrations_for("itsp-b")
+    assert [(r.name, r.status) for r in regs] == [
+        ("itsp-b-reg-edge-central", "Registered"),
+        ("itsp-b-reg-edge-central-2", "Registered"),
+    ]
+    assert not h.registrations_unsure
+    h.on_event(
+        {
+            "Event": "Registry",
+            "ChannelType": "PJSIP",
+            "Username": "sip:examplecorp@sip.itsp-b.example.com",
+            "Domain": "sip:203.0.113.30:5061;transport=tls",
+            "Status": "Rejected",
+        }
+    )
+    assert h.registrations_unsure
+    assert {r.status for r in h.registrations_for("itsp-b")} == {"Registered"}
+    _per_edge(h, {"edge-central": "Rejected", "edge-central-2": "Registered"})
+    assert [r.status for r in h.registrations_for("itsp-b")] == ["Rejected", "Registered"]
+    assert h.registrations_for("itsp-a") == []
+
+
 def test_failures_are_counted() -> None:
     h = handler()
     h.on_event(
@@ -215,3 +259,55 @@ def test_hangup_during_a_sync_is_not_undone_by_the_older_status_entry() -> None:
     # outside a sync, a Status entry describes the channel as it is
     replay(entries, h)
     assert len(h.calls()) == 5
+
+
+def test_an_unsure_registry_event_reads_the_registrations_again() -> None:
+    """Watching (``status --watch``, the exporter): after a `Registry` event that could be
+    either edge's registration, the connection asks for the registrations by name and the
+    handler takes each one's state from the answer."""
+    import asyncio
+
+    from panoramisk.message import Message
+
+    from siporch.monitor.topology import PbxTarget
+    from siporch.monitor.transport import AmiConnection
+
+    h = handler()
+    _per_edge(h, {"edge-central": "Registered", "edge-central-2": "Registered"})
+    conn = AmiConnection(PbxTarget("pbx-central", "central", "127.0.0.1", 5038, "u", "s"), h)
+    asked: list[str] = []
+
+    async def action(a: dict[str, str]) -> list[Message]:
+        asked.append(a["Action"])
+        base = {
+            "Event": "OutboundRegistrationDetail",
+            "ServerUri": "sip:203.0.113.30:5061;transport=tls",
+            "ClientUri": "sip:examplecorp@sip.itsp-b.example.com",
+            "Endpoint": "itsp-b",
+        }
+        return [
+            Message({**base, "ObjectName": "itsp-b-reg-edge-central", "Status": "Rejected"}),
+            Message({**base, "ObjectName": "itsp-b-reg-edge-central-2", "Status": "Registered"}),
+            Message({"Event": "OutboundRegistrationDetailComplete"}),
+        ]
+
+    conn.action = action  # type: ignore[method-assign,assignment]
+
+    async def run() -> None:
+        conn._on_event(
+            None,
+            Message(
+                {
+                    "Event": "Registry",
+                    "Username": "sip:examplecorp@sip.itsp-b.example.com",
+                    "Domain": "sip:203.0.113.30:5061;transport=tls",
+                    "Status": "Rejected",
+                }
+            ),
+        )
+        await asyncio.gather(*conn._tasks)
+
+    asyncio.run(run())
+    assert asked == ["PJSIPShowRegistrationsOutbound"]
+    assert [r.status for r in h.registrations_for("itsp-b")] == ["Rejected", "Registered"]
+    assert not h.registrations_unsure

@@ -110,6 +110,46 @@ def test_unregistered_trunk_is_degraded() -> None:
     assert report["exit_code"] == 1
 
 
+def test_registration_through_each_edge_is_shown_and_any_registers_the_trunk() -> None:
+    """itsp-b registered through two edges (active-active): the trunk is registered while
+    one of them is; each edge's state is listed, and one not registered is a problem."""
+    topo = topology()
+    result = PbxResult(
+        topo.pbxs[0], CallStateHandler("pbx-central", topo.trunks, clock=lambda: NOW), state="up"
+    )
+    for edge, status in (("edge-central", "Rejected"), ("edge-central-2", "Registered")):
+        result.handler.on_event(
+            {
+                "Event": "OutboundRegistrationDetail",
+                "ObjectName": f"itsp-b-reg-{edge}",
+                "ServerUri": "sip:127.0.0.1:5095",
+                "ClientUri": "sip:examplecorp@127.0.0.1:5095",
+                "Endpoint": "itsp-b",
+                "Status": status,
+            }
+        )
+    report = build_report(topo, [result], [edge_result(topo)], now=NOW)
+    b = next(t for t in report["trunks"] if t["name"] == "itsp-b")
+    assert (b["registration"], b["health"]) == ("registered", "ok")
+    assert [(r["edge"], r["state"], r["host"]) for r in b["registrations"]] == [
+        ("edge-central", "rejected", "pbx-central"),
+        ("edge-central-2", "registered", "pbx-central"),
+    ]
+    assert [p["message"] for p in report["problems"] if p["trunk"] == "itsp-b"] == [
+        "trunk itsp-b: registration through edge edge-central is rejected "
+        "(registered through edge-central-2)"
+    ]
+    assert report["exit_code"] == 1
+    table = _text(report)
+    assert "edge-central: rejected" in table and "edge-central-2: registered" in table
+    # one registration (active-standby, a single edge): listed without an edge
+    single = build_report(topo, [pbx_result(topo, "live")], [edge_result(topo)], now=NOW)
+    b = next(t for t in single["trunks"] if t["name"] == "itsp-b")
+    assert [(r["edge"], r["state"]) for r in b["registrations"]] == [(None, "registered")]
+    a = next(t for t in single["trunks"] if t["name"] == "itsp-a")
+    assert a["registrations"] is None
+
+
 def test_trunk_with_every_peer_down_is_degraded() -> None:
     topo = topology()
     edge = edge_result(topo)

@@ -320,7 +320,9 @@ def _register_by_name(peer: dict[str, Any], registrar: str | None = None) -> dic
     t = data["trunks"]["itsp-b"]
     t["peers"] = [peer]
     t["auth"]["registrar"] = registrar
-    pjsip = asterisk.render(Model.model_validate(data), "pbx-central")["asterisk/pjsip_siporch.conf"]
+    pjsip = asterisk.render(Model.model_validate(data), "pbx-central")[
+        "asterisk/pjsip_siporch.conf"
+    ]
     return of_type(pjsip, "itsp-b-reg", "registration")
 
 
@@ -334,8 +336,77 @@ def test_registration_to_a_registrar_by_name() -> None:
     assert reg["server_uri"] == ["sip:sip.itsp-b.example.com\\;transport=tcp"]
     reg = _register_by_name({"address": "sip.itsp-b.example.com", "port": 5080, "transport": "udp"})
     assert reg["server_uri"] == ["sip:sip.itsp-b.example.com:5080"]
-    reg = _register_by_name({"address": "203.0.113.30", "transport": "udp"}, "reg.itsp-b.example.com")
+    reg = _register_by_name(
+        {"address": "203.0.113.30", "transport": "udp"}, "reg.itsp-b.example.com"
+    )
     assert reg["server_uri"] == ["sip:reg.itsp-b.example.com"]
+
+
+def _active_active(contacts: str | None = None) -> Model:
+    """The example with the central pair active-active (itsp-b, a `register` trunk of
+    site central; ``contacts`` on its auth when given)."""
+    data = example().model_dump()
+    data["sites"]["central"]["edges"] = {
+        "hosts": ["edge-central", "edge-central-2"],
+        "mode": "active-active",
+    }
+    if contacts is not None:
+        data["trunks"]["itsp-b"]["auth"]["contacts"] = contacts
+    return Model.model_validate(data)
+
+
+def test_registration_once_per_active_active_edge() -> None:
+    """An active-active site: one registration per edge, each named after its edge and
+    sent through it (its own address as the outbound proxy, where the edge puts its own
+    address into the Contact), both with the trunk's one auth section."""
+    pjsip = asterisk.render(_active_active(), "pbx-central")["asterisk/pjsip_siporch.conf"]
+    found = {
+        n: s for n, ss in sections(pjsip).items() for s in ss if s.get("type") == ["registration"]
+    }
+    assert sorted(found) == ["itsp-b-reg-edge-central", "itsp-b-reg-edge-central-2"]
+    proxies = {n: r["outbound_proxy"] for n, r in found.items()}
+    assert proxies == {
+        "itsp-b-reg-edge-central": ["sip:192.0.2.10:5060\\;lr"],
+        "itsp-b-reg-edge-central-2": ["sip:192.0.2.12:5060\\;lr"],
+    }
+    for r in found.values():
+        assert r["endpoint"] == ["itsp-b"]
+        assert r["outbound_auth"] == ["itsp-b-auth"]
+        assert r["server_uri"] == ["sip:203.0.113.30:5061\\;transport=tls"]
+        assert r["client_uri"] == ["sip:examplecorp@sip.itsp-b.example.com"]
+    of_type(pjsip, "itsp-b-auth", "auth")  # once
+    assert "itsp-b-reg]" not in pjsip
+    assert "; through edge edge-central-2 " in pjsip
+    # what the edges do with it: each puts its own address into the Contact it relays
+    from siporch.render import kamailio
+
+    adv = {
+        e: re.search(
+            r'#!define ADVERTISED_ADDRESS "([^"]+)"',
+            kamailio.render(_active_active(), e)["kamailio/host.cfg"],
+        )
+        for e in ("edge-central", "edge-central-2")
+    }
+    assert {e: m.group(1) if m else None for e, m in adv.items()} == {
+        "edge-central": "192.0.2.10",
+        "edge-central-2": "192.0.2.12",
+    }
+
+
+def test_registration_contacts_one_and_active_standby_register_once() -> None:
+    """``contacts: one`` at an active-active site: one registration, through the first
+    edge, as before there was a choice; an active-standby pair registers once, through its
+    floating address, whatever ``contacts`` says (byte for byte as without the field)."""
+    pjsip = asterisk.render(_active_active("one"), "pbx-central")["asterisk/pjsip_siporch.conf"]
+    regs = [n for n, ss in sections(pjsip).items() for s in ss if s.get("type") == ["registration"]]
+    assert regs == ["itsp-b-reg"]
+    assert of_type(pjsip, "itsp-b-reg", "registration")["outbound_proxy"] == [
+        "sip:192.0.2.10:5060\\;lr"
+    ]
+    data = example().model_dump()
+    data["trunks"]["itsp-b"]["auth"]["contacts"] = "one"
+    assert asterisk.render(Model.model_validate(data), "pbx-central") == files()
+    assert example().trunks["itsp-b"].auth.contacts == "per-edge"  # type: ignore[union-attr]
 
 
 def test_edge_endpoints() -> None:
@@ -479,7 +550,10 @@ def test_pbx_without_edge() -> None:
 def test_two_edges_tried_in_order() -> None:
     """Active-active edges: the PBX tries each at its own address, in order."""
     sites = example().model_dump()["sites"]
-    sites["central"]["edges"] = {"hosts": ["edge-central", "edge-central-2"], "mode": "active-active"}
+    sites["central"]["edges"] = {
+        "hosts": ["edge-central", "edge-central-2"],
+        "mode": "active-active",
+    }
     m = variant(sites=sites)
     ext = asterisk.render(m, "pbx-central")["asterisk/extensions_siporch.conf"]
     first = ext.index("Dial(PJSIP/${EXTEN}@siporch-edge-edge-central,")
@@ -487,7 +561,10 @@ def test_two_edges_tried_in_order() -> None:
     between = ext[first:second]
     assert '"${DIALSTATUS}" != "CHANUNAVAIL"' in between and "?done)" in between
     # why the next edge is tried goes into Asterisk's log
-    assert "Log(NOTICE,siporch-outbound: ${EXTEN} via siporch-edge-edge-central: ${DIALSTATUS}" in between
+    assert (
+        "Log(NOTICE,siporch-outbound: ${EXTEN} via siporch-edge-edge-central: ${DIALSTATUS}"
+        in between
+    )
     pjsip = asterisk.render(m, "pbx-central")["asterisk/pjsip_siporch.conf"]
     assert "permit = 192.0.2.12/255.255.255.255" in pjsip
     assert "contact = sip:192.0.2.12:5060" in pjsip
@@ -536,3 +613,17 @@ def test_edge_endpoint_offers_t38_and_the_longest_interval_of_any_trunk() -> Non
     ep = of_type(out["asterisk/pjsip_siporch.conf"], "siporch-edge-edge-central", "endpoint")
     assert ep["t38_udptl"] == ["yes"]
     assert ep["timers_sess_expires"] == ["3600"]
+
+
+@pytest.mark.parametrize("value", ["per_edge", "two", True])
+def test_a_bad_contacts_value_is_refused_naming_the_field(tmp_path: Path, value: Any) -> None:
+    from tests.unit.test_model import problems_for
+
+    def mutate(d: dict[str, Any]) -> None:
+        d["trunks"]["itsp-b"]["auth"]["contacts"] = value
+
+    found = problems_for(tmp_path, mutate)
+    assert any(
+        p.startswith("trunks.itsp-b.auth.contacts: must be 'per-edge' or 'one', not ")
+        for p in found
+    ), found

@@ -315,7 +315,13 @@ def registrations(asterisk_conf: Path, wait: float) -> str:
     """Wait until every outbound registration is Registered. One that is not (rejected or
     failed before, waiting for its retry interval) is sent a REGISTER at once, and again
     every NUDGE_EVERY_S seconds while it stays so, so the wait measures the registrar's
-    answer, not Asterisk's retry timer."""
+    answer, not Asterisk's retry timer.
+
+    Every registration counts by itself: a trunk of an active-active site registers once
+    through each edge (``<trunk>-reg-<edge>``), and the gate waits for each of them, so a
+    deploy passes only when the provider took every edge's binding (a release that breaks
+    the registration through one edge fails here, although the trunk would still take
+    calls through the other)."""
     deadline = time.monotonic() + wait
     nudged_at: float | None = None
     reloaded = False
