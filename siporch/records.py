@@ -4,13 +4,12 @@ Every edge keeps its records in a local SQLite database outside the release dire
 (``/var/lib/siporch/records/records.sqlite``, mode 0600 in a 0700 directory owned by
 Kamailio's user), so a deploy, a rollback or a restart never loses them:
 
-* ``calls``: one row per call (from the dialog module; SQLite: queued and written by one
-  Kamailio process, PostgreSQL: acc CDR): setup, ring, answer and
+* ``calls``: one row per call (from the dialog module; queued and written in batches by
+  one Kamailio process, SQLite and PostgreSQL alike): setup, ring, answer and
   end times, the final code and reason, the trunk and peer of the last leg, direction,
   calling and called numbers after translation, the number of legs and the release.
-* ``legs``: one row per failed leg (a failover attempt) with its code and reason (SQLite:
-  queued by the failure routes; PostgreSQL: acc transaction records); the answered leg is
-  the call's own record.
+* ``legs``: one row per failed leg (a failover attempt) with its code and reason (queued
+  by the failure routes for the same process); the answered leg is the call's own record.
 
 Kamailio deletes records older than ``records.retention_days`` and, when the database
 holds more than ``records.max_mb``, the oldest ones (route RECORDS_TRIM, every 15 s).
@@ -89,10 +88,11 @@ def _schema(postgres: bool) -> str:
     return out + f"INSERT OR REPLACE INTO version VALUES {values};\n"
 
 
-# acc writes start_time, end_time and duration (CDR core) and method, from_tag, to_tag,
-# callid, sip_code, sip_reason and time (transaction core); the rest are acc extras
-# (cdr_extra / db_extra in templates/kamailio/kamailio.cfg, same names). With SQLite the
-# edge's routes RECORD_INSERT and LEG_INSERT fill the same columns (no tags).
+# The columns are those acc wrote (start_time, end_time, duration of its CDR; method,
+# from_tag, to_tag, callid, sip_code, sip_reason, time of its transaction records; the
+# rest its extras). acc is no longer loaded: the edge's routes RECORD_INSERT and
+# LEG_INSERT (templates/kamailio/kamailio.cfg, one version per backend) fill the same
+# columns, the tags excepted.
 SCHEMA = _schema(postgres=False)
 # The same tables in PostgreSQL (records.backend postgresql); applied by the kamailio_edge
 # role with psql.

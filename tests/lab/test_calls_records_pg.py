@@ -12,6 +12,8 @@ deployed again at the end.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -235,6 +237,34 @@ def test_records_survive_a_kamailio_restart(
     assert ok
     recs = wait_records(inv, since, len(before) + 1)
     assert len({r["callid"] for r in recs} - before) >= 1
+
+
+def test_calls_go_on_while_the_server_is_down_and_are_recorded_once_when_it_is_back(
+    kit: tuple[ck.Lab, Path],
+) -> None:
+    """PostgreSQL stopped (fast shutdown: the edge's connections are cut): the edge goes on
+    taking calls; their records wait in its queue (route RECORDS_WRITE tries the server
+    every second) and are written, each once, when the server is back."""
+    k, _ = kit
+    since = time.time() - 1
+    postmaster = records_db.pid()
+    assert postmaster is not None
+    os.kill(postmaster, signal.SIGINT)
+    try:
+        assert ck.wait_for(lambda: records_db.pid() is None, 30)
+        r = ck.uac(k, "itsp-a1", EDGE, HQ_DID, calls=4, rate=4, duration_ms=500)
+        assert (r.successful, r.failed) == (4, 0), r.stderr
+    finally:
+        records_db.ensure_running()
+
+    def written() -> str:
+        return psql(
+            k,
+            "SELECT count(*) || ' ' || count(DISTINCT callid) FROM calls "
+            f"WHERE edge = 'edge-central' AND setup >= {since}",
+        )
+
+    assert ck.wait_for(lambda: written() == "4 4", 30, step=1.0), written()
 
 
 def test_retention_deletes_the_edges_own_old_records(kit: tuple[ck.Lab, Path]) -> None:

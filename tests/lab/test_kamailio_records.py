@@ -177,6 +177,8 @@ def test_failover_records_one_call_and_two_legs(edge: Edge) -> None:
         (503, PEER1, 1),
     ]
     assert all(leg["trunk"] == "itsp-a" and leg["direction"] == "outbound" for leg in legs)
+    # when the leg failed: after the call's setup, before its end
+    assert all(rec["setup"] <= leg["ts"] <= rec["setup"] + rec["duration"] for leg in legs)
 
 
 def test_inbound_call_is_recorded(edge: Edge) -> None:

@@ -58,8 +58,10 @@ def test_edges_get_the_server_url_and_the_postgresql_schema() -> None:
     assert "sqlite" not in host_cfg
     assert files["kamailio/records-pg.sql"] == records.SCHEMA_PG
     assert "kamailio/records.sql" not in files
-    # the records go to the server through Kamailio's async workers (acc db_insert_mode 2)
-    assert "\nasync_workers=2\n" in host_cfg
+    # no acc and no async workers: the rows are queued and written in batches by one
+    # process (route RECORDS_WRITE), as with SQLite
+    assert "async_workers" not in host_cfg
+    assert 'loadmodule "acc.so"' not in files["kamailio/kamailio.cfg"]
     # the default stays SQLite on each edge
     sqlite = render(load_model(EXAMPLE).model, "edge-central")
     assert "kamailio/records.sql" in sqlite and "kamailio/records-pg.sql" not in sqlite
