@@ -326,6 +326,7 @@ def sipp_call(
     target: str = EDGE,
     uac_scenario: Path = UAC,
     uac_keys: dict[str, str] | None = None,
+    uac_args: tuple[str, ...] = (),
 ) -> Call:
     work = Path(tempfile.mkdtemp(dir=edge.base))
     servers = {}
@@ -378,6 +379,7 @@ def sipp_call(
                 str(timeout),
                 "-timeout_error",
                 *[a for k, v in (uac_keys or {}).items() for a in ("-key", k, v)],
+                *uac_args,
                 "-trace_msg",
                 "-message_file",
                 str(work / "uac.log"),

@@ -32,6 +32,7 @@ import pytest
 from siporch import records
 from tests.lab.edgekit import (
     SCENARIOS,
+    UAC,
     Edge,
     _need_tools,
     _release,
@@ -190,6 +191,38 @@ def test_inbound_call_is_recorded(edge: Edge) -> None:
     assert rec["peer"] == PEER1
     assert rec["called"] == "+12025550123"
     assert int(rec["code"]) == 200
+
+
+def _quoted(edge: Edge, callid: str, caller: str) -> dict[str, Any]:
+    """SIPp's arguments for a Call-ID of ``callid`` + its own, and a From user ``caller``."""
+    uac = Path(tempfile.mkdtemp(prefix="uac-", dir=edge.base)) / "uac.xml"
+    uac.write_text(UAC.read_text().replace("<sip:2125550111@", f"<sip:{caller}@"))
+    return {"uac_scenario": uac, "uac_args": ("-cid_str", f"{callid}%u-%p@%s")}
+
+
+def test_quotes_and_backslashes_are_recorded_as_sent(edge: Edge) -> None:
+    """Call-IDs may hold ' " and \\ (RFC 3261's word), a user part a ': the record keeps
+    them byte for byte, and the other records of the batch are written too (a quote that
+    broke the SQL would lose the whole batch)."""
+    odd_id = "it's-a\\back\"-"
+    call = _sipp_call(
+        edge, PEER1, "2025550124", {PBX: SCENARIOS / "uas_rr.xml"}, target=EDGE,
+        **_quoted(edge, odd_id, "o'brien"),
+    )  # fmt: skip
+    assert call.rc == 0, call.uac[-2000:]
+    rec = call_record(edge, "+12025550124")
+    assert rec["callid"].startswith(odd_id), rec["callid"]
+    assert rec["calling"] == "o'brien"
+    assert int(rec["code"]) == 200
+    # a failed leg (486 from itsp-a's first peer) with such a Call-ID: its row in legs
+    _sipp_call(
+        edge, PBX, "3125550125",
+        {PEER1: reject_scenario(edge, 486), PEER2: SCENARIOS / "uas_rr.xml"},
+        timeout=6, target=EDGE, **_quoted(edge, "l'eg-", "2125550111"),
+    )  # fmt: skip
+    rec = call_record(edge, "13125550125")
+    assert rec["callid"].startswith("l'eg-"), rec["callid"]
+    assert [int(leg["sip_code"]) for leg in legs_of(edge, rec["callid"])] == [486]
 
 
 def test_busy_call_is_recorded_with_its_code(edge: Edge) -> None:
