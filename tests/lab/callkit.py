@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -935,3 +936,24 @@ def block_send(lab: Lab, on: bool, chain: str, edge: str = "edge-central",
     else:
         for args in (["-D", "OUTPUT", "-j", chain], ["-F", chain], ["-X", chain]):
             subprocess.run([*ns, *args], capture_output=True, timeout=30)
+
+
+def status_json(inv: Path, *hosts: str, timeout: float = 90) -> dict[str, Any]:
+    """``siporch status --json --no-releases`` against ``inv`` (its vault password file
+    beside it), for ``hosts`` (every host when none); its output that is no report fails
+    the test with what the command printed."""
+    env = {
+        **os.environ,
+        "ANSIBLE_VAULT_PASSWORD_FILE": str(inv.parent / ".vault-pass"),
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "siporch", "status", "--json", "-i", str(inv),
+         *[a for h in hosts for a in ("--host", h)], "--no-releases"],
+        capture_output=True, text=True, timeout=timeout, check=False, env=env, cwd=REPO,
+    )  # fmt: skip
+    try:
+        report: dict[str, Any] = json.loads(proc.stdout)
+    except ValueError as exc:
+        raise AssertionError(f"siporch status: {proc.stdout[-500:]}{proc.stderr[-1500:]}") from exc
+    return report

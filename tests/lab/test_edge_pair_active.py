@@ -419,30 +419,10 @@ def _all_registered(k: ck.Lab) -> bool:
     return _reg_states(k) == dict.fromkeys(EDGE_REGS.values(), "Registered")
 
 
-def _aa_status(inv: Path) -> dict[str, Any]:
-    """``siporch status --json`` of pbx-central against the active-active inventory."""
-    import json
-    import os
-    import sys
-
-    env = {**os.environ, "ANSIBLE_VAULT_PASSWORD_FILE": str(inv.parent / ".vault-pass")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "siporch", "status", "--json", "-i", str(inv),
-         "--host", PBX, "--no-releases"],
-        capture_output=True, text=True, timeout=90, check=False, env=env,
-        cwd=Path(__file__).resolve().parents[2],
-    )  # fmt: skip
-    try:
-        report: dict[str, Any] = json.loads(proc.stdout)
-    except ValueError as exc:
-        raise AssertionError(f"siporch status: {proc.stdout[-500:]}{proc.stderr[-1500:]}") from exc
-    return report
-
-
 def _itsp_b_registrations(inv: Path) -> tuple[str | None, dict[str, str], list[str]]:
     """itsp-b in ``siporch status``: its registration, each edge's, its registration
     problems."""
-    report = _aa_status(inv)
+    report = ck.status_json(inv, PBX)
     b = next(t for t in report["trunks"] if t["name"] == "itsp-b")
     problems = [
         p["message"]

@@ -32,10 +32,7 @@ on the lab afterwards: the other lab modules deploy what they need themselves.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -238,19 +235,7 @@ def _edge_log(kit: Kit, pattern: str) -> list[str]:
 
 
 def _status(kit: Kit, *hosts: str) -> dict[str, Any]:
-    env = {"ANSIBLE_VAULT_PASSWORD_FILE": str(kit.inv.parent / ".vault-pass"),
-           "ANSIBLE_DEPRECATION_WARNINGS": "False"}  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-m", "siporch", "status", "--json", "-i", str(kit.inv),
-         *[a for h in hosts or (EDGE,) for a in ("--host", h)], "--no-releases"],
-        capture_output=True, text=True, timeout=90, check=False, cwd=REPO,
-        env={**os.environ, **env},
-    )  # fmt: skip
-    try:
-        report: dict[str, Any] = json.loads(proc.stdout)
-    except ValueError as exc:
-        raise AssertionError(f"siporch status: {proc.stdout[-500:]}{proc.stderr[-1500:]}") from exc
-    return report
+    return ck.status_json(kit.inv, *(hosts or (EDGE,)))
 
 
 def _problems(report: dict[str, Any], trunk: str) -> list[str]:
