@@ -19,33 +19,37 @@ Options: ``root`` (siporch_release_root), ``process_manager`` (``auto``, ``syste
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import shlex
-from importlib.util import module_from_spec, spec_from_file_location
-from pathlib import Path
 from typing import Any
 
 from ansible.plugins.action import ActionBase
 
-
-@functools.cache
-def _filters() -> Any:
-    """The role's filters (filter_plugins/siporch_release.py), loaded from the role."""
-    path = Path(__file__).resolve().parents[1] / "filter_plugins" / "siporch_release.py"
-    spec = spec_from_file_location("siporch_release_filters", path)
-    assert spec is not None and spec.loader is not None
-    module = module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from siporch.core import ADDED, REMOVED, FileEntry, diff_trees
 
 
 def _drift(
     manifest: dict[str, Any], found: list[dict[str, Any]], root: str
 ) -> dict[str, list[str]]:
-    """The role's filter siporch_release_drift."""
-    return _filters().siporch_release_drift(manifest, found, root)  # type: ignore[no-any-return]
+    """The files of a release on a host (the state script's ``[{path, checksum, mode}]``
+    under ``root``) against its manifest, as the role's filter siporch_release_drift says:
+    ``{"modified": [...], "missing": [...], "extra": [...]}`` (a changed mode counts as
+    modified)."""
+    prefix = root.rstrip("/") + "/"
+    have = {
+        str(f["path"])[len(prefix) :]: FileEntry(
+            str(f.get("checksum", "")), str(f.get("mode", "")) or None
+        )
+        for f in found
+        if str(f.get("path", "")).startswith(prefix)
+    }
+    changes = diff_trees(manifest.get("files", {}), have)
+    return {
+        "modified": [c.path for c in changes if c.state not in (ADDED, REMOVED)],
+        "missing": [c.path for c in changes if c.state == REMOVED],
+        "extra": [c.path for c in changes if c.state == ADDED],
+    }
 
 
 def unchanged(
