@@ -19,7 +19,8 @@ In the collection:
   its own ``filter_plugins`` nor its collection's filters by short name (the roles call each
   other by short name, which does resolve in their own collection);
 * ``plugins/strategy/siporch_linear.py``, ``plugins/filter/siporch_release.py`` and
-  ``plugins/action/siporch_masked_diff.py`` (called by FQCN from the role), their
+  ``plugins/action/siporch_masked_diff.py``, ``siporch_release_read.py`` (called by FQCN
+  from the role), their
   ``siporch.core``/``siporch.plan`` imports pointed at ``plugins/module_utils/``, copies
   of ``siporch/core.py`` and ``siporch/plan.py``, which need only the standard library.
 """
@@ -56,7 +57,7 @@ ROLES = (
     "keepalived_vip",
 )
 #: Action plugins of the siporch_release role (called by FQCN in the collection).
-ACTIONS = ("siporch_masked_diff",)
+ACTIONS = ("siporch_masked_diff", "siporch_release_read")
 _SIPORCH_IMPORT = re.compile(r"^(\s*)from siporch\.(core|plan) import", re.M)
 
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")

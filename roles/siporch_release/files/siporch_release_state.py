@@ -9,8 +9,9 @@
 only when TARGET_ID is the release the host runs or already has (a redeploy of it restores
 what was changed by hand); "current_files" are the same hashes of the running release
 when TARGET_ID is another (null otherwise). "installed": {FILE: sha256 or ""} of each FILE (the daemons'
-helpers the roles install). Run by the siporch_release role (discover.yml, prune.yml)
-with `python3 -c`, the text of siporch_hostlib.py (the helpers' scaffold) first: one SSH
+helpers the roles install). Run by the siporch_release role (discover.yml: the action
+siporch_release_read, as `python3 -` with the text on stdin; prune.yml: `python3 -c`), the
+text of siporch_hostlib.py (the helpers' scaffold) first: one SSH
 round trip instead of a stat, slurp, find and stat per host, before anything is installed.
 Standard library only.
 """
