@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +224,37 @@ def test_quotes_and_backslashes_are_recorded_as_sent(edge: Edge) -> None:
     rec = call_record(edge, "13125550125")
     assert rec["callid"].startswith("l'eg-"), rec["callid"]
     assert [int(leg["sip_code"]) for leg in legs_of(edge, rec["callid"])] == [486]
+
+
+def _received_at(log: str, first_line: str, cseq: str) -> float:
+    """When SIPp (-trace_msg) received the message that starts with ``first_line`` and
+    carries ``cseq``, in epoch seconds: SIPp writes the local time on the line above each
+    message."""
+    stamps = re.split(r"^-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\s*$", log, flags=re.M)
+    for stamp, text in zip(stamps[1::2], stamps[2::2], strict=True):
+        if "message received" not in text:
+            continue
+        message = text.split("\n", 2)[2].lstrip()
+        if message.startswith(first_line) and f"CSeq: {cseq}" in message:
+            return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+    raise AssertionError(f"no {first_line!r} with CSeq {cseq} in:\n{log[-2000:]}")
+
+
+def test_a_reinvite_leaves_the_calls_code_and_answer(edge: Edge) -> None:
+    """A re-INVITE through an anchored call (its replies pass the reply route the first
+    INVITE's passed) changes neither the call's code nor its answer time: the record keeps
+    the first 200's, from before the peer received the re-INVITE."""
+    call = _sipp_call(
+        edge, PBX, "3125550141", {PEER1: SCENARIOS / "uas_reinvite.xml"}, target=EDGE,
+        uac_scenario=SCENARIOS / "uac_reinvite.xml",
+    )  # fmt: skip
+    assert call.rc == 0, call.uac[-2000:]
+    reinvite_at = _received_at(call.uas[PEER1], "INVITE ", "2 INVITE")
+    rec = call_record(edge, "13125550141")
+    assert (int(rec["code"]), rec["reason"], rec["trunk"]) == (200, "OK", "itsp-a"), rec
+    assert rec["setup"] <= rec["answer"] < reinvite_at, (rec, reinvite_at)
+    assert rec["ring"] is None or rec["ring"] <= rec["answer"], rec
+    assert rec["setup"] + rec["duration"] > reinvite_at, "the call ends after its re-INVITE"
 
 
 def test_busy_call_is_recorded_with_its_code(edge: Edge) -> None:
