@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import ssl
 import subprocess
 import threading
@@ -425,17 +426,16 @@ def running(kind: str, itsp_c: dict[str, Any]) -> Iterator[Setup]:
     if kind == "host":
         wrap = f'mount --bind {resolv} /etc/resolv.conf && exec "$@"'
     else:
-        wrap = (
-            f"mount --bind {resolv} {root}/etc/resolv.conf && "
-            f'exec chroot {root} "$@"'
-        )
+        wrap = f'mount --bind {resolv} {root}/etc/resolv.conf && exec chroot {root} "$@"'
     prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c", wrap, "sh"]
     edge = Edge(base, inner, f"unix:{base}/run/kamailio_ctl")
     dns = subprocess.Popen(_dnsmasq_args(base), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         time.sleep(0.3)
         if dns.poll() is not None:
-            pytest.fail("dnsmasq did not start: " + dns.stderr.read().decode() if dns.stderr else "")
+            pytest.fail(
+                "dnsmasq did not start: " + dns.stderr.read().decode() if dns.stderr else ""
+            )
         _release(edge, "a", names_model(inner, itsp_c))
         with _running([edge], prefix, NG_PORT, base):
             yield Setup(edge, pki, dns, kind)
@@ -510,6 +510,26 @@ def test_srv_failover_dns_change_and_cidr_trust(kind: str) -> None:
         assert code == 403, reply
 
 
+def _nth_record(edge: Any, n: int, wait: float = 10.0) -> dict[str, Any]:
+    """The edge's ``n``-th call record (its SQLite records, from 1), waited for."""
+    db = edge.base / "records" / "records.sqlite"
+    found: list[dict[str, Any]] = []
+    end = time.monotonic() + wait
+    while not found and time.monotonic() < end:
+        if db.exists():
+            con = sqlite3.connect(db, timeout=10)
+            con.row_factory = sqlite3.Row
+            try:
+                rows = [dict(r) for r in con.execute("SELECT * FROM calls ORDER BY id")]
+                found = rows[n - 1 : n]
+            finally:
+                con.close()
+        if not found:
+            time.sleep(0.2)
+    assert found, f"no call record number {n} in {db}"
+    return found[0]
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_tls_peer_name_is_checked(kind: str) -> None:
     itsp_c = {
@@ -555,6 +575,13 @@ def test_tls_peer_name_is_checked(kind: str) -> None:
             )
             assert "peer=wrong.itsp-c.example" in line, s.log()[-3000:]
             assert f"address={SIP2}:5061" in line
+            # the call's record names the trunk, the peer and the edge's 503, though the
+            # 503 was sent from reply_route (no transaction's AVPs there)
+            rec = _nth_record(s.edge, 2)  # the first: the call sip1 answered 486
+            assert (rec["trunk"], rec["peer"], rec["code"], rec["reason"]) == (
+                "itsp-c", "wrong.itsp-c.example", 503, "TLS Name Mismatch",
+            ), rec  # fmt: skip
+            assert rec["answer"] is None and int(rec["legs"]) == 1, rec
 
 
 @pytest.mark.parametrize("kind", KINDS)
