@@ -306,6 +306,29 @@ def diff_trees(old: TreeLike | None, new: TreeLike | None) -> list[FileChange]:
     return out
 
 
+def release_drift(
+    manifest: Mapping[str, Any], found: Iterable[Mapping[str, Any]], root: str
+) -> dict[str, list[str]]:
+    """Files of a release on a host (``[{path, checksum, mode}]`` under ``root``: the state
+    script's, or ``ansible.builtin.find`` results with sha256 checksums) against its
+    manifest: ``{"modified": [...], "missing": [...], "extra": [...]}`` (a changed mode
+    counts as modified)."""
+    prefix = root.rstrip("/") + "/"
+    have = {
+        str(f["path"])[len(prefix) :]: FileEntry(
+            str(f.get("checksum", "")), str(f.get("mode", "")) or None
+        )
+        for f in found
+        if str(f.get("path", "")).startswith(prefix)
+    }
+    changes = diff_trees(manifest.get("files", {}), have)
+    return {
+        "modified": [c.path for c in changes if c.state not in (ADDED, REMOVED)],
+        "missing": [c.path for c in changes if c.state == REMOVED],
+        "extra": [c.path for c in changes if c.state == ADDED],
+    }
+
+
 def states(changes: Iterable[FileChange]) -> dict[str, str]:
     """``{path: added|removed|modified}``: the shape the manifests' users always had."""
     return {c.path: c.state for c in changes}

@@ -26,30 +26,7 @@ from typing import Any
 
 from ansible.plugins.action import ActionBase
 
-from siporch.core import ADDED, REMOVED, FileEntry, diff_trees
-
-
-def _drift(
-    manifest: dict[str, Any], found: list[dict[str, Any]], root: str
-) -> dict[str, list[str]]:
-    """The files of a release on a host (the state script's ``[{path, checksum, mode}]``
-    under ``root``) against its manifest, as the role's filter siporch_release_drift says:
-    ``{"modified": [...], "missing": [...], "extra": [...]}`` (a changed mode counts as
-    modified)."""
-    prefix = root.rstrip("/") + "/"
-    have = {
-        str(f["path"])[len(prefix) :]: FileEntry(
-            str(f.get("checksum", "")), str(f.get("mode", "")) or None
-        )
-        for f in found
-        if str(f.get("path", "")).startswith(prefix)
-    }
-    changes = diff_trees(manifest.get("files", {}), have)
-    return {
-        "modified": [c.path for c in changes if c.state not in (ADDED, REMOVED)],
-        "missing": [c.path for c in changes if c.state == REMOVED],
-        "extra": [c.path for c in changes if c.state == ADDED],
-    }
+from siporch.core import release_drift
 
 
 def unchanged(
@@ -82,9 +59,9 @@ def unchanged(
     )
     base = root + "/releases/"
     if same_id:
-        drift = _drift(manifest, target["files"], base + probe_id)
+        drift = release_drift(manifest, target["files"], base + probe_id)
     elif same_files:
-        drift = _drift(current_manifest, current_files, base + current)
+        drift = release_drift(current_manifest, current_files, base + current)
     else:
         return False
     if drift["modified"] or drift["missing"] or drift["extra"]:

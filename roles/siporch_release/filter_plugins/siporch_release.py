@@ -10,10 +10,10 @@ from typing import Any
 from siporch.core import (
     ADDED,
     REMOVED,
-    FileEntry,
     diff_trees,
     id_refusal,
     model_changes,
+    release_drift,
     release_id_changes,
     releases_to_prune,
     rollback_target,
@@ -36,22 +36,8 @@ def siporch_release_drift(
     manifest: dict[str, Any], found: list[dict[str, Any]], root: str
 ) -> dict[str, list[str]]:
     """Files of a release on a host (``ansible.builtin.find`` results under ``root``, with
-    sha256 checksums) against its manifest: ``{"modified": [...], "missing": [...],
-    "extra": [...]}`` (a changed mode counts as modified)."""
-    prefix = root.rstrip("/") + "/"
-    on_host = {
-        str(f["path"])[len(prefix) :]: f for f in found if str(f.get("path", "")).startswith(prefix)
-    }
-    have = {
-        path: FileEntry(str(f.get("checksum", "")), str(f.get("mode", "")) or None)
-        for path, f in on_host.items()
-    }
-    changes = diff_trees(manifest.get("files", {}), have)
-    return {
-        "modified": [c.path for c in changes if c.state not in (ADDED, REMOVED)],
-        "missing": [c.path for c in changes if c.state == REMOVED],
-        "extra": [c.path for c in changes if c.state == ADDED],
-    }
+    sha256 checksums) against its manifest (siporch.core.release_drift)."""
+    return release_drift(manifest, found, root)
 
 
 def siporch_heal_actions(manifest: dict[str, Any], paths: list[str]) -> list[str]:
