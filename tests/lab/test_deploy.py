@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import callkit as ck
+import pairkit as pk
 import pytest
 
 from siporch.core import rollback_target
@@ -33,6 +36,8 @@ REPO = Path(__file__).resolve().parents[2]
 EDGE = "edge-central"
 NEW_PEER = "198.18.1.12"
 HELPER = "/usr/local/lib/siporch/siporch_kamailio.py"
+#: the longest the calls of test_no_dropped_calls_through_deploy_and_rollback may last
+HOLD_S = 300
 PIDFILES = {
     "edge-central": {
         "kamailio": "/run/kamailio/kamailio.pid",
@@ -377,41 +382,47 @@ def test_bad_model_contacts_no_host(lab: Any, on_base: Model, tmp_path: Path) ->
 def test_no_dropped_calls_through_deploy_and_rollback(
     lab: Any, on_base: Model, peer: Model
 ) -> None:
-    """Long calls through the edge survive a trunk-change deploy and a rollback. 180 s: the
-    deploy and the rollback of the five hosts (the central pair one edge at a time) took
-    up to 2 min on a loaded 2-core machine; the calls must outlast both."""
+    """Long calls through the edge survive a trunk-change deploy and a rollback. The calls
+    (SIPp ``uac_media.xml`` on itsp-a1, RTP for the whole call, the PBX answers with Echo)
+    could last 300 s; they hang up as soon as the deploy and the rollback are done (a
+    HANGUP request to SIPp ends its wait), each with its BYE through the edge answered.
+    300 s: the deploy and the rollback of the five hosts (the central pair one edge at a
+    time) took up to 2 min on a loaded 2-core machine; the calls must outlast both."""
     calls = 10
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "siporch", "call", "+12025550100",
-            "-i", str(on_base.inv), "--from", "itsp-a1",
-            "--calls", str(calls), "--rate", "5", "--duration", "180",
-            "--timeout", "360", "--json",
-        ],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    k = ck.Lab(lab)
+    workdir = Path(tempfile.mkdtemp(prefix="siporch-deploy-calls-"))
+    held = pk.callers(
+        k, "itsp-a1", lab.address("itsp-a1"), f"{lab.address(EDGE)}:5060", "+12025550100",
+        workdir, tag="held", port=25095, media_port=6000, calls=calls, rate=5,
+        hold_s=HOLD_S,
     )  # fmt: skip
+    hung_up = 0
     try:
         # every call established (answered, in the edge's dialogs) before the deploy
         def established() -> bool:
-            assert proc.poll() is None, proc.communicate()
+            assert held.proc.poll() is None, held.diagnose()
             out = lab.run(EDGE, [HELPER, "rpc", "dlg.stats_active"], check=True).stdout
             return int(json.loads(out)["ongoing"]) >= calls
 
         assert ck.wait_for(established, 60, step=0.5), "the calls were not all established"
+        assert held.answered() == calls, held.diagnose()
+        started = time.monotonic()
         _ok(_run(peer.inv))
         assert _current(lab, EDGE) == peer.release
         _ok(_run(on_base.inv, "rollback-trunk.yml",
                  extra_vars={"siporch_release": on_base.release}))  # fmt: skip
         assert _current(lab, EDGE) == on_base.release
-        # the calls lived through both: still up on the edge now, and each ends with its BYE
-        # answered (below)
+        took = time.monotonic() - started
+        assert took < HOLD_S - 10, f"the deploy and the rollback took {took:.0f} s"
+        # the calls lived through both: still up on the edge and in SIPp now, and each
+        # ends with its BYE answered (below)
         assert established(), "calls ended during the deploy or the rollback"
-        out, err = proc.communicate(timeout=360)
+        assert held.current_calls() in (calls, -1), held.diagnose()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    result = json.loads(out)
-    assert proc.returncode == 0, (out, err)
-    assert result["attempted"] == calls
-    assert result["successful"] == calls, result
-    assert result["failed"] == 0, result
+        hung_up = held.hang_up(k, "itsp-a1")
+        code = held.wait(120)
+    successful, failed = held.result()
+    assert hung_up == calls, (hung_up, held.diagnose())
+    assert (successful, failed) == (calls, 0), f"exit {code}\n{held.diagnose()}"
+    assert not held.refused(), held.refused()
+    shutil.rmtree(workdir, ignore_errors=True)
