@@ -18,8 +18,8 @@ In the collection:
   their FQCN (``siporch.trunks.siporch_daemons``), since a collection role resolves neither
   its own ``filter_plugins`` nor its collection's filters by short name (the roles call each
   other by short name, which does resolve in their own collection);
-* ``plugins/strategy/siporch_linear.py``, ``plugins/filter/siporch_release.py`` and
-  ``plugins/action/siporch_masked_diff.py``, ``siporch_release_read.py`` (called by FQCN
+* ``plugins/strategy/siporch_linear.py``, ``plugins/filter/siporch_release.py``,
+  ``siporch_rollout.py`` and ``plugins/action/siporch_masked_diff.py``, ``siporch_release_read.py`` (called by FQCN
   from the role), their
   ``siporch.core``/``siporch.plan`` imports pointed at ``plugins/module_utils/``, copies
   of ``siporch/core.py`` and ``siporch/plan.py``, which need only the standard library.
@@ -58,6 +58,8 @@ ROLES = (
 )
 #: Action plugins of the siporch_release role (called by FQCN in the collection).
 ACTIONS = ("siporch_masked_diff", "siporch_release_read")
+#: Filter plugin files of the siporch_release role (their filters called by FQCN).
+FILTER_FILES = ("siporch_release", "siporch_rollout")
 _SIPORCH_IMPORT = re.compile(r"^(\s*)from siporch\.(core|plan) import", re.M)
 
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
@@ -144,16 +146,19 @@ def _role_line(role_dir: Path) -> str:
 
 
 def filter_names() -> list[str]:
-    """The filters siporch's filter plugin file defines."""
+    """The filters siporch's filter plugin files define."""
     import importlib.util
 
-    path = resources.filter_plugins_dir() / "siporch_release.py"
-    spec = importlib.util.spec_from_file_location("_siporch_filters", path)
-    if spec is None or spec.loader is None:
-        raise SiporchError(f"cannot load the filter plugins in {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return sorted(module.FilterModule().filters())
+    names: list[str] = []
+    for name in FILTER_FILES:
+        path = resources.filter_plugins_dir() / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"_siporch_filters_{name}", path)
+        if spec is None or spec.loader is None:
+            raise SiporchError(f"cannot load the filter plugins in {path}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        names += module.FilterModule().filters()
+    return sorted(names)
 
 
 def _vendor(src: Path, dest: Path) -> None:
@@ -194,7 +199,8 @@ def write_tree(dest: Path) -> Path:
     for module in (core, plan):
         name = module.__name__.rsplit(".", 1)[1]
         _vendor(Path(str(module.__file__)), plugins / "module_utils" / f"siporch_{name}.py")
-    _vendor(resources.filter_plugins_dir() / "siporch_release.py", plugins / "filter" / "siporch_release.py")
+    for name in FILTER_FILES:
+        _vendor(resources.filter_plugins_dir() / f"{name}.py", plugins / "filter" / f"{name}.py")
     for action in ACTIONS:
         _vendor(resources.action_plugins_dir() / f"{action}.py", plugins / "action" / f"{action}.py")
     books = dest / "playbooks"

@@ -64,6 +64,7 @@ def test_the_tarball_holds_roles_playbooks_plugins_and_metadata(tarball: Path) -
         "playbooks/deploy_trunk.yml", "playbooks/rollback_trunk.yml", "playbooks/releases.yml",
         "playbooks/tasks/render.yml", "playbooks/files/deploy_lock.py",
         "plugins/strategy/siporch_linear.py", "plugins/filter/siporch_release.py",
+        "plugins/filter/siporch_rollout.py",
         *(f"roles/{r}/meta/argument_specs.yml" for r in collection.ROLES),
     ):
         if name != "galaxy.yml":  # ansible-galaxy turns galaxy.yml into MANIFEST.json
@@ -80,10 +81,12 @@ def test_the_tarball_holds_roles_playbooks_plugins_and_metadata(tarball: Path) -
     assert (manifest["collection_info"]["namespace"], manifest["collection_info"]["name"]) == (
         "siporch", "trunks"
     )
-    # generated from the top-level playbook: only the strategy became its FQCN
+    # generated from the top-level playbook: only the strategy and the filters (the
+    # rollout order) became their FQCN
     top = (REPO / "playbooks" / "deploy-trunk.yml").read_text()
     assert "strategy: siporch.trunks.siporch_linear" in deploy
-    assert deploy.replace("siporch.trunks.siporch_linear", "siporch_linear") == top
+    assert "| siporch.trunks.siporch_rollout_order(" in deploy
+    assert re.sub(r"siporch\.trunks\.(siporch_\w+)", r"\1", deploy) == top
 
 
 _PLACEHOLDER = re.compile(r"entry point of|^[A-Z][a-z]+( [a-z]+)?\.$")
