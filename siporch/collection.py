@@ -57,7 +57,7 @@ ROLES = (
     "keepalived_vip",
 )
 #: Action plugins of the siporch_release role (called by FQCN in the collection).
-ACTIONS = ("siporch_masked_diff", "siporch_release_read")
+ACTIONS = ("siporch_masked_diff", "siporch_release_quick", "siporch_release_read")
 _SIPORCH_IMPORT = re.compile(r"^(\s*)from siporch\.(core|plan) import", re.M)
 
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
