@@ -57,7 +57,7 @@ ROLES = (
     "keepalived_vip",
 )
 #: Action plugins of the siporch_release role (called by FQCN in the collection).
-ACTIONS = ("siporch_masked_diff", "siporch_release_read")
+ACTIONS = ("siporch_masked_diff", "siporch_release_quick", "siporch_release_read")
 #: Filter plugin files of the siporch_release role (their filters called by FQCN).
 FILTER_FILES = ("siporch_release", "siporch_rollout")
 _SIPORCH_IMPORT = re.compile(r"^(\s*)from siporch\.(core|plan) import", re.M)

@@ -66,6 +66,7 @@ def test_the_tarball_holds_roles_playbooks_plugins_and_metadata(tarball: Path) -
         "plugins/strategy/siporch_linear.py", "plugins/filter/siporch_release.py",
         "plugins/filter/siporch_rollout.py",
         *(f"roles/{r}/meta/argument_specs.yml" for r in collection.ROLES),
+        *(f"plugins/action/{a}.py" for a in collection.ACTIONS),
     ):
         if name != "galaxy.yml":  # ansible-galaxy turns galaxy.yml into MANIFEST.json
             assert name in names, name
@@ -74,6 +75,9 @@ def test_the_tarball_holds_roles_playbooks_plugins_and_metadata(tarball: Path) -
         runtime = yaml.safe_load(tar.extractfile("meta/runtime.yml").read())  # type: ignore[union-attr]
         manifest = json.loads(tar.extractfile("MANIFEST.json").read())  # type: ignore[union-attr]
         deploy = tar.extractfile("playbooks/deploy_trunk.yml").read().decode()  # type: ignore[union-attr]
+        quick = tar.extractfile("roles/siporch_release/tasks/quick.yml").read().decode()  # type: ignore[union-attr]
+    # the roles call the vendored actions by their FQCN (the quick deploy's one call)
+    assert "siporch.trunks.siporch_release_quick:" in quick
     # requires_ansible is the ansible-core range siporch itself depends on
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     core = next(d for d in deps if d.startswith("ansible-core"))

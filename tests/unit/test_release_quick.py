@@ -1,6 +1,7 @@
 """The quick deploy of a host in one call (roles/siporch_release/files/siporch_release_quick.py,
-run as roles/siporch_release/tasks/quick.yml runs it: `python3 -c`, the scaffold first, the
-spec on stdin) on release trees in a temporary directory, and its plan
+run as roles/siporch_release/tasks/quick.yml runs it: the program of the action
+siporch_release_quick, the scaffold, the spec and the script, on the standard input of
+`python3 -`) on release trees in a temporary directory, and its plan
 (siporch_quick_plan)."""
 
 from __future__ import annotations
@@ -35,11 +36,28 @@ def _filters() -> ModuleType:
     return mod
 
 
-def _quick(spec: dict[str, Any]) -> tuple[int, dict[str, Any], str]:
-    proc = subprocess.run(
-        [sys.executable, "-c", HOSTLIB.read_text() + SCRIPT.read_text()],
-        input=json.dumps(spec), capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+def _action() -> ModuleType:
+    path = REPO / "roles" / "siporch_release" / "action_plugins" / "siporch_release_quick.py"
+    spec = importlib.util.spec_from_file_location("siporch_release_quick_action", path)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _quick(spec: dict[str, Any], stdin: bool = False) -> tuple[int, dict[str, Any], str]:
+    """The call as the action makes it; ``stdin``: the spec on stdin after `python3 -c`."""
+    if stdin:
+        argv, data = (
+            [sys.executable, "-c", HOSTLIB.read_text() + SCRIPT.read_text()],
+            json.dumps(spec),
+        )
+    else:
+        argv, data = (
+            [sys.executable, "-"],
+            _action().program(HOSTLIB.read_text(), SCRIPT.read_text(), spec),
+        )
+    proc = subprocess.run(argv, input=data, capture_output=True, text=True, timeout=60, check=False)
     return proc.returncode, json.loads(proc.stdout), proc.stderr
 
 
@@ -225,8 +243,22 @@ def test_a_failed_gate_after_the_switch_says_so(root: Path, tmp_path: Path) -> N
     rc, out, err = _quick(spec)
     assert rc == 1
     assert out["quick"] and out["switched"] and out["failed"] == "bad: it broke"
+    # the rescue records the failed part by its name, its output as the reason
+    assert (out["step"], out["reason"]) == ("bad", "it broke")
     assert "bad: it broke" in err
     assert os.readlink(root / "current") == f"releases/{R2}"
+
+
+@needs_root
+def test_failed_gates_each_named_and_the_spec_on_stdin(root: Path) -> None:
+    """Two gates fail: each by its name; the script also reads its spec on stdin."""
+    bad2 = {"name": "worse", "argv": ["sh", "-c", "echo no >&2; exit 1"]}
+    spec = {"root": str(root), "checks": [OK], "gates": [OK, BAD, bad2]}
+    rc, out, _ = _quick(spec, stdin=True)
+    assert rc == 1 and out["quick"] and not out["switched"]
+    assert sorted(out["step"].split("; ")) == ["bad", "worse"]
+    assert sorted(out["failed"].split("; ")) == ["bad: it broke", "worse: no"]
+    assert os.readlink(root / "current") == f"releases/{R1}"
 
 
 @needs_root

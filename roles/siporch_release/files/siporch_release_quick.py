@@ -3,10 +3,12 @@
 reloads and health gates.
 
     python3 -c "<siporch_hostlib.py><this file>" < SPEC.json
+    python3 - < "<siporch_hostlib.py>SPEC_JSON = '<SPEC>'<this file>"
 
 Run by roles/siporch_release/tasks/quick.yml (from playbooks/tasks/quick_host.yml) for a
 host whose plan allows it (a host the release leaves as it is, or a change that runtime
-reloads apply), with the text of siporch_hostlib.py first. SPEC is JSON:
+reloads apply), with the text of siporch_hostlib.py first and the spec between them
+(action_plugins/siporch_release_quick.py, the second form). SPEC is JSON:
 
     {"root": "/etc/siporch",
      "checks": [{"name", "argv"}],       every one must exit 0, else nothing is done
@@ -35,8 +37,10 @@ reloads apply), with the text of siporch_hostlib.py first. SPEC is JSON:
 
 Prints {"quick": true, "switched": bool, "gates": {name: seconds}, "times": {part: seconds}}
 on success (the checks, the release made and switched, each step). A failed
-switch, step or gate prints {"quick": true, "switched": bool, "failed": "<name>: <output>"}
-and exits 1 (the playbook's rescue puts the host back). Standard library only.
+switch, step or gate prints {"quick": true, "switched": bool, "failed": "<name>: <output>",
+"step": "<name>", "reason": "<output>"} (of gates that failed, each, "; " between them) and
+exits 1 (the playbook's rescue puts the host back and records the step and the reason).
+Standard library only.
 """
 
 import base64
@@ -64,7 +68,7 @@ def _argv(item):
 
 def _tail(proc):
     text = ((proc.stderr or "").strip() or (proc.stdout or "").strip()).splitlines()
-    return " ".join(text[-6:])[-600:] or "exit %d" % proc.returncode
+    return " ".join(text[-6:])[-600:] or f"exit {proc.returncode}"
 
 
 class NotQuick(Exception):
@@ -89,7 +93,7 @@ def _tree(top):
             if not stat.S_ISREG(st.st_mode):
                 out[rel] = ("", "")
                 continue
-            out[rel] = (sha256_file(path), "%04o" % stat.S_IMODE(st.st_mode))
+            out[rel] = (sha256_file(path), f"{stat.S_IMODE(st.st_mode):04o}")
     return out
 
 
@@ -98,7 +102,7 @@ def _build(root, spec):
     checked file by file against the new manifest; then the tree checks."""
     new = spec["id"]
     if not new or "/" in new or new in (".", ".."):
-        raise RuntimeError("bad release id %r" % new)
+        raise RuntimeError(f"bad release id {new!r}")
     base = os.path.join(root, "releases")
     running = os.path.realpath(os.path.join(root, "current"))
     target = os.path.join(base, new)
@@ -138,12 +142,16 @@ def _build(root, spec):
     wrong = sorted(
         rel
         for rel in set(want) | set(have)
-        if rel not in have or rel not in want or have[rel][0] != want[rel][0]
+        if rel not in have
+        or rel not in want
+        or have[rel][0] != want[rel][0]
         or (want[rel][1] and have[rel][1] != want[rel][1])
     )
     if wrong:
         shutil.rmtree(partial, ignore_errors=True)
-        raise NotQuick("the tree made on the host differs from the release: " + ", ".join(wrong[:5]))
+        raise NotQuick(
+            "the tree made on the host differs from the release: " + ", ".join(wrong[:5])
+        )
     if os.path.lexists(target):
         shutil.rmtree(target)  # a different release of the same id (not the running one)
     os.chmod(partial, 0o755)
@@ -161,7 +169,7 @@ def _build(root, spec):
         if why:
             # the step by step deploy checks it again and fails there, with its own steps
             shutil.rmtree(target, ignore_errors=True)
-            raise NotQuick("%s: %s" % (item["name"], why))
+            raise NotQuick("{}: {}".format(item["name"], why))
 
 
 _COLUMN = re.compile(r"\w+\((int|double|string|str|datetime|blob)(,(auto|null))*\)$")
@@ -205,7 +213,7 @@ def _switch(root, spec):
     os.replace(tmp_link, link)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with open(os.path.join(root, "history"), "a", encoding="utf-8") as fh:
-        fh.write("%s %s %s\n" % (stamp, spec.get("kind") or "deploy", new))
+        fh.write("{} {} {}\n".format(stamp, spec.get("kind") or "deploy", new))
 
 
 def _gate(item, results):
@@ -218,7 +226,7 @@ def _gate(item, results):
             time.sleep(delay)
         try:
             proc = run(_argv(item), timeout=GATE_TIMEOUT)
-        except Exception as exc:  # noqa: BLE001 - any error fails the gate
+        except Exception as exc:
             results[item["name"]] = (False, str(exc), time.monotonic() - started)
             return
         if proc.returncode == 0:
@@ -228,7 +236,8 @@ def _gate(item, results):
 
 
 def main():
-    spec = json.load(sys.stdin)
+    text = globals().get("SPEC_JSON")  # the action's program: the spec in its text
+    spec = json.loads(text) if text is not None else json.load(sys.stdin)
     root = spec.get("root") or "/etc/siporch"
     times = {}  # seconds each part took: checks, build, switch, steps (by name)
     started = time.monotonic()
@@ -236,7 +245,7 @@ def main():
         try:
             proc = run(_argv(item))
         except (OSError, subprocess.TimeoutExpired) as exc:
-            print(json.dumps({"quick": False, "why": "%s: %s" % (item["name"], exc)}))
+            print(json.dumps({"quick": False, "why": "{}: {}".format(item["name"], exc)}))
             return 0
         if proc.returncode != 0:
             print(json.dumps({"quick": False, "why": item["name"]}))
@@ -244,8 +253,10 @@ def main():
     times["checks"] = round(time.monotonic() - started, 3)
     switched = False
 
-    def failed(why):
-        print(json.dumps({"quick": True, "switched": switched, "failed": why}))
+    def failed(step, reason, why=None):
+        why = why or f"{step}: {reason}"
+        out = {"quick": True, "switched": switched, "failed": why, "step": step, "reason": reason}
+        print(json.dumps(out))
         sys.stderr.write(why + "\n")
         return 1
 
@@ -257,14 +268,14 @@ def main():
             print(json.dumps({"quick": False, "why": str(exc)}))
             return 0
         except (OSError, RuntimeError) as exc:
-            print(json.dumps({"quick": False, "why": "making the release: %s" % exc}))
+            print(json.dumps({"quick": False, "why": f"making the release: {exc}"}))
             return 0
         try:
             _switch(root, spec["switch"])
         except (OSError, RuntimeError) as exc:
             # where it stopped: the link may point at the new release already
             switched = True
-            return failed("switch to %s: %s" % (spec["switch"].get("id"), exc))
+            return failed("switch to {}".format(spec["switch"].get("id")), str(exc))
         switched = True
         times["release made, checked, switched"] = round(time.monotonic() - started, 3)
     for item in spec.get("steps", []):
@@ -272,9 +283,9 @@ def main():
         try:
             proc = run(_argv(item), timeout=GATE_TIMEOUT)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            return failed("%s: %s" % (item["name"], exc))
+            return failed(item["name"], str(exc))
         if proc.returncode != 0:
-            return failed("%s: %s" % (item["name"], _tail(proc)))
+            return failed(item["name"], _tail(proc))
         times[item["name"]] = round(time.monotonic() - started, 3)
     results = {}
     threads = [
@@ -287,7 +298,11 @@ def main():
     bad = [(name, why) for name, (ok, why, _) in results.items() if not ok]
     bad += [(g["name"], "no result") for g in spec.get("gates", []) if g["name"] not in results]
     if bad:
-        return failed("; ".join("%s: %s" % f for f in bad))
+        return failed(
+            "; ".join(n for n, _ in bad),
+            "; ".join(w for _, w in bad),
+            "; ".join("{}: {}".format(*f) for f in bad),
+        )
     for rid in spec.get("prune", []):
         if rid and "/" not in rid and rid not in (".", ".."):
             shutil.rmtree(os.path.join(root, "releases", rid), ignore_errors=True)
