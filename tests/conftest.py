@@ -100,6 +100,54 @@ def lab() -> Iterator[LabHandle]:
         lab_mod.down()
 
 
+#: The lab's active-standby pair: the floating address rests on the first edge (the higher
+#: VRRP priority; ``nopreempt`` keeps it on the second after a failover).
+PAIR_HOME, PAIR_OTHER, PAIR_VIP = "edge-central", "edge-central-2", "198.18.0.9"
+_homed_modules: set[str] = set()
+
+
+def _holds_vip(lab: LabHandle, edge: str) -> bool:
+    proc = lab.run(edge, ["ip", "-o", "-4", "addr", "show", "dev", "eth0"])
+    return f" {PAIR_VIP}/" in proc.stdout
+
+
+def vip_home(lab: LabHandle, wait_s: float = 20.0) -> None:
+    """The floating address back on edge-central when edge-central-2 holds it and
+    edge-central runs its daemons: edge-central-2's keepalived restarts, and the address is
+    awaited on edge-central (polled). A module that ends with a failover, or a stall of the
+    machine that failed a keepalived check, would otherwise leave every later module with
+    edge-central refusing new calls (503, standby). Nothing is done in any other state
+    (no pair, the address on edge-central, edge-central's daemons down)."""
+    import time
+
+    try:
+        if _holds_vip(lab, PAIR_HOME) or not _holds_vip(lab, PAIR_OTHER):
+            return
+        daemons = lab.run(
+            PAIR_HOME, "pgrep -x kamailio >/dev/null && pgrep -x rtpengine >/dev/null"
+        )
+        if daemons.returncode != 0:
+            return
+        lab.run(PAIR_OTHER, "systemctl restart keepalived.service")
+        end = time.monotonic() + wait_s
+        while time.monotonic() < end and not _holds_vip(lab, PAIR_HOME):
+            time.sleep(0.2)
+    except (KeyError, OSError, subprocess.SubprocessError):
+        return  # a lab without the pair, or a host not up: the module's own fixtures say
+
+
+@pytest.fixture(autouse=True)
+def _floating_address_home(request: pytest.FixtureRequest) -> None:
+    """Once per module that uses the shared lab, before its first test: ``vip_home``."""
+    module = request.node.nodeid.split("::", 1)[0]
+    if module in _homed_modules or "lab" not in request.fixturenames:
+        return
+    _homed_modules.add(module)
+    if request.node.get_closest_marker("lab") is None or os.geteuid() != 0:
+        return
+    vip_home(request.getfixturevalue("lab"))
+
+
 #: The xdist group of the tests that use the shared lab (the ``lab`` fixture): one worker
 #: runs them all, one after another, in collection order.
 SHARED_LAB_GROUP = "shared-lab"
