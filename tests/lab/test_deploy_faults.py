@@ -261,8 +261,8 @@ def test_registration_gate_passes_with_the_registrar_and_rolls_back_without(
     assert result.report is not None
     r2 = str(result.report["release"])
     assert any(e["ok"] for e in entries), entries  # the PBX registered with it
-    text = "\n".join(result.output)
-    assert "Outbound registrations are registered" in text
+    # the gate is one of the quick call's gates (no task of its own: its name shows only
+    # when it fails, below); the registrar saw the PBX register through the edge
     for host in SIPORCH_HOSTS:
         assert _current(lab, host) == r2
     print(f"deploy with the registration gate, registrar up: {took:.1f} s")
