@@ -251,6 +251,13 @@ def parse_recap(lines: Sequence[str]) -> dict[str, dict[str, int]]:
 SSH_PERSIST_ENV = "SIPORCH_SSH_PERSIST"
 
 
+#: The longest control directory a master socket fits under: a socket path is at most 107
+#: bytes, Ansible's socket names are 10 characters and OpenSSH binds the master first to the
+#: name plus ``.`` and 16 random characters (``…/2eb7c3e4cc.f6oJWpelZLZpk6QF``), then
+#: renames it.
+MAX_CONTROL_DIR = 107 - len("/") - 10 - 17
+
+
 def _network_namespace() -> str:
     """This process's network namespace (``4026531840``): the lab's private copies reuse
     the same addresses in other namespaces, and a master socket is reachable from any."""
@@ -292,8 +299,7 @@ def ssh_control_dir(env: dict[str, str]) -> Path | None:
                 return None
     except OSError:
         return None
-    # a socket path is at most 107 bytes: Ansible's names are 10 characters
-    return path if len(str(path)) < 96 else None
+    return path if len(str(path)) <= MAX_CONTROL_DIR else None
 
 
 def run(

@@ -158,6 +158,17 @@ def test_ssh_control_dir_is_kept_per_user_and_network_namespace() -> None:
     deep = Path("/tmp") / ("d" * 80)
     assert runner.ssh_control_dir({"XDG_RUNTIME_DIR": str(deep)}) is None
     shutil.rmtree(deep, ignore_errors=True)
+    # at the limit: the socket OpenSSH binds first (name + "." + 16 characters) still fits
+    # in a 108-byte sun_path; one byte more and it would not (a CI's pytest-120 base dir)
+    ns = runner._network_namespace()
+    for extra, fits in ((0, True), (1, False)):
+        room = runner.MAX_CONTROL_DIR + extra - len(f"/tmp//siporch/ssh/{ns}")
+        base = Path("/tmp") / ("e" * room)
+        got = runner.ssh_control_dir({"XDG_RUNTIME_DIR": str(base)})
+        assert (got is not None) is fits, (len(str(base)), got)
+        if got is not None:
+            assert len(str(got / "2eb7c3e4cc.f6oJWpelZLZpk6QF")) == 107
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _control_dirs(tmp_path: Path) -> None:
