@@ -33,6 +33,8 @@ HQ_DID = "2025550100"  # +12025550100 -> hq-main on the central PBXs (Echo)
 OUT_NUMBER = "3125550100"  # route national: itsp-a, sent as 13125550100
 TALK_S = 3
 PBXS = ("pbx-central", "pbx-central-2")
+# the PBXs dial the central pair's floating address: whichever edge holds it records the call
+CENTRAL_EDGES = ("edge-central", "edge-central-2")
 HOSTS = ("edge-central", "edge-branch", *PBXS)
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,28 +85,32 @@ def kit(lab: Any) -> Iterator[ck.Lab]:
 
 def siporch_calls(inv: Path, *args: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "siporch", "calls", "-i", str(inv), "--host", "edge-central",
-         *args],
+        [sys.executable, "-m", "siporch", "calls", "-i", str(inv),
+         *(a for e in CENTRAL_EDGES for a in ("--host", e)), *args],
         capture_output=True, text=True, timeout=120, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return proc
 
 
-def wait_pbx_side(inv: Path, since: float, called: str, seconds: float = 30) -> dict[str, Any]:
+def wait_pbx_side(inv: Path, since: float, called: str, seconds: float = 60) -> dict[str, Any]:
     """The record of the call to ``called`` once its PBX side is there (the CDR is written
     when the PBX's channel is gone, the edge's record at the BYE)."""
     found: dict[str, Any] = {}
+    seen: list[dict[str, Any]] = []
 
     def ready() -> bool:
         out = siporch_calls(inv, "--json", "--since", f"{since:.3f}").stdout
-        for rec in map(json.loads, out.splitlines()):
+        seen[:] = list(map(json.loads, out.splitlines()))
+        for rec in seen:
             if rec["called"] == called and rec["pbx"]:
                 found.update(rec)
                 return True
         return False
 
-    assert ck.wait_for(ready, seconds, step=1.0), f"no record of {called} with a PBX side"
+    assert ck.wait_for(ready, seconds, step=1.0), (
+        f"no record of {called} with a PBX side; the records since then: {seen}"
+    )
     return found
 
 
