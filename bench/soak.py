@@ -23,7 +23,8 @@ dialplan reloads), deploy (weights of itsp-a's peers: dispatcher reload), Asteri
 on, partition itsp-a1 <-> the edge holding the floating address and heal, deploy
 (Kamailio children 6: restart), deploy (children 5: restart) during which Kamailio is
 killed by its pid file at the start of edge-central's health gate, and a last deploy of
-the lab model unchanged. The changed models are
+the lab model unchanged. `--short` leaves out the peer-weights and the children-6 deploys
+(every kind of step stays: the test suite runs it). The changed models are
 written into a temporary copy of inventory/lab; inventory/lab itself is never edited.
 
 The deploy lock of the controller (/tmp/siporch-deploy.lock) is held for the whole run, so
@@ -1320,8 +1321,9 @@ def soak(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]
             time.sleep(min(args.hold, 20.0))  # calls established before the first event
             tl.deploy("deploy max_channels 40", set_max_channels(40))
             tl.pause()
-            tl.deploy("deploy peer weights 70/30", peer_weights(70, 30))
-            tl.pause()
+            if not args.short:
+                tl.deploy("deploy peer weights 70/30", peer_weights(70, 30))
+                tl.pause()
             tl.asterisk_reload()
             tl.pause()
             tl.rollback(start_release)
@@ -1330,8 +1332,9 @@ def soak(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]
             holder = tl.vip()
             tl.partition(args.partition, holder if holder in pair_edges else EDGE)
             tl.pause()
-            tl.deploy("deploy kamailio children 6", kamailio_children(6))
-            tl.pause()
+            if not args.short:
+                tl.deploy("deploy kamailio children 6", kamailio_children(6))
+                tl.pause()
             tl.fault_deploy("deploy children 5 + kill Kamailio", kamailio_children(5))
             tl.pause()
             final_step = tl.deploy("deploy lab model", None)
@@ -1402,6 +1405,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-outbound", action="store_true", help="inbound calls only")
     parser.add_argument("--lock-wait", type=float, default=900.0, help="wait for the deploy lock")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--short",
+        action="store_true",
+        help="the short timeline (what the test suite runs): without the peer-weights and "
+        "the children-6 deploys; every kind of step is still there",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/soak.py needs root (it drives the lab)", file=sys.stderr)

@@ -107,20 +107,23 @@ def test_short_soak(lab: Any, tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable, str(REPO / "bench" / "soak.py"),
-            "--minutes", "2", "--cps", "0.3", "--hold", "20", "--json", str(out),
+            "--minutes", "1.5", "--cps", "0.3", "--hold", "20", "--short", "--json", str(out),
         ],
         capture_output=True, text=True, cwd=REPO, timeout=2400,
     )  # fmt: skip
     assert out.exists(), proc.stdout + proc.stderr[-3000:]
     report = json.loads(out.read_text())
     totals = report["totals"]
-    # traffic flowed: at 0.3 cps for 2 minutes at least 30 inbound calls were placed
-    assert report["directions"]["inbound"]["attempted"] >= 30, report["directions"]
+    # traffic flowed: at 0.3 cps for at least 1.5 minutes, at least 25 inbound calls placed
+    assert report["directions"]["inbound"]["attempted"] >= 25, report["directions"]
     assert totals["completed"] > 0.8 * totals["attempted"], totals
     # zero drops by deploys and rollbacks (only the Kamailio kill may cost calls)
     assert totals["dropped_by_deploys_rollbacks_reloads"] == 0, _drops(report)
     kinds = [s["kind"] for s in report["steps"]]
-    assert kinds.count("deploy") >= 4 and "rollback" in kinds and "partition" in kinds
+    # the short timeline: a change, the reload, the rollback, the partition, the faulty
+    # deploy and the last deploy of the lab model
+    assert kinds.count("deploy") >= 2 and "rollback" in kinds and "partition" in kinds
+    assert "asterisk-reload" in kinds, kinds
     fault = next(s for s in report["steps"] if s["kind"] == "fault-deploy")
     assert fault["kill_at"] is not None, fault
     # the deploy whose health gate met a dead Kamailio put every host back by itself; on a
