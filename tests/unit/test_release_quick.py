@@ -301,6 +301,35 @@ def test_plan_takes_reloads_and_refuses_restarts(root: Path) -> None:
     assert plan["changed"] == {"kamailio/db/dispatcher": "modified", "kamailio/db/gone": "removed"}
 
 
+def test_an_edge_of_a_pair_takes_a_reload_in_one_call_unless_keepalived_changes(
+    tmp_path: Path,
+) -> None:
+    """keepalived's own part of the call checks its install and gates on the pair; a
+    change of keepalived.conf (a keepalived check and reload) goes step by step."""
+    f = _filters()
+    conf = {"keepalived/keepalived.conf": b"vrrp_instance x {}\n"}
+    root = tmp_path / "siporch"
+    _release(root, R1, {**OLD, **conf})
+    hashes = _hashes(root / "releases" / R1)
+
+    def manifest(files: dict[str, bytes], rid: str) -> dict[str, Any]:
+        out = _manifest(files, rid)
+        out["files"]["keepalived/keepalived.conf"]["reload"] = "keepalived:reload"
+        return out
+
+    old = manifest({**OLD, **conf}, R1)
+    plan = f.siporch_quick_plan(
+        manifest({**NEW, **conf}, R2), old, hashes, str(root / "releases" / R1)
+    )
+    assert plan["ok"] and plan["actions"] == ["kamailio:dispatcher.reload"], plan
+    assert "keepalived/keepalived.conf" not in plan["write"]
+    other = {"keepalived/keepalived.conf": b"vrrp_instance y {}\n"}
+    plan = f.siporch_quick_plan(
+        manifest({**NEW, **other}, R2), old, hashes, str(root / "releases" / R1)
+    )
+    assert not plan["ok"] and plan["why"] == "keepalived's config changes"
+
+
 def test_files_shipped_with_their_mode_and_group(tmp_path: Path) -> None:
     (tmp_path / "kamailio" / "db").mkdir(parents=True)
     (tmp_path / "kamailio" / "db" / "credentials").write_bytes(b"\x00secret\n")

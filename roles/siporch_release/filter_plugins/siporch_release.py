@@ -164,10 +164,10 @@ def siporch_quick_plan(
     if _daemons(new) != _daemons(old):
         out["why"] = "the daemons change"
         return out
-    if "keepalived" in _daemons(new):  # its check, reload and pair gate: activate.yml
-        out["why"] = "an edge of a keepalived pair deploys step by step"
-        return out
     actions = reload_actions(old, new)
+    if any(a.startswith("keepalived:") for a in actions):  # its check and reload: activate.yml
+        out["why"] = "keepalived's config changes"
+        return out
     if restart_on_change or any(a.endswith(":restart") for a in actions):
         out["why"] = "a daemon restarts"
         return out
