@@ -1,6 +1,6 @@
 """Deploy benchmarks on the lab (root, `siporch lab up`); prints Markdown for docs/benchmarks.md.
 
-    python bench/deploy_bench.py [--only noop scale drops init load] [--trunks 1000] [--calls 20]
+    python bench/deploy_bench.py [--only noop scale pair drops init load] [--trunks 1000] [--calls 20]
         [--cps 20] [--hold 1000] [--repeat 3] [--profile DIR] [--baseline]
 
 * noop: wall time of a deploy of an unchanged model (after one deploy of it).
@@ -9,6 +9,8 @@
   deploy and the vars plugin, under the same machine load.
 * scale: a model with --trunks trunks (bench/genmodel.py, the lab's hosts): time of its first
   deploy, then of a deploy that adds one peer to one trunk, and the reloads that needed.
+* pair: a one-trunk change of the lab model itself, whose central site is an active-standby
+  edge pair: itsp-a's max_channels 30 -> 40 and back, --repeat times each (reloads only).
 * init: the same deploys on systemd lab hosts and on hosts without init, in one run:
   for each --init mode, `lab up --init MODE` (timed; the lab is started again when the
   mode changes), a first deploy of the lab's model, no-op deploys (--repeat), and a deploy
@@ -226,6 +228,26 @@ def bench_scale(tmp: Path, trunks: int, repeat: int = 1, baseline: bool = False)
     return rows
 
 
+def bench_pair(tmp: Path, repeat: int) -> list[str]:
+    """A one-trunk change of the lab model, where the central site is an active-standby
+    pair: itsp-a's max_channels 30 -> 40, then back (a Kamailio htable reload on the edges,
+    an Asterisk pjsip reload on the PBXs; the pair's second edge after the first)."""
+    inv = copy_inventory(tmp / "pair")
+    deploy(inv)  # from the lab model
+    times: list[float] = []
+    result = None
+    for _ in range(repeat):
+        for value in (40, 30):
+            edit_model(inv, lambda m, v=value: m["trunks"]["itsp-a"].update(max_channels=v))
+            t, result = deploy(inv, f"pair-{value}")
+            times.append(t)
+    assert result is not None
+    return [
+        f"| one-trunk change of the lab model (itsp-a max_channels 30 <-> 40) | {span(times)} "
+        f"| {reloads(result)} |"
+    ]
+
+
 def span(times: list[float]) -> str:
     if len(times) == 1:
         return f"{times[0]:.1f} s"
@@ -392,7 +414,7 @@ def bench_drops(tmp: Path, calls: int) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", nargs="+", choices=["noop", "scale", "drops", "init", "load"])
+    ap.add_argument("--only", nargs="+", choices=["noop", "scale", "pair", "drops", "init", "load"])
     ap.add_argument("--cps", type=int, default=20, help="new calls per second (`load`)")
     ap.add_argument(
         "--hold",
@@ -448,10 +470,12 @@ def main() -> int:
 def run_benchmarks(which: set[str], args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="siporch-deploy-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        if which & {"noop", "scale"}:
+        if which & {"noop", "scale", "pair"}:
             print("| deploy | time | reloads / changes |\n|---|---|---|")
             if "noop" in which:
                 print("\n".join(bench_noop(tmp, args.repeat, args.baseline)), flush=True)
+            if "pair" in which:
+                print("\n".join(bench_pair(tmp, args.repeat)), flush=True)
             if "scale" in which:
                 rows = bench_scale(tmp, args.trunks, args.repeat, args.baseline)
                 print("\n".join(rows), flush=True)
