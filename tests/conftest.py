@@ -119,7 +119,6 @@ def vip_home(lab: LabHandle, wait_s: float = 20.0) -> None:
     machine that failed a keepalived check, would otherwise leave every later module with
     edge-central refusing new calls (503, standby). Nothing is done in any other state
     (no pair, the address on edge-central, edge-central's daemons down)."""
-
     try:
         if _holds_vip(lab, PAIR_HOME) or not _holds_vip(lab, PAIR_OTHER):
             return
