@@ -2,6 +2,7 @@
 
     sudo python bench/records_bench.py cps --calls 2000 --rounds 5 --json bench/results/records_cps.json
     sudo python bench/records_bench.py cps --variant no-record --variant worker-inserts
+    sudo python bench/records_bench.py cps --at-once --calls 5000 --rounds 6 --root /var/cache/siporch/rootfs/<key>
     sudo python bench/records_bench.py cps --backend postgresql --root /var/cache/siporch/rootfs/<key>
     python bench/records_bench.py summary --records 1000000 --json bench/results/records_summary.json
     python bench/records_bench.py summary --records 1000000 --pg-url postgres://u:pw@host:5432/db
@@ -21,6 +22,13 @@ server of the bench's own (initdb'd in its namespace; Kamailio needs db_postgres
 root's, ``--root``, or the package's module unpacked in a directory, ``--modules``). One run
 at a time (its namespace).
 After each run with records on, the records written are counted against the calls placed.
+``--at-once``: records on and records off at the same time rather than alternately, each
+edge in a network namespace of its own (the same addresses, its own rtpengine and SIPp
+UAS), each driven by its own SIPp UAC: in each round both meet the same machine, so the
+ratio of their CPU per call does not carry the machine's changes from round to round
+(the alternating rounds' per-round ratios spread over 0.65x-1.42x on a quiet machine;
+at once, 0.79x-0.93x). With one ``--variant`` (or ``--cfg-from``), that edge instead of
+records on.
 ``--cfg-from FILE``: one more edge in the same run, records on with FILE as its kamailio.cfg
 (e.g. an earlier commit's template). Kamailio runs with the rendered edge's memory manager
 (kamailio.env) unless ``--mem``.
@@ -55,6 +63,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,20 +78,20 @@ from siporch import records  # noqa: E402
 NS = "siporch-reccps"  # its own namespace (not sipo-*: the lab owns those names)
 
 
-def netns_up() -> None:
+def netns_up(name: str = NS) -> None:
     # one run at a time: a second one would take the first one's namespace from under it
-    if cb.sh("ip", "netns", "add", NS, check=False).returncode != 0:
+    if cb.sh("ip", "netns", "add", name, check=False).returncode != 0:
         raise RuntimeError(
-            f"network namespace {NS} exists: another run is in progress "
-            f"(or a killed one left it: ip netns del {NS})"
+            f"network namespace {name} exists: another run is in progress "
+            f"(or a killed one left it: ip netns del {name})"
         )
-    cb.sh(*cb.ns("ip", "link", "set", "lo", "up", netns=NS))
+    cb.sh(*cb.ns("ip", "link", "set", "lo", "up", netns=name))
     for a in (cb.EDGE, cb.PBX, cb.PEER_BYPASS):
-        cb.sh(*cb.ns("ip", "addr", "add", f"{a}/32", "dev", "lo", netns=NS))
+        cb.sh(*cb.ns("ip", "addr", "add", f"{a}/32", "dev", "lo", netns=name))
 
 
-def netns_down() -> None:
-    cb.sh("ip", "netns", "del", NS, check=False)
+def netns_down(name: str = NS) -> None:
+    cb.sh("ip", "netns", "del", name, check=False)
 
 
 def _count(db: Path) -> tuple[int, int]:
@@ -210,6 +219,63 @@ def _group_cpu_ns(pgid: int) -> int:
     return total
 
 
+def _start_edge(
+    args: argparse.Namespace, label: str, sub: Path, inner: Path, prefix: list[str], netns: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The edge of ``label`` (records on or off, a variant, --cfg-from) rendered into a
+    fresh ``sub`` (``inner``: ``sub`` as Kamailio sees it), started in ``netns`` and
+    listening; with the memory manager it runs."""
+    on = label != "records off"
+    shutil.rmtree(sub, ignore_errors=True)
+    sub.mkdir()
+    cfg = cb.write_edge(
+        sub, args.trunks, records=on, inner=inner,
+        records_model=PG_MODEL if args.backend == "postgresql" else None,
+    )  # fmt: skip
+    if label == CFG_FROM:
+        # records on, with another kamailio.cfg (e.g. the one of an earlier
+        # commit: git show REV:templates/kamailio/kamailio.cfg > FILE)
+        shutil.copyfile(args.cfg_from, sub / "current" / "kamailio" / "kamailio.cfg")
+    elif label.startswith("records on, "):
+        _variant(sub / "current" / "kamailio" / "kamailio.cfg", label[12:])
+    # the memory manager of the rendered edge (kamailio.env), unless --mem
+    mem = args.mem or _env(sub / "current" / "kamailio" / "kamailio.env").get(
+        "MEMORY_MANAGER", "qm"
+    )
+    # --modules: a directory searched first (e.g. db_postgres unpacked there)
+    mpath = ["-L", f"{args.modules}:{MODULES}"] if args.modules else []
+    edge = cb.start(
+        [*prefix, "kamailio", "-DD", "-E", "-f", str(cfg), "-m", str(cb.SHM_MB),
+         "-M", str(cb.PKG_MB), "-x", mem, *mpath],
+        sub / "edge.log",
+        netns=netns,
+    )  # fmt: skip
+    if not cb.wait_port("udp", cb.EDGE, 5060, 60, netns=netns):
+        cb.stop(edge)
+        raise RuntimeError("the edge did not start: " + (sub / "edge.log").read_text()[-1500:])
+    return edge, mem
+
+
+def _db_errors(log: Path) -> int:
+    return sum(
+        1
+        for line in log.read_text(errors="replace").splitlines()
+        if ("db_sqlite" in line or "db_postgres" in line or "sqlops" in line) and "ERROR" in line
+    )
+
+
+def _chroot(args: argparse.Namespace) -> tuple[Path, Path, list[str]]:
+    """The run's directory, that directory as Kamailio sees it, and the command prefix
+    (chroot into --root, or none)."""
+    if args.root:
+        # Kamailio from that root file system (the lab's: Kamailio 6), with chroot
+        chroot = args.root.resolve()
+        base = Path(tempfile.mkdtemp(prefix="siporch-reccps-", dir=chroot / "tmp"))
+        return base, Path("/") / base.relative_to(chroot), ["chroot", str(chroot)]
+    base = Path(tempfile.mkdtemp(prefix="siporch-reccps-"))
+    return base, base, []
+
+
 # tm keeps a transaction 5 s after its final reply (wait timer) and frees it then: the busy
 # CPU of a run is counted until that much after its last call
 CLEANUP_S = 6.0
@@ -217,15 +283,7 @@ IDLE_S = 2.0
 
 
 def cps(args: argparse.Namespace) -> dict[str, Any]:
-    if args.root:
-        # Kamailio from that root file system (the lab's: Kamailio 6), with chroot
-        chroot = args.root.resolve()
-        base = Path(tempfile.mkdtemp(prefix="siporch-reccps-", dir=chroot / "tmp"))
-        inner_base = Path("/") / base.relative_to(chroot)
-        prefix = ["chroot", str(chroot)]
-    else:
-        base = Path(tempfile.mkdtemp(prefix="siporch-reccps-"))
-        inner_base, prefix = base, []
+    base, inner_base, prefix = _chroot(args)
     procs: list[subprocess.Popen[bytes]] = []
     labels = ["records on", "records off", *(f"records on, {v}" for v in args.variant or [])]
     if args.cfg_from:
@@ -247,36 +305,9 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
             for label in order:
                 on = label != "records off"
                 sub = base / ("on" if on else "off")
-                shutil.rmtree(sub, ignore_errors=True)
-                sub.mkdir()
-                cfg = cb.write_edge(
-                    sub, args.trunks, records=on, inner=inner_base / sub.name,
-                    records_model=PG_MODEL if pg else None,
-                )  # fmt: skip
-                if label == CFG_FROM:
-                    # records on, with another kamailio.cfg (e.g. the one of an earlier
-                    # commit: git show REV:templates/kamailio/kamailio.cfg > FILE)
-                    shutil.copyfile(args.cfg_from, sub / "current" / "kamailio" / "kamailio.cfg")
-                elif label.startswith("records on, "):
-                    _variant(base / sub.name / "current" / "kamailio" / "kamailio.cfg", label[12:])
-                # the memory manager of the rendered edge (kamailio.env), unless --mem
-                mem = args.mem or _env(sub / "current" / "kamailio" / "kamailio.env").get(
-                    "MEMORY_MANAGER", "qm"
-                )
+                edge, mem = _start_edge(args, label, sub, inner_base / sub.name, prefix, NS)
                 managers.add(mem)
-                # --modules: a directory searched first (e.g. db_postgres unpacked there)
-                mpath = ["-L", f"{args.modules}:{MODULES}"] if args.modules else []
-                edge = cb.start(
-                    [*prefix, "kamailio", "-DD", "-E", "-f", str(cfg), "-m", str(cb.SHM_MB),
-                     "-M", str(cb.PKG_MB), "-x", mem, *mpath],
-                    sub / "edge.log",
-                    netns=NS,
-                )  # fmt: skip
                 try:
-                    if not cb.wait_port("udp", cb.EDGE, 5060, 60, netns=NS):
-                        raise RuntimeError(
-                            "the edge did not start: " + (sub / "edge.log").read_text()[-1500:]
-                        )
                     time.sleep(2.0)  # dispatcher's first probe of the PBX
                     cb.run_uac(
                         cb.PEER_BYPASS, cb.EDGE, cb.DID_BYPASS, 200, args.concurrency, netns=NS
@@ -318,13 +349,7 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                         c1 = _settled(db)  # the last calls' records
                         res["call_records"] = c1[0] - c0[0]
                         res["leg_records"] = c1[1] - c0[1]
-                        errors = sum(
-                            1
-                            for line in (sub / "edge.log").read_text(errors="replace").splitlines()
-                            if ("db_sqlite" in line or "db_postgres" in line or "sqlops" in line)
-                            and "ERROR" in line
-                        )
-                        res["db_errors_logged"] = errors
+                        res["db_errors_logged"] = _db_errors(sub / "edge.log")
                 finally:
                     cb.stop(edge)
                 runs[label].append(res)
@@ -397,6 +422,186 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(base, ignore_errors=True)
 
 
+NS_B = NS + "-b"  # --at-once: the second edge's namespace, a copy of the first's
+
+
+def cps_at_once(args: argparse.Namespace) -> dict[str, Any]:
+    """Records on and records off at the same time: each edge in a namespace of its own
+    (the same addresses, its own rtpengine and SIPp UAS), both driven at once by a SIPp
+    UAC each, ``--calls`` calls with ``--concurrency`` in flight. Each round both edges
+    meet the same machine (the same other load, the same CPU clock): the ratio of their
+    CPU per call does not carry the round-to-round changes of the machine that alternate
+    rounds do. SQLite: the namespaces swap every other round; PostgreSQL: records on in
+    the first namespace, where the server runs. With ``--variant`` (one) or ``--cfg-from``,
+    that edge instead of records on, against records off."""
+    base, inner_base, prefix = _chroot(args)
+    procs: list[subprocess.Popen[bytes]] = []
+    pg = args.backend == "postgresql"
+    # records off against one other edge: records on, or one variant, or --cfg-from
+    other = (
+        f"records on, {args.variant[0]}"
+        if args.variant
+        else CFG_FROM
+        if args.cfg_from
+        else "records on"
+    )
+    labels = (other, "records off")
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
+    managers: set[str] = set()
+    netns_up(NS)  # before the try: a namespace of another run is not this one's to remove
+    try:
+        netns_up(NS_B)
+    except RuntimeError:
+        netns_down(NS)
+        raise
+    try:
+        if pg:
+            from siporch.records import SCHEMA_PG
+
+            procs.append(pg_up(base, SCHEMA_PG))
+        for netns in (NS, NS_B):
+            (base / netns).mkdir()
+            procs.append(cb.start_rtpengine(base / netns, cb.EDGE, netns=netns))
+            procs.append(cb.start_pbx(base / netns, netns=netns))
+        for r in range(args.rounds):
+            where = {other: NS, "records off": NS_B}
+            if not pg and r % 2 == 1:
+                where = {other: NS_B, "records off": NS}
+            edges: dict[str, subprocess.Popen[bytes]] = {}
+            try:
+                for label in labels:
+                    sub = base / ("off" if label == "records off" else "on")
+                    edges[label], mem = _start_edge(
+                        args, label, sub, inner_base / sub.name, prefix, where[label]
+                    )
+                    managers.add(mem)
+                time.sleep(2.0)  # dispatcher's first probe of the PBX
+                for label in labels:
+                    cb.run_uac(
+                        cb.PEER_BYPASS, cb.EDGE, cb.DID_BYPASS, 200, args.concurrency,
+                        netns=where[label],
+                    )  # fmt: skip
+                db = None if pg else base / "on" / "records" / "records.sqlite"
+                c0 = _settled(db)
+                time.sleep(CLEANUP_S)
+                idle0 = {k: _group_cpu_ns(e.pid) for k, e in edges.items()}
+                t_idle = time.monotonic()
+                time.sleep(IDLE_S)
+                idle = {
+                    k: (_group_cpu_ns(e.pid) - idle0[k]) / (time.monotonic() - t_idle)
+                    for k, e in edges.items()
+                }
+                busy0 = {k: _group_cpu_ns(e.pid) for k, e in edges.items()}
+                cpu0 = {k: _group_cpu(e.pid) for k, e in edges.items()}
+                t_busy = time.monotonic()
+                # both UACs at once
+                with ThreadPoolExecutor(len(labels)) as pool:
+                    futures = {
+                        label: pool.submit(
+                            cb.run_uac,
+                            cb.PEER_BYPASS,
+                            cb.EDGE,
+                            cb.DID_BYPASS,
+                            args.calls,
+                            args.concurrency,
+                            netns=where[label],
+                        )
+                        for label in labels
+                    }
+                    out = {label: f.result() for label, f in futures.items()}
+                # both edges' busy CPU over the same window: until the later run's end and
+                # the freeing of its transactions
+                last = max(x["seconds"] for x in out.values())
+                time.sleep(max(0.0, CLEANUP_S - (time.monotonic() - t_busy - last)))
+                window = time.monotonic() - t_busy
+                for label, edge in edges.items():
+                    res = out[label]
+                    ok = max(1, res["successful"])
+                    res["cpu_ms_per_call"] = round(
+                        (_group_cpu(edge.pid) - cpu0[label]) * 1000 / ok, 4
+                    )
+                    busy_ns = float(_group_cpu_ns(edge.pid) - busy0[label]) - idle[label] * window
+                    res["idle_cpu_ms_per_s"] = round(idle[label] / 1e6, 3)
+                    res["busy_cpu_ms_per_call"] = round(busy_ns / 1e6 / ok, 4)
+                    res["netns"] = where[label]
+                c1 = _settled(db)
+                out[other]["call_records"] = c1[0] - c0[0]
+                out[other]["leg_records"] = c1[1] - c0[1]
+                out[other]["db_errors_logged"] = _db_errors(base / "on" / "edge.log")
+            finally:
+                for edge in edges.values():
+                    cb.stop(edge)
+            for label in labels:
+                runs[label].append(out[label])
+        rows = [
+            {
+                "label": label,
+                "cps": statistics.median(x["cps"] for x in runs[label]),
+                "cpu_ms_per_call": statistics.median(x["cpu_ms_per_call"] for x in runs[label]),
+                "busy_cpu_ms_per_call": statistics.median(
+                    x["busy_cpu_ms_per_call"] for x in runs[label]
+                ),
+                "failed": sum(x["failed"] for x in runs[label]),
+                "runs": runs[label],
+            }
+            for label in labels
+        ]
+        on_runs, off_runs = runs[other], runs["records off"]
+        for row in rows:
+            row["ratio_cps"] = round(row["cps"] / (rows[1]["cps"] or 1.0), 3)
+            row["ratio_cpu"] = round(rows[1]["cpu_ms_per_call"] / (row["cpu_ms_per_call"] or 1), 3)
+            row["ratio_busy_cpu"] = round(
+                rows[1]["busy_cpu_ms_per_call"] / (row["busy_cpu_ms_per_call"] or 1), 3
+            )
+        per_round_busy = [
+            off["busy_cpu_ms_per_call"] / (on["busy_cpu_ms_per_call"] or 1)
+            for on, off in zip(on_runs, off_runs, strict=True)
+        ]
+        # the pooled ratio: every round's CPU of records off over that of records on
+        pooled = sum(x["busy_cpu_ms_per_call"] for x in off_runs) / (
+            sum(x["busy_cpu_ms_per_call"] for x in on_runs) or 1
+        )
+        return {
+            "mode": "at-once",
+            "trunks": args.trunks,
+            "calls": args.calls,
+            "concurrency": args.concurrency,
+            "rounds": args.rounds,
+            "kamailio": {
+                "shm_mb": cb.SHM_MB,
+                "pkg_mb": cb.PKG_MB,
+                "children": cb.CHILDREN,
+                "version": _version(prefix),
+                "memory_manager": ", ".join(sorted(managers)),
+            },
+            "backend": args.backend,
+            "cfg_from": str(args.cfg_from) if args.cfg_from else None,
+            "rows": rows,
+            "ratio_on_off": round(rows[0]["cps"] / (rows[1]["cps"] or 1.0), 3),
+            "ratio_paired_median": round(
+                statistics.median(
+                    on["cps"] / (off["cps"] or 1.0)
+                    for on, off in zip(on_runs, off_runs, strict=True)
+                ),
+                3,
+            ),
+            "ratio_cpu": rows[0]["ratio_cpu"],
+            "ratio_busy_cpu": rows[0]["ratio_busy_cpu"],
+            "ratio_busy_cpu_paired_median": round(statistics.median(per_round_busy), 3),
+            "ratio_busy_cpu_pooled": round(pooled, 3),
+            "ratio_busy_cpu_per_round": [round(x, 3) for x in per_round_busy],
+        }
+    finally:
+        for p in reversed(procs):
+            cb.stop(p)
+        netns_down(NS_B)
+        netns_down(NS)
+        if args.keep:
+            print(f"logs kept in {base}", file=sys.stderr)
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
 CFG_FROM = "records on, --cfg-from"
 # Kamailio's own module directory (Debian's, on the host and in the lab root)
 MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
@@ -420,6 +625,9 @@ VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
     "no-insert": (("route[RECORD_INSERT] {\n", "route[RECORD_INSERT] {\n\treturn;\n"),),
     # no 2xx/18x state (route ACC_REPLY does nothing: no answer time, no code)
     "no-reply": (("route[ACC_REPLY] {\n", "route[ACC_REPLY] {\n\treturn;\n"),),
+    # the reply state kept in the transaction but not put in the dialog (route ACC_RC sets
+    # no dialog variable: no record either, as route RECORD_ROW finds none)
+    "no-dlgvar": (("\t$dlg_var(rr) = $var(rrow);\n", ""),),
     # no leg state (route ACC_LEG does nothing: no trunk, peer, leg numbers)
     "no-leg": (("route[ACC_LEG] {\n", "route[ACC_LEG] {\n\treturn;\n"),),
     # SQLite only: each call record inserted (and committed) by the SIP worker that ends the
@@ -471,6 +679,13 @@ def cps_markdown(r: dict[str, Any]) -> str:
         "| call / leg records per run | to off: cps, CPU, busy CPU |",
         "|---|---:|---:|---:|---:|---|---|---|---|",
     ]
+    if r.get("mode") == "at-once":
+        lines[0] = "Records on and off at once, each in a namespace of its own; " + lines[0]
+        lines.insert(
+            1,
+            f"busy CPU per call off/on, every round pooled = {r['ratio_busy_cpu_pooled']:.2f}x "
+            f"(per round: {', '.join(f'{x:.2f}' for x in r['ratio_busy_cpu_per_round'])})",
+        )
     for row in r["rows"]:
         each = ", ".join(f"{x['cps']:g}" for x in row["runs"])
         recs = ", ".join(
@@ -774,6 +989,12 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--json", type=Path)
     c.add_argument("--keep", action="store_true")
     c.add_argument(
+        "--at-once",
+        action="store_true",
+        help="run records on and records off at the same time, each edge in a namespace of "
+        "its own with its own SIPp (not alternately): the same machine for both in each round",
+    )
+    c.add_argument(
         "--backend",
         choices=("sqlite", "postgresql"),
         default="sqlite",
@@ -831,9 +1052,13 @@ def main(argv: list[str] | None = None) -> int:
             if not 1 <= args.calls <= 100000 or not 1 <= args.concurrency <= 1000:
                 print("--calls must be 1..100000 and --concurrency 1..1000", file=sys.stderr)
                 return 2
+            if args.at_once and len(args.variant or []) + bool(args.cfg_from) > 1:
+                print("--at-once runs records off against one other edge: records on, one "
+                      "--variant or --cfg-from", file=sys.stderr)  # fmt: skip
+                return 2
             if cb.missing_tool("kamailio", "rtpengine", "sipp"):
                 return 2
-            result = cps(args)
+            result = cps_at_once(args) if args.at_once else cps(args)
             print(cps_markdown(result))
         elif args.cmd == "exporter":
             if not 1 <= args.records <= 20_000_000:
