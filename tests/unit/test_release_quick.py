@@ -133,6 +133,12 @@ def _hashes(top: Path) -> list[dict[str, str]]:
     ]
 
 
+def _tree_check(marker: Path, path: str, tree: Path) -> dict[str, Any]:
+    """A tree check that passes when ``path`` is in ``tree``, and touches ``marker``."""
+    script = f'test -f "$1/{path}" && touch {marker}'
+    return {"name": "tree", "argv": ["sh", "-c", script, "sh", str(tree)]}
+
+
 OK = {"name": "ok", "argv": ["true"]}
 BAD = {"name": "bad", "argv": ["sh", "-c", "echo it broke >&2; exit 1"]}
 
@@ -160,8 +166,7 @@ def test_new_release_made_from_the_running_one_checked_and_switched(
     root: Path, tmp_path: Path
 ) -> None:
     marker = tmp_path / "checked"
-    check = {"name": "tree", "argv": ["sh", "-c", f'test -f "$1/kamailio/kamailio.cfg" && touch {marker}',
-                                      "sh", str(root / "releases" / R2)]}  # fmt: skip
+    check = _tree_check(marker, "kamailio/kamailio.cfg", root / "releases" / R2)
     spec = {"root": str(root), "checks": [OK], "switch": _switch(root, tmp_path, tree_checks=[check]),
             "steps": [OK], "gates": [OK], "prune": [R0]}  # fmt: skip
     rc, out, err = _quick(spec)
@@ -403,13 +408,11 @@ def test_the_state_read_of_a_rollback_has_every_manifest_and_the_running_files(
 def test_a_rollback_switches_to_the_release_on_the_host_as_it_is(
     rolled: Path, tmp_path: Path
 ) -> None:
-    marker = tmp_path / "checked"
-    check = {"name": "tree", "argv": ["sh", "-c", f'test -f "$1/kamailio/db/gone" && touch {marker}',
-                                      "sh", str(rolled / "releases" / R1)]}  # fmt: skip
     before = {p: p.stat().st_mtime_ns for p in (rolled / "releases" / R1).rglob("*")}
-    spec = {"root": str(rolled), "checks": [OK], "steps": [OK], "gates": [OK],
-            "switch": _back(rolled, _stored_state(rolled), tree_checks=[check])}  # fmt: skip
-    rc, out, err = _quick(spec)
+    marker = tmp_path / "checked"
+    checks = [_tree_check(marker, "kamailio/db/gone", rolled / "releases" / R1)]
+    switch = _back(rolled, _stored_state(rolled), tree_checks=checks)
+    rc, out, err = _quick({"root": str(rolled), "switch": switch, "gates": [OK]})
     assert rc == 0, err
     assert out["quick"] and out["switched"], out
     assert marker.exists()
