@@ -153,7 +153,7 @@ def deploy(
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    if env:
+    if "SIPORCH_TIMING_FILE" in env:  # --profile (--baseline's env alone: no profile)
         print(summarise_profile(Path(env["SIPORCH_TIMING_FILE"])), file=sys.stderr, flush=True)
     if not result.ok:
         tail = "\n".join(result.output[-30:])
