@@ -1,6 +1,6 @@
 """Deploy benchmarks on the lab (root, `siporch lab up`); prints Markdown for docs/benchmarks.md.
 
-    python bench/deploy_bench.py [--only noop scale pair drops init load] [--trunks 1000] [--calls 20]
+    python bench/deploy_bench.py [--only noop scale pair rollback drops init load] [--trunks 1000] [--calls 20]
         [--cps 20] [--hold 1000] [--repeat 3] [--profile DIR] [--baseline]
 
 * noop: wall time of a deploy of an unchanged model (after one deploy of it).
@@ -11,6 +11,8 @@
   deploy, then of a deploy that adds one peer to one trunk, and the reloads that needed.
 * pair: a one-trunk change of the lab model itself, whose central site is an active-standby
   edge pair: itsp-a's max_channels 30 -> 40 and back, --repeat times each (reloads only).
+* rollback: the `pair` change deployed, then `siporch rollback` (rollback-trunk.yml) timed,
+  --repeat times; with --baseline each rollback also step by step (-e siporch_quick=false).
 * init: the same deploys on systemd lab hosts and on hosts without init, in one run:
   for each --init mode, `lab up --init MODE` (timed; the lab is started again when the
   mode changes), a first deploy of the lab's model, no-op deploys (--repeat), and a deploy
@@ -121,14 +123,18 @@ BASELINE_ENV = {"ANSIBLE_VARS_ENABLED": "host_group_vars"}
 
 
 def deploy(
-    inv: Path, label: str = "deploy", baseline: bool = False, **extra: Any
+    inv: Path,
+    label: str = "deploy",
+    baseline: bool = False,
+    playbook: str = "deploy-trunk.yml",
+    **extra: Any,
 ) -> tuple[float, runner.RunResult]:
     report = runner.report_path()
     if baseline:
         extra = {**BASELINE_VARS, **extra}
         label = f"{label}-baseline"
     cmd = runner.build_command(
-        "deploy-trunk.yml",
+        playbook,
         inv,
         vault_file=runner.vault_password_file(inv, None),
         report_file=report,
@@ -147,11 +153,11 @@ def deploy(
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    if env:
+    if "SIPORCH_TIMING_FILE" in env:  # --profile (--baseline's env alone: no profile)
         print(summarise_profile(Path(env["SIPORCH_TIMING_FILE"])), file=sys.stderr, flush=True)
     if not result.ok:
         tail = "\n".join(result.output[-30:])
-        raise SystemExit(f"deploy of {inv} failed:\n{tail}")
+        raise SystemExit(f"{playbook} of {inv} failed:\n{tail}")
     return time.monotonic() - started, result
 
 
@@ -246,6 +252,34 @@ def bench_pair(tmp: Path, repeat: int) -> list[str]:
         f"| one-trunk change of the lab model (itsp-a max_channels 30 <-> 40) | {span(times)} "
         f"| {reloads(result)} |"
     ]
+
+
+def bench_rollback(tmp: Path, repeat: int, baseline: bool = False) -> list[str]:
+    """The operator's rollback (rollback-trunk.yml) of the `pair` change: itsp-a's
+    max_channels 30 -> 40 deployed, then rolled back to 30 (not timed, the deploy; timed,
+    the rollback), --repeat times; with --baseline each time also step by step
+    (-e siporch_quick=false) right after, the deploy made again in between."""
+    inv = copy_inventory(tmp / "rollback")
+    deploy(inv)  # from the lab model
+    times: list[float] = []
+    base: list[float] = []
+    result = None
+    for _ in range(repeat):
+        for step in [False, True] if baseline else [False]:
+            edit_model(inv, lambda m: m["trunks"]["itsp-a"].update(max_channels=40))
+            deploy(inv, "rollback-change")
+            edit_model(inv, lambda m: m["trunks"]["itsp-a"].update(max_channels=30))
+            t, res = deploy(inv, "rollback", baseline=step, playbook="rollback-trunk.yml")
+            (base if step else times).append(t)
+            result = result if step else res
+    assert result is not None
+    rows = [
+        f"| rollback of a one-trunk change of the lab model (itsp-a max_channels 40 -> 30) "
+        f"| {span(times)} | {reloads(result)} |"
+    ]
+    if baseline:
+        rows.append(f"| the same, step by step (-e siporch_quick=false) | {span(base)} | |")
+    return rows
 
 
 def span(times: list[float]) -> str:
@@ -414,7 +448,11 @@ def bench_drops(tmp: Path, calls: int) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", nargs="+", choices=["noop", "scale", "pair", "drops", "init", "load"])
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        choices=["noop", "scale", "pair", "rollback", "drops", "init", "load"],
+    )
     ap.add_argument("--cps", type=int, default=20, help="new calls per second (`load`)")
     ap.add_argument(
         "--hold",
@@ -435,7 +473,7 @@ def main() -> int:
     ap.add_argument(
         "--baseline",
         action="store_true",
-        help="`noop`, `scale`: run each measured deploy again right after, step by step "
+        help="`noop`, `scale`, `rollback`: run each measured deploy again right after, step by step "
         "(-e siporch_quick=false, Ansible's own group_vars plugin), for a comparison under "
         "the same machine load",
     )
@@ -470,12 +508,14 @@ def main() -> int:
 def run_benchmarks(which: set[str], args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="siporch-deploy-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        if which & {"noop", "scale", "pair"}:
+        if which & {"noop", "scale", "pair", "rollback"}:
             print("| deploy | time | reloads / changes |\n|---|---|---|")
             if "noop" in which:
                 print("\n".join(bench_noop(tmp, args.repeat, args.baseline)), flush=True)
             if "pair" in which:
                 print("\n".join(bench_pair(tmp, args.repeat)), flush=True)
+            if "rollback" in which:
+                print("\n".join(bench_rollback(tmp, args.repeat, args.baseline)), flush=True)
             if "scale" in which:
                 rows = bench_scale(tmp, args.trunks, args.repeat, args.baseline)
                 print("\n".join(rows), flush=True)

@@ -79,6 +79,24 @@ def _reloads(result: runner.RunResult) -> dict[str, list[str]]:
     return {h["host"]: h["reloads"] for h in result.report["hosts"]}
 
 
+def _one_call(result: runner.RunResult) -> set[str]:
+    """The hosts the run changed in one call on the host (quick_host.yml)."""
+    hosts: set[str] = set()
+    inside = False
+    for line in result.output:
+        if line.startswith("TASK ["):
+            inside = line.startswith(
+                "TASK [siporch_release : Check, switch, reload and gate in one"
+            )
+        elif inside and line.startswith("changed: ["):
+            hosts.add(line[len("changed: [") :].split("]", 1)[0])
+    return hosts
+
+
+#: the first task of activate.yml: the host went step by step
+STEP_BY_STEP = "Read the manifest of the release to activate"
+
+
 def _current(lab: Any, host: str) -> str:
     """The release ``host`` runs ("" when it has none)."""
     proc = lab.run(host, "readlink /etc/siporch/current || true", check=True)
@@ -308,11 +326,17 @@ def test_release_failing_its_check_leaves_the_previous_active(
 
 
 def test_rollback_to_previous(lab: Any, base: Model, on_peer: Model) -> None:
+    """A change that reloads apply is rolled back in one call on each host, as deployed:
+    the release on the host checked and switched to, the history line of kind `back`."""
     before = _pids(lab)
     result = _run(base.inv, "rollback-trunk.yml")
     _ok(result)
+    assert _one_call(result) == set(SIPORCH_HOSTS), "\n".join(result.output[-60:])
+    assert not any(STEP_BY_STEP in line for line in result.output)
     for host in SIPORCH_HOSTS:
         assert _current(lab, host) == base.release
+        last = lab.run(host, "tail -n 1 /etc/siporch/history", check=True).stdout.split()
+        assert last[1:] == ["back", base.release], (host, last)
     assert "kamailio:dispatcher.reload" in _reloads(result)[EDGE]
     assert "kamailio:restart" not in _reloads(result)[EDGE]
     assert f"sip:{NEW_PEER}:5060" not in _dispatcher_uris(lab)
@@ -320,9 +344,20 @@ def test_rollback_to_previous(lab: Any, base: Model, on_peer: Model) -> None:
 
 
 def test_rollback_to_named_release(lab: Any, on_base_holding_peer: Model, peer: Model) -> None:
+    """-e siporch_quick=false: every host step by step (activate.yml), as before the one
+    call."""
     base = on_base_holding_peer
-    result = _run(base.inv, "rollback-trunk.yml", extra_vars={"siporch_release": peer.release})
+    before = _pids(lab)
+    result = _run(
+        base.inv,
+        "rollback-trunk.yml",
+        extra_vars={"siporch_release": peer.release, "siporch_quick": False},
+    )
     _ok(result)
+    assert not _one_call(result)
+    assert any(STEP_BY_STEP in line for line in result.output)
+    assert "kamailio:dispatcher.reload" in _reloads(result)[EDGE]
+    assert _pids(lab) == before
     for host in SIPORCH_HOSTS:
         assert _current(lab, host) == peer.release
     assert f"sip:{NEW_PEER}:5060" in _dispatcher_uris(lab)

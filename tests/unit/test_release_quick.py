@@ -133,6 +133,12 @@ def _hashes(top: Path) -> list[dict[str, str]]:
     ]
 
 
+def _tree_check(marker: Path, path: str, tree: Path) -> dict[str, Any]:
+    """A tree check that passes when ``path`` is in ``tree``, and touches ``marker``."""
+    script = f'test -f "$1/{path}" && touch {marker}'
+    return {"name": "tree", "argv": ["sh", "-c", script, "sh", str(tree)]}
+
+
 OK = {"name": "ok", "argv": ["true"]}
 BAD = {"name": "bad", "argv": ["sh", "-c", "echo it broke >&2; exit 1"]}
 
@@ -160,8 +166,7 @@ def test_new_release_made_from_the_running_one_checked_and_switched(
     root: Path, tmp_path: Path
 ) -> None:
     marker = tmp_path / "checked"
-    check = {"name": "tree", "argv": ["sh", "-c", f'test -f "$1/kamailio/kamailio.cfg" && touch {marker}',
-                                      "sh", str(root / "releases" / R2)]}  # fmt: skip
+    check = _tree_check(marker, "kamailio/kamailio.cfg", root / "releases" / R2)
     spec = {"root": str(root), "checks": [OK], "switch": _switch(root, tmp_path, tree_checks=[check]),
             "steps": [OK], "gates": [OK], "prune": [R0]}  # fmt: skip
     rc, out, err = _quick(spec)
@@ -347,3 +352,108 @@ def test_files_shipped_with_their_mode_and_group(tmp_path: Path) -> None:
             "group": "kamailio",
         }
     ]
+
+
+STATE = SCRIPT.with_name("siporch_release_state.py")
+
+
+def _stored_state(root: Path) -> dict[str, Any]:
+    """What a rollback's discover reads of the host (the state script with --stored)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", HOSTLIB.read_text() + "\n" + STATE.read_text(), "--stored",
+         str(root)],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    state: dict[str, Any] = json.loads(proc.stdout)
+    return state
+
+
+@pytest.fixture
+def rolled(root: Path) -> Path:
+    """A host that runs R2 (NEW), went live over R1 (OLD): a rollback goes to R1."""
+    _release(root, R2, NEW)
+    (root / "current").unlink()
+    (root / "current").symlink_to(f"releases/{R2}")
+    return root
+
+
+def _back(root: Path, state: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The switch of a rollback to R1, as tasks/quick.yml makes it from the plan."""
+    plan = _filters().siporch_quick_plan(
+        state["stored"][R1]["manifest"], state["manifest"], state["current_files"],
+        str(root / "releases" / R2),
+    )  # fmt: skip
+    assert plan["ok"], plan
+    assert plan["actions"] == ["kamailio:dispatcher.reload"]
+    return {"id": R1, "stored": True, "checksum": state["stored"][R1]["checksum"],
+            "kind": "back"} | extra  # fmt: skip
+
+
+def test_the_state_read_of_a_rollback_has_every_manifest_and_the_running_files(
+    rolled: Path,
+) -> None:
+    state = _stored_state(rolled)
+    assert state["current"] == R2 and sorted(state["stored"]) == [R0, R1, R2]
+    text = (rolled / "releases" / R1 / "manifest.json").read_bytes()
+    assert state["stored"][R1] == {
+        "manifest": json.loads(text),
+        "checksum": hashlib.sha256(text).hexdigest(),
+    }
+    assert sorted(f["path"] for f in state["current_files"]) == sorted(
+        str(rolled / "releases" / R2 / p) for p in [*NEW, "manifest.json"]
+    )
+
+
+@needs_root
+def test_a_rollback_switches_to_the_release_on_the_host_as_it_is(
+    rolled: Path, tmp_path: Path
+) -> None:
+    before = {p: p.stat().st_mtime_ns for p in (rolled / "releases" / R1).rglob("*")}
+    marker = tmp_path / "checked"
+    checks = [_tree_check(marker, "kamailio/db/gone", rolled / "releases" / R1)]
+    switch = _back(rolled, _stored_state(rolled), tree_checks=checks)
+    rc, out, err = _quick({"root": str(rolled), "switch": switch, "gates": [OK]})
+    assert rc == 0, err
+    assert out["quick"] and out["switched"], out
+    assert marker.exists()
+    assert os.readlink(rolled / "current") == f"releases/{R1}"
+    assert (rolled / "history").read_text().split()[1:] == ["back", R1]
+    # not made again: the same files, untouched; the release rolled back from kept
+    assert {p: p.stat().st_mtime_ns for p in (rolled / "releases" / R1).rglob("*")} == before
+    assert (rolled / "releases" / R2 / "manifest.json").exists()
+    assert not list((rolled / "releases").glob(".*"))
+
+
+@pytest.mark.parametrize("tamper", ["edited", "extra", "missing", "manifest", "check"])
+def test_a_rollback_to_a_release_that_differs_on_the_host_changes_nothing(
+    rolled: Path, tamper: str
+) -> None:
+    """A file of the target edited, added or lost on the host since it was made, its
+    manifest not the one planned with, or its tree check failing: no quick rollback, and
+    nothing is changed (the step by step rollback checks it again and fails there)."""
+    spec = _back(rolled, _stored_state(rolled))
+    rel = rolled / "releases" / R1
+    if tamper == "edited":
+        (rel / "kamailio" / "kamailio.cfg").write_bytes(b"edited\n")
+    elif tamper == "extra":
+        (rel / "kamailio" / "db" / "more").write_bytes(b"x\n")
+    elif tamper == "missing":
+        (rel / "kamailio" / "db" / "gone").unlink()
+    elif tamper == "manifest":
+        (rel / "manifest.json").write_text((rel / "manifest.json").read_text() + " ")
+    else:
+        spec["tree_checks"] = [BAD]
+    tree = sorted(str(p) for p in rolled.rglob("*"))
+    rc, out, err = _quick({"root": str(rolled), "checks": [OK], "switch": spec, "steps": [BAD]})
+    assert rc == 0 and not out["quick"], (out, err)
+    why = {
+        "edited": "differs from its manifest: kamailio/kamailio.cfg",
+        "extra": "differs from its manifest: kamailio/db/more",
+        "missing": "differs from its manifest: kamailio/db/gone",
+        "manifest": "not the one planned with",
+        "check": "bad: it broke",
+    }[tamper]
+    assert why in out["why"], out
+    assert os.readlink(rolled / "current") == f"releases/{R2}"
+    assert not (rolled / "history").exists()
+    assert sorted(str(p) for p in rolled.rglob("*")) == tree  # nothing removed or made

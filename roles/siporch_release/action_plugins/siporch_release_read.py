@@ -9,12 +9,15 @@ Python on the controller instead of Jinja over the manifests:
 ``siporch_release_current``, ``siporch_release_current_manifest``,
 ``siporch_release_available``, ``siporch_release_history``, ``siporch_release_pm``,
 ``siporch_release_probe`` and, when ``probe_id`` and ``probe_manifest`` are given,
-``siporch_release_unchanged`` (see tasks/discover.yml for what "unchanged" means).
+``siporch_release_unchanged`` (see tasks/discover.yml for what "unchanged" means); with
+``stored``, ``siporch_release_stored`` ({id: {manifest, checksum}} of every release on the
+host) and the running release hashed (``siporch_release_probe.current_files``).
 
 Options: ``root`` (siporch_release_root), ``process_manager`` (``auto``, ``systemd`` or
 ``direct``), ``probe_id`` (the release about to be deployed, or empty),
 ``probe_manifest`` (the controller's copy of that release's manifest.json for this host),
-``installed`` ({host path: expected sha256} of the daemons' helpers).
+``installed`` ({host path: expected sha256} of the daemons' helpers), ``stored`` (a
+rollback: the manifests of the releases on the host, one of which it goes to).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import shlex
 from typing import Any
 
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 from siporch.core import release_drift
@@ -98,6 +102,8 @@ def facts(
             "installed": state.get("installed") or {},
         },
     }
+    if "stored" in state:
+        out["siporch_release_stored"] = state.get("stored") or {}
     if probe_id and manifest_text is not None:
         out["siporch_release_unchanged"] = unchanged(
             state, probe_id, manifest_text, root, installed
@@ -108,7 +114,9 @@ def facts(
 class ActionModule(ActionBase):  # type: ignore[misc]
     TRANSFERS_FILES = False
     _supports_check_mode = True
-    _VALID_ARGS = frozenset(("root", "process_manager", "probe_id", "probe_manifest", "installed"))
+    _VALID_ARGS = frozenset(
+        ("root", "process_manager", "probe_id", "probe_manifest", "installed", "stored")
+    )
 
     def run(self, tmp: Any = None, task_vars: Any = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)
@@ -132,7 +140,9 @@ class ActionModule(ActionBase):  # type: ignore[misc]
         for name in ("siporch_hostlib.py", "siporch_release_state.py"):
             with open(self._find_needle("files", name), encoding="utf-8") as fh:
                 script += fh.read()
-        cmd = " ".join(shlex.quote(a) for a in ["python3", "-", root, probe_id, *installed])
+        stored = ["--stored"] if boolean(args.get("stored", False), strict=False) else []
+        argv = ["python3", "-", *stored, root, probe_id, *installed]
+        cmd = " ".join(shlex.quote(a) for a in argv)
         res = self._low_level_execute_command(cmd, sudoable=True, in_data=script.encode("utf-8"))
         if res.get("rc") != 0:
             result.update(

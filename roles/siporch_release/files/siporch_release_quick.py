@@ -15,7 +15,8 @@ reloads apply), with the text of siporch_hostlib.py first and the spec between t
      "switch": null | {"id", "manifest" (its text), "kind",
                        "write": [{"path", "data" (base64), "mode", "group"}],
                        "remove": [paths],
-                       "tree_checks": [{"name", "argv"} | {"name", "db_text": dir}]},
+                       "tree_checks": [{"name", "argv"} | {"name", "db_text": dir}]}
+                   | {"id", "stored": true, "checksum", "kind", "tree_checks"},
      "steps": [{"name", "argv"}],        in order, once the release is in place
      "gates": [{"name", "argv", "tries", "delay"}],   together, each retried
      "prune": [ids]}                     removed once the gates have passed
@@ -31,6 +32,10 @@ reloads apply), with the text of siporch_hostlib.py first and the spec between t
    daemons' checks; a failure removes it and the host goes step by step, where the check
    fails again under its own name), then `current` is switched as switch.yml does it (a
    temporary link renamed over it, one line in `history`).
+   A "stored" switch (a rollback) goes to releases/<id> as the host has it: its
+   manifest.json must be the one planned with (sha256 "checksum") and every file as it
+   says, then the tree checks; else nothing is changed (the release is left as it is) and
+   the host goes step by step. Nothing is made or copied.
 3. The steps (schemas, reloads, telling Kamailio its release), then the health gates,
    all at once: each is retried until it passes or its tries are spent.
 4. Releases to prune are removed.
@@ -133,20 +138,7 @@ def _build(root, spec):
     os.chown(mpath + ".siporch-new", 0, 0)
     os.chmod(mpath + ".siporch-new", 0o644)
     os.replace(mpath + ".siporch-new", mpath)
-    want = {
-        rel: (meta.get("sha256", ""), meta.get("mode") or "")
-        for rel, meta in json.loads(spec["manifest"]).get("files", {}).items()
-    }
-    have = _tree(partial)
-    have.pop("manifest.json", None)
-    wrong = sorted(
-        rel
-        for rel in set(want) | set(have)
-        if rel not in have
-        or rel not in want
-        or have[rel][0] != want[rel][0]
-        or (want[rel][1] and have[rel][1] != want[rel][1])
-    )
+    wrong = _differs(partial, json.loads(spec["manifest"]))
     if wrong:
         shutil.rmtree(partial, ignore_errors=True)
         raise NotQuick(
@@ -156,6 +148,54 @@ def _build(root, spec):
         shutil.rmtree(target)  # a different release of the same id (not the running one)
     os.chmod(partial, 0o755)
     os.rename(partial, target)
+    _tree_checks(target, spec, remove=True)
+
+
+def _differs(top, manifest):
+    """The files of the tree ``top`` that differ from ``manifest`` (sha256, mode; nothing
+    more, nothing less), sorted."""
+    want = {
+        rel: (meta.get("sha256", ""), meta.get("mode") or "")
+        for rel, meta in manifest.get("files", {}).items()
+    }
+    have = _tree(top)
+    have.pop("manifest.json", None)
+    return sorted(
+        rel
+        for rel in set(want) | set(have)
+        if rel not in have
+        or rel not in want
+        or have[rel][0] != want[rel][0]
+        or (want[rel][1] and have[rel][1] != want[rel][1])
+    )
+
+
+def _stored(root, spec):
+    """releases/<id>, already on the host (a rollback): its manifest.json the one the plan
+    was made from (sha256 "checksum"), every file as it says; then the tree checks. Nothing
+    is changed: a release that differs is left as it is for the step by step rollback."""
+    rid = spec["id"]
+    if not rid or "/" in rid or rid in (".", ".."):
+        raise RuntimeError(f"bad release id {rid!r}")
+    target = os.path.join(root, "releases", rid)
+    mpath = os.path.join(target, "manifest.json")
+    if not os.path.isdir(target) or os.path.islink(target) or not os.path.isfile(mpath):
+        raise NotQuick(f"release {rid} is not on the host")
+    if sha256_file(mpath) != spec.get("checksum"):
+        raise NotQuick(f"the manifest of release {rid} is not the one planned with")
+    with open(mpath, encoding="utf-8") as fh:
+        manifest = json.load(fh)
+    wrong = _differs(target, manifest)
+    if wrong:
+        raise NotQuick(
+            f"release {rid} on the host differs from its manifest: " + ", ".join(wrong[:5])
+        )
+    _tree_checks(target, spec, remove=False)
+
+
+def _tree_checks(target, spec, remove):
+    """The tree checks of releases/<id> (``target``): the first that fails raises NotQuick
+    (the release removed first when ``remove``: one made by this call)."""
     for item in spec.get("tree_checks", []):
         try:
             if "db_text" in item:  # a directory of the new release
@@ -168,7 +208,8 @@ def _build(root, spec):
             why = str(exc)
         if why:
             # the step by step deploy checks it again and fails there, with its own steps
-            shutil.rmtree(target, ignore_errors=True)
+            if remove:
+                shutil.rmtree(target, ignore_errors=True)
             raise NotQuick("{}: {}".format(item["name"], why))
 
 
@@ -262,8 +303,9 @@ def main():
 
     if spec.get("switch"):
         started = time.monotonic()
+        make = _stored if spec["switch"].get("stored") else _build
         try:
-            _build(root, spec["switch"])
+            make(root, spec["switch"])
         except NotQuick as exc:
             print(json.dumps({"quick": False, "why": str(exc)}))
             return 0

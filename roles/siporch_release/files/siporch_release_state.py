@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Print in one JSON document what a deploy reads of a siporch host's releases.
 
-    siporch_release_state.py ROOT [TARGET_ID [FILE...]]
+    siporch_release_state.py [--stored] ROOT [TARGET_ID [FILE...]]
 
 {"current": id or "", "manifest": the current release's manifest or {}, "releases": [ids],
  "systemd": bool, "target": {"exists", "checksum" (sha256 of its manifest.json), "files":
@@ -9,13 +9,17 @@
 only when TARGET_ID is the release the host runs or already has (a redeploy of it restores
 what was changed by hand); "current_files" are the same hashes of the running release
 when TARGET_ID is another (null otherwise). "installed": {FILE: sha256 or ""} of each FILE (the daemons'
-helpers the roles install). Run by the siporch_release role (discover.yml: the action
+helpers the roles install). With --stored (a rollback: its target is chosen from the
+history this prints), "stored": {id: {"manifest", "checksum"}} of every release on the
+host (each manifest and the sha256 of its manifest.json) and "current_files" of the
+running release whatever TARGET_ID is. Run by the siporch_release role (discover.yml: the action
 siporch_release_read, as `python3 -` with the text on stdin; prune.yml: `python3 -c`), the
 text of siporch_hostlib.py (the helpers' scaffold) first: one SSH
 round trip instead of a stat, slurp, find and stat per host, before anything is installed.
 Standard library only.
 """
 
+import hashlib
 import json
 import os
 import stat
@@ -39,12 +43,26 @@ def tree(top):
             if not stat.S_ISREG(st.st_mode):
                 continue
             out.append(
-                {"path": path, "checksum": sha256(path), "mode": "%04o" % stat.S_IMODE(st.st_mode)}
+                {"path": path, "checksum": sha256(path), "mode": f"{stat.S_IMODE(st.st_mode):04o}"}
             )
     return out
 
 
+def _manifest(path):
+    """A release's manifest.json and its sha256 (({}, "") when unreadable)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        return json.loads(data.decode("utf-8")), hashlib.sha256(data).hexdigest()
+    except (OSError, ValueError):
+        return {}, ""
+
+
 def main(argv):
+    argv = list(argv)
+    stored = len(argv) > 1 and argv[1] == "--stored"
+    if stored:
+        del argv[1]
     root = argv[1] if len(argv) > 1 else "/etc/siporch"
     target = argv[2] if len(argv) > 2 else ""
     link = os.path.join(root, "current")
@@ -72,7 +90,11 @@ def main(argv):
             found["checksum"] = sha256(mfile)
             found["files"] = tree(tdir)
     current_files = None
-    if target and current and current != target and os.path.isdir(os.path.join(base, current)):
+    if (
+        (stored or (target and current != target))
+        and current
+        and os.path.isdir(os.path.join(base, current))
+    ):
         current_files = tree(os.path.join(base, current))
     installed = {}
     for path in argv[3:]:
@@ -100,6 +122,11 @@ def main(argv):
         "current_files": current_files,
         "installed": installed,
     }
+    if stored:
+        out["stored"] = {}
+        for rid in releases:
+            manifest_of, checksum = _manifest(os.path.join(base, rid, "manifest.json"))
+            out["stored"][rid] = {"manifest": manifest_of, "checksum": checksum}
     emit_json(out)
     return 0
 
