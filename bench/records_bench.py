@@ -276,6 +276,25 @@ def _chroot(args: argparse.Namespace) -> tuple[Path, Path, list[str]]:
     return base, base, []
 
 
+def _run_facts(args: argparse.Namespace, prefix: list[str], managers: set[str]) -> dict[str, Any]:
+    """What a cps run's result says of its setup."""
+    return {
+        "trunks": args.trunks,
+        "calls": args.calls,
+        "concurrency": args.concurrency,
+        "rounds": args.rounds,
+        "kamailio": {
+            "shm_mb": cb.SHM_MB,
+            "pkg_mb": cb.PKG_MB,
+            "children": cb.CHILDREN,
+            "version": _version(prefix),
+            "memory_manager": ", ".join(sorted(managers)),
+        },
+        "backend": args.backend,
+        "cfg_from": str(args.cfg_from) if args.cfg_from else None,
+    }
+
+
 # tm keeps a transaction 5 s after its final reply (wait timer) and frees it then: the busy
 # CPU of a run is counted until that much after its last call
 CLEANUP_S = 6.0
@@ -383,19 +402,7 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
             for on, off in zip(runs["records on"], runs["records off"], strict=True)
         )
         return {
-            "trunks": args.trunks,
-            "calls": args.calls,
-            "concurrency": args.concurrency,
-            "rounds": args.rounds,
-            "kamailio": {
-                "shm_mb": cb.SHM_MB,
-                "pkg_mb": cb.PKG_MB,
-                "children": cb.CHILDREN,
-                "version": _version(prefix),
-                "memory_manager": ", ".join(sorted(managers)),
-            },
-            "backend": args.backend,
-            "cfg_from": str(args.cfg_from) if args.cfg_from else None,
+            **_run_facts(args, prefix, managers),
             "rows": rows,
             "ratio_on_off": round(ratio, 3),
             "ratio_paired_median": round(paired, 3),
@@ -563,19 +570,7 @@ def cps_at_once(args: argparse.Namespace) -> dict[str, Any]:
         )
         return {
             "mode": "at-once",
-            "trunks": args.trunks,
-            "calls": args.calls,
-            "concurrency": args.concurrency,
-            "rounds": args.rounds,
-            "kamailio": {
-                "shm_mb": cb.SHM_MB,
-                "pkg_mb": cb.PKG_MB,
-                "children": cb.CHILDREN,
-                "version": _version(prefix),
-                "memory_manager": ", ".join(sorted(managers)),
-            },
-            "backend": args.backend,
-            "cfg_from": str(args.cfg_from) if args.cfg_from else None,
+            **_run_facts(args, prefix, managers),
             "rows": rows,
             "ratio_on_off": round(rows[0]["cps"] / (rows[1]["cps"] or 1.0), 3),
             "ratio_paired_median": round(
