@@ -27,7 +27,7 @@ edge in a network namespace of its own (the same addresses, its own rtpengine an
 UAS), each driven by its own SIPp UAC: in each round both meet the same machine, so the
 ratio of their CPU per call does not carry the machine's changes from round to round
 (the alternating rounds' per-round ratios spread over 0.65x-1.42x on a quiet machine;
-at once, 0.79x-0.93x). With one ``--variant`` (or ``--cfg-from``), that edge instead of
+at once, 0.78x-0.96x). With one ``--variant`` (or ``--cfg-from``), that edge instead of
 records on.
 ``--cfg-from FILE``: one more edge in the same run, records on with FILE as its kamailio.cfg
 (e.g. an earlier commit's template). Kamailio runs with the rendered edge's memory manager
@@ -295,6 +295,57 @@ def _run_facts(args: argparse.Namespace, prefix: list[str], managers: set[str]) 
     }
 
 
+def _summary(runs: dict[str, list[dict[str, Any]]], on: str) -> dict[str, Any]:
+    """Each edge's medians over its rounds, each against records off of the same run, and
+    ``on`` (records on, or the edge compared at once) against records off round by round."""
+    rows = [
+        {
+            "label": label,
+            "cps": statistics.median(x["cps"] for x in results),
+            "cpu_ms_per_call": statistics.median(x["cpu_ms_per_call"] for x in results),
+            "busy_cpu_ms_per_call": statistics.median(x["busy_cpu_ms_per_call"] for x in results),
+            "failed": sum(x["failed"] for x in results),
+            "runs": results,
+        }
+        for label, results in runs.items()
+    ]
+    off_row = next(row for row in rows if row["label"] == "records off")
+    for row in rows:
+        # each edge against records off, same run: calls/s and CPU per call (off / this)
+        row["ratio_cps"] = round(row["cps"] / (off_row["cps"] or 1.0), 3)
+        row["ratio_cpu"] = round(off_row["cpu_ms_per_call"] / (row["cpu_ms_per_call"] or 1), 3)
+        row["ratio_busy_cpu"] = round(
+            off_row["busy_cpu_ms_per_call"] / (row["busy_cpu_ms_per_call"] or 1), 3
+        )
+    on_row = next(row for row in rows if row["label"] == on)
+    pairs = list(zip(runs[on], runs["records off"], strict=True))
+    per_round_busy = [
+        off["busy_cpu_ms_per_call"] / (one["busy_cpu_ms_per_call"] or 1) for one, off in pairs
+    ]
+    return {
+        "rows": rows,
+        "ratio_on_off": on_row["ratio_cps"],
+        # each round's pair ran back to back (or at once): the median of the per-round
+        # ratios is less moved by the machine's load changing during the run than the
+        # ratio of medians
+        "ratio_paired_median": round(
+            statistics.median(one["cps"] / (off["cps"] or 1.0) for one, off in pairs), 3
+        ),
+        # calls/s a CPU-bound edge keeps with records on: CPU per call off / on
+        "ratio_cpu": on_row["ratio_cpu"],
+        # the same with the busy CPU (idle taken out, the transactions' freeing counted)
+        "ratio_busy_cpu": on_row["ratio_busy_cpu"],
+        "ratio_busy_cpu_paired_median": round(statistics.median(per_round_busy), 3),
+        # every round's busy CPU of records off over that of the edge compared
+        "ratio_busy_cpu_pooled": round(
+            sum(off["busy_cpu_ms_per_call"] for _, off in pairs)
+            / (sum(one["busy_cpu_ms_per_call"] for one, _ in pairs) or 1),
+            3,
+        ),
+        "ratio_busy_cpu_per_round": [round(x, 3) for x in per_round_busy],
+    }
+
+
 # tm keeps a transaction 5 s after its final reply (wait timer) and frees it then: the busy
 # CPU of a run is counted until that much after its last call
 CLEANUP_S = 6.0
@@ -372,53 +423,7 @@ def cps(args: argparse.Namespace) -> dict[str, Any]:
                 finally:
                     cb.stop(edge)
                 runs[label].append(res)
-        rows = []
-        for label, results in runs.items():
-            rows.append(
-                {
-                    "label": label,
-                    "cps": statistics.median(x["cps"] for x in results),
-                    "cpu_ms_per_call": statistics.median(x["cpu_ms_per_call"] for x in results),
-                    "busy_cpu_ms_per_call": statistics.median(
-                        x["busy_cpu_ms_per_call"] for x in results
-                    ),
-                    "failed": sum(x["failed"] for x in results),
-                    "runs": results,
-                }
-            )
-        off_row = rows[1]
-        for row in rows:
-            # each edge against records off, same run: calls/s and CPU per call (off / this)
-            row["ratio_cps"] = round(row["cps"] / (off_row["cps"] or 1.0), 3)
-            row["ratio_cpu"] = round(off_row["cpu_ms_per_call"] / (row["cpu_ms_per_call"] or 1), 3)
-            row["ratio_busy_cpu"] = round(
-                off_row["busy_cpu_ms_per_call"] / (row["busy_cpu_ms_per_call"] or 1), 3
-            )
-        ratio = rows[0]["cps"] / (rows[1]["cps"] or 1.0)
-        # each round's on/off pair ran back to back: the median of the per-round ratios is
-        # less moved by the machine's load changing during the run than the ratio of medians
-        paired = statistics.median(
-            on["cps"] / (off["cps"] or 1.0)
-            for on, off in zip(runs["records on"], runs["records off"], strict=True)
-        )
-        return {
-            **_run_facts(args, prefix, managers),
-            "rows": rows,
-            "ratio_on_off": round(ratio, 3),
-            "ratio_paired_median": round(paired, 3),
-            # calls/s a CPU-bound edge keeps with records on: CPU per call off / on
-            "ratio_cpu": round(rows[1]["cpu_ms_per_call"] / (rows[0]["cpu_ms_per_call"] or 1), 3),
-            # the same with the busy CPU (idle taken out, the transactions' freeing counted)
-            "ratio_busy_cpu": rows[0]["ratio_busy_cpu"],
-            # the busy CPU ratio of each round's on/off pair (run back to back), median
-            "ratio_busy_cpu_paired_median": round(
-                statistics.median(
-                    off["busy_cpu_ms_per_call"] / (on["busy_cpu_ms_per_call"] or 1)
-                    for on, off in zip(runs["records on"], runs["records off"], strict=True)
-                ),
-                3,
-            ),
-        }
+        return {**_run_facts(args, prefix, managers), **_summary(runs, "records on")}
     finally:
         for p in reversed(procs):
             cb.stop(p)
@@ -540,52 +545,7 @@ def cps_at_once(args: argparse.Namespace) -> dict[str, Any]:
                     cb.stop(edge)
             for label in labels:
                 runs[label].append(out[label])
-        rows = [
-            {
-                "label": label,
-                "cps": statistics.median(x["cps"] for x in runs[label]),
-                "cpu_ms_per_call": statistics.median(x["cpu_ms_per_call"] for x in runs[label]),
-                "busy_cpu_ms_per_call": statistics.median(
-                    x["busy_cpu_ms_per_call"] for x in runs[label]
-                ),
-                "failed": sum(x["failed"] for x in runs[label]),
-                "runs": runs[label],
-            }
-            for label in labels
-        ]
-        on_runs, off_runs = runs[other], runs["records off"]
-        for row in rows:
-            row["ratio_cps"] = round(row["cps"] / (rows[1]["cps"] or 1.0), 3)
-            row["ratio_cpu"] = round(rows[1]["cpu_ms_per_call"] / (row["cpu_ms_per_call"] or 1), 3)
-            row["ratio_busy_cpu"] = round(
-                rows[1]["busy_cpu_ms_per_call"] / (row["busy_cpu_ms_per_call"] or 1), 3
-            )
-        per_round_busy = [
-            off["busy_cpu_ms_per_call"] / (on["busy_cpu_ms_per_call"] or 1)
-            for on, off in zip(on_runs, off_runs, strict=True)
-        ]
-        # the pooled ratio: every round's CPU of records off over that of records on
-        pooled = sum(x["busy_cpu_ms_per_call"] for x in off_runs) / (
-            sum(x["busy_cpu_ms_per_call"] for x in on_runs) or 1
-        )
-        return {
-            "mode": "at-once",
-            **_run_facts(args, prefix, managers),
-            "rows": rows,
-            "ratio_on_off": round(rows[0]["cps"] / (rows[1]["cps"] or 1.0), 3),
-            "ratio_paired_median": round(
-                statistics.median(
-                    on["cps"] / (off["cps"] or 1.0)
-                    for on, off in zip(on_runs, off_runs, strict=True)
-                ),
-                3,
-            ),
-            "ratio_cpu": rows[0]["ratio_cpu"],
-            "ratio_busy_cpu": rows[0]["ratio_busy_cpu"],
-            "ratio_busy_cpu_paired_median": round(statistics.median(per_round_busy), 3),
-            "ratio_busy_cpu_pooled": round(pooled, 3),
-            "ratio_busy_cpu_per_round": [round(x, 3) for x in per_round_busy],
-        }
+        return {"mode": "at-once", **_run_facts(args, prefix, managers), **_summary(runs, other)}
     finally:
         for p in reversed(procs):
             cb.stop(p)
