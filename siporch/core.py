@@ -350,18 +350,78 @@ _SECRET_KEY = re.compile(
 _SECRET_HTABLE_ROW = re.compile(r"^(?P<key>\d+:\d+\.p:\d+:\d+:)(?P<value>.*)(?P<tail>:\d+)$")
 
 
+# What a line that either pattern matches contains, in lower case (``pass`` for
+# password, passwd and passphrase; ``.p:`` for a ``creds`` row).
+_SECRET_NEEDLES = ("pass", "secret", "md5_cred", "token", "private_key", "auth_key", ".p:")
+# Line breaks of ``str.splitlines`` other than ``\n`` (the ASCII ones, then the others).
+_OTHER_BREAKS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_ASCII_BREAKS = _OTHER_BREAKS[:6]
+
+
+def _mask_line(body: str) -> str:
+    """One line's body (no line break) with a secret key's value masked."""
+    if not body.lstrip().startswith((";", "#")):
+        m = _SECRET_KEY.match(body) or _SECRET_HTABLE_ROW.match(body)
+        if m:
+            body = m.group("key") + MASK + m.group("tail")
+    return body
+
+
 def mask_secrets(text: str, values: Iterable[str] = ()) -> str:
     """``text`` with every secret value replaced by ``********``: the value of each line
-    whose key names a secret, and every occurrence of the known ``values``."""
+    whose key names a secret, and every occurrence of the known ``values``.
+
+    Line by line in meaning (a value never spans lines; a comment line, ``;`` or ``#``,
+    is left alone). An ASCII text whose lines end in ``\n`` (every rendered file) is
+    masked without a loop over its lines: only the lines that name a secret go through
+    the patterns, and each value is one ``str.replace`` of the whole text
+    (`tests/unit/test_core.py` compares it with the loop over lines)."""
     known = sorted({v for v in values if v}, key=len, reverse=True)
+    if (
+        not text.isascii()
+        or any(c in text for c in _ASCII_BREAKS)
+        or any(c in v for v in known for c in "\n" + _OTHER_BREAKS)
+    ):
+        return _mask_lines(text, known)
+    text = _mask_keys(text)
+    for v in known:  # no value holds a line break: no occurrence spans two lines
+        text = text.replace(v, MASK)
+    return text
+
+
+def _mask_keys(text: str) -> str:
+    """An ASCII ``text`` whose only line break is ``\n`` with :func:`_mask_line` applied
+    to the lines that hold one of :data:`_SECRET_NEEDLES` (in any case): no other line
+    can match either pattern. Found with ``str.find`` on the lower-cased text (ASCII:
+    same offsets), not a loop over every line."""
+    low = text.lower()
+    starts: set[int] = set()
+    for needle in _SECRET_NEEDLES:
+        at = low.find(needle)
+        while at != -1:
+            starts.add(low.rfind("\n", 0, at) + 1)
+            end = low.find("\n", at)
+            at = -1 if end == -1 else low.find(needle, end)
+    if not starts:
+        return text
+    out: list[str] = []
+    done = 0
+    for start in sorted(starts):
+        end = text.find("\n", start)
+        end = len(text) if end == -1 else end
+        out += (text[done:start], _mask_line(text[start:end]))
+        done = end
+    out.append(text[done:])
+    return "".join(out)
+
+
+def _mask_lines(text: str, known: list[str]) -> str:
+    """:func:`mask_secrets` one line at a time (``str.splitlines``' line breaks)."""
     out = []
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
         end = line[len(body) :]
-        if not body.lstrip().startswith((";", "#")):
-            m = _SECRET_KEY.match(body) or _SECRET_HTABLE_ROW.match(body)
-            if m:
-                body = m.group("key") + MASK + m.group("tail")
+        body = _mask_line(body)
         for v in known:
             body = body.replace(v, MASK)
         out.append(body + end)

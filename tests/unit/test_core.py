@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from siporch import core, lifecycle
 from siporch.core import (
@@ -278,6 +280,51 @@ def test_mask_secrets_in_rendered_files(release_dir) -> None:  # type: ignore[no
     # a known value is masked wherever it appears, not only after a key
     assert core.mask_secrets("x=abc;pw=s3cr3t\n", ["s3cr3t"]) == "x=abc;pw=********\n"
     assert core.mask_secrets("; password notes stay\n") == "; password notes stay\n"
+
+
+def _mask_line_by_line(text: str, values: list[str]) -> str:
+    """mask_secrets as it was written first: every line through both patterns."""
+    known = sorted({v for v in values if v}, key=len, reverse=True)
+    out = []
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        end = line[len(body) :]
+        if not body.lstrip().startswith((";", "#")):
+            m = core._SECRET_KEY.match(body) or core._SECRET_HTABLE_ROW.match(body)
+            if m:
+                body = m.group("key") + MASK + m.group("tail")
+        for v in known:
+            body = body.replace(v, MASK)
+        out.append(body + end)
+    return "".join(out)
+
+
+_MASK_PIECES = [
+    "password", "PassWord", "passwd", "passphrase", "Secret", "md5_cred", "token",
+    "private_key", "AUTH_KEY", ".p:", "1:42.p:0:2:", ":0", ":", "=", "=>", " = ", "\t",
+    " ", ";", "#", "abc", "s3cr3t", "x", "7", "\n", "\n", "\n", "\r\n", "\r", "\x0b",
+    "\x0c", "\x1c", "\x85", "\u2028", "\xa0", "é", "İ", "\u017f",
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from(_MASK_PIECES), max_size=40).map("".join),
+    st.lists(st.sampled_from(["s3cr3t", "abc", "x", "7", "a\nb", "c\u2028", ""]), max_size=3),
+)
+def test_mask_secrets_is_the_line_by_line_mask(text: str, values: list[str]) -> None:
+    """The fast path (ASCII, ``\n`` only: the lines that name a secret found by
+    ``str.find``) masks what the loop over every line masks, on any text and values."""
+    assert core.mask_secrets(text, values) == _mask_line_by_line(text, values)
+
+
+def test_mask_secrets_of_rendered_files_is_the_line_by_line_mask(release_dir) -> None:  # type: ignore[no-untyped-def]
+    _, rel = release_dir
+    for f in sorted(rel.path.rglob("*")):
+        if f.is_file() and f.name != "manifest.json":
+            text = f.read_text()
+            for values in ([], [ITSP_B_PASSWORD, AMI_SECRET, "a"]):
+                assert core.mask_secrets(text, values) == _mask_line_by_line(text, values), f
 
 
 def test_masked_diff_of_a_rotated_secret_shows_a_change_never_the_value() -> None:
