@@ -32,19 +32,22 @@ from dataclasses import dataclass, field
 from siporch.errors import SiporchError
 from siporch.model.schema import Host, Model, Trunk
 from siporch.numbers import digit_blocks
+from siporch.render import files as file_meta
 from siporch.render import model_part_json, stored_text
 from siporch.render.env import render_template
+from siporch.render.files import (
+    CDR_FILE,
+    EXTENSIONS_FILE,
+    MANAGER_FILE,
+    PJSIP_FILE,
+    TRANSPORTS_FILE,
+)
 
 #: Where the current release's Asterisk files are (the site's include lines point here).
 ASTERISK_DIR = "/etc/siporch/current/asterisk"
 #: The site's Asterisk config directory (packaged default).
 SITE_ETC = "/etc/asterisk"
 
-PJSIP_FILE = "pjsip_siporch.conf"
-TRANSPORTS_FILE = "pjsip_siporch_transports.conf"
-EXTENSIONS_FILE = "extensions_siporch.conf"
-MANAGER_FILE = "manager_siporch.conf"
-CDR_FILE = "cdr_sqlite3_custom_siporch.conf"
 
 #: siporch's own CDR database on a PBX (cdr_sqlite3_custom, one database per category):
 #: the PBX side of each call, keyed by the SIP Call-ID the edge records too. Outside the
@@ -94,18 +97,10 @@ SITE_INCLUDES: dict[str, str] = {
 }
 
 #: glob of a rendered path -> reload action; the first match wins.
-RELOADS: list[tuple[str, str]] = [
-    # PJSIP transports are not reloadable (allow_reload=no): a change needs a restart.
-    (f"asterisk/{TRANSPORTS_FILE}", "asterisk:restart"),
-    (f"asterisk/{PJSIP_FILE}", "asterisk:pjsip reload"),
-    (f"asterisk/{EXTENSIONS_FILE}", "asterisk:dialplan reload"),
-    (f"asterisk/{MANAGER_FILE}", "asterisk:manager reload"),
-    (f"asterisk/{CDR_FILE}", "asterisk:cdr reload"),
-    ("asterisk/*", "asterisk:restart"),
-]
+RELOADS: list[tuple[str, str]] = file_meta.RELOADS["asterisk"]
 
 #: Files that carry secrets: deployed with mode 0640, never shown in diffs.
-SECRET_FILES: list[str] = [f"asterisk/{PJSIP_FILE}", f"asterisk/{MANAGER_FILE}"]
+SECRET_FILES: list[str] = file_meta.SECRET_FILES["asterisk"]
 
 #: Model codec name -> Asterisk format name.
 CODECS: dict[str, str] = {

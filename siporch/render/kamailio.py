@@ -31,6 +31,7 @@ from siporch.model.schema import (
 )
 from siporch.numbers import digit_blocks
 from siporch.records import RECORDS_DB, RECORDS_DIR, SCHEMA, SCHEMA_PG
+from siporch.render import files as file_meta
 from siporch.render import model_part_json, shared_text, stored_text
 from siporch.render.env import environment
 
@@ -40,23 +41,7 @@ DEFAULT_ROOT = "/etc/siporch/current"
 DEFAULT_RUN_DIR = "/run/kamailio"
 
 #: Changed file -> reload action (first match wins).
-RELOADS: list[tuple[str, str]] = [
-    ("kamailio/kamailio.cfg", "kamailio:restart"),
-    ("kamailio/host.cfg", "kamailio:restart"),
-    ("kamailio/kamailio.env", "kamailio:restart"),
-    ("kamailio/records.sql", "kamailio:restart"),
-    ("kamailio/records-pg.sql", "kamailio:restart"),
-    ("kamailio/tls.cfg", "kamailio:tls.reload"),
-    ("kamailio/db/dispatcher", "kamailio:dispatcher.reload"),
-    ("kamailio/db/address", "kamailio:permissions.addressReload"),
-    ("kamailio/db/dialplan", "kamailio:dialplan.reload"),
-    ("kamailio/db/trunks", "kamailio:htable.reload:trunks"),
-    ("kamailio/db/routes", "kamailio:htable.reload:routes"),
-    ("kamailio/db/dids", "kamailio:htable.reload:dids"),
-    ("kamailio/db/security", "kamailio:htable.reload:security"),
-    ("kamailio/db/credentials", "kamailio:htable.reload:creds"),
-    ("kamailio/db/version", "none"),
-]
+RELOADS: list[tuple[str, str]] = file_meta.RELOADS["kamailio"]
 
 #: Dispatcher algorithms of a DID's PBX set (htable dids ``<i>.alg``): the first member
 #: that is up (by priority), or round-robin over the members that are up.
@@ -145,7 +130,7 @@ TABLE_VERSIONS = {
 }
 
 #: Files that carry secrets: deployed with mode 0640 (group kamailio), never shown in diffs.
-SECRET_FILES: list[str] = ["kamailio/db/credentials"]
+SECRET_FILES: list[str] = file_meta.SECRET_FILES["kamailio"]
 
 _HEADERS = {
     "address": "id(int,auto) grp(int) ip_addr(string) mask(int) port(int) tag(string,null)",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from siporch.errors import SiporchError
 from siporch.model.schema import Model
+from siporch.render import files as file_meta
 from siporch.render.env import render_template
 from siporch.render.kamailio import DEFAULT_RUN_DIR
 
@@ -30,9 +31,9 @@ VRRP_HELPER = "/usr/local/lib/siporch/siporch_vrrp.sh"
 
 #: glob of a rendered path -> reload action; keepalived re-reads its config on SIGHUP
 #: without giving up the address.
-RELOADS: list[tuple[str, str]] = [("keepalived/keepalived.conf", "keepalived:reload")]
+RELOADS: list[tuple[str, str]] = file_meta.RELOADS["keepalived"]
 
-SECRET_FILES: list[str] = []
+SECRET_FILES: list[str] = file_meta.SECRET_FILES["keepalived"]
 
 #: VRRP priorities of the first and the second edge of a pair.
 PRIORITIES = (150, 100)

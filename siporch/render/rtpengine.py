@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from siporch.errors import SiporchError
 from siporch.model.schema import Model
+from siporch.render import files as file_meta
 from siporch.render.env import render_template
 
 #: glob of a rendered path -> reload action; the first match wins.
-RELOADS: list[tuple[str, str]] = [("rtpengine/rtpengine.conf", "rtpengine:restart")]
+RELOADS: list[tuple[str, str]] = file_meta.RELOADS["rtpengine"]
 
 #: rtpengine's files carry no secrets.
-SECRET_FILES: list[str] = []
+SECRET_FILES: list[str] = file_meta.SECRET_FILES["rtpengine"]
 
 
 class RtpengineRenderError(SiporchError):
