@@ -318,7 +318,7 @@ def facts(loaded: Any) -> Facts:
 
 def _cached_loaded_class() -> type:
     from siporch import gcpause
-    from siporch.model.loader import LoadedModel
+    from siporch.model.loaded import LoadedModel
 
     class CachedLoadedModel(LoadedModel):
         """A :class:`LoadedModel` from the cache: its model is unpickled on first use (an
@@ -461,17 +461,17 @@ def load_model(
     """:func:`siporch.model.load_model`, from the cache when the inventory's inputs are
     those of a model loaded before (a model with errors is never cached). A model from
     the cache is read on first use of ``.model``; :func:`facts` needs no model."""
-    from siporch.model import loader
+    from siporch.model.loaded import sources as sources_of
     from siporch.release import state_dir
 
-    sources = loader._sources(inventory)
+    sources = sources_of(inventory)
     if not enabled() or not sources or not all(s.exists() for s in sources):
-        return loader.load_model(inventory, vault_password_file, groups=groups)
+        return _uncached(inventory, vault_password_file, groups)
     state = state_dir(sources[0])
     password = vault.find_password_file(sources[0], vault_password_file)
     key = model_key(sources, password, groups, state)
     if key is None:
-        return loader.load_model(inventory, vault_password_file, groups=groups)
+        return _uncached(inventory, vault_password_file, groups)
     # the trunk ids the controller's releases gave, which the loaded model keeps: not in
     # the key (a new release that numbers the trunks as before keeps the entry), checked
     from siporch.release import id_base
@@ -486,6 +486,8 @@ def load_model(
         and _same_ids(entry, ids.kept, ids.reserved)
     ):
         return _loaded_of(entry)
+    from siporch.model import loader
+
     previous = loader.CHUNKS, loader.KEEP_DATA
     loader.CHUNKS = functools.partial(_chunk_store, cache_dir(state) / "chunks")
     loader.KEEP_DATA = True
@@ -498,3 +500,13 @@ def load_model(
     loaded.data = None
     _write(path, entry)
     return _loaded_of(entry, loaded.model)
+
+
+def _uncached(
+    inventory: Path | Sequence[Path],
+    vault_password_file: Path | None,
+    groups: Mapping[str, str] | None,
+) -> Any:
+    from siporch.model import loader
+
+    return loader.load_model(inventory, vault_password_file, groups=groups)

@@ -142,7 +142,7 @@ def build_plan(
     summary is None (unknown) and the file changes stand alone."""
 
     from siporch.cache import facts
-    from siporch.model.loader import own_trunk_ids
+    from siporch.model.loaded import own_trunk_ids
     from siporch.release import cached_model_json, cached_render, host_manifest
 
     model = facts(loaded)  # roles and sites of the hosts (a cached model is not read)

@@ -34,18 +34,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import SecretStr
-
 from siporch import __version__
 from siporch.core import OWN_IDS, TRUNK_IDS, HostManifest, Manifest, recorded_trunk_ids
 from siporch.errors import SiporchError
-from siporch.model.loader import LoadedModel, own_trunk_ids
+from siporch.model.loaded import LoadedModel, own_trunk_ids
 from siporch.model.numbering import trunk_ids
-from siporch.model.schema import Model
 from siporch.render import reload_action, render_release, secret_files
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from siporch.cache import Facts
+    from siporch.model.schema import Model
 
 #: Environment variable naming the controller's state directory (releases/, state/).
 STATE_ENV = "SIPORCH_STATE"

@@ -29,7 +29,7 @@ from rich.markup import escape
 
 from siporch.errors import ModelError
 from siporch.hosts import primary as primary
-from siporch.model import LoadedModel
+from siporch.model.loaded import LoadedModel
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -29,6 +29,9 @@ from pydantic import ValidationError
 from siporch import gcpause, vault
 from siporch.errors import ModelError, Problem
 from siporch.model import chunks
+from siporch.model.loaded import LoadedModel
+from siporch.model.loaded import own_trunk_ids as own_trunk_ids
+from siporch.model.loaded import sources as _sources
 from siporch.model.messages import (
     describe_errors,
     json_may_refuse,
@@ -49,32 +52,6 @@ Inventory = Path | str | Sequence[Path | str]
 
 
 @dataclass
-class LoadedModel:
-    """A validated model with where it came from."""
-
-    model: Model
-    source: Path
-    inventory: Path
-    model_hash: str
-    warnings: list[Problem] = field(default_factory=list)
-    inventories: tuple[Path, ...] = ()
-    # the plain data the model was validated from, when KEEP_DATA asked for it (the cache
-    # keeps it instead of the model: a tenth of the time to store)
-    data: Any = field(default=None, repr=False, compare=False)
-    # the trunks whose ``id`` the inventory gives (the others are numbered by siporch,
-    # `_keep_trunk_ids`); None: every trunk with an id in ``model``
-    own_ids: tuple[str, ...] | None = None
-
-
-def own_trunk_ids(loaded: Any) -> set[str]:
-    """The trunks of a loaded model whose id the inventory gives itself (``id:``)."""
-    own = getattr(loaded, "own_ids", None)
-    if own is not None:
-        return set(own)
-    return {name for name, t in loaded.model.trunks.items() if t.id is not None}
-
-
-@dataclass
 class InventoryHost:
     """A host of the inventory as ansible-core sees it (for the model's cross-checks)."""
 
@@ -83,12 +60,6 @@ class InventoryHost:
     ansible_host: str | None
     ansible_host_where: str | None
     management_address: str | None
-
-
-def _sources(inventory: Inventory) -> tuple[Path, ...]:
-    if isinstance(inventory, str | os.PathLike):
-        return (Path(inventory),)
-    return tuple(Path(p) for p in inventory)
 
 
 def _inventory_dir(source: Path) -> Path:

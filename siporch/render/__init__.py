@@ -15,9 +15,13 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from siporch import gcpause
-from siporch.model.schema import Model
+from siporch.render import files as file_meta
+
+if TYPE_CHECKING:
+    from siporch.model.schema import Model
 
 #: Which renderer modules serve which host role, in order.
 ROLE_RENDERERS: dict[str, tuple[str, ...]] = {
@@ -118,7 +122,7 @@ def render_release(model: Model, store: Path | None = None) -> dict[str, dict[st
 def reload_action(role: str, path: str) -> str:
     """The reload a change of ``path`` needs on a host of ``role``."""
     for name in ROLE_RENDERERS[role]:
-        for pattern, action in _module(name).RELOADS:
+        for pattern, action in file_meta.RELOADS[name]:
             if fnmatch.fnmatchcase(path, pattern):
                 return str(action)
     return "none"
@@ -128,5 +132,5 @@ def secret_files(role: str) -> set[str]:
     """Paths that carry secrets (deployed 0640, never shown in diffs)."""
     out: set[str] = set()
     for name in ROLE_RENDERERS[role]:
-        out.update(getattr(_module(name), "SECRET_FILES", []))
+        out.update(file_meta.SECRET_FILES[name])
     return out
