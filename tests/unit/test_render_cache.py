@@ -387,3 +387,179 @@ def _types(tp: object) -> list[object]:
 
     args = typing.get_args(tp)
     return [tp] if not args else [t for a in args for t in _types(a)]
+
+
+# ------------------------------------------- the cached path and what sends it back
+
+
+def _reencrypt_vault(inv: Path) -> None:
+    """vault.yml encrypted again with the same password (same secrets, other bytes)."""
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    path = inv / "group_vars" / "all" / "vault.yml"
+    secret = VaultSecret((inv.parent / ".vault-pass").read_bytes().strip())
+    lib = VaultLib([("default", secret)])
+    plain = lib.decrypt(path.read_bytes())
+    path.write_bytes(lib.encrypt(plain, secret))
+
+
+def _group_vars_file(inv: Path) -> None:
+    (inv / "group_vars" / "siporch_edge.yml").write_text("edge_note: kept by the operator\n")
+
+
+def _host_vars_file(inv: Path) -> None:
+    (inv / "host_vars").mkdir(exist_ok=True)
+    (inv / "host_vars" / "edge-1.yml").write_text("host_note: 1\n")
+
+
+def _model_file(inv: Path) -> None:
+    change_trunk(inv)
+
+
+def _vault_password(inv: Path) -> None:
+    password = inv.parent / ".vault-pass"  # a wrong one: the full read must say so
+    password.write_text(password.read_text().strip() + "x\n")
+
+
+CHANGES = {
+    "model file": _model_file,
+    "vault file": _reencrypt_vault,
+    "vault password file": _vault_password,
+    "group_vars file": _group_vars_file,
+    "host_vars file": _host_vars_file,
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_the_cached_path_falls_back_when_an_inventory_input_changes(
+    inv: Path, change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unchanged inventory is answered from the cache without reading the model; any
+    change of a file Ansible reads for it (the model, the vault, its password file, a
+    group_vars or host_vars file) reads the inventory again."""
+    from siporch.errors import ModelError
+    from siporch.model import loader
+
+    reads: list[object] = []
+    real = loader.load_model
+
+    def counted(*args: object, **kwargs: object) -> object:
+        reads.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loader, "load_model", counted)
+    cache.load_model(inv)
+    assert len(reads) == 1
+    hit = cache.load_model(inv)
+    assert type(hit).__name__ == "CachedLoadedModel" and len(reads) == 1
+    CHANGES[change](inv)
+    if change == "vault password file":
+        with pytest.raises(ModelError):
+            cache.load_model(inv)
+        assert len(reads) == 2
+        return
+    again = cache.load_model(inv)
+    assert len(reads) == 2, "a changed input must be read again"
+    monkeypatch.setenv(cache.CACHE_ENV, "0")
+    assert again.model_hash == real(inv).model_hash
+    assert cache.load_model(inv).model_hash == again.model_hash
+
+
+@pytest.mark.parametrize("change", ["version", "template", "code"])
+def test_the_cached_path_falls_back_when_siporch_changes(
+    inv: Path, change: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another siporch version, template or source file: the model is read again and
+    every host rendered again (the cache's keys hash all three)."""
+    from siporch import resources
+    from siporch.model import loader
+    from siporch.release import cached_render
+
+    templates = tmp_path / "templates"
+    shutil.copytree(resources.templates_dir(), templates)
+    monkeypatch.setattr(resources, "templates_dir", lambda: templates)
+    cache.code_hash.cache_clear()
+    try:
+        first = cache.load_model(inv)
+        files = cached_render(first)
+        assert type(cache.load_model(inv)).__name__ == "CachedLoadedModel"
+        before = (cache.code_hash(), cache.render_key(first.model_hash))
+        if change == "version":
+            monkeypatch.setattr(cache, "__version__", cache.__version__ + ".post1")
+        elif change == "template":
+            some = sorted(p for p in templates.rglob("*") if p.is_file())[0]
+            some.write_bytes(some.read_bytes() + b"\n")
+        else:  # a source file of siporch: a copy of the package with one file changed
+            monkeypatch.setattr(cache, "__file__", str(_copy_of_siporch(tmp_path) / "cache.py"))
+        cache.code_hash.cache_clear()
+        assert cache.code_hash() != before[0]
+        assert cache.render_key(first.model_hash) != before[1]
+        reads: list[object] = []
+        real = loader.load_model
+
+        def counted(*args: object, **kwargs: object) -> object:
+            reads.append(args)
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(loader, "load_model", counted)
+        again = cache.load_model(inv)
+        assert len(reads) == 1, "another siporch must read the inventory again"
+        assert again.model_hash == first.model_hash
+        assert cached_render(again) == files  # rendered again: same model, same templates
+    finally:
+        cache.code_hash.cache_clear()
+
+
+def _copy_of_siporch(tmp_path: Path) -> Path:
+    """A copy of siporch's sources with one file changed."""
+    src = Path(cache.__file__).resolve().parent
+    dest = tmp_path / "siporch-copy" / "siporch"
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / "errors.py").write_text((dest / "errors.py").read_text() + "\n# changed\n")
+    return dest
+
+
+def test_an_unchanged_diff_reads_no_model(inv: Path) -> None:
+    """``diff`` of an unchanged inventory answers from the cache: it imports neither the
+    schema (pydantic), ansible-core nor the renderers (Jinja), and says what the full
+    path says."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("SIPORCH_STATE", None)
+    script = (
+        "import json, sys\n"
+        "from siporch.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('pydantic', 'ansible', 'jinja2') or m in ('siporch.model.schema', "
+        "'siporch.model.loader', 'siporch.render.kamailio', 'siporch.render.asterisk'))\n"
+        "print(json.dumps([code, heavy]), file=sys.stderr)\n"
+    )
+
+    def run(*args: str, cached: bool = True) -> tuple[str, int, list[str]]:
+        done = subprocess.run(
+            [sys.executable, "-c", script, *args, "-i", str(inv)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**env, cache.CACHE_ENV: "1" if cached else "0"},
+            check=False,
+        )
+        code, heavy = json.loads(done.stderr.strip().splitlines()[-1])
+        return done.stdout, code, heavy
+
+    out, _, _ = run("render", "--json")
+    rid = json.loads(out)["id"]
+    uncached = run("diff", "--against", rid, cached=False)
+    assert uncached[1] == 0 and "no changes" in uncached[0]
+    for args in (["diff", "--against", rid], ["diff", "--against", rid, "--json"]):
+        full = run(*args, cached=False)
+        fast = run(*args)
+        assert fast[:2] == full[:2]
+        assert fast[2] == [], f"{args}: imported {fast[2]}"
+    change_trunk(inv)
+    changed = run("diff", "--against", rid)
+    assert changed[1] == 1 and "+++ candidate/" in changed[0]
+    assert changed[:2] == run("diff", "--against", rid, cached=False)[:2]
