@@ -8,8 +8,9 @@ each step runs for one tree then the other (the order swapped every round), each
 a project of its own made from the same generated inventory, each step a fresh
 ``python -m siporch`` timed from outside. Steps: a cold render, validate right after the
 first release, then ``--repeat`` rounds of: one trunk's ``max_channels`` changed and
-rendered, ``diff --against`` the first release, another trunk changed and diffed. Prints
-each step's median and runs, and the load average.
+rendered, ``diff --against`` that release three times (nothing changed since: the
+unchanged diff), ``diff --against`` the first release, another trunk changed and diffed.
+Prints each step's median and runs, and the load average.
 """
 
 from __future__ import annotations
@@ -78,7 +79,10 @@ def main() -> None:
             for name in list(trees) if i % 2 == 0 else list(trees)[::-1]:
                 inv = str(invs[name])
                 _bump(invs[name], trunk)
-                step(name, "one-trunk render", ["render", "-i", inv, "--json"])
+                out = step(name, "one-trunk render", ["render", "-i", inv, "--json"])
+                rendered = json.loads(out)["id"]
+                for _ in range(3):  # nothing changed since that render
+                    step(name, "unchanged diff", ["diff", "-i", inv, "--against", rendered])
                 step(name, "diff after that render", ["diff", "-i", inv, "--against", first[name]])
                 _bump(invs[name], trunk + 2)
                 step(name, "one-trunk diff", ["diff", "-i", inv, "--against", first[name]])
