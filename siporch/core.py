@@ -22,7 +22,6 @@ playbooks and the CLI compare trees the same way.
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import json
 import re
@@ -595,6 +594,8 @@ async def read_bases(
 ) -> dict[str, HostBase]:
     """Read every host (``{name: address}``) at once and resolve its base."""
     names = list(hosts)
+    import asyncio  # here: most commands never read a host
+
     reads = await asyncio.gather(*(reader(h, hosts[h]) for h in names), return_exceptions=True)
     out: dict[str, HostBase] = {}
     for host, read in zip(names, reads, strict=True):

@@ -24,7 +24,6 @@ release's manifest) is read here too (:func:`read_host`): the plan's base
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -245,6 +244,8 @@ async def run(access: HostAccess, remote: str, *, timeout: float, root: bool = F
     not answer in time."""
     argv = access.argv(remote, root=root)
     log.debug("%s: %s", access.host, shlex.join(argv))
+    import asyncio  # here: a command answered from the cache never starts a loop
+
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,

@@ -7,7 +7,6 @@ it for its plugins); what needs the renderer, the release writer or SSH lives he
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,8 @@ def base_release(
             return await read_host(inventory, host, address, timeout)
 
         reader = _read
+    import asyncio
+
     return asyncio.run(read_bases(hosts, reader, lambda rid: read_manifest(out_dir, rid)))
 
 
