@@ -459,3 +459,75 @@ def test_registration_gate_waits_for_the_registration_through_each_edge(
         "2 outbound registration(s) Registered"
     )
     assert sent == ["pjsip send register itsp-b-reg-edge-central-2"] * 2
+
+
+def test_schema_helpers_stamp_what_they_applied(tmp_path: Path) -> None:
+    """records-init and cdr-init with --stamp: the stamp says which schema (its sha256)
+    was applied to which database, once it was with success; cleared first, so a failed
+    run leaves none (the quick deploy then runs it again)."""
+    import hashlib
+    import json
+
+    from siporch.render import asterisk as render_asterisk
+
+    sql = tmp_path / "records.sql"
+    sql.write_text("CREATE TABLE IF NOT EXISTS acc (id INTEGER PRIMARY KEY, callid TEXT);\n")
+    db, stamp = tmp_path / "records" / "records.sqlite", tmp_path / "schema" / "kamailio.json"
+    kam.records_init(db, sql, "", str(stamp))
+    assert json.loads(stamp.read_text()) == {
+        "sha256": hashlib.sha256(sql.read_bytes()).hexdigest(),
+        "db": str(db),
+    }
+    sql.write_text("CREATE TABLE broken (;\n")
+    with pytest.raises(Exception, match="syntax error"):
+        kam.records_init(db, sql, "", str(stamp))
+    assert not stamp.exists()
+
+    release = _asterisk_tree(tmp_path / "pbx")
+    conf = release / "asterisk" / render_asterisk.CDR_FILE
+    cdr = tmp_path / "pbx-records" / "cdr.db"
+    cdr.parent.mkdir()
+    conf.write_text(conf.read_text().replace(render_asterisk.CDR_DB, str(cdr)))
+    stamp = tmp_path / "schema" / "asterisk.json"
+    ast.cdr_init(release, str(stamp))
+    assert json.loads(stamp.read_text()) == {
+        "sha256": hashlib.sha256(conf.read_bytes()).hexdigest(),
+        "db": str(cdr),
+    }
+    conf.unlink()
+    assert "none" in ast.cdr_init(release, str(stamp))
+    assert not stamp.exists()
+
+
+def test_pair_gate(tmp_path: Path) -> None:
+    """The pair's gate (siporch_kamailio.py pair-gate): a peer edge that does not answer
+    SIP is not waited for; the pair's Redis must answer PING within the wait."""
+    cfg = tmp_path / "kamailio.cfg"
+    cfg.write_text(CFG)
+    silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    silent.bind(("127.0.0.1", 0))  # bound, not listening: refused
+    port = silent.getsockname()[1]
+    try:
+        assert kam.pair_gate(cfg, 0, "", ["127.0.0.254"]).startswith("pair: 0 peer edge(s)")
+        with pytest.raises(kam.Failure, match=f"Redis 127.0.0.1:{port} does not answer"):
+            kam.pair_gate(cfg, 0, f"127.0.0.1:{port}", [])
+    finally:
+        silent.close()
+    redis = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    redis.bind(("127.0.0.1", 0))
+    redis.listen(1)
+    port = redis.getsockname()[1]
+
+    def pong() -> None:
+        conn, _ = redis.accept()
+        with conn:
+            assert conn.recv(16) == b"PING\r\n"
+            conn.sendall(b"+PONG\r\n")
+
+    thread = threading.Thread(target=pong)
+    thread.start()
+    try:
+        assert "Redis 127.0.0.1" in kam.pair_gate(cfg, 5, f"127.0.0.1:{port}", [])
+    finally:
+        thread.join()
+        redis.close()

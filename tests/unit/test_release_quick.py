@@ -457,3 +457,157 @@ def test_a_rollback_to_a_release_that_differs_on_the_host_changes_nothing(
     assert os.readlink(rolled / "current") == f"releases/{R2}"
     assert not (rolled / "history").exists()
     assert sorted(str(p) for p in rolled.rglob("*")) == tree  # nothing removed or made
+
+
+def test_a_schema_step_runs_unless_its_schema_was_applied(root: Path, tmp_path: Path) -> None:
+    """A schema step (records.sql, the CDR mapping) is skipped when its file is byte for
+    byte the one its stamp says was applied with success to a database still there; a
+    missing stamp, another file or a database gone runs it."""
+    hostlib = _hostlib()
+    schema, db, stamp = tmp_path / "records.sql", tmp_path / "records.sqlite", tmp_path / "stamp"
+    schema.write_text("CREATE TABLE IF NOT EXISTS acc (id INTEGER);\n")
+    marker = tmp_path / "ran"
+    step = {
+        "name": "Create or upgrade the call-record database",
+        "argv": ["sh", "-c", 'echo x >> "$1"', "sh", str(marker)],
+        "schema": {"file": str(schema), "stamp": str(stamp)},
+    }
+
+    def ran() -> bool:
+        rc, out, err = _quick({"root": str(root), "checks": [OK], "steps": [step]})
+        assert rc == 0 and out["quick"], err
+        skipped = step["name"] in out["skipped"]
+        assert skipped != (step["name"] in out["times"])
+        return not skipped
+
+    assert ran()  # no stamp
+    db.write_text("")
+    hostlib.schema_stamp_write(str(stamp), schema.read_bytes(), str(db))
+    assert not ran()  # the same schema, applied
+    assert marker.read_text() == "x\n"
+    schema.write_text("CREATE TABLE IF NOT EXISTS acc (id INTEGER, callid TEXT);\n")
+    assert ran()  # another schema
+    hostlib.schema_stamp_write(str(stamp), schema.read_bytes(), str(db))
+    assert not ran()
+    db.unlink()
+    assert ran()  # the database gone
+    db.write_text("")
+    stamp.write_text("{not json")
+    assert ran()  # a stamp that cannot be read
+    hostlib.schema_stamp_clear(str(stamp))
+    assert ran()  # cleared (before a helper applies a schema)
+
+
+def _hostlib() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("siporch_hostlib_quick", HOSTLIB)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+FAKE_HELPER = '''
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from siporch_hostlib import Failure, Helper
+
+
+def _fail(a):
+    print("some output")
+    raise Failure("the gate failed: " + a.what)
+
+
+def _crash(a):
+    raise KeyError("boom")
+
+
+def _slow(a):
+    time.sleep(0.3)
+    print("slow done")
+    return "ok"
+
+
+def helper():
+    h = Helper("siporch_fake")
+    h.command("ok", lambda a: "all good")
+    h.command("fail", _fail).add_argument("what")
+    h.command("crash", _crash)
+    h.command("slow", _slow)
+    return h
+
+
+def main(argv):
+    return helper().main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+'''
+
+
+@pytest.fixture
+def fake_helper(tmp_path: Path) -> Path:
+    """A Python helper on the Helper scaffold of siporch_hostlib, installed as the roles
+    install theirs (the scaffold beside it), runnable as a file."""
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    (helpers / "siporch_hostlib.py").write_text(HOSTLIB.read_text())
+    path = helpers / "siporch_fake.py"
+    path.write_text("#!" + sys.executable + "\n" + FAKE_HELPER)
+    path.chmod(0o755)
+    return path
+
+
+def test_gates_in_process_pass_and_fail_as_their_processes_would(
+    root: Path, fake_helper: Path
+) -> None:
+    """A Python helper's gate run by its main() in the call's own process passes and
+    fails as the helper run as a process does: the same failure, by the gate's name, with
+    the same output as the reason (a Failure, bad usage, an exception's traceback); what
+    the gates print never mixes with the call's JSON."""
+    helper = str(fake_helper)
+    gates = [
+        {"name": "ok", "argv": [helper, "ok"]},
+        {"name": "fails", "argv": [helper, "fail", "on purpose"]},
+        {"name": "usage", "argv": [helper, "no-such-command"]},
+        {"name": "slow", "argv": [helper, "slow"], "tries": 2, "delay": 0.05},
+    ]
+    outs = {}
+    for in_process in (False, True):
+        spec = {
+            "root": str(root),
+            "checks": [OK],
+            "gates": [g | {"in_process": in_process} for g in gates],
+        }
+        rc, out, err = _quick(spec)
+        assert rc == 1 and out["quick"] and not out["switched"], err
+        outs[in_process] = out
+    # the failures in the order the gates ended, each by its name
+    for key in ("step", "failed"):
+        assert sorted(outs[True][key].split("; ")) == sorted(outs[False][key].split("; "))
+    assert sorted(outs[True]["step"].split("; ")) == ["fails", "usage"]
+    failed = dict(f.split(": ", 1) for f in outs[True]["failed"].split("; "))
+    assert failed["fails"] == "the gate failed: on purpose"
+    assert "invalid choice: 'no-such-command'" in failed["usage"]
+    crash = {"name": "crash", "argv": [helper, "crash"], "in_process": True}
+    rc, out, _ = _quick({"root": str(root), "checks": [OK], "gates": [crash]})
+    assert rc == 1 and out["step"] == "crash" and "KeyError: 'boom'" in out["reason"]
+
+
+def test_gates_in_process_run_at_once_and_a_missing_file_passes_its_gate(
+    root: Path, fake_helper: Path, tmp_path: Path
+) -> None:
+    helper = str(fake_helper)
+    gates = [
+        {"name": f"slow{n}", "argv": [helper, "slow"], "in_process": True} for n in range(4)
+    ] + [
+        {"name": "no table", "argv": [helper, "fail", "x"], "in_process": True,
+         "if_file": str(tmp_path / "missing")},
+    ]  # fmt: skip
+    rc, out, err = _quick({"root": str(root), "checks": [OK], "gates": gates})
+    assert rc == 0, err
+    assert set(out["gates"]) == {"slow0", "slow1", "slow2", "slow3", "no table"}
+    assert out["times"]["gates"] < 1.0  # four gates of 0.3 s each, at once

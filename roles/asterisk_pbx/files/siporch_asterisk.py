@@ -15,10 +15,12 @@ Subcommands:
   ami-login               log in to AMI with the user and secret of the live manager.conf.
   registrations           every outbound registration is Registered (waits --wait seconds).
   calls                   print the number of active calls.
-  cdr-init [RELEASE_DIR]  prepare siporch's CDR database (cdr_sqlite3_custom_siporch.conf of
+  cdr-init [RELEASE_DIR] [--stamp FILE]
+                          prepare siporch's CDR database (cdr_sqlite3_custom_siporch.conf of
                           the release): its table as Asterisk would create it, indexes on
                           the Call-ID and the start time, and a trigger that deletes the
-                          CDRs older than the model's retention at each insert.
+                          CDRs older than the model's retention at each insert; FILE then
+                          says which mapping was applied (its sha256).
 Asterisk itself is driven with `asterisk -C <asterisk.conf> -rx <command>`.
 Exit status: 0 on success, 1 on a failed check.
 """
@@ -34,7 +36,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # siporch_hostlib beside it
-from siporch_hostlib import Failure, Helper, run
+from siporch_hostlib import Failure, Helper, run, schema_stamp_clear, schema_stamp_write
 
 LIVE_ROOT = "/etc/siporch/current"
 SITE_ETC = "/etc/asterisk"
@@ -365,19 +367,24 @@ def calls(asterisk_conf: Path) -> int:
 CDR_FILE = "cdr_sqlite3_custom_siporch.conf"
 
 
-def cdr_init(release: Path) -> str:
+def cdr_init(release: Path, stamp: str = "") -> str:
     """siporch's CDR database, ready before Asterisk writes to it (idempotent). The table
     has Asterisk's own layout (an ``id`` primary key, then the mapping's columns, untyped),
-    which cdr_sqlite3_custom takes as its own; as the directory's owner (Asterisk's user)."""
+    which cdr_sqlite3_custom takes as its own; as the directory's owner (Asterisk's user).
+    ``stamp``: the file that says, once it is done, which mapping it was made from (the
+    quick deploy skips this when the release's mapping is that one, byte for byte)."""
     import sqlite3
 
+    if stamp:
+        schema_stamp_clear(stamp)
     conf = release / "asterisk" / CDR_FILE
     if not conf.is_file():
         return f"{conf}: none (no siporch CDRs)"
     db = table = ""
     columns: list[str] = []
     days = 0
-    for line in conf.read_text().splitlines():
+    schema = conf.read_bytes()
+    for line in schema.decode().splitlines():
         m = re.fullmatch(r"\[(/[^\]]+)\]\s*", line)
         if m:
             db = m.group(1)
@@ -429,6 +436,8 @@ def cdr_init(release: Path) -> str:
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise Failure(f"cdr-init: {db} could not be prepared")
+    if stamp:
+        schema_stamp_write(stamp, schema, db)
     kept = f"{days} days" if days else "no retention"
     return f"{db}: table {table} ready ({kept})"
 
@@ -449,9 +458,9 @@ def helper() -> Helper:
         "registrations", lambda a: registrations(Path(a.asterisk_conf), a.wait)
     ).add_argument("--wait", type=float, default=30.0)
     h.command("calls", lambda a: calls(Path(a.asterisk_conf)))
-    h.command("cdr-init", lambda a: cdr_init(Path(a.release or a.root))).add_argument(
-        "release", nargs="?", default=None
-    )
+    p = h.command("cdr-init", lambda a: cdr_init(Path(a.release or a.root), a.stamp))
+    p.add_argument("release", nargs="?", default=None)
+    p.add_argument("--stamp", default="")
     return h
 
 

@@ -12,9 +12,14 @@ Subcommands:
                            table are serialised with a lock and spaced by the reload interval.
   dispatcher-check DB      every destination of the dispatcher table DB is loaded in Kamailio.
   options HOST PORT        the edge answers a SIP OPTIONS over UDP.
-  records-init DB SQL [--user U]
+  pair-gate WAIT REDIS [PEER...]
+                           an edge of an active-standby pair: every PEER edge whose Kamailio
+                           answers OPTIONS is active on this edge's DMQ bus, and the pair's
+                           Redis (host:port; none when empty) answers PING, within WAIT s.
+  records-init DB SQL [--user U] [--stamp FILE]
                            create or upgrade the call-record database DB with the schema in
-                           SQL (idempotent); DB and its directory belong to U, mode 0600/0700.
+                           SQL (idempotent); DB and its directory belong to U, mode 0600/0700;
+                           FILE then says which schema was applied (its sha256).
 Exit status: 0 on success, 1 on a failed check, 2 on bad usage.
 """
 
@@ -33,7 +38,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # siporch_hostlib beside it
-from siporch_hostlib import Failure, Helper, run
+from siporch_hostlib import Failure, Helper, run, schema_stamp_clear, schema_stamp_write
 
 LIVE_ROOT = "/etc/siporch/current"
 LOCK_DIR = Path("/run/siporch")
@@ -458,10 +463,60 @@ def options(host: str, port: int, timeout: float, attempts: int) -> str:
     raise Failure(f"no answer to OPTIONS on {host}:{port} after {attempts} attempt(s)")
 
 
-def records_init(db: Path, sql: Path, user: str) -> str:
+def _redis_ping(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except (OSError, ValueError):
+        return False
+
+
+def pair_gate(cfg: Path, wait: float, redis: str, peers: list[str]) -> str:
+    """The shared state of an active-standby pair before its next edge is touched: every
+    peer edge whose Kamailio answers an OPTIONS (one attempt: an edge not deployed yet is
+    not waited for) is on this edge's DMQ bus as active (``dmq.list_nodes``), and the
+    pair's Redis (``host:port``, none when empty) answers PING; each waited for until
+    ``wait`` seconds from the start, polled every second."""
+    end = time.monotonic() + wait
+    on_bus = 0
+    for peer in peers:
+        try:
+            options(peer, 5060, 1.0, 1)
+        except (Failure, OSError):
+            continue
+        active = re.compile('"host":"' + re.escape(peer) + '"[^}]*"status":"active"')
+        while True:
+            try:
+                nodes = json.dumps(rpc(cfg, "dmq.list_nodes"), indent=1)
+            except (Failure, OSError, ValueError):
+                nodes = ""
+            if active.search(nodes.replace(" ", "").replace("\n", "")):
+                break
+            if time.monotonic() >= end:
+                raise Failure(f"edge {peer} is not on the DMQ bus")
+            time.sleep(1)
+        on_bus += 1
+    if not redis:
+        return f"pair: {on_bus} peer edge(s) on the DMQ bus"
+    while not _redis_ping(redis):
+        if time.monotonic() >= end:
+            raise Failure(f"Redis {redis} does not answer")
+        time.sleep(1)
+    return f"pair: {on_bus} peer edge(s) on the DMQ bus, Redis {redis} answers"
+
+
+def records_init(db: Path, sql: Path, user: str, stamp: str = "") -> str:
     """The call-record database, outside every release: created (or upgraded: the schema is
-    idempotent) and readable by root and Kamailio's user only."""
+    idempotent) and readable by root and Kamailio's user only. ``stamp``: the file that
+    says, once it is done, which schema was applied (the quick deploy skips this when the
+    release's schema is that one, byte for byte)."""
     import sqlite3
+
+    schema = sql.read_bytes()
+    if stamp:
+        schema_stamp_clear(stamp)
 
     uid = gid = 0
     if user:
@@ -476,7 +531,7 @@ def records_init(db: Path, sql: Path, user: str) -> str:
     try:
         con = sqlite3.connect(str(db), timeout=30)
         try:
-            con.executescript(sql.read_text())
+            con.executescript(schema.decode())
             con.commit()
         finally:
             con.close()
@@ -486,6 +541,8 @@ def records_init(db: Path, sql: Path, user: str) -> str:
         if path.exists():
             os.chown(path, uid, gid)
             os.chmod(path, 0o600)
+    if stamp:
+        schema_stamp_write(stamp, schema, str(db))
     return f"call records in {db}"
 
 
@@ -556,11 +613,20 @@ def helper() -> Helper:
     p.add_argument("port", type=int)
     p.add_argument("--timeout", type=float, default=1.0)
     p.add_argument("--attempts", type=int, default=5)
+    p = h.command(
+        "pair-gate", lambda a: pair_gate(cfg(a), a.wait, a.redis, list(a.peers))
+    )
+    p.add_argument("wait", type=float)
+    p.add_argument("redis")
+    p.add_argument("peers", nargs="*")
     h.command("set-release", lambda a: set_release(cfg(a)))
-    p = h.command("records-init", lambda a: records_init(Path(a.db), Path(a.sql), a.user))
+    p = h.command(
+        "records-init", lambda a: records_init(Path(a.db), Path(a.sql), a.user, a.stamp)
+    )
     p.add_argument("db")
     p.add_argument("sql")
     p.add_argument("--user", default="")
+    p.add_argument("--stamp", default="")
     p = h.command(
         "records-init-pg", lambda a: records_init_pg(Path(a.host_cfg), Path(a.sql))
     )

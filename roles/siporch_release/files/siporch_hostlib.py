@@ -16,8 +16,10 @@ error of the system: a file, a socket, a command), 2 on bad usage (argparse).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -38,6 +40,36 @@ def sha256_file(path: str) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def schema_stamp_write(stamp: str, schema: bytes, db: str) -> None:
+    """Say that the schema ``schema`` (the bytes of its file) was applied to the database
+    ``db`` with success: ``stamp`` holds their sha256 and the database's path (JSON,
+    written whole or not at all)."""
+    os.makedirs(os.path.dirname(stamp) or ".", 0o755, exist_ok=True)
+    tmp = stamp + ".new"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({"sha256": hashlib.sha256(schema).hexdigest(), "db": db}, fh)
+    os.replace(tmp, stamp)
+
+
+def schema_stamp_clear(stamp: str) -> None:
+    """Before a schema is applied: until it has been with success, no stamp says so."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(stamp)
+
+
+def schema_applied(stamp: str, schema: str) -> bool:
+    """Whether the schema file ``schema`` is byte for byte the one last applied with
+    success to a database that is still there (``stamp``, :func:`schema_stamp_write`).
+    A missing or unreadable stamp or schema, another checksum, a database gone: no."""
+    try:
+        with open(stamp, encoding="utf-8") as fh:
+            done = json.load(fh)
+        db = done["db"]
+        return bool(db) and done["sha256"] == sha256_file(schema) and os.path.isfile(db)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def run(

@@ -17,8 +17,10 @@ reloads apply), with the text of siporch_hostlib.py first and the spec between t
                        "remove": [paths],
                        "tree_checks": [{"name", "argv"} | {"name", "db_text": dir}]}
                    | {"id", "stored": true, "checksum", "kind", "tree_checks"},
-     "steps": [{"name", "argv"}],        in order, once the release is in place
-     "gates": [{"name", "argv", "tries", "delay"}],   together, each retried
+     "steps": [{"name", "argv", "if_file", "schema": {"file", "stamp"}}],
+                                         in order, once the release is in place
+     "gates": [{"name", "argv", "tries", "delay", "in_process", "if_file"}],
+                                         together, each retried
      "prune": [ids]}                     removed once the gates have passed
 
 1. The checks (the daemons' installs in place, the daemons running): one that fails
@@ -37,11 +39,18 @@ reloads apply), with the text of siporch_hostlib.py first and the spec between t
    says, then the tree checks; else nothing is changed (the release is left as it is) and
    the host goes step by step. Nothing is made or copied.
 3. The steps (schemas, reloads, telling Kamailio its release), then the health gates,
-   all at once: each is retried until it passes or its tries are spent.
+   all at once: each is retried until it passes or its tries are spent. A step or a gate
+   with "if_file" is skipped (a gate: passed) when that file is missing. A schema step
+   ("schema") is skipped when its file is byte for byte the one last applied with success
+   to a database that is still there (the stamp its helper wrote: sha256 and database);
+   a missing or other stamp runs it. A gate "in_process" is a Python helper (argv[0], with
+   a main(argv) as siporch_hostlib's Helper has) run in this process, in the gate's own
+   thread, its output captured as its process's would be: no Python started per gate.
 4. Releases to prune are removed.
 
-Prints {"quick": true, "switched": bool, "gates": {name: seconds}, "times": {part: seconds}}
-on success (the checks, the release made and switched, each step). A failed
+Prints {"quick": true, "switched": bool, "gates": {name: seconds}, "times": {part: seconds},
+"skipped": [step names]} on success (the checks, the release made and switched, each step
+run, the gates together). A failed
 switch, step or gate prints {"quick": true, "switched": bool, "failed": "<name>: <output>",
 "step": "<name>", "reason": "<output>"} (of gates that failed, each, "; " between them) and
 exits 1 (the playbook's rescue puts the host back and records the step and the reason).
@@ -62,7 +71,7 @@ import time
 
 if "run" not in globals():  # run as a file, beside the scaffold
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from siporch_hostlib import run, sha256_file
+    from siporch_hostlib import run, schema_applied, sha256_file
 
 GATE_TIMEOUT = 300.0
 
@@ -257,16 +266,103 @@ def _switch(root, spec):
         fh.write("{} {} {}\n".format(stamp, spec.get("kind") or "deploy", new))
 
 
+def _skip_step(item):
+    """Whether a step need not run: its file is missing ("if_file"), or it applies a
+    schema ("schema": {"file", "stamp"}) whose file is byte for byte the one last applied
+    with success to a database that is still there (its stamp, written by the helper that
+    applied it). A missing or other stamp runs it."""
+    if item.get("if_file") and not os.path.isfile(item["if_file"]):
+        return True
+    schema = item.get("schema")
+    return bool(schema) and schema_applied(schema["stamp"], schema["file"])
+
+
+class _ThreadOutput:
+    """sys.stdout or sys.stderr while the gates run in this process: what a gate's thread
+    writes goes to that gate's buffer, what any other thread writes to the stream."""
+
+    def __init__(self, stream, local, attr):
+        self._stream, self._local, self._attr = stream, local, attr
+
+    def write(self, text):
+        buf = getattr(self._local, self._attr, None)
+        return (buf if buf is not None else self._stream).write(text)
+
+    def flush(self):
+        if getattr(self._local, self._attr, None) is None:
+            self._stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+_OUTPUT = threading.local()
+_HELPERS = {}
+_HELPERS_LOCK = threading.Lock()
+
+
+def _helper_module(path):
+    """The Python helper at ``path`` (siporch_kamailio.py, ...), imported once."""
+    with _HELPERS_LOCK:
+        if path not in _HELPERS:
+            import importlib.util
+
+            name = "siporch_gate_" + re.sub(r"\W", "_", os.path.basename(path)[:-3])
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            _HELPERS[path] = module
+        return _HELPERS[path]
+
+
+class _Ran:
+    """What a helper run in this process left: as subprocess.run's result, for _tail."""
+
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def _run_in_process(argv):
+    """``argv`` (a Python helper and its arguments) run by the helper's main() in this
+    thread, its output captured: as its own process would exit (0, 1, argparse's 2;
+    an exception's traceback on stderr and 1)."""
+    import io
+    import traceback
+
+    out, err = io.StringIO(), io.StringIO()
+    _OUTPUT.stdout, _OUTPUT.stderr = out, err
+    try:
+        try:
+            code = _helper_module(argv[0]).main(argv[1:])
+        except SystemExit as exc:
+            code = exc.code
+            if code is not None and not isinstance(code, int):
+                err.write(str(code) + "\n")
+                code = 1
+        except Exception:
+            err.write(traceback.format_exc())
+            code = 1
+    finally:
+        _OUTPUT.stdout = _OUTPUT.stderr = None
+    return _Ran(code or 0, out.getvalue(), err.getvalue())
+
+
 def _gate(item, results):
     tries = max(1, int(item.get("tries", 1)))
     delay = float(item.get("delay", 1))
     started = time.monotonic()
+    if item.get("if_file") and not os.path.isfile(item["if_file"]):
+        results[item["name"]] = (True, "", time.monotonic() - started)
+        return
     proc = None
     for attempt in range(tries):
         if attempt:
             time.sleep(delay)
         try:
-            proc = run(_argv(item), timeout=GATE_TIMEOUT)
+            if item.get("in_process"):
+                proc = _run_in_process(_argv(item))
+            else:
+                proc = run(_argv(item), timeout=GATE_TIMEOUT)
         except Exception as exc:
             results[item["name"]] = (False, str(exc), time.monotonic() - started)
             return
@@ -274,6 +370,28 @@ def _gate(item, results):
             results[item["name"]] = (True, "", time.monotonic() - started)
             return
     results[item["name"]] = (False, _tail(proc), time.monotonic() - started)
+
+
+def _gates(gates):
+    """The gates, all at once, each in a thread of its own (a Python helper's gate,
+    "in_process", runs its main() in that thread; any other gate, its command); each
+    retried until it passes or its tries are spent. {name: (passed, output, seconds)}."""
+    results = {}
+    threads = [threading.Thread(target=_gate, args=(item, results), daemon=True) for item in gates]
+    saved = sys.stdout, sys.stderr
+    sys.stdout = _ThreadOutput(saved[0], _OUTPUT, "stdout")
+    sys.stderr = _ThreadOutput(saved[1], _OUTPUT, "stderr")
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + max(
+            [GATE_TIMEOUT * max(1, int(g.get("tries", 1))) for g in gates] or [0]
+        )
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+    finally:
+        sys.stdout, sys.stderr = saved
+    return dict(results)
 
 
 def main():
@@ -320,8 +438,12 @@ def main():
             return failed("switch to {}".format(spec["switch"].get("id")), str(exc))
         switched = True
         times["release made, checked, switched"] = round(time.monotonic() - started, 3)
+    skipped = []
     for item in spec.get("steps", []):
         started = time.monotonic()
+        if _skip_step(item):
+            skipped.append(item["name"])
+            continue
         try:
             proc = run(_argv(item), timeout=GATE_TIMEOUT)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -329,14 +451,9 @@ def main():
         if proc.returncode != 0:
             return failed(item["name"], _tail(proc))
         times[item["name"]] = round(time.monotonic() - started, 3)
-    results = {}
-    threads = [
-        threading.Thread(target=_gate, args=(item, results)) for item in spec.get("gates", [])
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    started = time.monotonic()
+    results = _gates(spec.get("gates", []))
+    times["gates"] = round(time.monotonic() - started, 3)
     bad = [(name, why) for name, (ok, why, _) in results.items() if not ok]
     bad += [(g["name"], "no result") for g in spec.get("gates", []) if g["name"] not in results]
     if bad:
@@ -355,6 +472,7 @@ def main():
                 "switched": switched,
                 "gates": {name: round(r[2], 3) for name, r in results.items()},
                 "times": times,
+                "skipped": skipped,
             }
         )
     )
