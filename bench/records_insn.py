@@ -19,10 +19,11 @@ workers' and the writer's counts repeat to within about 1% from run to run; the 
 timer processes: the probes of 1,000 trunks every few seconds) moves by up to 10% of a
 call's total, so compare workers and writer, not the totals. A run in which SIPp lost a
 call (the edge under valgrind starved of CPU by other work: a lost call is retransmitted
-and counted in part) is refused: run it on a quiet machine. ``--writer-interval``: the
-writer's round for every edge (default 5 s; the template's 0.1 s would make each round
-write one or two rows a statement at valgrind's speed, where an edge at full load writes
-16).
+and counted in part) is refused: run it on a quiet machine. ``--writer-interval US``: the
+writer's round for every edge in microseconds (default: the template's 0.1 s, at which,
+at valgrind's speed, each round writes one or two rows a statement, where an edge at full
+load writes 16: the writer's count is then an upper bound; about 5 s gives full load's
+batches).
 
 ROOT is a root file system with Kamailio (the lab's, /var/cache/siporch/rootfs/<key>) and
 valgrind: the lab root has no valgrind, so use an overlay of it with valgrind installed:
@@ -258,9 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", choices=("sqlite",), default="sqlite")
     p.add_argument("--json", type=Path)
     p.add_argument(
-        "--writer-interval", type=int, default=5_000_000,
-        help="the records writer's round in microseconds for every edge of the run (0: the "
-        "template's 0.1 s); default 5 s: about the rows per statement of an edge at full load",
+        "--writer-interval", type=int, default=0,
+        help="the records writer's round in microseconds for every edge of the run (default "
+        "0: the template's 0.1 s); about 5000000 gives the rows per statement of full load",
     )  # fmt: skip
     p.add_argument(
         "--top", type=int, default=0,
