@@ -430,14 +430,8 @@ CHANGES = {
 }
 
 
-@pytest.mark.parametrize("change", sorted(CHANGES))
-def test_the_cached_path_falls_back_when_an_inventory_input_changes(
-    inv: Path, change: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """An unchanged inventory is answered from the cache without reading the model; any
-    change of a file Ansible reads for it (the model, the vault, its password file, a
-    group_vars or host_vars file) reads the inventory again."""
-    from siporch.errors import ModelError
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Each full read of an inventory (loader.load_model) from now on, one entry each."""
     from siporch.model import loader
 
     reads: list[object] = []
@@ -448,6 +442,21 @@ def test_the_cached_path_falls_back_when_an_inventory_input_changes(
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(loader, "load_model", counted)
+    return reads
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_the_cached_path_falls_back_when_an_inventory_input_changes(
+    inv: Path, change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unchanged inventory is answered from the cache without reading the model; any
+    change of a file Ansible reads for it (the model, the vault, its password file, a
+    group_vars or host_vars file) reads the inventory again."""
+    from siporch.errors import ModelError
+    from siporch.model import loader
+
+    real = loader.load_model
+    reads = _count_reads(monkeypatch)
     cache.load_model(inv)
     assert len(reads) == 1
     hit = cache.load_model(inv)
@@ -472,7 +481,6 @@ def test_the_cached_path_falls_back_when_siporch_changes(
     """Another siporch version, template or source file: the model is read again and
     every host rendered again (the cache's keys hash all three)."""
     from siporch import resources
-    from siporch.model import loader
     from siporch.release import cached_render
 
     templates = tmp_path / "templates"
@@ -494,14 +502,7 @@ def test_the_cached_path_falls_back_when_siporch_changes(
         cache.code_hash.cache_clear()
         assert cache.code_hash() != before[0]
         assert cache.render_key(first.model_hash) != before[1]
-        reads: list[object] = []
-        real = loader.load_model
-
-        def counted(*args: object, **kwargs: object) -> object:
-            reads.append(args)
-            return real(*args, **kwargs)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(loader, "load_model", counted)
+        reads = _count_reads(monkeypatch)
         again = cache.load_model(inv)
         assert len(reads) == 1, "another siporch must read the inventory again"
         assert again.model_hash == first.model_hash
