@@ -331,9 +331,10 @@ def _cached_loaded_class() -> type:
 
         def __init__(self, blob: bytes, facts: Facts, **fields: Any) -> None:
             self._blob, self._model, self.facts = blob, None, facts
-            super().__init__(model=None, **fields)
+            # the model is a property here (unpickled on first use), not the field
+            super().__init__(model=None, **fields)  # type: ignore[arg-type]
 
-        @property  # type: ignore[override]
+        @property
         def model(self) -> Any:
             if self._model is None:
                 with gcpause.paused():
