@@ -390,6 +390,38 @@ def test_registration_gate_sends_register_again_while_not_registered(
     assert sent == [0.0, 2.0]  # at once, then 2 s later; not at every 1 s poll
 
 
+def test_registration_gate_leaves_a_register_asterisk_has_scheduled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As Asterisk 22 does in the lab: `pjsip send register` unregisters a registration
+    and schedules its REGISTER some 5-6 s later; another send before then starts that over.
+    The gate nudges the one whose retry is far off (exp. 293s) and then leaves it to
+    Asterisk's own attempt (exp. 5s ... 1s), which registers it."""
+    clock = [0.0]
+    reg: dict[str, float | str] = {"state": "Rejected", "at": 293.0}
+    sent: list[float] = []
+
+    def cli(_conf: Path, command: str) -> str:
+        if reg["state"] != "Registered" and clock[0] >= float(reg["at"]):
+            reg["state"] = "Registered"
+        if command == "pjsip show registrations":
+            left = max(1, int(float(reg["at"]) - clock[0]))
+            return _registration_table(f"{reg['state']}        (exp. {left}s)")
+        assert command == "pjsip send register itsp-b-reg", command
+        sent.append(clock[0])
+        reg.update(state="Unregistered", at=clock[0] + 6.0)
+        return ""
+
+    monkeypatch.setattr(ast, "_cli", cli)
+    monkeypatch.setattr(ast.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(ast.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s + 0.1))
+    assert ast.registrations(Path("/etc/asterisk/asterisk.conf"), 20) == (
+        "1 outbound registration(s) Registered"
+    )
+    assert sent == [0.0]
+    assert ast._next_attempt("(exp. 293s)") == 293 and ast._next_attempt("") is None
+
+
 def test_registration_gate_fails_naming_the_registration(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [0.0]
     monkeypatch.setattr(

@@ -312,12 +312,29 @@ def _cli(asterisk_conf: Path, command: str) -> str:
 #: fatal answer).
 NUDGE_EVERY_S = 5.0
 
+#: A registration whose next attempt Asterisk has scheduled within this many seconds
+#: ("(exp. 5s)") is left to it. `pjsip send register` on a registration that is
+#: Registered unregisters it and schedules the REGISTER some seconds later (Asterisk 22):
+#: sending it again before then starts that wait over, and a gate that did so every
+#: NUDGE_EVERY_S seconds kept it Unregistered to the end.
+NUDGE_IF_LATER_S = 10.0
+
+_EXPIRES = re.compile(r"\(exp\.\s*(\d+)s\)")
+
+
+def _next_attempt(rest: str) -> int | None:
+    """Seconds until Asterisk's next attempt of a registration, from the rest of its row
+    of `pjsip show registrations` ("(exp. 5s)"); None when the row does not say."""
+    m = _EXPIRES.search(rest)
+    return int(m.group(1)) if m else None
+
 
 def registrations(asterisk_conf: Path, wait: float) -> str:
     """Wait until every outbound registration is Registered. One that is not (rejected or
     failed before, waiting for its retry interval) is sent a REGISTER at once, and again
     every NUDGE_EVERY_S seconds while it stays so, so the wait measures the registrar's
-    answer, not Asterisk's retry timer.
+    answer, not Asterisk's retry timer; one whose next attempt is due within
+    NUDGE_IF_LATER_S seconds is left to Asterisk.
 
     Every registration counts by itself: a trunk of an active-active site registers once
     through each edge (``<trunk>-reg-<edge>``), and the gate waits for each of them, so a
@@ -335,6 +352,7 @@ def registrations(asterisk_conf: Path, wait: float) -> str:
             if re.match(r"^\s+\S+/\S+\s+\S+\s+\S+", line) and "<Registration" not in line
         ]
         states = {row[0]: row[2] for row in rows if len(row) >= 3}
+        due = {row[0]: _next_attempt(" ".join(row[3:])) for row in rows if len(row) >= 3}
         bad = {name: state for name, state in states.items() if state != "Registered"}
         if not bad:
             return f"{len(states)} outbound registration(s) Registered"
@@ -342,7 +360,8 @@ def registrations(asterisk_conf: Path, wait: float) -> str:
         if nudged_at is None or now - nudged_at >= NUDGE_EVERY_S:
             nudged_at = now
             for name in sorted(bad):
-                if bad[name] in ("Rejected", "Unregistered", "Stopped"):
+                soon = due[name] is not None and due[name] <= NUDGE_IF_LATER_S
+                if bad[name] in ("Rejected", "Unregistered", "Stopped") and not soon:
                     out = _cli(asterisk_conf, f"pjsip send register {name.split('/')[0]}")
                     if "Unable to retrieve registration" in out and not reloaded:
                         # after `pjsip send unregister` Asterisk keeps the registration but
