@@ -7,7 +7,8 @@ Subcommands:
                           key of the section is an option that this rtpengine knows; the
                           rtpengine is a supported version (10.5 or newer).
   ping                    the ng control port of the live config answers `ping`.
-  sessions                print the number of sessions rtpengine carries now.
+  sessions                print the number of sessions rtpengine carries now (a foreign
+                          session counts while its call is in its edge's Redis database).
 Exit status: 0 on success, 1 on a failed check.
 """
 
@@ -158,7 +159,75 @@ def ng(conf: Path, command: dict[str, object], timeout: float = 2.0) -> dict[str
     raise Failure(f"rtpengine ng on {host}:{port} does not answer")
 
 
+class _Redis:
+    """The few Redis commands the guard needs (RESP over a socket; no client library)."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.reader = self.sock.makefile("rb")
+
+    def __enter__(self) -> _Redis:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.reader.close()
+        self.sock.close()
+
+    def call(self, *args: bytes) -> object:
+        """One command, its reply: an int, bytes or None; an error reply raises Failure."""
+        head = b"*%d\r\n" % len(args)
+        self.sock.sendall(head + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
+        line = self.reader.readline()
+        if not line.endswith(b"\r\n"):
+            raise OSError("Redis closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"-":
+            raise Failure(f"Redis: {rest.decode(errors='replace')}")
+        if kind == b":":
+            return int(rest)
+        if kind == b"+":
+            return rest
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self.reader.read(n + 2)[:-2]
+        raise Failure(f"Redis: unexpected reply {line[:40]!r}")
+
+
+def _redis_target(value: str) -> tuple[str | None, str, int, int]:
+    """(password, host, port, db) of rtpengine's ``redis = [PW@]HOST:PORT/DB``."""
+    password, _, rest = value.strip().rpartition("@")
+    hostport, _, db = rest.partition("/")
+    host, _, port = hostport.rpartition(":")
+    return password or None, host.strip("[]"), int(port), int(db or 0)
+
+
+def replicated(conf: Path, callids: list[bytes], timeout: float = 2.0) -> int:
+    """How many of ``callids`` still have their key (rtpengine's key is the call-id) in one
+    of the databases this rtpengine follows (``subscribe-keyspace``): the other edges'
+    live calls. A foreign session whose key is gone is a replica whose deletion this
+    rtpengine never saw (it was not subscribed then, or Redis lost the notification); it
+    carries no call."""
+    section = _read(conf)
+    dbs = [int(d) for d in re.split(r"[;,\s]+", section.get("subscribe-keyspace", "")) if d]
+    if not dbs or not callids:
+        return 0
+    password, host, port, _ = _redis_target(section.get("redis", ""))
+    live = 0
+    with _Redis(host, port, timeout) as redis:
+        if password:
+            redis.call(b"AUTH", password.encode())
+        for db in dbs:
+            redis.call(b"SELECT", str(db).encode())
+            for i in range(0, len(callids), 500):
+                count = redis.call(b"EXISTS", *callids[i : i + 500])
+                live += count if isinstance(count, int) else 0
+    return live
+
+
 def sessions(conf: Path) -> int:
+    """The sessions that carry calls: rtpengine's own, and the foreign ones (replicas of
+    another edge's calls, through Redis) whose call is still in that edge's database.
+    When Redis cannot be asked, every foreign session counts."""
     reply = ng(conf, {"command": "statistics"})
     stats = reply.get("statistics")
     if isinstance(stats, dict):
@@ -167,7 +236,18 @@ def sessions(conf: Path) -> int:
             own = current.get("sessionsown", 0)
             foreign = current.get("sessionsforeign", 0)
             if isinstance(own, int) and isinstance(foreign, int):
-                return own + foreign
+                if foreign == 0:
+                    return own
+                listed = ng(conf, {"command": "list", "limit": "100000"}).get("calls")
+                if not isinstance(listed, list):
+                    return own + foreign
+                ids = [c if isinstance(c, bytes) else str(c).encode() for c in listed]
+                try:
+                    live = replicated(conf, ids)
+                except (OSError, ValueError, Failure) as exc:
+                    print(f"rtpengine: foreign sessions not checked in Redis: {exc}", file=sys.stderr)
+                    return own + foreign
+                return own + min(foreign, live)
     listed = ng(conf, {"command": "list", "limit": "100000"}).get("calls")
     if isinstance(listed, list):
         return len(listed)
