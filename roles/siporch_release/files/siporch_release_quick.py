@@ -266,12 +266,17 @@ def _switch(root, spec):
         fh.write("{} {} {}\n".format(stamp, spec.get("kind") or "deploy", new))
 
 
+def _file_missing(item):
+    """Whether a step's or gate's "if_file" is named and missing (it is then skipped)."""
+    return bool(item.get("if_file")) and not os.path.isfile(item["if_file"])
+
+
 def _skip_step(item):
     """Whether a step need not run: its file is missing ("if_file"), or it applies a
     schema ("schema": {"file", "stamp"}) whose file is byte for byte the one last applied
     with success to a database that is still there (its stamp, written by the helper that
     applied it). A missing or other stamp runs it."""
-    if item.get("if_file") and not os.path.isfile(item["if_file"]):
+    if _file_missing(item):
         return True
     schema = item.get("schema")
     return bool(schema) and schema_applied(schema["stamp"], schema["file"])
@@ -351,7 +356,7 @@ def _gate(item, results):
     tries = max(1, int(item.get("tries", 1)))
     delay = float(item.get("delay", 1))
     started = time.monotonic()
-    if item.get("if_file") and not os.path.isfile(item["if_file"]):
+    if _file_missing(item):
         results[item["name"]] = (True, "", time.monotonic() - started)
         return
     proc = None
@@ -455,7 +460,8 @@ def main():
     results = _gates(spec.get("gates", []))
     times["gates"] = round(time.monotonic() - started, 3)
     bad = [(name, why) for name, (ok, why, _) in results.items() if not ok]
-    bad += [(g["name"], "no result") for g in spec.get("gates", []) if g["name"] not in results]
+    late = "no result after {:.0f} s".format(time.monotonic() - started)
+    bad += [(g["name"], late) for g in spec.get("gates", []) if g["name"] not in results]
     if bad:
         return failed(
             "; ".join(n for n, _ in bad),
