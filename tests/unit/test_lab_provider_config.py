@@ -151,7 +151,10 @@ python3 {recorder} 5099 {dir}/received.jsonl & REC=$!
 sipp -sf {scenarios}/uas_provider.xml -i 127.0.0.1 -p 5080 -t u1 -mi 127.0.60.1 -nostdin \
   >/dev/null 2>&1 & UAS=$!
 kamailio -DD -E -f {dir}/kamailio.cfg -Y {dir} -m 32 -M 8 > {dir}/kamailio.log 2>&1 & KAM=$!
-for i in $(seq 50); do ss -ltn | grep -q 127.0.60.1:5060 && break; sleep 0.1; done
+# each listening before the first request (up to 60 s: a loaded machine starts them slowly)
+up() {{ ss -ltn | grep -q 127.0.60.1:5060 && ss -lun | grep -q 127.0.0.1:5099 \
+  && ss -lun | grep -q 127.0.0.1:5080; }}
+for i in $(seq 600); do up && break; sleep 0.1; done
 uac() {{ sipp -nostdin -m 1 -timeout 20s -timeout_error -recv_timeout 10000 "$@" >/dev/null 2>&1; echo $?; }}
 echo "register $(uac -sf {scenarios}/register_auth.xml -i 127.0.10.1 -p 25091 \
   -au siporch-central -ap lab-itsp-c-secret 127.0.60.1:5060)"
