@@ -565,6 +565,55 @@ def test_pair_gate(tmp_path: Path) -> None:
         redis.close()
 
 
+def test_pair_gate_leaves_a_peer_without_dmq_alone(tmp_path: Path) -> None:
+    """A peer edge that answers SIP but whose DMQ port is closed runs a release without
+    the pair (a site that gets its pair in this deploy, the peer's turn not come yet): it
+    is not waited for on the bus. One whose DMQ port listens is, and fails the gate when
+    it is not on it."""
+    release = tmp_path / "kamailio"
+    release.mkdir()
+    cfg = release / "kamailio.cfg"
+    cfg.write_text(CFG)
+    peer = "127.0.0.77"
+    sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sip.bind((peer, 5060))
+    except OSError:
+        sip.close()
+        pytest.skip(f"{peer}:5060 is in use")
+    stop = threading.Event()
+
+    def answer() -> None:
+        sip.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                data, addr = sip.recvfrom(65535)
+            except TimeoutError:
+                continue
+            call_id = [x for x in data.decode().split("\r\n") if x.startswith("Call-ID:")]
+            sip.sendto(("SIP/2.0 200 OK\r\n" + call_id[0] + "\r\n\r\n").encode(), addr)
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    dmq = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dmq.bind((peer, 0))
+    port = dmq.getsockname()[1]
+    try:
+        (release / "host.cfg").write_text(f"#!define DMQ_PORT {port}\n")
+        with pytest.raises(kam.Failure, match=f"edge {peer} is not on the DMQ bus"):
+            kam.pair_gate(cfg, 0, "", [peer])  # its DMQ port listens: waited for
+        dmq.close()  # now closed: a peer whose release has no pair yet
+        assert kam.pair_gate(cfg, 0, "", [peer]).startswith("pair: 0 peer edge(s)")
+        assert kam._dmq_port(cfg) == port
+        (release / "host.cfg").write_text("#!define WITH_RECORDS\n")
+        assert kam._dmq_port(cfg) is None
+    finally:
+        stop.set()
+        thread.join()
+        sip.close()
+        dmq.close()
+
+
 def test_rtpengine_redis_target_reads_rtpengines_form() -> None:
     """``redis = [PW@]HOST:PORT/DB`` as rtpengine reads it (the guard asks the databases it
     follows whether a foreign session's call is still there)."""

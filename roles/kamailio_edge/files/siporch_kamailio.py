@@ -473,18 +473,53 @@ def _redis_ping(address: str) -> bool:
         return False
 
 
+def _dmq_port(cfg: Path) -> int | None:
+    """This edge's DMQ port (``DMQ_PORT`` of the host.cfg beside its kamailio.cfg): the
+    pair's, the same on each of its edges. None when this edge runs no DMQ."""
+    try:
+        text = (cfg.parent / "host.cfg").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^#!define DMQ_PORT (\d+)\s*$", text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def _dmq_closed(peer: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether ``peer`` says its DMQ port is closed: a CRLF keepalive (which Kamailio
+    drops without an answer) sent to it comes back as ICMP port unreachable. An edge
+    that answers SIP but runs a release without the pair (a site that gets its pair
+    in this deploy, the edge's turn not come yet) listens on no DMQ port. A port that
+    listens, or a peer that says nothing, is not closed."""
+    family = socket.AF_INET6 if ":" in peer else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect((peer, port))
+            sock.send(b"\r\n\r\n")
+            sock.recv(64)
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False
+    return False
+
+
 def pair_gate(cfg: Path, wait: float, redis: str, peers: list[str]) -> str:
     """The shared state of an active-standby pair before its next edge is touched: every
     peer edge whose Kamailio answers an OPTIONS (one attempt: an edge not deployed yet is
-    not waited for) is on this edge's DMQ bus as active (``dmq.list_nodes``), and the
-    pair's Redis (``host:port``, none when empty) answers PING; each waited for until
-    ``wait`` seconds from the start, polled every second."""
+    not waited for) and listens on the pair's DMQ port (an edge that runs a release
+    without the pair yet is not waited for either) is on this edge's DMQ bus as active
+    (``dmq.list_nodes``), and the pair's Redis (``host:port``, none when empty) answers
+    PING; each waited for until ``wait`` seconds from the start, polled every second."""
     end = time.monotonic() + wait
     on_bus = 0
+    dmq_port = _dmq_port(cfg)
     for peer in peers:
         try:
             options(peer, 5060, 1.0, 1)
         except (Failure, OSError):
+            continue
+        if dmq_port is not None and _dmq_closed(peer, dmq_port):
             continue
         active = re.compile('"host":"' + re.escape(peer) + '"[^}]*"status":"active"')
         while True:

@@ -460,7 +460,7 @@ def main():
     results = _gates(spec.get("gates", []))
     times["gates"] = round(time.monotonic() - started, 3)
     bad = [(name, why) for name, (ok, why, _) in results.items() if not ok]
-    late = "no result after {:.0f} s".format(time.monotonic() - started)
+    late = f"no result after {time.monotonic() - started:.0f} s"
     bad += [(g["name"], late) for g in spec.get("gates", []) if g["name"] not in results]
     if bad:
         return failed(
