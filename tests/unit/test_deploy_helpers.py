@@ -422,6 +422,29 @@ def test_registration_gate_leaves_a_register_asterisk_has_scheduled(
     assert ast._next_attempt("(exp. 293s)") == 293 and ast._next_attempt("") is None
 
 
+def test_registration_gate_sends_one_whose_scheduled_attempt_never_comes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A registration that shows an attempt due soon (exp. 3s) but stays Unregistered (its
+    countdown starts over, no REGISTER leaves) is left to Asterisk for a while only: the
+    gate sends one after NUDGE_IF_LATER_S + NUDGE_EVERY_S seconds, which registers it."""
+    clock = [0.0]
+    sent: list[float] = []
+
+    def cli(_conf: Path, command: str) -> str:
+        if command == "pjsip show registrations":
+            state = "Registered" if sent else "Unregistered     (exp. 3s)"
+            return _registration_table(state)
+        sent.append(clock[0])
+        return ""
+
+    monkeypatch.setattr(ast, "_cli", cli)
+    monkeypatch.setattr(ast.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(ast.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    assert "Registered" in ast.registrations(Path("/etc/asterisk/asterisk.conf"), 30)
+    assert len(sent) == 1 and 15.0 <= sent[0] <= 20.0, sent
+
+
 def test_registration_gate_fails_naming_the_registration(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [0.0]
     monkeypatch.setattr(

@@ -344,6 +344,7 @@ def registrations(asterisk_conf: Path, wait: float) -> str:
     deadline = time.monotonic() + wait
     nudged_at: float | None = None
     reloaded = False
+    left: dict[str, float] = {}
     while True:
         text = _cli(asterisk_conf, "pjsip show registrations")
         rows = [
@@ -360,15 +361,21 @@ def registrations(asterisk_conf: Path, wait: float) -> str:
         if nudged_at is None or now - nudged_at >= NUDGE_EVERY_S:
             nudged_at = now
             for name in sorted(bad):
+                if bad[name] not in ("Rejected", "Unregistered", "Stopped"):
+                    continue
+                # left to Asterisk while its attempt is due soon, but not for ever: one
+                # whose countdown never ends in a REGISTER is sent one after a while
                 soon = due[name] is not None and due[name] <= NUDGE_IF_LATER_S
-                if bad[name] in ("Rejected", "Unregistered", "Stopped") and not soon:
-                    out = _cli(asterisk_conf, f"pjsip send register {name.split('/')[0]}")
-                    if "Unable to retrieve registration" in out and not reloaded:
-                        # after `pjsip send unregister` Asterisk keeps the registration but
-                        # no longer finds it by name (a module reload does not help either);
-                        # sending every registration again starts it
-                        reloaded = True
-                        _cli(asterisk_conf, "pjsip send register *all")
+                if soon and now - left.setdefault(name, now) < NUDGE_IF_LATER_S + NUDGE_EVERY_S:
+                    continue
+                left.pop(name, None)
+                out = _cli(asterisk_conf, f"pjsip send register {name.split('/')[0]}")
+                if "Unable to retrieve registration" in out and not reloaded:
+                    # after `pjsip send unregister` Asterisk keeps the registration but
+                    # no longer finds it by name (a module reload does not help either);
+                    # sending every registration again starts it
+                    reloaded = True
+                    _cli(asterisk_conf, "pjsip send register *all")
         if time.monotonic() > deadline:
             return_text = ", ".join(f"{n}: {s}" for n, s in sorted(bad.items()))
             raise Failure(f"registrations not Registered after {wait:.0f}s: {return_text}")
