@@ -640,5 +640,5 @@ def test_pair_gate_leaves_a_peer_without_dmq_alone(tmp_path: Path) -> None:
 def test_rtpengine_redis_target_reads_rtpengines_form() -> None:
     """``redis = [PW@]HOST:PORT/DB`` as rtpengine reads it (the guard asks the databases it
     follows whether a foreign session's call is still there)."""
-    assert rtp._redis_target("198.18.0.30:6379/1") == (None, "198.18.0.30", 6379, 1)
-    assert rtp._redis_target("s3cr@t@[2001:db8::1]:6380/2") == ("s3cr@t", "2001:db8::1", 6380, 2)
+    assert rtp._redis_target("198.18.0.30:6379/1") == (None, "198.18.0.30", 6379)
+    assert rtp._redis_target("s3cr@t@[2001:db8::1]:6380/2") == ("s3cr@t", "2001:db8::1", 6380)

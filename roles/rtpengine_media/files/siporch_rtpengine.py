@@ -173,32 +173,27 @@ class _Redis:
         self.reader.close()
         self.sock.close()
 
-    def call(self, *args: bytes) -> object:
-        """One command, its reply: an int, bytes or None; an error reply raises Failure."""
+    def call(self, *args: bytes) -> int | bytes:
+        """One command, its one-line reply (AUTH, SELECT: a status; EXISTS: an integer);
+        an error reply raises Failure."""
         head = b"*%d\r\n" % len(args)
         self.sock.sendall(head + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
         line = self.reader.readline()
         if not line.endswith(b"\r\n"):
             raise OSError("Redis closed the connection")
         kind, rest = line[:1], line[1:-2]
-        if kind == b"-":
-            raise Failure(f"Redis: {rest.decode(errors='replace')}")
         if kind == b":":
             return int(rest)
         if kind == b"+":
             return rest
-        if kind == b"$":
-            n = int(rest)
-            return None if n < 0 else self.reader.read(n + 2)[:-2]
-        raise Failure(f"Redis: unexpected reply {line[:40]!r}")
+        raise Failure(f"Redis: {rest.decode(errors='replace')}")
 
 
-def _redis_target(value: str) -> tuple[str | None, str, int, int]:
-    """(password, host, port, db) of rtpengine's ``redis = [PW@]HOST:PORT/DB``."""
+def _redis_target(value: str) -> tuple[str | None, str, int]:
+    """(password, host, port) of rtpengine's ``redis = [PW@]HOST:PORT/DB``."""
     password, _, rest = value.strip().rpartition("@")
-    hostport, _, db = rest.partition("/")
-    host, _, port = hostport.rpartition(":")
-    return password or None, host.strip("[]"), int(port), int(db or 0)
+    host, _, port = rest.partition("/")[0].rpartition(":")
+    return password or None, host.strip("[]"), int(port)
 
 
 def replicated(conf: Path, callids: list[bytes], timeout: float = 2.0) -> int:
@@ -211,7 +206,7 @@ def replicated(conf: Path, callids: list[bytes], timeout: float = 2.0) -> int:
     dbs = [int(d) for d in re.split(r"[;,\s]+", section.get("subscribe-keyspace", "")) if d]
     if not dbs or not callids:
         return 0
-    password, host, port, _ = _redis_target(section.get("redis", ""))
+    password, host, port = _redis_target(section.get("redis", ""))
     live = 0
     with _Redis(host, port, timeout) as redis:
         if password:
@@ -222,6 +217,12 @@ def replicated(conf: Path, callids: list[bytes], timeout: float = 2.0) -> int:
                 count = redis.call(b"EXISTS", *callids[i : i + 500])
                 live += count if isinstance(count, int) else 0
     return live
+
+
+def _calls(conf: Path) -> list[object] | None:
+    """The Call-IDs of every session rtpengine holds (ng ``list``), None when unreadable."""
+    listed = ng(conf, {"command": "list", "limit": "100000"}).get("calls")
+    return listed if isinstance(listed, list) else None
 
 
 def sessions(conf: Path) -> int:
@@ -238,8 +239,8 @@ def sessions(conf: Path) -> int:
             if isinstance(own, int) and isinstance(foreign, int):
                 if foreign == 0:
                     return own
-                listed = ng(conf, {"command": "list", "limit": "100000"}).get("calls")
-                if not isinstance(listed, list):
+                listed = _calls(conf)
+                if listed is None:
                     return own + foreign
                 ids = [c if isinstance(c, bytes) else str(c).encode() for c in listed]
                 try:
@@ -248,8 +249,8 @@ def sessions(conf: Path) -> int:
                     print(f"rtpengine: foreign sessions not checked in Redis: {exc}", file=sys.stderr)
                     return own + foreign
                 return own + min(foreign, live)
-    listed = ng(conf, {"command": "list", "limit": "100000"}).get("calls")
-    if isinstance(listed, list):
+    listed = _calls(conf)
+    if listed is not None:
         return len(listed)
     raise Failure("rtpengine: cannot read the session count")
 
